@@ -1,0 +1,226 @@
+//! The shop's nouns: users, tariffs, subscriptions, purchases, payments, withdrawals.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::Money;
+
+/// A Telegram user id (positive; Telegram ids fit in 52 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserId(i64);
+
+impl UserId {
+    pub fn new(id: i64) -> Option<UserId> {
+        (id > 0).then_some(UserId(id))
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Language {
+    #[default]
+    Ru,
+    En,
+}
+
+impl Language {
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::Ru => "ru",
+            Language::En => "en",
+        }
+    }
+
+    /// The stored code, or the default for anything else (a Telegram `language_code` such as
+    /// `en-GB` maps to English).
+    pub fn from_code(code: &str) -> Language {
+        if code.starts_with("en") { Language::En } else { Language::Ru }
+    }
+}
+
+/// A tariff code from the catalogue (`basic`, `family`): lower-case letters, digits and `_`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TariffCode(String);
+
+impl TariffCode {
+    pub fn parse(input: &str) -> Option<TariffCode> {
+        let ok = (1..=32).contains(&input.len())
+            && input.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        ok.then(|| TariffCode(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Who took the money for a purchase or top-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PaymentProviderKind {
+    Crypto,
+    Stars,
+}
+
+impl PaymentProviderKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            PaymentProviderKind::Crypto => "crypto",
+            PaymentProviderKind::Stars => "stars",
+        }
+    }
+}
+
+/// A payment's id at its provider: 1 to 128 printable ASCII characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProviderPaymentId(String);
+
+impl ProviderPaymentId {
+    pub fn parse(input: &str) -> Option<ProviderPaymentId> {
+        let ok = (1..=128).contains(&input.len()) && input.chars().all(|c| c.is_ascii_graphic());
+        ok.then(|| ProviderPaymentId(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A key that makes a user-triggered operation happen once however often it is sent
+/// (derived from the Telegram update or callback that asked for it): 8 to 128 ASCII characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(input: &str) -> Option<IdempotencyKey> {
+        let ok = (8..=128).contains(&input.len()) && input.chars().all(|c| c.is_ascii_graphic());
+        ok.then(|| IdempotencyKey(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub language: Language,
+    pub referrer: Option<UserId>,
+    pub trial_used: bool,
+    pub banned: bool,
+    /// Minor units; equal to the sum of the user's ledger entries.
+    pub balance: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TariffPeriod {
+    pub tariff: TariffCode,
+    pub title: String,
+    pub days: i32,
+    pub price: Money,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActivationStatus {
+    Pending,
+    Active,
+    Failed,
+}
+
+impl ActivationStatus {
+    pub fn from_code(code: &str) -> Option<ActivationStatus> {
+        match code {
+            "pending" => Some(ActivationStatus::Pending),
+            "active" => Some(ActivationStatus::Active),
+            "failed" => Some(ActivationStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// How many times the activation worker asks the VPN panel for a first key before it gives up
+/// and marks the subscription failed for an admin to look at. The schema's CHECK uses the same
+/// bound.
+pub const ACTIVATION_ATTEMPTS_MAX: i32 = 5;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    pub id: i64,
+    pub user: UserId,
+    pub tariff_id: i64,
+    pub period_days: i32,
+    pub expires_at: DateTime<Utc>,
+    pub is_trial: bool,
+    pub auto_renew: bool,
+    pub last_auto_renewal_at: Option<DateTime<Utc>>,
+    pub activation_status: ActivationStatus,
+    pub activation_attempts: i32,
+    pub key_fence: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WithdrawalStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl WithdrawalStatus {
+    pub fn from_code(code: &str) -> Option<WithdrawalStatus> {
+        match code {
+            "pending" => Some(WithdrawalStatus::Pending),
+            "approved" => Some(WithdrawalStatus::Approved),
+            "rejected" => Some(WithdrawalStatus::Rejected),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeKind {
+    ExpiryReminder,
+    TrialNotice,
+    RenewalFailed,
+    Expired,
+}
+
+impl NoticeKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            NoticeKind::ExpiryReminder => "expiry_reminder",
+            NoticeKind::TrialNotice => "trial_notice",
+            NoticeKind::RenewalFailed => "renewal_failed",
+            NoticeKind::Expired => "expired",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_refuse_bad_input() {
+        assert!(UserId::new(0).is_none());
+        assert!(UserId::new(-5).is_none());
+        assert!(TariffCode::parse("Basic").is_none());
+        assert!(TariffCode::parse("basic").is_some());
+        assert!(ProviderPaymentId::parse("").is_none());
+        assert!(ProviderPaymentId::parse("has space").is_none());
+        assert!(IdempotencyKey::parse("short").is_none());
+        assert!(IdempotencyKey::parse("update:12345").is_some());
+        assert_eq!(Language::from_code("en-GB"), Language::En);
+        assert_eq!(Language::from_code("de"), Language::Ru);
+    }
+}

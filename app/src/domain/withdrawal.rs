@@ -1,0 +1,57 @@
+//! Withdrawal requisites (where the money goes: a card or wallet), as typed by the user.
+
+use std::fmt;
+
+pub const REQUISITES_LEN_MIN: usize = 5;
+pub const REQUISITES_LEN_MAX: usize = 256;
+
+/// Free text, trimmed, 5 to 256 characters, no control characters.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Requisites(String);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequisitesError {
+    #[error("requisites have {REQUISITES_LEN_MIN} to {REQUISITES_LEN_MAX} characters")]
+    Length,
+    #[error("requisites may not contain control characters")]
+    ControlCharacters,
+}
+
+impl Requisites {
+    pub fn parse(input: &str) -> Result<Requisites, RequisitesError> {
+        let text = input.trim();
+        if text.chars().any(char::is_control) {
+            return Err(RequisitesError::ControlCharacters);
+        }
+        if !(REQUISITES_LEN_MIN..=REQUISITES_LEN_MAX).contains(&text.chars().count()) {
+            return Err(RequisitesError::Length);
+        }
+        Ok(Requisites(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Requisites are personal data: logs see only their length.
+impl fmt::Debug for Requisites {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Requisites(<{} chars>)", self.0.chars().count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_and_hides() {
+        let r = Requisites::parse(" 4276 1234 5678 9012 ").unwrap();
+        assert_eq!(r.as_str(), "4276 1234 5678 9012");
+        assert!(!format!("{r:?}").contains("4276"));
+        assert_eq!(Requisites::parse("abc"), Err(RequisitesError::Length));
+        assert_eq!(Requisites::parse("card\n1234"), Err(RequisitesError::ControlCharacters));
+        assert_eq!(Requisites::parse(&"x".repeat(257)), Err(RequisitesError::Length));
+    }
+}

@@ -1,0 +1,130 @@
+//! Coordination between instances: update intake (dedupe, per-chat lease, flood limit, FSM
+//! record), locks with fencing tokens, rate limits and the leader lease. Implemented on Redis
+//! with Lua scripts, and in memory as the audit's old single-instance design (which the
+//! simulation uses to show the hazards are real). Redis is never the only guard of money: every
+//! effect it orders is also fenced or idempotent in PostgreSQL.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::domain::UserId;
+
+/// A user's conversation state as stored: an opaque, versioned encoding of the dialogue enum.
+/// `version` grows by one on every committed change; 0 means no record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FsmRecord {
+    pub version: u64,
+    pub data: Option<Vec<u8>>,
+}
+
+/// Permission to handle one update of one chat: the lease token and the state it starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateTicket {
+    pub update_id: i64,
+    pub lease_token: String,
+    pub fsm: FsmRecord,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BeginOutcome {
+    Proceed(UpdateTicket),
+    /// This update id was already taken by some instance: drop it.
+    Duplicate,
+    /// Another handler of this chat holds the lease: retry shortly.
+    Busy { retry_after: Duration },
+    /// The user is over the flood limit: drop quietly.
+    Flooded { retry_after: Duration },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed,
+    /// The lease expired and someone else may have acted: nothing was written.
+    LeaseLost,
+    /// The record changed since begin: nothing was written.
+    VersionConflict,
+}
+
+/// The actions with a per-user limit (the audit's targets, part 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LimitedAction {
+    /// 3 per hour, exact sliding window; refused when Redis is unreachable.
+    WithdrawalRequest,
+    /// 5 per minute, exact sliding window; refused when Redis is unreachable.
+    PaymentAttempt,
+    /// 10 per minute, exact sliding window; refused when Redis is unreachable.
+    PromoAttempt,
+    /// 100 per minute per admin.
+    AdminCommand,
+    TrialActivation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Denied { retry_after: Duration },
+}
+
+/// A held lock. `fencing_token` only grows across all holders of the same lock; PostgreSQL
+/// refuses writes made under a token older than the newest it has seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockGuard {
+    pub name: String,
+    pub token: String,
+    pub fencing_token: u64,
+}
+
+/// A held leader lease for a role. `epoch` only grows; `valid_until` is on the monotonic clock
+/// and was measured from before the acquire or renew was sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    pub role: String,
+    pub token: String,
+    pub epoch: u64,
+    pub valid_until: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinationError {
+    /// Redis did not answer in time or refused the connection. Money actions are then refused
+    /// with "try again later"; other updates degrade.
+    #[error("coordination is unavailable")]
+    Unavailable,
+    /// A record that no longer decodes or is too large.
+    #[error("invalid coordination data: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+pub type CoordResult<T> = Result<T, CoordinationError>;
+
+pub trait Coordination: Send + Sync + 'static {
+    /// Dedupe the update, take the chat's lease, check the flood limit, return the FSM record:
+    /// one round trip.
+    fn begin_update(&self, user: UserId, update_id: i64)
+        -> impl Future<Output = CoordResult<BeginOutcome>> + Send;
+
+    /// Compare-and-set the FSM record on the ticket's version and lease token, and release the
+    /// lease. `data: None` clears the conversation.
+    fn commit_update(&self, user: UserId, ticket: &UpdateTicket, data: Option<Vec<u8>>)
+        -> impl Future<Output = CoordResult<CommitOutcome>> + Send;
+
+    /// Tries to take a lock for `ttl`; `None` when someone else holds it.
+    fn acquire_lock(&self, name: &str, ttl: Duration)
+        -> impl Future<Output = CoordResult<Option<LockGuard>>> + Send;
+
+    /// Releases a lock if this guard still holds it; `false` when it had expired.
+    fn release_lock(&self, guard: &LockGuard) -> impl Future<Output = CoordResult<bool>> + Send;
+
+    /// Counts one attempt of `action` by `user` and says whether it is allowed.
+    fn check_rate(&self, user: UserId, action: LimitedAction)
+        -> impl Future<Output = CoordResult<Decision>> + Send;
+
+    /// Acquires or renews the leader lease of `role`; `None` when another instance leads.
+    fn lead(&self, role: &str, current: Option<&Leadership>, ttl: Duration)
+        -> impl Future<Output = CoordResult<Option<Leadership>>> + Send;
+
+    /// Gives up a lease (on shutdown), so a standby takes over without waiting for the TTL.
+    fn resign(&self, leadership: &Leadership) -> impl Future<Output = CoordResult<()>> + Send;
+}

@@ -1,0 +1,41 @@
+//! Payment providers (crypto, Telegram Stars): invoices out, payment confirmations in.
+
+use std::future::Future;
+
+use crate::domain::{Money, PaymentProviderKind, ProviderPaymentId};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invoice {
+    /// The provider's id for the invoice, used to poll it.
+    pub invoice_id: String,
+    /// Where the user pays (a link or a Telegram invoice payload).
+    pub pay_url: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InvoiceStatus {
+    Pending,
+    /// Paid: the provider's payment id and the amount it says it received.
+    Paid { payment_id: ProviderPaymentId, amount: Money },
+    Expired,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentProviderError {
+    #[error("the payment provider did not answer in time")]
+    Timeout,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+pub trait PaymentProvider: Send + Sync + 'static {
+    fn kind(&self) -> PaymentProviderKind;
+
+    /// Creates an invoice for a purchase. `purchase_id` is the idempotency label: asking twice
+    /// MUST return the same invoice.
+    fn create_invoice(&self, purchase_id: i64, amount: Money)
+        -> impl Future<Output = Result<Invoice, PaymentProviderError>> + Send;
+
+    fn invoice_status(&self, invoice_id: &str)
+        -> impl Future<Output = Result<InvoiceStatus, PaymentProviderError>> + Send;
+}

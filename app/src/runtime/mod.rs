@@ -1,0 +1,7 @@
+//! The process around the core: configuration, the live clock and randomness, logging.
+
+pub mod config;
+pub mod live;
+pub mod telemetry;
+
+pub use config::{AppEnv, CoordinationMode, Settings};
