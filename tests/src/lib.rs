@@ -1,0 +1,210 @@
+//! Helpers for tests and benchmarks against real PostgreSQL: a fresh, migrated database per test
+//! (dropped when the test ends, even when it fails), typed shortcuts to arrange state, and the
+//! ledger invariants every test can assert.
+//!
+//! The server is `ATLAS_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432`), the
+//! one `ci/test` makes sure is running.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context as _;
+use atlas::domain::{Language, Money, PaymentProviderKind, ProviderPaymentId, UserId};
+use atlas::ports::Store;
+use atlas::ports::store::ProviderPayment;
+use atlas::store::PgStore;
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::Connection as _;
+
+/// Connections each test's pool may open: enough for the stress tests' concurrency, small enough
+/// that many tests in parallel stay under the server's default limit of 100.
+pub const TEST_POOL_CONNECTIONS: u32 = 12;
+
+pub fn server_url() -> String {
+    std::env::var("ATLAS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A database of its own for one test, migrated, dropped on drop.
+pub struct TestDb {
+    pub store: PgStore,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        TestDb::with_connections(TEST_POOL_CONNECTIONS).await
+    }
+
+    pub async fn with_connections(max_connections: u32) -> TestDb {
+        let (store, name) = fresh_database("atlas_test", max_connections)
+            .await
+            .expect("a fresh database (is PostgreSQL running? ci/test starts it)");
+        TestDb { store, name }
+    }
+
+    pub fn pool(&self) -> &sqlx::PgPool {
+        self.store.pool()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop is synchronous and may run inside the test's runtime: drop the database from a
+        // thread of its own with a runtime of its own.
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(drop_database(&name))
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// A name no other test process or earlier run uses: pid, a per-process counter, OS randomness.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let salt = getrandom::u32().unwrap_or(0);
+    format!("{prefix}_{}_{n}_{salt:08x}", std::process::id())
+}
+
+/// The tests' "now": a fixed instant, so expiries and windows are exact.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
+}
+
+pub fn uid(id: i64) -> UserId {
+    UserId::new(id).expect("test user ids are positive")
+}
+
+pub fn money(text: &str) -> Money {
+    Money::parse(text).expect("test amounts are valid")
+}
+
+pub fn crypto(payment_id: &str, amount: &str) -> ProviderPayment {
+    ProviderPayment {
+        provider: PaymentProviderKind::Crypto,
+        payment_id: ProviderPaymentId::parse(payment_id).expect("valid payment id"),
+        amount: money(amount),
+    }
+}
+
+/// Registers a user and credits `balance` (if any) through a real top-up.
+pub async fn user_with_balance(store: &PgStore, id: i64, balance: &str) -> UserId {
+    let user = uid(id);
+    store.register_user(user, Language::En, None, t0()).await.expect("register");
+    if balance != "0" {
+        store.top_up(user, crypto(&format!("seed-{id}"), balance), t0()).await.expect("seed top-up");
+    }
+    user
+}
+
+pub async fn create_promo(db: &TestDb, code: &str, percent: i32, max_uses: Option<i32>, expires_at: Option<DateTime<Utc>>) {
+    sqlx::query(
+        "INSERT INTO promo_codes (code, discount_percent, max_uses, expires_at, created_by, created_at)
+         VALUES ($1, $2, $3, $4, 1, $5)",
+    )
+    .bind(code)
+    .bind(percent)
+    .bind(max_uses)
+    .bind(expires_at)
+    .bind(t0())
+    .execute(db.pool())
+    .await
+    .expect("create promo");
+}
+
+pub async fn balance(db: &TestDb, user: UserId) -> i64 {
+    sqlx::query_scalar("SELECT balance FROM users WHERE telegram_id = $1").bind(user.get()).fetch_one(db.pool()).await.unwrap()
+}
+
+pub async fn count(db: &TestDb, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(db.pool()).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Row counts of every table that an operation writes: a refused operation must leave all of
+/// them unchanged.
+pub async fn snapshot(db: &TestDb) -> Vec<(String, i64)> {
+    let tables = [
+        "users", "subscriptions", "vpn_keys", "pending_purchases", "promo_redemptions", "payments",
+        "payment_idempotency_keys", "withdrawal_requests", "referral_rewards", "admin_audit_log",
+        "balance_ledger", "auto_renewals", "notice_deliveries",
+    ];
+    let mut counts = Vec::new();
+    for table in tables {
+        counts.push((table.to_owned(), count(db, &format!("SELECT count(*) FROM {table}")).await));
+    }
+    counts.push(("sum(used_count)".into(), count(db, "SELECT coalesce(sum(used_count), 0)::BIGINT FROM promo_codes").await));
+    counts.push(("sum(balance)".into(), count(db, "SELECT coalesce(sum(balance), 0)::BIGINT FROM users").await));
+    counts
+}
+
+/// The ledger invariants of the audit, checked on the final state:
+/// no balance below zero; every balance equals the sum of its ledger entries; promo
+/// `used_count` within `max_uses` and equal to its redemptions; each payment credited at most
+/// once; each referral reward granted once and matched by one ledger entry.
+pub async fn assert_ledger_invariants(db: &TestDb) -> anyhow::Result<()> {
+    let pool = db.pool();
+    let negative: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE balance < 0").fetch_one(pool).await?;
+    anyhow::ensure!(negative == 0, "{negative} balances below zero");
+    let drift: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT u.telegram_id, u.balance, coalesce(sum(l.amount), 0)::BIGINT FROM users u
+         LEFT JOIN balance_ledger l ON l.user_id = u.telegram_id
+         GROUP BY u.telegram_id, u.balance HAVING u.balance <> coalesce(sum(l.amount), 0)",
+    )
+    .fetch_all(pool)
+    .await?;
+    anyhow::ensure!(drift.is_empty(), "balances differ from ledger sums (user, balance, sum): {drift:?}");
+    let promo: Vec<(String, i32, Option<i32>, i64)> = sqlx::query_as(
+        "SELECT c.code, c.used_count, c.max_uses, (SELECT count(*) FROM promo_redemptions r WHERE r.promo_id = c.id)
+         FROM promo_codes c",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (code, used, max, redemptions) in promo {
+        anyhow::ensure!(max.is_none_or(|m| used <= m), "promo {code}: used_count {used} above max_uses {max:?}");
+        anyhow::ensure!(i64::from(used) == redemptions, "promo {code}: used_count {used} but {redemptions} redemptions");
+    }
+    let topups: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT p.id, (SELECT count(*) FROM balance_ledger l WHERE l.kind = 'topup' AND l.reference = 'payment:' || p.id)
+         FROM payments p",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (payment, credits) in topups {
+        anyhow::ensure!(credits <= 1, "payment {payment} credited {credits} times");
+    }
+    let credited_topups: i64 = sqlx::query_scalar("SELECT count(*) FROM balance_ledger WHERE kind = 'topup'").fetch_one(pool).await?;
+    let topup_payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE purpose = 'topup'").fetch_one(pool).await?;
+    anyhow::ensure!(credited_topups == topup_payments, "{topup_payments} top-up payments but {credited_topups} credits");
+    let rewards: i64 = sqlx::query_scalar("SELECT count(*) FROM referral_rewards").fetch_one(pool).await?;
+    let reward_purchases: i64 = sqlx::query_scalar("SELECT count(DISTINCT purchase_id) FROM referral_rewards").fetch_one(pool).await?;
+    let reward_credits: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM balance_ledger WHERE kind = 'referral_reward'").fetch_one(pool).await?;
+    anyhow::ensure!(rewards == reward_purchases && rewards == reward_credits,
+        "referral rewards {rewards}, distinct purchases {reward_purchases}, ledger credits {reward_credits}");
+    Ok(())
+}
+
+/// Applies the migrations to a named database on the test server (for the benchmark).
+pub async fn fresh_database(prefix: &str, max_connections: u32) -> anyhow::Result<(PgStore, String)> {
+    let name = unique_name(prefix);
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", server_url())).await.context("connect to PostgreSQL")?;
+    // `name` comes from unique_name: letters, digits and underscores only.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+    let store = PgStore::connect(&format!("{}/{name}", server_url()), max_connections).await?;
+    store.migrate().await?;
+    Ok((store, name))
+}
+
+pub async fn drop_database(name: &str) -> anyhow::Result<()> {
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", server_url())).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await?;
+    Ok(())
+}

@@ -1,0 +1,454 @@
+//! Every Store operation on real PostgreSQL, each in a fresh database: what it does, and each
+//! refusal with its typed error — and that a refusal writes nothing.
+
+use atlas::domain::*;
+use atlas::ports::Store;
+use atlas::ports::store::*;
+use atlas::ports::vpn::PanelKey;
+use atlas_tests::*;
+use chrono::Duration;
+
+fn basic() -> TariffCode {
+    TariffCode::parse("basic").unwrap()
+}
+
+fn purchase(user: UserId, promo: Option<&str>, key: Option<&str>) -> PurchaseRequest {
+    PurchaseRequest {
+        user,
+        tariff: basic(),
+        days: 30,
+        promo: promo.map(|p| PromoCode::parse(p).unwrap()),
+        idempotency_key: key.map(|k| IdempotencyKey::parse(k).unwrap()),
+    }
+}
+
+/// Runs a refused operation and checks that no table changed.
+macro_rules! refused_without_writes {
+    ($db:expr, $op:expr, $pattern:pat) => {{
+        let before = snapshot($db).await;
+        let result = $op.await;
+        assert!(matches!(result, Err($pattern)), "expected {}, got {:?}", stringify!($pattern), result);
+        assert_eq!(before, snapshot($db).await, "a refused operation wrote something");
+    }};
+}
+
+#[tokio::test]
+async fn registration_keeps_the_first_referrer_and_refuses_forged_ones() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let referrer = user_with_balance(s, 10, "0").await;
+    let user = s.register_user(uid(11), Language::Ru, Some(referrer), t0()).await.unwrap();
+    assert_eq!(user.referrer, Some(referrer));
+    assert_eq!(user.balance, 0);
+    // Registering again changes nothing, not even with another referrer.
+    let again = s.register_user(uid(11), Language::En, Some(uid(12)), t0()).await.unwrap();
+    assert_eq!(again, user);
+    // Self-referral and an unknown referrer are dropped.
+    assert_eq!(s.register_user(uid(13), Language::En, Some(uid(13)), t0()).await.unwrap().referrer, None);
+    assert_eq!(s.register_user(uid(14), Language::En, Some(uid(999)), t0()).await.unwrap().referrer, None);
+    assert_eq!(count(&db, "SELECT count(*) FROM referrals").await, 1);
+    assert!(s.user(uid(15)).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn top_up_credits_each_provider_payment_once() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "0").await;
+    let first = s.top_up(user, crypto("pay-1", "250.50"), t0()).await.unwrap();
+    assert_eq!((first.applied, first.balance), (Applied::Done, 25_050));
+    let again = s.top_up(user, crypto("pay-1", "250.50"), t0()).await.unwrap();
+    assert_eq!((again.applied, again.balance, again.payment_row_id), (Applied::Duplicate, 25_050, first.payment_row_id));
+    // The same id with another amount or for another user is not the same payment.
+    refused_without_writes!(&db, s.top_up(user, crypto("pay-1", "999"), t0()), PaymentError::PaymentIdReused);
+    let other = user_with_balance(s, 2, "0").await;
+    refused_without_writes!(&db, s.top_up(other, crypto("pay-1", "250.50"), t0()), PaymentError::PaymentIdReused);
+    refused_without_writes!(&db, s.top_up(uid(404), crypto("pay-2", "10"), t0()), PaymentError::UnknownUser);
+    assert_eq!(balance(&db, user).await, 25_050);
+    assert_ledger_invariants(&db).await.unwrap();
+}
+
+#[tokio::test]
+async fn admin_credit_and_debit_are_audited_and_never_overdraw() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "100").await;
+    let adjust = |direction, amount: &str| AdminAdjustment {
+        admin: uid(7),
+        user,
+        amount: money(amount),
+        direction,
+        reason: "support ticket 42".into(),
+        correlation_id: Some("upd-1".into()),
+    };
+    let credit = s.admin_adjust(adjust(Direction::Credit, "50"), t0()).await.unwrap();
+    assert_eq!(credit.balance, 15_000);
+    let debit = s.admin_adjust(adjust(Direction::Debit, "149.99"), t0()).await.unwrap();
+    assert_eq!(debit.balance, 1);
+    refused_without_writes!(&db, s.admin_adjust(adjust(Direction::Debit, "0.02"), t0()), BalanceError::InsufficientBalance);
+    let unknown = AdminAdjustment { user: uid(404), ..adjust(Direction::Credit, "1") };
+    refused_without_writes!(&db, s.admin_adjust(unknown, t0()), BalanceError::UnknownUser);
+    let audit: Vec<(String, i64)> =
+        sqlx::query_as("SELECT action, admin_id FROM admin_audit_log ORDER BY id").fetch_all(db.pool()).await.unwrap();
+    assert_eq!(audit, vec![("admin_credit".into(), 7), ("admin_debit".into(), 7)]);
+    assert_ledger_invariants(&db).await.unwrap();
+}
+
+#[tokio::test]
+async fn purchase_from_balance_debits_extends_and_is_idempotent() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "1000").await;
+    let bought = s.purchase_from_balance(purchase(user, None, Some("callback:1")), t0()).await.unwrap();
+    assert_eq!(bought.applied, Applied::Done);
+    assert_eq!((bought.amount, bought.balance), (19_900, 80_100));
+    assert_eq!(bought.expires_at, t0() + Duration::days(30));
+    // A double tap replays the first purchase.
+    let replay = s.purchase_from_balance(purchase(user, None, Some("callback:1")), t0()).await.unwrap();
+    assert_eq!((replay.applied, replay.purchase_id, replay.balance), (Applied::Duplicate, bought.purchase_id, 80_100));
+    // Buying again before expiry adds to the expiry, not to now: leftover days are kept.
+    let later = s.purchase_from_balance(purchase(user, None, None), t0() + Duration::days(10)).await.unwrap();
+    assert_eq!(later.expires_at, t0() + Duration::days(60));
+    // After expiry the new period starts now.
+    let much_later = t0() + Duration::days(100);
+    let renewed = s.purchase_from_balance(purchase(user, None, None), much_later).await.unwrap();
+    assert_eq!(renewed.expires_at, much_later + Duration::days(30));
+    let sub = s.subscription(user).await.unwrap().unwrap();
+    assert_eq!((sub.expires_at, sub.activation_status), (renewed.expires_at, ActivationStatus::Pending));
+    assert_ledger_invariants(&db).await.unwrap();
+}
+
+#[tokio::test]
+async fn purchase_refusals_write_nothing() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let poor = user_with_balance(s, 1, "10").await;
+    refused_without_writes!(&db, s.purchase_from_balance(purchase(poor, None, Some("k-poor-1")), t0()), PurchaseError::InsufficientBalance);
+    let rich = user_with_balance(s, 2, "1000").await;
+    let unknown_tariff = PurchaseRequest { tariff: TariffCode::parse("gold").unwrap(), ..purchase(rich, None, None) };
+    refused_without_writes!(&db, s.purchase_from_balance(unknown_tariff, t0()), PurchaseError::UnknownTariff);
+    let unknown_period = PurchaseRequest { days: 31, ..purchase(rich, None, None) };
+    refused_without_writes!(&db, s.purchase_from_balance(unknown_period, t0()), PurchaseError::UnknownTariff);
+    refused_without_writes!(&db, s.purchase_from_balance(purchase(uid(404), None, None), t0()), PurchaseError::UnknownUser);
+    // A key another user already used is refused, not replayed.
+    s.purchase_from_balance(purchase(rich, None, Some("shared-key")), t0()).await.unwrap();
+    let thief = user_with_balance(s, 3, "1000").await;
+    refused_without_writes!(&db, s.purchase_from_balance(purchase(thief, None, Some("shared-key")), t0()), PurchaseError::IdempotencyKeyReused);
+    sqlx::query("UPDATE users SET banned = TRUE WHERE telegram_id = 3").execute(db.pool()).await.unwrap();
+    refused_without_writes!(&db, s.purchase_from_balance(purchase(thief, None, None), t0()), PurchaseError::UserBanned);
+    // An inactive tariff cannot be bought.
+    sqlx::query("UPDATE tariffs SET is_active = FALSE WHERE code = 'basic'").execute(db.pool()).await.unwrap();
+    refused_without_writes!(&db, s.purchase_from_balance(purchase(rich, None, None), t0()), PurchaseError::UnknownTariff);
+    assert_ledger_invariants(&db).await.unwrap();
+}
+
+#[tokio::test]
+async fn promo_validation_names_every_refusal() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "1000").await;
+    create_promo(&db, "SALE10", 10, Some(5), None).await;
+    create_promo(&db, "OLD", 10, None, Some(t0() - Duration::seconds(1))).await;
+    create_promo(&db, "GONE", 10, Some(1), None).await;
+    create_promo(&db, "OFF", 10, None, None).await;
+    sqlx::query("UPDATE promo_codes SET is_active = FALSE WHERE code = 'OFF'").execute(db.pool()).await.unwrap();
+    sqlx::query("UPDATE promo_codes SET used_count = 1 WHERE code = 'GONE'").execute(db.pool()).await.unwrap();
+    let check = |code: &str| {
+        let code = PromoCode::parse(code).unwrap();
+        async move { s.validate_promo(user, &code, t0()).await }
+    };
+    assert_eq!(check("sale10").await.unwrap().discount_percent, 10);
+    assert!(matches!(check("NOPE").await, Err(PromoError::Refused(PromoRefusal::NotFound))));
+    assert!(matches!(check("OLD").await, Err(PromoError::Refused(PromoRefusal::Expired))));
+    assert!(matches!(check("GONE").await, Err(PromoError::Refused(PromoRefusal::Exhausted))));
+    assert!(matches!(check("OFF").await, Err(PromoError::Refused(PromoRefusal::Disabled))));
+    s.purchase_from_balance(purchase(user, Some("SALE10"), None), t0()).await.unwrap();
+    assert!(matches!(check("SALE10").await, Err(PromoError::Refused(PromoRefusal::AlreadyUsedByUser))));
+}
+
+#[tokio::test]
+async fn promo_consumption_discounts_once_per_user_within_max_uses() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    create_promo(&db, "HALF", 50, Some(2), None).await;
+    create_promo(&db, "FREE", 100, None, None).await;
+    let a = user_with_balance(s, 1, "1000").await;
+    let b = user_with_balance(s, 2, "1000").await;
+    let c = user_with_balance(s, 3, "1000").await;
+    let bought = s.purchase_from_balance(purchase(a, Some("half"), None), t0()).await.unwrap();
+    assert_eq!(bought.amount, 9_950);
+    refused_without_writes!(&db, s.purchase_from_balance(purchase(a, Some("HALF"), None), t0()),
+        PurchaseError::Promo(PromoRefusal::AlreadyUsedByUser));
+    s.purchase_from_balance(purchase(b, Some("HALF"), None), t0()).await.unwrap();
+    refused_without_writes!(&db, s.purchase_from_balance(purchase(c, Some("HALF"), None), t0()),
+        PurchaseError::Promo(PromoRefusal::Exhausted));
+    refused_without_writes!(&db, s.purchase_from_balance(purchase(c, Some("NOPE"), None), t0()),
+        PurchaseError::Promo(PromoRefusal::NotFound));
+    // A promo is not consumed when the purchase fails for another reason.
+    create_promo(&db, "QUARTER", 25, None, None).await;
+    let poor = user_with_balance(s, 4, "1").await;
+    refused_without_writes!(&db, s.purchase_from_balance(purchase(poor, Some("QUARTER"), None), t0()),
+        PurchaseError::InsufficientBalance);
+    // A 100% code makes a free purchase with no ledger entry.
+    let free = s.purchase_from_balance(purchase(c, Some("FREE"), None), t0()).await.unwrap();
+    assert_eq!((free.amount, free.balance), (0, 100_000));
+    assert_eq!(count(&db, "SELECT used_count::BIGINT FROM promo_codes WHERE code = 'HALF'").await, 2);
+    assert_ledger_invariants(&db).await.unwrap();
+}
+
+#[tokio::test]
+async fn provider_purchase_is_finalized_once_and_late_money_is_kept() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "0").await;
+    create_promo(&db, "TEN", 10, Some(1), None).await;
+    let pending = s.create_pending_purchase(purchase(user, Some("TEN"), Some("invoice:1")), PaymentProviderKind::Crypto, 3600, t0())
+        .await
+        .unwrap();
+    assert_eq!((pending.applied, pending.amount), (Applied::Done, 17_910));
+    assert_eq!(pending.expires_at, t0() + Duration::hours(1));
+    let replay = s.create_pending_purchase(purchase(user, Some("TEN"), Some("invoice:1")), PaymentProviderKind::Crypto, 3600, t0())
+        .await
+        .unwrap();
+    assert_eq!((replay.applied, replay.purchase_id), (Applied::Duplicate, pending.purchase_id));
+
+    let id = pending.purchase_id;
+    refused_without_writes!(&db, s.finalize_purchase(id, crypto("tx-1", "100"), t0()), PaymentError::AmountMismatch);
+    let stars = ProviderPayment { provider: PaymentProviderKind::Stars, ..crypto("tx-1", "179.10") };
+    refused_without_writes!(&db, s.finalize_purchase(id, stars, t0()), PaymentError::MethodMismatch);
+    refused_without_writes!(&db, s.finalize_purchase(404, crypto("tx-1", "179.10"), t0()), PaymentError::UnknownPurchase);
+
+    let done = s.finalize_purchase(id, crypto("tx-1", "179.10"), t0()).await.unwrap();
+    assert_eq!(done, FinalizeOutcome::Finalized { expires_at: t0() + Duration::days(30) });
+    assert_eq!(s.finalize_purchase(id, crypto("tx-1", "179.10"), t0()).await.unwrap(), FinalizeOutcome::Duplicate);
+    // A second, different payment for a paid purchase is money received: it goes to the balance.
+    assert_eq!(s.finalize_purchase(id, crypto("tx-2", "179.10"), t0()).await.unwrap(), FinalizeOutcome::CreditedToBalance);
+    assert_eq!(balance(&db, user).await, 17_910);
+    // The same provider id for another purchase is refused.
+    let other = s.create_pending_purchase(purchase(user, None, None), PaymentProviderKind::Crypto, 3600, t0()).await.unwrap();
+    refused_without_writes!(&db, s.finalize_purchase(other.purchase_id, crypto("tx-1", "199"), t0()), PaymentError::PaymentIdReused);
+    assert_ledger_invariants(&db).await.unwrap();
+}
+
+#[tokio::test]
+async fn closing_a_pending_purchase_gives_back_its_promo_use() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "0").await;
+    create_promo(&db, "ONCE", 20, Some(1), None).await;
+    let pending = s.create_pending_purchase(purchase(user, Some("ONCE"), None), PaymentProviderKind::Stars, 600, t0()).await.unwrap();
+    assert_eq!(count(&db, "SELECT used_count::BIGINT FROM promo_codes").await, 1);
+    s.close_pending_purchase(pending.purchase_id, Closure::Expired).await.unwrap();
+    assert_eq!(count(&db, "SELECT used_count::BIGINT FROM promo_codes").await, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM promo_redemptions").await, 0);
+    refused_without_writes!(&db, s.close_pending_purchase(pending.purchase_id, Closure::Cancelled), CloseError::NotPending(_));
+    refused_without_writes!(&db, s.close_pending_purchase(404, Closure::Cancelled), CloseError::UnknownPurchase);
+    // Paid after it expired: the money is kept on the balance.
+    let late = ProviderPayment { provider: PaymentProviderKind::Stars, ..crypto("late-1", "159.20") };
+    assert_eq!(s.finalize_purchase(pending.purchase_id, late, t0()).await.unwrap(), FinalizeOutcome::CreditedToBalance);
+    assert_eq!(balance(&db, user).await, 15_920);
+    assert!(s.subscription(user).await.unwrap().is_none());
+    assert_ledger_invariants(&db).await.unwrap();
+}
+
+#[tokio::test]
+async fn referral_reward_is_granted_once_per_purchase() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let referrer = user_with_balance(s, 1, "0").await;
+    s.register_user(uid(2), Language::En, Some(referrer), t0()).await.unwrap();
+    let buyer = uid(2);
+    s.top_up(buyer, crypto("b-1", "1000"), t0()).await.unwrap();
+    let bought = s.purchase_from_balance(purchase(buyer, None, None), t0()).await.unwrap();
+    let granted = s.grant_referral_reward(bought.purchase_id, 10, t0()).await.unwrap();
+    assert_eq!(granted, ReferralOutcome::Granted { referrer, amount: 1_990 });
+    assert_eq!(s.grant_referral_reward(bought.purchase_id, 10, t0()).await.unwrap(), ReferralOutcome::Duplicate);
+    assert_eq!(balance(&db, referrer).await, 1_990);
+    // No referrer, unknown purchase, unpaid purchase.
+    let own = s.purchase_from_balance(purchase(referrer, None, None), t0()).await;
+    assert!(matches!(own, Err(PurchaseError::InsufficientBalance)));
+    let lonely = user_with_balance(s, 3, "500").await;
+    let lonely_buy = s.purchase_from_balance(purchase(lonely, None, None), t0()).await.unwrap();
+    assert_eq!(s.grant_referral_reward(lonely_buy.purchase_id, 10, t0()).await.unwrap(), ReferralOutcome::NoReferrer);
+    refused_without_writes!(&db, s.grant_referral_reward(404, 10, t0()), ReferralError::UnknownPurchase);
+    let unpaid = s.create_pending_purchase(purchase(buyer, None, None), PaymentProviderKind::Crypto, 600, t0()).await.unwrap();
+    refused_without_writes!(&db, s.grant_referral_reward(unpaid.purchase_id, 10, t0()), ReferralError::PurchaseNotPaid);
+    assert_ledger_invariants(&db).await.unwrap();
+}
+
+#[tokio::test]
+async fn withdrawal_holds_the_amount_and_is_decided_once() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "1000").await;
+    let card = || Requisites::parse("4276 0000 1111 2222").unwrap();
+    let minimum = money("100");
+    let created = s.create_withdrawal(user, money("600"), card(), minimum, t0()).await.unwrap();
+    assert_eq!(created.balance, 40_000);
+    // The held amount cannot be spent or withdrawn again.
+    refused_without_writes!(&db, s.create_withdrawal(user, money("400.01"), card(), minimum, t0()), WithdrawalError::InsufficientBalance);
+    refused_without_writes!(&db, s.create_withdrawal(user, money("99.99"), card(), minimum, t0()), WithdrawalError::BelowMinimum);
+    refused_without_writes!(&db, s.create_withdrawal(uid(404), money("100"), card(), minimum, t0()), WithdrawalError::UnknownUser);
+
+    let decide = |withdrawal_id, approve| WithdrawalDecision {
+        withdrawal_id,
+        admin: uid(7),
+        approve,
+        reason: (!approve).then(|| "wrong card".to_owned()),
+        correlation_id: None,
+    };
+    let approved = s.decide_withdrawal(decide(created.withdrawal_id, true), t0()).await.unwrap();
+    assert_eq!((approved.status, approved.amount), (WithdrawalStatus::Approved, 60_000));
+    refused_without_writes!(&db, s.decide_withdrawal(decide(created.withdrawal_id, false), t0()),
+        WithdrawalError::NotPending(WithdrawalStatus::Approved));
+    refused_without_writes!(&db, s.decide_withdrawal(decide(404, true), t0()), WithdrawalError::UnknownWithdrawal);
+
+    let second = s.create_withdrawal(user, money("400"), card(), minimum, t0()).await.unwrap();
+    assert_eq!(second.balance, 0);
+    let rejected = s.decide_withdrawal(decide(second.withdrawal_id, false), t0()).await.unwrap();
+    assert_eq!(rejected.status, WithdrawalStatus::Rejected);
+    assert_eq!(balance(&db, user).await, 40_000);
+    refused_without_writes!(&db, s.decide_withdrawal(decide(second.withdrawal_id, true), t0()),
+        WithdrawalError::NotPending(WithdrawalStatus::Rejected));
+    assert_eq!(count(&db, "SELECT count(*) FROM admin_audit_log").await, 2);
+    assert_ledger_invariants(&db).await.unwrap();
+}
+
+#[tokio::test]
+async fn auto_renewal_charges_each_period_once() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let rich = user_with_balance(s, 1, "1000").await;
+    let poor = user_with_balance(s, 2, "200").await;
+    for user in [rich, poor] {
+        s.purchase_from_balance(purchase(user, None, None), t0()).await.unwrap();
+        assert!(s.set_auto_renew(user, true, t0()).await.unwrap());
+    }
+    assert!(!s.set_auto_renew(uid(404), true, t0()).await.unwrap());
+    let day = 86_400;
+    // Nothing is due two days before expiry with a one-day horizon.
+    assert_eq!(s.auto_renew_next(t0() + Duration::days(28), day).await.unwrap(), None);
+    let at = t0() + Duration::days(29) + Duration::hours(1);
+    let mut outcomes = Vec::new();
+    while let Some(outcome) = s.auto_renew_next(at, day).await.unwrap() {
+        outcomes.push(outcome);
+        assert!(outcomes.len() <= 2, "a period was claimed twice: {outcomes:?}");
+    }
+    let sub_rich = s.subscription(rich).await.unwrap().unwrap();
+    let sub_poor = s.subscription(poor).await.unwrap().unwrap();
+    assert!(outcomes.contains(&RenewalOutcome::Renewed {
+        subscription_id: sub_rich.id,
+        user: rich,
+        amount: 19_900,
+        expires_at: t0() + Duration::days(60),
+    }), "{outcomes:?}");
+    assert!(outcomes.contains(&RenewalOutcome::InsufficientFunds { subscription_id: sub_poor.id, user: poor }), "{outcomes:?}");
+    assert_eq!(sub_rich.last_auto_renewal_at, Some(at));
+    assert_eq!(sub_poor.expires_at, t0() + Duration::days(30));
+    assert_eq!(balance(&db, rich).await, 100_000 - 2 * 19_900);
+    // The next period of the rich user is a new claim.
+    assert!(matches!(s.auto_renew_next(t0() + Duration::days(59) + Duration::hours(1), day).await.unwrap(),
+        Some(RenewalOutcome::Renewed { .. })));
+    // A switched-off tariff is not renewed.
+    sqlx::query("UPDATE tariffs SET is_active = FALSE").execute(db.pool()).await.unwrap();
+    assert!(matches!(s.auto_renew_next(t0() + Duration::days(89) + Duration::hours(1), day).await.unwrap(),
+        Some(RenewalOutcome::TariffUnavailable { .. })));
+    assert_ledger_invariants(&db).await.unwrap();
+}
+
+#[tokio::test]
+async fn trial_is_granted_once_and_not_to_subscribers() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "0").await;
+    let trial = s.activate_trial(user, &basic(), 3, t0()).await.unwrap();
+    assert!(trial.is_trial);
+    assert_eq!(trial.expires_at, t0() + Duration::days(3));
+    refused_without_writes!(&db, s.activate_trial(user, &basic(), 3, t0()), TrialError::AlreadyUsed);
+    let subscriber = user_with_balance(s, 2, "500").await;
+    s.purchase_from_balance(purchase(subscriber, None, None), t0()).await.unwrap();
+    refused_without_writes!(&db, s.activate_trial(subscriber, &basic(), 3, t0()), TrialError::NotForSubscribers);
+    refused_without_writes!(&db, s.activate_trial(uid(404), &basic(), 3, t0()), TrialError::UnknownUser);
+    let fresh = user_with_balance(s, 3, "0").await;
+    refused_without_writes!(&db, s.activate_trial(fresh, &TariffCode::parse("gold").unwrap(), 3, t0()), TrialError::UnknownTariff);
+    // Buying after a trial turns it into a paid subscription that keeps the trial's days.
+    s.top_up(user, crypto("t-1", "500"), t0()).await.unwrap();
+    let paid = s.purchase_from_balance(purchase(user, None, None), t0() + Duration::days(1)).await.unwrap();
+    assert_eq!(paid.expires_at, t0() + Duration::days(33));
+    assert!(!s.subscription(user).await.unwrap().unwrap().is_trial);
+}
+
+#[tokio::test]
+async fn activation_attempts_are_bounded_and_finish_once() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let a = user_with_balance(s, 1, "500").await;
+    let b = user_with_balance(s, 2, "500").await;
+    s.purchase_from_balance(purchase(a, None, None), t0()).await.unwrap();
+    s.purchase_from_balance(purchase(b, None, None), t0()).await.unwrap();
+    let pending = s.pending_activations(10).await.unwrap();
+    assert_eq!(pending.len(), 2);
+    let key = || ActivationResult::Succeeded { panel_key_id: "panel-1".into(), access_uri: "vless://secret@host".into() };
+    assert_eq!(s.record_activation(pending[0], key(), t0()).await.unwrap(), ActivationOutcome::Activated);
+    assert_eq!(s.record_activation(pending[0], key(), t0()).await.unwrap(), ActivationOutcome::NotPending);
+    let fail = || ActivationResult::Failed { error: "panel timeout".into() };
+    for attempt in 1..ACTIVATION_ATTEMPTS_MAX {
+        assert_eq!(s.record_activation(pending[1], fail(), t0()).await.unwrap(), ActivationOutcome::WillRetry { attempts: attempt });
+    }
+    assert_eq!(s.record_activation(pending[1], fail(), t0()).await.unwrap(), ActivationOutcome::GaveUp);
+    assert_eq!(s.record_activation(pending[1], fail(), t0()).await.unwrap(), ActivationOutcome::NotPending);
+    assert_eq!(s.subscription(b).await.unwrap().unwrap().activation_status, ActivationStatus::Failed);
+    assert!(s.pending_activations(10).await.unwrap().is_empty());
+    // Buying again gives a failed activation a fresh set of attempts.
+    s.purchase_from_balance(purchase(b, None, None), t0()).await.unwrap();
+    assert_eq!(s.pending_activations(10).await.unwrap(), vec![pending[1]]);
+    assert_eq!(count(&db, "SELECT count(*) FROM vpn_keys WHERE status = 'active'").await, 1);
+}
+
+#[tokio::test]
+async fn reissued_keys_are_fenced_by_token() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "500").await;
+    s.purchase_from_balance(purchase(user, None, None), t0()).await.unwrap();
+    let sub = s.subscription(user).await.unwrap().unwrap().id;
+    let key = |n: u32| PanelKey { panel_key_id: format!("k{n}"), access_uri: format!("vless://{n}@host") };
+    let first = s.install_reissued_key(sub, 5, key(5), t0()).await.unwrap();
+    assert_eq!(first.replaced_panel_key_id, None);
+    let second = s.install_reissued_key(sub, 7, key(7), t0()).await.unwrap();
+    assert_eq!(second.replaced_panel_key_id.as_deref(), Some("k5"));
+    // A holder whose lock expired (token 6 < 7) cannot write.
+    refused_without_writes!(&db, s.install_reissued_key(sub, 6, key(6), t0()), KeyError::StaleFencingToken { current: 7 });
+    refused_without_writes!(&db, s.install_reissued_key(sub, 7, key(8), t0()), KeyError::StaleFencingToken { current: 7 });
+    refused_without_writes!(&db, s.install_reissued_key(404, 9, key(9), t0()), KeyError::UnknownSubscription);
+    let active: Vec<String> = sqlx::query_scalar("SELECT panel_key_id FROM vpn_keys WHERE status = 'active'").fetch_all(db.pool()).await.unwrap();
+    assert_eq!(active, vec!["k7".to_owned()]);
+}
+
+#[tokio::test]
+async fn notices_are_claimed_once() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "500").await;
+    s.purchase_from_balance(purchase(user, None, None), t0()).await.unwrap();
+    let sub = s.subscription(user).await.unwrap().unwrap().id;
+    assert!(s.claim_notice(sub, NoticeKind::ExpiryReminder, "72h@1775044800", t0()).await.unwrap());
+    assert!(!s.claim_notice(sub, NoticeKind::ExpiryReminder, "72h@1775044800", t0()).await.unwrap());
+    assert!(s.claim_notice(sub, NoticeKind::ExpiryReminder, "24h@1775044800", t0()).await.unwrap());
+    assert!(s.claim_notice(sub, NoticeKind::TrialNotice, "72h@1775044800", t0()).await.unwrap());
+}
+
+#[tokio::test]
+async fn balances_change_only_through_the_append_only_ledger() {
+    let db = TestDb::new().await;
+    let user = user_with_balance(&db.store, 1, "10").await;
+    let direct = sqlx::query("UPDATE users SET balance = 1000000 WHERE telegram_id = 1").execute(db.pool()).await;
+    assert!(direct.unwrap_err().to_string().contains("BALANCE_WRITE_OUTSIDE_LEDGER"));
+    let rewrite = sqlx::query("UPDATE balance_ledger SET amount = 999999").execute(db.pool()).await;
+    assert!(rewrite.unwrap_err().to_string().contains("APPEND_ONLY"));
+    let erase = sqlx::query("DELETE FROM balance_ledger").execute(db.pool()).await;
+    assert!(erase.unwrap_err().to_string().contains("APPEND_ONLY"));
+    // Other columns of users stay writable.
+    sqlx::query("UPDATE users SET language = 'ru' WHERE telegram_id = 1").execute(db.pool()).await.unwrap();
+    assert_eq!(balance(&db, user).await, 1_000);
+}
