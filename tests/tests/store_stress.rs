@@ -32,6 +32,9 @@ const PURCHASE_KEYS: usize = 20;
 const WITHDRAWALS: usize = 15;
 const CALLBACK_DELIVERIES: usize = 10;
 
+/// One task of the stress: an operation on the shared store that reports what it saw.
+type Job = Box<dyn FnOnce(Arc<PgStore>) -> futures::future::BoxFuture<'static, Seen> + Send>;
+
 fn basic_request(user: UserId, promo: bool, key: Option<String>) -> PurchaseRequest {
     PurchaseRequest {
         user,
@@ -65,7 +68,7 @@ async fn concurrent_money_operations_keep_every_invariant() {
         .unwrap();
 
     // Every task waits at the barrier so they hit the database together.
-    let mut jobs: Vec<Box<dyn FnOnce(Arc<PgStore>) -> futures::future::BoxFuture<'static, Seen> + Send>> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for id in 0..TOPUP_IDS {
         for _ in 0..TOPUP_DELIVERIES {
             jobs.push(Box::new(move |s| Box::pin(async move {

@@ -123,10 +123,8 @@ fn promo_refusal(code: &str) -> Option<PromoRefusal> {
 /// Maps a driver error to a use case's error: a known refusal code to its variant, anything
 /// else to `Unexpected` with the cause attached.
 fn map_err<E: From<anyhow::Error>>(err: sqlx::Error, known: impl FnOnce(&str, Option<&str>) -> Option<E>) -> E {
-    if let Some(r) = refusal(&err) {
-        if let Some(mapped) = known(&r.code, r.detail.as_deref()) {
-            return mapped;
-        }
+    if let Some(mapped) = refusal(&err).and_then(|r| known(&r.code, r.detail.as_deref())) {
+        return mapped;
     }
     E::from(anyhow::Error::new(err).context("store call failed"))
 }
@@ -313,7 +311,9 @@ impl Store for PgStore {
                 (c.max_uses IS NOT NULL AND c.used_count >= c.max_uses) AS exhausted,
                 EXISTS (SELECT 1 FROM promo_redemptions r WHERE r.promo_id = c.id AND r.user_id = $2) AS used
             FROM promo_codes c WHERE c.code = $1";
-        let row: Option<(i32, bool, Option<DateTime<Utc>>, bool, bool)> =
+        /// discount_percent, is_active, expires_at, exhausted, used by this user
+        type PromoRow = (i32, bool, Option<DateTime<Utc>>, bool, bool);
+        let row: Option<PromoRow> =
             timed(sqlx::query_as(sql).bind(code.as_str()).bind(user.get()).fetch_optional(&self.pool))
                 .await
                 .map_err(|e| PromoError::Unexpected(e.into()))?;
