@@ -6,6 +6,7 @@
 //! process: configuration, system clock, OS randomness). The simulation in `atlas-sim` plugs its
 //! own adapters into the same ports.
 
+pub mod coord;
 pub mod domain;
 pub mod ports;
 pub mod runtime;

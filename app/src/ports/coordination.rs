@@ -36,6 +36,17 @@ pub enum BeginOutcome {
     Flooded { retry_after: Duration },
 }
 
+/// What a handler leaves in the conversation record when it commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FsmWrite {
+    /// The new encoded state (at most `FSM_DATA_MAX_BYTES`).
+    Set(Vec<u8>),
+    /// The conversation ended: back to the main menu.
+    Clear,
+    /// Nothing changed (a read-only command, or the handler failed): only release the lease.
+    Keep,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommitOutcome {
     Committed,
@@ -46,7 +57,7 @@ pub enum CommitOutcome {
 }
 
 /// The actions with a per-user limit (the audit's targets, part 5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LimitedAction {
     /// 3 per hour, exact sliding window; refused when Redis is unreachable.
     WithdrawalRequest,
@@ -65,20 +76,51 @@ pub enum Decision {
     Denied { retry_after: Duration },
 }
 
+/// The locks there are. Keys are built only from these names and integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LockName {
+    /// Reissuing a user's VPN key (the audit's `_REISSUE_LOCKS`).
+    KeyReissue(UserId),
+}
+
 /// A held lock. `fencing_token` only grows across all holders of the same lock; PostgreSQL
 /// refuses writes made under a token older than the newest it has seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockGuard {
-    pub name: String,
+    pub lock: LockName,
     pub token: String,
     pub fencing_token: u64,
 }
 
+/// Work that only one instance does at a time (audit part 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    PaymentWatcher,
+    Reminders,
+    TrialNotices,
+    ExpiryCleanup,
+    /// The Telegram long-polling loop (only one poller per bot, or Telegram answers 409).
+    Poller,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::PaymentWatcher => "payment_watcher",
+            Role::Reminders => "reminders",
+            Role::TrialNotices => "trial_notices",
+            Role::ExpiryCleanup => "expiry_cleanup",
+            Role::Poller => "poller",
+        }
+    }
+}
+
 /// A held leader lease for a role. `epoch` only grows; `valid_until` is on the monotonic clock
-/// and was measured from before the acquire or renew was sent.
+/// and was measured from before the acquire or renew was sent, so the holder stops acting no
+/// later than the lease really ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leadership {
-    pub role: String,
+    pub role: Role,
     pub token: String,
     pub epoch: u64,
     pub valid_until: Duration,
@@ -105,13 +147,14 @@ pub trait Coordination: Send + Sync + 'static {
     fn begin_update(&self, user: UserId, update_id: i64)
         -> impl Future<Output = CoordResult<BeginOutcome>> + Send;
 
-    /// Compare-and-set the FSM record on the ticket's version and lease token, and release the
-    /// lease. `data: None` clears the conversation.
-    fn commit_update(&self, user: UserId, ticket: &UpdateTicket, data: Option<Vec<u8>>)
+    /// Compare-and-set the FSM record on the ticket's version and lease token, release the
+    /// lease and mark the update done: one round trip. A ticket whose lease expired MUST get
+    /// `LeaseLost` and write nothing.
+    fn commit_update(&self, user: UserId, ticket: &UpdateTicket, write: FsmWrite)
         -> impl Future<Output = CoordResult<CommitOutcome>> + Send;
 
     /// Tries to take a lock for `ttl`; `None` when someone else holds it.
-    fn acquire_lock(&self, name: &str, ttl: Duration)
+    fn acquire_lock(&self, lock: LockName, ttl: Duration)
         -> impl Future<Output = CoordResult<Option<LockGuard>>> + Send;
 
     /// Releases a lock if this guard still holds it; `false` when it had expired.
@@ -121,8 +164,9 @@ pub trait Coordination: Send + Sync + 'static {
     fn check_rate(&self, user: UserId, action: LimitedAction)
         -> impl Future<Output = CoordResult<Decision>> + Send;
 
-    /// Acquires or renews the leader lease of `role`; `None` when another instance leads.
-    fn lead(&self, role: &str, current: Option<&Leadership>, ttl: Duration)
+    /// Acquires or renews the leader lease of `role`; `None` when another instance leads (or
+    /// `current` was lost). A renewal keeps the epoch; a new acquisition gets a larger one.
+    fn lead(&self, role: Role, current: Option<&Leadership>, ttl: Duration)
         -> impl Future<Output = CoordResult<Option<Leadership>>> + Send;
 
     /// Gives up a lease (on shutdown), so a standby takes over without waiting for the TTL.

@@ -1,0 +1,220 @@
+//! Connections to Redis over a stream the caller supplies. redis-rs's `Client` and
+//! `ConnectionManager` open their own sockets, which the simulation cannot intercept; a
+//! `MultiplexedConnection` built over any stream can. So the dialing, the reconnect with backoff
+//! and the timeouts live here, and the same code runs over tokio TCP (live, optionally TLS) and
+//! over turmoil's simulated TCP.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisConnectionInfo};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::ports::coordination::CoordinationError;
+use crate::ports::{Clock, Ids};
+
+/// Longest one Redis command may take, round trip included. Scripts here touch a handful of keys
+/// and run in microseconds; a reply later than this means Redis or the network is in trouble.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// Longest dialing and the handshake (HELLO/AUTH/SELECT/CLIENT SETINFO) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(2_000);
+
+/// Backoff between failed connection attempts: doubling from the first to the cap, with up to
+/// 50% jitter so instances do not reconnect in lockstep after Redis comes back.
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+pub const BACKOFF_MAX: Duration = Duration::from_millis(2_000);
+
+/// A stream to Redis: anything that reads and writes.
+pub trait RedisIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> RedisIo for T {}
+
+/// Opens a stream to the Redis server. Live: TCP, optionally TLS; simulation: turmoil TCP.
+pub trait Dialer: Send + Sync + 'static {
+    fn dial(&self) -> impl Future<Output = std::io::Result<Box<dyn RedisIo>>> + Send;
+}
+
+/// Where and how to reach Redis, parsed from a `redis://` or `rediss://` URL.
+#[derive(Clone)]
+pub struct RedisTarget {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub info: RedisConnectionInfo,
+}
+
+impl RedisTarget {
+    pub fn from_url(url: &Url) -> Result<RedisTarget, String> {
+        let tls = match url.scheme() {
+            "redis" => false,
+            "rediss" => true,
+            other => return Err(format!("unsupported scheme {other}")),
+        };
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or("no host")?.trim_matches(['[', ']']).to_owned();
+        let port = url.port().unwrap_or(6379);
+        let mut info = RedisConnectionInfo::default();
+        let db = url.path().trim_start_matches('/');
+        if !db.is_empty() {
+            info = info.set_db(db.parse().map_err(|_| format!("database {db:?} is not a number"))?);
+        }
+        if !url.username().is_empty() {
+            info = info.set_username(url.username());
+        }
+        if let Some(password) = url.password() {
+            info = info.set_password(password);
+        }
+        Ok(RedisTarget { host, port, tls, info })
+    }
+}
+
+/// The live dialer: tokio TCP, wrapped in rustls with the web PKI roots for `rediss://`.
+pub struct TcpDialer {
+    host: String,
+    port: u16,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl TcpDialer {
+    pub fn new(target: &RedisTarget) -> TcpDialer {
+        let tls = target.tls.then(|| {
+            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        });
+        TcpDialer { host: target.host.clone(), port: target.port, tls }
+    }
+}
+
+impl Dialer for TcpDialer {
+    async fn dial(&self) -> std::io::Result<Box<dyn RedisIo>> {
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
+        tcp.set_nodelay(true)?;
+        let Some(tls) = &self.tls else {
+            return Ok(Box::new(tcp));
+        };
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Ok(Box::new(tls.connect(name, tcp).await?))
+    }
+}
+
+struct State {
+    connection: Option<MultiplexedConnection>,
+    failures: u32,
+    /// No new attempt before this (monotonic clock).
+    retry_at: Duration,
+}
+
+/// One multiplexed connection, shared by every caller of this instance, redialed on failure.
+/// Callers never wait for a backoff: while one is running they are told Redis is unavailable,
+/// and the policy of each action decides what that means.
+pub struct RedisConnector<D: Dialer> {
+    dialer: D,
+    info: RedisConnectionInfo,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+    state: Mutex<State>,
+}
+
+impl<D: Dialer> RedisConnector<D> {
+    pub fn new(dialer: D, info: RedisConnectionInfo, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> RedisConnector<D> {
+        RedisConnector { dialer, info, clock, ids, state: Mutex::new(State { connection: None, failures: 0, retry_at: Duration::ZERO }) }
+    }
+
+    /// The current connection, dialing one if there is none and the backoff allows.
+    pub async fn connection(&self) -> Result<MultiplexedConnection, CoordinationError> {
+        let mut state = self.state.lock().await;
+        if let Some(connection) = &state.connection {
+            return Ok(connection.clone());
+        }
+        if self.clock.monotonic() < state.retry_at {
+            return Err(CoordinationError::Unavailable);
+        }
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.open()).await {
+            Ok(Ok(connection)) => {
+                if state.failures > 0 {
+                    tracing::info!(failures = state.failures, "reconnected to Redis");
+                }
+                state.failures = 0;
+                state.connection = Some(connection.clone());
+                Ok(connection)
+            }
+            failed => {
+                let reason = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".into(),
+                };
+                state.failures = state.failures.saturating_add(1);
+                state.retry_at = self.clock.monotonic() + self.backoff(state.failures);
+                tracing::warn!(failures = state.failures, reason, "cannot connect to Redis");
+                Err(CoordinationError::Unavailable)
+            }
+        }
+    }
+
+    async fn open(&self) -> anyhow::Result<MultiplexedConnection> {
+        let stream = self.dialer.dial().await?;
+        let config = AsyncConnectionConfig::new().set_response_timeout(Some(CALL_TIMEOUT));
+        let (connection, driver) = MultiplexedConnection::new_with_config(&self.info, stream, config).await?;
+        tokio::spawn(driver);
+        Ok(connection)
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let exp = BACKOFF_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(BACKOFF_MAX);
+        let jitter_ms = self.ids.next_u64() % (exp.as_millis() as u64 / 2 + 1);
+        exp + Duration::from_millis(jitter_ms)
+    }
+
+    /// Forgets the connection after a transport failure, so the next call redials.
+    pub async fn reset(&self) {
+        self.state.lock().await.connection = None;
+    }
+
+    /// Runs one call on the connection with the call timeout. A transport failure or a timeout
+    /// drops the connection and reports Redis unavailable; a server error is unexpected.
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, CoordinationError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = self.connection().await?;
+        match tokio::time::timeout(CALL_TIMEOUT, call(connection)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error() => {
+                tracing::warn!(error = %e, "Redis call failed; reconnecting");
+                self.reset().await;
+                Err(CoordinationError::Unavailable)
+            }
+            Ok(Err(e)) => Err(CoordinationError::Unexpected(anyhow::Error::new(e).context("Redis refused a call"))),
+            Err(_) => {
+                tracing::warn!("Redis call timed out; reconnecting");
+                self.reset().await;
+                Err(CoordinationError::Unavailable)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_with_credentials_database_and_tls() {
+        let t = RedisTarget::from_url(&Url::parse("rediss://user:pw@cache.example:6380/2").unwrap()).unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.tls), ("cache.example", 6380, true));
+        assert_eq!((t.info.db(), t.info.username(), t.info.password()), (2, Some("user"), Some("pw")));
+        let plain = RedisTarget::from_url(&Url::parse("redis://127.0.0.1").unwrap()).unwrap();
+        assert_eq!((plain.port, plain.tls, plain.info.db()), (6379, false, 0));
+        assert!(RedisTarget::from_url(&Url::parse("redis://h/x").unwrap()).is_err());
+    }
+}

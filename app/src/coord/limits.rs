@@ -1,0 +1,134 @@
+//! The rate limits (audit part 5) and the bounds of the coordination layer, each with its reason.
+
+use std::time::Duration;
+
+use crate::ports::coordination::LimitedAction;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Exact: a log of the attempts in the window (a sorted set); never grants more than `max`
+    /// in any window of that length. For money actions.
+    SlidingWindow,
+    /// Generic cell rate: one timestamp per key, allows a burst of `max` then one per
+    /// `window / max`. Cheaper; for the rest.
+    Gcra,
+}
+
+/// What to do when Redis cannot be asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenUnavailable {
+    /// Refuse, with "try again later": a money action is never let through unlimited.
+    Refuse,
+    /// Ask this instance's own in-memory limiter instead (the old design: per instance).
+    LocalLimiter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    pub max: u32,
+    pub window: Duration,
+    pub algorithm: Algorithm,
+    pub when_unavailable: WhenUnavailable,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The audit's targets: withdrawal requests 3/hour, payment attempts 5/minute, promo attempts
+/// 10/minute, admin commands 100/minute; trial activation 5 per 10 minutes (the trial itself is
+/// once per user in PostgreSQL; this only stops hammering).
+pub fn limit(action: LimitedAction) -> Limit {
+    use Algorithm::*;
+    use WhenUnavailable::*;
+    let (max, window, algorithm, when_unavailable) = match action {
+        LimitedAction::WithdrawalRequest => (3, HOUR, SlidingWindow, Refuse),
+        LimitedAction::PaymentAttempt => (5, MINUTE, SlidingWindow, Refuse),
+        LimitedAction::PromoAttempt => (10, MINUTE, SlidingWindow, Refuse),
+        LimitedAction::AdminCommand => (100, MINUTE, Gcra, LocalLimiter),
+        LimitedAction::TrialActivation => (5, 10 * MINUTE, Gcra, LocalLimiter),
+    };
+    Limit { max, window, algorithm, when_unavailable }
+}
+
+/// The per-user flood limit checked by every update's begin: 20 updates per 10 seconds (GCRA).
+/// A person tapping fast stays far below; a script hammering the bot is dropped quietly.
+pub const FLOOD_MAX: u32 = 20;
+pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long one update's handler may hold its chat's lease. Handlers make a few store and
+/// Telegram calls, each bounded by its own timeout (10 s at most); 30 s covers a slow one while
+/// a crashed instance blocks its chats for no longer than that.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// How long an update id is remembered as done. Telegram keeps undelivered updates for 24 hours.
+pub const UPDATE_DONE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How long an idle conversation is kept. A week: a user may come back to a half-finished
+/// purchase days later; after that the main menu is the better start anyway.
+pub const FSM_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The largest encoded conversation state accepted. States carry a few ids, amounts and short
+/// texts (requisites up to 256 characters); 4 KiB is far above any legitimate one.
+pub const FSM_DATA_MAX_BYTES: usize = 4096;
+
+/// How long a fencing counter or leader epoch is kept after its last use. Losing it is safe
+/// (tokens are floored at Redis TIME in microseconds), so this only bounds memory.
+pub const FENCE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The two algorithms in Rust, on a caller's clock in microseconds, for the in-memory design.
+/// They decide exactly as `lua/rate_limit.lua` and the flood check of `lua/begin_update.lua`.
+pub mod algorithms {
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use crate::ports::coordination::Decision;
+
+    fn retry(us: u64) -> Decision {
+        Decision::Denied { retry_after: Duration::from_micros(us) }
+    }
+
+    /// Exact sliding log: at most `max` attempts in any window of `window_us` ending now.
+    pub fn sliding_window(log: &mut VecDeque<u64>, now_us: u64, max: u32, window_us: u64) -> Decision {
+        while log.front().is_some_and(|&t| t + window_us <= now_us) {
+            log.pop_front();
+        }
+        if log.len() < max as usize {
+            log.push_back(now_us);
+            return Decision::Allowed;
+        }
+        retry(log.front().map_or(0, |&oldest| oldest + window_us - now_us))
+    }
+
+    /// GCRA: a burst of `max`, then one attempt per `window_us / max`.
+    pub fn gcra(tat: &mut u64, now_us: u64, max: u32, window_us: u64) -> Decision {
+        let emission = window_us / u64::from(max.max(1));
+        let new_tat = (*tat).max(now_us) + emission;
+        if new_tat - now_us > window_us {
+            return retry(new_tat - now_us - window_us);
+        }
+        *tat = new_tat;
+        Decision::Allowed
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn sliding_window_grants_exactly_max_per_window() {
+            let mut log = VecDeque::new();
+            let granted = (0..10).filter(|i| sliding_window(&mut log, i * 1_000, 3, 60_000_000) == Decision::Allowed).count();
+            assert_eq!(granted, 3);
+            assert_eq!(sliding_window(&mut log, 60_000_000, 3, 60_000_000), Decision::Allowed);
+            assert!(matches!(sliding_window(&mut log, 60_000_001, 3, 60_000_000), Decision::Denied { .. }));
+        }
+
+        #[test]
+        fn gcra_allows_a_burst_then_a_steady_rate() {
+            let mut tat = 0;
+            let burst = (0..150).filter(|_| gcra(&mut tat, 1_000_000, 100, 60_000_000) == Decision::Allowed).count();
+            assert_eq!(burst, 100);
+            assert_eq!(gcra(&mut tat, 1_600_000, 100, 60_000_000), Decision::Allowed);
+        }
+    }
+}

@@ -1,0 +1,29 @@
+-- Ends handling one update: compare-and-set the conversation record on its version and the
+-- chat lease's token, release the lease, and mark the update done.
+-- A handler whose lease expired writes nothing, even if nobody took the lease since.
+--
+-- KEYS: 1 fsm record   2 chat lease   3 update marker
+-- ARGV: 1 lease token   2 expected version   3 mode: 'set' | 'clear' | 'keep'
+--       4 data (for 'set')   5 fsm ttl ms   6 done ttl ms
+-- Returns 'ok' | 'lease_lost' | 'conflict'
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return 'lease_lost'
+end
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], 'done', 'PX', ARGV[6])
+if ARGV[3] == 'keep' then
+  return 'ok'
+end
+local version = tonumber(redis.call('HGET', KEYS[1], 'v') or 0)
+if version ~= tonumber(ARGV[2]) then
+  return 'conflict'
+end
+-- The version only grows, clearing included, so the record's history stays linear.
+if ARGV[3] == 'set' then
+  redis.call('HSET', KEYS[1], 'v', version + 1, 'd', ARGV[4])
+else
+  redis.call('HSET', KEYS[1], 'v', version + 1)
+  redis.call('HDEL', KEYS[1], 'd')
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 'ok'

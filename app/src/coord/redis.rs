@@ -1,0 +1,248 @@
+//! The Coordination port on Redis: every operation is one of the Lua scripts in `lua/`, run
+//! atomically by Redis on its own clock (`TIME`), loaded by SHA with a fallback on NOSCRIPT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{Script, Value};
+
+use super::connector::{Dialer, RedisConnector};
+use super::fsm::check_size;
+use super::keys::KeySpace;
+use super::limits::{self, Algorithm, FENCE_TTL, FLOOD_MAX, FLOOD_WINDOW, FSM_TTL, LEASE_TTL, UPDATE_DONE_TTL};
+use crate::domain::UserId;
+use crate::ports::coordination::*;
+use crate::ports::{Clock, Ids};
+
+/// The scripts, one per file. `Script` sends EVALSHA and, on NOSCRIPT (Redis restarted or its
+/// script cache was flushed), loads the script and tries again.
+struct Scripts {
+    begin_update: Script,
+    commit_update: Script,
+    acquire: Script,
+    renew: Script,
+    release: Script,
+    rate_limit: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            begin_update: Script::new(include_str!("lua/begin_update.lua")),
+            commit_update: Script::new(include_str!("lua/commit_update.lua")),
+            acquire: Script::new(include_str!("lua/acquire.lua")),
+            renew: Script::new(include_str!("lua/renew.lua")),
+            release: Script::new(include_str!("lua/release.lua")),
+            rate_limit: Script::new(include_str!("lua/rate_limit.lua")),
+        }
+    }
+}
+
+pub struct RedisCoordination<D: Dialer> {
+    connector: RedisConnector<D>,
+    keys: KeySpace,
+    scripts: Scripts,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+    lease_ttl: Duration,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn unexpected(what: &str, value: &Value) -> CoordinationError {
+    CoordinationError::Unexpected(anyhow::anyhow!("unexpected reply to {what}: {value:?}"))
+}
+
+fn text(value: &Value) -> Option<&str> {
+    match value {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok(),
+        Value::SimpleString(s) => Some(s),
+        Value::Okay => Some("OK"),
+        _ => None,
+    }
+}
+
+fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+fn array(value: &Value) -> &[Value] {
+    match value {
+        Value::Array(items) => items,
+        _ => &[],
+    }
+}
+
+/// `{flag, number}` replies of acquire and rate_limit.
+fn flag_and_number(what: &str, value: &Value) -> Result<(bool, i64), CoordinationError> {
+    match array(value) {
+        [flag, n] => match (int(flag), int(n)) {
+            (Some(flag), Some(n)) => Ok((flag == 1, n)),
+            _ => Err(unexpected(what, value)),
+        },
+        _ => Err(unexpected(what, value)),
+    }
+}
+
+fn after_ms(n: i64) -> Duration {
+    Duration::from_millis(n.max(0) as u64)
+}
+
+impl<D: Dialer> RedisCoordination<D> {
+    pub fn new(connector: RedisConnector<D>, keys: KeySpace, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> RedisCoordination<D> {
+        RedisCoordination { connector, keys, scripts: Scripts::new(), clock, ids, lease_ttl: LEASE_TTL }
+    }
+
+    /// Overrides how long a handler holds its chat's lease (tests and the simulation shorten it).
+    pub fn with_lease_ttl(mut self, lease_ttl: Duration) -> Self {
+        self.lease_ttl = lease_ttl;
+        self
+    }
+
+    pub fn keys(&self) -> &KeySpace {
+        &self.keys
+    }
+
+    /// PING, for start-up and the periodic health check.
+    pub async fn ping(&self) -> Result<(), CoordinationError> {
+        let reply: String = self.connector.call(|mut c| async move { redis::cmd("PING").query_async(&mut c).await }).await?;
+        if reply == "PONG" { Ok(()) } else { Err(CoordinationError::Unexpected(anyhow::anyhow!("PING answered {reply:?}"))) }
+    }
+
+    async fn run(&self, invocation: redis::ScriptInvocation<'_>) -> Result<Value, CoordinationError> {
+        self.connector.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await
+    }
+
+    async fn acquire(&self, lease_key: String, fence_key: String, token: &str, ttl: Duration)
+        -> Result<Option<u64>, CoordinationError> {
+        let mut invocation = self.scripts.acquire.prepare_invoke();
+        invocation.key(lease_key).key(fence_key).arg(token).arg(ms(ttl)).arg(ms(FENCE_TTL));
+        let reply = self.run(invocation).await?;
+        let (acquired, n) = flag_and_number("acquire", &reply)?;
+        Ok(acquired.then_some(n as u64))
+    }
+
+    async fn release(&self, lease_key: String, token: &str) -> Result<bool, CoordinationError> {
+        let mut invocation = self.scripts.release.prepare_invoke();
+        invocation.key(lease_key).arg(token);
+        let reply = self.run(invocation).await?;
+        Ok(int(&reply) == Some(1))
+    }
+}
+
+impl<D: Dialer> Coordination for RedisCoordination<D> {
+    async fn begin_update(&self, user: UserId, update_id: i64) -> CoordResult<BeginOutcome> {
+        let token = self.ids.token();
+        let mut invocation = self.scripts.begin_update.prepare_invoke();
+        invocation
+            .key(self.keys.fsm(user))
+            .key(self.keys.lease(user))
+            .key(self.keys.update(user, update_id))
+            .key(self.keys.flood(user))
+            .arg(&token)
+            .arg(ms(self.lease_ttl))
+            .arg(ms(UPDATE_DONE_TTL))
+            .arg(FLOOD_WINDOW.as_micros() as u64 / u64::from(FLOOD_MAX))
+            .arg(FLOOD_WINDOW.as_micros() as u64);
+        let reply = self.run(invocation).await?;
+        let items = array(&reply);
+        match (items.first().and_then(text), items.get(1).and_then(int)) {
+            (Some("dup"), _) => Ok(BeginOutcome::Duplicate),
+            (Some("busy"), Some(n)) => Ok(BeginOutcome::Busy { retry_after: after_ms(n) }),
+            (Some("flood"), Some(n)) => Ok(BeginOutcome::Flooded { retry_after: after_ms(n) }),
+            (Some("ok"), Some(version)) => {
+                let data = match items.get(2) {
+                    Some(Value::BulkString(bytes)) => Some(bytes.clone()),
+                    _ => None,
+                };
+                Ok(BeginOutcome::Proceed(UpdateTicket {
+                    update_id,
+                    lease_token: token,
+                    fsm: FsmRecord { version: version as u64, data },
+                }))
+            }
+            _ => Err(unexpected("begin_update", &reply)),
+        }
+    }
+
+    async fn commit_update(&self, user: UserId, ticket: &UpdateTicket, write: FsmWrite) -> CoordResult<CommitOutcome> {
+        let (mode, data): (&str, &[u8]) = match &write {
+            FsmWrite::Set(data) => {
+                check_size(data)?;
+                ("set", data)
+            }
+            FsmWrite::Clear => ("clear", b""),
+            FsmWrite::Keep => ("keep", b""),
+        };
+        let mut invocation = self.scripts.commit_update.prepare_invoke();
+        invocation
+            .key(self.keys.fsm(user))
+            .key(self.keys.lease(user))
+            .key(self.keys.update(user, ticket.update_id))
+            .arg(&ticket.lease_token)
+            .arg(ticket.fsm.version)
+            .arg(mode)
+            .arg(data)
+            .arg(ms(FSM_TTL))
+            .arg(ms(UPDATE_DONE_TTL));
+        let reply = self.run(invocation).await?;
+        match text(&reply) {
+            Some("ok") => Ok(CommitOutcome::Committed),
+            Some("lease_lost") => Ok(CommitOutcome::LeaseLost),
+            Some("conflict") => Ok(CommitOutcome::VersionConflict),
+            _ => Err(unexpected("commit_update", &reply)),
+        }
+    }
+
+    async fn acquire_lock(&self, lock: LockName, ttl: Duration) -> CoordResult<Option<LockGuard>> {
+        let token = self.ids.token();
+        let fencing_token = self.acquire(self.keys.lock(lock), self.keys.fence(lock), &token, ttl).await?;
+        Ok(fencing_token.map(|fencing_token| LockGuard { lock, token, fencing_token }))
+    }
+
+    async fn release_lock(&self, guard: &LockGuard) -> CoordResult<bool> {
+        self.release(self.keys.lock(guard.lock), &guard.token).await
+    }
+
+    async fn check_rate(&self, user: UserId, action: LimitedAction) -> CoordResult<Decision> {
+        let limit = limits::limit(action);
+        let algorithm = match limit.algorithm {
+            Algorithm::SlidingWindow => "window",
+            Algorithm::Gcra => "gcra",
+        };
+        let mut invocation = self.scripts.rate_limit.prepare_invoke();
+        invocation
+            .key(self.keys.limit(user, action))
+            .arg(algorithm)
+            .arg(limit.max)
+            .arg(limit.window.as_micros() as u64)
+            .arg(self.ids.token());
+        let reply = self.run(invocation).await?;
+        let (allowed, retry_ms) = flag_and_number("rate_limit", &reply)?;
+        Ok(if allowed { Decision::Allowed } else { Decision::Denied { retry_after: after_ms(retry_ms) } })
+    }
+
+    async fn lead(&self, role: Role, current: Option<&Leadership>, ttl: Duration) -> CoordResult<Option<Leadership>> {
+        // The deadline counts from before the request: whatever the reply's delay, the lease in
+        // Redis lasts at least until `valid_until`.
+        let sent_at = self.clock.monotonic();
+        if let Some(current) = current {
+            let mut invocation = self.scripts.renew.prepare_invoke();
+            invocation.key(self.keys.leader(role)).arg(&current.token).arg(ms(ttl));
+            let reply = self.run(invocation).await?;
+            return Ok((int(&reply) == Some(1)).then(|| Leadership { valid_until: sent_at + ttl, ..current.clone() }));
+        }
+        let token = self.ids.token();
+        let epoch = self.acquire(self.keys.leader(role), self.keys.leader_epoch(role), &token, ttl).await?;
+        Ok(epoch.map(|epoch| Leadership { role, token, epoch, valid_until: sent_at + ttl }))
+    }
+
+    async fn resign(&self, leadership: &Leadership) -> CoordResult<()> {
+        self.release(self.keys.leader(leadership.role), &leadership.token).await.map(drop)
+    }
+}
