@@ -4,7 +4,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use atlas::runtime::{Settings, telemetry};
+use std::sync::Arc;
+
+use atlas::runtime::live::{OsIds, SystemClock};
+use atlas::runtime::{Settings, preflight, telemetry};
 use atlas::store::PgStore;
 
 const USAGE: &str = "usage: atlas-bot <command>
@@ -12,6 +15,7 @@ const USAGE: &str = "usage: atlas-bot <command>
 commands:
   check-config   print the effective settings (secrets redacted) and exit
   migrate        apply the database migrations and exit
+  preflight      check that PostgreSQL and (with COORDINATION=redis) Redis answer, and exit
 
 Settings come from APP_ENV-prefixed variables (e.g. PROD_DATABASE_URL) and an optional .env
 file in the working directory; see README.md.";
@@ -20,7 +24,7 @@ fn main() -> ExitCode {
     telemetry::init();
     let command = std::env::args().nth(1);
     let settings = match command.as_deref() {
-        Some("check-config" | "migrate") => match Settings::load(Some(Path::new(".env"))) {
+        Some("check-config" | "migrate" | "preflight") => match Settings::load(Some(Path::new(".env"))) {
             Ok(settings) => settings,
             Err(errors) => {
                 eprintln!("configuration is invalid:\n{errors}");
@@ -43,7 +47,17 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        _ => match migrate(&settings) {
+        Some("preflight") => match block_on(check(&settings)) {
+            Ok(()) => {
+                println!("PostgreSQL and Redis answer");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("preflight failed: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => match block_on(migrate(&settings)) {
             Ok(()) => {
                 println!("migrations applied");
                 ExitCode::SUCCESS
@@ -56,10 +70,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let store = PgStore::connect(settings.database_url.expose(), 2).await?;
-        store.migrate().await
-    })
+fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(work)
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let store = PgStore::connect(settings.database_url.expose(), 2).await?;
+    store.migrate().await
+}
+
+async fn check(settings: &Settings) -> anyhow::Result<()> {
+    let ids = Arc::new(OsIds::new()?);
+    preflight::preflight(settings, Arc::new(SystemClock::new()), ids).await.map_err(anyhow::Error::msg)
 }

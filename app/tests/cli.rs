@@ -120,3 +120,23 @@ async fn migrate_applies_the_schema_once() {
     assert!(!out.status.success());
     assert!(text(&out).contains("cannot connect to PostgreSQL"), "{}", text(&out));
 }
+
+fn redis_url() -> String {
+    std::env::var("ATLAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[test]
+fn preflight_in_prod_refuses_an_unreachable_redis_and_names_the_variable() {
+    let db = format!("{}/postgres", server_url());
+    let ok = atlas_bot(&["preflight"], &[("APP_ENV", "prod"), ("PROD_DATABASE_URL", &db), ("PROD_REDIS_URL", &redis_url()), ("PROD_BOT_TOKEN", TOKEN)], None);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let down = atlas_bot(
+        &["preflight"],
+        &[("APP_ENV", "prod"), ("PROD_DATABASE_URL", &db), ("PROD_REDIS_URL", "redis://:sekret@127.0.0.1:1"), ("PROD_BOT_TOKEN", TOKEN)],
+        None,
+    );
+    let shown = text(&down);
+    assert!(!down.status.success());
+    assert!(shown.contains("PROD_REDIS_URL"), "{shown}");
+    assert!(!shown.contains("sekret"), "{shown}");
+}

@@ -208,3 +208,139 @@ pub async fn drop_database(name: &str) -> anyhow::Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await?;
     Ok(())
 }
+
+/// Redis for the coordination tests: `ATLAS_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
+/// Each test uses a key prefix of its own, and every key has a TTL, so runs never meet.
+pub mod redis_support {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use atlas::coord::LiveRedis;
+    use atlas::coord::connector::{RedisConnector, RedisTarget, TcpDialer};
+    use atlas::coord::keys::KeySpace;
+    use atlas::coord::redis::RedisCoordination;
+    use atlas::ports::{Clock, Ids, SeededIds};
+    use atlas::runtime::live::SystemClock;
+    use chrono::{DateTime, Utc};
+
+    pub fn redis_url() -> String {
+        std::env::var("ATLAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    pub fn target() -> RedisTarget {
+        RedisTarget::from_url(&url::Url::parse(&redis_url()).expect("valid ATLAS_TEST_REDIS_URL")).expect("redis URL")
+    }
+
+    /// A key space no other test or run uses.
+    pub fn fresh_keys() -> KeySpace {
+        KeySpace::new(&super::unique_name("t"), "test", 1)
+    }
+
+    pub fn ids(seed: u64) -> Arc<dyn Ids> {
+        Arc::new(SeededIds::new(seed ^ u64::from(getrandom::u32().unwrap_or(0))))
+    }
+
+    /// An instance's view of time, shifted by `skew` (wall clock and monotonic alike), as a
+    /// badly synchronized host would have it.
+    pub struct SkewedClock {
+        inner: SystemClock,
+        skew: Duration,
+        ahead: bool,
+    }
+
+    impl SkewedClock {
+        pub fn new(skew: Duration, ahead: bool) -> SkewedClock {
+            SkewedClock { inner: SystemClock::new(), skew, ahead }
+        }
+    }
+
+    impl Clock for SkewedClock {
+        fn now(&self) -> DateTime<Utc> {
+            let skew = chrono::Duration::from_std(self.skew).unwrap();
+            if self.ahead { self.inner.now() + skew } else { self.inner.now() - skew }
+        }
+
+        fn monotonic(&self) -> Duration {
+            if self.ahead { self.inner.monotonic() + self.skew } else { self.inner.monotonic().saturating_sub(self.skew) }
+        }
+    }
+
+    pub fn clock() -> Arc<dyn Clock> {
+        Arc::new(SystemClock::new())
+    }
+
+    /// An instance's coordination on real Redis, over its own connection.
+    pub fn instance(keys: &KeySpace, clock: Arc<dyn Clock>, seed: u64) -> LiveRedis {
+        let target = target();
+        let ids = ids(seed);
+        let connector = RedisConnector::new(TcpDialer::new(&target), target.info.clone(), clock.clone(), ids.clone());
+        RedisCoordination::new(connector, keys.clone(), clock, ids)
+    }
+
+    /// A plain connection for looking at (or tampering with) keys directly.
+    pub async fn raw() -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(redis_url()).expect("redis URL");
+        tokio::time::timeout(Duration::from_secs(5), client.get_multiplexed_async_connection())
+            .await
+            .expect("Redis answers in time (ci/test starts it)")
+            .expect("Redis is reachable")
+    }
+}
+
+/// A TCP proxy in front of Redis that a test can cut and restore, to see what the bot does when
+/// Redis goes away and comes back.
+pub mod proxy {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::task::AbortHandle;
+
+    pub struct Proxy {
+        addr: SocketAddr,
+        upstream: (String, u16),
+        tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    }
+
+    impl Proxy {
+        pub async fn start(upstream: (String, u16)) -> Proxy {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a proxy port");
+            let proxy = Proxy { addr: listener.local_addr().unwrap(), upstream, tasks: Arc::default() };
+            proxy.serve(listener);
+            proxy
+        }
+
+        pub fn port(&self) -> u16 {
+            self.addr.port()
+        }
+
+        fn serve(&self, listener: TcpListener) {
+            let (upstream, tasks) = (self.upstream.clone(), self.tasks.clone());
+            let accept = tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let upstream = upstream.clone();
+                    let copy = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect((upstream.0.as_str(), upstream.1)).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    tasks.lock().unwrap().push(copy.abort_handle());
+                }
+            });
+            self.tasks.lock().unwrap().push(accept.abort_handle());
+        }
+
+        /// Closes every connection and refuses new ones.
+        pub fn cut(&self) {
+            for task in self.tasks.lock().unwrap().drain(..) {
+                task.abort();
+            }
+        }
+
+        /// Accepts connections again, on the same port.
+        pub async fn restore(&self) {
+            let listener = TcpListener::bind(self.addr).await.expect("rebind the proxy port");
+            self.serve(listener);
+        }
+    }
+}

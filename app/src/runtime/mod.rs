@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod live;
+pub mod preflight;
 pub mod telemetry;
 
 pub use config::{AppEnv, CoordinationMode, Settings};
