@@ -27,7 +27,8 @@ pub type LiveRedis = redis::RedisCoordination<TcpDialer>;
 
 /// The implementation chosen by `COORDINATION`.
 pub enum AnyCoordination {
-    Redis(LiveRedis),
+    /// Boxed: the Redis side is much larger, and this enum is built once per process.
+    Redis(Box<LiveRedis>),
     Memory(MemoryCoordination),
 }
 
@@ -43,7 +44,7 @@ impl AnyCoordination {
                 let bot_id = settings.bot_token.as_ref().map_or(0, |t| t.bot_id());
                 let keys = KeySpace::new(&settings.redis_prefix, settings.app_env.name(), bot_id);
                 let connector = RedisConnector::new(TcpDialer::new(&target), target.info.clone(), clock.clone(), ids.clone());
-                Ok(AnyCoordination::Redis(redis::RedisCoordination::new(connector, keys, clock, ids)))
+                Ok(AnyCoordination::Redis(Box::new(redis::RedisCoordination::new(connector, keys, clock, ids))))
             }
         }
     }
