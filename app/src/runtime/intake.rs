@@ -1,0 +1,92 @@
+//! The one intake function every update goes through, whether it came by polling, by webhook or
+//! from the simulation: begin (dedupe, chat lease, flood limit, FSM record), the handler, commit.
+//! A chat whose lease is held is retried a bounded number of times; when Redis is unavailable
+//! the handler runs degraded (see `coord::policy`).
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::coord::policy::{Guarded, Intake};
+use crate::domain::UserId;
+use crate::ports::Coordination;
+use crate::ports::coordination::{BeginOutcome, CommitOutcome, FsmRecord, FsmWrite};
+
+/// How many times an update waits for its chat's lease before it is given up. With handlers
+/// far shorter than the lease this is only reached when an instance died holding it; the update
+/// is then left undone (Telegram redelivers it, or the user repeats).
+pub const BUSY_RETRIES_MAX: u32 = 5;
+
+/// The longest single wait for a busy chat: a lease's remaining time can be long after an
+/// instance died; waiting a little and asking again keeps the handler responsive.
+pub const BUSY_WAIT_MAX: Duration = Duration::from_millis(500);
+
+/// What became of one update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// The handler ran and its state was committed.
+    Committed,
+    /// The handler ran but its lease ran out first: nothing was written to the FSM record.
+    LeaseLost,
+    /// The handler ran but the record changed behind the lease: nothing was written.
+    Conflict,
+    /// Already taken by some instance: the handler did not run.
+    Duplicate,
+    /// Over the flood limit: dropped, the handler did not run.
+    Flooded,
+    /// The chat stayed busy through every retry: the handler did not run.
+    GaveUp,
+    /// Redis was unavailable: the handler ran from a fresh state and nothing was committed.
+    Degraded,
+    /// Redis failed between begin and commit: the handler ran, its state was not saved.
+    CommitFailed,
+}
+
+/// The context a handler gets: which update, and the state it starts from (`None` when the
+/// update is handled degraded).
+#[derive(Clone, Debug)]
+pub struct UpdateContext {
+    pub user: UserId,
+    pub update_id: i64,
+    pub fsm: Option<FsmRecord>,
+}
+
+/// Runs `handler` for one update under the coordination protocol.
+pub async fn handle_update<C, H, Fut>(coordination: &Guarded<C>, user: UserId, update_id: i64, handler: H) -> Handled
+where
+    C: Coordination,
+    H: FnOnce(UpdateContext) -> Fut,
+    Fut: Future<Output = FsmWrite>,
+{
+    let mut retries = 0;
+    let ticket = loop {
+        match coordination.begin_update(user, update_id).await {
+            Intake::Degraded => {
+                handler(UpdateContext { user, update_id, fsm: None }).await;
+                return Handled::Degraded;
+            }
+            Intake::Coordinated(BeginOutcome::Proceed(ticket)) => break ticket,
+            Intake::Coordinated(BeginOutcome::Duplicate) => return Handled::Duplicate,
+            Intake::Coordinated(BeginOutcome::Flooded { .. }) => return Handled::Flooded,
+            Intake::Coordinated(BeginOutcome::Busy { retry_after }) => {
+                if retries == BUSY_RETRIES_MAX {
+                    return Handled::GaveUp;
+                }
+                retries += 1;
+                tokio::time::sleep(retry_after.min(BUSY_WAIT_MAX)).await;
+            }
+        }
+    };
+    let write = handler(UpdateContext { user, update_id, fsm: Some(ticket.fsm.clone()) }).await;
+    match coordination.shared().commit_update(user, &ticket, write).await {
+        Ok(CommitOutcome::Committed) => Handled::Committed,
+        Ok(CommitOutcome::LeaseLost) => {
+            tracing::warn!(user_id = user.get(), update_id, "handler outlived its lease; state not saved");
+            Handled::LeaseLost
+        }
+        Ok(CommitOutcome::VersionConflict) => Handled::Conflict,
+        Err(e) => {
+            tracing::warn!(user_id = user.get(), update_id, error = %e, "commit failed; state not saved");
+            Handled::CommitFailed
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Leader-only work (audit part 6): the payment watcher, reminders, trial notices, expiry
+//! cleanup and the poller run on one instance at a time. This loop holds the role's lease,
+//! renewing it every TTL/3, and runs the work only while the lease's local deadline (monotonic,
+//! counted from before the renewal was sent) has not passed. A paused or cut-off leader therefore
+//! stops no later than its lease ends in Redis. Every leader-only effect is still idempotent in
+//! PostgreSQL: two leaders could waste work, never repeat an effect.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::ports::coordination::{Leadership, Role};
+use crate::ports::{Clock, Coordination};
+
+/// The shortest sleep of the loop, so a zero interval cannot spin.
+const TICK_MIN: Duration = Duration::from_millis(1);
+
+/// Holds `role` when it can and calls `work` every `work_interval` while it does, until
+/// `shutdown` resolves; then resigns, so a standby takes over at once.
+pub async fn lead<C, W, Fut>(
+    coordination: &C,
+    clock: &dyn Clock,
+    role: Role,
+    ttl: Duration,
+    work_interval: Duration,
+    mut work: W,
+    shutdown: impl Future<Output = ()>,
+) where
+    C: Coordination,
+    W: FnMut(Leadership) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    tokio::pin!(shutdown);
+    let renew_every = ttl / 3;
+    let mut current: Option<Leadership> = None;
+    let (mut next_renew, mut next_work) = (Duration::ZERO, Duration::ZERO);
+    loop {
+        if clock.monotonic() >= next_renew {
+            let renewed = match coordination.lead(role, current.as_ref(), ttl).await {
+                Ok(held) => held,
+                // Redis did not answer: keep acting on the old lease until its deadline only.
+                Err(_) => current.clone().filter(|l| clock.monotonic() < l.valid_until),
+            };
+            match (&current, &renewed) {
+                (None, Some(l)) => tracing::info!(role = role.name(), epoch = l.epoch, "leading"),
+                (Some(l), None) => tracing::info!(role = role.name(), epoch = l.epoch, "no longer leading"),
+                _ => {}
+            }
+            current = renewed;
+            next_renew = clock.monotonic() + renew_every;
+        }
+        if let Some(held) = current.clone().filter(|l| clock.monotonic() < l.valid_until) {
+            if clock.monotonic() >= next_work {
+                work(held).await;
+                next_work = clock.monotonic() + work_interval;
+            }
+        }
+        let wake = next_renew.min(next_work).saturating_sub(clock.monotonic()).max(TICK_MIN);
+        tokio::select! {
+            _ = &mut shutdown => {
+                if let Some(held) = &current {
+                    let _ = coordination.resign(held).await;
+                }
+                return;
+            }
+            _ = tokio::time::sleep(wake) => {}
+        }
+    }
+}

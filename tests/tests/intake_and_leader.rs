@@ -1,0 +1,99 @@
+//! The intake function and the leader loop, on real Redis with two instances.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atlas::coord::memory::MemoryCoordination;
+use atlas::coord::policy::Guarded;
+use atlas::ports::coordination::{FsmWrite, Role};
+use atlas::runtime::intake::{Handled, handle_update};
+use atlas::runtime::leader;
+use atlas_tests::redis_support::{clock, fresh_keys, ids, instance};
+use atlas_tests::uid;
+
+fn guarded(keys: &atlas::coord::keys::KeySpace, seed: u64) -> Guarded<atlas::coord::LiveRedis> {
+    Guarded::new(instance(keys, clock(), seed), MemoryCoordination::new(clock(), ids(seed)))
+}
+
+/// Appends the update id to the conversation state (a comma-separated list).
+fn append(ctx: &atlas::runtime::intake::UpdateContext) -> FsmWrite {
+    let previous = ctx.fsm.as_ref().and_then(|r| r.data.clone()).unwrap_or_default();
+    let mut text = String::from_utf8(previous).unwrap();
+    if !text.is_empty() {
+        text.push(',');
+    }
+    text.push_str(&ctx.update_id.to_string());
+    FsmWrite::Set(text.into_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_update_is_applied_once_in_order_across_two_instances() {
+    let keys = fresh_keys();
+    let (a, b) = (Arc::new(guarded(&keys, 1)), Arc::new(guarded(&keys, 2)));
+    let user = uid(5);
+    // 15 updates: with the read below, within the flood limit of 20 per 10 s.
+    for update in 1..=15i64 {
+        // Each update reaches both instances at once (a redelivery racing the first delivery).
+        let (ra, rb) = tokio::join!(
+            handle_update(&a, user, update, |ctx| async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                append(&ctx)
+            }),
+            handle_update(&b, user, update, |ctx| async move { append(&ctx) }),
+        );
+        let outcomes = [ra, rb];
+        assert_eq!(outcomes.iter().filter(|h| **h == Handled::Committed).count(), 1, "update {update}: {outcomes:?}");
+        assert_eq!(outcomes.iter().filter(|h| **h == Handled::Duplicate).count(), 1, "update {update}: {outcomes:?}");
+    }
+    let seen = Rc::new(RefCell::new(None));
+    let read = seen.clone();
+    let handled = handle_update(&a, user, 16, |ctx| async move {
+        *read.borrow_mut() = ctx.fsm.clone();
+        FsmWrite::Keep
+    })
+    .await;
+    assert_eq!(handled, Handled::Committed);
+    let record = seen.borrow().clone().unwrap();
+    let expected: Vec<String> = (1..=15).map(|n: i64| n.to_string()).collect();
+    assert_eq!(String::from_utf8(record.data.unwrap()).unwrap(), expected.join(","));
+    assert_eq!(record.version, 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_works_at_a_time_and_a_standby_takes_over() {
+    let keys = fresh_keys();
+    let (a, b) = (instance(&keys, clock(), 3), instance(&keys, clock(), 4));
+    let ttl = Duration::from_millis(300);
+    let effects = Arc::new(std::sync::Mutex::new(Vec::<(u64, &'static str)>::new()));
+    let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();
+    let (stop_b, stopped_b) = tokio::sync::oneshot::channel::<()>();
+    let (ea, eb) = (effects.clone(), effects.clone());
+    let clock_a = clock();
+    let clock_b = clock();
+    let run_a = leader::lead(&a, clock_a.as_ref(), Role::Reminders, ttl, Duration::from_millis(20),
+        move |l| { let e = ea.clone(); async move { e.lock().unwrap().push((l.epoch, "a")); } },
+        async { let _ = stopped_a.await; });
+    let run_b = leader::lead(&b, clock_b.as_ref(), Role::Reminders, ttl, Duration::from_millis(20),
+        move |l| { let e = eb.clone(); async move { e.lock().unwrap().push((l.epoch, "b")); } },
+        async { let _ = stopped_b.await; });
+    let script = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        // Whoever leads steps down; the other must take over at once (resignation).
+        let first = effects.lock().unwrap().first().map(|e| e.1).expect("someone led");
+        let (leader, standby) = if first == "a" { (stop_a, stop_b) } else { (stop_b, stop_a) };
+        let _ = leader.send(());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let _ = standby.send(());
+    };
+    tokio::join!(run_a, run_b, script);
+    let effects = effects.lock().unwrap().clone();
+    // Effects come in runs of one epoch; an epoch never comes back after a newer one.
+    let mut epochs: Vec<u64> = effects.iter().map(|e| e.0).collect();
+    epochs.dedup();
+    assert_eq!(epochs.len(), 2, "expected exactly one handover: {effects:?}");
+    assert!(epochs[1] > epochs[0]);
+    let holders: Vec<&str> = { let mut h: Vec<&str> = effects.iter().map(|e| e.1).collect(); h.dedup(); h };
+    assert_eq!(holders.len(), 2, "both instances led, one after the other: {effects:?}");
+}
