@@ -97,7 +97,8 @@ fn unknown_command_prints_usage_and_fails() {
 #[tokio::test]
 async fn migrate_applies_the_schema_once() {
     let name = format!("atlas_cli_{}_{:08x}", std::process::id(), getrandom::u32().unwrap());
-    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", server_url())).await.expect("PostgreSQL is reachable");
+    let mut admin =
+        sqlx::PgConnection::connect(&format!("{}/postgres", server_url())).await.expect("PostgreSQL is reachable");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
     let url = format!("{}/{name}", server_url());
     for _ in 0..2 {
@@ -128,11 +129,20 @@ fn redis_url() -> String {
 #[test]
 fn preflight_in_prod_refuses_an_unreachable_redis_and_names_the_variable() {
     let db = format!("{}/postgres", server_url());
-    let ok = atlas_bot(&["preflight"], &[("APP_ENV", "prod"), ("PROD_DATABASE_URL", &db), ("PROD_REDIS_URL", &redis_url()), ("PROD_BOT_TOKEN", TOKEN)], None);
+    let ok = atlas_bot(
+        &["preflight"],
+        &[("APP_ENV", "prod"), ("PROD_DATABASE_URL", &db), ("PROD_REDIS_URL", &redis_url()), ("PROD_BOT_TOKEN", TOKEN)],
+        None,
+    );
     assert!(ok.status.success(), "{}", text(&ok));
     let down = atlas_bot(
         &["preflight"],
-        &[("APP_ENV", "prod"), ("PROD_DATABASE_URL", &db), ("PROD_REDIS_URL", "redis://:sekret@127.0.0.1:1"), ("PROD_BOT_TOKEN", TOKEN)],
+        &[
+            ("APP_ENV", "prod"),
+            ("PROD_DATABASE_URL", &db),
+            ("PROD_REDIS_URL", "redis://:sekret@127.0.0.1:1"),
+            ("PROD_BOT_TOKEN", TOKEN),
+        ],
         None,
     );
     let shown = text(&down);

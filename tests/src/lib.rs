@@ -105,7 +105,13 @@ pub async fn user_with_balance(store: &PgStore, id: i64, balance: &str) -> UserI
     user
 }
 
-pub async fn create_promo(db: &TestDb, code: &str, percent: i32, max_uses: Option<i32>, expires_at: Option<DateTime<Utc>>) {
+pub async fn create_promo(
+    db: &TestDb,
+    code: &str,
+    percent: i32,
+    max_uses: Option<i32>,
+    expires_at: Option<DateTime<Utc>>,
+) {
     sqlx::query(
         "INSERT INTO promo_codes (code, discount_percent, max_uses, expires_at, created_by, created_at)
          VALUES ($1, $2, $3, $4, 1, $5)",
@@ -121,26 +127,46 @@ pub async fn create_promo(db: &TestDb, code: &str, percent: i32, max_uses: Optio
 }
 
 pub async fn balance(db: &TestDb, user: UserId) -> i64 {
-    sqlx::query_scalar("SELECT balance FROM users WHERE telegram_id = $1").bind(user.get()).fetch_one(db.pool()).await.unwrap()
+    sqlx::query_scalar("SELECT balance FROM users WHERE telegram_id = $1")
+        .bind(user.get())
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
 }
 
 pub async fn count(db: &TestDb, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(db.pool()).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(db.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// Row counts of every table that an operation writes: a refused operation must leave all of
 /// them unchanged.
 pub async fn snapshot(db: &TestDb) -> Vec<(String, i64)> {
     let tables = [
-        "users", "subscriptions", "vpn_keys", "pending_purchases", "promo_redemptions", "payments",
-        "payment_idempotency_keys", "withdrawal_requests", "referral_rewards", "admin_audit_log",
-        "balance_ledger", "auto_renewals", "notice_deliveries",
+        "users",
+        "subscriptions",
+        "vpn_keys",
+        "pending_purchases",
+        "promo_redemptions",
+        "payments",
+        "payment_idempotency_keys",
+        "withdrawal_requests",
+        "referral_rewards",
+        "admin_audit_log",
+        "balance_ledger",
+        "auto_renewals",
+        "notice_deliveries",
     ];
     let mut counts = Vec::new();
     for table in tables {
         counts.push((table.to_owned(), count(db, &format!("SELECT count(*) FROM {table}")).await));
     }
-    counts.push(("sum(used_count)".into(), count(db, "SELECT coalesce(sum(used_count), 0)::BIGINT FROM promo_codes").await));
+    counts.push((
+        "sum(used_count)".into(),
+        count(db, "SELECT coalesce(sum(used_count), 0)::BIGINT FROM promo_codes").await,
+    ));
     counts.push(("sum(balance)".into(), count(db, "SELECT coalesce(sum(balance), 0)::BIGINT FROM users").await));
     counts
 }
@@ -169,7 +195,10 @@ pub async fn assert_ledger_invariants(db: &TestDb) -> anyhow::Result<()> {
     .await?;
     for (code, used, max, redemptions) in promo {
         anyhow::ensure!(max.is_none_or(|m| used <= m), "promo {code}: used_count {used} above max_uses {max:?}");
-        anyhow::ensure!(i64::from(used) == redemptions, "promo {code}: used_count {used} but {redemptions} redemptions");
+        anyhow::ensure!(
+            i64::from(used) == redemptions,
+            "promo {code}: used_count {used} but {redemptions} redemptions"
+        );
     }
     let topups: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT p.id, (SELECT count(*) FROM balance_ledger l WHERE l.kind = 'topup' AND l.reference = 'payment:' || p.id)
@@ -180,22 +209,32 @@ pub async fn assert_ledger_invariants(db: &TestDb) -> anyhow::Result<()> {
     for (payment, credits) in topups {
         anyhow::ensure!(credits <= 1, "payment {payment} credited {credits} times");
     }
-    let credited_topups: i64 = sqlx::query_scalar("SELECT count(*) FROM balance_ledger WHERE kind = 'topup'").fetch_one(pool).await?;
-    let topup_payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE purpose = 'topup'").fetch_one(pool).await?;
-    anyhow::ensure!(credited_topups == topup_payments, "{topup_payments} top-up payments but {credited_topups} credits");
+    let credited_topups: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM balance_ledger WHERE kind = 'topup'").fetch_one(pool).await?;
+    let topup_payments: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM payments WHERE purpose = 'topup'").fetch_one(pool).await?;
+    anyhow::ensure!(
+        credited_topups == topup_payments,
+        "{topup_payments} top-up payments but {credited_topups} credits"
+    );
     let rewards: i64 = sqlx::query_scalar("SELECT count(*) FROM referral_rewards").fetch_one(pool).await?;
-    let reward_purchases: i64 = sqlx::query_scalar("SELECT count(DISTINCT purchase_id) FROM referral_rewards").fetch_one(pool).await?;
-    let reward_credits: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM balance_ledger WHERE kind = 'referral_reward'").fetch_one(pool).await?;
-    anyhow::ensure!(rewards == reward_purchases && rewards == reward_credits,
-        "referral rewards {rewards}, distinct purchases {reward_purchases}, ledger credits {reward_credits}");
+    let reward_purchases: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT purchase_id) FROM referral_rewards").fetch_one(pool).await?;
+    let reward_credits: i64 = sqlx::query_scalar("SELECT count(*) FROM balance_ledger WHERE kind = 'referral_reward'")
+        .fetch_one(pool)
+        .await?;
+    anyhow::ensure!(
+        rewards == reward_purchases && rewards == reward_credits,
+        "referral rewards {rewards}, distinct purchases {reward_purchases}, ledger credits {reward_credits}"
+    );
     Ok(())
 }
 
 /// Applies the migrations to a named database on the test server (for the benchmark).
 pub async fn fresh_database(prefix: &str, max_connections: u32) -> anyhow::Result<(PgStore, String)> {
     let name = unique_name(prefix);
-    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", server_url())).await.context("connect to PostgreSQL")?;
+    let mut admin =
+        sqlx::PgConnection::connect(&format!("{}/postgres", server_url())).await.context("connect to PostgreSQL")?;
     // `name` comes from unique_name: letters, digits and underscores only.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
     let store = PgStore::connect(&format!("{}/{name}", server_url()), max_connections).await?;
@@ -205,7 +244,9 @@ pub async fn fresh_database(prefix: &str, max_connections: u32) -> anyhow::Resul
 
 pub async fn drop_database(name: &str) -> anyhow::Result<()> {
     let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", server_url())).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&mut admin)
+        .await?;
     Ok(())
 }
 
@@ -261,7 +302,11 @@ pub mod redis_support {
         }
 
         fn monotonic(&self) -> Duration {
-            if self.ahead { self.inner.monotonic() + self.skew } else { self.inner.monotonic().saturating_sub(self.skew) }
+            if self.ahead {
+                self.inner.monotonic() + self.skew
+            } else {
+                self.inner.monotonic().saturating_sub(self.skew)
+            }
         }
     }
 

@@ -11,10 +11,10 @@ use atlas::coord::keys::KeySpace;
 use atlas::coord::limits::{FLOOD_MAX, FSM_DATA_MAX_BYTES};
 use atlas::coord::memory::MemoryCoordination;
 use atlas::ports::Coordination;
+use atlas::ports::Store;
 use atlas::ports::coordination::*;
 use atlas::ports::store::KeyError;
 use atlas::ports::vpn::PanelKey;
-use atlas::ports::Store;
 use atlas_tests::redis_support::*;
 use atlas_tests::{TestDb, t0, uid, user_with_balance};
 use redis::AsyncCommands as _;
@@ -45,12 +45,17 @@ async fn intake_contract(c: &impl Coordination) {
     // The same update again, while in progress: never handled twice.
     assert_eq!(c.begin_update(user, 1).await.unwrap(), BeginOutcome::Duplicate);
     // Another update of the same chat waits for the lease.
-    assert!(matches!(c.begin_update(user, 2).await.unwrap(), BeginOutcome::Busy { retry_after } if retry_after <= SHORT_LEASE));
+    assert!(
+        matches!(c.begin_update(user, 2).await.unwrap(), BeginOutcome::Busy { retry_after } if retry_after <= SHORT_LEASE)
+    );
     // Another chat is independent.
     let other = proceed(c.begin_update(uid(43), 2).await.unwrap());
     assert_eq!(c.commit_update(uid(43), &other, FsmWrite::Keep).await.unwrap(), CommitOutcome::Committed);
 
-    assert_eq!(c.commit_update(user, &first, FsmWrite::Set(b"state-1".to_vec())).await.unwrap(), CommitOutcome::Committed);
+    assert_eq!(
+        c.commit_update(user, &first, FsmWrite::Set(b"state-1".to_vec())).await.unwrap(),
+        CommitOutcome::Committed
+    );
     assert_eq!(c.begin_update(user, 1).await.unwrap(), BeginOutcome::Duplicate, "a done update stays done");
     let second = proceed(c.begin_update(user, 2).await.unwrap());
     assert_eq!(second.fsm, FsmRecord { version: 1, data: Some(b"state-1".to_vec()) });
@@ -62,8 +67,14 @@ async fn intake_contract(c: &impl Coordination) {
     // The third handler stalls past its lease; the next update takes the chat.
     tokio::time::sleep(SHORT_LEASE + Duration::from_millis(100)).await;
     let fourth = proceed(c.begin_update(user, 4).await.unwrap());
-    assert_eq!(c.commit_update(user, &third, FsmWrite::Set(b"stale".to_vec())).await.unwrap(), CommitOutcome::LeaseLost);
-    assert_eq!(c.commit_update(user, &fourth, FsmWrite::Set(b"state-3".to_vec())).await.unwrap(), CommitOutcome::Committed);
+    assert_eq!(
+        c.commit_update(user, &third, FsmWrite::Set(b"stale".to_vec())).await.unwrap(),
+        CommitOutcome::LeaseLost
+    );
+    assert_eq!(
+        c.commit_update(user, &fourth, FsmWrite::Set(b"state-3".to_vec())).await.unwrap(),
+        CommitOutcome::Committed
+    );
     // The stalled handler's update was never marked done, so its redelivery is handled.
     let retried = proceed(c.begin_update(user, 3).await.unwrap());
     assert_eq!(retried.fsm.data.as_deref(), Some(&b"state-3"[..]));
@@ -203,7 +214,9 @@ async fn rate_limits_hold_across_instances_whatever_their_clocks() {
     assert_eq!(race_attempts(&both, LimitedAction::PaymentAttempt, 20).await, 5);
     assert_eq!(race_attempts(&both, LimitedAction::AdminCommand, 150).await, 100);
     match both[0].check_rate(uid(99), LimitedAction::WithdrawalRequest).await.unwrap() {
-        Decision::Denied { retry_after } => assert!(retry_after > Duration::from_secs(3500) && retry_after <= Duration::from_secs(3600)),
+        Decision::Denied { retry_after } => {
+            assert!(retry_after > Duration::from_secs(3500) && retry_after <= Duration::from_secs(3600))
+        }
         Decision::Allowed => panic!("a fourth withdrawal request in an hour was allowed"),
     }
 }
@@ -276,8 +289,15 @@ async fn a_corrupt_record_resets_the_conversation_without_blocking_the_user() {
     let c = redis_instance(&keys, 16);
     let user = uid(3);
     let mut raw = raw().await;
-    let _: () = redis::cmd("HSET").arg(keys.fsm(user)).arg("v").arg(7).arg("d").arg(&b"\xff\xfenot json"[..])
-        .query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(keys.fsm(user))
+        .arg("v")
+        .arg(7)
+        .arg("d")
+        .arg(&b"\xff\xfenot json"[..])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     let ticket = proceed(c.begin_update(user, 1).await.unwrap());
     assert_eq!(fsm::decode::<String>(&ticket.fsm), Loaded::Reset);
     let fresh = fsm::encode(&"main menu".to_owned()).unwrap();

@@ -72,12 +72,38 @@ async fn one_leader_works_at_a_time_and_a_standby_takes_over() {
     let (ea, eb) = (effects.clone(), effects.clone());
     let clock_a = clock();
     let clock_b = clock();
-    let run_a = leader::lead(&a, clock_a.as_ref(), Role::Reminders, ttl, Duration::from_millis(20),
-        move |l| { let e = ea.clone(); async move { e.lock().unwrap().push((l.epoch, "a")); } },
-        async { let _ = stopped_a.await; });
-    let run_b = leader::lead(&b, clock_b.as_ref(), Role::Reminders, ttl, Duration::from_millis(20),
-        move |l| { let e = eb.clone(); async move { e.lock().unwrap().push((l.epoch, "b")); } },
-        async { let _ = stopped_b.await; });
+    let run_a = leader::lead(
+        &a,
+        clock_a.as_ref(),
+        Role::Reminders,
+        ttl,
+        Duration::from_millis(20),
+        move |l| {
+            let e = ea.clone();
+            async move {
+                e.lock().unwrap().push((l.epoch, "a"));
+            }
+        },
+        async {
+            let _ = stopped_a.await;
+        },
+    );
+    let run_b = leader::lead(
+        &b,
+        clock_b.as_ref(),
+        Role::Reminders,
+        ttl,
+        Duration::from_millis(20),
+        move |l| {
+            let e = eb.clone();
+            async move {
+                e.lock().unwrap().push((l.epoch, "b"));
+            }
+        },
+        async {
+            let _ = stopped_b.await;
+        },
+    );
     let script = async {
         tokio::time::sleep(Duration::from_millis(600)).await;
         // Whoever leads steps down; the other must take over at once (resignation).
@@ -94,6 +120,10 @@ async fn one_leader_works_at_a_time_and_a_standby_takes_over() {
     epochs.dedup();
     assert_eq!(epochs.len(), 2, "expected exactly one handover: {effects:?}");
     assert!(epochs[1] > epochs[0]);
-    let holders: Vec<&str> = { let mut h: Vec<&str> = effects.iter().map(|e| e.1).collect(); h.dedup(); h };
+    let holders: Vec<&str> = {
+        let mut h: Vec<&str> = effects.iter().map(|e| e.1).collect();
+        h.dedup();
+        h
+    };
     assert_eq!(holders.len(), 2, "both instances led, one after the other: {effects:?}");
 }

@@ -58,7 +58,10 @@ async fn top_up_credits_each_provider_payment_once() {
     let first = s.top_up(user, crypto("pay-1", "250.50"), t0()).await.unwrap();
     assert_eq!((first.applied, first.balance), (Applied::Done, 25_050));
     let again = s.top_up(user, crypto("pay-1", "250.50"), t0()).await.unwrap();
-    assert_eq!((again.applied, again.balance, again.payment_row_id), (Applied::Duplicate, 25_050, first.payment_row_id));
+    assert_eq!(
+        (again.applied, again.balance, again.payment_row_id),
+        (Applied::Duplicate, 25_050, first.payment_row_id)
+    );
     // The same id with another amount or for another user is not the same payment.
     refused_without_writes!(&db, s.top_up(user, crypto("pay-1", "999"), t0()), PaymentError::PaymentIdReused);
     let other = user_with_balance(s, 2, "0").await;
@@ -85,7 +88,11 @@ async fn admin_credit_and_debit_are_audited_and_never_overdraw() {
     assert_eq!(credit.balance, 15_000);
     let debit = s.admin_adjust(adjust(Direction::Debit, "149.99"), t0()).await.unwrap();
     assert_eq!(debit.balance, 1);
-    refused_without_writes!(&db, s.admin_adjust(adjust(Direction::Debit, "0.02"), t0()), BalanceError::InsufficientBalance);
+    refused_without_writes!(
+        &db,
+        s.admin_adjust(adjust(Direction::Debit, "0.02"), t0()),
+        BalanceError::InsufficientBalance
+    );
     let unknown = AdminAdjustment { user: uid(404), ..adjust(Direction::Credit, "1") };
     refused_without_writes!(&db, s.admin_adjust(unknown, t0()), BalanceError::UnknownUser);
     let audit: Vec<(String, i64)> =
@@ -123,22 +130,38 @@ async fn purchase_refusals_write_nothing() {
     let db = TestDb::new().await;
     let s = &db.store;
     let poor = user_with_balance(s, 1, "10").await;
-    refused_without_writes!(&db, s.purchase_from_balance(purchase(poor, None, Some("k-poor-1")), t0()), PurchaseError::InsufficientBalance);
+    refused_without_writes!(
+        &db,
+        s.purchase_from_balance(purchase(poor, None, Some("k-poor-1")), t0()),
+        PurchaseError::InsufficientBalance
+    );
     let rich = user_with_balance(s, 2, "1000").await;
     let unknown_tariff = PurchaseRequest { tariff: TariffCode::parse("gold").unwrap(), ..purchase(rich, None, None) };
     refused_without_writes!(&db, s.purchase_from_balance(unknown_tariff, t0()), PurchaseError::UnknownTariff);
     let unknown_period = PurchaseRequest { days: 31, ..purchase(rich, None, None) };
     refused_without_writes!(&db, s.purchase_from_balance(unknown_period, t0()), PurchaseError::UnknownTariff);
-    refused_without_writes!(&db, s.purchase_from_balance(purchase(uid(404), None, None), t0()), PurchaseError::UnknownUser);
+    refused_without_writes!(
+        &db,
+        s.purchase_from_balance(purchase(uid(404), None, None), t0()),
+        PurchaseError::UnknownUser
+    );
     // A key another user already used is refused, not replayed.
     s.purchase_from_balance(purchase(rich, None, Some("shared-key")), t0()).await.unwrap();
     let thief = user_with_balance(s, 3, "1000").await;
-    refused_without_writes!(&db, s.purchase_from_balance(purchase(thief, None, Some("shared-key")), t0()), PurchaseError::IdempotencyKeyReused);
+    refused_without_writes!(
+        &db,
+        s.purchase_from_balance(purchase(thief, None, Some("shared-key")), t0()),
+        PurchaseError::IdempotencyKeyReused
+    );
     sqlx::query("UPDATE users SET banned = TRUE WHERE telegram_id = 3").execute(db.pool()).await.unwrap();
     refused_without_writes!(&db, s.purchase_from_balance(purchase(thief, None, None), t0()), PurchaseError::UserBanned);
     // An inactive tariff cannot be bought.
     sqlx::query("UPDATE tariffs SET is_active = FALSE WHERE code = 'basic'").execute(db.pool()).await.unwrap();
-    refused_without_writes!(&db, s.purchase_from_balance(purchase(rich, None, None), t0()), PurchaseError::UnknownTariff);
+    refused_without_writes!(
+        &db,
+        s.purchase_from_balance(purchase(rich, None, None), t0()),
+        PurchaseError::UnknownTariff
+    );
     assert_ledger_invariants(&db).await.unwrap();
 }
 
@@ -177,18 +200,30 @@ async fn promo_consumption_discounts_once_per_user_within_max_uses() {
     let c = user_with_balance(s, 3, "1000").await;
     let bought = s.purchase_from_balance(purchase(a, Some("half"), None), t0()).await.unwrap();
     assert_eq!(bought.amount, 9_950);
-    refused_without_writes!(&db, s.purchase_from_balance(purchase(a, Some("HALF"), None), t0()),
-        PurchaseError::Promo(PromoRefusal::AlreadyUsedByUser));
+    refused_without_writes!(
+        &db,
+        s.purchase_from_balance(purchase(a, Some("HALF"), None), t0()),
+        PurchaseError::Promo(PromoRefusal::AlreadyUsedByUser)
+    );
     s.purchase_from_balance(purchase(b, Some("HALF"), None), t0()).await.unwrap();
-    refused_without_writes!(&db, s.purchase_from_balance(purchase(c, Some("HALF"), None), t0()),
-        PurchaseError::Promo(PromoRefusal::Exhausted));
-    refused_without_writes!(&db, s.purchase_from_balance(purchase(c, Some("NOPE"), None), t0()),
-        PurchaseError::Promo(PromoRefusal::NotFound));
+    refused_without_writes!(
+        &db,
+        s.purchase_from_balance(purchase(c, Some("HALF"), None), t0()),
+        PurchaseError::Promo(PromoRefusal::Exhausted)
+    );
+    refused_without_writes!(
+        &db,
+        s.purchase_from_balance(purchase(c, Some("NOPE"), None), t0()),
+        PurchaseError::Promo(PromoRefusal::NotFound)
+    );
     // A promo is not consumed when the purchase fails for another reason.
     create_promo(&db, "QUARTER", 25, None, None).await;
     let poor = user_with_balance(s, 4, "1").await;
-    refused_without_writes!(&db, s.purchase_from_balance(purchase(poor, Some("QUARTER"), None), t0()),
-        PurchaseError::InsufficientBalance);
+    refused_without_writes!(
+        &db,
+        s.purchase_from_balance(purchase(poor, Some("QUARTER"), None), t0()),
+        PurchaseError::InsufficientBalance
+    );
     // A 100% code makes a free purchase with no ledger entry.
     let free = s.purchase_from_balance(purchase(c, Some("FREE"), None), t0()).await.unwrap();
     assert_eq!((free.amount, free.balance), (0, 100_000));
@@ -202,12 +237,24 @@ async fn provider_purchase_is_finalized_once_and_late_money_is_kept() {
     let s = &db.store;
     let user = user_with_balance(s, 1, "0").await;
     create_promo(&db, "TEN", 10, Some(1), None).await;
-    let pending = s.create_pending_purchase(purchase(user, Some("TEN"), Some("invoice:1")), PaymentProviderKind::Crypto, 3600, t0())
+    let pending = s
+        .create_pending_purchase(
+            purchase(user, Some("TEN"), Some("invoice:1")),
+            PaymentProviderKind::Crypto,
+            3600,
+            t0(),
+        )
         .await
         .unwrap();
     assert_eq!((pending.applied, pending.amount), (Applied::Done, 17_910));
     assert_eq!(pending.expires_at, t0() + Duration::hours(1));
-    let replay = s.create_pending_purchase(purchase(user, Some("TEN"), Some("invoice:1")), PaymentProviderKind::Crypto, 3600, t0())
+    let replay = s
+        .create_pending_purchase(
+            purchase(user, Some("TEN"), Some("invoice:1")),
+            PaymentProviderKind::Crypto,
+            3600,
+            t0(),
+        )
         .await
         .unwrap();
     assert_eq!((replay.applied, replay.purchase_id), (Applied::Duplicate, pending.purchase_id));
@@ -216,17 +263,29 @@ async fn provider_purchase_is_finalized_once_and_late_money_is_kept() {
     refused_without_writes!(&db, s.finalize_purchase(id, crypto("tx-1", "100"), t0()), PaymentError::AmountMismatch);
     let stars = ProviderPayment { provider: PaymentProviderKind::Stars, ..crypto("tx-1", "179.10") };
     refused_without_writes!(&db, s.finalize_purchase(id, stars, t0()), PaymentError::MethodMismatch);
-    refused_without_writes!(&db, s.finalize_purchase(404, crypto("tx-1", "179.10"), t0()), PaymentError::UnknownPurchase);
+    refused_without_writes!(
+        &db,
+        s.finalize_purchase(404, crypto("tx-1", "179.10"), t0()),
+        PaymentError::UnknownPurchase
+    );
 
     let done = s.finalize_purchase(id, crypto("tx-1", "179.10"), t0()).await.unwrap();
     assert_eq!(done, FinalizeOutcome::Finalized { expires_at: t0() + Duration::days(30) });
     assert_eq!(s.finalize_purchase(id, crypto("tx-1", "179.10"), t0()).await.unwrap(), FinalizeOutcome::Duplicate);
     // A second, different payment for a paid purchase is money received: it goes to the balance.
-    assert_eq!(s.finalize_purchase(id, crypto("tx-2", "179.10"), t0()).await.unwrap(), FinalizeOutcome::CreditedToBalance);
+    assert_eq!(
+        s.finalize_purchase(id, crypto("tx-2", "179.10"), t0()).await.unwrap(),
+        FinalizeOutcome::CreditedToBalance
+    );
     assert_eq!(balance(&db, user).await, 17_910);
     // The same provider id for another purchase is refused.
-    let other = s.create_pending_purchase(purchase(user, None, None), PaymentProviderKind::Crypto, 3600, t0()).await.unwrap();
-    refused_without_writes!(&db, s.finalize_purchase(other.purchase_id, crypto("tx-1", "199"), t0()), PaymentError::PaymentIdReused);
+    let other =
+        s.create_pending_purchase(purchase(user, None, None), PaymentProviderKind::Crypto, 3600, t0()).await.unwrap();
+    refused_without_writes!(
+        &db,
+        s.finalize_purchase(other.purchase_id, crypto("tx-1", "199"), t0()),
+        PaymentError::PaymentIdReused
+    );
     assert_ledger_invariants(&db).await.unwrap();
 }
 
@@ -236,12 +295,19 @@ async fn closing_a_pending_purchase_gives_back_its_promo_use() {
     let s = &db.store;
     let user = user_with_balance(s, 1, "0").await;
     create_promo(&db, "ONCE", 20, Some(1), None).await;
-    let pending = s.create_pending_purchase(purchase(user, Some("ONCE"), None), PaymentProviderKind::Stars, 600, t0()).await.unwrap();
+    let pending = s
+        .create_pending_purchase(purchase(user, Some("ONCE"), None), PaymentProviderKind::Stars, 600, t0())
+        .await
+        .unwrap();
     assert_eq!(count(&db, "SELECT used_count::BIGINT FROM promo_codes").await, 1);
     s.close_pending_purchase(pending.purchase_id, Closure::Expired).await.unwrap();
     assert_eq!(count(&db, "SELECT used_count::BIGINT FROM promo_codes").await, 0);
     assert_eq!(count(&db, "SELECT count(*) FROM promo_redemptions").await, 0);
-    refused_without_writes!(&db, s.close_pending_purchase(pending.purchase_id, Closure::Cancelled), CloseError::NotPending(_));
+    refused_without_writes!(
+        &db,
+        s.close_pending_purchase(pending.purchase_id, Closure::Cancelled),
+        CloseError::NotPending(_)
+    );
     refused_without_writes!(&db, s.close_pending_purchase(404, Closure::Cancelled), CloseError::UnknownPurchase);
     // Paid after it expired: the money is kept on the balance.
     let late = ProviderPayment { provider: PaymentProviderKind::Stars, ..crypto("late-1", "159.20") };
@@ -271,7 +337,8 @@ async fn referral_reward_is_granted_once_per_purchase() {
     let lonely_buy = s.purchase_from_balance(purchase(lonely, None, None), t0()).await.unwrap();
     assert_eq!(s.grant_referral_reward(lonely_buy.purchase_id, 10, t0()).await.unwrap(), ReferralOutcome::NoReferrer);
     refused_without_writes!(&db, s.grant_referral_reward(404, 10, t0()), ReferralError::UnknownPurchase);
-    let unpaid = s.create_pending_purchase(purchase(buyer, None, None), PaymentProviderKind::Crypto, 600, t0()).await.unwrap();
+    let unpaid =
+        s.create_pending_purchase(purchase(buyer, None, None), PaymentProviderKind::Crypto, 600, t0()).await.unwrap();
     refused_without_writes!(&db, s.grant_referral_reward(unpaid.purchase_id, 10, t0()), ReferralError::PurchaseNotPaid);
     assert_ledger_invariants(&db).await.unwrap();
 }
@@ -286,9 +353,21 @@ async fn withdrawal_holds_the_amount_and_is_decided_once() {
     let created = s.create_withdrawal(user, money("600"), card(), minimum, t0()).await.unwrap();
     assert_eq!(created.balance, 40_000);
     // The held amount cannot be spent or withdrawn again.
-    refused_without_writes!(&db, s.create_withdrawal(user, money("400.01"), card(), minimum, t0()), WithdrawalError::InsufficientBalance);
-    refused_without_writes!(&db, s.create_withdrawal(user, money("99.99"), card(), minimum, t0()), WithdrawalError::BelowMinimum);
-    refused_without_writes!(&db, s.create_withdrawal(uid(404), money("100"), card(), minimum, t0()), WithdrawalError::UnknownUser);
+    refused_without_writes!(
+        &db,
+        s.create_withdrawal(user, money("400.01"), card(), minimum, t0()),
+        WithdrawalError::InsufficientBalance
+    );
+    refused_without_writes!(
+        &db,
+        s.create_withdrawal(user, money("99.99"), card(), minimum, t0()),
+        WithdrawalError::BelowMinimum
+    );
+    refused_without_writes!(
+        &db,
+        s.create_withdrawal(uid(404), money("100"), card(), minimum, t0()),
+        WithdrawalError::UnknownUser
+    );
 
     let decide = |withdrawal_id, approve| WithdrawalDecision {
         withdrawal_id,
@@ -299,8 +378,11 @@ async fn withdrawal_holds_the_amount_and_is_decided_once() {
     };
     let approved = s.decide_withdrawal(decide(created.withdrawal_id, true), t0()).await.unwrap();
     assert_eq!((approved.status, approved.amount), (WithdrawalStatus::Approved, 60_000));
-    refused_without_writes!(&db, s.decide_withdrawal(decide(created.withdrawal_id, false), t0()),
-        WithdrawalError::NotPending(WithdrawalStatus::Approved));
+    refused_without_writes!(
+        &db,
+        s.decide_withdrawal(decide(created.withdrawal_id, false), t0()),
+        WithdrawalError::NotPending(WithdrawalStatus::Approved)
+    );
     refused_without_writes!(&db, s.decide_withdrawal(decide(404, true), t0()), WithdrawalError::UnknownWithdrawal);
 
     let second = s.create_withdrawal(user, money("400"), card(), minimum, t0()).await.unwrap();
@@ -308,8 +390,11 @@ async fn withdrawal_holds_the_amount_and_is_decided_once() {
     let rejected = s.decide_withdrawal(decide(second.withdrawal_id, false), t0()).await.unwrap();
     assert_eq!(rejected.status, WithdrawalStatus::Rejected);
     assert_eq!(balance(&db, user).await, 40_000);
-    refused_without_writes!(&db, s.decide_withdrawal(decide(second.withdrawal_id, true), t0()),
-        WithdrawalError::NotPending(WithdrawalStatus::Rejected));
+    refused_without_writes!(
+        &db,
+        s.decide_withdrawal(decide(second.withdrawal_id, true), t0()),
+        WithdrawalError::NotPending(WithdrawalStatus::Rejected)
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM admin_audit_log").await, 2);
     assert_ledger_invariants(&db).await.unwrap();
 }
@@ -336,23 +421,33 @@ async fn auto_renewal_charges_each_period_once() {
     }
     let sub_rich = s.subscription(rich).await.unwrap().unwrap();
     let sub_poor = s.subscription(poor).await.unwrap().unwrap();
-    assert!(outcomes.contains(&RenewalOutcome::Renewed {
-        subscription_id: sub_rich.id,
-        user: rich,
-        amount: 19_900,
-        expires_at: t0() + Duration::days(60),
-    }), "{outcomes:?}");
-    assert!(outcomes.contains(&RenewalOutcome::InsufficientFunds { subscription_id: sub_poor.id, user: poor }), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&RenewalOutcome::Renewed {
+            subscription_id: sub_rich.id,
+            user: rich,
+            amount: 19_900,
+            expires_at: t0() + Duration::days(60),
+        }),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&RenewalOutcome::InsufficientFunds { subscription_id: sub_poor.id, user: poor }),
+        "{outcomes:?}"
+    );
     assert_eq!(sub_rich.last_auto_renewal_at, Some(at));
     assert_eq!(sub_poor.expires_at, t0() + Duration::days(30));
     assert_eq!(balance(&db, rich).await, 100_000 - 2 * 19_900);
     // The next period of the rich user is a new claim.
-    assert!(matches!(s.auto_renew_next(t0() + Duration::days(59) + Duration::hours(1), day).await.unwrap(),
-        Some(RenewalOutcome::Renewed { .. })));
+    assert!(matches!(
+        s.auto_renew_next(t0() + Duration::days(59) + Duration::hours(1), day).await.unwrap(),
+        Some(RenewalOutcome::Renewed { .. })
+    ));
     // A switched-off tariff is not renewed.
     sqlx::query("UPDATE tariffs SET is_active = FALSE").execute(db.pool()).await.unwrap();
-    assert!(matches!(s.auto_renew_next(t0() + Duration::days(89) + Duration::hours(1), day).await.unwrap(),
-        Some(RenewalOutcome::TariffUnavailable { .. })));
+    assert!(matches!(
+        s.auto_renew_next(t0() + Duration::days(89) + Duration::hours(1), day).await.unwrap(),
+        Some(RenewalOutcome::TariffUnavailable { .. })
+    ));
     assert_ledger_invariants(&db).await.unwrap();
 }
 
@@ -370,7 +465,11 @@ async fn trial_is_granted_once_and_not_to_subscribers() {
     refused_without_writes!(&db, s.activate_trial(subscriber, &basic(), 3, t0()), TrialError::NotForSubscribers);
     refused_without_writes!(&db, s.activate_trial(uid(404), &basic(), 3, t0()), TrialError::UnknownUser);
     let fresh = user_with_balance(s, 3, "0").await;
-    refused_without_writes!(&db, s.activate_trial(fresh, &TariffCode::parse("gold").unwrap(), 3, t0()), TrialError::UnknownTariff);
+    refused_without_writes!(
+        &db,
+        s.activate_trial(fresh, &TariffCode::parse("gold").unwrap(), 3, t0()),
+        TrialError::UnknownTariff
+    );
     // Buying after a trial turns it into a paid subscription that keeps the trial's days.
     s.top_up(user, crypto("t-1", "500"), t0()).await.unwrap();
     let paid = s.purchase_from_balance(purchase(user, None, None), t0() + Duration::days(1)).await.unwrap();
@@ -388,12 +487,16 @@ async fn activation_attempts_are_bounded_and_finish_once() {
     s.purchase_from_balance(purchase(b, None, None), t0()).await.unwrap();
     let pending = s.pending_activations(10).await.unwrap();
     assert_eq!(pending.len(), 2);
-    let key = || ActivationResult::Succeeded { panel_key_id: "panel-1".into(), access_uri: "vless://secret@host".into() };
+    let key =
+        || ActivationResult::Succeeded { panel_key_id: "panel-1".into(), access_uri: "vless://secret@host".into() };
     assert_eq!(s.record_activation(pending[0], key(), t0()).await.unwrap(), ActivationOutcome::Activated);
     assert_eq!(s.record_activation(pending[0], key(), t0()).await.unwrap(), ActivationOutcome::NotPending);
     let fail = || ActivationResult::Failed { error: "panel timeout".into() };
     for attempt in 1..ACTIVATION_ATTEMPTS_MAX {
-        assert_eq!(s.record_activation(pending[1], fail(), t0()).await.unwrap(), ActivationOutcome::WillRetry { attempts: attempt });
+        assert_eq!(
+            s.record_activation(pending[1], fail(), t0()).await.unwrap(),
+            ActivationOutcome::WillRetry { attempts: attempt }
+        );
     }
     assert_eq!(s.record_activation(pending[1], fail(), t0()).await.unwrap(), ActivationOutcome::GaveUp);
     assert_eq!(s.record_activation(pending[1], fail(), t0()).await.unwrap(), ActivationOutcome::NotPending);
@@ -418,10 +521,21 @@ async fn reissued_keys_are_fenced_by_token() {
     let second = s.install_reissued_key(sub, 7, key(7), t0()).await.unwrap();
     assert_eq!(second.replaced_panel_key_id.as_deref(), Some("k5"));
     // A holder whose lock expired (token 6 < 7) cannot write.
-    refused_without_writes!(&db, s.install_reissued_key(sub, 6, key(6), t0()), KeyError::StaleFencingToken { current: 7 });
-    refused_without_writes!(&db, s.install_reissued_key(sub, 7, key(8), t0()), KeyError::StaleFencingToken { current: 7 });
+    refused_without_writes!(
+        &db,
+        s.install_reissued_key(sub, 6, key(6), t0()),
+        KeyError::StaleFencingToken { current: 7 }
+    );
+    refused_without_writes!(
+        &db,
+        s.install_reissued_key(sub, 7, key(8), t0()),
+        KeyError::StaleFencingToken { current: 7 }
+    );
     refused_without_writes!(&db, s.install_reissued_key(404, 9, key(9), t0()), KeyError::UnknownSubscription);
-    let active: Vec<String> = sqlx::query_scalar("SELECT panel_key_id FROM vpn_keys WHERE status = 'active'").fetch_all(db.pool()).await.unwrap();
+    let active: Vec<String> = sqlx::query_scalar("SELECT panel_key_id FROM vpn_keys WHERE status = 'active'")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
     assert_eq!(active, vec!["k7".to_owned()]);
 }
 

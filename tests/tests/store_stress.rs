@@ -47,7 +47,11 @@ fn basic_request(user: UserId, promo: bool, key: Option<String>) -> PurchaseRequ
 
 /// Expected refusals under contention are fine; anything else is a bug.
 fn expected_refusal(err: &PurchaseError) -> bool {
-    matches!(err, PurchaseError::InsufficientBalance | PurchaseError::Promo(PromoRefusal::Exhausted | PromoRefusal::AlreadyUsedByUser))
+    matches!(
+        err,
+        PurchaseError::InsufficientBalance
+            | PurchaseError::Promo(PromoRefusal::Exhausted | PromoRefusal::AlreadyUsedByUser)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -71,41 +75,68 @@ async fn concurrent_money_operations_keep_every_invariant() {
     let mut jobs: Vec<Job> = Vec::new();
     for id in 0..TOPUP_IDS {
         for _ in 0..TOPUP_DELIVERIES {
-            jobs.push(Box::new(move |s| Box::pin(async move {
-                Seen::TopUp(s.top_up(hot, crypto(&format!("topup-{id}"), "100"), t0()).await.map_err(|e| e.to_string()))
-            })));
+            jobs.push(Box::new(move |s| {
+                Box::pin(async move {
+                    Seen::TopUp(
+                        s.top_up(hot, crypto(&format!("topup-{id}"), "100"), t0()).await.map_err(|e| e.to_string()),
+                    )
+                })
+            }));
         }
     }
     for k in 0..PURCHASE_KEYS {
         for _ in 0..2 {
             let key = format!("purchase-key-{k}");
-            jobs.push(Box::new(move |s| Box::pin(async move {
-                let result = s.purchase_from_balance(basic_request(hot, false, Some(key.clone())), t0()).await;
-                if let Err(e) = &result { assert!(expected_refusal(e), "unexpected refusal: {e:?}"); }
-                Seen::Purchase { buyer: hot, key: Some(key), promo: false, result: result.map_err(|e| e.to_string()) }
-            })));
+            jobs.push(Box::new(move |s| {
+                Box::pin(async move {
+                    let result = s.purchase_from_balance(basic_request(hot, false, Some(key.clone())), t0()).await;
+                    if let Err(e) = &result {
+                        assert!(expected_refusal(e), "unexpected refusal: {e:?}");
+                    }
+                    Seen::Purchase {
+                        buyer: hot,
+                        key: Some(key),
+                        promo: false,
+                        result: result.map_err(|e| e.to_string()),
+                    }
+                })
+            }));
         }
     }
     for _ in 0..WITHDRAWALS {
-        jobs.push(Box::new(move |s| Box::pin(async move {
-            let card = Requisites::parse("4276 0000 1111 2222").unwrap();
-            let result = s.create_withdrawal(hot, money("300"), card, money("100"), t0()).await;
-            if let Err(e) = &result { assert!(matches!(e, WithdrawalError::InsufficientBalance), "unexpected: {e:?}"); }
-            Seen::Withdrawal(result.map_err(|e| e.to_string()))
-        })));
+        jobs.push(Box::new(move |s| {
+            Box::pin(async move {
+                let card = Requisites::parse("4276 0000 1111 2222").unwrap();
+                let result = s.create_withdrawal(hot, money("300"), card, money("100"), t0()).await;
+                if let Err(e) = &result {
+                    assert!(matches!(e, WithdrawalError::InsufficientBalance), "unexpected: {e:?}");
+                }
+                Seen::Withdrawal(result.map_err(|e| e.to_string()))
+            })
+        }));
     }
     for user in (100..100 + PROMO_USERS).map(uid).chain(std::iter::repeat_n(hot, 5)) {
-        jobs.push(Box::new(move |s| Box::pin(async move {
-            let result = s.purchase_from_balance(basic_request(user, true, None), t0()).await;
-            if let Err(e) = &result { assert!(expected_refusal(e), "unexpected refusal: {e:?}"); }
-            Seen::Purchase { buyer: user, key: None, promo: true, result: result.map_err(|e| e.to_string()) }
-        })));
+        jobs.push(Box::new(move |s| {
+            Box::pin(async move {
+                let result = s.purchase_from_balance(basic_request(user, true, None), t0()).await;
+                if let Err(e) = &result {
+                    assert!(expected_refusal(e), "unexpected refusal: {e:?}");
+                }
+                Seen::Purchase { buyer: user, key: None, promo: true, result: result.map_err(|e| e.to_string()) }
+            })
+        }));
     }
     for _ in 0..CALLBACK_DELIVERIES {
         let amount = format!("{}", Money::from_minor(pending.amount).unwrap());
-        jobs.push(Box::new(move |s| Box::pin(async move {
-            Seen::Finalize(s.finalize_purchase(pending.purchase_id, crypto("callback-1", &amount), t0()).await.map_err(|e| e.to_string()))
-        })));
+        jobs.push(Box::new(move |s| {
+            Box::pin(async move {
+                Seen::Finalize(
+                    s.finalize_purchase(pending.purchase_id, crypto("callback-1", &amount), t0())
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            })
+        }));
     }
     let tasks = jobs.len();
     assert!(tasks >= 50, "the stress needs at least 50 concurrent tasks, has {tasks}");
@@ -126,12 +157,24 @@ async fn concurrent_money_operations_keep_every_invariant() {
     }
 
     // Top-ups: each payment id credited exactly once, whatever the deliveries.
-    let topups: Vec<&TopUpOutcome> = seen.iter().filter_map(|s| match s { Seen::TopUp(r) => Some(r.as_ref().unwrap()), _ => None }).collect();
+    let topups: Vec<&TopUpOutcome> = seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::TopUp(r) => Some(r.as_ref().unwrap()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(topups.iter().filter(|t| t.applied == Applied::Done).count(), TOPUP_IDS);
     assert_eq!(topups.iter().filter(|t| t.applied == Applied::Duplicate).count(), TOPUP_IDS * (TOPUP_DELIVERIES - 1));
 
     // The callback: one finalization, the rest duplicates.
-    let finals: Vec<&FinalizeOutcome> = seen.iter().filter_map(|s| match s { Seen::Finalize(r) => Some(r.as_ref().unwrap()), _ => None }).collect();
+    let finals: Vec<&FinalizeOutcome> = seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Finalize(r) => Some(r.as_ref().unwrap()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(finals.iter().filter(|f| matches!(f, FinalizeOutcome::Finalized { .. })).count(), 1);
     assert_eq!(finals.iter().filter(|f| matches!(f, FinalizeOutcome::Duplicate)).count(), CALLBACK_DELIVERIES - 1);
 
@@ -172,7 +215,9 @@ async fn concurrent_money_operations_keep_every_invariant() {
     for &purchase_id in &hot_purchases {
         for _ in 0..3 {
             let s = store.clone();
-            grants.push(tokio::spawn(async move { (purchase_id, s.grant_referral_reward(purchase_id, 10, t0()).await.unwrap()) }));
+            grants.push(tokio::spawn(async move {
+                (purchase_id, s.grant_referral_reward(purchase_id, 10, t0()).await.unwrap())
+            }));
         }
     }
     let mut granted: BTreeMap<i64, usize> = BTreeMap::new();

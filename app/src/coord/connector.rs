@@ -82,11 +82,12 @@ impl TcpDialer {
     pub fn new(target: &RedisTarget) -> TcpDialer {
         let tls = target.tls.then(|| {
             let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default TLS versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+            let config =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default TLS versions")
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
             tokio_rustls::TlsConnector::from(Arc::new(config))
         });
         TcpDialer { host: target.host.clone(), port: target.port, tls }
@@ -126,7 +127,13 @@ pub struct RedisConnector<D: Dialer> {
 
 impl<D: Dialer> RedisConnector<D> {
     pub fn new(dialer: D, info: RedisConnectionInfo, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> RedisConnector<D> {
-        RedisConnector { dialer, info, clock, ids, state: Mutex::new(State { connection: None, failures: 0, retry_at: Duration::ZERO }) }
+        RedisConnector {
+            dialer,
+            info,
+            clock,
+            ids,
+            state: Mutex::new(State { connection: None, failures: 0, retry_at: Duration::ZERO }),
+        }
     }
 
     /// The current connection, dialing one if there is none and the backoff allows.
@@ -189,7 +196,9 @@ impl<D: Dialer> RedisConnector<D> {
         let connection = self.connection().await?;
         match tokio::time::timeout(CALL_TIMEOUT, call(connection)).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error() => {
+            Ok(Err(e))
+                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error() =>
+            {
                 tracing::warn!(error = %e, "Redis call failed; reconnecting");
                 self.reset().await;
                 Err(CoordinationError::Unavailable)

@@ -117,7 +117,8 @@ pub mod algorithms {
         #[test]
         fn sliding_window_grants_exactly_max_per_window() {
             let mut log = VecDeque::new();
-            let granted = (0..10).filter(|i| sliding_window(&mut log, i * 1_000, 3, 60_000_000) == Decision::Allowed).count();
+            let granted =
+                (0..10).filter(|i| sliding_window(&mut log, i * 1_000, 3, 60_000_000) == Decision::Allowed).count();
             assert_eq!(granted, 3);
             assert_eq!(sliding_window(&mut log, 60_000_000, 3, 60_000_000), Decision::Allowed);
             assert!(matches!(sliding_window(&mut log, 60_000_001, 3, 60_000_000), Decision::Denied { .. }));

@@ -87,7 +87,9 @@ impl Coordination for MemoryCoordination {
                 return BeginOutcome::Busy { retry_after: *until - now };
             }
             let tat = inner.flood.entry(user).or_default();
-            if let Decision::Denied { retry_after } = algorithms::gcra(tat, micros(now), FLOOD_MAX, micros(FLOOD_WINDOW)) {
+            if let Decision::Denied { retry_after } =
+                algorithms::gcra(tat, micros(now), FLOOD_MAX, micros(FLOOD_WINDOW))
+            {
                 Self::mark(inner, (user, update_id), now + UPDATE_DONE_TTL);
                 return BeginOutcome::Flooded { retry_after };
             }
@@ -103,7 +105,8 @@ impl Coordination for MemoryCoordination {
             check_size(data)?;
         }
         Ok(self.with(|inner, now| {
-            let holds = inner.leases.get(&user).is_some_and(|(token, until)| *token == ticket.lease_token && *until > now);
+            let holds =
+                inner.leases.get(&user).is_some_and(|(token, until)| *token == ticket.lease_token && *until > now);
             if !holds {
                 return CommitOutcome::LeaseLost;
             }

@@ -35,15 +35,21 @@ pub enum AnyCoordination {
 impl AnyCoordination {
     /// Builds the configured implementation. Connecting is lazy: use the health check to know
     /// whether Redis answers.
-    pub fn from_settings(settings: &Settings, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> Result<AnyCoordination, String> {
+    pub fn from_settings(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn Ids>,
+    ) -> Result<AnyCoordination, String> {
         match (settings.coordination, &settings.redis_url) {
             (CoordinationMode::Memory, _) => Ok(AnyCoordination::Memory(MemoryCoordination::new(clock, ids))),
             (CoordinationMode::Redis, None) => Err(format!("{}_REDIS_URL is required", settings.app_env.prefix())),
             (CoordinationMode::Redis, Some(url)) => {
-                let target = RedisTarget::from_url(url.url()).map_err(|e| format!("{}_REDIS_URL: {e}", settings.app_env.prefix()))?;
+                let target = RedisTarget::from_url(url.url())
+                    .map_err(|e| format!("{}_REDIS_URL: {e}", settings.app_env.prefix()))?;
                 let bot_id = settings.bot_token.as_ref().map_or(0, |t| t.bot_id());
                 let keys = KeySpace::new(&settings.redis_prefix, settings.app_env.name(), bot_id);
-                let connector = RedisConnector::new(TcpDialer::new(&target), target.info.clone(), clock.clone(), ids.clone());
+                let connector =
+                    RedisConnector::new(TcpDialer::new(&target), target.info.clone(), clock.clone(), ids.clone());
                 Ok(AnyCoordination::Redis(Box::new(redis::RedisCoordination::new(connector, keys, clock, ids))))
             }
         }

@@ -24,7 +24,9 @@ use crate::ports::coordination::{BeginOutcome, Decision, LimitedAction};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RateVerdict {
     Allowed,
-    Denied { retry_after: Duration },
+    Denied {
+        retry_after: Duration,
+    },
     /// Redis is unavailable and this action fails closed: reply "try again later".
     TryLater,
 }

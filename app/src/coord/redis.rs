@@ -94,7 +94,12 @@ fn after_ms(n: i64) -> Duration {
 }
 
 impl<D: Dialer> RedisCoordination<D> {
-    pub fn new(connector: RedisConnector<D>, keys: KeySpace, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> RedisCoordination<D> {
+    pub fn new(
+        connector: RedisConnector<D>,
+        keys: KeySpace,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn Ids>,
+    ) -> RedisCoordination<D> {
         RedisCoordination { connector, keys, scripts: Scripts::new(), clock, ids, lease_ttl: LEASE_TTL }
     }
 
@@ -110,16 +115,26 @@ impl<D: Dialer> RedisCoordination<D> {
 
     /// PING, for start-up and the periodic health check.
     pub async fn ping(&self) -> Result<(), CoordinationError> {
-        let reply: String = self.connector.call(|mut c| async move { redis::cmd("PING").query_async(&mut c).await }).await?;
-        if reply == "PONG" { Ok(()) } else { Err(CoordinationError::Unexpected(anyhow::anyhow!("PING answered {reply:?}"))) }
+        let reply: String =
+            self.connector.call(|mut c| async move { redis::cmd("PING").query_async(&mut c).await }).await?;
+        if reply == "PONG" {
+            Ok(())
+        } else {
+            Err(CoordinationError::Unexpected(anyhow::anyhow!("PING answered {reply:?}")))
+        }
     }
 
     async fn run(&self, invocation: redis::ScriptInvocation<'_>) -> Result<Value, CoordinationError> {
         self.connector.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await
     }
 
-    async fn acquire(&self, lease_key: String, fence_key: String, token: &str, ttl: Duration)
-        -> Result<Option<u64>, CoordinationError> {
+    async fn acquire(
+        &self,
+        lease_key: String,
+        fence_key: String,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, CoordinationError> {
         let mut invocation = self.scripts.acquire.prepare_invoke();
         invocation.key(lease_key).key(fence_key).arg(token).arg(ms(ttl)).arg(ms(FENCE_TTL));
         let reply = self.run(invocation).await?;

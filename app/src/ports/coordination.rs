@@ -31,9 +31,13 @@ pub enum BeginOutcome {
     /// This update id was already taken by some instance: drop it.
     Duplicate,
     /// Another handler of this chat holds the lease: retry shortly.
-    Busy { retry_after: Duration },
+    Busy {
+        retry_after: Duration,
+    },
     /// The user is over the flood limit: drop quietly.
-    Flooded { retry_after: Duration },
+    Flooded {
+        retry_after: Duration,
+    },
 }
 
 /// What a handler leaves in the conversation record when it commits.
@@ -144,30 +148,39 @@ pub type CoordResult<T> = Result<T, CoordinationError>;
 pub trait Coordination: Send + Sync + 'static {
     /// Dedupe the update, take the chat's lease, check the flood limit, return the FSM record:
     /// one round trip.
-    fn begin_update(&self, user: UserId, update_id: i64)
-        -> impl Future<Output = CoordResult<BeginOutcome>> + Send;
+    fn begin_update(&self, user: UserId, update_id: i64) -> impl Future<Output = CoordResult<BeginOutcome>> + Send;
 
     /// Compare-and-set the FSM record on the ticket's version and lease token, release the
     /// lease and mark the update done: one round trip. A ticket whose lease expired MUST get
     /// `LeaseLost` and write nothing.
-    fn commit_update(&self, user: UserId, ticket: &UpdateTicket, write: FsmWrite)
-        -> impl Future<Output = CoordResult<CommitOutcome>> + Send;
+    fn commit_update(
+        &self,
+        user: UserId,
+        ticket: &UpdateTicket,
+        write: FsmWrite,
+    ) -> impl Future<Output = CoordResult<CommitOutcome>> + Send;
 
     /// Tries to take a lock for `ttl`; `None` when someone else holds it.
-    fn acquire_lock(&self, lock: LockName, ttl: Duration)
-        -> impl Future<Output = CoordResult<Option<LockGuard>>> + Send;
+    fn acquire_lock(
+        &self,
+        lock: LockName,
+        ttl: Duration,
+    ) -> impl Future<Output = CoordResult<Option<LockGuard>>> + Send;
 
     /// Releases a lock if this guard still holds it; `false` when it had expired.
     fn release_lock(&self, guard: &LockGuard) -> impl Future<Output = CoordResult<bool>> + Send;
 
     /// Counts one attempt of `action` by `user` and says whether it is allowed.
-    fn check_rate(&self, user: UserId, action: LimitedAction)
-        -> impl Future<Output = CoordResult<Decision>> + Send;
+    fn check_rate(&self, user: UserId, action: LimitedAction) -> impl Future<Output = CoordResult<Decision>> + Send;
 
     /// Acquires or renews the leader lease of `role`; `None` when another instance leads (or
     /// `current` was lost). A renewal keeps the epoch; a new acquisition gets a larger one.
-    fn lead(&self, role: Role, current: Option<&Leadership>, ttl: Duration)
-        -> impl Future<Output = CoordResult<Option<Leadership>>> + Send;
+    fn lead(
+        &self,
+        role: Role,
+        current: Option<&Leadership>,
+        ttl: Duration,
+    ) -> impl Future<Output = CoordResult<Option<Leadership>>> + Send;
 
     /// Gives up a lease (on shutdown), so a standby takes over without waiting for the TTL.
     fn resign(&self, leadership: &Leadership) -> impl Future<Output = CoordResult<()>> + Send;

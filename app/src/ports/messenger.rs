@@ -40,10 +40,12 @@ pub enum MessengerError {
 pub trait Messenger: Send + Sync + 'static {
     /// Sends a message to a user's private chat and returns its message id. Every call MUST
     /// have a timeout and return [`MessengerError::Timeout`] when it passes.
-    fn send(&self, to: UserId, message: OutgoingMessage)
-        -> impl Future<Output = Result<i32, MessengerError>> + Send;
+    fn send(&self, to: UserId, message: OutgoingMessage) -> impl Future<Output = Result<i32, MessengerError>> + Send;
 
     /// Acknowledges a callback query (removes the button's spinner), optionally with a toast.
-    fn answer_callback(&self, callback_id: &str, toast: Option<&str>)
-        -> impl Future<Output = Result<(), MessengerError>> + Send;
+    fn answer_callback(
+        &self,
+        callback_id: &str,
+        toast: Option<&str>,
+    ) -> impl Future<Output = Result<(), MessengerError>> + Send;
 }

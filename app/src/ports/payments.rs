@@ -16,7 +16,10 @@ pub struct Invoice {
 pub enum InvoiceStatus {
     Pending,
     /// Paid: the provider's payment id and the amount it says it received.
-    Paid { payment_id: ProviderPaymentId, amount: Money },
+    Paid {
+        payment_id: ProviderPaymentId,
+        amount: Money,
+    },
     Expired,
 }
 
@@ -33,9 +36,14 @@ pub trait PaymentProvider: Send + Sync + 'static {
 
     /// Creates an invoice for a purchase. `purchase_id` is the idempotency label: asking twice
     /// MUST return the same invoice.
-    fn create_invoice(&self, purchase_id: i64, amount: Money)
-        -> impl Future<Output = Result<Invoice, PaymentProviderError>> + Send;
+    fn create_invoice(
+        &self,
+        purchase_id: i64,
+        amount: Money,
+    ) -> impl Future<Output = Result<Invoice, PaymentProviderError>> + Send;
 
-    fn invoice_status(&self, invoice_id: &str)
-        -> impl Future<Output = Result<InvoiceStatus, PaymentProviderError>> + Send;
+    fn invoice_status(
+        &self,
+        invoice_id: &str,
+    ) -> impl Future<Output = Result<InvoiceStatus, PaymentProviderError>> + Send;
 }

@@ -10,8 +10,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    IdempotencyKey, Language, Money, NoticeKind, PaymentProviderKind, PromoCode, ProviderPaymentId,
-    Requisites, Subscription, TariffCode, TariffPeriod, User, UserId, WithdrawalStatus,
+    IdempotencyKey, Language, Money, NoticeKind, PaymentProviderKind, PromoCode, ProviderPaymentId, Requisites,
+    Subscription, TariffCode, TariffPeriod, User, UserId, WithdrawalStatus,
 };
 
 /// Why a promo code cannot be used.
@@ -256,7 +256,10 @@ pub struct AdjustOutcome {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReferralOutcome {
-    Granted { referrer: UserId, amount: i64 },
+    Granted {
+        referrer: UserId,
+        amount: i64,
+    },
     Duplicate,
     NoReferrer,
     /// The reward rounds to zero (a tiny or free purchase).
@@ -287,9 +290,20 @@ pub struct WithdrawalDecided {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RenewalOutcome {
-    Renewed { subscription_id: i64, user: UserId, amount: i64, expires_at: DateTime<Utc> },
-    InsufficientFunds { subscription_id: i64, user: UserId },
-    TariffUnavailable { subscription_id: i64, user: UserId },
+    Renewed {
+        subscription_id: i64,
+        user: UserId,
+        amount: i64,
+        expires_at: DateTime<Utc>,
+    },
+    InsufficientFunds {
+        subscription_id: i64,
+        user: UserId,
+    },
+    TariffUnavailable {
+        subscription_id: i64,
+        user: UserId,
+    },
     /// The due subscription's user is busy (a purchase in flight): try on a later tick.
     Busy,
 }
@@ -297,15 +311,22 @@ pub enum RenewalOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ActivationResult {
     /// The panel created the first key.
-    Succeeded { panel_key_id: String, access_uri: String },
-    Failed { error: String },
+    Succeeded {
+        panel_key_id: String,
+        access_uri: String,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActivationOutcome {
     Activated,
     /// Failed this time; the worker tries again.
-    WillRetry { attempts: i32 },
+    WillRetry {
+        attempts: i32,
+    },
     /// Failed for the last allowed time: the subscription is marked failed.
     GaveUp,
     /// The subscription was not pending (another worker finished first): the caller revokes
@@ -323,35 +344,53 @@ pub struct KeyInstalled {
 pub trait Store: Send + Sync + 'static {
     /// Registers a user, or returns the existing one unchanged. The referrer is kept only on
     /// first registration, only if it is a known user, and never the user themself.
-    fn register_user(&self, user: UserId, language: Language, referrer: Option<UserId>, now: DateTime<Utc>)
-        -> impl Future<Output = Result<User, StoreError>> + Send;
+    fn register_user(
+        &self,
+        user: UserId,
+        language: Language,
+        referrer: Option<UserId>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<User, StoreError>> + Send;
 
     fn user(&self, user: UserId) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
     /// The periods on sale, cheapest first within each tariff.
     fn catalogue(&self) -> impl Future<Output = Result<Vec<TariffPeriod>, StoreError>> + Send;
 
-    fn subscription(&self, user: UserId)
-        -> impl Future<Output = Result<Option<Subscription>, StoreError>> + Send;
+    fn subscription(&self, user: UserId) -> impl Future<Output = Result<Option<Subscription>, StoreError>> + Send;
 
     /// Credits a provider-paid top-up. MUST credit a provider payment id at most once; a
     /// redelivery returns `Duplicate`.
-    fn top_up(&self, user: UserId, payment: ProviderPayment, now: DateTime<Utc>)
-        -> impl Future<Output = Result<TopUpOutcome, PaymentError>> + Send;
+    fn top_up(
+        &self,
+        user: UserId,
+        payment: ProviderPayment,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<TopUpOutcome, PaymentError>> + Send;
 
     /// An admin's credit or debit with its audit log entry. A debit MUST NOT take the balance
     /// below zero.
-    fn admin_adjust(&self, adjustment: AdminAdjustment, now: DateTime<Utc>)
-        -> impl Future<Output = Result<AdjustOutcome, BalanceError>> + Send;
+    fn admin_adjust(
+        &self,
+        adjustment: AdminAdjustment,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<AdjustOutcome, BalanceError>> + Send;
 
     /// Read-only check that `user` could use `code` now (what the user sees before paying).
-    fn validate_promo(&self, user: UserId, code: &PromoCode, now: DateTime<Utc>)
-        -> impl Future<Output = Result<PromoQuote, PromoError>> + Send;
+    fn validate_promo(
+        &self,
+        user: UserId,
+        code: &PromoCode,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<PromoQuote, PromoError>> + Send;
 
     /// Buys a period from the balance under the per-user lock: promo consumption, debit and
     /// extension are one transaction. A replayed idempotency key returns the first purchase.
-    fn purchase_from_balance(&self, request: PurchaseRequest, now: DateTime<Utc>)
-        -> impl Future<Output = Result<PurchaseOutcome, PurchaseError>> + Send;
+    fn purchase_from_balance(
+        &self,
+        request: PurchaseRequest,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<PurchaseOutcome, PurchaseError>> + Send;
 
     /// Opens a purchase to be paid by a provider, reserving its promo use.
     fn create_pending_purchase(
@@ -364,41 +403,73 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a provider's payment for a purchase. Idempotent: only a pending purchase is
     /// finalized, and the same provider payment id is never counted twice.
-    fn finalize_purchase(&self, purchase_id: i64, payment: ProviderPayment, now: DateTime<Utc>)
-        -> impl Future<Output = Result<FinalizeOutcome, PaymentError>> + Send;
+    fn finalize_purchase(
+        &self,
+        purchase_id: i64,
+        payment: ProviderPayment,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<FinalizeOutcome, PaymentError>> + Send;
 
     /// Cancels or expires a pending purchase (only from pending) and gives back its promo use.
-    fn close_pending_purchase(&self, purchase_id: i64, closure: Closure)
-        -> impl Future<Output = Result<(), CloseError>> + Send;
+    fn close_pending_purchase(
+        &self,
+        purchase_id: i64,
+        closure: Closure,
+    ) -> impl Future<Output = Result<(), CloseError>> + Send;
 
     /// Rewards the buyer's referrer for a paid purchase; at most once per purchase.
-    fn grant_referral_reward(&self, purchase_id: i64, percent: u8, now: DateTime<Utc>)
-        -> impl Future<Output = Result<ReferralOutcome, ReferralError>> + Send;
+    fn grant_referral_reward(
+        &self,
+        purchase_id: i64,
+        percent: u8,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<ReferralOutcome, ReferralError>> + Send;
 
     /// Creates a withdrawal request and holds its amount out of the balance.
-    fn create_withdrawal(&self, user: UserId, amount: Money, requisites: Requisites, minimum: Money, now: DateTime<Utc>)
-        -> impl Future<Output = Result<WithdrawalCreated, WithdrawalError>> + Send;
+    fn create_withdrawal(
+        &self,
+        user: UserId,
+        amount: Money,
+        requisites: Requisites,
+        minimum: Money,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<WithdrawalCreated, WithdrawalError>> + Send;
 
     /// Approves or rejects a withdrawal, only from pending; rejecting returns the held amount.
-    fn decide_withdrawal(&self, decision: WithdrawalDecision, now: DateTime<Utc>)
-        -> impl Future<Output = Result<WithdrawalDecided, WithdrawalError>> + Send;
+    fn decide_withdrawal(
+        &self,
+        decision: WithdrawalDecision,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<WithdrawalDecided, WithdrawalError>> + Send;
 
     /// Claims and processes the next subscription due for auto-renewal within `horizon_seconds`
     /// (`FOR UPDATE SKIP LOCKED`, unique per subscription and period). `None`: nothing is due.
-    fn auto_renew_next(&self, now: DateTime<Utc>, horizon_seconds: i32)
-        -> impl Future<Output = Result<Option<RenewalOutcome>, StoreError>> + Send;
+    fn auto_renew_next(
+        &self,
+        now: DateTime<Utc>,
+        horizon_seconds: i32,
+    ) -> impl Future<Output = Result<Option<RenewalOutcome>, StoreError>> + Send;
 
     /// Grants the one free trial.
-    fn activate_trial(&self, user: UserId, tariff: &TariffCode, days: i32, now: DateTime<Utc>)
-        -> impl Future<Output = Result<Subscription, TrialError>> + Send;
+    fn activate_trial(
+        &self,
+        user: UserId,
+        tariff: &TariffCode,
+        days: i32,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Subscription, TrialError>> + Send;
 
     /// Subscriptions whose first key is still to be created, oldest first.
     fn pending_activations(&self, limit: i64) -> impl Future<Output = Result<Vec<i64>, StoreError>> + Send;
 
     /// Records one activation attempt (only while pending; attempts are bounded by
     /// `ACTIVATION_ATTEMPTS_MAX`).
-    fn record_activation(&self, subscription_id: i64, result: ActivationResult, now: DateTime<Utc>)
-        -> impl Future<Output = Result<ActivationOutcome, StoreError>> + Send;
+    fn record_activation(
+        &self,
+        subscription_id: i64,
+        result: ActivationResult,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<ActivationOutcome, StoreError>> + Send;
 
     /// Writes a reissued key under a fencing token; refuses a token not newer than the stored one.
     fn install_reissued_key(
@@ -410,6 +481,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<KeyInstalled, KeyError>> + Send;
 
     /// Claims the right to send one notice; `false` if it was claimed before (by any instance).
-    fn claim_notice(&self, subscription_id: i64, kind: NoticeKind, threshold: &str, now: DateTime<Utc>)
-        -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn claim_notice(
+        &self,
+        subscription_id: i64,
+        kind: NoticeKind,
+        threshold: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }

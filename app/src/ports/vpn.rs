@@ -29,8 +29,7 @@ pub trait VpnProvider: Send + Sync + 'static {
     /// Creates a key for a subscription. `label` is an idempotency label (for a reissue it is
     /// derived from the fencing token): the panel MUST return the same key when asked twice with
     /// the same label, so a retried call never creates two keys.
-    fn create_key(&self, subscription_id: i64, label: &str)
-        -> impl Future<Output = Result<PanelKey, VpnError>> + Send;
+    fn create_key(&self, subscription_id: i64, label: &str) -> impl Future<Output = Result<PanelKey, VpnError>> + Send;
 
     /// Revokes a key. Revoking a key that is already revoked or unknown MUST succeed.
     fn revoke_key(&self, panel_key_id: &str) -> impl Future<Output = Result<(), VpnError>> + Send;

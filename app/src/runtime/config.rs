@@ -188,7 +188,10 @@ impl Reader<'_> {
 fn url_with_scheme(value: &str, schemes: &[&str]) -> Result<SecretUrl, String> {
     let url = Url::parse(value).map_err(|e| format!("is not a valid URL ({e})"))?;
     if !schemes.contains(&url.scheme()) {
-        return Err(format!("must start with {}", schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(" or ")));
+        return Err(format!(
+            "must start with {}",
+            schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(" or ")
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("has no host".into());
@@ -224,7 +227,9 @@ impl Settings {
             None | Some("") | Some("local") => AppEnv::Local,
             Some("stage") => AppEnv::Stage,
             Some("prod") => AppEnv::Prod,
-            Some(other) => return Err(ConfigErrors(vec![format!("APP_ENV: {other:?} is not one of local, stage, prod")])),
+            Some(other) => {
+                return Err(ConfigErrors(vec![format!("APP_ENV: {other:?} is not one of local, stage, prod")]));
+            }
         };
         let mut r = Reader { prefix: app_env.prefix(), lookup, errors: Vec::new() };
 
@@ -256,7 +261,8 @@ impl Settings {
         }
         let redis_prefix = r
             .parsed("REDIS_PREFIX", |v| {
-                let ok = (1..=32).contains(&v.len()) && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+                let ok = (1..=32).contains(&v.len())
+                    && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
                 if ok { Ok(v.to_owned()) } else { Err("must be 1 to 32 of a-z 0-9 _ -".into()) }
             })
             .unwrap_or_else(|| "atlas".into());
@@ -324,7 +330,13 @@ impl Settings {
             format!("{p}_REDIS_URL={}", opt(self.redis_url.as_ref().map(ToString::to_string))),
             format!("{p}_BOT_TOKEN={}", opt(self.bot_token.as_ref().map(|t| format!("{}:<redacted>", t.bot_id())))),
             format!("{p}_ADMIN_IDS={}", self.admin_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")),
-            format!("{p}_COORDINATION={}", match self.coordination { CoordinationMode::Redis => "redis", CoordinationMode::Memory => "memory" }),
+            format!(
+                "{p}_COORDINATION={}",
+                match self.coordination {
+                    CoordinationMode::Redis => "redis",
+                    CoordinationMode::Memory => "memory",
+                }
+            ),
             format!("{p}_REDIS_PREFIX={}", self.redis_prefix),
             format!("{p}_DB_MAX_CONNECTIONS={}", self.db_max_connections),
             format!("{p}_REFERRAL_PERCENT={}", self.referral_percent),
@@ -370,8 +382,9 @@ mod tests {
 
     #[test]
     fn prod_without_redis_url_names_the_variable() {
-        let err = settings(&[("APP_ENV", "prod"), ("PROD_DATABASE_URL", "postgres://db/atlas"), ("PROD_BOT_TOKEN", TOKEN)])
-            .unwrap_err();
+        let err =
+            settings(&[("APP_ENV", "prod"), ("PROD_DATABASE_URL", "postgres://db/atlas"), ("PROD_BOT_TOKEN", TOKEN)])
+                .unwrap_err();
         assert!(err.to_string().contains("PROD_REDIS_URL: is required"), "{err}");
     }
 
@@ -399,7 +412,14 @@ mod tests {
             ("LOCAL_WITHDRAWAL_MIN", "-3"),
         ])
         .unwrap_err();
-        for var in ["LOCAL_DATABASE_URL", "LOCAL_REDIS_URL", "LOCAL_BOT_TOKEN", "LOCAL_ADMIN_IDS", "LOCAL_REFERRAL_PERCENT", "LOCAL_WITHDRAWAL_MIN"] {
+        for var in [
+            "LOCAL_DATABASE_URL",
+            "LOCAL_REDIS_URL",
+            "LOCAL_BOT_TOKEN",
+            "LOCAL_ADMIN_IDS",
+            "LOCAL_REFERRAL_PERCENT",
+            "LOCAL_WITHDRAWAL_MIN",
+        ] {
             assert!(err.to_string().contains(var), "{var} missing from:\n{err}");
         }
         assert!(!err.to_string().contains("nonsense"), "a bad token must not be echoed:\n{err}");
@@ -428,7 +448,8 @@ mod tests {
         let s = settings(&[("LOCAL_DATABASE_URL", "postgres://db/atlas")]).unwrap();
         assert_eq!(s.coordination, CoordinationMode::Memory);
         assert_eq!(s.withdrawal_min.minor(), 10_000);
-        let err = settings(&[("LOCAL_DATABASE_URL", "postgres://db/atlas"), ("LOCAL_COORDINATION", "redis")]).unwrap_err();
+        let err =
+            settings(&[("LOCAL_DATABASE_URL", "postgres://db/atlas"), ("LOCAL_COORDINATION", "redis")]).unwrap_err();
         assert!(err.to_string().contains("LOCAL_REDIS_URL"), "{err}");
     }
 }

@@ -42,7 +42,9 @@ pub async fn lead<C, W, Fut>(
             };
             match (&current, &renewed) {
                 (None, Some(l)) => tracing::info!(role = role.name(), epoch = l.epoch, "leading"),
-                (Some(l), None) => tracing::info!(role = role.name(), epoch = l.epoch, "no longer leading"),
+                (Some(l), None) => {
+                    tracing::info!(role = role.name(), epoch = l.epoch, "no longer leading")
+                }
                 _ => {}
             }
             current = renewed;

@@ -12,8 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
 use sqlx::{PgPool, Row as _};
 
 use crate::domain::{
-    ACTIVATION_ATTEMPTS_MAX, ActivationStatus, Language, Money, NoticeKind, PaymentProviderKind,
-    PromoCode, Requisites, Subscription, TariffCode, TariffPeriod, User, UserId, WithdrawalStatus,
+    ACTIVATION_ATTEMPTS_MAX, ActivationStatus, Language, Money, NoticeKind, PaymentProviderKind, PromoCode, Requisites,
+    Subscription, TariffCode, TariffPeriod, User, UserId, WithdrawalStatus,
 };
 use crate::ports::store::*;
 use crate::ports::vpn::PanelKey;
@@ -42,9 +42,8 @@ impl PgStore {
     /// Connects a pool of at most `max_connections` to `url` (a `postgres://` URL).
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgStore> {
         let options: PgConnectOptions = url.parse().context("invalid PostgreSQL URL")?;
-        let options = options
-            .application_name("atlas")
-            .options([("statement_timeout", STATEMENT_TIMEOUT_MS.to_string())]);
+        let options =
+            options.application_name("atlas").options([("statement_timeout", STATEMENT_TIMEOUT_MS.to_string())]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -207,8 +206,13 @@ fn withdrawal_error(code: &str, detail: Option<&str>) -> Option<WithdrawalError>
 
 impl Store for PgStore {
     #[tracing::instrument(skip(self), fields(user_id = user.get()))]
-    async fn register_user(&self, user: UserId, language: Language, referrer: Option<UserId>, now: DateTime<Utc>)
-        -> Result<User, StoreError> {
+    async fn register_user(
+        &self,
+        user: UserId,
+        language: Language,
+        referrer: Option<UserId>,
+        now: DateTime<Utc>,
+    ) -> Result<User, StoreError> {
         // The referrer is kept only if it already exists and is not the user: a forged deep
         // link cannot point at nobody or at oneself.
         let sql = "WITH inserted AS (
@@ -230,8 +234,10 @@ impl Store for PgStore {
     }
 
     async fn user(&self, user: UserId) -> Result<Option<User>, StoreError> {
-        let row = timed(sqlx::query("SELECT * FROM users WHERE telegram_id = $1").bind(user.get()).fetch_optional(&self.pool))
-            .await?;
+        let row = timed(
+            sqlx::query("SELECT * FROM users WHERE telegram_id = $1").bind(user.get()).fetch_optional(&self.pool),
+        )
+        .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
@@ -252,13 +258,20 @@ impl Store for PgStore {
     }
 
     async fn subscription(&self, user: UserId) -> Result<Option<Subscription>, StoreError> {
-        let row = timed(sqlx::query("SELECT * FROM subscriptions WHERE user_id = $1").bind(user.get()).fetch_optional(&self.pool))
-            .await?;
+        let row = timed(
+            sqlx::query("SELECT * FROM subscriptions WHERE user_id = $1").bind(user.get()).fetch_optional(&self.pool),
+        )
+        .await?;
         Ok(row.as_ref().map(subscription_from_row).transpose()?)
     }
 
     #[tracing::instrument(skip(self, payment), fields(user_id = user.get(), provider = payment.provider.code()))]
-    async fn top_up(&self, user: UserId, payment: ProviderPayment, now: DateTime<Utc>) -> Result<TopUpOutcome, PaymentError> {
+    async fn top_up(
+        &self,
+        user: UserId,
+        payment: ProviderPayment,
+        now: DateTime<Utc>,
+    ) -> Result<TopUpOutcome, PaymentError> {
         let row: (String, i64, i64) = timed(
             sqlx::query_as("SELECT * FROM atlas_top_up($1, $2, $3, $4, $5)")
                 .bind(user.get())
@@ -272,13 +285,22 @@ impl Store for PgStore {
         .map_err(|e| map_err(e, payment_error))?;
         let outcome = TopUpOutcome { applied: applied(&row.0), payment_row_id: row.1, balance: row.2 };
         if outcome.applied == Applied::Done {
-            tracing::info!(event = "BALANCE_INCREASED", amount = payment.amount.minor(), balance = outcome.balance, "top-up credited");
+            tracing::info!(
+                event = "BALANCE_INCREASED",
+                amount = payment.amount.minor(),
+                balance = outcome.balance,
+                "top-up credited"
+            );
         }
         Ok(outcome)
     }
 
     #[tracing::instrument(skip(self, adjustment), fields(admin_id = adjustment.admin.get(), user_id = adjustment.user.get()))]
-    async fn admin_adjust(&self, adjustment: AdminAdjustment, now: DateTime<Utc>) -> Result<AdjustOutcome, BalanceError> {
+    async fn admin_adjust(
+        &self,
+        adjustment: AdminAdjustment,
+        now: DateTime<Utc>,
+    ) -> Result<AdjustOutcome, BalanceError> {
         let signed = match adjustment.direction {
             Direction::Credit => adjustment.amount.minor(),
             Direction::Debit => -adjustment.amount.minor(),
@@ -306,7 +328,12 @@ impl Store for PgStore {
         Ok(AdjustOutcome { audit_id: row.0, balance: row.1 })
     }
 
-    async fn validate_promo(&self, user: UserId, code: &PromoCode, now: DateTime<Utc>) -> Result<PromoQuote, PromoError> {
+    async fn validate_promo(
+        &self,
+        user: UserId,
+        code: &PromoCode,
+        now: DateTime<Utc>,
+    ) -> Result<PromoQuote, PromoError> {
         let sql = "SELECT c.discount_percent, c.is_active, c.expires_at,
                 (c.max_uses IS NOT NULL AND c.used_count >= c.max_uses) AS exhausted,
                 EXISTS (SELECT 1 FROM promo_redemptions r WHERE r.promo_id = c.id AND r.user_id = $2) AS used
@@ -341,7 +368,11 @@ impl Store for PgStore {
     }
 
     #[tracing::instrument(skip(self, request), fields(user_id = request.user.get(), tariff = request.tariff.as_str(), days = request.days))]
-    async fn purchase_from_balance(&self, request: PurchaseRequest, now: DateTime<Utc>) -> Result<PurchaseOutcome, PurchaseError> {
+    async fn purchase_from_balance(
+        &self,
+        request: PurchaseRequest,
+        now: DateTime<Utc>,
+    ) -> Result<PurchaseOutcome, PurchaseError> {
         let row: (String, i64, i64, DateTime<Utc>, i64) = timed(
             sqlx::query_as("SELECT * FROM atlas_purchase_from_balance($1, $2, $3, $4, $5, $6)")
                 .bind(request.user.get())
@@ -354,10 +385,22 @@ impl Store for PgStore {
         )
         .await
         .map_err(|e| map_err(e, purchase_error))?;
-        let outcome = PurchaseOutcome { applied: applied(&row.0), purchase_id: row.1, amount: row.2, expires_at: row.3, balance: row.4 };
+        let outcome = PurchaseOutcome {
+            applied: applied(&row.0),
+            purchase_id: row.1,
+            amount: row.2,
+            expires_at: row.3,
+            balance: row.4,
+        };
         if outcome.applied == Applied::Done {
-            tracing::info!(event = "BALANCE_DECREASED", purchase_id = outcome.purchase_id, amount = outcome.amount,
-                balance = outcome.balance, promo = request.promo.is_some(), "purchase paid from balance");
+            tracing::info!(
+                event = "BALANCE_DECREASED",
+                purchase_id = outcome.purchase_id,
+                amount = outcome.amount,
+                balance = outcome.balance,
+                promo = request.promo.is_some(),
+                "purchase paid from balance"
+            );
         }
         Ok(outcome)
     }
@@ -388,8 +431,12 @@ impl Store for PgStore {
     }
 
     #[tracing::instrument(skip(self, payment), fields(provider = payment.provider.code()))]
-    async fn finalize_purchase(&self, purchase_id: i64, payment: ProviderPayment, now: DateTime<Utc>)
-        -> Result<FinalizeOutcome, PaymentError> {
+    async fn finalize_purchase(
+        &self,
+        purchase_id: i64,
+        payment: ProviderPayment,
+        now: DateTime<Utc>,
+    ) -> Result<FinalizeOutcome, PaymentError> {
         let row: (String, i64, Option<DateTime<Utc>>) = timed(
             sqlx::query_as("SELECT * FROM atlas_finalize_purchase($1, $2, $3, $4, $5)")
                 .bind(purchase_id)
@@ -405,7 +452,9 @@ impl Store for PgStore {
             ("finalized", Some(expires_at)) => FinalizeOutcome::Finalized { expires_at },
             ("duplicate", _) => FinalizeOutcome::Duplicate,
             ("credited_to_balance", _) => FinalizeOutcome::CreditedToBalance,
-            (other, _) => return Err(PaymentError::Unexpected(anyhow::anyhow!("unexpected finalize outcome {other:?}"))),
+            (other, _) => {
+                return Err(PaymentError::Unexpected(anyhow::anyhow!("unexpected finalize outcome {other:?}")));
+            }
         };
         tracing::info!(event = "PAYMENT_RECEIVED", amount = payment.amount.minor(), outcome = row.0.as_str());
         Ok(outcome)
@@ -416,20 +465,30 @@ impl Store for PgStore {
             Closure::Cancelled => "cancelled",
             Closure::Expired => "expired",
         };
-        timed(sqlx::query("SELECT atlas_close_pending_purchase($1, $2)").bind(purchase_id).bind(status).execute(&self.pool))
-            .await
-            .map_err(|e| {
-                map_err(e, |code, detail| match code {
-                    "UNKNOWN_PURCHASE" => Some(CloseError::UnknownPurchase),
-                    "PURCHASE_NOT_PENDING" => Some(CloseError::NotPending(detail.unwrap_or("unknown").to_owned())),
-                    _ => None,
-                })
-            })?;
+        timed(
+            sqlx::query("SELECT atlas_close_pending_purchase($1, $2)")
+                .bind(purchase_id)
+                .bind(status)
+                .execute(&self.pool),
+        )
+        .await
+        .map_err(|e| {
+            map_err(e, |code, detail| match code {
+                "UNKNOWN_PURCHASE" => Some(CloseError::UnknownPurchase),
+                "PURCHASE_NOT_PENDING" => Some(CloseError::NotPending(detail.unwrap_or("unknown").to_owned())),
+                _ => None,
+            })
+        })?;
         Ok(())
     }
 
     #[tracing::instrument(skip(self))]
-    async fn grant_referral_reward(&self, purchase_id: i64, percent: u8, now: DateTime<Utc>) -> Result<ReferralOutcome, ReferralError> {
+    async fn grant_referral_reward(
+        &self,
+        purchase_id: i64,
+        percent: u8,
+        now: DateTime<Utc>,
+    ) -> Result<ReferralOutcome, ReferralError> {
         let percent = i32::from(percent.min(100));
         let row: (String, Option<i64>, i64) = timed(
             sqlx::query_as("SELECT * FROM atlas_grant_referral_reward($1, $2, $3)")
@@ -454,13 +513,21 @@ impl Store for PgStore {
             ("duplicate", _) => ReferralOutcome::Duplicate,
             ("no_referrer", _) => ReferralOutcome::NoReferrer,
             ("nothing_to_reward", _) => ReferralOutcome::NothingToReward,
-            (other, _) => return Err(ReferralError::Unexpected(anyhow::anyhow!("unexpected referral outcome {other:?}"))),
+            (other, _) => {
+                return Err(ReferralError::Unexpected(anyhow::anyhow!("unexpected referral outcome {other:?}")));
+            }
         })
     }
 
     #[tracing::instrument(skip(self, requisites), fields(user_id = user.get()))]
-    async fn create_withdrawal(&self, user: UserId, amount: Money, requisites: Requisites, minimum: Money, now: DateTime<Utc>)
-        -> Result<WithdrawalCreated, WithdrawalError> {
+    async fn create_withdrawal(
+        &self,
+        user: UserId,
+        amount: Money,
+        requisites: Requisites,
+        minimum: Money,
+        now: DateTime<Utc>,
+    ) -> Result<WithdrawalCreated, WithdrawalError> {
         let row: (i64, i64) = timed(
             sqlx::query_as("SELECT * FROM atlas_create_withdrawal($1, $2, $3, $4, $5)")
                 .bind(user.get())
@@ -472,12 +539,21 @@ impl Store for PgStore {
         )
         .await
         .map_err(|e| map_err(e, withdrawal_error))?;
-        tracing::info!(event = "WITHDRAWAL_REQUEST_CREATED", withdrawal_id = row.0, amount = amount.minor(), balance = row.1);
+        tracing::info!(
+            event = "WITHDRAWAL_REQUEST_CREATED",
+            withdrawal_id = row.0,
+            amount = amount.minor(),
+            balance = row.1
+        );
         Ok(WithdrawalCreated { withdrawal_id: row.0, balance: row.1 })
     }
 
     #[tracing::instrument(skip(self, decision), fields(withdrawal_id = decision.withdrawal_id, admin_id = decision.admin.get()))]
-    async fn decide_withdrawal(&self, decision: WithdrawalDecision, now: DateTime<Utc>) -> Result<WithdrawalDecided, WithdrawalError> {
+    async fn decide_withdrawal(
+        &self,
+        decision: WithdrawalDecision,
+        now: DateTime<Utc>,
+    ) -> Result<WithdrawalDecided, WithdrawalError> {
         let row: (i64, i64, String) = timed(
             sqlx::query_as("SELECT * FROM atlas_decide_withdrawal($1, $2, $3, $4, $5, $6)")
                 .bind(decision.withdrawal_id)
@@ -490,15 +566,23 @@ impl Store for PgStore {
         )
         .await
         .map_err(|e| map_err(e, withdrawal_error))?;
-        let status = WithdrawalStatus::from_code(&row.2).with_context(|| format!("unknown withdrawal status {:?}", row.2))?;
+        let status =
+            WithdrawalStatus::from_code(&row.2).with_context(|| format!("unknown withdrawal status {:?}", row.2))?;
         let event = if decision.approve { "WITHDRAWAL_APPROVED" } else { "WITHDRAWAL_REJECTED" };
         tracing::info!(event, amount = row.1);
         Ok(WithdrawalDecided { user: user_id(row.0)?, amount: row.1, status })
     }
 
-    async fn auto_renew_next(&self, now: DateTime<Utc>, horizon_seconds: i32) -> Result<Option<RenewalOutcome>, StoreError> {
+    async fn auto_renew_next(
+        &self,
+        now: DateTime<Utc>,
+        horizon_seconds: i32,
+    ) -> Result<Option<RenewalOutcome>, StoreError> {
         let row: Option<(String, i64, i64, i64, DateTime<Utc>)> = timed(
-            sqlx::query_as("SELECT * FROM atlas_auto_renew_next($1, $2)").bind(now).bind(horizon_seconds).fetch_optional(&self.pool),
+            sqlx::query_as("SELECT * FROM atlas_auto_renew_next($1, $2)")
+                .bind(now)
+                .bind(horizon_seconds)
+                .fetch_optional(&self.pool),
         )
         .await?;
         let Some((outcome, subscription_id, user, amount, expires_at)) = row else {
@@ -507,7 +591,13 @@ impl Store for PgStore {
         let user = user_id(user)?;
         Ok(Some(match outcome.as_str() {
             "renewed" => {
-                tracing::info!(event = "BALANCE_DECREASED", user_id = user.get(), subscription_id, amount, "auto-renewal");
+                tracing::info!(
+                    event = "BALANCE_DECREASED",
+                    user_id = user.get(),
+                    subscription_id,
+                    amount,
+                    "auto-renewal"
+                );
                 RenewalOutcome::Renewed { subscription_id, user, amount, expires_at }
             }
             "insufficient_funds" => RenewalOutcome::InsufficientFunds { subscription_id, user },
@@ -517,7 +607,13 @@ impl Store for PgStore {
         }))
     }
 
-    async fn activate_trial(&self, user: UserId, tariff: &TariffCode, days: i32, now: DateTime<Utc>) -> Result<Subscription, TrialError> {
+    async fn activate_trial(
+        &self,
+        user: UserId,
+        tariff: &TariffCode,
+        days: i32,
+        now: DateTime<Utc>,
+    ) -> Result<Subscription, TrialError> {
         let row = timed(
             sqlx::query("SELECT * FROM atlas_activate_trial($1, $2, $3, $4)")
                 .bind(user.get())
@@ -546,8 +642,12 @@ impl Store for PgStore {
     }
 
     #[tracing::instrument(skip(self, result))]
-    async fn record_activation(&self, subscription_id: i64, result: ActivationResult, now: DateTime<Utc>)
-        -> Result<ActivationOutcome, StoreError> {
+    async fn record_activation(
+        &self,
+        subscription_id: i64,
+        result: ActivationResult,
+        now: DateTime<Utc>,
+    ) -> Result<ActivationOutcome, StoreError> {
         match result {
             ActivationResult::Succeeded { panel_key_id, access_uri } => {
                 // Only a pending subscription is activated, and its key is written in the same
@@ -558,7 +658,12 @@ impl Store for PgStore {
                     INSERT INTO vpn_keys (subscription_id, panel_key_id, access_uri, fencing_token, status, created_at)
                     SELECT id, $2, $3, key_fence, 'active', $4 FROM activated RETURNING id";
                 let key: Option<i64> = timed(
-                    sqlx::query_scalar(sql).bind(subscription_id).bind(panel_key_id).bind(access_uri).bind(now).fetch_optional(&self.pool),
+                    sqlx::query_scalar(sql)
+                        .bind(subscription_id)
+                        .bind(panel_key_id)
+                        .bind(access_uri)
+                        .bind(now)
+                        .fetch_optional(&self.pool),
                 )
                 .await?;
                 Ok(if key.is_some() { ActivationOutcome::Activated } else { ActivationOutcome::NotPending })
@@ -571,7 +676,12 @@ impl Store for PgStore {
                     WHERE id = $1 AND activation_status = 'pending'
                     RETURNING activation_status, activation_attempts";
                 let row: Option<(String, i32)> = timed(
-                    sqlx::query_as(sql).bind(subscription_id).bind(error).bind(ACTIVATION_ATTEMPTS_MAX).bind(now).fetch_optional(&self.pool),
+                    sqlx::query_as(sql)
+                        .bind(subscription_id)
+                        .bind(error)
+                        .bind(ACTIVATION_ATTEMPTS_MAX)
+                        .bind(now)
+                        .fetch_optional(&self.pool),
                 )
                 .await?;
                 Ok(match row {
@@ -584,9 +694,15 @@ impl Store for PgStore {
     }
 
     #[tracing::instrument(skip(self, key))]
-    async fn install_reissued_key(&self, subscription_id: i64, fencing_token: u64, key: PanelKey, now: DateTime<Utc>)
-        -> Result<KeyInstalled, KeyError> {
-        let token = i64::try_from(fencing_token).map_err(|_| KeyError::Unexpected(anyhow::anyhow!("fencing token out of range")))?;
+    async fn install_reissued_key(
+        &self,
+        subscription_id: i64,
+        fencing_token: u64,
+        key: PanelKey,
+        now: DateTime<Utc>,
+    ) -> Result<KeyInstalled, KeyError> {
+        let token = i64::try_from(fencing_token)
+            .map_err(|_| KeyError::Unexpected(anyhow::anyhow!("fencing token out of range")))?;
         let row: (i64, Option<String>) = timed(
             sqlx::query_as("SELECT * FROM atlas_install_reissued_key($1, $2, $3, $4, $5)")
                 .bind(subscription_id)
@@ -607,10 +723,19 @@ impl Store for PgStore {
         Ok(KeyInstalled { key_id: row.0, replaced_panel_key_id: row.1 })
     }
 
-    async fn claim_notice(&self, subscription_id: i64, kind: NoticeKind, threshold: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn claim_notice(
+        &self,
+        subscription_id: i64,
+        kind: NoticeKind,
+        threshold: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let sql = "INSERT INTO notice_deliveries (subscription_id, kind, threshold, claimed_at)
             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
-        let done = timed(sqlx::query(sql).bind(subscription_id).bind(kind.code()).bind(threshold).bind(now).execute(&self.pool)).await?;
+        let done = timed(
+            sqlx::query(sql).bind(subscription_id).bind(kind.code()).bind(threshold).bind(now).execute(&self.pool),
+        )
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -105,7 +105,10 @@ async fn main() -> anyhow::Result<()> {
             println!("| measure | per second | ratio |");
             println!("|---|---|---|");
             println!("| redis-benchmark EVALSHA c50, halved (one pair = two scripts) | {pairs_baseline:.0} | 1.00 |");
-            println!("| begin+commit pairs, 50 tasks, one multiplexed connection | {ours:.0} | {:.2} |", ours / pairs_baseline);
+            println!(
+                "| begin+commit pairs, 50 tasks, one multiplexed connection | {ours:.0} | {:.2} |",
+                ours / pairs_baseline
+            );
             Ok(())
         }
         _ => anyhow::bail!("usage: coord-bench updates N | coord-bench throughput [--seconds S] [--baseline PATH]"),

@@ -45,7 +45,12 @@ fn args() -> anyhow::Result<Args> {
 }
 
 fn pgbench(script: &str, seconds: u64) -> anyhow::Result<f64> {
-    let out = Command::new("bash").arg(script).arg(seconds.to_string()).arg("1").output().context("run the pgbench baseline")?;
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(seconds.to_string())
+        .arg("1")
+        .output()
+        .context("run the pgbench baseline")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let tps = text.rsplit(':').next().and_then(|t| t.trim().trim_end_matches("tps").trim().parse().ok());
     tps.with_context(|| format!("no tps in baseline output: {text}{}", String::from_utf8_lossy(&out.stderr)))
@@ -94,7 +99,13 @@ async fn balance_purchases(seconds: u64) -> anyhow::Result<f64> {
     let rate = drive(seconds, move |_| {
         let s = s.clone();
         async move {
-            let request = PurchaseRequest { user: hot, tariff: TariffCode::parse("basic").unwrap(), days: 30, promo: None, idempotency_key: None };
+            let request = PurchaseRequest {
+                user: hot,
+                tariff: TariffCode::parse("basic").unwrap(),
+                days: 30,
+                promo: None,
+                idempotency_key: None,
+            };
             s.purchase_from_balance(request, t0()).await?;
             Ok(true)
         }
@@ -136,7 +147,8 @@ async fn promo_consumption(seconds: u64) -> anyhow::Result<f64> {
         }
     })
     .await;
-    let used: i32 = sqlx::query_scalar("SELECT used_count FROM promo_codes WHERE code = 'HOT'").fetch_one(store.pool()).await?;
+    let used: i32 =
+        sqlx::query_scalar("SELECT used_count FROM promo_codes WHERE code = 'HOT'").fetch_one(store.pool()).await?;
     anyhow::ensure!(used > 0, "no promo use was recorded");
     drop(store);
     drop_database(&name).await?;

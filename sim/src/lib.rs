@@ -1,0 +1,8 @@
+//! The simulation harness: a deterministic turmoil world in which several instances run the real
+//! `atlas` code (intake, coordination, leader loop) against a simulated Redis that runs the
+//! project's own Lua scripts, with faults injected on a schedule. Nothing here re-implements the
+//! bot's logic: the sim supplies the ports (clock, randomness, the Redis stream) and the world.
+
+pub mod clock;
+pub mod dialer;
+pub mod redis_host;

@@ -1,0 +1,404 @@
+//! The sim Redis's keyspace: strings, hashes and sorted sets with expiry on simulated time, and
+//! the commands the project uses. Everything is ordered (BTreeMap), so a run replays exactly.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A command's reply, as RESP2 will carry it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    pub fn ok() -> Reply {
+        Reply::Status("OK".into())
+    }
+
+    pub fn err(message: impl Into<String>) -> Reply {
+        Reply::Error(message.into())
+    }
+
+    fn bulk(bytes: &[u8]) -> Reply {
+        Reply::Bulk(Some(bytes.to_vec()))
+    }
+}
+
+const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+const SYNTAX: &str = "ERR syntax error";
+
+#[derive(Clone, Debug)]
+enum Value {
+    Str(Vec<u8>),
+    Hash(BTreeMap<Vec<u8>, Vec<u8>>),
+    /// member -> score
+    ZSet(BTreeMap<Vec<u8>, f64>),
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    value: Value,
+    expires_at: Option<Duration>,
+}
+
+/// One logical database. `now` is the host's simulated time since the sim's epoch.
+#[derive(Default, Debug)]
+pub struct Keyspace {
+    entries: BTreeMap<Vec<u8>, Entry>,
+}
+
+fn int_arg(arg: &[u8]) -> Result<i64, Reply> {
+    std::str::from_utf8(arg).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Reply::err(NOT_INTEGER))
+}
+
+fn score_arg(arg: &[u8]) -> Result<f64, Reply> {
+    let text = std::str::from_utf8(arg).map_err(|_| Reply::err("ERR value is not a valid float"))?;
+    match text.to_ascii_lowercase().as_str() {
+        "-inf" => Ok(f64::NEG_INFINITY),
+        "+inf" | "inf" => Ok(f64::INFINITY),
+        t => t.parse().map_err(|_| Reply::err("ERR min or max is not a float")),
+    }
+}
+
+/// Formats a score as Redis does (integers without a fraction).
+fn format_score(score: f64) -> Vec<u8> {
+    if score.fract() == 0.0 && score.abs() < 1e17 { format!("{}", score as i64) } else { format!("{score}") }
+        .into_bytes()
+}
+
+/// `*` and `?` glob matching, enough for `KEYS prefix:*`.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..])),
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p == t => glob(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+impl Keyspace {
+    pub fn flush(&mut self) {
+        self.entries.clear();
+    }
+
+    pub fn len(&self, now: Duration) -> usize {
+        self.entries.values().filter(|e| e.expires_at.is_none_or(|at| at > now)).count()
+    }
+
+    pub fn is_empty(&self, now: Duration) -> bool {
+        self.len(now) == 0
+    }
+
+    fn live(&mut self, key: &[u8], now: Duration) -> Option<&mut Entry> {
+        if self.entries.get(key).is_some_and(|e| e.expires_at.is_some_and(|at| at <= now)) {
+            self.entries.remove(key);
+        }
+        self.entries.get_mut(key)
+    }
+
+    /// Runs one command (not EVAL/SCRIPT, which the host handles). `args[0]` is the name.
+    pub fn execute(&mut self, args: &[Vec<u8>], now: Duration, time: (u64, u64)) -> Reply {
+        let Some(name) = args.first() else {
+            return Reply::err("ERR empty command");
+        };
+        let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+        let a = &args[1..];
+        let result = match (name.as_str(), a.len()) {
+            ("PING", 0) => Ok(Reply::Status("PONG".into())),
+            ("TIME", 0) => Ok(Reply::Array(vec![
+                Reply::bulk(time.0.to_string().as_bytes()),
+                Reply::bulk(time.1.to_string().as_bytes()),
+            ])),
+            ("EXISTS", n) if n >= 1 => Ok(Reply::Int(a.iter().filter(|k| self.live(k, now).is_some()).count() as i64)),
+            ("DEL", n) if n >= 1 => Ok(Reply::Int(
+                a.iter().filter(|k| self.live(k, now).is_some() && self.entries.remove(*k).is_some()).count() as i64,
+            )),
+            ("PTTL", 1) => Ok(Reply::Int(match self.live(&a[0], now) {
+                None => -2,
+                Some(Entry { expires_at: None, .. }) => -1,
+                Some(Entry { expires_at: Some(at), .. }) => (*at - now).as_millis() as i64,
+            })),
+            ("PEXPIRE", 2) => self.pexpire(&a[0], &a[1], now),
+            ("GET", 1) => match self.live(&a[0], now) {
+                None => Ok(Reply::Bulk(None)),
+                Some(Entry { value: Value::Str(v), .. }) => Ok(Reply::bulk(v)),
+                Some(_) => Err(Reply::err(WRONGTYPE)),
+            },
+            ("SET", n) if n >= 2 => self.set(a, now),
+            ("INCR", 1) => self.incr(&a[0], now),
+            ("HSET", n) if n >= 3 && n % 2 == 1 => self.hset(a, now),
+            ("HGET", 2) => self.with_hash(&a[0], now, |h| Reply::Bulk(h.get(&a[1]).cloned())),
+            ("HMGET", n) if n >= 2 => self.with_hash(&a[0], now, |h| {
+                Reply::Array(a[1..].iter().map(|f| Reply::Bulk(h.get(f).cloned())).collect())
+            }),
+            ("HDEL", n) if n >= 2 => self.hdel(a, now),
+            ("HGETALL", 1) => self.with_hash(&a[0], now, |h| {
+                Reply::Array(h.iter().flat_map(|(f, v)| [Reply::bulk(f), Reply::bulk(v)]).collect())
+            }),
+            ("ZADD", n) if n >= 3 && n % 2 == 1 => self.zadd(a, now),
+            ("ZCARD", 1) => self.with_zset(&a[0], now, |z| Reply::Int(z.len() as i64)),
+            ("ZRANGE", 3 | 4) => self.zrange(a, now),
+            ("ZREMRANGEBYSCORE", 3) => self.zremrangebyscore(a, now),
+            ("KEYS", 1) => {
+                let keys: Vec<Vec<u8>> = self.entries.keys().filter(|k| glob(&a[0], k)).cloned().collect();
+                Ok(Reply::Array(
+                    keys.into_iter().filter(|k| self.live(k, now).is_some()).map(|k| Reply::Bulk(Some(k))).collect(),
+                ))
+            }
+            ("DBSIZE", 0) => Ok(Reply::Int(self.len(now) as i64)),
+            ("FLUSHALL" | "FLUSHDB", _) => {
+                self.flush();
+                Ok(Reply::ok())
+            }
+            (known, _) if KNOWN.contains(&known) => {
+                Err(Reply::err(format!("ERR wrong number of arguments for '{}' command", known.to_ascii_lowercase())))
+            }
+            _ => Err(Reply::err(format!("ERR unknown command '{name}'"))),
+        };
+        result.unwrap_or_else(|e| e)
+    }
+
+    fn pexpire(&mut self, key: &[u8], ms: &[u8], now: Duration) -> Result<Reply, Reply> {
+        let ms = int_arg(ms)?;
+        let Some(entry) = self.live(key, now) else {
+            return Ok(Reply::Int(0));
+        };
+        if ms <= 0 {
+            self.entries.remove(key);
+        } else {
+            entry.expires_at = Some(now + Duration::from_millis(ms as u64));
+        }
+        Ok(Reply::Int(1))
+    }
+
+    fn set(&mut self, a: &[Vec<u8>], now: Duration) -> Result<Reply, Reply> {
+        let (mut expires_at, mut nx, mut xx) = (None, false, false);
+        let mut options = a[2..].iter();
+        while let Some(option) = options.next() {
+            match option.to_ascii_uppercase().as_slice() {
+                b"PX" => {
+                    expires_at = Some(
+                        now + Duration::from_millis(int_arg(options.next().ok_or(Reply::err(SYNTAX))?)?.max(1) as u64),
+                    )
+                }
+                b"EX" => {
+                    expires_at = Some(
+                        now + Duration::from_secs(int_arg(options.next().ok_or(Reply::err(SYNTAX))?)?.max(1) as u64),
+                    )
+                }
+                b"NX" => nx = true,
+                b"XX" => xx = true,
+                _ => return Err(Reply::err(SYNTAX)),
+            }
+        }
+        let exists = self.live(&a[0], now).is_some();
+        if (nx && exists) || (xx && !exists) {
+            return Ok(Reply::Bulk(None));
+        }
+        self.entries.insert(a[0].clone(), Entry { value: Value::Str(a[1].clone()), expires_at });
+        Ok(Reply::ok())
+    }
+
+    fn incr(&mut self, key: &[u8], now: Duration) -> Result<Reply, Reply> {
+        let (current, expires_at) = match self.live(key, now) {
+            None => (0, None),
+            Some(Entry { value: Value::Str(v), expires_at }) => (int_arg(v)?, *expires_at),
+            Some(_) => return Err(Reply::err(WRONGTYPE)),
+        };
+        let next = current.checked_add(1).ok_or(Reply::err(NOT_INTEGER))?;
+        self.entries.insert(key.to_vec(), Entry { value: Value::Str(next.to_string().into_bytes()), expires_at });
+        Ok(Reply::Int(next))
+    }
+
+    fn with_hash(
+        &mut self,
+        key: &[u8],
+        now: Duration,
+        f: impl FnOnce(&BTreeMap<Vec<u8>, Vec<u8>>) -> Reply,
+    ) -> Result<Reply, Reply> {
+        match self.live(key, now) {
+            None => Ok(f(&BTreeMap::new())),
+            Some(Entry { value: Value::Hash(h), .. }) => Ok(f(h)),
+            Some(_) => Err(Reply::err(WRONGTYPE)),
+        }
+    }
+
+    fn hash_mut(&mut self, key: &[u8], now: Duration) -> Result<&mut BTreeMap<Vec<u8>, Vec<u8>>, Reply> {
+        if self.live(key, now).is_none() {
+            self.entries.insert(key.to_vec(), Entry { value: Value::Hash(BTreeMap::new()), expires_at: None });
+        }
+        match self.entries.get_mut(key) {
+            Some(Entry { value: Value::Hash(h), .. }) => Ok(h),
+            _ => Err(Reply::err(WRONGTYPE)),
+        }
+    }
+
+    fn hset(&mut self, a: &[Vec<u8>], now: Duration) -> Result<Reply, Reply> {
+        let hash = self.hash_mut(&a[0], now)?;
+        let added = a[1..].chunks(2).filter(|pair| hash.insert(pair[0].clone(), pair[1].clone()).is_none()).count();
+        Ok(Reply::Int(added as i64))
+    }
+
+    fn hdel(&mut self, a: &[Vec<u8>], now: Duration) -> Result<Reply, Reply> {
+        let removed = match self.live(&a[0], now) {
+            None => 0,
+            Some(Entry { value: Value::Hash(h), .. }) => a[1..].iter().filter(|f| h.remove(*f).is_some()).count(),
+            Some(_) => return Err(Reply::err(WRONGTYPE)),
+        };
+        if matches!(self.entries.get(&a[0]), Some(Entry { value: Value::Hash(h), .. }) if h.is_empty()) {
+            self.entries.remove(&a[0]);
+        }
+        Ok(Reply::Int(removed as i64))
+    }
+
+    fn with_zset(
+        &mut self,
+        key: &[u8],
+        now: Duration,
+        f: impl FnOnce(&BTreeMap<Vec<u8>, f64>) -> Reply,
+    ) -> Result<Reply, Reply> {
+        match self.live(key, now) {
+            None => Ok(f(&BTreeMap::new())),
+            Some(Entry { value: Value::ZSet(z), .. }) => Ok(f(z)),
+            Some(_) => Err(Reply::err(WRONGTYPE)),
+        }
+    }
+
+    fn zadd(&mut self, a: &[Vec<u8>], now: Duration) -> Result<Reply, Reply> {
+        let pairs: Vec<(f64, Vec<u8>)> =
+            a[1..].chunks(2).map(|p| Ok((score_arg(&p[0])?, p[1].clone()))).collect::<Result<_, Reply>>()?;
+        if self.live(&a[0], now).is_none() {
+            self.entries.insert(a[0].clone(), Entry { value: Value::ZSet(BTreeMap::new()), expires_at: None });
+        }
+        let Some(Entry { value: Value::ZSet(z), .. }) = self.entries.get_mut(&a[0]) else {
+            return Err(Reply::err(WRONGTYPE));
+        };
+        Ok(Reply::Int(
+            pairs.into_iter().filter(|(score, member)| z.insert(member.clone(), *score).is_none()).count() as i64
+        ))
+    }
+
+    /// Members ordered as Redis orders them: by score, then by member bytes.
+    fn ordered(z: &BTreeMap<Vec<u8>, f64>) -> Vec<(&Vec<u8>, f64)> {
+        let mut members: Vec<(&Vec<u8>, f64)> = z.iter().map(|(m, s)| (m, *s)).collect();
+        members.sort_by(|x, y| x.1.total_cmp(&y.1).then_with(|| x.0.cmp(y.0)));
+        members
+    }
+
+    fn zrange(&mut self, a: &[Vec<u8>], now: Duration) -> Result<Reply, Reply> {
+        let (start, stop) = (int_arg(&a[1])?, int_arg(&a[2])?);
+        let with_scores = match a.get(3) {
+            None => false,
+            Some(o) if o.eq_ignore_ascii_case(b"WITHSCORES") => true,
+            Some(_) => return Err(Reply::err(SYNTAX)),
+        };
+        self.with_zset(&a[0], now, |z| {
+            let members = Self::ordered(z);
+            let n = members.len() as i64;
+            let clamp = |i: i64| if i < 0 { (n + i).max(0) } else { i };
+            let (from, to) = (clamp(start), clamp(stop).min(n - 1));
+            let mut out = Vec::new();
+            if from <= to {
+                for (member, score) in &members[from as usize..=to as usize] {
+                    out.push(Reply::bulk(member));
+                    if with_scores {
+                        out.push(Reply::Bulk(Some(format_score(*score))));
+                    }
+                }
+            }
+            Reply::Array(out)
+        })
+    }
+
+    fn zremrangebyscore(&mut self, a: &[Vec<u8>], now: Duration) -> Result<Reply, Reply> {
+        let (min, max) = (score_arg(&a[1])?, score_arg(&a[2])?);
+        let removed = match self.live(&a[0], now) {
+            None => 0,
+            Some(Entry { value: Value::ZSet(z), .. }) => {
+                let before = z.len();
+                z.retain(|_, score| !(*score >= min && *score <= max));
+                before - z.len()
+            }
+            Some(_) => return Err(Reply::err(WRONGTYPE)),
+        };
+        if matches!(self.entries.get(&a[0]), Some(Entry { value: Value::ZSet(z), .. }) if z.is_empty()) {
+            self.entries.remove(&a[0]);
+        }
+        Ok(Reply::Int(removed as i64))
+    }
+}
+
+const KNOWN: &[&str] = &[
+    "PING",
+    "TIME",
+    "EXISTS",
+    "DEL",
+    "PTTL",
+    "PEXPIRE",
+    "GET",
+    "SET",
+    "INCR",
+    "HSET",
+    "HGET",
+    "HMGET",
+    "HDEL",
+    "HGETALL",
+    "ZADD",
+    "ZCARD",
+    "ZRANGE",
+    "ZREMRANGEBYSCORE",
+    "KEYS",
+    "DBSIZE",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(ks: &mut Keyspace, now_ms: u64, parts: &[&str]) -> Reply {
+        let args: Vec<Vec<u8>> = parts.iter().map(|p| p.as_bytes().to_vec()).collect();
+        ks.execute(&args, Duration::from_millis(now_ms), (0, 0))
+    }
+
+    #[test]
+    fn strings_expire_on_simulated_time() {
+        let mut ks = Keyspace::default();
+        assert_eq!(cmd(&mut ks, 0, &["SET", "k", "v", "PX", "100"]), Reply::ok());
+        assert_eq!(cmd(&mut ks, 0, &["SET", "k", "w", "NX"]), Reply::Bulk(None));
+        assert_eq!(cmd(&mut ks, 50, &["PTTL", "k"]), Reply::Int(50));
+        assert_eq!(cmd(&mut ks, 99, &["GET", "k"]), Reply::Bulk(Some(b"v".to_vec())));
+        assert_eq!(cmd(&mut ks, 100, &["GET", "k"]), Reply::Bulk(None));
+        assert_eq!(cmd(&mut ks, 100, &["PTTL", "k"]), Reply::Int(-2));
+        assert_eq!(cmd(&mut ks, 100, &["INCR", "n"]), Reply::Int(1));
+        assert_eq!(cmd(&mut ks, 100, &["PTTL", "n"]), Reply::Int(-1));
+    }
+
+    #[test]
+    fn hashes_and_sorted_sets() {
+        let mut ks = Keyspace::default();
+        assert_eq!(cmd(&mut ks, 0, &["HSET", "h", "v", "1", "d", "x"]), Reply::Int(2));
+        assert_eq!(
+            cmd(&mut ks, 0, &["HMGET", "h", "v", "nope"]),
+            Reply::Array(vec![Reply::Bulk(Some(b"1".to_vec())), Reply::Bulk(None)])
+        );
+        assert_eq!(cmd(&mut ks, 0, &["GET", "h"]), Reply::err(WRONGTYPE));
+        assert_eq!(cmd(&mut ks, 0, &["ZADD", "z", "30", "c"]), Reply::Int(1));
+        assert_eq!(cmd(&mut ks, 0, &["ZADD", "z", "10", "a"]), Reply::Int(1));
+        assert_eq!(
+            cmd(&mut ks, 0, &["ZRANGE", "z", "0", "0", "WITHSCORES"]),
+            Reply::Array(vec![Reply::Bulk(Some(b"a".to_vec())), Reply::Bulk(Some(b"10".to_vec()))])
+        );
+        assert_eq!(cmd(&mut ks, 0, &["ZREMRANGEBYSCORE", "z", "-inf", "10"]), Reply::Int(1));
+        assert_eq!(cmd(&mut ks, 0, &["ZCARD", "z"]), Reply::Int(1));
+        assert_eq!(
+            cmd(&mut ks, 0, &["KEYS", "*"]),
+            Reply::Array(vec![Reply::Bulk(Some(b"h".to_vec())), Reply::Bulk(Some(b"z".to_vec()))])
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! Runs the project's real Lua scripts inside the sim Redis, with Lua 5.1 as Redis embeds it:
+//! `KEYS`, `ARGV`, `redis.call` (errors abort the script), `redis.pcall` (errors come back as
+//! `{err = ...}`), `redis.status_reply`, `redis.error_reply`, and Redis's conversion rules between
+//! Lua values and replies. A script runs to completion without yielding: atomic, as in Redis.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use mlua::{Lua, MultiValue, Table, Value as LuaValue};
+
+use super::data::{Keyspace, Reply};
+
+/// Commands a script may not run (they would nest scripts or break atomicity).
+const FORBIDDEN: &[&str] = &["EVAL", "EVALSHA", "SCRIPT", "MULTI", "EXEC", "SUBSCRIBE"];
+
+fn to_lua(lua: &Lua, reply: Reply) -> mlua::Result<LuaValue> {
+    Ok(match reply {
+        Reply::Int(n) => LuaValue::Integer(n),
+        Reply::Bulk(None) => LuaValue::Boolean(false),
+        Reply::Bulk(Some(bytes)) => LuaValue::String(lua.create_string(&bytes)?),
+        Reply::Status(s) => {
+            let t = lua.create_table()?;
+            t.set("ok", s)?;
+            LuaValue::Table(t)
+        }
+        Reply::Error(e) => {
+            let t = lua.create_table()?;
+            t.set("err", e)?;
+            LuaValue::Table(t)
+        }
+        Reply::Array(items) => {
+            let t = lua.create_table()?;
+            for (i, item) in items.into_iter().enumerate() {
+                t.set(i + 1, to_lua(lua, item)?)?;
+            }
+            LuaValue::Table(t)
+        }
+    })
+}
+
+fn from_lua(value: LuaValue) -> Reply {
+    match value {
+        LuaValue::Nil | LuaValue::Boolean(false) => Reply::Bulk(None),
+        LuaValue::Boolean(true) => Reply::Int(1),
+        LuaValue::Integer(n) => Reply::Int(n),
+        // Redis truncates Lua numbers to integers.
+        LuaValue::Number(n) => Reply::Int(n as i64),
+        LuaValue::String(s) => Reply::Bulk(Some(s.as_bytes().to_vec())),
+        LuaValue::Table(t) => table_reply(t),
+        _ => Reply::Bulk(None),
+    }
+}
+
+fn table_reply(t: Table) -> Reply {
+    if let Ok(LuaValue::String(e)) = t.get::<LuaValue>("err") {
+        return Reply::Error(e.to_string_lossy());
+    }
+    if let Ok(LuaValue::String(ok)) = t.get::<LuaValue>("ok") {
+        return Reply::Status(ok.to_string_lossy());
+    }
+    // An array stops at its first nil, as in Redis.
+    let mut items = Vec::new();
+    for i in 1.. {
+        match t.raw_get::<LuaValue>(i) {
+            Ok(LuaValue::Nil) | Err(_) => break,
+            Ok(v) => items.push(from_lua(v)),
+        }
+    }
+    Reply::Array(items)
+}
+
+fn command_args(args: MultiValue) -> Result<Vec<Vec<u8>>, String> {
+    args.into_iter()
+        .map(|v| match v {
+            LuaValue::String(s) => Ok(s.as_bytes().to_vec()),
+            LuaValue::Integer(n) => Ok(n.to_string().into_bytes()),
+            LuaValue::Number(n) => {
+                Ok(if n.fract() == 0.0 && n.abs() < 1e17 { format!("{}", n as i64) } else { format!("{n}") }
+                    .into_bytes())
+            }
+            _ => Err("ERR Lua redis lib command arguments must be strings or integers".to_owned()),
+        })
+        .collect()
+}
+
+/// Runs `source` with `keys` and `args` against `keyspace` at simulated time `now` (and Redis
+/// `TIME` = `time`).
+pub fn run(
+    keyspace: &mut Keyspace,
+    now: Duration,
+    time: (u64, u64),
+    source: &str,
+    keys: &[Vec<u8>],
+    args: &[Vec<u8>],
+) -> Reply {
+    let lua = Lua::new();
+    let keyspace = RefCell::new(keyspace);
+    let dispatch = |args: MultiValue| -> Reply {
+        let args = match command_args(args) {
+            Ok(args) => args,
+            Err(e) => return Reply::Error(e),
+        };
+        let name = args.first().map(|n| String::from_utf8_lossy(n).to_ascii_uppercase()).unwrap_or_default();
+        if FORBIDDEN.contains(&name.as_str()) {
+            return Reply::err("ERR This Redis command is not allowed from script");
+        }
+        keyspace.borrow_mut().execute(&args, now, time)
+    };
+    let dispatch = &dispatch;
+    let result = lua.scope(|scope| {
+        let call = scope.create_function(move |lua, args: MultiValue| match dispatch(args) {
+            Reply::Error(e) => Err(mlua::Error::RuntimeError(e)),
+            reply => to_lua(lua, reply),
+        })?;
+        let pcall = scope.create_function(move |lua, args: MultiValue| to_lua(lua, dispatch(args)))?;
+        let redis = lua.create_table()?;
+        redis.set("call", call)?;
+        redis.set("pcall", pcall)?;
+        redis.set("status_reply", lua.create_function(|lua, s: String| to_lua(lua, Reply::Status(s)))?)?;
+        redis.set("error_reply", lua.create_function(|lua, s: String| to_lua(lua, Reply::Error(s)))?)?;
+        lua.globals().set("redis", redis)?;
+        let strings = |items: &[Vec<u8>]| -> mlua::Result<Table> {
+            let t = lua.create_table()?;
+            for (i, item) in items.iter().enumerate() {
+                t.set(i + 1, lua.create_string(item)?)?;
+            }
+            Ok(t)
+        };
+        lua.globals().set("KEYS", strings(keys)?)?;
+        lua.globals().set("ARGV", strings(args)?)?;
+        lua.load(source).eval::<LuaValue>().map(from_lua)
+    });
+    result.unwrap_or_else(|e| {
+        let message = match &e {
+            mlua::Error::CallbackError { cause, .. } => cause.to_string(),
+            other => other.to_string(),
+        };
+        Reply::Error(format!("ERR Error running script: {}", message.lines().next().unwrap_or_default()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval(ks: &mut Keyspace, source: &str, keys: &[&str], args: &[&str]) -> Reply {
+        let b = |v: &[&str]| v.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
+        run(ks, Duration::ZERO, (1_700_000_000, 250_000), source, &b(keys), &b(args))
+    }
+
+    #[test]
+    fn follows_redis_conversion_rules() {
+        let mut ks = Keyspace::default();
+        assert_eq!(
+            eval(&mut ks, "return {1, 'two', false, 3.9}", &[], &[]),
+            Reply::Array(vec![Reply::Int(1), Reply::Bulk(Some(b"two".to_vec())), Reply::Bulk(None), Reply::Int(3)])
+        );
+        assert_eq!(eval(&mut ks, "return {1, nil, 3}", &[], &[]), Reply::Array(vec![Reply::Int(1)]));
+        assert_eq!(eval(&mut ks, "return redis.call('SET', KEYS[1], ARGV[1])", &["k"], &["v"]), Reply::ok());
+        assert_eq!(eval(&mut ks, "return redis.call('GET', KEYS[1])", &["k"], &[]), Reply::Bulk(Some(b"v".to_vec())));
+        assert_eq!(eval(&mut ks, "return redis.call('GET', 'missing') == false", &[], &[]), Reply::Int(1));
+        let t =
+            eval(&mut ks, "local t = redis.call('TIME'); return tonumber(t[1]) * 1000000 + tonumber(t[2])", &[], &[]);
+        assert_eq!(t, Reply::Int(1_700_000_000_250_000));
+    }
+
+    #[test]
+    fn call_aborts_and_pcall_returns_the_error() {
+        let mut ks = Keyspace::default();
+        eval(&mut ks, "redis.call('HSET', 'h', 'f', 'v')", &[], &[]);
+        assert!(
+            matches!(eval(&mut ks, "return redis.call('GET', 'h')", &[], &[]), Reply::Error(e) if e.contains("WRONGTYPE"))
+        );
+        assert_eq!(
+            eval(&mut ks, "local r = redis.pcall('GET', 'h'); return type(r.err)", &[], &[]),
+            Reply::Bulk(Some(b"string".to_vec()))
+        );
+        assert!(matches!(eval(&mut ks, "return redis.call('EVAL', 'return 1', 0)", &[], &[]), Reply::Error(_)));
+        assert_eq!(eval(&mut ks, "return redis.status_reply('FINE')", &[], &[]), Reply::Status("FINE".into()));
+    }
+}
