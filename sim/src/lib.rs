@@ -6,3 +6,4 @@
 pub mod clock;
 pub mod dialer;
 pub mod redis_host;
+pub mod world;
