@@ -1,0 +1,67 @@
+//! What happened in a run: every handler, rate-limit decision, leader effect and fault, stamped
+//! with simulated time and the host. Checkers read it; its hash tells two runs apart.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::time::Duration;
+
+use atlas::runtime::intake::Handled;
+
+use crate::clock::sim_now;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    HandlerStart { id: u64, instance: usize, chat: i64, update: i64, version: u64 },
+    HandlerEnd { id: u64, instance: usize, chat: i64, update: i64, read: Option<String>, wrote: Option<String>, outcome: Handled },
+    Rate { instance: usize, user: i64, action: String, verdict: String },
+    Effect { instance: usize, epoch: u64 },
+    Fault { description: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub at: Duration,
+    pub event: Event,
+}
+
+#[derive(Debug, Default)]
+pub struct History {
+    pub records: Vec<Record>,
+    next_id: u64,
+}
+
+pub type SharedHistory = Rc<RefCell<History>>;
+
+impl History {
+    pub fn push(&mut self, event: Event) {
+        self.records.push(Record { at: sim_now(), event });
+    }
+
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// FNV-1a over the whole history: equal for two runs exactly when they did the same things
+    /// at the same simulated times.
+    pub fn hash(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for record in &self.records {
+            for byte in format!("{record:?}").bytes() {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        hash
+    }
+
+    /// One line per event, for `atlas-sim replay`.
+    pub fn trace(&self) -> String {
+        let mut out = String::new();
+        for r in &self.records {
+            let _ = writeln!(out, "{:>10.3}s  {:?}", r.at.as_secs_f64(), r.event);
+        }
+        out
+    }
+}

@@ -1,0 +1,253 @@
+//! One run of a scenario for one seed: build the world, start the instances, step the
+//! simulation while injecting the faults on schedule, then check the invariants.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::checkers;
+use crate::clock::SimClock;
+use crate::history::{Event, History};
+use crate::redis_host::RedisState;
+use crate::scenario::{Fault, Invariant, Scenario, Workload};
+use crate::workloads::{self, InstanceCtx};
+use crate::world::{self, Network, REDIS_HOST};
+
+/// Which coordination design the instances run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Shared state on Redis: the fix.
+    Redis,
+    /// Each instance's own memory: the audit's old design.
+    Legacy,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Redis => "redis",
+            Mode::Legacy => "legacy",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RunResult {
+    pub seed: u64,
+    pub mode: Mode,
+    pub history: History,
+    pub violations: Vec<(Invariant, String)>,
+    pub hash: u64,
+    pub simulated: Duration,
+}
+
+/// After the workload, time for in-flight handlers to finish before the run ends.
+const SETTLE: Duration = Duration::from_secs(3);
+
+pub fn instance_name(index: usize) -> String {
+    format!("atlas-{index}")
+}
+
+/// A fault as the stepping loop applies it.
+#[derive(Clone, Debug)]
+enum Action {
+    Crash(usize),
+    Bounce(usize),
+    CrashLeader { down: Duration },
+    Partition(usize),
+    Repair(usize),
+    RedisRestart { lose_data: bool },
+    Note(String),
+}
+
+fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
+    let secs = Duration::from_secs_f64;
+    let mut actions = Vec::new();
+    for fault in &scenario.faults {
+        match *fault {
+            Fault::Restart { instance, at_secs, down_secs } => {
+                actions.push((secs(at_secs), Action::Crash(instance)));
+                actions.push((secs(at_secs + down_secs), Action::Bounce(instance)));
+            }
+            Fault::RestartLeader { at_secs, down_secs } => actions.push((secs(at_secs), Action::CrashLeader { down: secs(down_secs) })),
+            Fault::Partition { instance, at_secs, for_secs } => {
+                actions.push((secs(at_secs), Action::Partition(instance)));
+                actions.push((secs(at_secs + for_secs), Action::Repair(instance)));
+            }
+            Fault::Pause { instance, at_secs, for_secs } => {
+                actions.push((secs(at_secs), Action::Note(format!("atlas-{instance} paused for {for_secs}s"))));
+            }
+            Fault::RedisRestart { at_secs, lose_data } => actions.push((secs(at_secs), Action::RedisRestart { lose_data })),
+            Fault::Skew { .. } => {}
+        }
+    }
+    actions.sort_by_key(|(at, _)| *at);
+    actions
+}
+
+fn skew_of(scenario: &Scenario, instance: usize) -> i64 {
+    scenario.faults.iter().filter_map(|f| match f {
+        Fault::Skew { instance: i, ms } if *i == instance => Some(*ms),
+        _ => None,
+    }).sum()
+}
+
+/// The software of one instance, for its workload and mode.
+async fn instance(ctx: InstanceCtx, plan: Rc<Plan>) -> turmoil::Result {
+    let ids = world::instance_ids(ctx.seed, ctx.index);
+    macro_rules! with_coordination {
+        (|$c:ident| $body:expr) => {
+            match ctx.mode {
+                Mode::Redis => {
+                    let $c = world::redis_coordination(&world::keys(), ctx.clock, ids, ctx.lease);
+                    $body.await
+                }
+                Mode::Legacy => {
+                    let $c = world::legacy_coordination(ctx.clock, ids, ctx.lease);
+                    $body.await
+                }
+            }
+        };
+    }
+    match (&ctx.scenario.workload, plan.as_ref()) {
+        (Workload::Chat { handler_ms, .. }, Plan::Chat(deliveries)) => {
+            let handler_ms = *handler_ms;
+            with_coordination!(|c| workloads::chat::run(ctx.clone(), c, deliveries.clone(), handler_ms))
+        }
+        (Workload::RateLimits { .. }, Plan::Limits(attempts)) => {
+            with_coordination!(|c| workloads::limits::run(ctx.clone(), c, attempts.clone()))
+        }
+        (Workload::Leader { ttl_ms, work_interval_ms }, Plan::Leader) => {
+            let (ttl, interval) = (Duration::from_millis(*ttl_ms), Duration::from_millis(*work_interval_ms));
+            with_coordination!(|c| workloads::leader::run(ctx.clone(), c, ttl, interval))
+        }
+        _ => unreachable!("the plan is made from the workload"),
+    }
+    Ok(())
+}
+
+/// The workload's schedule, fixed by the seed before the run starts.
+enum Plan {
+    Chat(Rc<Vec<workloads::chat::Delivery>>),
+    Limits(Rc<Vec<workloads::limits::Attempt>>),
+    Leader,
+}
+
+fn plan(scenario: &Scenario, seed: u64) -> Plan {
+    match &scenario.workload {
+        Workload::Chat { chats, updates_per_chat, gap_ms, redelivery, .. } => Plan::Chat(Rc::new(
+            workloads::chat::deliveries(seed, scenario.instances, *chats, *updates_per_chat, *gap_ms, *redelivery),
+        )),
+        Workload::RateLimits { users, attempts_per_user, actions } => Plan::Limits(Rc::new(workloads::limits::attempts(
+            seed,
+            scenario.instances,
+            Duration::from_secs_f64(scenario.duration_secs),
+            *users,
+            *attempts_per_user,
+            actions,
+        ))),
+        Workload::Leader { .. } => Plan::Leader,
+    }
+}
+
+pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResult> {
+    let scenario = Rc::new(scenario.clone());
+    let duration = Duration::from_secs_f64(scenario.duration_secs);
+    let network = Network {
+        min_latency: Duration::from_millis(scenario.network.min_latency_ms),
+        max_latency: Duration::from_millis(scenario.network.max_latency_ms.max(scenario.network.min_latency_ms)),
+        ..Network::default()
+    };
+    let history: Rc<RefCell<History>> = Rc::default();
+    let redis: Rc<RefCell<RedisState>> = Rc::default();
+    let plan = Rc::new(plan(&scenario, seed));
+    let mut sim = world::builder(seed, duration + SETTLE + Duration::from_secs(1), network).build();
+    world::add_redis(&mut sim, redis.clone());
+    for index in 0..scenario.instances {
+        let ctx = InstanceCtx {
+            index,
+            seed,
+            mode,
+            scenario: scenario.clone(),
+            history: history.clone(),
+            clock: SimClock { skew_ms: skew_of(&scenario, index) },
+            lease: Duration::from_millis(scenario.lease_ms),
+        };
+        let plan = plan.clone();
+        sim.host(instance_name(index), move || instance(ctx.clone(), plan.clone()));
+    }
+    sim.client("driver", async move {
+        tokio::time::sleep(duration + SETTLE).await;
+        Ok(())
+    });
+
+    let mut pending = schedule(&scenario);
+    pending.reverse();
+    loop {
+        while pending.last().is_some_and(|(at, _)| *at <= sim.elapsed()) {
+            let (_, action) = pending.pop().expect("checked");
+            if let Some(follow_up) = apply(&mut sim, action, &history, &redis) {
+                let at = sim.elapsed() + follow_up.0;
+                pending.push((at, follow_up.1));
+                pending.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+            }
+        }
+        if sim.step().map_err(|e| anyhow::anyhow!("the simulation failed: {e}"))? {
+            break;
+        }
+    }
+    let simulated = sim.elapsed();
+    drop(sim);
+    let history = Rc::try_unwrap(history).map(RefCell::into_inner).unwrap_or_else(|h| std::mem::take(&mut *h.borrow_mut()));
+    let violations = scenario
+        .invariants
+        .iter()
+        .filter_map(|&inv| checkers::check(inv, &history, &scenario).map(|why| (inv, why)))
+        .collect();
+    Ok(RunResult { seed, mode, hash: history.hash(), history, violations, simulated })
+}
+
+/// Applies one fault; may return a follow-up (delay, action), e.g. the restart after a crash.
+fn apply(sim: &mut turmoil::Sim<'_>, action: Action, history: &Rc<RefCell<History>>, redis: &Rc<RefCell<RedisState>>) -> Option<(Duration, Action)> {
+    let note = |text: String| history.borrow_mut().records.push(crate::history::Record { at: sim.elapsed(), event: Event::Fault { description: text } });
+    match action {
+        Action::Crash(i) => {
+            note(format!("{} crashed", instance_name(i)));
+            sim.crash(instance_name(i));
+        }
+        Action::Bounce(i) => {
+            note(format!("{} restarted", instance_name(i)));
+            sim.bounce(instance_name(i));
+        }
+        Action::CrashLeader { down } => {
+            let leader = history.borrow().records.iter().rev().find_map(|r| match r.event {
+                Event::Effect { instance, .. } => Some(instance),
+                _ => None,
+            });
+            match leader {
+                Some(i) => {
+                    note(format!("the leader {} crashed", instance_name(i)));
+                    sim.crash(instance_name(i));
+                    return Some((down, Action::Bounce(i)));
+                }
+                None => note("no leader to crash".into()),
+            }
+        }
+        Action::Partition(i) => {
+            note(format!("{} cut off from Redis", instance_name(i)));
+            sim.partition(instance_name(i), REDIS_HOST);
+        }
+        Action::Repair(i) => {
+            note(format!("{} reconnected to Redis", instance_name(i)));
+            sim.repair(instance_name(i), REDIS_HOST);
+        }
+        Action::RedisRestart { lose_data } => {
+            note(format!("Redis restarted ({})", if lose_data { "data lost" } else { "data kept" }));
+            sim.crash(REDIS_HOST);
+            redis.borrow_mut().restart(lose_data);
+            sim.bounce(REDIS_HOST);
+        }
+        Action::Note(text) => note(text),
+    }
+    None
+}

@@ -1,0 +1,149 @@
+//! A scenario is data: one TOML file with the topology, the workload, the faults, the duration,
+//! the seeds and the invariants to check (see `scenarios/`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    /// What the scenario shows, in a sentence.
+    pub summary: String,
+    /// The audit finding it reproduces (part and title).
+    pub hazard: String,
+    pub instances: usize,
+    pub duration_secs: f64,
+    /// How many seeds `run` tries when not told.
+    #[serde(default = "default_seeds")]
+    pub seeds: u64,
+    /// The chat lease of the coordination layer, shortened so faults can outlast it.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    pub workload: Workload,
+    #[serde(default)]
+    pub network: NetworkSpec,
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    pub invariants: Vec<Invariant>,
+}
+
+fn default_seeds() -> u64 {
+    20
+}
+
+fn default_lease_ms() -> u64 {
+    2_000
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Workload {
+    /// Updates of a few chats, each delivered to one instance and sometimes redelivered to
+    /// another; every handler appends its update to the conversation state.
+    Chat { chats: u32, updates_per_chat: u32, gap_ms: [u64; 2], handler_ms: [u64; 2], redelivery: f64 },
+    /// Users hammering rate-limited actions, spread over the instances.
+    RateLimits { users: u32, attempts_per_user: u32, actions: Vec<String> },
+    /// Every instance runs the leader loop for one role; the leader records an effect per tick.
+    Leader { ttl_ms: u64, work_interval_ms: u64 },
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    #[serde(default)]
+    pub min_latency_ms: u64,
+    #[serde(default = "default_max_latency")]
+    pub max_latency_ms: u64,
+}
+
+fn default_max_latency() -> u64 {
+    2
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// Kill an instance (its memory is gone) and, after `down_secs`, start it again.
+    Restart { instance: usize, at_secs: f64, down_secs: f64 },
+    /// Kill whichever instance leads at that moment, and start it again after `down_secs`.
+    RestartLeader { at_secs: f64, down_secs: f64 },
+    /// Cut an instance off from Redis, then repair the link.
+    Partition { instance: usize, at_secs: f64, for_secs: f64 },
+    /// Freeze an instance's handlers mid-update (a GC pause, a stalled VM) for longer than a lease.
+    Pause { instance: usize, at_secs: f64, for_secs: f64 },
+    /// Restart Redis, losing its data or keeping it.
+    RedisRestart { at_secs: f64, lose_data: bool },
+    /// Shift an instance's wall clock for the whole run.
+    Skew { instance: usize, ms: i64 },
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Invariant {
+    NoUpdateTwice,
+    HandlersNeverOverlap,
+    FsmSurvivesRestart,
+    RateLimitsHold,
+    SingleLeaderEffects,
+    LeaderFailover,
+}
+
+impl Invariant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Invariant::NoUpdateTwice => "no_update_twice",
+            Invariant::HandlersNeverOverlap => "handlers_never_overlap",
+            Invariant::FsmSurvivesRestart => "fsm_survives_restart",
+            Invariant::RateLimitsHold => "rate_limits_hold",
+            Invariant::SingleLeaderEffects => "single_leader_effects",
+            Invariant::LeaderFailover => "leader_failover",
+        }
+    }
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> anyhow::Result<Scenario> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let scenario: Scenario = toml::from_str(&text).with_context(|| format!("{} is not a valid scenario", path.display()))?;
+        scenario.validate().with_context(|| format!("{}", path.display()))?;
+        Ok(scenario)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!((1..=16).contains(&self.instances), "instances must be 1 to 16");
+        anyhow::ensure!(self.duration_secs > 0.0 && self.duration_secs <= 3600.0, "duration_secs must be in (0, 3600]");
+        anyhow::ensure!(!self.invariants.is_empty(), "a scenario checks at least one invariant");
+        for fault in &self.faults {
+            let instance = match fault {
+                Fault::Restart { instance, .. } | Fault::Partition { instance, .. } => Some(*instance),
+                Fault::Pause { instance, .. } | Fault::Skew { instance, .. } => Some(*instance),
+                _ => None,
+            };
+            anyhow::ensure!(instance.is_none_or(|i| i < self.instances), "fault {fault:?} names an instance that does not exist");
+        }
+        if let Workload::RateLimits { actions, .. } = &self.workload {
+            for action in actions {
+                anyhow::ensure!(crate::workloads::limits::action(action).is_some(), "unknown action {action:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The scenario files under `path` (a file, or every `*.toml` of a directory, by name).
+    pub fn files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        if path.is_file() {
+            return Ok(vec![path.to_owned()]);
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        anyhow::ensure!(!files.is_empty(), "no scenario (*.toml) in {}", path.display());
+        Ok(files)
+    }
+}

@@ -1,0 +1,90 @@
+//! Chats receiving updates through several instances: each update reaches one instance and,
+//! sometimes, a second one (a redelivery racing the first). Every handler goes through the real
+//! intake function and appends its update id to the conversation state.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atlas::coord::memory::MemoryCoordination;
+use atlas::coord::policy::Guarded;
+use atlas::domain::UserId;
+use atlas::ports::coordination::FsmWrite;
+use atlas::ports::{Coordination, Ids, SeededIds};
+use atlas::runtime::intake::handle_update;
+
+use super::{InstanceCtx, between, sleep_until};
+use crate::clock::sim_now;
+use crate::history::Event;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery {
+    pub at: Duration,
+    pub instance: usize,
+    pub chat: i64,
+    pub update: i64,
+}
+
+/// The deliveries of a run, fixed by the seed, in time order.
+pub fn deliveries(seed: u64, instances: usize, chats: u32, updates_per_chat: u32, gap_ms: [u64; 2], redelivery: f64) -> Vec<Delivery> {
+    let ids = SeededIds::new(seed ^ 0xC4A7);
+    let mut out = Vec::new();
+    let mut update_id = 0;
+    for chat in 1..=i64::from(chats) {
+        let mut at = between(&ids, gap_ms);
+        for _ in 0..updates_per_chat {
+            update_id += 1;
+            let first = (ids.next_u64() % instances as u64) as usize;
+            out.push(Delivery { at, instance: first, chat, update: update_id });
+            let roll = (ids.next_u64() % 1_000) as f64 / 1_000.0;
+            if instances > 1 && roll < redelivery {
+                let second = (first + 1 + (ids.next_u64() % (instances as u64 - 1)) as usize) % instances;
+                out.push(Delivery { at: at + between(&ids, [0, 20]), instance: second, chat, update: update_id });
+            }
+            at += between(&ids, gap_ms);
+        }
+    }
+    out.sort_by_key(|d| (d.at, d.instance, d.update));
+    out
+}
+
+pub async fn run<C: Coordination>(ctx: InstanceCtx, coordination: C, deliveries: Rc<Vec<Delivery>>, handler_ms: [u64; 2]) {
+    let started = sim_now();
+    let ids = Rc::new(ctx.workload_ids(started));
+    let local = MemoryCoordination::new(Arc::new(ctx.clock), Arc::new(SeededIds::new(ctx.seed ^ 0x10CA1)));
+    let guarded = Rc::new(Guarded::new(coordination, local));
+    // Deliveries due while this instance was down are gone (another instance would get them).
+    for d in deliveries.iter().filter(|d| d.instance == ctx.index && d.at >= started) {
+        sleep_until(d.at).await;
+        ctx.wait_out_pause().await;
+        tokio::task::spawn_local(handle(ctx.clone(), guarded.clone(), ids.clone(), *d, handler_ms));
+    }
+    std::future::pending::<()>().await;
+}
+
+async fn handle<C: Coordination>(ctx: InstanceCtx, guarded: Rc<Guarded<C>>, ids: Rc<SeededIds>, d: Delivery, handler_ms: [u64; 2]) {
+    let id = ctx.history.borrow_mut().next_id();
+    let seen: Rc<RefCell<(Option<String>, Option<String>)>> = Rc::default();
+    let (history, seen_in, index) = (ctx.history.clone(), seen.clone(), ctx.index);
+    let work = between(ids.as_ref(), handler_ms);
+    let outcome = handle_update(&guarded, UserId::new(d.chat).expect("chat ids are positive"), d.update, |update| {
+        let ctx = ctx.clone();
+        async move {
+            let fsm = update.fsm.unwrap_or_default();
+            history.borrow_mut().push(Event::HandlerStart { id, instance: index, chat: d.chat, update: d.update, version: fsm.version });
+            tokio::time::sleep(work).await;
+            ctx.wait_out_pause().await;
+            let read = fsm.data.map(|b| String::from_utf8_lossy(&b).into_owned());
+            let wrote = match &read {
+                Some(text) => format!("{text},{}", d.update),
+                None => d.update.to_string(),
+            };
+            *seen_in.borrow_mut() = (read, Some(wrote.clone()));
+            FsmWrite::Set(wrote.into_bytes())
+        }
+    })
+    .await;
+    let (read, wrote) = seen.take();
+    ctx.history.borrow_mut().push(Event::HandlerEnd { id, instance: ctx.index, chat: d.chat, update: d.update, read, wrote, outcome });
+}
