@@ -22,49 +22,97 @@ pub fn check(invariant: Invariant, history: &History, scenario: &Scenario) -> Op
     }
 }
 
-/// A committed handler: its update, where it ran, when it started and ended, what it read.
-struct Committed {
+/// A handler that reached its commit: where it ran, its critical section (from the begin's
+/// reply to the moment it returned its new state), what it read and wrote, and whether the
+/// commit is known to have applied (`false`: the reply never came, so it may or may not have).
+struct Finished {
     instance: usize,
     update: i64,
     started: Duration,
-    ended: Duration,
+    worked_until: Duration,
     read: Option<String>,
     wrote: Option<String>,
+    committed: bool,
 }
 
-/// Committed handlers per chat, in order of their commit.
-fn committed(history: &History) -> BTreeMap<i64, Vec<Committed>> {
-    let mut starts = BTreeMap::new();
-    let mut out: BTreeMap<i64, Vec<Committed>> = BTreeMap::new();
+/// Per chat, the handlers whose commit applied or may have applied, in the order they started.
+/// Under a working lease that is also the order of their commits: a handler starts only after
+/// the previous one's commit released the lease. A commit whose reply never came (a timeout, or
+/// the instance crashed first) may have applied: `committed` is false for those.
+fn finished(history: &History) -> BTreeMap<i64, Vec<Finished>> {
+    struct Open {
+        instance: usize,
+        chat: i64,
+        update: i64,
+        started: Duration,
+        read: Option<String>,
+        returned: Option<(Duration, String)>,
+        outcome: Option<Handled>,
+    }
+    let mut handlers: BTreeMap<u64, Open> = BTreeMap::new();
     for r in &history.records {
         match &r.event {
-            Event::HandlerStart { id, .. } => {
-                starts.insert(*id, r.at);
+            Event::HandlerStart { id, instance, chat, update, read, .. } => {
+                let open = Open { instance: *instance, chat: *chat, update: *update, started: r.at, read: read.clone(), returned: None, outcome: None };
+                handlers.insert(*id, open);
             }
-            Event::HandlerEnd { id, instance, chat, update, read, wrote, outcome: Handled::Committed } => {
-                out.entry(*chat).or_default().push(Committed {
-                    instance: *instance,
-                    update: *update,
-                    started: starts.get(id).copied().unwrap_or(r.at),
-                    ended: r.at,
-                    read: read.clone(),
-                    wrote: wrote.clone(),
-                });
+            Event::HandlerReturned { id, wrote } => {
+                if let Some(h) = handlers.get_mut(id) {
+                    h.returned = Some((r.at, wrote.clone()));
+                }
+            }
+            Event::HandlerEnd { id, outcome, .. } => {
+                if let Some(h) = handlers.get_mut(id) {
+                    h.outcome = Some(outcome.clone());
+                }
             }
             _ => {}
         }
     }
+    let mut out: BTreeMap<i64, Vec<Finished>> = BTreeMap::new();
+    for h in handlers.into_values() {
+        let Some((worked_until, wrote)) = h.returned else { continue };
+        let committed = match h.outcome {
+            Some(Handled::Committed) => true,
+            None | Some(Handled::CommitFailed) => false,
+            Some(_) => continue,
+        };
+        out.entry(h.chat).or_default().push(Finished {
+            instance: h.instance,
+            update: h.update,
+            started: h.started,
+            worked_until,
+            read: h.read,
+            wrote: Some(wrote),
+            committed,
+        });
+    }
+    for handlers in out.values_mut() {
+        handlers.sort_by_key(|h| h.started);
+    }
     out
+}
+
+fn committed(history: &History) -> BTreeMap<i64, Vec<Finished>> {
+    let mut all = finished(history);
+    for handlers in all.values_mut() {
+        handlers.retain(|h| h.committed);
+    }
+    all
 }
 
 fn no_update_twice(history: &History) -> Option<String> {
     for (chat, handlers) in committed(history) {
-        let mut seen: BTreeMap<i64, &Committed> = BTreeMap::new();
+        let mut seen: BTreeMap<i64, &Finished> = BTreeMap::new();
         for h in &handlers {
             if let Some(first) = seen.insert(h.update, h) {
                 return Some(format!(
-                    "update {} of chat {chat} was applied twice: by atlas-{} at {:.3}s and by atlas-{} at {:.3}s",
-                    h.update, first.instance, first.ended.as_secs_f64(), h.instance, h.ended.as_secs_f64()
+                    "update {} of chat {chat} was applied twice: by atlas-{} (from {:.3}s) and by atlas-{} (from {:.3}s)",
+                    h.update,
+                    first.instance,
+                    first.started.as_secs_f64(),
+                    h.instance,
+                    h.started.as_secs_f64()
                 ));
             }
         }
@@ -73,14 +121,19 @@ fn no_update_twice(history: &History) -> Option<String> {
 }
 
 fn handlers_never_overlap(history: &History) -> Option<String> {
-    for (chat, mut handlers) in committed(history) {
-        handlers.sort_by_key(|h| h.started);
+    for (chat, handlers) in committed(history) {
         for pair in handlers.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
-            if b.started < a.ended {
+            if b.started < a.worked_until {
                 return Some(format!(
-                    "handlers of chat {chat} overlapped: update {} on atlas-{} ran {:.3}s..{:.3}s, update {} on atlas-{} started at {:.3}s",
-                    a.update, a.instance, a.started.as_secs_f64(), a.ended.as_secs_f64(), b.update, b.instance, b.started.as_secs_f64()
+                    "handlers of chat {chat} overlapped: update {} on atlas-{} worked {:.3}s..{:.3}s, update {} on atlas-{} started at {:.3}s",
+                    a.update,
+                    a.instance,
+                    a.started.as_secs_f64(),
+                    a.worked_until.as_secs_f64(),
+                    b.update,
+                    b.instance,
+                    b.started.as_secs_f64()
                 ));
             }
         }
@@ -88,22 +141,29 @@ fn handlers_never_overlap(history: &History) -> Option<String> {
     None
 }
 
+/// Each committed handler read what the previous commit wrote — or what a handler in between
+/// whose commit's reply was lost wrote (that commit may have applied).
 fn fsm_survives_restart(history: &History) -> Option<String> {
-    for (chat, handlers) in committed(history) {
-        let mut last: Option<&Committed> = None;
+    for (chat, handlers) in finished(history) {
+        let mut expected: Vec<Option<String>> = vec![None];
+        let mut last_committed: Option<&Finished> = None;
         for h in &handlers {
-            let expected = last.and_then(|l| l.wrote.clone());
-            if h.read != expected {
+            if !h.committed {
+                expected.push(h.wrote.clone());
+                continue;
+            }
+            if !expected.contains(&h.read) {
                 return Some(format!(
                     "chat {chat}: update {} on atlas-{} read conversation state {:?}, but the last committed state was {:?}{}",
                     h.update,
                     h.instance,
                     h.read,
-                    expected,
-                    last.map(|l| format!(" (update {} on atlas-{})", l.update, l.instance)).unwrap_or_default()
+                    expected[0],
+                    last_committed.map(|l| format!(" (update {} on atlas-{})", l.update, l.instance)).unwrap_or_default()
                 ));
             }
-            last = Some(h);
+            expected = vec![h.wrote.clone()];
+            last_committed = Some(h);
         }
     }
     None

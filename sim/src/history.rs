@@ -12,8 +12,13 @@ use crate::clock::sim_now;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    HandlerStart { id: u64, instance: usize, chat: i64, update: i64, version: u64 },
-    HandlerEnd { id: u64, instance: usize, chat: i64, update: i64, read: Option<String>, wrote: Option<String>, outcome: Handled },
+    /// A handler got its update and the conversation state (`read`, at `version`).
+    HandlerStart { id: u64, instance: usize, chat: i64, update: i64, version: u64, read: Option<String> },
+    /// The handler finished its work and returned the new state; the commit is sent next.
+    HandlerReturned { id: u64, wrote: String },
+    /// What the intake function reported. A handler killed by a crash has no end: whether its
+    /// commit applied is unknown.
+    HandlerEnd { id: u64, instance: usize, chat: i64, update: i64, outcome: Handled },
     Rate { instance: usize, user: i64, action: String, verdict: String },
     Effect { instance: usize, epoch: u64 },
     Fault { description: String },

@@ -1,13 +1,247 @@
-//! `atlas-sim`: the deterministic simulation harness. It will run the real `atlas` code as
-//! several instances in a turmoil world (see DESIGN.md §5); until the world exists it says so and
-//! fails, rather than pretending to have checked anything.
+//! `atlas-sim`: the command line of the simulation harness.
+//!
+//!   atlas-sim audit [--seeds N] [--dir DIR]
+//!   atlas-sim run <scenario|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism]
+//!   atlas-sim replay <scenario> --seed S [--coordination redis|legacy]
+//!
+//! Wall-clock time is read here only, to report how much faster than real time the runs went;
+//! nothing inside a run sees it.
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use atlas_sim::runner::{Mode, RunResult, run};
+use atlas_sim::scenario::Scenario;
+
+const USAGE: &str = "usage:
+  atlas-sim audit [--seeds N] [--dir DIR]
+      the audit's risk matrix as executable proof: each hazard's scenario fails on the legacy
+      design (with the seed that shows it) and holds on the Redis design over N seeds
+  atlas-sim run <scenario.toml|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism]
+      run scenarios over seeds 0..N (or one seed); exit 0 only when every run holds
+  atlas-sim replay <scenario.toml> --seed S [--coordination redis|legacy]
+      one run, with its trace";
+
+struct Options {
+    target: Option<PathBuf>,
+    seeds: Option<u64>,
+    seed: Option<u64>,
+    mode: Mode,
+    check_determinism: bool,
+    dir: Option<PathBuf>,
+    hash_only: bool,
+}
+
+fn options(args: &[String]) -> anyhow::Result<Options> {
+    let mut o = Options { target: None, seeds: None, seed: None, mode: Mode::Redis, check_determinism: false, dir: None, hash_only: false };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().cloned().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--seeds" => o.seeds = Some(value("--seeds")?.parse().context("--seeds takes a number")?),
+            "--seed" => o.seed = Some(value("--seed")?.parse().context("--seed takes a number")?),
+            "--coordination" => {
+                o.mode = match value("--coordination")?.as_str() {
+                    "redis" => Mode::Redis,
+                    "legacy" => Mode::Legacy,
+                    other => anyhow::bail!("--coordination is redis or legacy, not {other}"),
+                }
+            }
+            "--check-determinism" => o.check_determinism = true,
+            "--hash-only" => o.hash_only = true,
+            "--dir" => o.dir = Some(value("--dir")?.into()),
+            flag if flag.starts_with("--") => anyhow::bail!("unknown option {flag}"),
+            path => o.target = Some(path.into()),
+        }
+    }
+    Ok(o)
+}
+
+fn default_dir() -> PathBuf {
+    let here = Path::new("scenarios");
+    if here.is_dir() { here.to_owned() } else { Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios") }
+}
+
+fn replay_command(path: &Path, seed: u64, mode: Mode) -> String {
+    format!("atlas-sim replay {} --seed {seed} --coordination {}", path.display(), mode.name())
+}
+
+fn progress(name: &str, done: u64, total: u64) {
+    let width = 30;
+    let filled = (done * width / total.max(1)) as usize;
+    eprint!("\r{name:<28} [{}{}] {done}/{total}", "#".repeat(filled), ".".repeat(width as usize - filled));
+    let _ = std::io::stderr().flush();
+    if done == total {
+        eprintln!();
+    }
+}
+
+/// Runs one seed again in a separate process and returns its history hash.
+fn hash_in_other_process(path: &Path, seed: u64, mode: Mode) -> anyhow::Result<u64> {
+    let exe = std::env::current_exe()?;
+    let out = std::process::Command::new(exe)
+        .args(["replay", &path.display().to_string(), "--seed", &seed.to_string(), "--coordination", mode.name(), "--hash-only"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    u64::from_str_radix(text.trim(), 16).with_context(|| format!("no hash from the second process: {text}"))
+}
+
+fn cmd_run(o: Options) -> anyhow::Result<bool> {
+    let target = o.target.clone().context("run needs a scenario file or directory")?;
+    let mut all_held = true;
+    let mut rows = Vec::new();
+    let (mut simulated, started) = (0.0, Instant::now());
+    for path in Scenario::files(&target)? {
+        let scenario = Scenario::load(&path)?;
+        let seeds: Vec<u64> = match o.seed {
+            Some(s) => vec![s],
+            None => (0..o.seeds.unwrap_or(scenario.seeds)).collect(),
+        };
+        let mut failures: Vec<(RunResult, String)> = Vec::new();
+        let mut nondeterministic = Vec::new();
+        for (i, &seed) in seeds.iter().enumerate() {
+            let result = run(&scenario, seed, o.mode)?;
+            simulated += result.simulated.as_secs_f64();
+            if o.check_determinism {
+                let again = hash_in_other_process(&path, seed, o.mode)?;
+                if again != result.hash {
+                    nondeterministic.push(format!("seed {seed}: {:016x} then {again:016x}", result.hash));
+                }
+            }
+            if !result.violations.is_empty() {
+                let command = replay_command(&path, seed, o.mode);
+                failures.push((result, command));
+            }
+            progress(&scenario.name, i as u64 + 1, seeds.len() as u64);
+        }
+        let held = seeds.len() - failures.len();
+        all_held &= failures.is_empty() && nondeterministic.is_empty();
+        rows.push(format!(
+            "| {} | {} | {} | {held} | {} | {} |",
+            scenario.name,
+            o.mode.name(),
+            seeds.len(),
+            failures.len(),
+            if o.check_determinism { if nondeterministic.is_empty() { "same hashes" } else { "DIFFERENT" } } else { "not checked" }
+        ));
+        for (result, command) in &failures {
+            for (invariant, why) in &result.violations {
+                eprintln!("FAILED {} seed {} [{}]: {why}", scenario.name, result.seed, invariant.name());
+            }
+            eprintln!("  replay: {command}");
+        }
+        for line in &nondeterministic {
+            eprintln!("NONDETERMINISTIC {}: {line}", scenario.name);
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    println!("| scenario | coordination | seeds | held | failed | determinism |");
+    println!("|---|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    println!("{simulated:.0} simulated seconds in {wall:.1} wall seconds ({:.0}x)", simulated / wall.max(1e-9));
+    Ok(all_held)
+}
+
+fn cmd_replay(o: Options) -> anyhow::Result<bool> {
+    let path = o.target.context("replay needs a scenario file")?;
+    let seed = o.seed.context("replay needs --seed S")?;
+    let scenario = Scenario::load(&path)?;
+    let result = run(&scenario, seed, o.mode)?;
+    if o.hash_only {
+        println!("{:016x}", result.hash);
+        return Ok(true);
+    }
+    print!("{}", result.history.trace());
+    println!("scenario {} seed {seed} coordination {}: history {:016x}", scenario.name, o.mode.name(), result.hash);
+    for (invariant, why) in &result.violations {
+        println!("VIOLATED [{}]: {why}", invariant.name());
+    }
+    if result.violations.is_empty() {
+        println!("every invariant held: {}", scenario.invariants.iter().map(|i| i.name()).collect::<Vec<_>>().join(", "));
+    }
+    Ok(result.violations.is_empty())
+}
+
+fn cmd_audit(o: Options) -> anyhow::Result<bool> {
+    let dir = o.dir.clone().unwrap_or_else(default_dir);
+    let started = Instant::now();
+    let mut simulated = 0.0;
+    let mut proven = true;
+    let mut rows = Vec::new();
+    for path in Scenario::files(&dir)? {
+        let scenario = Scenario::load(&path)?;
+        let seeds = o.seeds.unwrap_or(scenario.seeds);
+        // The legacy design: the first seed that shows the hazard.
+        let mut shown = None;
+        for seed in 0..seeds {
+            let result = run(&scenario, seed, Mode::Legacy)?;
+            simulated += result.simulated.as_secs_f64();
+            if let Some((invariant, why)) = result.violations.first() {
+                shown = Some((seed, invariant.name(), why.clone()));
+                break;
+            }
+        }
+        // The Redis design: every seed must hold.
+        let mut failed = Vec::new();
+        for seed in 0..seeds {
+            let result = run(&scenario, seed, Mode::Redis)?;
+            simulated += result.simulated.as_secs_f64();
+            if !result.violations.is_empty() {
+                failed.push(seed);
+            }
+            progress(&scenario.name, seed + 1, seeds);
+        }
+        let legacy = match &shown {
+            Some((seed, invariant, why)) => format!("FAILS `{invariant}` (seed {seed}): {why}"),
+            None => format!("held on {seeds} seeds: the scenario does not show the hazard"),
+        };
+        let redis = if failed.is_empty() {
+            format!("holds on {seeds}/{seeds} seeds")
+        } else {
+            format!("FAILS on seeds {failed:?}: `{}`", replay_command(&path, failed[0], Mode::Redis))
+        };
+        proven &= shown.is_some() && failed.is_empty();
+        rows.push(format!("| {} | {} | {legacy} | {redis} |", scenario.hazard, scenario.name));
+    }
+    println!("| hazard (audit) | scenario | legacy design (in-memory, per instance) | Redis design |");
+    println!("|---|---|---|---|");
+    for row in &rows {
+        println!("{row}");
+    }
+    let wall = started.elapsed().as_secs_f64();
+    println!();
+    println!("{}", if proven { "Every hazard is reproduced on the legacy design and fixed on the Redis design." } else { "NOT PROVEN: see the rows above." });
+    println!("{simulated:.0} simulated seconds in {wall:.1} wall seconds ({:.0}x)", simulated / wall.max(1e-9));
+    Ok(proven)
+}
 
 fn main() -> ExitCode {
-    eprintln!(
-        "atlas-sim: the simulation world is not built yet; no scenario can run.\n\
-         Planned commands: audit, run <scenario|dir> --seeds N, replay <scenario> --seed S."
-    );
-    ExitCode::from(2)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = options(&args[1..]).and_then(|o| match command.as_str() {
+        "run" => cmd_run(o),
+        "replay" => cmd_replay(o),
+        "audit" => cmd_audit(o),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(true)
+        }
+        other => Err(anyhow::anyhow!("unknown command {other}\n{USAGE}")),
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("atlas-sim: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -161,7 +161,8 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
     let history: Rc<RefCell<History>> = Rc::default();
     let redis: Rc<RefCell<RedisState>> = Rc::default();
     let plan = Rc::new(plan(&scenario, seed));
-    let mut sim = world::builder(seed, duration + SETTLE + Duration::from_secs(1), network).build();
+    let tick = Duration::from_millis(scenario.tick_ms);
+    let mut sim = world::builder(seed, duration + SETTLE + Duration::from_secs(1), tick, network).build();
     world::add_redis(&mut sim, redis.clone());
     for index in 0..scenario.instances {
         let ctx = InstanceCtx {

@@ -18,10 +18,6 @@ use crate::redis_host::{REDIS_PORT, RedisState, serve};
 
 pub const REDIS_HOST: &str = "redis";
 
-/// How far one step of the simulation moves time. 1 ms keeps lease and timeout arithmetic exact
-/// at the scale the bot uses (hundreds of ms to seconds).
-pub const TICK: Duration = Duration::from_millis(1);
-
 #[derive(Clone, Copy, Debug)]
 pub struct Network {
     pub min_latency: Duration,
@@ -37,11 +33,11 @@ impl Default for Network {
     }
 }
 
-pub fn builder(seed: u64, duration: Duration, network: Network) -> turmoil::Builder {
+pub fn builder(seed: u64, duration: Duration, tick: Duration, network: Network) -> turmoil::Builder {
     let mut b = turmoil::Builder::new();
     b.rng_seed(seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(SIM_EPOCH_UNIX_SECS as u64))
-        .tick_duration(TICK)
+        .tick_duration(tick)
         .simulation_duration(duration)
         .min_message_latency(network.min_latency)
         .max_message_latency(network.max_latency)

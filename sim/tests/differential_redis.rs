@@ -143,7 +143,7 @@ fn real_answers(keys: &KeySpace, ops: &[Op]) -> Vec<String> {
 }
 
 fn sim_answers(seed: u64, ops: Vec<Op>) -> Vec<String> {
-    let mut sim = world::builder(seed, Duration::from_secs(60), Network::default()).build();
+    let mut sim = world::builder(seed, Duration::from_secs(60), Duration::from_millis(1), Network::default()).build();
     world::add_redis(&mut sim, Rc::new(RefCell::new(RedisState::default())));
     let answers = Rc::new(RefCell::new(Vec::new()));
     let out = answers.clone();

@@ -2,7 +2,6 @@
 //! sometimes, a second one (a redelivery racing the first). Every handler goes through the real
 //! intake function and appends its update id to the conversation state.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,26 +64,26 @@ pub async fn run<C: Coordination>(ctx: InstanceCtx, coordination: C, deliveries:
 
 async fn handle<C: Coordination>(ctx: InstanceCtx, guarded: Rc<Guarded<C>>, ids: Rc<SeededIds>, d: Delivery, handler_ms: [u64; 2]) {
     let id = ctx.history.borrow_mut().next_id();
-    let seen: Rc<RefCell<(Option<String>, Option<String>)>> = Rc::default();
-    let (history, seen_in, index) = (ctx.history.clone(), seen.clone(), ctx.index);
+    let (history, index) = (ctx.history.clone(), ctx.index);
     let work = between(ids.as_ref(), handler_ms);
-    let outcome = handle_update(&guarded, UserId::new(d.chat).expect("chat ids are positive"), d.update, |update| {
+    let user = UserId::new(d.chat).expect("chat ids are positive");
+    let outcome = handle_update(&guarded, user, d.update, |update| {
         let ctx = ctx.clone();
         async move {
             let fsm = update.fsm.unwrap_or_default();
-            history.borrow_mut().push(Event::HandlerStart { id, instance: index, chat: d.chat, update: d.update, version: fsm.version });
+            let read = fsm.data.map(|b| String::from_utf8_lossy(&b).into_owned());
+            let start = Event::HandlerStart { id, instance: index, chat: d.chat, update: d.update, version: fsm.version, read: read.clone() };
+            history.borrow_mut().push(start);
             tokio::time::sleep(work).await;
             ctx.wait_out_pause().await;
-            let read = fsm.data.map(|b| String::from_utf8_lossy(&b).into_owned());
             let wrote = match &read {
                 Some(text) => format!("{text},{}", d.update),
                 None => d.update.to_string(),
             };
-            *seen_in.borrow_mut() = (read, Some(wrote.clone()));
+            history.borrow_mut().push(Event::HandlerReturned { id, wrote: wrote.clone() });
             FsmWrite::Set(wrote.into_bytes())
         }
     })
     .await;
-    let (read, wrote) = seen.take();
-    ctx.history.borrow_mut().push(Event::HandlerEnd { id, instance: ctx.index, chat: d.chat, update: d.update, read, wrote, outcome });
+    ctx.history.borrow_mut().push(Event::HandlerEnd { id, instance: ctx.index, chat: d.chat, update: d.update, outcome });
 }
