@@ -177,10 +177,6 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
         let plan = plan.clone();
         sim.host(instance_name(index), move || instance(ctx.clone(), plan.clone()));
     }
-    sim.client("driver", async move {
-        tokio::time::sleep(duration + SETTLE).await;
-        Ok(())
-    });
 
     let mut pending = schedule(&scenario);
     pending.reverse();
@@ -193,9 +189,11 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
                 pending.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
             }
         }
-        if sim.step().map_err(|e| anyhow::anyhow!("the simulation failed: {e}"))? {
+        // No client host ends the run: it ends when the workload and the settling time are over.
+        if sim.elapsed() >= duration + SETTLE {
             break;
         }
+        sim.step().map_err(|e| anyhow::anyhow!("the simulation failed: {e}"))?;
     }
     let simulated = sim.elapsed();
     drop(sim);

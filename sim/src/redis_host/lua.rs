@@ -3,10 +3,10 @@
 //! `{err = ...}`), `redis.status_reply`, `redis.error_reply`, and Redis's conversion rules between
 //! Lua values and replies. A script runs to completion without yielding: atomic, as in Redis.
 
-use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mlua::{Lua, MultiValue, Table, Value as LuaValue};
+use mlua::{Function, Lua, MultiValue, Table, Value as LuaValue};
 
 use super::data::{Keyspace, Reply};
 
@@ -83,60 +83,114 @@ fn command_args(args: MultiValue) -> Result<Vec<Vec<u8>>, String> {
         .collect()
 }
 
-/// Runs `source` with `keys` and `args` against `keyspace` at simulated time `now` (and Redis
-/// `TIME` = `time`).
-pub fn run(
-    keyspace: &mut Keyspace,
+/// What a script call works on; lent to the Lua state for the call's duration.
+struct CallCtx {
+    keyspace: Keyspace,
     now: Duration,
     time: (u64, u64),
-    source: &str,
-    keys: &[Vec<u8>],
-    args: &[Vec<u8>],
-) -> Reply {
-    let lua = Lua::new();
-    let keyspace = RefCell::new(keyspace);
-    let dispatch = |args: MultiValue| -> Reply {
-        let args = match command_args(args) {
-            Ok(args) => args,
-            Err(e) => return Reply::Error(e),
-        };
-        let name = args.first().map(|n| String::from_utf8_lossy(n).to_ascii_uppercase()).unwrap_or_default();
-        if FORBIDDEN.contains(&name.as_str()) {
-            return Reply::err("ERR This Redis command is not allowed from script");
-        }
-        keyspace.borrow_mut().execute(&args, now, time)
+}
+
+fn dispatch(lua: &Lua, args: MultiValue) -> Reply {
+    let args = match command_args(args) {
+        Ok(args) => args,
+        Err(e) => return Reply::Error(e),
     };
-    let dispatch = &dispatch;
-    let result = lua.scope(|scope| {
-        let call = scope.create_function(move |lua, args: MultiValue| match dispatch(args) {
-            Reply::Error(e) => Err(mlua::Error::RuntimeError(e)),
-            reply => to_lua(lua, reply),
-        })?;
-        let pcall = scope.create_function(move |lua, args: MultiValue| to_lua(lua, dispatch(args)))?;
+    let name = args.first().map(|n| String::from_utf8_lossy(n).to_ascii_uppercase()).unwrap_or_default();
+    if FORBIDDEN.contains(&name.as_str()) {
+        return Reply::err("ERR This Redis command is not allowed from script");
+    }
+    match lua.app_data_mut::<CallCtx>() {
+        Some(mut ctx) => {
+            let (now, time) = (ctx.now, ctx.time);
+            ctx.keyspace.execute(&args, now, time)
+        }
+        None => Reply::err("ERR redis.call outside a script"),
+    }
+}
+
+/// One Lua VM for the host, as Redis has, with each script compiled once (until a restart
+/// flushes the script cache).
+pub struct ScriptEngine {
+    lua: Lua,
+    compiled: BTreeMap<String, Function>,
+}
+
+impl Default for ScriptEngine {
+    fn default() -> Self {
+        ScriptEngine::new().expect("the Lua VM starts")
+    }
+}
+
+impl ScriptEngine {
+    pub fn new() -> mlua::Result<ScriptEngine> {
+        let lua = Lua::new();
         let redis = lua.create_table()?;
-        redis.set("call", call)?;
-        redis.set("pcall", pcall)?;
+        redis.set(
+            "call",
+            lua.create_function(|lua, args: MultiValue| match dispatch(lua, args) {
+                Reply::Error(e) => Err(mlua::Error::RuntimeError(e)),
+                reply => to_lua(lua, reply),
+            })?,
+        )?;
+        redis.set("pcall", lua.create_function(|lua, args: MultiValue| to_lua(lua, dispatch(lua, args)))?)?;
         redis.set("status_reply", lua.create_function(|lua, s: String| to_lua(lua, Reply::Status(s)))?)?;
         redis.set("error_reply", lua.create_function(|lua, s: String| to_lua(lua, Reply::Error(s)))?)?;
         lua.globals().set("redis", redis)?;
+        Ok(ScriptEngine { lua, compiled: BTreeMap::new() })
+    }
+
+    /// Runs the script `source` (known by `sha`) with `keys` and `args` against `keyspace` at
+    /// simulated time `now` (and Redis `TIME` = `time`).
+    pub fn run(
+        &mut self,
+        keyspace: &mut Keyspace,
+        now: Duration,
+        time: (u64, u64),
+        sha: &str,
+        source: &str,
+        keys: &[Vec<u8>],
+        args: &[Vec<u8>],
+    ) -> Reply {
+        let function = match self.compiled.get(sha) {
+            Some(f) => f.clone(),
+            None => match self.lua.load(source).into_function() {
+                Ok(f) => {
+                    self.compiled.insert(sha.to_owned(), f.clone());
+                    f
+                }
+                Err(e) => return Reply::Error(format!("ERR Error compiling script: {}", first_line(&e))),
+            },
+        };
+        self.lua.set_app_data(CallCtx { keyspace: std::mem::take(keyspace), now, time });
+        let result = self.bind(keys, args).and_then(|()| function.call::<LuaValue>(()));
+        if let Some(ctx) = self.lua.remove_app_data::<CallCtx>() {
+            *keyspace = ctx.keyspace;
+        }
+        match result {
+            Ok(value) => from_lua(value),
+            Err(e) => Reply::Error(format!("ERR Error running script: {}", first_line(&e))),
+        }
+    }
+
+    fn bind(&self, keys: &[Vec<u8>], args: &[Vec<u8>]) -> mlua::Result<()> {
         let strings = |items: &[Vec<u8>]| -> mlua::Result<Table> {
-            let t = lua.create_table()?;
+            let t = self.lua.create_table()?;
             for (i, item) in items.iter().enumerate() {
-                t.set(i + 1, lua.create_string(item)?)?;
+                t.set(i + 1, self.lua.create_string(item)?)?;
             }
             Ok(t)
         };
-        lua.globals().set("KEYS", strings(keys)?)?;
-        lua.globals().set("ARGV", strings(args)?)?;
-        lua.load(source).eval::<LuaValue>().map(from_lua)
-    });
-    result.unwrap_or_else(|e| {
-        let message = match &e {
-            mlua::Error::CallbackError { cause, .. } => cause.to_string(),
-            other => other.to_string(),
-        };
-        Reply::Error(format!("ERR Error running script: {}", message.lines().next().unwrap_or_default()))
-    })
+        self.lua.globals().set("KEYS", strings(keys)?)?;
+        self.lua.globals().set("ARGV", strings(args)?)
+    }
+}
+
+fn first_line(e: &mlua::Error) -> String {
+    let message = match e {
+        mlua::Error::CallbackError { cause, .. } => cause.to_string(),
+        other => other.to_string(),
+    };
+    message.lines().next().unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]
@@ -145,7 +199,8 @@ mod tests {
 
     fn eval(ks: &mut Keyspace, source: &str, keys: &[&str], args: &[&str]) -> Reply {
         let b = |v: &[&str]| v.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
-        run(ks, Duration::ZERO, (1_700_000_000, 250_000), source, &b(keys), &b(args))
+        let mut engine = ScriptEngine::new().unwrap();
+        engine.run(ks, Duration::ZERO, (1_700_000_000, 250_000), source, source, &b(keys), &b(args))
     }
 
     #[test]

@@ -30,6 +30,7 @@ const REQUEST_BYTES_MAX: usize = 1 << 20;
 pub struct RedisState {
     pub keyspace: Keyspace,
     scripts: BTreeMap<String, String>,
+    engine: lua::ScriptEngine,
     /// Commands served, by name (EVALSHA counts as one: the client's round trips).
     pub calls: BTreeMap<String, u64>,
     /// Restarts so far, and the clock skew of this host.
@@ -41,6 +42,7 @@ impl RedisState {
     /// Redis restarted: the script cache is gone; the data too unless it was persisted.
     pub fn restart(&mut self, lose_data: bool) {
         self.scripts.clear();
+        self.engine = lua::ScriptEngine::default();
         self.restarts += 1;
         if lose_data {
             self.keyspace.flush();
@@ -57,7 +59,7 @@ impl RedisState {
         sha1_smol::Sha1::from(source).digest().to_string()
     }
 
-    fn eval(&mut self, source: &str, rest: &[Vec<u8>], now: Duration) -> Reply {
+    fn eval(&mut self, sha: &str, source: &str, rest: &[Vec<u8>], now: Duration) -> Reply {
         let Some(numkeys) = rest.first().and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok()) else {
             return Reply::err("ERR value is not an integer or out of range");
         };
@@ -66,7 +68,7 @@ impl RedisState {
         }
         let (keys, args) = rest[1..].split_at(numkeys);
         let time = self.time(now);
-        lua::run(&mut self.keyspace, now, time, source, keys, args)
+        self.engine.run(&mut self.keyspace, now, time, sha, source, keys, args)
     }
 
     /// Serves one command.
@@ -80,13 +82,14 @@ impl RedisState {
             "CLIENT" => Reply::ok(),
             "EVAL" => match text(1) {
                 Some(source) => {
-                    self.scripts.insert(Self::script_sha(&source), source.clone());
-                    self.eval(&source, &args[2..], now)
+                    let sha = Self::script_sha(&source);
+                    self.scripts.insert(sha.clone(), source.clone());
+                    self.eval(&sha, &source, &args[2..], now)
                 }
                 None => Reply::err("ERR wrong number of arguments for 'eval' command"),
             },
-            "EVALSHA" => match text(1).and_then(|sha| self.scripts.get(&sha.to_ascii_lowercase()).cloned()) {
-                Some(source) => self.eval(&source, &args[2..], now),
+            "EVALSHA" => match text(1).map(|sha| sha.to_ascii_lowercase()).and_then(|sha| Some((self.scripts.get(&sha).cloned()?, sha))) {
+                Some((source, sha)) => self.eval(&sha, &source, &args[2..], now),
                 None => Reply::err("NOSCRIPT No matching script. Please use EVAL."),
             },
             "SCRIPT" => match (text(1).map(|s| s.to_ascii_uppercase()).as_deref(), text(2)) {
@@ -97,6 +100,7 @@ impl RedisState {
                 }
                 (Some("FLUSH"), _) => {
                     self.scripts.clear();
+                    self.engine = lua::ScriptEngine::default();
                     Reply::ok()
                 }
                 (Some("EXISTS"), _) => Reply::Array(
