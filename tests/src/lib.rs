@@ -105,25 +105,16 @@ pub async fn user_with_balance(store: &PgStore, id: i64, balance: &str) -> UserI
     user
 }
 
-pub async fn create_promo(
-    db: &TestDb,
-    code: &str,
-    percent: i32,
-    max_uses: Option<i32>,
-    expires_at: Option<DateTime<Utc>>,
-) {
-    sqlx::query(
-        "INSERT INTO promo_codes (code, discount_percent, max_uses, expires_at, created_by, created_at)
-         VALUES ($1, $2, $3, $4, 1, $5)",
-    )
-    .bind(code)
-    .bind(percent)
-    .bind(max_uses)
-    .bind(expires_at)
-    .bind(t0())
-    .execute(db.pool())
-    .await
-    .expect("create promo");
+/// Creates a promo code through the store, as an admin would.
+pub async fn create_promo(db: &TestDb, code: &str, percent: i32, max_uses: Option<i32>, expires_at: Option<DateTime<Utc>>) {
+    let promo = atlas::ports::store::NewPromo {
+        code: atlas::domain::PromoCode::parse(code).expect("valid test code"),
+        discount_percent: percent,
+        max_uses,
+        expires_at,
+        created_by: uid(1),
+    };
+    db.store.create_promo(promo, t0()).await.expect("create promo");
 }
 
 pub async fn balance(db: &TestDb, user: UserId) -> i64 {

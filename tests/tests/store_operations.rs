@@ -166,6 +166,26 @@ async fn purchase_refusals_write_nothing() {
 }
 
 #[tokio::test]
+async fn promo_creation_refuses_duplicates_and_bad_limits() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let promo = |code: &str, discount_percent, max_uses| NewPromo {
+        code: PromoCode::parse(code).unwrap(),
+        discount_percent,
+        max_uses,
+        expires_at: None,
+        created_by: uid(7),
+    };
+    s.create_promo(promo("WINTER", 15, Some(100)), t0()).await.unwrap();
+    refused_without_writes!(&db, s.create_promo(promo("winter", 20, None), t0()), PromoCreateError::AlreadyExists);
+    refused_without_writes!(&db, s.create_promo(promo("ZERO", 0, None), t0()), PromoCreateError::InvalidDiscount);
+    refused_without_writes!(&db, s.create_promo(promo("MORE", 101, None), t0()), PromoCreateError::InvalidDiscount);
+    refused_without_writes!(&db, s.create_promo(promo("NONE", 10, Some(0)), t0()), PromoCreateError::InvalidMaxUses);
+    let quote = s.validate_promo(uid(1), &PromoCode::parse("WINTER").unwrap(), t0()).await.unwrap();
+    assert_eq!(quote.discount_percent, 15);
+}
+
+#[tokio::test]
 async fn promo_validation_names_every_refusal() {
     let db = TestDb::new().await;
     let s = &db.store;

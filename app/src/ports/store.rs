@@ -334,6 +334,30 @@ pub enum ActivationOutcome {
     NotPending,
 }
 
+/// A promo code as an admin creates it.
+#[derive(Clone, Debug)]
+pub struct NewPromo {
+    pub code: PromoCode,
+    /// 1 to 100.
+    pub discount_percent: i32,
+    /// `None`: unlimited.
+    pub max_uses: Option<i32>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_by: UserId,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PromoCreateError {
+    #[error("a promo code with this name exists")]
+    AlreadyExists,
+    #[error("the discount must be 1 to 100 percent")]
+    InvalidDiscount,
+    #[error("the maximum number of uses must be positive")]
+    InvalidMaxUses,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyInstalled {
     pub key_id: i64,
@@ -375,6 +399,13 @@ pub trait Store: Send + Sync + 'static {
         adjustment: AdminAdjustment,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<AdjustOutcome, BalanceError>> + Send;
+
+    /// Creates a promo code (admin); refuses a code that exists, in any state.
+    fn create_promo(&self, promo: NewPromo, now: DateTime<Utc>) -> impl Future<Output = Result<(), PromoCreateError>> + Send;
+
+    /// Turns auto-renewal on or off; `false` when the user has no subscription.
+    fn set_auto_renew(&self, user: UserId, enabled: bool, now: DateTime<Utc>)
+    -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Read-only check that `user` could use `code` now (what the user sees before paying).
     fn validate_promo(

@@ -66,12 +66,6 @@ impl PgStore {
         MIGRATOR.run(&self.pool).await.context("migration failed")
     }
 
-    /// Turns auto-renewal on or off; `false` when the user has no subscription.
-    pub async fn set_auto_renew(&self, user: UserId, enabled: bool, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let sql = "UPDATE subscriptions SET auto_renew = $2, updated_at = $3 WHERE user_id = $1";
-        let done = timed(sqlx::query(sql).bind(user.get()).bind(enabled).bind(now).execute(&self.pool)).await?;
-        Ok(done.rows_affected() == 1)
-    }
 }
 
 /// Runs a query with the call timeout; a timeout becomes an unexpected error.
@@ -326,6 +320,40 @@ impl Store for PgStore {
         let event = if signed > 0 { "BALANCE_INCREASED" } else { "BALANCE_DECREASED" };
         tracing::info!(event, amount = signed, balance = row.1, audit_id = row.0, "admin balance adjustment");
         Ok(AdjustOutcome { audit_id: row.0, balance: row.1 })
+    }
+
+    async fn create_promo(&self, promo: NewPromo, now: DateTime<Utc>) -> Result<(), PromoCreateError> {
+        if !(1..=100).contains(&promo.discount_percent) {
+            return Err(PromoCreateError::InvalidDiscount);
+        }
+        if promo.max_uses.is_some_and(|m| m <= 0) {
+            return Err(PromoCreateError::InvalidMaxUses);
+        }
+        let sql = "INSERT INTO promo_codes (code, discount_percent, max_uses, expires_at, created_by, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (code) DO NOTHING";
+        let done = timed(
+            sqlx::query(sql)
+                .bind(promo.code.as_str())
+                .bind(promo.discount_percent)
+                .bind(promo.max_uses)
+                .bind(promo.expires_at)
+                .bind(promo.created_by.get())
+                .bind(now)
+                .execute(&self.pool),
+        )
+        .await
+        .map_err(|e| PromoCreateError::Unexpected(e.into()))?;
+        if done.rows_affected() == 0 {
+            return Err(PromoCreateError::AlreadyExists);
+        }
+        tracing::info!(event = "PROMOCODE_CREATED", code = promo.code.as_str(), admin_id = promo.created_by.get());
+        Ok(())
+    }
+
+    async fn set_auto_renew(&self, user: UserId, enabled: bool, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let sql = "UPDATE subscriptions SET auto_renew = $2, updated_at = $3 WHERE user_id = $1";
+        let done = timed(sqlx::query(sql).bind(user.get()).bind(enabled).bind(now).execute(&self.pool)).await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn validate_promo(
