@@ -10,4 +10,5 @@ pub mod coord;
 pub mod domain;
 pub mod ports;
 pub mod runtime;
+pub mod services;
 pub mod store;

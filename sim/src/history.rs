@@ -1,9 +1,8 @@
 //! What happened in a run: every handler, rate-limit decision, leader effect and fault, stamped
 //! with simulated time and the host. Checkers read it; its hash tells two runs apart.
 
-use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use atlas::runtime::intake::Handled;
@@ -21,6 +20,11 @@ pub enum Event {
     HandlerEnd { id: u64, instance: usize, chat: i64, update: i64, outcome: Handled },
     Rate { instance: usize, user: i64, action: String, verdict: String },
     Effect { instance: usize, epoch: u64 },
+    /// A reissue asked the panel for a key, right after taking the lock with `token`.
+    KeyCreated { instance: usize, subscription: i64, token: u64 },
+    KeyRevoked { instance: usize, panel_key_id: String },
+    /// What the store said to a reissue's install: installed, fenced or failed.
+    KeyInstall { instance: usize, subscription: i64, token: u64, result: String },
     Fault { description: String },
 }
 
@@ -36,7 +40,13 @@ pub struct History {
     next_id: u64,
 }
 
-pub type SharedHistory = Rc<RefCell<History>>;
+/// Shared by every host of a run (and by store clients, whose futures must be `Send`). A run is
+/// one thread, so the lock is never contended.
+pub type SharedHistory = Arc<Mutex<History>>;
+
+pub fn lock(history: &SharedHistory) -> MutexGuard<'_, History> {
+    history.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 impl History {
     pub fn push(&mut self, event: Event) {

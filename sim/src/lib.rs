@@ -11,5 +11,6 @@ pub mod history;
 pub mod redis_host;
 pub mod runner;
 pub mod scenario;
+pub mod store_host;
 pub mod workloads;
 pub mod world;

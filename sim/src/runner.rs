@@ -158,7 +158,7 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
         max_latency: Duration::from_millis(scenario.network.max_latency_ms.max(scenario.network.min_latency_ms)),
         ..Network::default()
     };
-    let history: Rc<RefCell<History>> = Rc::default();
+    let history: crate::history::SharedHistory = Default::default();
     let redis: Rc<RefCell<RedisState>> = Rc::default();
     let plan = Rc::new(plan(&scenario, seed));
     let tick = Duration::from_millis(scenario.tick_ms);
@@ -197,7 +197,7 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
     }
     let simulated = sim.elapsed();
     drop(sim);
-    let history = Rc::try_unwrap(history).map(RefCell::into_inner).unwrap_or_else(|h| std::mem::take(&mut *h.borrow_mut()));
+    let history = std::mem::take(&mut *crate::history::lock(&history));
     let violations = scenario
         .invariants
         .iter()
@@ -207,8 +207,8 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
 }
 
 /// Applies one fault; may return a follow-up (delay, action), e.g. the restart after a crash.
-fn apply(sim: &mut turmoil::Sim<'_>, action: Action, history: &Rc<RefCell<History>>, redis: &Rc<RefCell<RedisState>>) -> Option<(Duration, Action)> {
-    let note = |text: String| history.borrow_mut().records.push(crate::history::Record { at: sim.elapsed(), event: Event::Fault { description: text } });
+fn apply(sim: &mut turmoil::Sim<'_>, action: Action, history: &crate::history::SharedHistory, redis: &Rc<RefCell<RedisState>>) -> Option<(Duration, Action)> {
+    let note = |text: String| crate::history::lock(history).records.push(crate::history::Record { at: sim.elapsed(), event: Event::Fault { description: text } });
     match action {
         Action::Crash(i) => {
             note(format!("{} crashed", instance_name(i)));
@@ -219,7 +219,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, action: Action, history: &Rc<RefCell<Histor
             sim.bounce(instance_name(i));
         }
         Action::CrashLeader { down } => {
-            let leader = history.borrow().records.iter().rev().find_map(|r| match r.event {
+            let leader = crate::history::lock(history).records.iter().rev().find_map(|r| match r.event {
                 Event::Effect { instance, .. } => Some(instance),
                 _ => None,
             });

@@ -63,7 +63,7 @@ pub async fn run<C: Coordination>(ctx: InstanceCtx, coordination: C, deliveries:
 }
 
 async fn handle<C: Coordination>(ctx: InstanceCtx, guarded: Rc<Guarded<C>>, ids: Rc<SeededIds>, d: Delivery, handler_ms: [u64; 2]) {
-    let id = ctx.history.borrow_mut().next_id();
+    let id = crate::history::lock(&ctx.history).next_id();
     let (history, index) = (ctx.history.clone(), ctx.index);
     let work = between(ids.as_ref(), handler_ms);
     let user = UserId::new(d.chat).expect("chat ids are positive");
@@ -73,17 +73,17 @@ async fn handle<C: Coordination>(ctx: InstanceCtx, guarded: Rc<Guarded<C>>, ids:
             let fsm = update.fsm.unwrap_or_default();
             let read = fsm.data.map(|b| String::from_utf8_lossy(&b).into_owned());
             let start = Event::HandlerStart { id, instance: index, chat: d.chat, update: d.update, version: fsm.version, read: read.clone() };
-            history.borrow_mut().push(start);
+            crate::history::lock(&history).push(start);
             tokio::time::sleep(work).await;
             ctx.wait_out_pause().await;
             let wrote = match &read {
                 Some(text) => format!("{text},{}", d.update),
                 None => d.update.to_string(),
             };
-            history.borrow_mut().push(Event::HandlerReturned { id, wrote: wrote.clone() });
+            crate::history::lock(&history).push(Event::HandlerReturned { id, wrote: wrote.clone() });
             FsmWrite::Set(wrote.into_bytes())
         }
     })
     .await;
-    ctx.history.borrow_mut().push(Event::HandlerEnd { id, instance: ctx.index, chat: d.chat, update: d.update, outcome });
+    crate::history::lock(&ctx.history).push(Event::HandlerEnd { id, instance: ctx.index, chat: d.chat, update: d.update, outcome });
 }

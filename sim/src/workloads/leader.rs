@@ -24,7 +24,7 @@ pub async fn run<C: Coordination>(ctx: InstanceCtx, coordination: C, ttl: Durati
             let ctx = ctx.clone();
             async move {
                 ctx.wait_out_pause().await;
-                history.borrow_mut().push(Event::Effect { instance: index, epoch: held.epoch });
+                crate::history::lock(&history).push(Event::Effect { instance: index, epoch: held.epoch });
             }
         },
         std::future::pending::<()>(),

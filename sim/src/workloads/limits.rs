@@ -62,7 +62,7 @@ pub async fn run<C: Coordination>(ctx: InstanceCtx, coordination: C, attempts: R
             RateVerdict::Denied { .. } => "denied",
             RateVerdict::TryLater => "try_later",
         };
-        ctx.history.borrow_mut().push(Event::Rate { instance: ctx.index, user: a.user, action: action_name(a.action).into(), verdict: verdict.into() });
+        crate::history::lock(&ctx.history).push(Event::Rate { instance: ctx.index, user: a.user, action: action_name(a.action).into(), verdict: verdict.into() });
     }
     std::future::pending::<()>().await;
 }
