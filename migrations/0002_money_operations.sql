@@ -145,9 +145,10 @@ BEGIN
     RETURN v_purchase;
 END $$;
 
--- Looks up an idempotency key; refuses a key that another user already used.
-CREATE FUNCTION atlas_idempotent_purchase(p_key TEXT, p_user BIGINT) RETURNS pending_purchases
-LANGUAGE plpgsql AS $$
+-- Looks up an idempotency key; refuses a key that another user, or the other kind of purchase
+-- (from the balance / through a provider), already used.
+CREATE FUNCTION atlas_idempotent_purchase(p_key TEXT, p_user BIGINT, p_from_balance BOOLEAN)
+RETURNS pending_purchases LANGUAGE plpgsql AS $$
 DECLARE
     v_purchase pending_purchases;
 BEGIN
@@ -156,7 +157,7 @@ BEGIN
     END IF;
     SELECT p.* INTO v_purchase FROM payment_idempotency_keys k
         JOIN pending_purchases p ON p.id = k.purchase_id WHERE k.key = p_key;
-    IF FOUND AND v_purchase.user_id <> p_user THEN
+    IF FOUND AND (v_purchase.user_id <> p_user OR (v_purchase.method = 'balance') <> p_from_balance) THEN
         RAISE EXCEPTION 'IDEMPOTENCY_KEY_REUSED';
     END IF;
     RETURN v_purchase;
@@ -176,7 +177,7 @@ DECLARE
     v_sub subscriptions;
 BEGIN
     v_user := atlas_lock_user(p_user);
-    v_purchase := atlas_idempotent_purchase(p_idempotency_key, p_user);
+    v_purchase := atlas_idempotent_purchase(p_idempotency_key, p_user, TRUE);
     IF v_purchase.id IS NOT NULL THEN
         RETURN QUERY SELECT 'duplicate'::TEXT, v_purchase.id, v_purchase.amount, s.expires_at, v_user.balance
             FROM subscriptions s WHERE s.user_id = p_user;
@@ -211,7 +212,7 @@ DECLARE
     v_purchase pending_purchases;
 BEGIN
     PERFORM atlas_lock_user(p_user);
-    v_purchase := atlas_idempotent_purchase(p_idempotency_key, p_user);
+    v_purchase := atlas_idempotent_purchase(p_idempotency_key, p_user, FALSE);
     IF v_purchase.id IS NOT NULL THEN
         RETURN QUERY SELECT 'duplicate'::TEXT, v_purchase.id, v_purchase.amount, v_purchase.expires_at;
         RETURN;

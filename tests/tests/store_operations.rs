@@ -153,6 +153,14 @@ async fn purchase_refusals_write_nothing() {
         s.purchase_from_balance(purchase(thief, None, Some("shared-key")), t0()),
         PurchaseError::IdempotencyKeyReused
     );
+    // A key of a provider purchase is not a key of a balance purchase, and the other way round.
+    s.create_pending_purchase(purchase(rich, None, Some("invoice-key")), PaymentProviderKind::Crypto, 600, t0()).await.unwrap();
+    refused_without_writes!(&db, s.purchase_from_balance(purchase(rich, None, Some("invoice-key")), t0()), PurchaseError::IdempotencyKeyReused);
+    refused_without_writes!(
+        &db,
+        s.create_pending_purchase(purchase(rich, None, Some("shared-key")), PaymentProviderKind::Crypto, 600, t0()),
+        PurchaseError::IdempotencyKeyReused
+    );
     sqlx::query("UPDATE users SET banned = TRUE WHERE telegram_id = 3").execute(db.pool()).await.unwrap();
     refused_without_writes!(&db, s.purchase_from_balance(purchase(thief, None, None), t0()), PurchaseError::UserBanned);
     // An inactive tariff cannot be bought.

@@ -268,11 +268,12 @@ impl Model {
         now + period
     }
 
-    fn idempotent(&self, key: Option<&IdempotencyKey>, user: UserId) -> Result<Option<i64>, &'static str> {
+    fn idempotent(&self, key: Option<&IdempotencyKey>, user: UserId, from_balance: bool) -> Result<Option<i64>, &'static str> {
         let Some(purchase) = key.and_then(|k| self.idempotency.get(k.as_str())) else {
             return Ok(None);
         };
-        if self.purchases[purchase].user != user {
+        let row = &self.purchases[purchase];
+        if row.user != user || row.method.is_none() != from_balance {
             return Err("IDEMPOTENCY_KEY_REUSED");
         }
         Ok(Some(*purchase))
@@ -448,7 +449,7 @@ impl Model {
 
     pub fn purchase_from_balance(&mut self, r: &PurchaseRequest, now: DateTime<Utc>) -> Result<PurchaseOutcome, PurchaseError> {
         let balance = self.lock_user(r.user).map_err(user_refusal)?.balance;
-        if let Some(id) = self.idempotent(r.idempotency_key.as_ref(), r.user).map_err(|_| PurchaseError::IdempotencyKeyReused)? {
+        if let Some(id) = self.idempotent(r.idempotency_key.as_ref(), r.user, true).map_err(|_| PurchaseError::IdempotencyKeyReused)? {
             let expires_at = self.subscription(r.user).expect("a paid purchase has a subscription").expires_at;
             return Ok(PurchaseOutcome { applied: Applied::Duplicate, purchase_id: id, amount: self.purchases[&id].amount, expires_at, balance });
         }
@@ -473,7 +474,7 @@ impl Model {
         now: DateTime<Utc>,
     ) -> Result<PendingPurchase, PurchaseError> {
         self.lock_user(r.user).map_err(user_refusal)?;
-        if let Some(id) = self.idempotent(r.idempotency_key.as_ref(), r.user).map_err(|_| PurchaseError::IdempotencyKeyReused)? {
+        if let Some(id) = self.idempotent(r.idempotency_key.as_ref(), r.user, false).map_err(|_| PurchaseError::IdempotencyKeyReused)? {
             let p = &self.purchases[&id];
             return Ok(PendingPurchase { applied: Applied::Duplicate, purchase_id: id, amount: p.amount, expires_at: p.expires_at });
         }
