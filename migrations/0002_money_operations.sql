@@ -541,9 +541,30 @@ BEGIN
     RETURN v_sub;
 END $$;
 
--- Writes a reissued key under the reissue lock's fencing token. A token not newer than the
--- stored one belongs to a holder whose lock expired: refused, and the caller revokes the key it
--- created at the panel. Returns the panel id of the key this one replaces (to revoke there).
+-- Registers a reissue's fencing token as soon as its lock is taken, before the panel is called.
+-- Fencing only the final write is not enough: a holder whose lock expired could still install
+-- before the newer holder's first write reached the store. Claimed first, the newer token makes
+-- every older holder's install fail. A token not newer than the stored one is refused.
+CREATE FUNCTION atlas_claim_key_fence(p_subscription BIGINT, p_token BIGINT, p_now TIMESTAMPTZ) RETURNS VOID
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_fence BIGINT;
+BEGIN
+    UPDATE subscriptions SET key_fence = p_token, updated_at = p_now
+        WHERE id = p_subscription AND key_fence < p_token;
+    IF NOT FOUND THEN
+        SELECT key_fence INTO v_fence FROM subscriptions WHERE id = p_subscription;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'UNKNOWN_SUBSCRIPTION';
+        END IF;
+        RAISE EXCEPTION 'STALE_FENCING_TOKEN' USING DETAIL = v_fence::TEXT;
+    END IF;
+END $$;
+
+-- Writes a reissued key under the reissue lock's fencing token. A token older than the stored
+-- one belongs to a holder whose lock expired and was taken by a newer reissue: refused, and the
+-- caller revokes the key it created at the panel. (The same token again is the same holder: it
+-- claimed the token first.) Returns the panel id of the key this one replaces (to revoke there).
 CREATE FUNCTION atlas_install_reissued_key(
     p_subscription BIGINT, p_token BIGINT, p_panel_key_id TEXT, p_access_uri TEXT, p_now TIMESTAMPTZ
 ) RETURNS TABLE (key_id BIGINT, replaced_panel_key_id TEXT)
@@ -558,7 +579,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'UNKNOWN_SUBSCRIPTION';
     END IF;
-    IF p_token <= v_sub.key_fence THEN
+    IF p_token < v_sub.key_fence THEN
         RAISE EXCEPTION 'STALE_FENCING_TOKEN' USING DETAIL = v_sub.key_fence::TEXT;
     END IF;
     UPDATE subscriptions SET key_fence = p_token, activation_status = 'active', updated_at = p_now

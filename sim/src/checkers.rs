@@ -11,7 +11,16 @@ use crate::history::{Event, History};
 use crate::scenario::{Invariant, Scenario, Workload};
 use crate::workloads::limits::action;
 
-pub fn check(invariant: Invariant, history: &History, scenario: &Scenario) -> Option<String> {
+/// What the run left behind, for the invariants about the final state.
+#[derive(Debug, Default)]
+pub struct FinalState {
+    /// Active keys per subscription in the store.
+    pub store_keys: BTreeMap<i64, Vec<String>>,
+    /// Keys alive at the VPN panel per subscription.
+    pub panel_keys: BTreeMap<i64, Vec<String>>,
+}
+
+pub fn check(invariant: Invariant, history: &History, scenario: &Scenario, end: &FinalState) -> Option<String> {
     match invariant {
         Invariant::NoUpdateTwice => no_update_twice(history),
         Invariant::HandlersNeverOverlap => handlers_never_overlap(history),
@@ -19,6 +28,7 @@ pub fn check(invariant: Invariant, history: &History, scenario: &Scenario) -> Op
         Invariant::RateLimitsHold => rate_limits_hold(history, scenario),
         Invariant::SingleLeaderEffects => single_leader_effects(history),
         Invariant::LeaderFailover => leader_failover(history, scenario),
+        Invariant::NoDoubleReissue => no_double_reissue(history, end),
     }
 }
 
@@ -251,6 +261,51 @@ fn leader_failover(history: &History, scenario: &Scenario) -> Option<String> {
                 b.saturating_sub(*a).as_secs_f64(),
                 bound.as_secs_f64()
             ));
+        }
+    }
+    None
+}
+
+/// Two reissues of one key never overlap, and a stale lock holder never commits: a key installed
+/// under token t was created (right after t's lock was taken) with no other reissue of the same
+/// subscription taking the lock in between. After settling, the store has one active key per
+/// reissued subscription and the panel has exactly that key alive.
+fn no_double_reissue(history: &History, end: &FinalState) -> Option<String> {
+    let mut created: Vec<(Duration, usize, i64, String)> = Vec::new();
+    for r in &history.records {
+        match &r.event {
+            Event::KeyCreated { instance, subscription, label } => created.push((r.at, *instance, *subscription, label.clone())),
+            Event::KeyInstall { instance, subscription, token, result } if result == "installed" => {
+                let label = format!("reissue-{subscription}-{token}");
+                let Some(own) = created.iter().rev().find(|c| c.2 == *subscription && c.3 == label) else {
+                    return Some(format!("a key was installed under token {token} that no reissue created"));
+                };
+                if let Some(other) = created.iter().find(|c| c.2 == *subscription && c.3 != label && c.0 > own.0) {
+                    return Some(format!(
+                        "two reissues of subscription {subscription} overlapped: atlas-{} took the lock at {:.3}s and installed at {:.3}s, but atlas-{} had taken the lock at {:.3}s",
+                        instance,
+                        own.0.as_secs_f64(),
+                        r.at.as_secs_f64(),
+                        other.1,
+                        other.0.as_secs_f64()
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (subscription, keys) in &end.store_keys {
+        if keys.len() != 1 {
+            return Some(format!("subscription {subscription} has {} active keys in the store: {keys:?}", keys.len()));
+        }
+        let alive = end.panel_keys.get(subscription).cloned().unwrap_or_default();
+        if &alive != keys {
+            return Some(format!("subscription {subscription}: the store's active key is {keys:?}, the panel has {alive:?} alive"));
+        }
+    }
+    for (subscription, alive) in &end.panel_keys {
+        if !end.store_keys.contains_key(subscription) {
+            return Some(format!("subscription {subscription}: keys {alive:?} alive at the panel, none active in the store"));
         }
     }
     None

@@ -20,11 +20,14 @@ pub enum Event {
     HandlerEnd { id: u64, instance: usize, chat: i64, update: i64, outcome: Handled },
     Rate { instance: usize, user: i64, action: String, verdict: String },
     Effect { instance: usize, epoch: u64 },
-    /// A reissue asked the panel for a key, right after taking the lock with `token`.
-    KeyCreated { instance: usize, subscription: i64, token: u64 },
+    /// A reissue asked the panel for a key, right after taking the lock; the label carries the
+    /// lock's fencing token (`reissue-<subscription>-<token>`).
+    KeyCreated { instance: usize, subscription: i64, label: String },
     KeyRevoked { instance: usize, panel_key_id: String },
     /// What the store said to a reissue's install: installed, fenced or failed.
     KeyInstall { instance: usize, subscription: i64, token: u64, result: String },
+    /// What a reissue ended with (services::reissue::ReissueOutcome, or the error).
+    Reissue { instance: usize, user: i64, outcome: String },
     Fault { description: String },
 }
 

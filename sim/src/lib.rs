@@ -12,5 +12,6 @@ pub mod redis_host;
 pub mod runner;
 pub mod scenario;
 pub mod store_host;
+pub mod vpn;
 pub mod workloads;
 pub mod world;

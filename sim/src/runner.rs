@@ -5,7 +5,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::checkers;
+use atlas::domain::{Language, Money, PaymentProviderKind, ProviderPaymentId, TariffCode, UserId};
+use atlas::ports::Clock;
+use atlas::ports::store::{ProviderPayment, PurchaseRequest};
+
+use crate::checkers::{self, FinalState};
+use crate::store_host::model::Model;
+use crate::store_host::{STORE_HOST, StoreLink};
 use crate::clock::SimClock;
 use crate::history::{Event, History};
 use crate::redis_host::RedisState;
@@ -117,6 +123,10 @@ async fn instance(ctx: InstanceCtx, plan: Rc<Plan>) -> turmoil::Result {
         (Workload::RateLimits { .. }, Plan::Limits(attempts)) => {
             with_coordination!(|c| workloads::limits::run(ctx.clone(), c, attempts.clone()))
         }
+        (Workload::Reissue { panel_ms, .. }, Plan::Reissue(requests, shared)) => {
+            let panel_ms = *panel_ms;
+            with_coordination!(|c| workloads::reissue::run(ctx.clone(), c, requests.clone(), shared.clone(), panel_ms))
+        }
         (Workload::Leader { ttl_ms, work_interval_ms }, Plan::Leader) => {
             let (ttl, interval) = (Duration::from_millis(*ttl_ms), Duration::from_millis(*work_interval_ms));
             with_coordination!(|c| workloads::leader::run(ctx.clone(), c, ttl, interval))
@@ -130,6 +140,7 @@ async fn instance(ctx: InstanceCtx, plan: Rc<Plan>) -> turmoil::Result {
 enum Plan {
     Chat(Rc<Vec<workloads::chat::Delivery>>),
     Limits(Rc<Vec<workloads::limits::Attempt>>),
+    Reissue(Rc<Vec<workloads::reissue::Request>>, Rc<workloads::reissue::Shared>),
     Leader,
 }
 
@@ -146,12 +157,36 @@ fn plan(scenario: &Scenario, seed: u64) -> Plan {
             *attempts_per_user,
             actions,
         ))),
+        Workload::Reissue { users, requests_per_user, .. } => {
+            let duration = Duration::from_secs_f64(scenario.duration_secs);
+            let requests = workloads::reissue::requests(seed, scenario.instances, duration, *users, *requests_per_user);
+            let shared = workloads::reissue::Shared { store: StoreLink::default(), panel: Default::default() };
+            shared.store.with_model(|m| seed_subscriptions(m, *users));
+            Plan::Reissue(Rc::new(requests), Rc::new(shared))
+        }
         Workload::Leader { .. } => Plan::Leader,
     }
 }
 
+/// Users 1..=n, each with a paid subscription, as the run's starting database.
+fn seed_subscriptions(model: &mut Model, users: u32) {
+    let now = SimClock::default().now();
+    for user in 1..=i64::from(users) {
+        let id = UserId::new(user).expect("positive");
+        model.register_user(id, Language::Ru, None, now);
+        let payment = ProviderPayment {
+            provider: PaymentProviderKind::Crypto,
+            payment_id: ProviderPaymentId::parse(&format!("seed-{user}")).expect("valid"),
+            amount: Money::from_minor(19_900).expect("valid"),
+        };
+        model.top_up(id, &payment, now).expect("seed top-up");
+        let request = PurchaseRequest { user: id, tariff: TariffCode::parse("basic").expect("valid"), days: 30, promo: None, idempotency_key: None };
+        model.purchase_from_balance(&request, now).expect("seed purchase");
+    }
+}
+
 pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResult> {
-    let scenario = Rc::new(scenario.clone());
+    let scenario = std::sync::Arc::new(scenario.clone());
     let duration = Duration::from_secs_f64(scenario.duration_secs);
     let network = Network {
         min_latency: Duration::from_millis(scenario.network.min_latency_ms),
@@ -164,6 +199,10 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
     let tick = Duration::from_millis(scenario.tick_ms);
     let mut sim = world::builder(seed, duration + SETTLE + Duration::from_secs(1), tick, network).build();
     world::add_redis(&mut sim, redis.clone());
+    if let Plan::Reissue(_, shared) = plan.as_ref() {
+        let link = shared.store.clone();
+        sim.host(STORE_HOST, move || crate::store_host::serve(link.clone()));
+    }
     for index in 0..scenario.instances {
         let ctx = InstanceCtx {
             index,
@@ -198,10 +237,17 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
     let simulated = sim.elapsed();
     drop(sim);
     let history = std::mem::take(&mut *crate::history::lock(&history));
+    let end = match plan.as_ref() {
+        Plan::Reissue(_, shared) => FinalState {
+            store_keys: shared.store.with_model(|m| m.active_keys()),
+            panel_keys: shared.panel.lock().unwrap_or_else(|p| p.into_inner()).alive(),
+        },
+        _ => FinalState::default(),
+    };
     let violations = scenario
         .invariants
         .iter()
-        .filter_map(|&inv| checkers::check(inv, &history, &scenario).map(|why| (inv, why)))
+        .filter_map(|&inv| checkers::check(inv, &history, &scenario, &end).map(|why| (inv, why)))
         .collect();
     Ok(RunResult { seed, mode, hash: history.hash(), history, violations, simulated })
 }

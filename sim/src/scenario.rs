@@ -57,6 +57,9 @@ pub enum Workload {
     RateLimits { users: u32, attempts_per_user: u32, actions: Vec<String> },
     /// Every instance runs the leader loop for one role; the leader records an effect per tick.
     Leader { ttl_ms: u64, work_interval_ms: u64 },
+    /// Admins on several instances reissue users' VPN keys; each reissue holds the user's lock
+    /// for `lease_ms` while it calls the panel (which takes `panel_ms`).
+    Reissue { users: u32, requests_per_user: u32, panel_ms: [u64; 2] },
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -98,6 +101,7 @@ pub enum Invariant {
     RateLimitsHold,
     SingleLeaderEffects,
     LeaderFailover,
+    NoDoubleReissue,
 }
 
 impl Invariant {
@@ -109,6 +113,7 @@ impl Invariant {
             Invariant::RateLimitsHold => "rate_limits_hold",
             Invariant::SingleLeaderEffects => "single_leader_effects",
             Invariant::LeaderFailover => "leader_failover",
+            Invariant::NoDoubleReissue => "no_double_reissue",
         }
     }
 }

@@ -34,6 +34,7 @@ enum Op {
     Trial { user: i64 },
     Activate { user: i64, ok: bool },
     Install { user: i64, token: u64 },
+    ClaimFence { user: i64, token: u64 },
     Claim { user: i64, threshold: u64 },
 }
 
@@ -66,7 +67,9 @@ fn ops(seed: u64) -> Vec<Op> {
                 13 => Op::AutoRenewSwitch { user, on: n(3) != 0 },
                 14 => Op::AutoRenew { days_later: [0, 29, 40, 100][n(4) as usize] },
                 15 => [Op::Trial { user }, Op::Activate { user, ok: n(2) == 0 }][n(2) as usize].clone(),
-                _ => [Op::Install { user, token: n(5) }, Op::Claim { user, threshold: n(3) }][n(2) as usize].clone(),
+                _ => [Op::Install { user, token: n(5) }, Op::ClaimFence { user, token: n(5) }, Op::Claim { user, threshold: n(3) }]
+                    [n(3) as usize]
+                    .clone(),
             }
         })
         .collect()
@@ -207,6 +210,10 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
                 Ok(k) => format!("installed, replaced {:?}", k.replaced_panel_key_id),
                 Err(e) => format!("{e:?}"),
             }
+        }
+        Op::ClaimFence { user, token } => {
+            let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };
+            format!("{:?}", s.claim_key_fence(sub.id, token, now).await)
         }
         Op::Claim { user, threshold } => {
             let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };

@@ -544,26 +544,21 @@ async fn reissued_keys_are_fenced_by_token() {
     s.purchase_from_balance(purchase(user, None, None), t0()).await.unwrap();
     let sub = s.subscription(user).await.unwrap().unwrap().id;
     let key = |n: u32| PanelKey { panel_key_id: format!("k{n}"), access_uri: format!("vless://{n}@host") };
+    // A reissue claims its token as soon as it holds the lock, then installs under it.
+    s.claim_key_fence(sub, 5, t0()).await.unwrap();
     let first = s.install_reissued_key(sub, 5, key(5), t0()).await.unwrap();
     assert_eq!(first.replaced_panel_key_id, None);
+    // A newer holder claims 7 while the holder of 6 (whose lock expired) is still at the panel.
+    s.claim_key_fence(sub, 7, t0()).await.unwrap();
+    refused_without_writes!(&db, s.install_reissued_key(sub, 6, key(6), t0()), KeyError::StaleFencingToken { current: 7 });
+    refused_without_writes!(&db, s.claim_key_fence(sub, 6, t0()), KeyError::StaleFencingToken { current: 7 });
+    refused_without_writes!(&db, s.claim_key_fence(sub, 7, t0()), KeyError::StaleFencingToken { current: 7 });
     let second = s.install_reissued_key(sub, 7, key(7), t0()).await.unwrap();
     assert_eq!(second.replaced_panel_key_id.as_deref(), Some("k5"));
-    // A holder whose lock expired (token 6 < 7) cannot write.
-    refused_without_writes!(
-        &db,
-        s.install_reissued_key(sub, 6, key(6), t0()),
-        KeyError::StaleFencingToken { current: 7 }
-    );
-    refused_without_writes!(
-        &db,
-        s.install_reissued_key(sub, 7, key(8), t0()),
-        KeyError::StaleFencingToken { current: 7 }
-    );
     refused_without_writes!(&db, s.install_reissued_key(404, 9, key(9), t0()), KeyError::UnknownSubscription);
-    let active: Vec<String> = sqlx::query_scalar("SELECT panel_key_id FROM vpn_keys WHERE status = 'active'")
-        .fetch_all(db.pool())
-        .await
-        .unwrap();
+    refused_without_writes!(&db, s.claim_key_fence(404, 9, t0()), KeyError::UnknownSubscription);
+    let active: Vec<String> =
+        sqlx::query_scalar("SELECT panel_key_id FROM vpn_keys WHERE status = 'active'").fetch_all(db.pool()).await.unwrap();
     assert_eq!(active, vec!["k7".to_owned()]);
 }
 

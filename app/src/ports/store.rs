@@ -502,7 +502,13 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<ActivationOutcome, StoreError>> + Send;
 
-    /// Writes a reissued key under a fencing token; refuses a token not newer than the stored one.
+    /// Registers a reissue's fencing token right after its lock was taken, before the panel is
+    /// called; refuses a token not newer than the stored one. From then on every older holder's
+    /// install is refused.
+    fn claim_key_fence(&self, subscription_id: i64, fencing_token: u64, now: DateTime<Utc>)
+    -> impl Future<Output = Result<(), KeyError>> + Send;
+
+    /// Writes a reissued key under a fencing token; refuses a token older than the stored one.
     fn install_reissued_key(
         &self,
         subscription_id: i64,

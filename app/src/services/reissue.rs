@@ -1,7 +1,7 @@
 //! Reissuing a user's VPN key (the audit's `_REISSUE_LOCKS`, part 2.3). One reissue per user at
-//! a time across all instances: a Redis lock whose fencing token PostgreSQL checks, so a holder
-//! whose lock expired (a paused or partitioned instance) cannot install its key; it revokes the
-//! key it created instead. Panel calls carry a label derived from the token, so a retried call
+//! a time across all instances: a Redis lock whose fencing token is claimed in PostgreSQL as soon
+//! as the lock is taken, so a holder whose lock expired (a paused or partitioned instance) cannot
+//! install its key; it revokes the key it created instead. Panel calls carry a label derived from the token, so a retried call
 //! never creates a second key.
 
 use std::time::Duration;
@@ -60,6 +60,23 @@ where
         Ok(None) => return Ok(ReissueOutcome::Busy),
         Err(_) => return Ok(ReissueOutcome::TryLater),
     };
+    // Claim the token in the store before anything else: from now on, an older holder that is
+    // still running (its lock expired under it) cannot install.
+    match store.claim_key_fence(subscription.id, guard.fencing_token, clock.now()).await {
+        Ok(()) => {}
+        Err(KeyError::StaleFencingToken { .. }) => {
+            let _ = coordination.release_lock(&guard).await;
+            return Ok(ReissueOutcome::Fenced);
+        }
+        Err(KeyError::UnknownSubscription) => {
+            let _ = coordination.release_lock(&guard).await;
+            return Ok(ReissueOutcome::NoSubscription);
+        }
+        Err(KeyError::Unexpected(e)) => {
+            let _ = coordination.release_lock(&guard).await;
+            return Err(ReissueError::Unexpected(e));
+        }
+    }
     let label = format!("reissue-{}-{}", subscription.id, guard.fencing_token);
     let key = match vpn.create_key(subscription.id, &label).await {
         Ok(key) => key,

@@ -198,6 +198,14 @@ fn withdrawal_error(code: &str, detail: Option<&str>) -> Option<WithdrawalError>
     })
 }
 
+fn key_error(code: &str, detail: Option<&str>) -> Option<KeyError> {
+    match code {
+        "UNKNOWN_SUBSCRIPTION" => Some(KeyError::UnknownSubscription),
+        "STALE_FENCING_TOKEN" => Some(KeyError::StaleFencingToken { current: detail?.parse().ok()? }),
+        _ => None,
+    }
+}
+
 impl Store for PgStore {
     #[tracing::instrument(skip(self), fields(user_id = user.get()))]
     async fn register_user(
@@ -721,6 +729,15 @@ impl Store for PgStore {
         }
     }
 
+    async fn claim_key_fence(&self, subscription_id: i64, fencing_token: u64, now: DateTime<Utc>) -> Result<(), KeyError> {
+        let token = i64::try_from(fencing_token)
+            .map_err(|_| KeyError::Unexpected(anyhow::anyhow!("fencing token out of range")))?;
+        timed(sqlx::query("SELECT atlas_claim_key_fence($1, $2, $3)").bind(subscription_id).bind(token).bind(now).execute(&self.pool))
+            .await
+            .map_err(|e| map_err(e, key_error))?;
+        Ok(())
+    }
+
     #[tracing::instrument(skip(self, key))]
     async fn install_reissued_key(
         &self,
@@ -741,13 +758,7 @@ impl Store for PgStore {
                 .fetch_one(&self.pool),
         )
         .await
-        .map_err(|e| {
-            map_err(e, |code, detail| match code {
-                "UNKNOWN_SUBSCRIPTION" => Some(KeyError::UnknownSubscription),
-                "STALE_FENCING_TOKEN" => Some(KeyError::StaleFencingToken { current: detail?.parse().ok()? }),
-                _ => None,
-            })
-        })?;
+        .map_err(|e| map_err(e, key_error))?;
         Ok(KeyInstalled { key_id: row.0, replaced_panel_key_id: row.1 })
     }
 

@@ -233,6 +233,10 @@ impl Store for SimStore {
         Ok(self.call(move |m| m.record_activation(subscription_id, &result)).await?)
     }
 
+    async fn claim_key_fence(&self, subscription_id: i64, fencing_token: u64, _now: DateTime<Utc>) -> Result<(), KeyError> {
+        self.call(move |m| m.claim_key_fence(subscription_id, fencing_token)).await?
+    }
+
     async fn install_reissued_key(&self, subscription_id: i64, fencing_token: u64, key: PanelKey, _now: DateTime<Utc>) -> Result<KeyInstalled, KeyError> {
         let result = self.call(move |m| m.install_reissued_key(subscription_id, fencing_token, &key)).await;
         let installed = match &result {

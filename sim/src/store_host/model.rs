@@ -674,10 +674,20 @@ impl Model {
         }
     }
 
-    pub fn install_reissued_key(&mut self, subscription_id: i64, token: u64, key: &PanelKey) -> Result<KeyInstalled, KeyError> {
+    pub fn claim_key_fence(&mut self, subscription_id: i64, token: u64) -> Result<(), KeyError> {
         let token = i64::try_from(token).map_err(|_| KeyError::Unexpected(anyhow::anyhow!("fencing token out of range")))?;
         let s = self.subscriptions.get_mut(&subscription_id).ok_or(KeyError::UnknownSubscription)?;
         if token <= s.key_fence {
+            return Err(KeyError::StaleFencingToken { current: s.key_fence });
+        }
+        s.key_fence = token;
+        Ok(())
+    }
+
+    pub fn install_reissued_key(&mut self, subscription_id: i64, token: u64, key: &PanelKey) -> Result<KeyInstalled, KeyError> {
+        let token = i64::try_from(token).map_err(|_| KeyError::Unexpected(anyhow::anyhow!("fencing token out of range")))?;
+        let s = self.subscriptions.get_mut(&subscription_id).ok_or(KeyError::UnknownSubscription)?;
+        if token < s.key_fence {
             return Err(KeyError::StaleFencingToken { current: s.key_fence });
         }
         s.key_fence = token;

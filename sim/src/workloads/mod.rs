@@ -6,8 +6,8 @@
 pub mod chat;
 pub mod leader;
 pub mod limits;
+pub mod reissue;
 
-use std::rc::Rc;
 use std::time::Duration;
 
 use atlas::ports::Ids;
@@ -23,7 +23,7 @@ pub struct InstanceCtx {
     pub index: usize,
     pub seed: u64,
     pub mode: Mode,
-    pub scenario: Rc<Scenario>,
+    pub scenario: std::sync::Arc<Scenario>,
     pub history: SharedHistory,
     pub clock: SimClock,
     pub lease: Duration,
