@@ -28,7 +28,7 @@ pub fn check(invariant: Invariant, history: &History, scenario: &Scenario, end: 
         Invariant::RateLimitsHold => rate_limits_hold(history, scenario),
         Invariant::SingleLeaderEffects => single_leader_effects(history),
         Invariant::LeaderFailover => leader_failover(history, scenario),
-        Invariant::NoDoubleReissue => no_double_reissue(history, end),
+        Invariant::NoDoubleReissue => no_double_reissue(history, scenario, end),
     }
 }
 
@@ -266,11 +266,18 @@ fn leader_failover(history: &History, scenario: &Scenario) -> Option<String> {
     None
 }
 
-/// Two reissues of one key never overlap, and a stale lock holder never commits: a key installed
-/// under token t was created (right after t's lock was taken) with no other reissue of the same
-/// subscription taking the lock in between. After settling, the store has one active key per
+/// Two reissues of one key never hold the lock at once, and a stale lock holder never commits.
+///
+/// Holding: a holder's lock is surely still valid from its claim (sent right after the grant)
+/// until it finished, or until its lease could have ended (`lease - slack`, the slack covering the
+/// grant's reply latency). No other holder of the same subscription may claim in that window.
+/// Committing: a key installed under token t was created with no other reissue of the same
+/// subscription creating a key in between. After settling, the store has one active key per
 /// reissued subscription and the panel has exactly that key alive.
-fn no_double_reissue(history: &History, end: &FinalState) -> Option<String> {
+fn no_double_reissue(history: &History, scenario: &Scenario, end: &FinalState) -> Option<String> {
+    if let Some(why) = reissue_locks_exclusive(history, scenario) {
+        return Some(why);
+    }
     let mut created: Vec<(Duration, usize, i64, String)> = Vec::new();
     for r in &history.records {
         match &r.event {
@@ -306,6 +313,46 @@ fn no_double_reissue(history: &History, end: &FinalState) -> Option<String> {
     for (subscription, alive) in &end.panel_keys {
         if !end.store_keys.contains_key(subscription) {
             return Some(format!("subscription {subscription}: keys {alive:?} alive at the panel, none active in the store"));
+        }
+    }
+    None
+}
+
+fn reissue_locks_exclusive(history: &History, scenario: &Scenario) -> Option<String> {
+    let lease = Duration::from_millis(scenario.lease_ms);
+    let slack = Duration::from_millis(scenario.network.max_latency_ms + scenario.tick_ms);
+    // (instance, subscription, token) -> (claimed at, finished at)
+    let mut holders: BTreeMap<(usize, i64, u64), (Duration, Option<Duration>)> = BTreeMap::new();
+    for r in &history.records {
+        match &r.event {
+            Event::KeyClaim { instance, subscription, token } => {
+                holders.insert((*instance, *subscription, *token), (r.at, None));
+            }
+            Event::KeyClaimed { instance, subscription, token, result } if result != "claimed" => {
+                if let Some(h) = holders.get_mut(&(*instance, *subscription, *token)) {
+                    h.1 = Some(r.at);
+                }
+            }
+            Event::KeyInstall { instance, subscription, token, .. } => {
+                if let Some(h) = holders.get_mut(&(*instance, *subscription, *token)) {
+                    h.1 = Some(r.at);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (&(instance, subscription, token), &(claimed, finished)) in &holders {
+        let surely_valid_until = (claimed + lease).saturating_sub(slack).min(finished.unwrap_or(Duration::MAX));
+        let intruder = holders.iter().find(|(key, window)| {
+            let ((i, s, t), c) = (**key, window.0);
+            s == subscription && (i, t) != (instance, token) && c > claimed && c < surely_valid_until
+        });
+        if let Some((&(other, _, other_token), &(at, _))) = intruder {
+            return Some(format!(
+                "two reissues of subscription {subscription} held the lock at once: atlas-{instance} (token {token}) from {:.3}s, atlas-{other} (token {other_token}) from {:.3}s",
+                claimed.as_secs_f64(),
+                at.as_secs_f64()
+            ));
         }
     }
     None

@@ -24,6 +24,10 @@ pub enum Event {
     /// lock's fencing token (`reissue-<subscription>-<token>`).
     KeyCreated { instance: usize, subscription: i64, label: String },
     KeyRevoked { instance: usize, panel_key_id: String },
+    /// A reissue, holding the lock with `token`, asks the store to register the token (sent right
+    /// after the lock was granted); then what the store said: claimed, fenced or failed.
+    KeyClaim { instance: usize, subscription: i64, token: u64 },
+    KeyClaimed { instance: usize, subscription: i64, token: u64, result: String },
     /// What the store said to a reissue's install: installed, fenced or failed.
     KeyInstall { instance: usize, subscription: i64, token: u64, result: String },
     /// What a reissue ended with (services::reissue::ReissueOutcome, or the error).

@@ -234,7 +234,16 @@ impl Store for SimStore {
     }
 
     async fn claim_key_fence(&self, subscription_id: i64, fencing_token: u64, _now: DateTime<Utc>) -> Result<(), KeyError> {
-        self.call(move |m| m.claim_key_fence(subscription_id, fencing_token)).await?
+        let (instance, subscription, token) = (self.instance, subscription_id, fencing_token);
+        self.note(Event::KeyClaim { instance, subscription, token });
+        let result = self.call(move |m| m.claim_key_fence(subscription_id, fencing_token)).await;
+        let said = match &result {
+            Ok(Ok(())) => "claimed",
+            Ok(Err(KeyError::StaleFencingToken { .. })) => "fenced",
+            _ => "failed",
+        };
+        self.note(Event::KeyClaimed { instance, subscription, token, result: said.into() });
+        result?
     }
 
     async fn install_reissued_key(&self, subscription_id: i64, fencing_token: u64, key: PanelKey, _now: DateTime<Utc>) -> Result<KeyInstalled, KeyError> {
