@@ -63,7 +63,15 @@ fn finished(history: &History) -> BTreeMap<i64, Vec<Finished>> {
     for r in &history.records {
         match &r.event {
             Event::HandlerStart { id, instance, chat, update, read, .. } => {
-                let open = Open { instance: *instance, chat: *chat, update: *update, started: r.at, read: read.clone(), returned: None, outcome: None };
+                let open = Open {
+                    instance: *instance,
+                    chat: *chat,
+                    update: *update,
+                    started: r.at,
+                    read: read.clone(),
+                    returned: None,
+                    outcome: None,
+                };
                 handlers.insert(*id, open);
             }
             Event::HandlerReturned { id, wrote } => {
@@ -169,7 +177,9 @@ fn fsm_survives_restart(history: &History) -> Option<String> {
                     h.instance,
                     h.read,
                     expected[0],
-                    last_committed.map(|l| format!(" (update {} on atlas-{})", l.update, l.instance)).unwrap_or_default()
+                    last_committed
+                        .map(|l| format!(" (update {} on atlas-{})", l.update, l.instance))
+                        .unwrap_or_default()
                 ));
             }
             expected = vec![h.wrote.clone()];
@@ -243,12 +253,17 @@ fn leader_failover(history: &History, scenario: &Scenario) -> Option<String> {
     // A new leader may wait for the old lease to end (ttl), for its own next try (ttl/3) and
     // for its first tick (work interval); 100 ms more for the network.
     let bound = Duration::from_millis(ttl_ms + ttl_ms / 3 + work_interval_ms + 100);
-    let effects: Vec<Duration> = history.records.iter().filter(|r| matches!(r.event, Event::Effect { .. })).map(|r| r.at).collect();
+    let effects: Vec<Duration> =
+        history.records.iter().filter(|r| matches!(r.event, Event::Effect { .. })).map(|r| r.at).collect();
     let Some(first) = effects.first() else {
         return Some("no instance ever led".into());
     };
     if *first > bound {
-        return Some(format!("the first leader acted only at {:.3}s (bound {:.3}s)", first.as_secs_f64(), bound.as_secs_f64()));
+        return Some(format!(
+            "the first leader acted only at {:.3}s (bound {:.3}s)",
+            first.as_secs_f64(),
+            bound.as_secs_f64()
+        ));
     }
     let end = Duration::from_secs_f64(scenario.duration_secs);
     let ends = effects.iter().copied().chain(std::iter::once(end));
@@ -281,7 +296,9 @@ fn no_double_reissue(history: &History, scenario: &Scenario, end: &FinalState) -
     let mut created: Vec<(Duration, usize, i64, String)> = Vec::new();
     for r in &history.records {
         match &r.event {
-            Event::KeyCreated { instance, subscription, label } => created.push((r.at, *instance, *subscription, label.clone())),
+            Event::KeyCreated { instance, subscription, label } => {
+                created.push((r.at, *instance, *subscription, label.clone()))
+            }
             Event::KeyInstall { instance, subscription, token, result } if result == "installed" => {
                 let label = format!("reissue-{subscription}-{token}");
                 let Some(own) = created.iter().rev().find(|c| c.2 == *subscription && c.3 == label) else {
@@ -307,12 +324,16 @@ fn no_double_reissue(history: &History, scenario: &Scenario, end: &FinalState) -
         }
         let alive = end.panel_keys.get(subscription).cloned().unwrap_or_default();
         if &alive != keys {
-            return Some(format!("subscription {subscription}: the store's active key is {keys:?}, the panel has {alive:?} alive"));
+            return Some(format!(
+                "subscription {subscription}: the store's active key is {keys:?}, the panel has {alive:?} alive"
+            ));
         }
     }
     for (subscription, alive) in &end.panel_keys {
         if !end.store_keys.contains_key(subscription) {
-            return Some(format!("subscription {subscription}: keys {alive:?} alive at the panel, none active in the store"));
+            return Some(format!(
+                "subscription {subscription}: keys {alive:?} alive at the panel, none active in the store"
+            ));
         }
     }
     None

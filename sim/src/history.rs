@@ -12,27 +12,78 @@ use crate::clock::sim_now;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A handler got its update and the conversation state (`read`, at `version`).
-    HandlerStart { id: u64, instance: usize, chat: i64, update: i64, version: u64, read: Option<String> },
+    HandlerStart {
+        id: u64,
+        instance: usize,
+        chat: i64,
+        update: i64,
+        version: u64,
+        read: Option<String>,
+    },
     /// The handler finished its work and returned the new state; the commit is sent next.
-    HandlerReturned { id: u64, wrote: String },
+    HandlerReturned {
+        id: u64,
+        wrote: String,
+    },
     /// What the intake function reported. A handler killed by a crash has no end: whether its
     /// commit applied is unknown.
-    HandlerEnd { id: u64, instance: usize, chat: i64, update: i64, outcome: Handled },
-    Rate { instance: usize, user: i64, action: String, verdict: String },
-    Effect { instance: usize, epoch: u64 },
+    HandlerEnd {
+        id: u64,
+        instance: usize,
+        chat: i64,
+        update: i64,
+        outcome: Handled,
+    },
+    Rate {
+        instance: usize,
+        user: i64,
+        action: String,
+        verdict: String,
+    },
+    Effect {
+        instance: usize,
+        epoch: u64,
+    },
     /// A reissue asked the panel for a key, right after taking the lock; the label carries the
     /// lock's fencing token (`reissue-<subscription>-<token>`).
-    KeyCreated { instance: usize, subscription: i64, label: String },
-    KeyRevoked { instance: usize, panel_key_id: String },
+    KeyCreated {
+        instance: usize,
+        subscription: i64,
+        label: String,
+    },
+    KeyRevoked {
+        instance: usize,
+        panel_key_id: String,
+    },
     /// A reissue, holding the lock with `token`, asks the store to register the token (sent right
     /// after the lock was granted); then what the store said: claimed, fenced or failed.
-    KeyClaim { instance: usize, subscription: i64, token: u64 },
-    KeyClaimed { instance: usize, subscription: i64, token: u64, result: String },
+    KeyClaim {
+        instance: usize,
+        subscription: i64,
+        token: u64,
+    },
+    KeyClaimed {
+        instance: usize,
+        subscription: i64,
+        token: u64,
+        result: String,
+    },
     /// What the store said to a reissue's install: installed, fenced or failed.
-    KeyInstall { instance: usize, subscription: i64, token: u64, result: String },
+    KeyInstall {
+        instance: usize,
+        subscription: i64,
+        token: u64,
+        result: String,
+    },
     /// What a reissue ended with (services::reissue::ReissueOutcome, or the error).
-    Reissue { instance: usize, user: i64, outcome: String },
-    Fault { description: String },
+    Reissue {
+        instance: usize,
+        user: i64,
+        outcome: String,
+    },
+    Fault {
+        description: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

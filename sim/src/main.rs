@@ -23,7 +23,10 @@ const USAGE: &str = "usage:
   atlas-sim run <scenario.toml|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism]
       run scenarios over seeds 0..N (or one seed); exit 0 only when every run holds
   atlas-sim replay <scenario.toml> --seed S [--coordination redis|legacy]
-      one run, with its trace";
+      one run, with its trace
+  atlas-sim bench [--seeds N]
+      time compression of the five-instance scenario beside raw turmoil with as many idle hosts,
+      and seeds per second over every scenario (figures for BENCHMARKS.md)";
 
 struct Options {
     target: Option<PathBuf>,
@@ -36,7 +39,15 @@ struct Options {
 }
 
 fn options(args: &[String]) -> anyhow::Result<Options> {
-    let mut o = Options { target: None, seeds: None, seed: None, mode: Mode::Redis, check_determinism: false, dir: None, hash_only: false };
+    let mut o = Options {
+        target: None,
+        seeds: None,
+        seed: None,
+        mode: Mode::Redis,
+        check_determinism: false,
+        dir: None,
+        hash_only: false,
+    };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().with_context(|| format!("{name} needs a value"));
@@ -83,7 +94,15 @@ fn progress(name: &str, done: u64, total: u64) {
 fn hash_in_other_process(path: &Path, seed: u64, mode: Mode) -> anyhow::Result<u64> {
     let exe = std::env::current_exe()?;
     let out = std::process::Command::new(exe)
-        .args(["replay", &path.display().to_string(), "--seed", &seed.to_string(), "--coordination", mode.name(), "--hash-only"])
+        .args([
+            "replay",
+            &path.display().to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--coordination",
+            mode.name(),
+            "--hash-only",
+        ])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     u64::from_str_radix(text.trim(), 16).with_context(|| format!("no hash from the second process: {text}"))
@@ -125,7 +144,11 @@ fn cmd_run(o: Options) -> anyhow::Result<bool> {
             o.mode.name(),
             seeds.len(),
             failures.len(),
-            if o.check_determinism { if nondeterministic.is_empty() { "same hashes" } else { "DIFFERENT" } } else { "not checked" }
+            if o.check_determinism {
+                if nondeterministic.is_empty() { "same hashes" } else { "DIFFERENT" }
+            } else {
+                "not checked"
+            }
         ));
         for (result, command) in &failures {
             for (invariant, why) in &result.violations {
@@ -162,7 +185,10 @@ fn cmd_replay(o: Options) -> anyhow::Result<bool> {
         println!("VIOLATED [{}]: {why}", invariant.name());
     }
     if result.violations.is_empty() {
-        println!("every invariant held: {}", scenario.invariants.iter().map(|i| i.name()).collect::<Vec<_>>().join(", "));
+        println!(
+            "every invariant held: {}",
+            scenario.invariants.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(result.violations.is_empty())
 }
@@ -215,9 +241,83 @@ fn cmd_audit(o: Options) -> anyhow::Result<bool> {
     }
     let wall = started.elapsed().as_secs_f64();
     println!();
-    println!("{}", if proven { "Every hazard is reproduced on the legacy design and fixed on the Redis design." } else { "NOT PROVEN: see the rows above." });
+    println!(
+        "{}",
+        if proven {
+            "Every hazard is reproduced on the legacy design and fixed on the Redis design."
+        } else {
+            "NOT PROVEN: see the rows above."
+        }
+    );
     println!("{simulated:.0} simulated seconds in {wall:.1} wall seconds ({:.0}x)", simulated / wall.max(1e-9));
     Ok(proven)
+}
+
+/// Simulated seconds per wall second of a bare turmoil world: `hosts` idle hosts, the given tick,
+/// 60 simulated seconds. The floor cost of any simulation on this machine.
+fn raw_turmoil(hosts: usize, tick_ms: u64) -> f64 {
+    let started = Instant::now();
+    let mut sim = atlas_sim::world::builder(
+        0,
+        std::time::Duration::from_secs(120),
+        std::time::Duration::from_millis(tick_ms),
+        Default::default(),
+    )
+    .build();
+    for i in 0..hosts {
+        sim.host(format!("idle-{i}"), || async {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            }
+        });
+    }
+    while sim.elapsed() < std::time::Duration::from_secs(60) {
+        sim.step().expect("idle hosts do not fail");
+    }
+    sim.elapsed().as_secs_f64() / started.elapsed().as_secs_f64()
+}
+
+fn cmd_bench(o: Options) -> anyhow::Result<bool> {
+    let dir = o.dir.clone().unwrap_or_else(default_dir);
+    let five = Scenario::load(&dir.join("chat_five_instances.toml"))?;
+    let seeds = o.seeds.unwrap_or(10);
+    let hosts = five.instances + 1;
+    let raw = raw_turmoil(hosts, five.tick_ms);
+    let started = Instant::now();
+    let mut simulated = 0.0;
+    for seed in 0..seeds {
+        simulated += run(&five, seed, Mode::Redis)?.simulated.as_secs_f64();
+    }
+    let ours = simulated / started.elapsed().as_secs_f64();
+    let raw_after = raw_turmoil(hosts, five.tick_ms);
+    let raw_mean = (raw + raw_after) / 2.0;
+    let files = Scenario::files(&dir)?;
+    let started = Instant::now();
+    let mut runs = 0;
+    for path in &files {
+        let scenario = Scenario::load(path)?;
+        for seed in 0..seeds {
+            run(&scenario, seed, Mode::Redis)?;
+            runs += 1;
+        }
+    }
+    let per_second = runs as f64 / started.elapsed().as_secs_f64();
+    println!("| measure | figure |");
+    println!("|---|---|");
+    println!(
+        "| raw turmoil, {hosts} idle hosts, {} ms tick (before, after) | {raw:.0}x, {raw_after:.0}x |",
+        five.tick_ms
+    );
+    println!(
+        "| chat_five_instances ({} instances + Redis, 60 s), {seeds} seeds | {ours:.0}x ({:.2} of raw turmoil) |",
+        five.instances,
+        ours / raw_mean
+    );
+    println!(
+        "| every scenario ({} files) x {seeds} seeds on the Redis design | {per_second:.1} seeds/s |",
+        files.len()
+    );
+    Ok(true)
 }
 
 fn main() -> ExitCode {
@@ -230,6 +330,7 @@ fn main() -> ExitCode {
         "run" => cmd_run(o),
         "replay" => cmd_replay(o),
         "audit" => cmd_audit(o),
+        "bench" => cmd_bench(o),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(true)

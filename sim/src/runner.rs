@@ -10,12 +10,12 @@ use atlas::ports::Clock;
 use atlas::ports::store::{ProviderPayment, PurchaseRequest};
 
 use crate::checkers::{self, FinalState};
-use crate::store_host::model::Model;
-use crate::store_host::{STORE_HOST, StoreLink};
 use crate::clock::SimClock;
 use crate::history::{Event, History};
 use crate::redis_host::RedisState;
 use crate::scenario::{Fault, Invariant, Scenario, Workload};
+use crate::store_host::model::Model;
+use crate::store_host::{STORE_HOST, StoreLink};
 use crate::workloads::{self, InstanceCtx};
 use crate::world::{self, Network, REDIS_HOST};
 
@@ -75,7 +75,9 @@ fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
                 actions.push((secs(at_secs), Action::Crash(instance)));
                 actions.push((secs(at_secs + down_secs), Action::Bounce(instance)));
             }
-            Fault::RestartLeader { at_secs, down_secs } => actions.push((secs(at_secs), Action::CrashLeader { down: secs(down_secs) })),
+            Fault::RestartLeader { at_secs, down_secs } => {
+                actions.push((secs(at_secs), Action::CrashLeader { down: secs(down_secs) }))
+            }
             Fault::Partition { instance, at_secs, for_secs } => {
                 actions.push((secs(at_secs), Action::Partition(instance)));
                 actions.push((secs(at_secs + for_secs), Action::Repair(instance)));
@@ -83,7 +85,9 @@ fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
             Fault::Pause { instance, at_secs, for_secs } => {
                 actions.push((secs(at_secs), Action::Note(format!("atlas-{instance} paused for {for_secs}s"))));
             }
-            Fault::RedisRestart { at_secs, lose_data } => actions.push((secs(at_secs), Action::RedisRestart { lose_data })),
+            Fault::RedisRestart { at_secs, lose_data } => {
+                actions.push((secs(at_secs), Action::RedisRestart { lose_data }))
+            }
             Fault::Skew { .. } => {}
         }
     }
@@ -92,10 +96,14 @@ fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
 }
 
 fn skew_of(scenario: &Scenario, instance: usize) -> i64 {
-    scenario.faults.iter().filter_map(|f| match f {
-        Fault::Skew { instance: i, ms } if *i == instance => Some(*ms),
-        _ => None,
-    }).sum()
+    scenario
+        .faults
+        .iter()
+        .filter_map(|f| match f {
+            Fault::Skew { instance: i, ms } if *i == instance => Some(*ms),
+            _ => None,
+        })
+        .sum()
 }
 
 /// The software of one instance, for its workload and mode.
@@ -149,14 +157,16 @@ fn plan(scenario: &Scenario, seed: u64) -> Plan {
         Workload::Chat { chats, updates_per_chat, gap_ms, redelivery, .. } => Plan::Chat(Rc::new(
             workloads::chat::deliveries(seed, scenario.instances, *chats, *updates_per_chat, *gap_ms, *redelivery),
         )),
-        Workload::RateLimits { users, attempts_per_user, actions } => Plan::Limits(Rc::new(workloads::limits::attempts(
-            seed,
-            scenario.instances,
-            Duration::from_secs_f64(scenario.duration_secs),
-            *users,
-            *attempts_per_user,
-            actions,
-        ))),
+        Workload::RateLimits { users, attempts_per_user, actions } => {
+            Plan::Limits(Rc::new(workloads::limits::attempts(
+                seed,
+                scenario.instances,
+                Duration::from_secs_f64(scenario.duration_secs),
+                *users,
+                *attempts_per_user,
+                actions,
+            )))
+        }
         Workload::Reissue { users, requests_per_user, .. } => {
             let duration = Duration::from_secs_f64(scenario.duration_secs);
             let requests = workloads::reissue::requests(seed, scenario.instances, duration, *users, *requests_per_user);
@@ -180,7 +190,13 @@ fn seed_subscriptions(model: &mut Model, users: u32) {
             amount: Money::from_minor(19_900).expect("valid"),
         };
         model.top_up(id, &payment, now).expect("seed top-up");
-        let request = PurchaseRequest { user: id, tariff: TariffCode::parse("basic").expect("valid"), days: 30, promo: None, idempotency_key: None };
+        let request = PurchaseRequest {
+            user: id,
+            tariff: TariffCode::parse("basic").expect("valid"),
+            days: 30,
+            promo: None,
+            idempotency_key: None,
+        };
         model.purchase_from_balance(&request, now).expect("seed purchase");
     }
 }
@@ -253,8 +269,17 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
 }
 
 /// Applies one fault; may return a follow-up (delay, action), e.g. the restart after a crash.
-fn apply(sim: &mut turmoil::Sim<'_>, action: Action, history: &crate::history::SharedHistory, redis: &Rc<RefCell<RedisState>>) -> Option<(Duration, Action)> {
-    let note = |text: String| crate::history::lock(history).records.push(crate::history::Record { at: sim.elapsed(), event: Event::Fault { description: text } });
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    action: Action,
+    history: &crate::history::SharedHistory,
+    redis: &Rc<RefCell<RedisState>>,
+) -> Option<(Duration, Action)> {
+    let note = |text: String| {
+        crate::history::lock(history)
+            .records
+            .push(crate::history::Record { at: sim.elapsed(), event: Event::Fault { description: text } })
+    };
     match action {
         Action::Crash(i) => {
             note(format!("{} crashed", instance_name(i)));

@@ -121,7 +121,8 @@ impl Invariant {
 impl Scenario {
     pub fn load(path: &Path) -> anyhow::Result<Scenario> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let scenario: Scenario = toml::from_str(&text).with_context(|| format!("{} is not a valid scenario", path.display()))?;
+        let scenario: Scenario =
+            toml::from_str(&text).with_context(|| format!("{} is not a valid scenario", path.display()))?;
         scenario.validate().with_context(|| format!("{}", path.display()))?;
         Ok(scenario)
     }
@@ -137,7 +138,10 @@ impl Scenario {
                 Fault::Pause { instance, .. } | Fault::Skew { instance, .. } => Some(*instance),
                 _ => None,
             };
-            anyhow::ensure!(instance.is_none_or(|i| i < self.instances), "fault {fault:?} names an instance that does not exist");
+            anyhow::ensure!(
+                instance.is_none_or(|i| i < self.instances),
+                "fault {fault:?} names an instance that does not exist"
+            );
         }
         if let Workload::RateLimits { actions, .. } = &self.workload {
             for action in actions {

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use atlas::ports::vpn::{PanelKey, VpnError, VpnProvider};
 use atlas::ports::SeededIds;
+use atlas::ports::vpn::{PanelKey, VpnError, VpnProvider};
 
 use crate::history::{Event, SharedHistory, lock};
 use crate::workloads::{InstanceCtx, between};
@@ -50,7 +50,11 @@ impl SimVpn {
 
 impl VpnProvider for SimVpn {
     async fn create_key(&self, subscription_id: i64, label: &str) -> Result<PanelKey, VpnError> {
-        lock(&self.history).push(Event::KeyCreated { instance: self.ctx.index, subscription: subscription_id, label: label.to_owned() });
+        lock(&self.history).push(Event::KeyCreated {
+            instance: self.ctx.index,
+            subscription: subscription_id,
+            label: label.to_owned(),
+        });
         self.call_time().await;
         self.panel().keys.entry(label.to_owned()).or_insert((subscription_id, true));
         Ok(PanelKey { panel_key_id: label.to_owned(), access_uri: format!("vless://{label}@vpn.example") })

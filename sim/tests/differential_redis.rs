@@ -20,15 +20,32 @@ use atlas_sim::world::{self, Network};
 
 #[derive(Clone, Debug)]
 enum Op {
-    Begin { user: i64, update: i64 },
+    Begin {
+        user: i64,
+        update: i64,
+    },
     /// Commit the user's latest ticket.
-    Commit { user: i64, write: u8 },
-    Acquire { user: i64 },
+    Commit {
+        user: i64,
+        write: u8,
+    },
+    Acquire {
+        user: i64,
+    },
     /// Release the latest guard of the user's lock.
-    Release { user: i64 },
-    Rate { user: i64, action: u8 },
-    Lead { role: u8 },
-    Resign { role: u8 },
+    Release {
+        user: i64,
+    },
+    Rate {
+        user: i64,
+        action: u8,
+    },
+    Lead {
+        role: u8,
+    },
+    Resign {
+        role: u8,
+    },
 }
 
 fn ops(seed: u64) -> Vec<Op> {
@@ -90,15 +107,17 @@ async fn apply(c: &impl Coordination, ops: &[Op]) -> Vec<String> {
                     format!("{:?}", c.commit_update(uid(*user), t, write).await.unwrap())
                 }
             },
-            Op::Acquire { user } => match c.acquire_lock(LockName::KeyReissue(uid(*user)), Duration::from_secs(30)).await.unwrap() {
-                Some(g) => {
-                    let grew = fences.get(user).is_none_or(|last| g.fencing_token > *last);
-                    fences.insert(*user, g.fencing_token);
-                    guards.insert(*user, g);
-                    format!("acquired (token grew: {grew})")
+            Op::Acquire { user } => {
+                match c.acquire_lock(LockName::KeyReissue(uid(*user)), Duration::from_secs(30)).await.unwrap() {
+                    Some(g) => {
+                        let grew = fences.get(user).is_none_or(|last| g.fencing_token > *last);
+                        fences.insert(*user, g.fencing_token);
+                        guards.insert(*user, g);
+                        format!("acquired (token grew: {grew})")
+                    }
+                    None => "held".into(),
                 }
-                None => "held".into(),
-            },
+            }
             Op::Release { user } => match guards.get(user) {
                 None => "no guard".into(),
                 Some(g) => format!("released {}", c.release_lock(g).await.unwrap()),
@@ -148,7 +167,12 @@ fn sim_answers(seed: u64, ops: Vec<Op>) -> Vec<String> {
     let answers = Rc::new(RefCell::new(Vec::new()));
     let out = answers.clone();
     sim.client("atlas-0", async move {
-        let c = world::redis_coordination(&world::keys(), SimClock::default(), world::instance_ids(seed, 0), Duration::from_secs(30));
+        let c = world::redis_coordination(
+            &world::keys(),
+            SimClock::default(),
+            world::instance_ids(seed, 0),
+            Duration::from_secs(30),
+        );
         *out.borrow_mut() = apply(&c, &ops).await;
         Ok(())
     });

@@ -49,7 +49,11 @@ fn ops(seed: u64) -> Vec<Op> {
             match n(17) {
                 0 | 1 => Op::TopUp { user, payment: n(8), amount: amounts[n(6) as usize] },
                 2 => Op::Adjust { user, credit: n(2) == 0, amount: amounts[n(6) as usize] },
-                3 => Op::CreatePromo { code: n(3) as usize, percent: [10, 50, 100, 0][n(4) as usize], max: [None, Some(1), Some(2)][n(3) as usize] },
+                3 => Op::CreatePromo {
+                    code: n(3) as usize,
+                    percent: [10, 50, 100, 0][n(4) as usize],
+                    max: [None, Some(1), Some(2)][n(3) as usize],
+                },
                 4 => Op::Validate { user, code: n(3) as usize },
                 5 | 6 => Op::Purchase {
                     user,
@@ -67,8 +71,11 @@ fn ops(seed: u64) -> Vec<Op> {
                 13 => Op::AutoRenewSwitch { user, on: n(3) != 0 },
                 14 => Op::AutoRenew { days_later: [0, 29, 40, 100][n(4) as usize] },
                 15 => [Op::Trial { user }, Op::Activate { user, ok: n(2) == 0 }][n(2) as usize].clone(),
-                _ => [Op::Install { user, token: n(5) }, Op::ClaimFence { user, token: n(5) }, Op::Claim { user, threshold: n(3) }]
-                    [n(3) as usize]
+                _ => [
+                    Op::Install { user, token: n(5) },
+                    Op::ClaimFence { user, token: n(5) },
+                    Op::Claim { user, threshold: n(3) },
+                ][n(3) as usize]
                     .clone(),
             }
         })
@@ -108,17 +115,23 @@ fn request(user: i64, tariff: &str, days: i32, promo: Option<usize>, key: Option
 
 fn payment(stars: bool, id: u64, amount: i64) -> ProviderPayment {
     let provider = if stars { PaymentProviderKind::Stars } else { PaymentProviderKind::Crypto };
-    ProviderPayment { provider, payment_id: ProviderPaymentId::parse(&format!("p{id}")).unwrap(), amount: Money::from_minor(amount).unwrap() }
+    ProviderPayment {
+        provider,
+        payment_id: ProviderPaymentId::parse(&format!("p{id}")).unwrap(),
+        amount: Money::from_minor(amount).unwrap(),
+    }
 }
 
 /// Runs one operation on any store and describes the answer, ids renamed.
 async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
     let now = t0();
     match op.clone() {
-        Op::TopUp { user, payment: p, amount } => match s.top_up(uid(user), crypto(&format!("t{p}"), amount), now).await {
-            Ok(o) => format!("{:?} balance {}", o.applied, o.balance),
-            Err(e) => format!("{e:?}"),
-        },
+        Op::TopUp { user, payment: p, amount } => {
+            match s.top_up(uid(user), crypto(&format!("t{p}"), amount), now).await {
+                Ok(o) => format!("{:?} balance {}", o.applied, o.balance),
+                Err(e) => format!("{e:?}"),
+            }
+        }
         Op::Adjust { user, credit, amount } => {
             let adjustment = AdminAdjustment {
                 admin: uid(99),
@@ -134,17 +147,30 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
             }
         }
         Op::CreatePromo { code, percent, max } => {
-            let promo = NewPromo { code: PromoCode::parse(CODES[code]).unwrap(), discount_percent: percent, max_uses: max, expires_at: None, created_by: uid(99) };
+            let promo = NewPromo {
+                code: PromoCode::parse(CODES[code]).unwrap(),
+                discount_percent: percent,
+                max_uses: max,
+                expires_at: None,
+                created_by: uid(99),
+            };
             format!("{:?}", s.create_promo(promo, now).await)
         }
-        Op::Validate { user, code } => format!("{:?}", s.validate_promo(uid(user), &PromoCode::parse(CODES[code]).unwrap(), now).await),
-        Op::Purchase { user, tariff, days, promo, key } => match s.purchase_from_balance(request(user, tariff, days, promo, key), now).await {
-            Ok(o) => {
-                let index = ids.purchase(o.purchase_id, o.amount);
-                format!("{:?} purchase {index} amount {} until {} balance {}", o.applied, o.amount, o.expires_at, o.balance)
+        Op::Validate { user, code } => {
+            format!("{:?}", s.validate_promo(uid(user), &PromoCode::parse(CODES[code]).unwrap(), now).await)
+        }
+        Op::Purchase { user, tariff, days, promo, key } => {
+            match s.purchase_from_balance(request(user, tariff, days, promo, key), now).await {
+                Ok(o) => {
+                    let index = ids.purchase(o.purchase_id, o.amount);
+                    format!(
+                        "{:?} purchase {index} amount {} until {} balance {}",
+                        o.applied, o.amount, o.expires_at, o.balance
+                    )
+                }
+                Err(e) => format!("{e:?}"),
             }
-            Err(e) => format!("{e:?}"),
-        },
+        }
         Op::Pending { user, stars, promo, key } => {
             let provider = if stars { PaymentProviderKind::Stars } else { PaymentProviderKind::Crypto };
             match s.create_pending_purchase(request(user, "basic", 30, promo, key), provider, 600, now).await {
@@ -162,7 +188,10 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         }
         Op::Close { purchase, cancel } => {
             let Some(&(id, _)) = ids.purchases.get(purchase) else { return "no purchase".into() };
-            format!("{:?}", s.close_pending_purchase(id, if cancel { Closure::Cancelled } else { Closure::Expired }).await)
+            format!(
+                "{:?}",
+                s.close_pending_purchase(id, if cancel { Closure::Cancelled } else { Closure::Expired }).await
+            )
         }
         Op::Referral { purchase } => {
             let Some(&(id, _)) = ids.purchases.get(purchase) else { return "no purchase".into() };
@@ -170,7 +199,16 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         }
         Op::Withdraw { user, amount } => {
             let requisites = Requisites::parse("card 0000 1111").unwrap();
-            match s.create_withdrawal(uid(user), Money::parse(amount).unwrap(), requisites, Money::parse("100").unwrap(), now).await {
+            match s
+                .create_withdrawal(
+                    uid(user),
+                    Money::parse(amount).unwrap(),
+                    requisites,
+                    Money::parse("100").unwrap(),
+                    now,
+                )
+                .await
+            {
                 Ok(o) => {
                     ids.withdrawals.push(o.withdrawal_id);
                     format!("withdrawal {} balance {}", ids.withdrawals.len() - 1, o.balance)
@@ -180,16 +218,21 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         }
         Op::Decide { withdrawal, approve } => {
             let Some(&id) = ids.withdrawals.get(withdrawal) else { return "no withdrawal".into() };
-            let decision = WithdrawalDecision { withdrawal_id: id, admin: uid(99), approve, reason: None, correlation_id: None };
+            let decision =
+                WithdrawalDecision { withdrawal_id: id, admin: uid(99), approve, reason: None, correlation_id: None };
             format!("{:?}", s.decide_withdrawal(decision, now).await)
         }
         Op::AutoRenewSwitch { user, on } => format!("{:?}", s.set_auto_renew(uid(user), on, now).await.unwrap()),
-        Op::AutoRenew { days_later } => match s.auto_renew_next(now + Duration::days(days_later), 86_400).await.unwrap() {
-            Some(RenewalOutcome::Renewed { user, amount, expires_at, .. }) => format!("renewed {user} {amount} until {expires_at}"),
-            Some(RenewalOutcome::InsufficientFunds { user, .. }) => format!("insufficient {user}"),
-            Some(RenewalOutcome::TariffUnavailable { user, .. }) => format!("unavailable {user}"),
-            other => format!("{other:?}"),
-        },
+        Op::AutoRenew { days_later } => {
+            match s.auto_renew_next(now + Duration::days(days_later), 86_400).await.unwrap() {
+                Some(RenewalOutcome::Renewed { user, amount, expires_at, .. }) => {
+                    format!("renewed {user} {amount} until {expires_at}")
+                }
+                Some(RenewalOutcome::InsufficientFunds { user, .. }) => format!("insufficient {user}"),
+                Some(RenewalOutcome::TariffUnavailable { user, .. }) => format!("unavailable {user}"),
+                other => format!("{other:?}"),
+            }
+        }
         Op::Trial { user } => match s.activate_trial(uid(user), &TariffCode::parse("basic").unwrap(), 3, now).await {
             Ok(sub) => format!("trial until {}", sub.expires_at),
             Err(e) => format!("{e:?}"),
@@ -217,7 +260,10 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         }
         Op::Claim { user, threshold } => {
             let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };
-            format!("{:?}", s.claim_notice(sub.id, NoticeKind::ExpiryReminder, &format!("{threshold}h"), now).await.unwrap())
+            format!(
+                "{:?}",
+                s.claim_notice(sub.id, NoticeKind::ExpiryReminder, &format!("{threshold}h"), now).await.unwrap()
+            )
         }
     }
 }
@@ -234,7 +280,11 @@ async fn run(s: &impl Store, ops: &[Op]) -> Vec<String> {
     }
     for user in 1..=USERS {
         let u = s.user(uid(user)).await.unwrap().unwrap();
-        let sub = s.subscription(uid(user)).await.unwrap().map(|s| (s.expires_at, s.activation_status, s.key_fence, s.auto_renew));
+        let sub = s
+            .subscription(uid(user))
+            .await
+            .unwrap()
+            .map(|s| (s.expires_at, s.activation_status, s.key_fence, s.auto_renew));
         out.push(format!("user {user}: balance {} trial {} subscription {sub:?}", u.balance, u.trial_used));
     }
     out

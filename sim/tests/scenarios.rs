@@ -28,8 +28,11 @@ fn every_scenario_holds_on_redis() {
 #[test]
 fn every_scenario_fails_on_the_legacy_design_with_a_named_invariant() {
     for scenario in scenarios() {
-        let failed = (0..SEEDS).map(|seed| run(&scenario, seed, Mode::Legacy).unwrap()).find(|r| !r.violations.is_empty());
-        let result = failed.unwrap_or_else(|| panic!("{}: the legacy design held on every seed; the scenario shows nothing", scenario.name));
+        let failed =
+            (0..SEEDS).map(|seed| run(&scenario, seed, Mode::Legacy).unwrap()).find(|r| !r.violations.is_empty());
+        let result = failed.unwrap_or_else(|| {
+            panic!("{}: the legacy design held on every seed; the scenario shows nothing", scenario.name)
+        });
         assert!(scenario.invariants.contains(&result.violations[0].0));
     }
 }

@@ -106,7 +106,13 @@ pub async fn user_with_balance(store: &PgStore, id: i64, balance: &str) -> UserI
 }
 
 /// Creates a promo code through the store, as an admin would.
-pub async fn create_promo(db: &TestDb, code: &str, percent: i32, max_uses: Option<i32>, expires_at: Option<DateTime<Utc>>) {
+pub async fn create_promo(
+    db: &TestDb,
+    code: &str,
+    percent: i32,
+    max_uses: Option<i32>,
+    expires_at: Option<DateTime<Utc>>,
+) {
     let promo = atlas::ports::store::NewPromo {
         code: atlas::domain::PromoCode::parse(code).expect("valid test code"),
         discount_percent: percent,

@@ -154,8 +154,14 @@ async fn purchase_refusals_write_nothing() {
         PurchaseError::IdempotencyKeyReused
     );
     // A key of a provider purchase is not a key of a balance purchase, and the other way round.
-    s.create_pending_purchase(purchase(rich, None, Some("invoice-key")), PaymentProviderKind::Crypto, 600, t0()).await.unwrap();
-    refused_without_writes!(&db, s.purchase_from_balance(purchase(rich, None, Some("invoice-key")), t0()), PurchaseError::IdempotencyKeyReused);
+    s.create_pending_purchase(purchase(rich, None, Some("invoice-key")), PaymentProviderKind::Crypto, 600, t0())
+        .await
+        .unwrap();
+    refused_without_writes!(
+        &db,
+        s.purchase_from_balance(purchase(rich, None, Some("invoice-key")), t0()),
+        PurchaseError::IdempotencyKeyReused
+    );
     refused_without_writes!(
         &db,
         s.create_pending_purchase(purchase(rich, None, Some("shared-key")), PaymentProviderKind::Crypto, 600, t0()),
@@ -550,15 +556,21 @@ async fn reissued_keys_are_fenced_by_token() {
     assert_eq!(first.replaced_panel_key_id, None);
     // A newer holder claims 7 while the holder of 6 (whose lock expired) is still at the panel.
     s.claim_key_fence(sub, 7, t0()).await.unwrap();
-    refused_without_writes!(&db, s.install_reissued_key(sub, 6, key(6), t0()), KeyError::StaleFencingToken { current: 7 });
+    refused_without_writes!(
+        &db,
+        s.install_reissued_key(sub, 6, key(6), t0()),
+        KeyError::StaleFencingToken { current: 7 }
+    );
     refused_without_writes!(&db, s.claim_key_fence(sub, 6, t0()), KeyError::StaleFencingToken { current: 7 });
     refused_without_writes!(&db, s.claim_key_fence(sub, 7, t0()), KeyError::StaleFencingToken { current: 7 });
     let second = s.install_reissued_key(sub, 7, key(7), t0()).await.unwrap();
     assert_eq!(second.replaced_panel_key_id.as_deref(), Some("k5"));
     refused_without_writes!(&db, s.install_reissued_key(404, 9, key(9), t0()), KeyError::UnknownSubscription);
     refused_without_writes!(&db, s.claim_key_fence(404, 9, t0()), KeyError::UnknownSubscription);
-    let active: Vec<String> =
-        sqlx::query_scalar("SELECT panel_key_id FROM vpn_keys WHERE status = 'active'").fetch_all(db.pool()).await.unwrap();
+    let active: Vec<String> = sqlx::query_scalar("SELECT panel_key_id FROM vpn_keys WHERE status = 'active'")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
     assert_eq!(active, vec!["k7".to_owned()]);
 }
 

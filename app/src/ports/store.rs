@@ -401,11 +401,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<AdjustOutcome, BalanceError>> + Send;
 
     /// Creates a promo code (admin); refuses a code that exists, in any state.
-    fn create_promo(&self, promo: NewPromo, now: DateTime<Utc>) -> impl Future<Output = Result<(), PromoCreateError>> + Send;
+    fn create_promo(
+        &self,
+        promo: NewPromo,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PromoCreateError>> + Send;
 
     /// Turns auto-renewal on or off; `false` when the user has no subscription.
-    fn set_auto_renew(&self, user: UserId, enabled: bool, now: DateTime<Utc>)
-    -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn set_auto_renew(
+        &self,
+        user: UserId,
+        enabled: bool,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Read-only check that `user` could use `code` now (what the user sees before paying).
     fn validate_promo(
@@ -505,8 +513,12 @@ pub trait Store: Send + Sync + 'static {
     /// Registers a reissue's fencing token right after its lock was taken, before the panel is
     /// called; refuses a token not newer than the stored one. From then on every older holder's
     /// install is refused.
-    fn claim_key_fence(&self, subscription_id: i64, fencing_token: u64, now: DateTime<Utc>)
-    -> impl Future<Output = Result<(), KeyError>> + Send;
+    fn claim_key_fence(
+        &self,
+        subscription_id: i64,
+        fencing_token: u64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), KeyError>> + Send;
 
     /// Writes a reissued key under a fencing token; refuses a token older than the stored one.
     fn install_reissued_key(

@@ -98,7 +98,12 @@ where
             ReissueOutcome::Reissued { key, fencing_token: guard.fencing_token }
         }
         Err(KeyError::StaleFencingToken { current }) => {
-            tracing::warn!(user_id = user.get(), token = guard.fencing_token, current, "reissue fenced off; revoking its key");
+            tracing::warn!(
+                user_id = user.get(),
+                token = guard.fencing_token,
+                current,
+                "reissue fenced off; revoking its key"
+            );
             let _ = vpn.revoke_key(&key.panel_key_id).await;
             ReissueOutcome::Fenced
         }

@@ -65,7 +65,6 @@ impl PgStore {
     pub async fn migrate(&self) -> anyhow::Result<()> {
         MIGRATOR.run(&self.pool).await.context("migration failed")
     }
-
 }
 
 /// Runs a query with the call timeout; a timeout becomes an unexpected error.
@@ -729,12 +728,23 @@ impl Store for PgStore {
         }
     }
 
-    async fn claim_key_fence(&self, subscription_id: i64, fencing_token: u64, now: DateTime<Utc>) -> Result<(), KeyError> {
+    async fn claim_key_fence(
+        &self,
+        subscription_id: i64,
+        fencing_token: u64,
+        now: DateTime<Utc>,
+    ) -> Result<(), KeyError> {
         let token = i64::try_from(fencing_token)
             .map_err(|_| KeyError::Unexpected(anyhow::anyhow!("fencing token out of range")))?;
-        timed(sqlx::query("SELECT atlas_claim_key_fence($1, $2, $3)").bind(subscription_id).bind(token).bind(now).execute(&self.pool))
-            .await
-            .map_err(|e| map_err(e, key_error))?;
+        timed(
+            sqlx::query("SELECT atlas_claim_key_fence($1, $2, $3)")
+                .bind(subscription_id)
+                .bind(token)
+                .bind(now)
+                .execute(&self.pool),
+        )
+        .await
+        .map_err(|e| map_err(e, key_error))?;
         Ok(())
     }
 

@@ -88,7 +88,10 @@ impl RedisState {
                 }
                 None => Reply::err("ERR wrong number of arguments for 'eval' command"),
             },
-            "EVALSHA" => match text(1).map(|sha| sha.to_ascii_lowercase()).and_then(|sha| Some((self.scripts.get(&sha).cloned()?, sha))) {
+            "EVALSHA" => match text(1)
+                .map(|sha| sha.to_ascii_lowercase())
+                .and_then(|sha| Some((self.scripts.get(&sha).cloned()?, sha)))
+            {
                 Some((source, sha)) => self.eval(&sha, &source, &args[2..], now),
                 None => Reply::err("NOSCRIPT No matching script. Please use EVAL."),
             },

@@ -124,7 +124,9 @@ impl SimStore {
         let reply = mailbox.replies.remove(&id);
         drop(mailbox);
         match (answered, reply) {
-            (Ok(Ok(())), Some(reply)) => Ok(*reply.downcast::<T>().map_err(|_| anyhow::anyhow!("reply of the wrong type"))?),
+            (Ok(Ok(())), Some(reply)) => {
+                Ok(*reply.downcast::<T>().map_err(|_| anyhow::anyhow!("reply of the wrong type"))?)
+            }
             (result, _) => {
                 let applied = if pending.is_some() { "not applied" } else { "outcome unknown" };
                 let why = match result {
@@ -144,7 +146,13 @@ impl SimStore {
 }
 
 impl Store for SimStore {
-    async fn register_user(&self, user: UserId, language: Language, referrer: Option<UserId>, now: DateTime<Utc>) -> Result<User, StoreError> {
+    async fn register_user(
+        &self,
+        user: UserId,
+        language: Language,
+        referrer: Option<UserId>,
+        now: DateTime<Utc>,
+    ) -> Result<User, StoreError> {
         Ok(self.call(move |m| m.register_user(user, language, referrer, now)).await?)
     }
 
@@ -160,11 +168,20 @@ impl Store for SimStore {
         Ok(self.call(move |m| m.subscription(user)).await?)
     }
 
-    async fn top_up(&self, user: UserId, payment: ProviderPayment, now: DateTime<Utc>) -> Result<TopUpOutcome, PaymentError> {
+    async fn top_up(
+        &self,
+        user: UserId,
+        payment: ProviderPayment,
+        now: DateTime<Utc>,
+    ) -> Result<TopUpOutcome, PaymentError> {
         self.call(move |m| m.top_up(user, &payment, now)).await?
     }
 
-    async fn admin_adjust(&self, adjustment: AdminAdjustment, now: DateTime<Utc>) -> Result<AdjustOutcome, BalanceError> {
+    async fn admin_adjust(
+        &self,
+        adjustment: AdminAdjustment,
+        now: DateTime<Utc>,
+    ) -> Result<AdjustOutcome, BalanceError> {
         self.call(move |m| m.admin_adjust(&adjustment, now)).await?
     }
 
@@ -176,12 +193,21 @@ impl Store for SimStore {
         Ok(self.call(move |m| m.set_auto_renew(user, enabled)).await?)
     }
 
-    async fn validate_promo(&self, user: UserId, code: &PromoCode, now: DateTime<Utc>) -> Result<PromoQuote, PromoError> {
+    async fn validate_promo(
+        &self,
+        user: UserId,
+        code: &PromoCode,
+        now: DateTime<Utc>,
+    ) -> Result<PromoQuote, PromoError> {
         let code = code.clone();
         self.call(move |m| m.validate_promo(user, &code, now)).await?
     }
 
-    async fn purchase_from_balance(&self, request: PurchaseRequest, now: DateTime<Utc>) -> Result<PurchaseOutcome, PurchaseError> {
+    async fn purchase_from_balance(
+        &self,
+        request: PurchaseRequest,
+        now: DateTime<Utc>,
+    ) -> Result<PurchaseOutcome, PurchaseError> {
         self.call(move |m| m.purchase_from_balance(&request, now)).await?
     }
 
@@ -195,7 +221,12 @@ impl Store for SimStore {
         self.call(move |m| m.create_pending_purchase(&request, provider, ttl_seconds, now)).await?
     }
 
-    async fn finalize_purchase(&self, purchase_id: i64, payment: ProviderPayment, now: DateTime<Utc>) -> Result<FinalizeOutcome, PaymentError> {
+    async fn finalize_purchase(
+        &self,
+        purchase_id: i64,
+        payment: ProviderPayment,
+        now: DateTime<Utc>,
+    ) -> Result<FinalizeOutcome, PaymentError> {
         self.call(move |m| m.finalize_purchase(purchase_id, &payment, now)).await?
     }
 
@@ -203,24 +234,49 @@ impl Store for SimStore {
         self.call(move |m| m.close_pending_purchase(purchase_id, closure)).await?
     }
 
-    async fn grant_referral_reward(&self, purchase_id: i64, percent: u8, now: DateTime<Utc>) -> Result<ReferralOutcome, ReferralError> {
+    async fn grant_referral_reward(
+        &self,
+        purchase_id: i64,
+        percent: u8,
+        now: DateTime<Utc>,
+    ) -> Result<ReferralOutcome, ReferralError> {
         self.call(move |m| m.grant_referral_reward(purchase_id, percent, now)).await?
     }
 
-    async fn create_withdrawal(&self, user: UserId, amount: Money, _requisites: Requisites, minimum: Money, _now: DateTime<Utc>)
-    -> Result<WithdrawalCreated, WithdrawalError> {
+    async fn create_withdrawal(
+        &self,
+        user: UserId,
+        amount: Money,
+        _requisites: Requisites,
+        minimum: Money,
+        _now: DateTime<Utc>,
+    ) -> Result<WithdrawalCreated, WithdrawalError> {
         self.call(move |m| m.create_withdrawal(user, amount, minimum)).await?
     }
 
-    async fn decide_withdrawal(&self, decision: WithdrawalDecision, _now: DateTime<Utc>) -> Result<WithdrawalDecided, WithdrawalError> {
+    async fn decide_withdrawal(
+        &self,
+        decision: WithdrawalDecision,
+        _now: DateTime<Utc>,
+    ) -> Result<WithdrawalDecided, WithdrawalError> {
         self.call(move |m| m.decide_withdrawal(&decision)).await?
     }
 
-    async fn auto_renew_next(&self, now: DateTime<Utc>, horizon_seconds: i32) -> Result<Option<RenewalOutcome>, StoreError> {
+    async fn auto_renew_next(
+        &self,
+        now: DateTime<Utc>,
+        horizon_seconds: i32,
+    ) -> Result<Option<RenewalOutcome>, StoreError> {
         Ok(self.call(move |m| m.auto_renew_next(now, horizon_seconds)).await?)
     }
 
-    async fn activate_trial(&self, user: UserId, tariff: &TariffCode, days: i32, now: DateTime<Utc>) -> Result<Subscription, TrialError> {
+    async fn activate_trial(
+        &self,
+        user: UserId,
+        tariff: &TariffCode,
+        days: i32,
+        now: DateTime<Utc>,
+    ) -> Result<Subscription, TrialError> {
         let tariff = tariff.clone();
         self.call(move |m| m.activate_trial(user, &tariff, days, now)).await?
     }
@@ -229,11 +285,21 @@ impl Store for SimStore {
         Ok(self.call(move |m| m.pending_activations(limit)).await?)
     }
 
-    async fn record_activation(&self, subscription_id: i64, result: ActivationResult, _now: DateTime<Utc>) -> Result<ActivationOutcome, StoreError> {
+    async fn record_activation(
+        &self,
+        subscription_id: i64,
+        result: ActivationResult,
+        _now: DateTime<Utc>,
+    ) -> Result<ActivationOutcome, StoreError> {
         Ok(self.call(move |m| m.record_activation(subscription_id, &result)).await?)
     }
 
-    async fn claim_key_fence(&self, subscription_id: i64, fencing_token: u64, _now: DateTime<Utc>) -> Result<(), KeyError> {
+    async fn claim_key_fence(
+        &self,
+        subscription_id: i64,
+        fencing_token: u64,
+        _now: DateTime<Utc>,
+    ) -> Result<(), KeyError> {
         let (instance, subscription, token) = (self.instance, subscription_id, fencing_token);
         self.note(Event::KeyClaim { instance, subscription, token });
         let result = self.call(move |m| m.claim_key_fence(subscription_id, fencing_token)).await;
@@ -246,18 +312,35 @@ impl Store for SimStore {
         result?
     }
 
-    async fn install_reissued_key(&self, subscription_id: i64, fencing_token: u64, key: PanelKey, _now: DateTime<Utc>) -> Result<KeyInstalled, KeyError> {
+    async fn install_reissued_key(
+        &self,
+        subscription_id: i64,
+        fencing_token: u64,
+        key: PanelKey,
+        _now: DateTime<Utc>,
+    ) -> Result<KeyInstalled, KeyError> {
         let result = self.call(move |m| m.install_reissued_key(subscription_id, fencing_token, &key)).await;
         let installed = match &result {
             Ok(Ok(_)) => "installed",
             Ok(Err(KeyError::StaleFencingToken { .. })) => "fenced",
             _ => "failed",
         };
-        self.note(Event::KeyInstall { instance: self.instance, subscription: subscription_id, token: fencing_token, result: installed.into() });
+        self.note(Event::KeyInstall {
+            instance: self.instance,
+            subscription: subscription_id,
+            token: fencing_token,
+            result: installed.into(),
+        });
         result?
     }
 
-    async fn claim_notice(&self, subscription_id: i64, kind: NoticeKind, threshold: &str, _now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn claim_notice(
+        &self,
+        subscription_id: i64,
+        kind: NoticeKind,
+        threshold: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let threshold = threshold.to_owned();
         Ok(self.call(move |m| m.claim_notice(subscription_id, kind, &threshold)).await?)
     }

@@ -183,7 +183,10 @@ impl Model {
         let row = self.users.get_mut(&user).expect("ledger entries are for known users");
         row.balance += amount;
         assert!(row.balance >= 0, "a balance went below zero: the CHECK would have refused");
-        assert!(self.ledger_refs.insert((kind, reference.clone())), "a ledger reference repeated: UNIQUE (kind, reference)");
+        assert!(
+            self.ledger_refs.insert((kind, reference.clone())),
+            "a ledger reference repeated: UNIQUE (kind, reference)"
+        );
         self.ledger.push((user, amount, kind, reference));
     }
 
@@ -268,7 +271,12 @@ impl Model {
         now + period
     }
 
-    fn idempotent(&self, key: Option<&IdempotencyKey>, user: UserId, from_balance: bool) -> Result<Option<i64>, &'static str> {
+    fn idempotent(
+        &self,
+        key: Option<&IdempotencyKey>,
+        user: UserId,
+        from_balance: bool,
+    ) -> Result<Option<i64>, &'static str> {
         let Some(purchase) = key.and_then(|k| self.idempotency.get(k.as_str())) else {
             return Ok(None);
         };
@@ -300,7 +308,16 @@ impl Model {
         let (tariff_id, price, promo) = quote;
         let amount = promo.map_or(price, |(_, percent)| discounted(price, percent));
         let id = self.id();
-        let row = PurchaseRow { user: r.user, tariff_id, period_days: r.days, promo_id: promo.map(|p| p.0), amount, method, status, expires_at };
+        let row = PurchaseRow {
+            user: r.user,
+            tariff_id,
+            period_days: r.days,
+            promo_id: promo.map(|p| p.0),
+            amount,
+            method,
+            status,
+            expires_at,
+        };
         self.purchases.insert(id, row);
         if let (Some((promo_id, _)), Some(code)) = (promo, &r.promo) {
             self.promos.get_mut(code.as_str()).expect("checked").used_count += 1;
@@ -312,10 +329,19 @@ impl Model {
         (id, amount)
     }
 
-    pub fn register_user(&mut self, user: UserId, language: Language, referrer: Option<UserId>, now: DateTime<Utc>) -> User {
+    pub fn register_user(
+        &mut self,
+        user: UserId,
+        language: Language,
+        referrer: Option<UserId>,
+        now: DateTime<Utc>,
+    ) -> User {
         if !self.users.contains_key(&user) {
             let referrer = referrer.filter(|r| *r != user && self.users.contains_key(r));
-            self.users.insert(user, UserRow { language, referrer, trial_used: false, banned: false, balance: 0, created_at: now });
+            self.users.insert(
+                user,
+                UserRow { language, referrer, trial_used: false, banned: false, balance: 0, created_at: now },
+            );
         }
         self.user(user).expect("just registered")
     }
@@ -366,7 +392,12 @@ impl Model {
         })
     }
 
-    pub fn top_up(&mut self, user: UserId, p: &ProviderPayment, _now: DateTime<Utc>) -> Result<TopUpOutcome, PaymentError> {
+    pub fn top_up(
+        &mut self,
+        user: UserId,
+        p: &ProviderPayment,
+        _now: DateTime<Utc>,
+    ) -> Result<TopUpOutcome, PaymentError> {
         let balance = match self.lock_user(user) {
             Ok(u) => u.balance,
             Err("USER_BANNED") => return Err(PaymentError::UserBanned),
@@ -412,7 +443,14 @@ impl Model {
             return Err(PromoCreateError::AlreadyExists);
         }
         let id = self.id();
-        let row = PromoRow { id, discount_percent: p.discount_percent, max_uses: p.max_uses, used_count: 0, active: true, expires_at: p.expires_at };
+        let row = PromoRow {
+            id,
+            discount_percent: p.discount_percent,
+            max_uses: p.max_uses,
+            used_count: 0,
+            active: true,
+            expires_at: p.expires_at,
+        };
         self.promos.insert(p.code.as_str().to_owned(), row);
         Ok(())
     }
@@ -447,11 +485,24 @@ impl Model {
         }
     }
 
-    pub fn purchase_from_balance(&mut self, r: &PurchaseRequest, now: DateTime<Utc>) -> Result<PurchaseOutcome, PurchaseError> {
+    pub fn purchase_from_balance(
+        &mut self,
+        r: &PurchaseRequest,
+        now: DateTime<Utc>,
+    ) -> Result<PurchaseOutcome, PurchaseError> {
         let balance = self.lock_user(r.user).map_err(user_refusal)?.balance;
-        if let Some(id) = self.idempotent(r.idempotency_key.as_ref(), r.user, true).map_err(|_| PurchaseError::IdempotencyKeyReused)? {
+        if let Some(id) = self
+            .idempotent(r.idempotency_key.as_ref(), r.user, true)
+            .map_err(|_| PurchaseError::IdempotencyKeyReused)?
+        {
             let expires_at = self.subscription(r.user).expect("a paid purchase has a subscription").expires_at;
-            return Ok(PurchaseOutcome { applied: Applied::Duplicate, purchase_id: id, amount: self.purchases[&id].amount, expires_at, balance });
+            return Ok(PurchaseOutcome {
+                applied: Applied::Duplicate,
+                purchase_id: id,
+                amount: self.purchases[&id].amount,
+                expires_at,
+                balance,
+            });
         }
         let quote = self.quote(r, now)?;
         let amount = quote.2.map_or(quote.1, |(_, percent)| discounted(quote.1, percent));
@@ -474,9 +525,17 @@ impl Model {
         now: DateTime<Utc>,
     ) -> Result<PendingPurchase, PurchaseError> {
         self.lock_user(r.user).map_err(user_refusal)?;
-        if let Some(id) = self.idempotent(r.idempotency_key.as_ref(), r.user, false).map_err(|_| PurchaseError::IdempotencyKeyReused)? {
+        if let Some(id) = self
+            .idempotent(r.idempotency_key.as_ref(), r.user, false)
+            .map_err(|_| PurchaseError::IdempotencyKeyReused)?
+        {
             let p = &self.purchases[&id];
-            return Ok(PendingPurchase { applied: Applied::Duplicate, purchase_id: id, amount: p.amount, expires_at: p.expires_at });
+            return Ok(PendingPurchase {
+                applied: Applied::Duplicate,
+                purchase_id: id,
+                amount: p.amount,
+                expires_at: p.expires_at,
+            });
         }
         let quote = self.quote(r, now)?;
         let expires_at = now + Duration::seconds(i64::from(ttl_seconds));
@@ -484,7 +543,12 @@ impl Model {
         Ok(PendingPurchase { applied: Applied::Done, purchase_id: id, amount, expires_at })
     }
 
-    pub fn finalize_purchase(&mut self, purchase_id: i64, p: &ProviderPayment, now: DateTime<Utc>) -> Result<FinalizeOutcome, PaymentError> {
+    pub fn finalize_purchase(
+        &mut self,
+        purchase_id: i64,
+        p: &ProviderPayment,
+        now: DateTime<Utc>,
+    ) -> Result<FinalizeOutcome, PaymentError> {
         let Some(purchase) = self.purchases.get(&purchase_id) else {
             return Err(PaymentError::UnknownPurchase);
         };
@@ -536,7 +600,12 @@ impl Model {
         Ok(())
     }
 
-    pub fn grant_referral_reward(&mut self, purchase_id: i64, percent: u8, _now: DateTime<Utc>) -> Result<ReferralOutcome, ReferralError> {
+    pub fn grant_referral_reward(
+        &mut self,
+        purchase_id: i64,
+        percent: u8,
+        _now: DateTime<Utc>,
+    ) -> Result<ReferralOutcome, ReferralError> {
         let p = self.purchases.get(&purchase_id).ok_or(ReferralError::UnknownPurchase)?;
         if p.status != PurchaseStatus::Paid {
             return Err(ReferralError::PurchaseNotPaid);
@@ -556,7 +625,12 @@ impl Model {
         Ok(ReferralOutcome::Granted { referrer, amount })
     }
 
-    pub fn create_withdrawal(&mut self, user: UserId, amount: Money, minimum: Money) -> Result<WithdrawalCreated, WithdrawalError> {
+    pub fn create_withdrawal(
+        &mut self,
+        user: UserId,
+        amount: Money,
+        minimum: Money,
+    ) -> Result<WithdrawalCreated, WithdrawalError> {
         let balance = match self.lock_user(user) {
             Ok(u) => u.balance,
             Err("USER_BANNED") => return Err(WithdrawalError::UserBanned),
@@ -593,7 +667,9 @@ impl Model {
         let s = self
             .subscriptions
             .values()
-            .filter(|s| s.auto_renew && !s.is_trial && s.expires_at <= due && !self.renewals.contains(&(s.id, s.expires_at)))
+            .filter(|s| {
+                s.auto_renew && !s.is_trial && s.expires_at <= due && !self.renewals.contains(&(s.id, s.expires_at))
+            })
             .min_by_key(|s| (s.expires_at, s.id))?;
         let (id, user, tariff_id, days, period_start) = (s.id, s.user, s.tariff_id, s.period_days, s.expires_at);
         let active = self.tariffs.iter().any(|t| t.id == tariff_id && t.active);
@@ -614,7 +690,13 @@ impl Model {
         Some(RenewalOutcome::Renewed { subscription_id: id, user, amount: price, expires_at: s.expires_at })
     }
 
-    pub fn activate_trial(&mut self, user: UserId, tariff: &TariffCode, days: i32, now: DateTime<Utc>) -> Result<Subscription, TrialError> {
+    pub fn activate_trial(
+        &mut self,
+        user: UserId,
+        tariff: &TariffCode,
+        days: i32,
+        now: DateTime<Utc>,
+    ) -> Result<Subscription, TrialError> {
         let row = match self.lock_user(user) {
             Ok(u) => u,
             Err("USER_BANNED") => return Err(TrialError::UserBanned),
@@ -653,7 +735,9 @@ impl Model {
     }
 
     pub fn record_activation(&mut self, subscription_id: i64, result: &ActivationResult) -> ActivationOutcome {
-        let Some(s) = self.subscriptions.get_mut(&subscription_id).filter(|s| s.activation_status == ActivationStatus::Pending) else {
+        let Some(s) =
+            self.subscriptions.get_mut(&subscription_id).filter(|s| s.activation_status == ActivationStatus::Pending)
+        else {
             return ActivationOutcome::NotPending;
         };
         match result {
@@ -675,7 +759,8 @@ impl Model {
     }
 
     pub fn claim_key_fence(&mut self, subscription_id: i64, token: u64) -> Result<(), KeyError> {
-        let token = i64::try_from(token).map_err(|_| KeyError::Unexpected(anyhow::anyhow!("fencing token out of range")))?;
+        let token =
+            i64::try_from(token).map_err(|_| KeyError::Unexpected(anyhow::anyhow!("fencing token out of range")))?;
         let s = self.subscriptions.get_mut(&subscription_id).ok_or(KeyError::UnknownSubscription)?;
         if token <= s.key_fence {
             return Err(KeyError::StaleFencingToken { current: s.key_fence });
@@ -684,8 +769,14 @@ impl Model {
         Ok(())
     }
 
-    pub fn install_reissued_key(&mut self, subscription_id: i64, token: u64, key: &PanelKey) -> Result<KeyInstalled, KeyError> {
-        let token = i64::try_from(token).map_err(|_| KeyError::Unexpected(anyhow::anyhow!("fencing token out of range")))?;
+    pub fn install_reissued_key(
+        &mut self,
+        subscription_id: i64,
+        token: u64,
+        key: &PanelKey,
+    ) -> Result<KeyInstalled, KeyError> {
+        let token =
+            i64::try_from(token).map_err(|_| KeyError::Unexpected(anyhow::anyhow!("fencing token out of range")))?;
         let s = self.subscriptions.get_mut(&subscription_id).ok_or(KeyError::UnknownSubscription)?;
         if token < s.key_fence {
             return Err(KeyError::StaleFencingToken { current: s.key_fence });

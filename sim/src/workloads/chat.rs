@@ -26,7 +26,14 @@ pub struct Delivery {
 }
 
 /// The deliveries of a run, fixed by the seed, in time order.
-pub fn deliveries(seed: u64, instances: usize, chats: u32, updates_per_chat: u32, gap_ms: [u64; 2], redelivery: f64) -> Vec<Delivery> {
+pub fn deliveries(
+    seed: u64,
+    instances: usize,
+    chats: u32,
+    updates_per_chat: u32,
+    gap_ms: [u64; 2],
+    redelivery: f64,
+) -> Vec<Delivery> {
     let ids = SeededIds::new(seed ^ 0xC4A7);
     let mut out = Vec::new();
     let mut update_id = 0;
@@ -48,7 +55,12 @@ pub fn deliveries(seed: u64, instances: usize, chats: u32, updates_per_chat: u32
     out
 }
 
-pub async fn run<C: Coordination>(ctx: InstanceCtx, coordination: C, deliveries: Rc<Vec<Delivery>>, handler_ms: [u64; 2]) {
+pub async fn run<C: Coordination>(
+    ctx: InstanceCtx,
+    coordination: C,
+    deliveries: Rc<Vec<Delivery>>,
+    handler_ms: [u64; 2],
+) {
     let started = sim_now();
     let ids = Rc::new(ctx.workload_ids(started));
     let local = MemoryCoordination::new(Arc::new(ctx.clock), Arc::new(SeededIds::new(ctx.seed ^ 0x10CA1)));
@@ -62,7 +74,13 @@ pub async fn run<C: Coordination>(ctx: InstanceCtx, coordination: C, deliveries:
     std::future::pending::<()>().await;
 }
 
-async fn handle<C: Coordination>(ctx: InstanceCtx, guarded: Rc<Guarded<C>>, ids: Rc<SeededIds>, d: Delivery, handler_ms: [u64; 2]) {
+async fn handle<C: Coordination>(
+    ctx: InstanceCtx,
+    guarded: Rc<Guarded<C>>,
+    ids: Rc<SeededIds>,
+    d: Delivery,
+    handler_ms: [u64; 2],
+) {
     let id = crate::history::lock(&ctx.history).next_id();
     let (history, index) = (ctx.history.clone(), ctx.index);
     let work = between(ids.as_ref(), handler_ms);
@@ -72,7 +90,14 @@ async fn handle<C: Coordination>(ctx: InstanceCtx, guarded: Rc<Guarded<C>>, ids:
         async move {
             let fsm = update.fsm.unwrap_or_default();
             let read = fsm.data.map(|b| String::from_utf8_lossy(&b).into_owned());
-            let start = Event::HandlerStart { id, instance: index, chat: d.chat, update: d.update, version: fsm.version, read: read.clone() };
+            let start = Event::HandlerStart {
+                id,
+                instance: index,
+                chat: d.chat,
+                update: d.update,
+                version: fsm.version,
+                read: read.clone(),
+            };
             crate::history::lock(&history).push(start);
             tokio::time::sleep(work).await;
             ctx.wait_out_pause().await;
@@ -85,5 +110,11 @@ async fn handle<C: Coordination>(ctx: InstanceCtx, guarded: Rc<Guarded<C>>, ids:
         }
     })
     .await;
-    crate::history::lock(&ctx.history).push(Event::HandlerEnd { id, instance: ctx.index, chat: d.chat, update: d.update, outcome });
+    crate::history::lock(&ctx.history).push(Event::HandlerEnd {
+        id,
+        instance: ctx.index,
+        chat: d.chat,
+        update: d.update,
+        outcome,
+    });
 }

@@ -36,7 +36,14 @@ pub struct Attempt {
 }
 
 /// The attempts of a run, fixed by the seed, in time order.
-pub fn attempts(seed: u64, instances: usize, duration: Duration, users: u32, per_user: u32, actions: &[String]) -> Vec<Attempt> {
+pub fn attempts(
+    seed: u64,
+    instances: usize,
+    duration: Duration,
+    users: u32,
+    per_user: u32,
+    actions: &[String],
+) -> Vec<Attempt> {
     let ids = SeededIds::new(seed ^ 0x11A1);
     let actions: Vec<LimitedAction> = actions.iter().filter_map(|a| action(a)).collect();
     let mut out = Vec::new();
@@ -62,7 +69,12 @@ pub async fn run<C: Coordination>(ctx: InstanceCtx, coordination: C, attempts: R
             RateVerdict::Denied { .. } => "denied",
             RateVerdict::TryLater => "try_later",
         };
-        crate::history::lock(&ctx.history).push(Event::Rate { instance: ctx.index, user: a.user, action: action_name(a.action).into(), verdict: verdict.into() });
+        crate::history::lock(&ctx.history).push(Event::Rate {
+            instance: ctx.index,
+            user: a.user,
+            action: action_name(a.action).into(),
+            verdict: verdict.into(),
+        });
     }
     std::future::pending::<()>().await;
 }

@@ -40,7 +40,13 @@ pub struct Shared {
     pub panel: Arc<Mutex<Panel>>,
 }
 
-pub async fn run<C: Coordination>(ctx: InstanceCtx, coordination: C, requests: Rc<Vec<Request>>, shared: Rc<Shared>, panel_ms: [u64; 2]) {
+pub async fn run<C: Coordination>(
+    ctx: InstanceCtx,
+    coordination: C,
+    requests: Rc<Vec<Request>>,
+    shared: Rc<Shared>,
+    panel_ms: [u64; 2],
+) {
     let started = sim_now();
     let coordination = Rc::new(coordination);
     let store = Rc::new(SimStore::new(shared.store.clone(), ctx.index, ctx.history.clone()));
@@ -53,10 +59,12 @@ pub async fn run<C: Coordination>(ctx: InstanceCtx, coordination: C, requests: R
     });
     for r in requests.iter().filter(|r| r.instance == ctx.index && r.at >= started) {
         sleep_until(r.at).await;
-        let (ctx, coordination, store, vpn, user) = (ctx.clone(), coordination.clone(), store.clone(), vpn.clone(), r.user);
+        let (ctx, coordination, store, vpn, user) =
+            (ctx.clone(), coordination.clone(), store.clone(), vpn.clone(), r.user);
         tokio::task::spawn_local(async move {
             let user_id = UserId::new(user).expect("positive");
-            let outcome = reissue_key(coordination.as_ref(), store.as_ref(), vpn.as_ref(), &ctx.clock, user_id, ctx.lease).await;
+            let outcome =
+                reissue_key(coordination.as_ref(), store.as_ref(), vpn.as_ref(), &ctx.clock, user_id, ctx.lease).await;
             let outcome = match outcome {
                 Ok(ReissueOutcome::Reissued { fencing_token, .. }) => format!("reissued under token {fencing_token}"),
                 Ok(other) => format!("{other:?}"),
