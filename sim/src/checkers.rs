@@ -192,10 +192,10 @@ fn fsm_survives_restart(history: &History) -> Option<String> {
 fn rate_limits_hold(history: &History, scenario: &Scenario) -> Option<String> {
     let mut granted: BTreeMap<(i64, String), u32> = BTreeMap::new();
     for r in &history.records {
-        if let Event::Rate { user, action, verdict, .. } = &r.event {
-            if verdict == "allowed" {
-                *granted.entry((*user, action.clone())).or_default() += 1;
-            }
+        if let Event::Rate { user, action, verdict, .. } = &r.event
+            && verdict == "allowed"
+        {
+            *granted.entry((*user, action.clone())).or_default() += 1;
         }
     }
     let duration = Duration::from_secs_f64(scenario.duration_secs);
@@ -221,23 +221,23 @@ fn single_leader_effects(history: &History) -> Option<String> {
     let mut newest: Option<(u64, usize, Duration)> = None;
     for r in &history.records {
         let Event::Effect { instance, epoch } = r.event else { continue };
-        if let Some(&other) = holder_of.get(&epoch) {
-            if other != instance {
-                return Some(format!(
-                    "two leaders at once: atlas-{other} and atlas-{instance} both acted under epoch {epoch} (at {:.3}s)",
-                    r.at.as_secs_f64()
-                ));
-            }
+        if let Some(&other) = holder_of.get(&epoch)
+            && other != instance
+        {
+            return Some(format!(
+                "two leaders at once: atlas-{other} and atlas-{instance} both acted under epoch {epoch} (at {:.3}s)",
+                r.at.as_secs_f64()
+            ));
         }
         holder_of.insert(epoch, instance);
-        if let Some((e, i, at)) = newest {
-            if epoch < e {
-                return Some(format!(
-                    "atlas-{instance} acted under epoch {epoch} at {:.3}s, after atlas-{i} had acted under the newer epoch {e} at {:.3}s",
-                    r.at.as_secs_f64(),
-                    at.as_secs_f64()
-                ));
-            }
+        if let Some((e, i, at)) = newest
+            && epoch < e
+        {
+            return Some(format!(
+                "atlas-{instance} acted under epoch {epoch} at {:.3}s, after atlas-{i} had acted under the newer epoch {e} at {:.3}s",
+                r.at.as_secs_f64(),
+                at.as_secs_f64()
+            ));
         }
         if newest.is_none_or(|(e, _, _)| epoch >= e) {
             newest = Some((epoch, instance, r.at));

@@ -25,10 +25,11 @@ use memory::MemoryCoordination;
 
 pub type LiveRedis = redis::RedisCoordination<TcpDialer>;
 
-/// The implementation chosen by `COORDINATION`.
+/// The implementation chosen by `COORDINATION`. Built once per process, so the size of its
+/// variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyCoordination {
-    /// Boxed: the Redis side is much larger, and this enum is built once per process.
-    Redis(Box<LiveRedis>),
+    Redis(LiveRedis),
     Memory(MemoryCoordination),
 }
 
@@ -50,7 +51,7 @@ impl AnyCoordination {
                 let keys = KeySpace::new(&settings.redis_prefix, settings.app_env.name(), bot_id);
                 let connector =
                     RedisConnector::new(TcpDialer::new(&target), target.info.clone(), clock.clone(), ids.clone());
-                Ok(AnyCoordination::Redis(Box::new(redis::RedisCoordination::new(connector, keys, clock, ids))))
+                Ok(AnyCoordination::Redis(redis::RedisCoordination::new(connector, keys, clock, ids)))
             }
         }
     }

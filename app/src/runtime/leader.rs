@@ -50,11 +50,11 @@ pub async fn lead<C, W, Fut>(
             current = renewed;
             next_renew = clock.monotonic() + renew_every;
         }
-        if let Some(held) = current.clone().filter(|l| clock.monotonic() < l.valid_until) {
-            if clock.monotonic() >= next_work {
-                work(held).await;
-                next_work = clock.monotonic() + work_interval;
-            }
+        if let Some(held) = current.clone().filter(|l| clock.monotonic() < l.valid_until)
+            && clock.monotonic() >= next_work
+        {
+            work(held).await;
+            next_work = clock.monotonic() + work_interval;
         }
         let wake = next_renew.min(next_work).saturating_sub(clock.monotonic()).max(TICK_MIN);
         tokio::select! {

@@ -89,10 +89,10 @@ where
     let installed = store.install_reissued_key(subscription.id, guard.fencing_token, key.clone(), clock.now()).await;
     let outcome = match installed {
         Ok(installed) => {
-            if let Some(old) = installed.replaced_panel_key_id {
-                if let Err(e) = vpn.revoke_key(&old).await {
-                    tracing::warn!(user_id = user.get(), error = %e, "old key not revoked at the panel");
-                }
+            if let Some(old) = installed.replaced_panel_key_id
+                && let Err(e) = vpn.revoke_key(&old).await
+            {
+                tracing::warn!(user_id = user.get(), error = %e, "old key not revoked at the panel");
             }
             tracing::info!(user_id = user.get(), fencing_token = guard.fencing_token, "KEY_REISSUED");
             ReissueOutcome::Reissued { key, fencing_token: guard.fencing_token }

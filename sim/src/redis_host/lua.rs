@@ -140,7 +140,8 @@ impl ScriptEngine {
     }
 
     /// Runs the script `source` (known by `sha`) with `keys` and `args` against `keyspace` at
-    /// simulated time `now` (and Redis `TIME` = `time`).
+    /// simulated time `now` (and Redis `TIME` = `time`): EVAL's arguments, and the moment.
+    #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
         keyspace: &mut Keyspace,

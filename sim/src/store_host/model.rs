@@ -128,6 +128,9 @@ pub struct Model {
     next_id: i64,
 }
 
+/// A purchase's tariff id, price, and the promo it uses (id, discount percent).
+type Quote = (i64, i64, Option<(i64, i32)>);
+
 fn discounted(price: i64, percent: i32) -> i64 {
     price - price * i64::from(percent) / 100
 }
@@ -220,10 +223,10 @@ impl Model {
     /// The checks of `atlas_consume_promo`, without writing.
     fn check_promo(&self, code: &PromoCode, user: UserId, now: DateTime<Utc>) -> Result<(i64, i32), PromoRefusal> {
         let promo = self.promos.get(code.as_str());
-        if let Some(p) = promo {
-            if self.redemptions.contains_key(&(p.id, user)) {
-                return Err(PromoRefusal::AlreadyUsedByUser);
-            }
+        if let Some(p) = promo
+            && self.redemptions.contains_key(&(p.id, user))
+        {
+            return Err(PromoRefusal::AlreadyUsedByUser);
         }
         let p = promo.ok_or(PromoRefusal::NotFound)?;
         if !p.active {
@@ -288,7 +291,7 @@ impl Model {
     }
 
     /// `atlas_open_purchase`'s checks: price, then promo. Returns (tariff id, price, promo).
-    fn quote(&self, r: &PurchaseRequest, now: DateTime<Utc>) -> Result<(i64, i64, Option<(i64, i32)>), PurchaseError> {
+    fn quote(&self, r: &PurchaseRequest, now: DateTime<Utc>) -> Result<Quote, PurchaseError> {
         let (tariff_id, price) = self.price(&r.tariff, r.days).map_err(|_| PurchaseError::UnknownTariff)?;
         let promo = match &r.promo {
             Some(code) => Some(self.check_promo(code, r.user, now)?),
@@ -300,7 +303,7 @@ impl Model {
     fn open_purchase(
         &mut self,
         r: &PurchaseRequest,
-        quote: (i64, i64, Option<(i64, i32)>),
+        quote: Quote,
         method: Option<PaymentProviderKind>,
         status: PurchaseStatus,
         expires_at: DateTime<Utc>,
@@ -591,10 +594,10 @@ impl Model {
         };
         if let Some(promo_id) = row.promo_id {
             let user = row.user;
-            if self.redemptions.remove(&(promo_id, user)).is_some() {
-                if let Some(p) = self.promos.values_mut().find(|p| p.id == promo_id) {
-                    p.used_count -= 1;
-                }
+            if self.redemptions.remove(&(promo_id, user)).is_some()
+                && let Some(p) = self.promos.values_mut().find(|p| p.id == promo_id)
+            {
+                p.used_count -= 1;
             }
         }
         Ok(())
