@@ -62,8 +62,11 @@ enum Action {
     CrashLeader { down: Duration },
     Partition(usize),
     Repair(usize),
+    Hold(usize),
+    Release(usize),
+    Pause { instance: usize, length: Duration },
+    PauseLeader { length: Duration },
     RedisRestart { lose_data: bool },
-    Note(String),
 }
 
 fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
@@ -83,7 +86,14 @@ fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
                 actions.push((secs(at_secs + for_secs), Action::Repair(instance)));
             }
             Fault::Pause { instance, at_secs, for_secs } => {
-                actions.push((secs(at_secs), Action::Note(format!("atlas-{instance} paused for {for_secs}s"))));
+                actions.push((secs(at_secs), Action::Pause { instance, length: secs(for_secs) }))
+            }
+            Fault::PauseLeader { at_secs, for_secs } => {
+                actions.push((secs(at_secs), Action::PauseLeader { length: secs(for_secs) }))
+            }
+            Fault::Hold { instance, at_secs, for_secs } => {
+                actions.push((secs(at_secs), Action::Hold(instance)));
+                actions.push((secs(at_secs + for_secs), Action::Release(instance)));
             }
             Fault::RedisRestart { at_secs, lose_data } => {
                 actions.push((secs(at_secs), Action::RedisRestart { lose_data }))
@@ -207,8 +217,10 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
     let network = Network {
         min_latency: Duration::from_millis(scenario.network.min_latency_ms),
         max_latency: Duration::from_millis(scenario.network.max_latency_ms.max(scenario.network.min_latency_ms)),
-        ..Network::default()
+        fail_rate: scenario.network.fail_rate,
+        repair_rate: scenario.network.repair_rate,
     };
+    let pauses: workloads::Pauses = Default::default();
     let history: crate::history::SharedHistory = Default::default();
     let redis: Rc<RefCell<RedisState>> = Rc::default();
     let plan = Rc::new(plan(&scenario, seed));
@@ -228,6 +240,7 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
             history: history.clone(),
             clock: SimClock { skew_ms: skew_of(&scenario, index) },
             lease: Duration::from_millis(scenario.lease_ms),
+            pauses: pauses.clone(),
         };
         let plan = plan.clone();
         sim.host(instance_name(index), move || instance(ctx.clone(), plan.clone()));
@@ -238,7 +251,7 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
     loop {
         while pending.last().is_some_and(|(at, _)| *at <= sim.elapsed()) {
             let (_, action) = pending.pop().expect("checked");
-            if let Some(follow_up) = apply(&mut sim, action, &history, &redis) {
+            if let Some(follow_up) = apply(&mut sim, action, &history, &redis, &pauses) {
                 let at = sim.elapsed() + follow_up.0;
                 pending.push((at, follow_up.1));
                 pending.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
@@ -274,6 +287,7 @@ fn apply(
     action: Action,
     history: &crate::history::SharedHistory,
     redis: &Rc<RefCell<RedisState>>,
+    pauses: &workloads::Pauses,
 ) -> Option<(Duration, Action)> {
     let note = |text: String| {
         crate::history::lock(history)
@@ -289,11 +303,24 @@ fn apply(
             note(format!("{} restarted", instance_name(i)));
             sim.bounce(instance_name(i));
         }
+        Action::Hold(i) => {
+            note(format!("messages between {} and Redis held", instance_name(i)));
+            sim.hold(instance_name(i), REDIS_HOST);
+        }
+        Action::Release(i) => {
+            note(format!("messages between {} and Redis released", instance_name(i)));
+            sim.release(instance_name(i), REDIS_HOST);
+        }
+        Action::Pause { instance, length } => {
+            note(format!("{} frozen for {:.1}s", instance_name(instance), length.as_secs_f64()));
+            pauses.lock().unwrap_or_else(|p| p.into_inner()).push((instance, sim.elapsed() + length));
+        }
+        Action::PauseLeader { length } => match current_leader(history) {
+            Some(instance) => return Some((Duration::ZERO, Action::Pause { instance, length })),
+            None => note("no leader to freeze".into()),
+        },
         Action::CrashLeader { down } => {
-            let leader = crate::history::lock(history).records.iter().rev().find_map(|r| match r.event {
-                Event::Effect { instance, .. } => Some(instance),
-                _ => None,
-            });
+            let leader = current_leader(history);
             match leader {
                 Some(i) => {
                     note(format!("the leader {} crashed", instance_name(i)));
@@ -317,7 +344,14 @@ fn apply(
             redis.borrow_mut().restart(lose_data);
             sim.bounce(REDIS_HOST);
         }
-        Action::Note(text) => note(text),
     }
     None
+}
+
+/// The instance that acted as leader last.
+fn current_leader(history: &crate::history::SharedHistory) -> Option<usize> {
+    crate::history::lock(history).records.iter().rev().find_map(|r| match r.event {
+        Event::Effect { instance, .. } => Some(instance),
+        _ => None,
+    })
 }

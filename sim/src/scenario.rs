@@ -69,6 +69,16 @@ pub struct NetworkSpec {
     pub min_latency_ms: u64,
     #[serde(default = "default_max_latency")]
     pub max_latency_ms: u64,
+    /// Probability that a link fails on a step (messages on it are lost until it repairs).
+    #[serde(default)]
+    pub fail_rate: f64,
+    /// Probability that a failed link repairs on a step.
+    #[serde(default = "default_repair_rate")]
+    pub repair_rate: f64,
+}
+
+fn default_repair_rate() -> f64 {
+    1.0
 }
 
 fn default_max_latency() -> u64 {
@@ -86,6 +96,10 @@ pub enum Fault {
     Partition { instance: usize, at_secs: f64, for_secs: f64 },
     /// Freeze an instance's handlers mid-update (a GC pause, a stalled VM) for longer than a lease.
     Pause { instance: usize, at_secs: f64, for_secs: f64 },
+    /// Freeze whichever instance leads at that moment.
+    PauseLeader { at_secs: f64, for_secs: f64 },
+    /// Hold every message between an instance and Redis (delivered late, not lost), then release.
+    Hold { instance: usize, at_secs: f64, for_secs: f64 },
     /// Restart Redis, losing its data or keeping it.
     RedisRestart { at_secs: f64, lose_data: bool },
     /// Shift an instance's wall clock for the whole run.
@@ -132,10 +146,14 @@ impl Scenario {
         anyhow::ensure!(self.duration_secs > 0.0 && self.duration_secs <= 3600.0, "duration_secs must be in (0, 3600]");
         anyhow::ensure!(!self.invariants.is_empty(), "a scenario checks at least one invariant");
         anyhow::ensure!((1..=100).contains(&self.tick_ms), "tick_ms must be 1 to 100");
+        let rates = [self.network.fail_rate, self.network.repair_rate];
+        anyhow::ensure!(rates.iter().all(|r| (0.0..=1.0).contains(r)), "fail_rate and repair_rate are probabilities");
         for fault in &self.faults {
             let instance = match fault {
                 Fault::Restart { instance, .. } | Fault::Partition { instance, .. } => Some(*instance),
-                Fault::Pause { instance, .. } | Fault::Skew { instance, .. } => Some(*instance),
+                Fault::Pause { instance, .. } | Fault::Skew { instance, .. } | Fault::Hold { instance, .. } => {
+                    Some(*instance)
+                }
                 _ => None,
             };
             anyhow::ensure!(

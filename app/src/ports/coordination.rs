@@ -130,6 +130,14 @@ pub struct Leadership {
     pub valid_until: Duration,
 }
 
+impl Leadership {
+    /// Whether the lease surely still holds. Leader-only work checks this before each effect:
+    /// after a pause (GC, a stalled VM) the deadline has passed and the work stops.
+    pub fn is_valid(&self, clock: &dyn crate::ports::Clock) -> bool {
+        clock.monotonic() < self.valid_until
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinationError {
     /// Redis did not answer in time or refused the connection. Money actions are then refused

@@ -9,9 +9,12 @@ use atlas::ports::coordination::Role;
 use super::InstanceCtx;
 use crate::history::Event;
 
+/// Effects per tick of work (a batch of reminders), a little apart.
+const EFFECTS_PER_TICK: u32 = 3;
+const EFFECT_GAP: Duration = Duration::from_millis(40);
+
 pub async fn run<C: Coordination>(ctx: InstanceCtx, coordination: C, ttl: Duration, work_interval: Duration) {
     let clock = ctx.clock;
-    let history = ctx.history.clone();
     let index = ctx.index;
     atlas::runtime::leader::lead(
         &coordination,
@@ -20,11 +23,18 @@ pub async fn run<C: Coordination>(ctx: InstanceCtx, coordination: C, ttl: Durati
         ttl,
         work_interval,
         move |held| {
-            let history = history.clone();
             let ctx = ctx.clone();
             async move {
-                ctx.wait_out_pause().await;
-                crate::history::lock(&history).push(Event::Effect { instance: index, epoch: held.epoch });
+                for _ in 0..EFFECTS_PER_TICK {
+                    ctx.wait_out_pause().await;
+                    // The worker's own check before each effect: a leader frozen past its lease
+                    // must not act when it wakes.
+                    if !held.is_valid(&ctx.clock) {
+                        return;
+                    }
+                    crate::history::lock(&ctx.history).push(Event::Effect { instance: index, epoch: held.epoch });
+                    tokio::time::sleep(EFFECT_GAP).await;
+                }
             }
         },
         std::future::pending::<()>(),

@@ -15,7 +15,7 @@ use atlas::ports::Ids;
 use crate::clock::{SimClock, sim_now};
 use crate::history::SharedHistory;
 use crate::runner::Mode;
-use crate::scenario::{Fault, Scenario};
+use crate::scenario::Scenario;
 
 /// Everything an instance's software needs; cloned into the host on every (re)start.
 #[derive(Clone)]
@@ -27,7 +27,13 @@ pub struct InstanceCtx {
     pub history: SharedHistory,
     pub clock: SimClock,
     pub lease: Duration,
+    /// Pauses as the runner starts them: (instance, until).
+    pub pauses: Pauses,
 }
+
+/// The pauses in force, shared by the runner (which starts them on schedule, or on whoever leads)
+/// and the instances (which wait them out at their next await point).
+pub type Pauses = std::sync::Arc<std::sync::Mutex<Vec<(usize, Duration)>>>;
 
 impl InstanceCtx {
     /// Randomness for this instance's workload, different on every start.
@@ -37,13 +43,19 @@ impl InstanceCtx {
 
     /// Waits out any pause of this instance that covers now (a frozen process resumes where it was).
     pub async fn wait_out_pause(&self) {
-        for fault in &self.scenario.faults {
-            if let Fault::Pause { instance, at_secs, for_secs } = fault {
-                let (from, to) = (Duration::from_secs_f64(*at_secs), Duration::from_secs_f64(at_secs + for_secs));
-                let now = sim_now();
-                if *instance == self.index && now >= from && now < to {
-                    tokio::time::sleep(to - now).await;
-                }
+        loop {
+            let now = sim_now();
+            let until = self
+                .pauses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(i, until)| *i == self.index && *until > now)
+                .map(|(_, until)| *until)
+                .max();
+            match until {
+                Some(until) => tokio::time::sleep(until - now).await,
+                None => return,
             }
         }
     }
