@@ -18,6 +18,8 @@ pub struct FinalState {
     pub store_keys: BTreeMap<i64, Vec<String>>,
     /// Keys alive at the VPN panel per subscription.
     pub panel_keys: BTreeMap<i64, Vec<String>>,
+    /// Final balance per user (minor units).
+    pub balances: BTreeMap<i64, i64>,
 }
 
 pub fn check(invariant: Invariant, history: &History, scenario: &Scenario, end: &FinalState) -> Option<String> {
@@ -29,6 +31,7 @@ pub fn check(invariant: Invariant, history: &History, scenario: &Scenario, end: 
         Invariant::SingleLeaderEffects => single_leader_effects(history),
         Invariant::LeaderFailover => leader_failover(history, scenario),
         Invariant::NoDoubleReissue => no_double_reissue(history, scenario, end),
+        Invariant::MoneyOnce => money_once(history, end),
     }
 }
 
@@ -378,3 +381,43 @@ fn reissue_locks_exclusive(history: &History, scenario: &Scenario) -> Option<Str
     }
     None
 }
+
+/// Each update pays once, however often it was delivered or handled: per user, the balance went
+/// down by the price of one period for each distinct update whose purchase went through (or may
+/// have: a store call that never answered), and by nothing else.
+fn money_once(history: &History, end: &FinalState) -> Option<String> {
+    let mut paid: BTreeMap<i64, (std::collections::BTreeSet<i64>, std::collections::BTreeSet<i64>)> = BTreeMap::new();
+    for r in &history.records {
+        if let Event::Purchase { user, update, outcome, .. } = &r.event {
+            let (sure, maybe) = paid.entry(*user).or_default();
+            match outcome.as_str() {
+                "Done" if !sure.insert(*update) => {
+                    return Some(format!("update {update} of user {user} was charged twice"));
+                }
+                "unknown" => {
+                    maybe.insert(*update);
+                }
+                _ => {}
+            }
+        }
+    }
+    for (user, balance) in &end.balances {
+        let (sure, maybe) = paid.get(user).cloned().unwrap_or_default();
+        let spent = crate::runner::SEED_BALANCE_MINOR - balance;
+        let low = sure.len() as i64 * PERIOD_PRICE_MINOR;
+        let high = sure.union(&maybe).count() as i64 * PERIOD_PRICE_MINOR;
+        if spent < low || spent > high {
+            return Some(format!(
+                "user {user} spent {spent} but paid for {} updates ({} more unknown): {}..{} expected",
+                sure.len(),
+                maybe.len(),
+                low,
+                high
+            ));
+        }
+    }
+    None
+}
+
+/// The price of the period the purchases workload buys (basic, 30 days; the seed catalogue).
+const PERIOD_PRICE_MINOR: i64 = 19_900;

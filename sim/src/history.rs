@@ -75,6 +75,13 @@ pub enum Event {
         token: u64,
         result: String,
     },
+    /// What a purchase update's store call said: Done, Duplicate, a refusal, or unknown.
+    Purchase {
+        instance: usize,
+        user: i64,
+        update: i64,
+        outcome: String,
+    },
     /// What a reissue ended with (services::reissue::ReissueOutcome, or the error).
     Reissue {
         instance: usize,

@@ -16,6 +16,7 @@ use crate::redis_host::RedisState;
 use crate::scenario::{Fault, Invariant, Scenario, Workload};
 use crate::store_host::model::Model;
 use crate::store_host::{STORE_HOST, StoreLink};
+use crate::workloads::chat::DeliverySpec;
 use crate::workloads::{self, InstanceCtx};
 use crate::world::{self, Network, REDIS_HOST};
 
@@ -145,6 +146,10 @@ async fn instance(ctx: InstanceCtx, plan: Rc<Plan>) -> turmoil::Result {
             let panel_ms = *panel_ms;
             with_coordination!(|c| workloads::reissue::run(ctx.clone(), c, requests.clone(), shared.clone(), panel_ms))
         }
+        (Workload::Purchases { .. }, Plan::Purchases(deliveries, store)) => {
+            let store = crate::store_host::SimStore::new(store.clone(), ctx.index, ctx.history.clone());
+            with_coordination!(|c| workloads::purchases::run(ctx.clone(), c, deliveries.clone(), store.clone()))
+        }
         (Workload::Leader { ttl_ms, work_interval_ms }, Plan::Leader) => {
             let (ttl, interval) = (Duration::from_millis(*ttl_ms), Duration::from_millis(*work_interval_ms));
             with_coordination!(|c| workloads::leader::run(ctx.clone(), c, ttl, interval))
@@ -159,14 +164,34 @@ enum Plan {
     Chat(Rc<Vec<workloads::chat::Delivery>>),
     Limits(Rc<Vec<workloads::limits::Attempt>>),
     Reissue(Rc<Vec<workloads::reissue::Request>>, Rc<workloads::reissue::Shared>),
+    Purchases(Rc<Vec<workloads::chat::Delivery>>, StoreLink),
     Leader,
 }
 
 fn plan(scenario: &Scenario, seed: u64) -> Plan {
     match &scenario.workload {
-        Workload::Chat { chats, updates_per_chat, gap_ms, redelivery, .. } => Plan::Chat(Rc::new(
-            workloads::chat::deliveries(seed, scenario.instances, *chats, *updates_per_chat, *gap_ms, *redelivery),
-        )),
+        Workload::Chat { chats, updates_per_chat, gap_ms, redelivery, redelivery_delay_ms, .. } => {
+            let spec = DeliverySpec {
+                chats: *chats,
+                updates_per_chat: *updates_per_chat,
+                gap_ms: *gap_ms,
+                redelivery: *redelivery,
+                redelivery_delay_ms: *redelivery_delay_ms,
+            };
+            Plan::Chat(Rc::new(workloads::chat::deliveries(seed, scenario.instances, spec)))
+        }
+        Workload::Purchases { users, updates_per_user, gap_ms, redelivery, redelivery_delay_ms } => {
+            let spec = DeliverySpec {
+                chats: *users,
+                updates_per_chat: *updates_per_user,
+                gap_ms: *gap_ms,
+                redelivery: *redelivery,
+                redelivery_delay_ms: *redelivery_delay_ms,
+            };
+            let store = StoreLink::default();
+            store.with_model(|m| seed_balances(m, *users));
+            Plan::Purchases(Rc::new(workloads::chat::deliveries(seed, scenario.instances, spec)), store)
+        }
         Workload::RateLimits { users, attempts_per_user, actions } => {
             Plan::Limits(Rc::new(workloads::limits::attempts(
                 seed,
@@ -185,6 +210,27 @@ fn plan(scenario: &Scenario, seed: u64) -> Plan {
             Plan::Reissue(Rc::new(requests), Rc::new(shared))
         }
         Workload::Leader { .. } => Plan::Leader,
+    }
+}
+
+/// What each user of the purchases workload starts with on the balance.
+pub const SEED_BALANCE_MINOR: i64 = 10_000_000;
+
+/// The most users a seeded workload has (for reading their final balances).
+const SEED_USERS_MAX: i64 = 1_000;
+
+/// Users 1..=n with `SEED_BALANCE_MINOR` each, as the run's starting database.
+fn seed_balances(model: &mut Model, users: u32) {
+    let now = SimClock::default().now();
+    for user in 1..=i64::from(users) {
+        let id = UserId::new(user).expect("positive");
+        model.register_user(id, Language::Ru, None, now);
+        let payment = ProviderPayment {
+            provider: PaymentProviderKind::Crypto,
+            payment_id: ProviderPaymentId::parse(&format!("seed-{user}")).expect("valid"),
+            amount: Money::from_minor(SEED_BALANCE_MINOR).expect("valid"),
+        };
+        model.top_up(id, &payment, now).expect("seed top-up");
     }
 }
 
@@ -227,8 +273,12 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
     let tick = Duration::from_millis(scenario.tick_ms);
     let mut sim = world::builder(seed, duration + SETTLE + Duration::from_secs(1), tick, network).build();
     world::add_redis(&mut sim, redis.clone());
-    if let Plan::Reissue(_, shared) = plan.as_ref() {
-        let link = shared.store.clone();
+    let store = match plan.as_ref() {
+        Plan::Reissue(_, shared) => Some(shared.store.clone()),
+        Plan::Purchases(_, store) => Some(store.clone()),
+        _ => None,
+    };
+    if let Some(link) = store {
         sim.host(STORE_HOST, move || crate::store_host::serve(link.clone()));
     }
     for index in 0..scenario.instances {
@@ -270,6 +320,13 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
         Plan::Reissue(_, shared) => FinalState {
             store_keys: shared.store.with_model(|m| m.active_keys()),
             panel_keys: shared.panel.lock().unwrap_or_else(|p| p.into_inner()).alive(),
+            ..FinalState::default()
+        },
+        Plan::Purchases(_, store) => FinalState {
+            balances: store.with_model(|m| {
+                (1..=SEED_USERS_MAX).filter_map(|u| Some((u, m.balance_of(UserId::new(u)?)?))).collect()
+            }),
+            ..FinalState::default()
         },
         _ => FinalState::default(),
     };

@@ -33,6 +33,16 @@ pub struct Scenario {
     #[serde(default)]
     pub faults: Vec<Fault>,
     pub invariants: Vec<Invariant>,
+    /// Whether the legacy design must fail this scenario (the A/B). False only where the guard
+    /// is the same in both designs (PostgreSQL), with the reason in `legacy_note`.
+    #[serde(default = "default_true")]
+    pub legacy_must_fail: bool,
+    #[serde(default)]
+    pub legacy_note: String,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_seeds() -> u64 {
@@ -52,7 +62,19 @@ fn default_tick_ms() -> u64 {
 pub enum Workload {
     /// Updates of a few chats, each delivered to one instance and sometimes redelivered to
     /// another; every handler appends its update to the conversation state.
-    Chat { chats: u32, updates_per_chat: u32, gap_ms: [u64; 2], handler_ms: [u64; 2], redelivery: f64 },
+    Chat {
+        chats: u32,
+        updates_per_chat: u32,
+        gap_ms: [u64; 2],
+        handler_ms: [u64; 2],
+        redelivery: f64,
+        /// How long after the first delivery a redelivery comes.
+        #[serde(default = "default_redelivery_delay")]
+        redelivery_delay_ms: [u64; 2],
+    },
+    /// Users paying for a period from their balance, one update each time, through the intake
+    /// and the store (idempotency key from the update); updates are redelivered, some late.
+    Purchases { users: u32, updates_per_user: u32, gap_ms: [u64; 2], redelivery: f64, redelivery_delay_ms: [u64; 2] },
     /// Users hammering rate-limited actions, spread over the instances.
     RateLimits { users: u32, attempts_per_user: u32, actions: Vec<String> },
     /// Every instance runs the leader loop for one role; the leader records an effect per tick.
@@ -79,6 +101,10 @@ pub struct NetworkSpec {
 
 fn default_repair_rate() -> f64 {
     1.0
+}
+
+fn default_redelivery_delay() -> [u64; 2] {
+    [0, 20]
 }
 
 fn default_max_latency() -> u64 {
@@ -116,6 +142,7 @@ pub enum Invariant {
     SingleLeaderEffects,
     LeaderFailover,
     NoDoubleReissue,
+    MoneyOnce,
 }
 
 impl Invariant {
@@ -128,6 +155,7 @@ impl Invariant {
             Invariant::SingleLeaderEffects => "single_leader_effects",
             Invariant::LeaderFailover => "leader_failover",
             Invariant::NoDoubleReissue => "no_double_reissue",
+            Invariant::MoneyOnce => "money_once",
         }
     }
 }
@@ -145,6 +173,10 @@ impl Scenario {
         anyhow::ensure!((1..=16).contains(&self.instances), "instances must be 1 to 16");
         anyhow::ensure!(self.duration_secs > 0.0 && self.duration_secs <= 3600.0, "duration_secs must be in (0, 3600]");
         anyhow::ensure!(!self.invariants.is_empty(), "a scenario checks at least one invariant");
+        anyhow::ensure!(
+            self.legacy_must_fail || !self.legacy_note.is_empty(),
+            "legacy_must_fail = false needs a legacy_note saying why"
+        );
         anyhow::ensure!((1..=100).contains(&self.tick_ms), "tick_ms must be 1 to 100");
         let rates = [self.network.fail_rate, self.network.repair_rate];
         anyhow::ensure!(rates.iter().all(|r| (0.0..=1.0).contains(r)), "fail_rate and repair_rate are probabilities");

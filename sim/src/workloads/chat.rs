@@ -25,30 +25,38 @@ pub struct Delivery {
     pub update: i64,
 }
 
+/// Who sends what, when: the shape of a chat-like workload.
+#[derive(Clone, Copy, Debug)]
+pub struct DeliverySpec {
+    pub chats: u32,
+    pub updates_per_chat: u32,
+    pub gap_ms: [u64; 2],
+    pub redelivery: f64,
+    pub redelivery_delay_ms: [u64; 2],
+}
+
 /// The deliveries of a run, fixed by the seed, in time order.
-pub fn deliveries(
-    seed: u64,
-    instances: usize,
-    chats: u32,
-    updates_per_chat: u32,
-    gap_ms: [u64; 2],
-    redelivery: f64,
-) -> Vec<Delivery> {
+pub fn deliveries(seed: u64, instances: usize, spec: DeliverySpec) -> Vec<Delivery> {
     let ids = SeededIds::new(seed ^ 0xC4A7);
     let mut out = Vec::new();
     let mut update_id = 0;
-    for chat in 1..=i64::from(chats) {
-        let mut at = between(&ids, gap_ms);
-        for _ in 0..updates_per_chat {
+    for chat in 1..=i64::from(spec.chats) {
+        let mut at = between(&ids, spec.gap_ms);
+        for _ in 0..spec.updates_per_chat {
             update_id += 1;
             let first = (ids.next_u64() % instances as u64) as usize;
             out.push(Delivery { at, instance: first, chat, update: update_id });
             let roll = (ids.next_u64() % 1_000) as f64 / 1_000.0;
-            if instances > 1 && roll < redelivery {
+            if instances > 1 && roll < spec.redelivery {
                 let second = (first + 1 + (ids.next_u64() % (instances as u64 - 1)) as usize) % instances;
-                out.push(Delivery { at: at + between(&ids, [0, 20]), instance: second, chat, update: update_id });
+                out.push(Delivery {
+                    at: at + between(&ids, spec.redelivery_delay_ms),
+                    instance: second,
+                    chat,
+                    update: update_id,
+                });
             }
-            at += between(&ids, gap_ms);
+            at += between(&ids, spec.gap_ms);
         }
     }
     out.sort_by_key(|d| (d.at, d.instance, d.update));

@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod leader;
 pub mod limits;
+pub mod purchases;
 pub mod reissue;
 
 use std::time::Duration;
