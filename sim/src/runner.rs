@@ -189,7 +189,7 @@ fn plan(scenario: &Scenario, seed: u64) -> Plan {
                 redelivery_delay_ms: *redelivery_delay_ms,
             };
             let store = StoreLink::default();
-            store.with_model(|m| seed_balances(m, *users));
+            store.with_model(|m| seed_balances(m, *users, SEED_BALANCE_MINOR));
             Plan::Purchases(Rc::new(workloads::chat::deliveries(seed, scenario.instances, spec)), store)
         }
         Workload::RateLimits { users, attempts_per_user, actions } => {
@@ -219,8 +219,8 @@ pub const SEED_BALANCE_MINOR: i64 = 10_000_000;
 /// The most users a seeded workload has (for reading their final balances).
 const SEED_USERS_MAX: i64 = 1_000;
 
-/// Users 1..=n with `SEED_BALANCE_MINOR` each, as the run's starting database.
-fn seed_balances(model: &mut Model, users: u32) {
+/// Users 1..=n with `balance` (minor units) each, topped up through the model's own operation.
+fn seed_balances(model: &mut Model, users: u32, balance: i64) {
     let now = SimClock::default().now();
     for user in 1..=i64::from(users) {
         let id = UserId::new(user).expect("positive");
@@ -228,26 +228,20 @@ fn seed_balances(model: &mut Model, users: u32) {
         let payment = ProviderPayment {
             provider: PaymentProviderKind::Crypto,
             payment_id: ProviderPaymentId::parse(&format!("seed-{user}")).expect("valid"),
-            amount: Money::from_minor(SEED_BALANCE_MINOR).expect("valid"),
+            amount: Money::from_minor(balance).expect("valid"),
         };
         model.top_up(id, &payment, now).expect("seed top-up");
     }
 }
 
-/// Users 1..=n, each with a paid subscription, as the run's starting database.
+/// Users 1..=n, each with a paid 30-day subscription (and nothing left on the balance).
 fn seed_subscriptions(model: &mut Model, users: u32) {
+    const PRICE: i64 = 19_900;
+    seed_balances(model, users, PRICE);
     let now = SimClock::default().now();
     for user in 1..=i64::from(users) {
-        let id = UserId::new(user).expect("positive");
-        model.register_user(id, Language::Ru, None, now);
-        let payment = ProviderPayment {
-            provider: PaymentProviderKind::Crypto,
-            payment_id: ProviderPaymentId::parse(&format!("seed-{user}")).expect("valid"),
-            amount: Money::from_minor(19_900).expect("valid"),
-        };
-        model.top_up(id, &payment, now).expect("seed top-up");
         let request = PurchaseRequest {
-            user: id,
+            user: UserId::new(user).expect("positive"),
             tariff: TariffCode::parse("basic").expect("valid"),
             days: 30,
             promo: None,

@@ -255,14 +255,20 @@ impl Model {
             }
             return s.expires_at;
         }
+        self.new_subscription(user, tariff_id, days, now, false);
+        now + period
+    }
+
+    /// Inserts a fresh subscription (pending activation) and returns its id.
+    fn new_subscription(&mut self, user: UserId, tariff_id: i64, days: i32, now: DateTime<Utc>, is_trial: bool) -> i64 {
         let id = self.id();
         let row = SubRow {
             id,
             user,
             tariff_id,
             period_days: days,
-            expires_at: now + period,
-            is_trial: false,
+            expires_at: now + Duration::days(i64::from(days)),
+            is_trial,
             auto_renew: false,
             last_auto_renewal_at: None,
             activation_status: ActivationStatus::Pending,
@@ -271,7 +277,7 @@ impl Model {
         };
         self.subscriptions.insert(id, row);
         self.sub_of_user.insert(user, id);
-        now + period
+        id
     }
 
     fn idempotent(
@@ -713,22 +719,7 @@ impl Model {
         }
         let tariff_id = self.tariffs.iter().find(|t| t.code == tariff.as_str()).ok_or(TrialError::UnknownTariff)?.id;
         self.users.get_mut(&user).expect("checked").trial_used = true;
-        let id = self.id();
-        let row = SubRow {
-            id,
-            user,
-            tariff_id,
-            period_days: days,
-            expires_at: now + Duration::days(i64::from(days)),
-            is_trial: true,
-            auto_renew: false,
-            last_auto_renewal_at: None,
-            activation_status: ActivationStatus::Pending,
-            activation_attempts: 0,
-            key_fence: 0,
-        };
-        self.subscriptions.insert(id, row);
-        self.sub_of_user.insert(user, id);
+        self.new_subscription(user, tariff_id, days, now, true);
         Ok(self.subscription(user).expect("just created"))
     }
 
