@@ -346,6 +346,19 @@ pub struct NewPromo {
     pub created_by: UserId,
 }
 
+impl NewPromo {
+    /// The limits every store enforces before it writes (and the schema's CHECKs again).
+    pub fn check(&self) -> Result<(), PromoCreateError> {
+        if !(1..=100).contains(&self.discount_percent) {
+            return Err(PromoCreateError::InvalidDiscount);
+        }
+        if self.max_uses.is_some_and(|m| m <= 0) {
+            return Err(PromoCreateError::InvalidMaxUses);
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PromoCreateError {
     #[error("a promo code with this name exists")]

@@ -330,12 +330,7 @@ impl Store for PgStore {
     }
 
     async fn create_promo(&self, promo: NewPromo, now: DateTime<Utc>) -> Result<(), PromoCreateError> {
-        if !(1..=100).contains(&promo.discount_percent) {
-            return Err(PromoCreateError::InvalidDiscount);
-        }
-        if promo.max_uses.is_some_and(|m| m <= 0) {
-            return Err(PromoCreateError::InvalidMaxUses);
-        }
+        promo.check()?;
         let sql = "INSERT INTO promo_codes (code, discount_percent, max_uses, expires_at, created_by, created_at)
             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (code) DO NOTHING";
         let done = timed(

@@ -442,12 +442,7 @@ impl Model {
     }
 
     pub fn create_promo(&mut self, p: &NewPromo, _now: DateTime<Utc>) -> Result<(), PromoCreateError> {
-        if !(1..=100).contains(&p.discount_percent) {
-            return Err(PromoCreateError::InvalidDiscount);
-        }
-        if p.max_uses.is_some_and(|m| m <= 0) {
-            return Err(PromoCreateError::InvalidMaxUses);
-        }
+        p.check()?;
         if self.promos.contains_key(p.code.as_str()) {
             return Err(PromoCreateError::AlreadyExists);
         }
