@@ -72,6 +72,9 @@ ensure_redis() {
     return 1
 }
 
+# The TLS test makes its own CA and certificates.
+command -v openssl >/dev/null || apt_install openssl || true
+
 ensure_postgres || { say "PostgreSQL is not reachable and could not be started"; return 1 2>/dev/null || exit 1; }
 ensure_redis || { say "Redis is not reachable and could not be started"; return 1 2>/dev/null || exit 1; }
 export ATLAS_TEST_DATABASE_URL=$pg_url ATLAS_TEST_REDIS_URL=$redis_url

@@ -155,7 +155,12 @@ fn real_answers(keys: &KeySpace, ops: &[Op]) -> Vec<String> {
     let target = RedisTarget::from_url(&url::Url::parse(&url).unwrap()).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let ids: Arc<dyn Ids> = Arc::new(SeededIds::new(7));
-    let connector = RedisConnector::new(TcpDialer::new(&target), target.info.clone(), clock.clone(), ids.clone());
+    let connector = RedisConnector::new(
+        TcpDialer::new(&target, None).expect("plain TCP"),
+        target.info.clone(),
+        clock.clone(),
+        ids.clone(),
+    );
     let c = RedisCoordination::new(connector, keys.clone(), clock, ids);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(apply(&c, ops))

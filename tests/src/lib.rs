@@ -315,7 +315,12 @@ pub mod redis_support {
     pub fn instance(keys: &KeySpace, clock: Arc<dyn Clock>, seed: u64) -> LiveRedis {
         let target = target();
         let ids = ids(seed);
-        let connector = RedisConnector::new(TcpDialer::new(&target), target.info.clone(), clock.clone(), ids.clone());
+        let connector = RedisConnector::new(
+            TcpDialer::new(&target, None).expect("plain TCP"),
+            target.info.clone(),
+            clock.clone(),
+            ids.clone(),
+        );
         RedisCoordination::new(connector, keys.clone(), clock, ids)
     }
 

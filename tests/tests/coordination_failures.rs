@@ -19,7 +19,12 @@ async fn redis_outage_fails_money_closed_and_recovers_by_itself() {
     let real = target();
     let proxy = Proxy::start((real.host.clone(), real.port)).await;
     let through_proxy = RedisTarget { host: "127.0.0.1".into(), port: proxy.port(), ..real };
-    let connector = RedisConnector::new(TcpDialer::new(&through_proxy), through_proxy.info.clone(), clock(), ids(1));
+    let connector = RedisConnector::new(
+        TcpDialer::new(&through_proxy, None).expect("plain TCP"),
+        through_proxy.info.clone(),
+        clock(),
+        ids(1),
+    );
     let guarded = Guarded::new(
         RedisCoordination::new(connector, fresh_keys(), clock(), ids(2)),
         MemoryCoordination::new(clock(), ids(3)),

@@ -79,18 +79,34 @@ pub struct TcpDialer {
 }
 
 impl TcpDialer {
-    pub fn new(target: &RedisTarget) -> TcpDialer {
-        let tls = target.tls.then(|| {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            let config =
-                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_safe_default_protocol_versions()
-                    .expect("ring supports the default TLS versions")
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-            tokio_rustls::TlsConnector::from(Arc::new(config))
-        });
-        TcpDialer { host: target.host.clone(), port: target.port, tls }
+    /// A dialer for `target`; for `rediss://` it trusts the web PKI roots, plus the CA
+    /// certificates in `extra_ca_pem` if given (a managed Redis with a private CA).
+    pub fn new(target: &RedisTarget, extra_ca_pem: Option<&[u8]>) -> Result<TcpDialer, String> {
+        let tls = if target.tls {
+            let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            if let Some(pem) = extra_ca_pem {
+                use rustls::pki_types::pem::PemObject as _;
+                let mut added = 0;
+                for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
+                    roots.add(cert).map_err(|e| format!("unusable CA certificate: {e}"))?;
+                    added += 1;
+                }
+                if added == 0 {
+                    return Err("no certificate in the CA file".into());
+                }
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        } else {
+            None
+        };
+        Ok(TcpDialer { host: target.host.clone(), port: target.port, tls })
     }
 }
 

@@ -41,16 +41,24 @@ impl AnyCoordination {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn Ids>,
     ) -> Result<AnyCoordination, String> {
+        let prefix = settings.app_env.prefix();
         match (settings.coordination, &settings.redis_url) {
             (CoordinationMode::Memory, _) => Ok(AnyCoordination::Memory(MemoryCoordination::new(clock, ids))),
-            (CoordinationMode::Redis, None) => Err(format!("{}_REDIS_URL is required", settings.app_env.prefix())),
+            (CoordinationMode::Redis, None) => Err(format!("{prefix}_REDIS_URL is required")),
             (CoordinationMode::Redis, Some(url)) => {
-                let target = RedisTarget::from_url(url.url())
-                    .map_err(|e| format!("{}_REDIS_URL: {e}", settings.app_env.prefix()))?;
+                let target = RedisTarget::from_url(url.url()).map_err(|e| format!("{prefix}_REDIS_URL: {e}"))?;
+                let ca = match &settings.redis_ca_file {
+                    Some(path) => Some(
+                        std::fs::read(path)
+                            .map_err(|e| format!("{prefix}_REDIS_CA_FILE: cannot read {}: {e}", path.display()))?,
+                    ),
+                    None => None,
+                };
+                let dialer =
+                    TcpDialer::new(&target, ca.as_deref()).map_err(|e| format!("{prefix}_REDIS_CA_FILE: {e}"))?;
                 let bot_id = settings.bot_token.as_ref().map_or(0, |t| t.bot_id());
                 let keys = KeySpace::new(&settings.redis_prefix, settings.app_env.name(), bot_id);
-                let connector =
-                    RedisConnector::new(TcpDialer::new(&target), target.info.clone(), clock.clone(), ids.clone());
+                let connector = RedisConnector::new(dialer, target.info.clone(), clock.clone(), ids.clone());
                 Ok(AnyCoordination::Redis(redis::RedisCoordination::new(connector, keys, clock, ids)))
             }
         }

@@ -105,6 +105,8 @@ pub struct Settings {
     pub app_env: AppEnv,
     pub database_url: SecretUrl,
     pub redis_url: Option<SecretUrl>,
+    /// Extra CA certificates (PEM) to trust for `rediss://`, for a Redis with a private CA.
+    pub redis_ca_file: Option<std::path::PathBuf>,
     pub bot_token: Option<BotToken>,
     pub admin_ids: Vec<UserId>,
     pub coordination: CoordinationMode,
@@ -239,6 +241,10 @@ impl Settings {
         } else {
             r.parsed("REDIS_URL", |v| url_with_scheme(v, &["redis", "rediss"]))
         };
+        let redis_ca_file = r.parsed("REDIS_CA_FILE", |v| {
+            let path = std::path::PathBuf::from(v);
+            if path.is_file() { Ok(path) } else { Err(format!("{v} is not a readable file")) }
+        });
         let bot_token = if app_env == AppEnv::Local {
             r.parsed("BOT_TOKEN", bot_token)
         } else {
@@ -283,6 +289,7 @@ impl Settings {
                 app_env,
                 database_url,
                 redis_url,
+                redis_ca_file,
                 bot_token,
                 admin_ids,
                 coordination,
@@ -328,6 +335,7 @@ impl Settings {
             format!("APP_ENV={}", self.app_env.name()),
             format!("{p}_DATABASE_URL={}", self.database_url),
             format!("{p}_REDIS_URL={}", opt(self.redis_url.as_ref().map(ToString::to_string))),
+            format!("{p}_REDIS_CA_FILE={}", opt(self.redis_ca_file.as_ref().map(|f| f.display().to_string()))),
             format!("{p}_BOT_TOKEN={}", opt(self.bot_token.as_ref().map(|t| format!("{}:<redacted>", t.bot_id())))),
             format!("{p}_ADMIN_IDS={}", self.admin_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")),
             format!(
@@ -410,6 +418,7 @@ mod tests {
             ("LOCAL_ADMIN_IDS", "1,x"),
             ("LOCAL_REFERRAL_PERCENT", "101"),
             ("LOCAL_WITHDRAWAL_MIN", "-3"),
+            ("LOCAL_REDIS_CA_FILE", "/nonexistent/ca.pem"),
         ])
         .unwrap_err();
         for var in [
@@ -419,6 +428,7 @@ mod tests {
             "LOCAL_ADMIN_IDS",
             "LOCAL_REFERRAL_PERCENT",
             "LOCAL_WITHDRAWAL_MIN",
+            "LOCAL_REDIS_CA_FILE",
         ] {
             assert!(err.to_string().contains(var), "{var} missing from:\n{err}");
         }
