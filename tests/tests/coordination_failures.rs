@@ -55,3 +55,41 @@ async fn redis_outage_fails_money_closed_and_recovers_by_itself() {
     assert!(health::check(guarded.shared(), &readiness).await);
     assert!(matches!(guarded.begin_update(user, 2).await, Intake::Coordinated(BeginOutcome::Proceed(_))));
 }
+
+#[tokio::test]
+async fn the_periodic_health_check_follows_an_outage() {
+    let real = target();
+    let proxy = Proxy::start((real.host.clone(), real.port)).await;
+    let through_proxy = RedisTarget { host: "127.0.0.1".into(), port: proxy.port(), ..real };
+    let dialer = TcpDialer::new(&through_proxy, None).expect("plain TCP");
+    let redis = RedisCoordination::new(
+        RedisConnector::new(dialer, through_proxy.info.clone(), clock(), ids(4)),
+        fresh_keys(),
+        clock(),
+        ids(5),
+    );
+    let readiness = Readiness::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watching = health::watch(&redis, &readiness, Duration::from_millis(50), async {
+        let _ = stopped.await;
+    });
+    let script = async {
+        let until = |want: bool| {
+            let readiness = &readiness;
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while readiness.redis_ok() != want {
+                    assert!(Instant::now() < deadline, "readiness did not become {want}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        until(true).await;
+        proxy.cut();
+        until(false).await;
+        proxy.restore().await;
+        until(true).await;
+        let _ = stop.send(());
+    };
+    tokio::join!(watching, script);
+}
