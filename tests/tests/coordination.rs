@@ -334,3 +334,24 @@ async fn every_key_has_a_ttl() {
     }
     c.commit_update(user, &ticket, FsmWrite::Keep).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_record_that_vanished_under_a_live_handler_is_rewritten_and_keep_refreshes_its_ttl() {
+    let keys = fresh_keys();
+    let c = redis_instance(&keys, 18);
+    let user = uid(4);
+    let mut raw = raw().await;
+    let first = proceed(c.begin_update(user, 1).await.unwrap());
+    c.commit_update(user, &first, FsmWrite::Set(b"a".to_vec())).await.unwrap();
+    let second = proceed(c.begin_update(user, 2).await.unwrap());
+    // The record expires (or Redis loses it) while the handler runs: its state is not lost.
+    let _: () = raw.del(keys.fsm(user)).await.unwrap();
+    assert_eq!(c.commit_update(user, &second, FsmWrite::Set(b"b".to_vec())).await.unwrap(), CommitOutcome::Committed);
+    let third = proceed(c.begin_update(user, 3).await.unwrap());
+    assert_eq!(third.fsm, FsmRecord { version: 2, data: Some(b"b".to_vec()) });
+    // A commit that changes nothing still keeps an active conversation alive.
+    let _: () = raw.pexpire(keys.fsm(user), 5_000).await.unwrap();
+    c.commit_update(user, &third, FsmWrite::Keep).await.unwrap();
+    let ttl: i64 = raw.pttl(keys.fsm(user)).await.unwrap();
+    assert!(ttl > 3_600_000, "keep did not refresh the record's TTL ({ttl} ms left)");
+}

@@ -61,6 +61,26 @@ async fn every_update_is_applied_once_in_order_across_two_instances() {
     assert_eq!(record.version, 15);
 }
 
+#[tokio::test]
+async fn a_state_too_large_to_store_keeps_the_old_one_and_frees_the_chat() {
+    let keys = fresh_keys();
+    let a = guarded(&keys, 6);
+    let user = uid(8);
+    let set = |text: &'static [u8]| move |_| async move { FsmWrite::Set(text.to_vec()) };
+    assert_eq!(handle_update(&a, user, 1, set(b"small")).await, Handled::Committed);
+    let huge = handle_update(&a, user, 2, |_| async { FsmWrite::Set(vec![b'x'; 100_000]) }).await;
+    assert_eq!(huge, Handled::Committed, "the chat is released with the old state");
+    let seen = Rc::new(RefCell::new(None));
+    let read = seen.clone();
+    let next = handle_update(&a, user, 3, |ctx| async move {
+        *read.borrow_mut() = ctx.fsm;
+        FsmWrite::Keep
+    })
+    .await;
+    assert_eq!(next, Handled::Committed, "the next update is not kept waiting");
+    assert_eq!(seen.borrow().as_ref().and_then(|r| r.data.clone()), Some(b"small".to_vec()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_works_at_a_time_and_a_standby_takes_over() {
     let keys = fresh_keys();

@@ -5,13 +5,12 @@
 //! over turmoil's simulated TCP.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisConnectionInfo};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Mutex;
 use url::Url;
 
 use crate::ports::coordination::CoordinationError;
@@ -124,60 +123,81 @@ impl Dialer for TcpDialer {
 }
 
 struct State {
-    connection: Option<MultiplexedConnection>,
+    /// The live connection and its generation (a reset names the generation it saw fail, so a
+    /// late failure of an old connection never throws away a newer one).
+    connection: Option<(u64, MultiplexedConnection)>,
+    generation: u64,
     failures: u32,
     /// No new attempt before this (monotonic clock).
     retry_at: Duration,
 }
 
-/// One multiplexed connection, shared by every caller of this instance, redialed on failure.
-/// Callers never wait for a backoff: while one is running they are told Redis is unavailable,
-/// and the policy of each action decides what that means.
+/// One multiplexed connection, shared by every caller of this instance, redialed on failure with
+/// backoff. Callers never wait for a backoff: during one they are told Redis is unavailable at
+/// once, and the policy of each action decides what that means. Callers that arrive while a dial
+/// is under way wait for it (2 s at most) and share its connection, so a burst of calls at start
+/// or after an outage opens one connection, not one each.
 pub struct RedisConnector<D: Dialer> {
     dialer: D,
     info: RedisConnectionInfo,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
     state: Mutex<State>,
+    dial_gate: tokio::sync::Mutex<()>,
 }
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Server errors that mean "this node cannot serve us now" (a demoted primary after a failover,
+/// a replica, a node loading its data): drop the connection and redial, rather than keep
+/// sending scripts to a node that refuses them.
+const REDIAL_ERRORS: [&str; 3] = ["READONLY", "MASTERDOWN", "LOADING"];
 
 impl<D: Dialer> RedisConnector<D> {
     pub fn new(dialer: D, info: RedisConnectionInfo, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> RedisConnector<D> {
-        RedisConnector {
-            dialer,
-            info,
-            clock,
-            ids,
-            state: Mutex::new(State { connection: None, failures: 0, retry_at: Duration::ZERO }),
-        }
+        let state = State { connection: None, generation: 0, failures: 0, retry_at: Duration::ZERO };
+        RedisConnector { dialer, info, clock, ids, state: Mutex::new(state), dial_gate: tokio::sync::Mutex::new(()) }
     }
 
-    /// The current connection, dialing one if there is none and the backoff allows.
-    pub async fn connection(&self) -> Result<MultiplexedConnection, CoordinationError> {
-        let mut state = self.state.lock().await;
-        if let Some(connection) = &state.connection {
-            return Ok(connection.clone());
+    /// The current connection (and its generation), or Unavailable during a backoff.
+    fn current(&self) -> Result<Option<(u64, MultiplexedConnection)>, CoordinationError> {
+        let state = lock(&self.state);
+        if let Some((generation, connection)) = &state.connection {
+            return Ok(Some((*generation, connection.clone())));
         }
         if self.clock.monotonic() < state.retry_at {
             return Err(CoordinationError::Unavailable);
         }
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.open()).await {
+        Ok(None)
+    }
+
+    /// The current connection (and its generation), dialing one if there is none and the
+    /// backoff allows; one dial at a time, and those who waited for it share its result.
+    pub async fn connection(&self) -> Result<(u64, MultiplexedConnection), CoordinationError> {
+        if let Some(current) = self.current()? {
+            return Ok(current);
+        }
+        let _gate = self.dial_gate.lock().await;
+        if let Some(current) = self.current()? {
+            return Ok(current);
+        }
+        let opened = tokio::time::timeout(CONNECT_TIMEOUT, self.open()).await;
+        let mut state = lock(&self.state);
+        match opened {
             Ok(Ok(connection)) => {
-                if state.failures > 0 {
-                    tracing::info!(failures = state.failures, "reconnected to Redis");
-                }
-                state.failures = 0;
-                state.connection = Some(connection.clone());
-                Ok(connection)
+                state.generation += 1;
+                let generation = state.generation;
+                state.connection = Some((generation, connection.clone()));
+                Ok((generation, connection))
             }
-            failed => {
-                let reason = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".into(),
-                };
-                state.failures = state.failures.saturating_add(1);
-                state.retry_at = self.clock.monotonic() + self.backoff(state.failures);
-                tracing::warn!(failures = state.failures, reason, "cannot connect to Redis");
+            Ok(Err(e)) => {
+                self.note_failure(&mut state, &e.to_string());
+                Err(CoordinationError::Unavailable)
+            }
+            Err(_) => {
+                self.note_failure(&mut state, "timed out");
                 Err(CoordinationError::Unavailable)
             }
         }
@@ -197,32 +217,59 @@ impl<D: Dialer> RedisConnector<D> {
         exp + Duration::from_millis(jitter_ms)
     }
 
-    /// Forgets the connection after a transport failure, so the next call redials.
-    pub async fn reset(&self) {
-        self.state.lock().await.connection = None;
+    /// Counts a failure (a failed dial, or a call that failed on a connection) and pushes the
+    /// next dial back; the backoff grows until a call succeeds again.
+    fn note_failure(&self, state: &mut State, reason: &str) {
+        state.failures = state.failures.saturating_add(1);
+        state.retry_at = self.clock.monotonic() + self.backoff(state.failures);
+        tracing::warn!(failures = state.failures, reason, "Redis unavailable");
     }
 
-    /// Runs one call on the connection with the call timeout. A transport failure or a timeout
-    /// drops the connection and reports Redis unavailable; a server error is unexpected.
+    /// Forgets connection `generation` after it failed, so the next call redials (after the
+    /// backoff). A newer connection is kept.
+    fn reset(&self, generation: u64, reason: &str) {
+        let mut state = lock(&self.state);
+        if state.connection.as_ref().is_some_and(|(g, _)| *g == generation) {
+            state.connection = None;
+            self.note_failure(&mut state, reason);
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut state = lock(&self.state);
+        if state.failures > 0 {
+            tracing::info!(failures = state.failures, "Redis answers again");
+            state.failures = 0;
+        }
+    }
+
+    /// Runs one call on the connection with the call timeout. A transport failure, a timeout or a
+    /// node that cannot serve (READONLY, MASTERDOWN, LOADING) drops the connection and reports
+    /// Redis unavailable; any other server error is unexpected.
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, CoordinationError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let connection = self.connection().await?;
+        let (generation, connection) = self.connection().await?;
         match tokio::time::timeout(CALL_TIMEOUT, call(connection)).await {
-            Ok(Ok(value)) => Ok(value),
+            Ok(Ok(value)) => {
+                self.succeeded();
+                Ok(value)
+            }
             Ok(Err(e))
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error() =>
+                if e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error()
+                    || e.code().is_some_and(|code| REDIAL_ERRORS.contains(&code)) =>
             {
-                tracing::warn!(error = %e, "Redis call failed; reconnecting");
-                self.reset().await;
+                self.reset(generation, &e.to_string());
                 Err(CoordinationError::Unavailable)
             }
             Ok(Err(e)) => Err(CoordinationError::Unexpected(anyhow::Error::new(e).context("Redis refused a call"))),
             Err(_) => {
-                tracing::warn!("Redis call timed out; reconnecting");
-                self.reset().await;
+                self.reset(generation, "a call timed out");
                 Err(CoordinationError::Unavailable)
             }
         }

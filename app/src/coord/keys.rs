@@ -60,6 +60,11 @@ impl KeySpace {
         }
     }
 
+    /// Written by the health check (a replica or a demoted primary refuses the write).
+    pub fn health(&self) -> String {
+        format!("{}:{{health}}", self.base)
+    }
+
     pub fn leader(&self, role: Role) -> String {
         format!("{}:{{leader:{}}}:lease", self.base, role.name())
     }

@@ -10,7 +10,8 @@ pub enum Algorithm {
     /// in any window of that length. For money actions.
     SlidingWindow,
     /// Generic cell rate: one timestamp per key, allows a burst of `max` then one per
-    /// `window / max`. Cheaper; for the rest.
+    /// `window / max`. Cheaper, and smoother, but looser: up to `2 * max - 1` in a window that
+    /// starts with a full burst. For the limits that are about load, not money.
     Gcra,
 }
 
@@ -35,8 +36,9 @@ const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// The audit's targets: withdrawal requests 3/hour, payment attempts 5/minute, promo attempts
-/// 10/minute, admin commands 100/minute; trial activation 5 per 10 minutes (the trial itself is
-/// once per user in PostgreSQL; this only stops hammering).
+/// 10/minute (exact sliding windows: never more in any window); admin commands 100/minute and
+/// trial activation 5 per 10 minutes (GCRA: a burst of that many, then the average rate; the
+/// trial itself is once per user in PostgreSQL, this only stops hammering).
 pub fn limit(action: LimitedAction) -> Limit {
     use Algorithm::*;
     use WhenUnavailable::*;
@@ -50,8 +52,9 @@ pub fn limit(action: LimitedAction) -> Limit {
     Limit { max, window, algorithm, when_unavailable }
 }
 
-/// The per-user flood limit checked by every update's begin: 20 updates per 10 seconds (GCRA).
-/// A person tapping fast stays far below; a script hammering the bot is dropped quietly.
+/// The per-user flood limit checked by every update's begin: a burst of 20, then 2 updates per
+/// second (GCRA over 10 seconds). A person tapping fast stays far below; a script hammering the
+/// bot is dropped quietly.
 pub const FLOOD_MAX: u32 = 20;
 pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 

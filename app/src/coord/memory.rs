@@ -113,15 +113,16 @@ impl Coordination for MemoryCoordination {
             inner.leases.remove(&user);
             Self::mark(inner, (user, ticket.update_id), now + UPDATE_DONE_TTL);
             let record = inner.fsm.entry(user).or_default();
+            let version = record.version.max(ticket.fsm.version);
             match write {
                 FsmWrite::Keep => CommitOutcome::Committed,
-                _ if record.version != ticket.fsm.version => CommitOutcome::VersionConflict,
+                _ if record.version != ticket.fsm.version && record.version != 0 => CommitOutcome::VersionConflict,
                 FsmWrite::Set(data) => {
-                    *record = FsmRecord { version: record.version + 1, data: Some(data) };
+                    *record = FsmRecord { version: version + 1, data: Some(data) };
                     CommitOutcome::Committed
                 }
                 FsmWrite::Clear => {
-                    *record = FsmRecord { version: record.version + 1, data: None };
+                    *record = FsmRecord { version: version + 1, data: None };
                     CommitOutcome::Committed
                 }
             }

@@ -113,14 +113,20 @@ impl<D: Dialer> RedisCoordination<D> {
         &self.keys
     }
 
-    /// PING, for start-up and the periodic health check.
+    /// The start-up and periodic health check: a short-lived write, so that a replica or a
+    /// demoted primary (which still answers PING) counts as unhealthy.
     pub async fn ping(&self) -> Result<(), CoordinationError> {
+        let key = self.keys.health();
         let reply: String =
-            self.connector.call(|mut c| async move { redis::cmd("PING").query_async(&mut c).await }).await?;
-        if reply == "PONG" {
+            self.connector
+                .call(|mut c| async move {
+                    redis::cmd("SET").arg(key).arg(1).arg("PX").arg(10_000).query_async(&mut c).await
+                })
+                .await?;
+        if reply == "OK" {
             Ok(())
         } else {
-            Err(CoordinationError::Unexpected(anyhow::anyhow!("PING answered {reply:?}")))
+            Err(CoordinationError::Unexpected(anyhow::anyhow!("health write answered {reply:?}")))
         }
     }
 

@@ -6,18 +6,20 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::coord::limits::LEASE_TTL;
 use crate::coord::policy::{Guarded, Intake};
 use crate::domain::UserId;
 use crate::ports::Coordination;
-use crate::ports::coordination::{BeginOutcome, CommitOutcome, FsmRecord, FsmWrite};
+use crate::ports::coordination::{BeginOutcome, CommitOutcome, CoordinationError, FsmRecord, FsmWrite};
 
-/// How many times an update waits for its chat's lease before it is given up. With handlers
-/// far shorter than the lease this is only reached when an instance died holding it; the update
-/// is then left undone (Telegram redelivers it, or the user repeats).
-pub const BUSY_RETRIES_MAX: u32 = 5;
+/// How long, in total, an update waits for its chat's lease before it is given up. A handler may
+/// hold the lease for all of `LEASE_TTL` (a few slow store and Telegram calls); waiting that long
+/// means an update is dropped only when its chat stayed busy for longer than any live handler can
+/// hold it (an instance died holding the lease and the chat stayed busy after it expired).
+pub const BUSY_WAIT_TOTAL: Duration = Duration::from_secs(35);
 
-/// The longest single wait for a busy chat: a lease's remaining time can be long after an
-/// instance died; waiting a little and asking again keeps the handler responsive.
+/// The longest single wait before asking again: the lease may be released long before it would
+/// expire, and the update should then go ahead at once.
 pub const BUSY_WAIT_MAX: Duration = Duration::from_millis(500);
 
 /// What became of one update.
@@ -57,7 +59,8 @@ where
     H: FnOnce(UpdateContext) -> Fut,
     Fut: Future<Output = FsmWrite>,
 {
-    let mut retries = 0;
+    const _: () = assert!(BUSY_WAIT_TOTAL.as_secs() > LEASE_TTL.as_secs(), "wait out at least one whole lease");
+    let mut waited = Duration::ZERO;
     let ticket = loop {
         match coordination.begin_update(user, update_id).await {
             Intake::Degraded => {
@@ -68,16 +71,29 @@ where
             Intake::Coordinated(BeginOutcome::Duplicate) => return Handled::Duplicate,
             Intake::Coordinated(BeginOutcome::Flooded { .. }) => return Handled::Flooded,
             Intake::Coordinated(BeginOutcome::Busy { retry_after }) => {
-                if retries == BUSY_RETRIES_MAX {
+                if waited >= BUSY_WAIT_TOTAL {
+                    tracing::warn!(user_id = user.get(), update_id, "chat stayed busy; update given up");
                     return Handled::GaveUp;
                 }
-                retries += 1;
-                tokio::time::sleep(retry_after.min(BUSY_WAIT_MAX)).await;
+                let wait = retry_after.clamp(Duration::from_millis(1), BUSY_WAIT_MAX);
+                tokio::time::sleep(wait).await;
+                waited += wait;
             }
         }
     };
     let write = handler(UpdateContext { user, update_id, fsm: Some(ticket.fsm.clone()) }).await;
-    match coordination.shared().commit_update(user, &ticket, write).await {
+    let mut committed = coordination.shared().commit_update(user, &ticket, write).await;
+    if let Err(CoordinationError::Invalid(why)) = &committed {
+        // The new state cannot be stored (too large): keep the old one, but release the chat.
+        tracing::warn!(
+            user_id = user.get(),
+            update_id,
+            why = why.as_str(),
+            "state refused; conversation kept as it was"
+        );
+        committed = coordination.shared().commit_update(user, &ticket, FsmWrite::Keep).await;
+    }
+    match committed {
         Ok(CommitOutcome::Committed) => Handled::Committed,
         Ok(CommitOutcome::LeaseLost) => {
             tracing::warn!(user_id = user.get(), update_id, "handler outlived its lease; state not saved");

@@ -11,13 +11,22 @@ if redis.call('GET', KEYS[2]) ~= ARGV[1] then
 end
 redis.call('DEL', KEYS[2])
 redis.call('SET', KEYS[3], 'done', 'PX', ARGV[6])
+local version = tonumber(redis.call('HGET', KEYS[1], 'v') or 0)
 if ARGV[3] == 'keep' then
+  -- An active conversation stays alive: every update refreshes its TTL.
+  if version > 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  end
   return 'ok'
 end
-local version = tonumber(redis.call('HGET', KEYS[1], 'v') or 0)
-if version ~= tonumber(ARGV[2]) then
+-- A record changed by someone else is a conflict. A record that is gone (its TTL ran out, or
+-- Redis lost it) is not: the handler's state is the best there is, so it is written on top of
+-- the version it read, and the version keeps growing.
+local expected = tonumber(ARGV[2])
+if version ~= expected and version ~= 0 then
   return 'conflict'
 end
+version = math.max(version, expected)
 -- The version only grows, clearing included, so the record's history stays linear.
 if ARGV[3] == 'set' then
   redis.call('HSET', KEYS[1], 'v', version + 1, 'd', ARGV[4])
