@@ -219,6 +219,11 @@ BEGIN
     END IF;
     v_purchase := atlas_open_purchase(p_user, p_tariff_code, p_days, p_promo_code, p_method, 'pending',
                                       p_now + make_interval(secs => p_ttl_seconds), p_now);
+    -- A 100% promo code leaves nothing a provider could take: such a purchase is made from the
+    -- balance (where it costs nothing), never as an unpayable invoice.
+    IF v_purchase.amount = 0 THEN
+        RAISE EXCEPTION 'NOTHING_TO_PAY';
+    END IF;
     IF p_idempotency_key IS NOT NULL THEN
         INSERT INTO payment_idempotency_keys (key, user_id, purchase_id, created_at)
             VALUES (p_idempotency_key, p_user, v_purchase.id, p_now);
@@ -274,7 +279,10 @@ BEGIN
     INSERT INTO payments (provider, provider_payment_id, user_id, amount, purpose, purchase_id, created_at)
         VALUES (p_provider, p_provider_payment_id, v_purchase.user_id, p_amount, 'purchase', p_purchase, p_now)
         RETURNING * INTO v_payment;
-    UPDATE pending_purchases SET status = 'paid', paid_at = p_now WHERE id = p_purchase;
+    UPDATE pending_purchases SET status = 'paid', paid_at = p_now WHERE id = p_purchase AND status = 'pending';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'PURCHASE_CHANGED_CONCURRENTLY';
+    END IF;
     v_sub := atlas_extend_subscription(v_purchase.user_id, v_purchase.tariff_id, v_purchase.period_days, p_now);
     RETURN QUERY SELECT 'finalized'::TEXT, v_payment.id, v_sub.expires_at;
 END $$;
@@ -288,6 +296,9 @@ BEGIN
     IF p_status NOT IN ('cancelled', 'expired') THEN
         RAISE EXCEPTION 'INVALID_STATUS';
     END IF;
+    -- The buyer's lock, as finalize takes it: a payment being recorded and a cancellation never
+    -- interleave (else the purchase could end paid with its promo use given back).
+    PERFORM pg_advisory_xact_lock(p.user_id) FROM pending_purchases p WHERE p.id = p_purchase;
     UPDATE pending_purchases SET status = p_status WHERE id = p_purchase AND status = 'pending'
         RETURNING status INTO v_status;
     IF NOT FOUND THEN
@@ -311,7 +322,13 @@ DECLARE
     v_user users;
     v_payment payments;
 BEGIN
-    v_user := atlas_lock_user(p_user);
+    -- Money a provider took is recorded even for a banned user (the admin settles it later):
+    -- the user lock without the ban check.
+    PERFORM pg_advisory_xact_lock(p_user);
+    SELECT * INTO v_user FROM users WHERE telegram_id = p_user;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'UNKNOWN_USER';
+    END IF;
     SELECT * INTO v_payment FROM payments
         WHERE provider = p_provider AND provider_payment_id = p_provider_payment_id;
     IF FOUND THEN
@@ -498,10 +515,17 @@ BEGIN
     v_outcome := CASE WHEN v_price IS NULL THEN 'tariff_unavailable'
                       WHEN v_balance < v_price THEN 'insufficient_funds'
                       ELSE 'renewed' END;
+    -- Another worker may have claimed this period after our snapshot was taken: then the claim
+    -- is theirs, and this tick moves on.
     INSERT INTO auto_renewals (subscription_id, period_start, outcome, amount, created_at)
         VALUES (v_sub.id, v_sub.expires_at, v_outcome,
                 CASE WHEN v_outcome = 'renewed' THEN v_price ELSE 0 END, p_now)
+        ON CONFLICT (subscription_id, period_start) DO NOTHING
         RETURNING id INTO v_claim;
+    IF v_claim IS NULL THEN
+        RETURN QUERY SELECT 'busy'::TEXT, v_sub.id, v_sub.user_id, 0::BIGINT, v_sub.expires_at;
+        RETURN;
+    END IF;
     IF v_outcome <> 'renewed' THEN
         RETURN QUERY SELECT v_outcome, v_sub.id, v_sub.user_id, 0::BIGINT, v_sub.expires_at;
         RETURN;

@@ -67,6 +67,9 @@ async fn top_up_credits_each_provider_payment_once() {
     let other = user_with_balance(s, 2, "0").await;
     refused_without_writes!(&db, s.top_up(other, crypto("pay-1", "250.50"), t0()), PaymentError::PaymentIdReused);
     refused_without_writes!(&db, s.top_up(uid(404), crypto("pay-2", "10"), t0()), PaymentError::UnknownUser);
+    // Money a provider took is recorded even after an admin banned the user.
+    sqlx::query("UPDATE users SET banned = TRUE WHERE telegram_id = 2").execute(db.pool()).await.unwrap();
+    assert_eq!(s.top_up(other, crypto("pay-3", "5"), t0()).await.unwrap().balance, 500);
     assert_eq!(balance(&db, user).await, 25_050);
     assert_ledger_invariants(&db).await.unwrap();
 }
@@ -282,6 +285,13 @@ async fn provider_purchase_is_finalized_once_and_late_money_is_kept() {
         .unwrap();
     assert_eq!((pending.applied, pending.amount), (Applied::Done, 17_910));
     assert_eq!(pending.expires_at, t0() + Duration::hours(1));
+    // A 100% code leaves nothing for a provider to take: refused, nothing reserved.
+    create_promo(&db, "GIFT", 100, Some(1), None).await;
+    refused_without_writes!(
+        &db,
+        s.create_pending_purchase(purchase(user, Some("GIFT"), None), PaymentProviderKind::Stars, 600, t0()),
+        PurchaseError::NothingToPay
+    );
     let replay = s
         .create_pending_purchase(
             purchase(user, Some("TEN"), Some("invoice:1")),

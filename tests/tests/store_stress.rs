@@ -237,3 +237,47 @@ async fn concurrent_money_operations_keep_every_invariant() {
     let redemptions = count(&db, "SELECT count(*) FROM promo_redemptions").await;
     assert_eq!(redemptions, i64::from(PROMO_MAX_USES));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_and_a_cancellation_of_one_purchase_never_both_win() {
+    for round in 0..5 {
+        let db = TestDb::with_connections(6).await;
+        let store = Arc::new(db.store.clone());
+        let buyer = user_with_balance(&store, 1, "0").await;
+        create_promo(&db, "ONCE", 30, Some(1), None).await;
+        let request =
+            PurchaseRequest { promo: Some(PromoCode::parse("ONCE").unwrap()), ..basic_request(buyer, false, None) };
+        let pending = store.create_pending_purchase(request, PaymentProviderKind::Crypto, 3600, t0()).await.unwrap();
+        // Stall the payment between reading the purchase and writing its payment row (an
+        // uncommitted row with the same provider payment id), cancel meanwhile, then let go.
+        let other = user_with_balance(&store, 2, "0").await;
+        let mut holder = db.pool().begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO payments (provider, provider_payment_id, user_id, amount, purpose, created_at)
+             VALUES ('crypto', 'race-1', $1, 1, 'topup', $2)",
+        )
+        .bind(other.get())
+        .bind(t0())
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+        let amount = Money::from_minor(pending.amount).unwrap().to_string();
+        let (s1, s2) = (store.clone(), store.clone());
+        let pay =
+            tokio::spawn(
+                async move { s1.finalize_purchase(pending.purchase_id, crypto("race-1", &amount), t0()).await },
+            );
+        tokio::time::sleep(std::time::Duration::from_millis(100 + 20 * round)).await;
+        let cancel =
+            tokio::spawn(async move { s2.close_pending_purchase(pending.purchase_id, Closure::Cancelled).await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        holder.rollback().await.unwrap();
+        let (paid, cancelled) = (pay.await.unwrap().unwrap(), cancel.await.unwrap());
+        match (paid, cancelled) {
+            (FinalizeOutcome::Finalized { .. }, Err(CloseError::NotPending(_))) => {}
+            (FinalizeOutcome::CreditedToBalance, Ok(())) => assert_eq!(balance(&db, buyer).await, pending.amount),
+            other => panic!("round {round}: payment and cancellation both won or both lost: {other:?}"),
+        }
+        assert_ledger_invariants(&db).await.unwrap();
+    }
+}

@@ -59,6 +59,9 @@ pub enum PurchaseError {
     InsufficientBalance,
     #[error("the idempotency key belongs to another user")]
     IdempotencyKeyReused,
+    /// The promo code makes the purchase free: take it from the balance instead of an invoice.
+    #[error("nothing to pay: this purchase is free")]
+    NothingToPay,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -397,7 +400,7 @@ pub trait Store: Send + Sync + 'static {
     fn subscription(&self, user: UserId) -> impl Future<Output = Result<Option<Subscription>, StoreError>> + Send;
 
     /// Credits a provider-paid top-up. MUST credit a provider payment id at most once; a
-    /// redelivery returns `Duplicate`.
+    /// redelivery returns `Duplicate`. Money received is recorded even for a banned user.
     fn top_up(
         &self,
         user: UserId,

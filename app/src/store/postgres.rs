@@ -18,17 +18,20 @@ use crate::domain::{
 use crate::ports::store::*;
 use crate::ports::vpn::PanelKey;
 
-/// Longest a single store call may take, waiting for a pooled connection included. Money
-/// operations are one short statement; anything slower means the database is in trouble, and
-/// the caller is better told so than left hanging.
-pub const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Longest the server may run one statement (a second bound, inside PostgreSQL, so a stuck
-/// statement does not hold its locks after the client gave up).
+/// Longest the server may run one statement, lock waits included. It is the bound that decides:
+/// the server cancels (and rolls back) a statement past it, before the client gives up, so a call
+/// the client reports as failed has not committed later.
 const STATEMENT_TIMEOUT_MS: u64 = 8_000;
 
 /// How long to wait for a free pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest a single store call may take, waiting for a pooled connection included: longer than
+/// the acquire and statement bounds together, so it fires only when the server stopped
+/// answering (then the outcome is unknown, as with any lost connection).
+pub const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(16);
+
+const _: () = assert!(STORE_CALL_TIMEOUT.as_millis() > ACQUIRE_TIMEOUT.as_millis() + STATEMENT_TIMEOUT_MS as u128);
 
 /// The migrations, compiled into the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -96,6 +99,10 @@ fn refusal(err: &sqlx::Error) -> Option<Refusal> {
         (Some("23514"), Some("users_balance_non_negative")) => "INSUFFICIENT_BALANCE".into(),
         (Some("23514"), Some("promo_used_within_max")) => "PROMOCODE_ALREADY_USED_OR_EXPIRED".into(),
         (Some("23505"), Some("promo_redemptions_pkey")) => "PROMO_ALREADY_USED_BY_USER".into(),
+        // Keys unique across users, checked under one user's lock: two users racing for the same
+        // key or payment id meet here.
+        (Some("23505"), Some("payment_idempotency_keys_pkey")) => "IDEMPOTENCY_KEY_REUSED".into(),
+        (Some("23505"), Some("payments_provider_provider_payment_id_key")) => "PAYMENT_ID_REUSED".into(),
         _ => return None,
     };
     Some(Refusal { code, detail })
@@ -169,6 +176,7 @@ fn purchase_error(code: &str, _detail: Option<&str>) -> Option<PurchaseError> {
         "UNKNOWN_TARIFF" => PurchaseError::UnknownTariff,
         "INSUFFICIENT_BALANCE" => PurchaseError::InsufficientBalance,
         "IDEMPOTENCY_KEY_REUSED" => PurchaseError::IdempotencyKeyReused,
+        "NOTHING_TO_PAY" => PurchaseError::NothingToPay,
         _ => return None,
     })
 }
@@ -215,22 +223,24 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<User, StoreError> {
         // The referrer is kept only if it already exists and is not the user: a forged deep
-        // link cannot point at nobody or at oneself.
-        let sql = "WITH inserted AS (
-                INSERT INTO users (telegram_id, language, referrer_id, created_at)
-                SELECT $1, $2, (SELECT telegram_id FROM users WHERE telegram_id = $3 AND telegram_id <> $1), $4
-                ON CONFLICT (telegram_id) DO NOTHING
-                RETURNING *)
-            SELECT * FROM inserted UNION ALL SELECT * FROM users WHERE telegram_id = $1 LIMIT 1";
-        let row = timed(
+        // link cannot point at nobody or at oneself. The read is a second statement: when two
+        // instances register the same user at once, the loser's insert does nothing, and only a
+        // fresh snapshot sees the winner's row.
+        let sql = "INSERT INTO users (telegram_id, language, referrer_id, created_at)
+            SELECT $1, $2, (SELECT telegram_id FROM users WHERE telegram_id = $3 AND telegram_id <> $1), $4
+            ON CONFLICT (telegram_id) DO NOTHING";
+        timed(
             sqlx::query(sql)
                 .bind(user.get())
                 .bind(language.code())
                 .bind(referrer.map(UserId::get))
                 .bind(now)
-                .fetch_one(&self.pool),
+                .execute(&self.pool),
         )
         .await?;
+        let row =
+            timed(sqlx::query("SELECT * FROM users WHERE telegram_id = $1").bind(user.get()).fetch_one(&self.pool))
+                .await?;
         Ok(user_from_row(&row)?)
     }
 

@@ -407,11 +407,8 @@ impl Model {
         p: &ProviderPayment,
         _now: DateTime<Utc>,
     ) -> Result<TopUpOutcome, PaymentError> {
-        let balance = match self.lock_user(user) {
-            Ok(u) => u.balance,
-            Err("USER_BANNED") => return Err(PaymentError::UserBanned),
-            Err(_) => return Err(PaymentError::UnknownUser),
-        };
+        // Money received is recorded even for a banned user.
+        let balance = self.users.get(&user).ok_or(PaymentError::UnknownUser)?.balance;
         let key = (p.provider.code(), p.payment_id.as_str().to_owned());
         if let Some(existing) = self.payments.get(&key) {
             if existing.user != user || existing.amount != p.amount.minor() || !existing.topup {
@@ -542,6 +539,9 @@ impl Model {
             });
         }
         let quote = self.quote(r, now)?;
+        if quote.2.map_or(quote.1, |(_, percent)| discounted(quote.1, percent)) == 0 {
+            return Err(PurchaseError::NothingToPay);
+        }
         let expires_at = now + Duration::seconds(i64::from(ttl_seconds));
         let (id, amount) = self.open_purchase(r, quote, Some(provider), PurchaseStatus::Pending, expires_at);
         Ok(PendingPurchase { applied: Applied::Done, purchase_id: id, amount, expires_at })
