@@ -89,41 +89,27 @@ async fn one_leader_works_at_a_time_and_a_standby_takes_over() {
     let effects = Arc::new(std::sync::Mutex::new(Vec::<(u64, &'static str)>::new()));
     let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();
     let (stop_b, stopped_b) = tokio::sync::oneshot::channel::<()>();
-    let (ea, eb) = (effects.clone(), effects.clone());
-    let clock_a = clock();
-    let clock_b = clock();
-    let run_a = leader::lead(
-        &a,
-        clock_a.as_ref(),
-        Role::Reminders,
-        ttl,
-        Duration::from_millis(20),
-        move |l| {
-            let e = ea.clone();
-            async move {
-                e.lock().unwrap().push((l.epoch, "a"));
-            }
-        },
-        async {
-            let _ = stopped_a.await;
-        },
-    );
-    let run_b = leader::lead(
-        &b,
-        clock_b.as_ref(),
-        Role::Reminders,
-        ttl,
-        Duration::from_millis(20),
-        move |l| {
-            let e = eb.clone();
-            async move {
-                e.lock().unwrap().push((l.epoch, "b"));
-            }
-        },
-        async {
-            let _ = stopped_b.await;
-        },
-    );
+    let (clock_a, clock_b) = (clock(), clock());
+    // One instance's leader loop, recording each tick of work with its epoch and its name.
+    let run = |instance,
+               clock: &Arc<dyn atlas::ports::Clock>,
+               name: &'static str,
+               stopped: tokio::sync::oneshot::Receiver<()>| {
+        let effects = effects.clone();
+        let clock = clock.clone();
+        async move {
+            let work = move |l: atlas::ports::coordination::Leadership| {
+                let effects = effects.clone();
+                async move { effects.lock().unwrap().push((l.epoch, name)) }
+            };
+            leader::lead(instance, clock.as_ref(), Role::Reminders, ttl, Duration::from_millis(20), work, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    };
+    let run_a = run(&a, &clock_a, "a", stopped_a);
+    let run_b = run(&b, &clock_b, "b", stopped_b);
     let script = async {
         tokio::time::sleep(Duration::from_millis(600)).await;
         // Whoever leads steps down; the other must take over at once (resignation).

@@ -60,59 +60,57 @@ where
         Ok(None) => return Ok(ReissueOutcome::Busy),
         Err(_) => return Ok(ReissueOutcome::TryLater),
     };
+    let outcome = reissue_under_lock(store, vpn, clock, user, subscription.id, guard.fencing_token).await;
+    let _ = coordination.release_lock(&guard).await;
+    outcome
+}
+
+/// The reissue itself, while the lock is held; the caller releases the lock however it ends.
+async fn reissue_under_lock<S: Store, V: VpnProvider>(
+    store: &S,
+    vpn: &V,
+    clock: &dyn Clock,
+    user: UserId,
+    subscription_id: i64,
+    fencing_token: u64,
+) -> Result<ReissueOutcome, ReissueError> {
     // Claim the token in the store before anything else: from now on, an older holder that is
     // still running (its lock expired under it) cannot install.
-    match store.claim_key_fence(subscription.id, guard.fencing_token, clock.now()).await {
+    match store.claim_key_fence(subscription_id, fencing_token, clock.now()).await {
         Ok(()) => {}
-        Err(KeyError::StaleFencingToken { .. }) => {
-            let _ = coordination.release_lock(&guard).await;
-            return Ok(ReissueOutcome::Fenced);
-        }
-        Err(KeyError::UnknownSubscription) => {
-            let _ = coordination.release_lock(&guard).await;
-            return Ok(ReissueOutcome::NoSubscription);
-        }
-        Err(KeyError::Unexpected(e)) => {
-            let _ = coordination.release_lock(&guard).await;
-            return Err(ReissueError::Unexpected(e));
-        }
+        Err(KeyError::StaleFencingToken { .. }) => return Ok(ReissueOutcome::Fenced),
+        Err(KeyError::UnknownSubscription) => return Ok(ReissueOutcome::NoSubscription),
+        Err(KeyError::Unexpected(e)) => return Err(ReissueError::Unexpected(e)),
     }
-    let label = format!("reissue-{}-{}", subscription.id, guard.fencing_token);
-    let key = match vpn.create_key(subscription.id, &label).await {
+    let label = format!("reissue-{subscription_id}-{fencing_token}");
+    let key = match vpn.create_key(subscription_id, &label).await {
         Ok(key) => key,
         Err(e) => {
             tracing::warn!(user_id = user.get(), error = %e, "panel refused a reissue");
-            let _ = coordination.release_lock(&guard).await;
             return Ok(ReissueOutcome::TryLater);
         }
     };
-    let installed = store.install_reissued_key(subscription.id, guard.fencing_token, key.clone(), clock.now()).await;
-    let outcome = match installed {
+    match store.install_reissued_key(subscription_id, fencing_token, key.clone(), clock.now()).await {
         Ok(installed) => {
             if let Some(old) = installed.replaced_panel_key_id
                 && let Err(e) = vpn.revoke_key(&old).await
             {
                 tracing::warn!(user_id = user.get(), error = %e, "old key not revoked at the panel");
             }
-            tracing::info!(user_id = user.get(), fencing_token = guard.fencing_token, "KEY_REISSUED");
-            ReissueOutcome::Reissued { key, fencing_token: guard.fencing_token }
+            tracing::info!(user_id = user.get(), fencing_token, "KEY_REISSUED");
+            Ok(ReissueOutcome::Reissued { key, fencing_token })
         }
         Err(KeyError::StaleFencingToken { current }) => {
             tracing::warn!(
                 user_id = user.get(),
-                token = guard.fencing_token,
+                token = fencing_token,
                 current,
                 "reissue fenced off; revoking its key"
             );
             let _ = vpn.revoke_key(&key.panel_key_id).await;
-            ReissueOutcome::Fenced
+            Ok(ReissueOutcome::Fenced)
         }
-        Err(KeyError::UnknownSubscription) => ReissueOutcome::NoSubscription,
-        Err(KeyError::Unexpected(e)) => {
-            let _ = coordination.release_lock(&guard).await;
-            return Err(ReissueError::Unexpected(e));
-        }
-    };
-    let _ = coordination.release_lock(&guard).await;
-    Ok(outcome)
+        Err(KeyError::UnknownSubscription) => Ok(ReissueOutcome::NoSubscription),
+        Err(KeyError::Unexpected(e)) => Err(ReissueError::Unexpected(e)),
+    }
 }
