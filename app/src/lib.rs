@@ -1,10 +1,11 @@
 //! Atlas Secure: a Telegram bot that sells VPN subscriptions, built to run as several instances
 //! at once on Redis and PostgreSQL.
 //!
-//! The core (`domain`, and later `dialogues` and `workers`) knows the outside world only through
-//! the traits in [`ports`]; adapters live beside it (`store` for PostgreSQL, `runtime` for the
-//! process: configuration, system clock, OS randomness). The simulation in `atlas-sim` plugs its
-//! own adapters into the same ports.
+//! The core (`domain`, `services`, and the conversations and workers to come) knows the outside
+//! world only through the traits in [`ports`]. Adapters live beside it: `store` (PostgreSQL),
+//! `coord` (Redis, and the legacy in-memory design). `runtime` is the composition root: it alone
+//! reads the settings and wires adapters into the one assembly (`runtime::wiring`) that
+//! `atlas-bot`, the tests and the simulation in `atlas-sim` all run.
 
 pub mod coord;
 pub mod domain;

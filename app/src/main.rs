@@ -7,8 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use atlas::runtime::live::{OsIds, SystemClock};
-use atlas::runtime::{Settings, preflight, telemetry};
-use atlas::store::PgStore;
+use atlas::runtime::{Settings, preflight, telemetry, wiring};
 
 const USAGE: &str = "usage: atlas-bot <command>
 
@@ -75,7 +74,7 @@ fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> an
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let store = PgStore::connect(settings.database_url.expose(), 2).await?;
+    let store = wiring::live_store(settings).await.map_err(anyhow::Error::msg)?;
     store.migrate().await
 }
 

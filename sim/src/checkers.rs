@@ -1,25 +1,30 @@
 //! The invariants, checked over a run's history. Each returns the first violation it finds, as
 //! a sentence a person can act on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use atlas::coord::limits::limit;
+use atlas::coord::policy::RateVerdict;
+use atlas::domain::{Money, SubscriptionId, UserId};
 use atlas::runtime::intake::Handled;
+use atlas::services::reissue::panel_label;
 
-use crate::history::{Event, History};
+use crate::history::{Event, History, PurchaseSeen, StoreAnswer};
 use crate::scenario::{Invariant, Scenario, Workload};
-use crate::workloads::limits::action;
+use crate::seed::SEED_BALANCE_MINOR;
 
 /// What the run left behind, for the invariants about the final state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FinalState {
     /// Active keys per subscription in the store.
-    pub store_keys: BTreeMap<i64, Vec<String>>,
+    pub store_keys: BTreeMap<SubscriptionId, Vec<String>>,
     /// Keys alive at the VPN panel per subscription.
-    pub panel_keys: BTreeMap<i64, Vec<String>>,
-    /// Final balance per user (minor units).
-    pub balances: BTreeMap<i64, i64>,
+    pub panel_keys: BTreeMap<SubscriptionId, Vec<String>>,
+    /// Final balance per user.
+    pub balances: BTreeMap<UserId, Money>,
+    /// The price of the period the purchases workload buys (from the catalogue).
+    pub period_price: Money,
 }
 
 pub fn check(invariant: Invariant, history: &History, scenario: &Scenario, end: &FinalState) -> Option<String> {
@@ -193,17 +198,15 @@ fn fsm_survives_restart(history: &History) -> Option<String> {
 }
 
 fn rate_limits_hold(history: &History, scenario: &Scenario) -> Option<String> {
-    let mut granted: BTreeMap<(i64, String), u32> = BTreeMap::new();
+    let mut granted: BTreeMap<(i64, atlas::ports::coordination::LimitedAction), u32> = BTreeMap::new();
     for r in &history.records {
-        if let Event::Rate { user, action, verdict, .. } = &r.event
-            && verdict == "allowed"
-        {
-            *granted.entry((*user, action.clone())).or_default() += 1;
+        if let Event::Rate { user, action, verdict: RateVerdict::Allowed, .. } = &r.event {
+            *granted.entry((*user, *action)).or_default() += 1;
         }
     }
     let duration = Duration::from_secs_f64(scenario.duration_secs);
-    for ((user, name), count) in granted {
-        let Some(l) = action(&name).map(limit) else { continue };
+    for ((user, action), count) in granted {
+        let (l, name) = (limit(action), action.name());
         // The whole run fits in one window, so the total is what one window saw.
         let windows = duration.as_secs_f64() / l.window.as_secs_f64();
         let allowed = l.max * windows.ceil().max(1.0) as u32;
@@ -251,7 +254,7 @@ fn single_leader_effects(history: &History) -> Option<String> {
 
 fn leader_failover(history: &History, scenario: &Scenario) -> Option<String> {
     let Workload::Leader { ttl_ms, work_interval_ms } = scenario.workload else {
-        return Some("leader_failover needs the leader workload".into());
+        unreachable!("scenario validation allows leader_failover only with the leader workload")
     };
     // A new leader may wait for the old lease to end (ttl), for its own next try (ttl/3) and
     // for its first tick (work interval); 100 ms more for the network.
@@ -296,14 +299,14 @@ fn no_double_reissue(history: &History, scenario: &Scenario, end: &FinalState) -
     if let Some(why) = reissue_locks_exclusive(history, scenario) {
         return Some(why);
     }
-    let mut created: Vec<(Duration, usize, i64, String)> = Vec::new();
+    let mut created: Vec<(Duration, usize, SubscriptionId, String)> = Vec::new();
     for r in &history.records {
         match &r.event {
             Event::KeyCreated { instance, subscription, label } => {
                 created.push((r.at, *instance, *subscription, label.clone()))
             }
-            Event::KeyInstall { instance, subscription, token, result } if result == "installed" => {
-                let label = format!("reissue-{subscription}-{token}");
+            Event::KeyInstall { instance, subscription, token, answer: StoreAnswer::Done } => {
+                let label = panel_label(*subscription, *token);
                 let Some(own) = created.iter().rev().find(|c| c.2 == *subscription && c.3 == label) else {
                     return Some(format!("a key was installed under token {token} that no reissue created"));
                 };
@@ -346,13 +349,13 @@ fn reissue_locks_exclusive(history: &History, scenario: &Scenario) -> Option<Str
     let lease = Duration::from_millis(scenario.lease_ms);
     let slack = Duration::from_millis(scenario.network.max_latency_ms + scenario.tick_ms);
     // (instance, subscription, token) -> (claimed at, finished at)
-    let mut holders: BTreeMap<(usize, i64, u64), (Duration, Option<Duration>)> = BTreeMap::new();
+    let mut holders: BTreeMap<(usize, SubscriptionId, u64), (Duration, Option<Duration>)> = BTreeMap::new();
     for r in &history.records {
         match &r.event {
             Event::KeyClaim { instance, subscription, token } => {
                 holders.insert((*instance, *subscription, *token), (r.at, None));
             }
-            Event::KeyClaimed { instance, subscription, token, result } if result != "claimed" => {
+            Event::KeyClaimed { instance, subscription, token, answer } if *answer != StoreAnswer::Done => {
                 if let Some(h) = holders.get_mut(&(*instance, *subscription, *token)) {
                     h.1 = Some(r.at);
                 }
@@ -386,26 +389,28 @@ fn reissue_locks_exclusive(history: &History, scenario: &Scenario) -> Option<Str
 /// down by the price of one period for each distinct update whose purchase went through (or may
 /// have: a store call that never answered), and by nothing else.
 fn money_once(history: &History, end: &FinalState) -> Option<String> {
-    let mut paid: BTreeMap<i64, (std::collections::BTreeSet<i64>, std::collections::BTreeSet<i64>)> = BTreeMap::new();
+    let mut paid: BTreeMap<UserId, (BTreeSet<i64>, BTreeSet<i64>)> = BTreeMap::new();
     for r in &history.records {
         if let Event::Purchase { user, update, outcome, .. } = &r.event {
-            let (sure, maybe) = paid.entry(*user).or_default();
-            match outcome.as_str() {
-                "Done" if !sure.insert(*update) => {
+            let user = UserId::new(*user).expect("workload users are positive");
+            let (sure, maybe) = paid.entry(user).or_default();
+            match outcome {
+                PurchaseSeen::Charged if !sure.insert(*update) => {
                     return Some(format!("update {update} of user {user} was charged twice"));
                 }
-                "unknown" => {
+                PurchaseSeen::Unknown => {
                     maybe.insert(*update);
                 }
                 _ => {}
             }
         }
     }
+    let price = end.period_price.minor();
     for (user, balance) in &end.balances {
         let (sure, maybe) = paid.get(user).cloned().unwrap_or_default();
-        let spent = crate::runner::SEED_BALANCE_MINOR - balance;
-        let low = sure.len() as i64 * PERIOD_PRICE_MINOR;
-        let high = sure.union(&maybe).count() as i64 * PERIOD_PRICE_MINOR;
+        let spent = SEED_BALANCE_MINOR - balance.minor();
+        let low = sure.len() as i64 * price;
+        let high = sure.union(&maybe).count() as i64 * price;
         if spent < low || spent > high {
             return Some(format!(
                 "user {user} spent {spent} but paid for {} updates ({} more unknown): {}..{} expected",
@@ -418,6 +423,3 @@ fn money_once(history: &History, end: &FinalState) -> Option<String> {
     }
     None
 }
-
-/// The price of the period the purchases workload buys (basic, 30 days; the seed catalogue).
-const PERIOD_PRICE_MINOR: i64 = 19_900;

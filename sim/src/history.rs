@@ -5,7 +5,11 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use atlas::coord::policy::RateVerdict;
+use atlas::domain::SubscriptionId;
+use atlas::ports::coordination::LimitedAction;
 use atlas::runtime::intake::Handled;
+use atlas::services::reissue::ReissueOutcome;
 
 use crate::clock::sim_now;
 
@@ -37,18 +41,19 @@ pub enum Event {
     Rate {
         instance: usize,
         user: i64,
-        action: String,
-        verdict: String,
+        action: LimitedAction,
+        verdict: RateVerdict,
     },
+    /// A leader-only effect, done under the lease of `epoch`.
     Effect {
         instance: usize,
         epoch: u64,
     },
-    /// A reissue asked the panel for a key, right after taking the lock; the label carries the
-    /// lock's fencing token (`reissue-<subscription>-<token>`).
+    /// A reissue asked the panel for a key, right after taking the lock; the label is
+    /// `services::reissue::panel_label` of the subscription and the lock's fencing token.
     KeyCreated {
         instance: usize,
-        subscription: i64,
+        subscription: SubscriptionId,
         label: String,
     },
     KeyRevoked {
@@ -56,41 +61,81 @@ pub enum Event {
         panel_key_id: String,
     },
     /// A reissue, holding the lock with `token`, asks the store to register the token (sent right
-    /// after the lock was granted); then what the store said: claimed, fenced or failed.
+    /// after the lock was granted); then what the store said.
     KeyClaim {
         instance: usize,
-        subscription: i64,
+        subscription: SubscriptionId,
         token: u64,
     },
     KeyClaimed {
         instance: usize,
-        subscription: i64,
+        subscription: SubscriptionId,
         token: u64,
-        result: String,
+        answer: StoreAnswer,
     },
-    /// What the store said to a reissue's install: installed, fenced or failed.
+    /// What the store said to a reissue's install.
     KeyInstall {
         instance: usize,
-        subscription: i64,
+        subscription: SubscriptionId,
         token: u64,
-        result: String,
+        answer: StoreAnswer,
     },
-    /// What a purchase update's store call said: Done, Duplicate, a refusal, or unknown.
+    /// What a purchase update's store call said.
     Purchase {
         instance: usize,
         user: i64,
         update: i64,
-        outcome: String,
+        outcome: PurchaseSeen,
     },
-    /// What a reissue ended with (services::reissue::ReissueOutcome, or the error).
+    /// What a reissue ended with (the error as text: it carries no behaviour).
     Reissue {
         instance: usize,
         user: i64,
-        outcome: String,
+        outcome: Result<ReissueOutcome, String>,
     },
-    Fault {
-        description: String,
-    },
+    Fault(FaultEvent),
+}
+
+/// What the store answered a fenced key operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreAnswer {
+    /// Claimed, or installed.
+    Done,
+    /// Refused: a newer token was claimed.
+    Fenced,
+    /// Any other error, or no answer (the outcome is unknown).
+    Failed,
+}
+
+/// What a purchase from the balance did, as its caller saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PurchaseSeen {
+    /// The balance was charged now.
+    Charged,
+    /// An earlier purchase with the same idempotency key was replayed: no charge.
+    Replayed,
+    /// Refused (the refusal, as the store named it).
+    Refused(String),
+    /// The store did not answer: the charge may or may not have happened.
+    Unknown,
+}
+
+/// A fault the runner applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultEvent {
+    Crashed(usize),
+    Restarted(usize),
+    LeaderCrashed(usize),
+    NoLeaderToCrash,
+    Frozen { instance: usize, for_ms: u64 },
+    NoLeaderToFreeze,
+    /// Messages between the instance and Redis are held (delivered late, not lost), then released.
+    Held(usize),
+    Released(usize),
+    /// The instance is cut off from Redis, then reconnected.
+    Partitioned(usize),
+    Reconnected(usize),
+    RedisRestarted { lose_data: bool },
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -1,16 +1,23 @@
 //! The simulation harness: a deterministic turmoil world in which several instances run the real
-//! `atlas` code (intake, coordination, leader loop) against a simulated Redis that runs the
-//! project's own Lua scripts, with faults injected on a schedule. Nothing here re-implements the
-//! bot's logic: the sim supplies the ports (clock, randomness, the Redis stream), the world, the
-//! workloads that drive the bot, and the checkers that judge what happened.
+//! `atlas` code — each assembled by the bot's own composition root — against a simulated Redis
+//! that runs the project's own Lua scripts and a model of the store, with faults injected on a
+//! schedule. Nothing here re-implements the bot's logic: the sim supplies the adapters (clock,
+//! randomness, the Redis stream, the store model, the VPN panel), the world, the workloads that
+//! drive the bot, and the checkers that judge what happened.
+//!
+//! The modules form layers, each importing only those below it: `scenario`, `clock`, `history`
+//! at the bottom; then `instance`, `seed`, the hosts (`redis_host`, `store_host`, `vpn`,
+//! `dialer`) and `world`; then `workloads` and `checkers`; then `runner`.
 
 pub mod checkers;
 pub mod clock;
 pub mod dialer;
 pub mod history;
+pub mod instance;
 pub mod redis_host;
 pub mod runner;
 pub mod scenario;
+pub mod seed;
 pub mod store_host;
 pub mod vpn;
 pub mod workloads;

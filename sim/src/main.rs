@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use atlas_sim::runner::{Mode, RunResult, run};
-use atlas_sim::scenario::Scenario;
+use atlas_sim::runner::{RunResult, run};
+use atlas_sim::scenario::{Legacy, Mode, Scenario};
 
 const USAGE: &str = "usage:
   atlas-sim audit [--seeds N] [--dir DIR]
@@ -121,9 +121,12 @@ fn cmd_run(o: Options) -> anyhow::Result<bool> {
         };
         let mut failures: Vec<(RunResult, String)> = Vec::new();
         let mut nondeterministic = Vec::new();
+        let mut least_progress = 100;
         for (i, &seed) in seeds.iter().enumerate() {
             let result = run(&scenario, seed, o.mode)?;
             simulated += result.simulated.as_secs_f64();
+            let p = result.progress;
+            least_progress = least_progress.min(p.done * 100 / p.planned.max(1));
             if o.check_determinism {
                 let again = hash_in_other_process(&path, seed, o.mode)?;
                 if again != result.hash {
@@ -139,7 +142,7 @@ fn cmd_run(o: Options) -> anyhow::Result<bool> {
         let held = seeds.len() - failures.len();
         all_held &= failures.is_empty() && nondeterministic.is_empty();
         rows.push(format!(
-            "| {} | {} | {} | {held} | {} | {} |",
+            "| {} | {} | {} | {held} | {} | {least_progress}% | {} |",
             scenario.name,
             o.mode.name(),
             seeds.len(),
@@ -161,8 +164,8 @@ fn cmd_run(o: Options) -> anyhow::Result<bool> {
         }
     }
     let wall = started.elapsed().as_secs_f64();
-    println!("| scenario | coordination | seeds | held | failed | determinism |");
-    println!("|---|---|---|---|---|---|");
+    println!("| scenario | coordination | seeds | held | failed | least progress | determinism |");
+    println!("|---|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
     }
@@ -202,15 +205,23 @@ fn cmd_audit(o: Options) -> anyhow::Result<bool> {
     for path in Scenario::files(&dir)? {
         let scenario = Scenario::load(&path)?;
         let seeds = o.seeds.unwrap_or(scenario.seeds);
-        // The legacy design: the first seed that shows the hazard (or, for a scenario whose guard
-        // is the same in both designs, every seed holding).
+        // The legacy design: the first seed that breaks the invariant the scenario names (or, for
+        // a scenario whose guard is the same in both designs, every seed holding).
         let mut shown = None;
+        let mut other = None;
         for seed in 0..seeds {
             let result = run(&scenario, seed, Mode::Legacy)?;
             simulated += result.simulated.as_secs_f64();
-            if let Some((invariant, why)) = result.violations.first() {
+            let named = match &scenario.legacy {
+                Legacy::Breaks(invariant) => result.violations.iter().find(|(i, _)| i == invariant),
+                Legacy::Holds(_) => result.violations.first(),
+            };
+            if let Some((invariant, why)) = named {
                 shown = Some((seed, invariant.name(), why.clone()));
                 break;
+            }
+            if other.is_none() {
+                other = result.violations.first().map(|(i, _)| (seed, i.name()));
             }
         }
         // The Redis design: every seed must hold.
@@ -223,18 +234,27 @@ fn cmd_audit(o: Options) -> anyhow::Result<bool> {
             }
             progress(&scenario.name, seed + 1, seeds);
         }
-        let legacy = match (&shown, scenario.legacy_must_fail) {
-            (Some((seed, invariant, why)), true) => format!("FAILS `{invariant}` (seed {seed}): {why}"),
-            (None, true) => format!("held on {seeds} seeds: the scenario does not show the hazard"),
-            (None, false) => format!("holds on {seeds} seeds, as expected: {}", scenario.legacy_note),
-            (Some((seed, invariant, why)), false) => format!("UNEXPECTEDLY FAILS `{invariant}` (seed {seed}): {why}"),
+        let must_fail = matches!(scenario.legacy, Legacy::Breaks(_));
+        let legacy = match (&shown, &scenario.legacy) {
+            (Some((seed, invariant, why)), Legacy::Breaks(_)) => format!("FAILS `{invariant}` (seed {seed}): {why}"),
+            (None, Legacy::Breaks(expected)) => match other {
+                Some((seed, found)) => format!(
+                    "NOT SHOWN: `{}` held on {seeds} seeds (seed {seed} broke `{found}` instead)",
+                    expected.name()
+                ),
+                None => format!("NOT SHOWN: held on {seeds} seeds"),
+            },
+            (None, Legacy::Holds(why)) => format!("holds on {seeds} seeds, as expected: {why}"),
+            (Some((seed, invariant, why)), Legacy::Holds(_)) => {
+                format!("UNEXPECTEDLY FAILS `{invariant}` (seed {seed}): {why}")
+            }
         };
         let redis = if failed.is_empty() {
             format!("holds on {seeds}/{seeds} seeds")
         } else {
             format!("FAILS on seeds {failed:?}: `{}`", replay_command(&path, failed[0], Mode::Redis))
         };
-        proven &= shown.is_some() == scenario.legacy_must_fail && failed.is_empty();
+        proven &= shown.is_some() == must_fail && failed.is_empty();
         rows.push(format!("| {} | {} | {legacy} | {redis} |", scenario.hazard, scenario.name));
     }
     println!("| hazard (audit) | scenario | legacy design (in-memory, per instance) | Redis design |");

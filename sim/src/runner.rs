@@ -1,42 +1,23 @@
 //! One run of a scenario for one seed: build the world, start the instances, step the
 //! simulation while injecting the faults on schedule, then check the invariants.
 
-use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 
-use atlas::domain::{Language, Money, PaymentProviderKind, ProviderPaymentId, TariffCode, UserId};
-use atlas::ports::Clock;
-use atlas::ports::store::{ProviderPayment, PurchaseRequest};
+use atlas::domain::Money;
+use atlas::runtime::intake::Handled;
 
 use crate::checkers::{self, FinalState};
-use crate::clock::SimClock;
-use crate::history::{Event, History};
-use crate::redis_host::RedisState;
-use crate::scenario::{Fault, Invariant, Scenario, Workload};
-use crate::store_host::model::Model;
-use crate::store_host::{STORE_HOST, StoreLink};
+use crate::clock::{SimClock, sim_now};
+use crate::history::{Event, FaultEvent, History, PurchaseSeen, SharedHistory};
+use crate::instance::{InstanceCtx, Pauses};
+use crate::scenario::{Fault, Invariant, Mode, Scenario, Workload};
+use crate::seed;
+use crate::store_host::STORE_HOST;
 use crate::workloads::chat::DeliverySpec;
-use crate::workloads::{self, InstanceCtx};
-use crate::world::{self, Network, REDIS_HOST};
-
-/// Which coordination design the instances run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Shared state on Redis: the fix.
-    Redis,
-    /// Each instance's own memory: the audit's old design.
-    Legacy,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Redis => "redis",
-            Mode::Legacy => "legacy",
-        }
-    }
-}
+use crate::workloads::{self, leader::EFFECTS_PER_TICK};
+use crate::world::{self, Network, REDIS_HOST, Shared};
 
 #[derive(Debug)]
 pub struct RunResult {
@@ -46,6 +27,15 @@ pub struct RunResult {
     pub violations: Vec<(Invariant, String)>,
     pub hash: u64,
     pub simulated: Duration,
+    pub progress: Progress,
+}
+
+/// How much of its workload a run got through: what the plan asked for, and what completed (a
+/// committed update, a decided attempt, a finished reissue, a leader's tick of work).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub planned: usize,
+    pub done: usize,
 }
 
 /// After the workload, time for in-flight handlers to finish before the run ends.
@@ -117,42 +107,27 @@ fn skew_of(scenario: &Scenario, instance: usize) -> i64 {
         .sum()
 }
 
-/// The software of one instance, for its workload and mode.
-async fn instance(ctx: InstanceCtx, plan: Rc<Plan>) -> turmoil::Result {
-    let ids = world::instance_ids(ctx.seed, ctx.index);
-    macro_rules! with_coordination {
-        (|$c:ident| $body:expr) => {
-            match ctx.mode {
-                Mode::Redis => {
-                    let $c = world::redis_coordination(&world::keys(), ctx.clock, ids, ctx.lease);
-                    $body.await
-                }
-                Mode::Legacy => {
-                    let $c = world::legacy_coordination(ctx.clock, ids, ctx.lease);
-                    $body.await
-                }
-            }
-        };
-    }
+/// The software of one instance: the bot's assembly from the simulation's adapters, driven by
+/// the workload.
+async fn instance(ctx: InstanceCtx, plan: Rc<Plan>, shared: Shared) -> turmoil::Result {
+    let app = Rc::new(world::instance_app(&ctx, &shared, sim_now()));
     match (&ctx.scenario.workload, plan.as_ref()) {
         (Workload::Chat { handler_ms, .. }, Plan::Chat(deliveries)) => {
             let handler_ms = *handler_ms;
-            with_coordination!(|c| workloads::chat::run(ctx.clone(), c, deliveries.clone(), handler_ms))
+            workloads::chat::run(ctx, app, deliveries.clone(), handler_ms).await
         }
         (Workload::RateLimits { .. }, Plan::Limits(attempts)) => {
-            with_coordination!(|c| workloads::limits::run(ctx.clone(), c, attempts.clone()))
+            workloads::limits::run(ctx, app, attempts.clone()).await
         }
-        (Workload::Reissue { panel_ms, .. }, Plan::Reissue(requests, shared)) => {
-            let panel_ms = *panel_ms;
-            with_coordination!(|c| workloads::reissue::run(ctx.clone(), c, requests.clone(), shared.clone(), panel_ms))
+        (Workload::Reissue { .. }, Plan::Reissue(requests)) => {
+            workloads::reissue::run(ctx, app, requests.clone()).await
         }
-        (Workload::Purchases { .. }, Plan::Purchases(deliveries, store)) => {
-            let store = crate::store_host::SimStore::new(store.clone(), ctx.index, ctx.history.clone());
-            with_coordination!(|c| workloads::purchases::run(ctx.clone(), c, deliveries.clone(), store.clone()))
+        (Workload::Purchases { .. }, Plan::Purchases(deliveries)) => {
+            workloads::purchases::run(ctx, app, deliveries.clone()).await
         }
         (Workload::Leader { ttl_ms, work_interval_ms }, Plan::Leader) => {
             let (ttl, interval) = (Duration::from_millis(*ttl_ms), Duration::from_millis(*work_interval_ms));
-            with_coordination!(|c| workloads::leader::run(ctx.clone(), c, ttl, interval))
+            workloads::leader::run(ctx, app, ttl, interval).await
         }
         _ => unreachable!("the plan is made from the workload"),
     }
@@ -163,91 +138,88 @@ async fn instance(ctx: InstanceCtx, plan: Rc<Plan>) -> turmoil::Result {
 enum Plan {
     Chat(Rc<Vec<workloads::chat::Delivery>>),
     Limits(Rc<Vec<workloads::limits::Attempt>>),
-    Reissue(Rc<Vec<workloads::reissue::Request>>, Rc<workloads::reissue::Shared>),
-    Purchases(Rc<Vec<workloads::chat::Delivery>>, StoreLink),
+    Reissue(Rc<Vec<workloads::reissue::Request>>),
+    Purchases(Rc<Vec<workloads::chat::Delivery>>),
     Leader,
 }
 
-fn plan(scenario: &Scenario, seed: u64) -> Plan {
+impl Plan {
+    fn uses_store(&self) -> bool {
+        matches!(self, Plan::Reissue(_) | Plan::Purchases(_))
+    }
+}
+
+fn delivery_spec(chats: u32, updates: u32, gap_ms: [u64; 2], redelivery: f64, delay_ms: [u64; 2]) -> DeliverySpec {
+    DeliverySpec { chats, updates_per_chat: updates, gap_ms, redelivery, redelivery_delay_ms: delay_ms }
+}
+
+/// The plan of the run, and the starting state it needs (arranged in `shared`).
+fn plan(scenario: &Scenario, seed: u64, shared: &Shared) -> Plan {
+    let duration = Duration::from_secs_f64(scenario.duration_secs);
+    let instances = scenario.instances;
     match &scenario.workload {
         Workload::Chat { chats, updates_per_chat, gap_ms, redelivery, redelivery_delay_ms, .. } => {
-            let spec = DeliverySpec {
-                chats: *chats,
-                updates_per_chat: *updates_per_chat,
-                gap_ms: *gap_ms,
-                redelivery: *redelivery,
-                redelivery_delay_ms: *redelivery_delay_ms,
-            };
-            Plan::Chat(Rc::new(workloads::chat::deliveries(seed, scenario.instances, spec)))
+            let spec = delivery_spec(*chats, *updates_per_chat, *gap_ms, *redelivery, *redelivery_delay_ms);
+            Plan::Chat(Rc::new(workloads::chat::deliveries(seed, instances, spec)))
         }
         Workload::Purchases { users, updates_per_user, gap_ms, redelivery, redelivery_delay_ms } => {
-            let spec = DeliverySpec {
-                chats: *users,
-                updates_per_chat: *updates_per_user,
-                gap_ms: *gap_ms,
-                redelivery: *redelivery,
-                redelivery_delay_ms: *redelivery_delay_ms,
-            };
-            let store = StoreLink::default();
-            store.with_model(|m| seed_balances(m, *users, SEED_BALANCE_MINOR));
-            Plan::Purchases(Rc::new(workloads::chat::deliveries(seed, scenario.instances, spec)), store)
+            let spec = delivery_spec(*users, *updates_per_user, *gap_ms, *redelivery, *redelivery_delay_ms);
+            let balance = Money::positive(seed::SEED_BALANCE_MINOR).expect("a valid seed balance");
+            seed::balances(&shared.store, *users, balance);
+            Plan::Purchases(Rc::new(workloads::chat::deliveries(seed, instances, spec)))
         }
         Workload::RateLimits { users, attempts_per_user, actions } => {
-            Plan::Limits(Rc::new(workloads::limits::attempts(
-                seed,
-                scenario.instances,
-                Duration::from_secs_f64(scenario.duration_secs),
-                *users,
-                *attempts_per_user,
-                actions,
-            )))
+            let attempts = workloads::limits::attempts(seed, instances, duration, *users, *attempts_per_user, actions);
+            Plan::Limits(Rc::new(attempts))
         }
         Workload::Reissue { users, requests_per_user, .. } => {
-            let duration = Duration::from_secs_f64(scenario.duration_secs);
-            let requests = workloads::reissue::requests(seed, scenario.instances, duration, *users, *requests_per_user);
-            let shared = workloads::reissue::Shared { store: StoreLink::default(), panel: Default::default() };
-            shared.store.with_model(|m| seed_subscriptions(m, *users));
-            Plan::Reissue(Rc::new(requests), Rc::new(shared))
+            seed::subscriptions(&shared.store, *users);
+            let requests = workloads::reissue::requests(seed, instances, duration, *users, *requests_per_user);
+            Plan::Reissue(Rc::new(requests))
         }
         Workload::Leader { .. } => Plan::Leader,
     }
 }
 
-/// What each user of the purchases workload starts with on the balance.
-pub const SEED_BALANCE_MINOR: i64 = 10_000_000;
-
-/// The most users a seeded workload has (for reading their final balances).
-const SEED_USERS_MAX: i64 = 1_000;
-
-/// Users 1..=n with `balance` (minor units) each, topped up through the model's own operation.
-fn seed_balances(model: &mut Model, users: u32, balance: i64) {
-    let now = SimClock::default().now();
-    for user in 1..=i64::from(users) {
-        let id = UserId::new(user).expect("positive");
-        model.register_user(id, Language::Ru, None, now);
-        let payment = ProviderPayment {
-            provider: PaymentProviderKind::Crypto,
-            payment_id: ProviderPaymentId::parse(&format!("seed-{user}")).expect("valid"),
-            amount: Money::from_minor(balance).expect("valid"),
-        };
-        model.top_up(id, &payment, now).expect("seed top-up");
-    }
-}
-
-/// Users 1..=n, each with a paid 30-day subscription (and nothing left on the balance).
-fn seed_subscriptions(model: &mut Model, users: u32) {
-    const PRICE: i64 = 19_900;
-    seed_balances(model, users, PRICE);
-    let now = SimClock::default().now();
-    for user in 1..=i64::from(users) {
-        let request = PurchaseRequest {
-            user: UserId::new(user).expect("positive"),
-            tariff: TariffCode::parse("basic").expect("valid"),
-            days: 30,
-            promo: None,
-            idempotency_key: None,
-        };
-        model.purchase_from_balance(&request, now).expect("seed purchase");
+/// How far the run got through its plan, read from its history.
+fn progress(scenario: &Scenario, plan: &Plan, history: &History) -> Progress {
+    let events = || history.records.iter().map(|r| &r.event);
+    let count = |pick: fn(&Event) -> Option<i64>| events().filter_map(pick).collect::<BTreeSet<_>>().len();
+    let planned_updates = |deliveries: &[workloads::chat::Delivery]| {
+        deliveries.iter().map(|d| d.update).collect::<BTreeSet<_>>().len()
+    };
+    match plan {
+        Plan::Chat(deliveries) => Progress {
+            planned: planned_updates(deliveries),
+            done: count(|e| match e {
+                Event::HandlerEnd { update, outcome: Handled::Committed, .. } => Some(*update),
+                _ => None,
+            }),
+        },
+        Plan::Purchases(deliveries) => Progress {
+            planned: planned_updates(deliveries),
+            done: count(|e| match e {
+                Event::Purchase { update, outcome: PurchaseSeen::Charged | PurchaseSeen::Replayed, .. } => {
+                    Some(*update)
+                }
+                _ => None,
+            }),
+        },
+        Plan::Limits(attempts) => {
+            Progress { planned: attempts.len(), done: events().filter(|e| matches!(e, Event::Rate { .. })).count() }
+        }
+        Plan::Reissue(requests) => Progress {
+            planned: requests.len(),
+            done: events().filter(|e| matches!(e, Event::Reissue { .. })).count(),
+        },
+        Plan::Leader => {
+            let Workload::Leader { work_interval_ms, .. } = scenario.workload else { unreachable!("a leader plan") };
+            let effects = events().filter(|e| matches!(e, Event::Effect { .. })).count();
+            Progress {
+                planned: (scenario.duration_secs * 1000.0 / work_interval_ms as f64) as usize,
+                done: effects / EFFECTS_PER_TICK as usize,
+            }
+        }
     }
 }
 
@@ -260,19 +232,15 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
         fail_rate: scenario.network.fail_rate,
         repair_rate: scenario.network.repair_rate,
     };
-    let pauses: workloads::Pauses = Default::default();
-    let history: crate::history::SharedHistory = Default::default();
-    let redis: Rc<RefCell<RedisState>> = Rc::default();
-    let plan = Rc::new(plan(&scenario, seed));
+    let pauses: Pauses = Default::default();
+    let history: SharedHistory = Default::default();
+    let shared = Shared::default();
+    let plan = Rc::new(plan(&scenario, seed, &shared));
     let tick = Duration::from_millis(scenario.tick_ms);
     let mut sim = world::builder(seed, duration + SETTLE + Duration::from_secs(1), tick, network).build();
-    world::add_redis(&mut sim, redis.clone());
-    let store = match plan.as_ref() {
-        Plan::Reissue(_, shared) => Some(shared.store.clone()),
-        Plan::Purchases(_, store) => Some(store.clone()),
-        _ => None,
-    };
-    if let Some(link) = store {
+    world::add_redis(&mut sim, shared.redis.clone());
+    if plan.uses_store() {
+        let link = shared.store.clone();
         sim.host(STORE_HOST, move || crate::store_host::serve(link.clone()));
     }
     for index in 0..scenario.instances {
@@ -286,8 +254,8 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
             lease: Duration::from_millis(scenario.lease_ms),
             pauses: pauses.clone(),
         };
-        let plan = plan.clone();
-        sim.host(instance_name(index), move || instance(ctx.clone(), plan.clone()));
+        let (plan, shared) = (plan.clone(), shared.clone());
+        sim.host(instance_name(index), move || instance(ctx.clone(), plan.clone(), shared.clone()));
     }
 
     let mut pending = schedule(&scenario);
@@ -295,7 +263,7 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
     loop {
         while pending.last().is_some_and(|(at, _)| *at <= sim.elapsed()) {
             let (_, action) = pending.pop().expect("checked");
-            if let Some(follow_up) = apply(&mut sim, action, &history, &redis, &pauses) {
+            if let Some(follow_up) = apply(&mut sim, action, &history, &shared, &pauses) {
                 let at = sim.elapsed() + follow_up.0;
                 pending.push((at, follow_up.1));
                 pending.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
@@ -310,89 +278,77 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
     let simulated = sim.elapsed();
     drop(sim);
     let history = std::mem::take(&mut *crate::history::lock(&history));
-    let end = match plan.as_ref() {
-        Plan::Reissue(_, shared) => FinalState {
-            store_keys: shared.store.with_model(|m| m.active_keys()),
-            panel_keys: shared.panel.lock().unwrap_or_else(|p| p.into_inner()).alive(),
-            ..FinalState::default()
-        },
-        Plan::Purchases(_, store) => FinalState {
-            balances: store.with_model(|m| {
-                (1..=SEED_USERS_MAX).filter_map(|u| Some((u, m.balance_of(UserId::new(u)?)?))).collect()
-            }),
-            ..FinalState::default()
-        },
-        _ => FinalState::default(),
+    let end = FinalState {
+        store_keys: shared.store.with_model(|m| m.active_keys()),
+        panel_keys: shared.panel.lock().unwrap_or_else(|p| p.into_inner()).alive(),
+        balances: shared.store.with_model(|m| m.balances()),
+        period_price: seed::period_price(&shared.store),
     };
     let violations = scenario
         .invariants
         .iter()
         .filter_map(|&inv| checkers::check(inv, &history, &scenario, &end).map(|why| (inv, why)))
         .collect();
-    Ok(RunResult { seed, mode, hash: history.hash(), history, violations, simulated })
+    let progress = progress(&scenario, &plan, &history);
+    Ok(RunResult { seed, mode, hash: history.hash(), history, violations, simulated, progress })
 }
 
 /// Applies one fault; may return a follow-up (delay, action), e.g. the restart after a crash.
 fn apply(
     sim: &mut turmoil::Sim<'_>,
     action: Action,
-    history: &crate::history::SharedHistory,
-    redis: &Rc<RefCell<RedisState>>,
-    pauses: &workloads::Pauses,
+    history: &SharedHistory,
+    shared: &Shared,
+    pauses: &Pauses,
 ) -> Option<(Duration, Action)> {
-    let note = |text: String| {
-        crate::history::lock(history)
-            .records
-            .push(crate::history::Record { at: sim.elapsed(), event: Event::Fault { description: text } })
+    let note = |fault: FaultEvent| {
+        crate::history::lock(history).records.push(crate::history::Record { at: sim.elapsed(), event: Event::Fault(fault) })
     };
     match action {
         Action::Crash(i) => {
-            note(format!("{} crashed", instance_name(i)));
+            note(FaultEvent::Crashed(i));
             sim.crash(instance_name(i));
         }
         Action::Bounce(i) => {
-            note(format!("{} restarted", instance_name(i)));
+            note(FaultEvent::Restarted(i));
             sim.bounce(instance_name(i));
         }
         Action::Hold(i) => {
-            note(format!("messages between {} and Redis held", instance_name(i)));
+            note(FaultEvent::Held(i));
             sim.hold(instance_name(i), REDIS_HOST);
         }
         Action::Release(i) => {
-            note(format!("messages between {} and Redis released", instance_name(i)));
+            note(FaultEvent::Released(i));
             sim.release(instance_name(i), REDIS_HOST);
         }
         Action::Pause { instance, length } => {
-            note(format!("{} frozen for {:.1}s", instance_name(instance), length.as_secs_f64()));
+            note(FaultEvent::Frozen { instance, for_ms: length.as_millis() as u64 });
             pauses.lock().unwrap_or_else(|p| p.into_inner()).push((instance, sim.elapsed() + length));
         }
         Action::PauseLeader { length } => match current_leader(history) {
             Some(instance) => return Some((Duration::ZERO, Action::Pause { instance, length })),
-            None => note("no leader to freeze".into()),
+            None => note(FaultEvent::NoLeaderToFreeze),
         },
-        Action::CrashLeader { down } => {
-            let leader = current_leader(history);
-            match leader {
-                Some(i) => {
-                    note(format!("the leader {} crashed", instance_name(i)));
-                    sim.crash(instance_name(i));
-                    return Some((down, Action::Bounce(i)));
-                }
-                None => note("no leader to crash".into()),
+        Action::CrashLeader { down } => match current_leader(history) {
+            Some(i) => {
+                note(FaultEvent::LeaderCrashed(i));
+                sim.crash(instance_name(i));
+                return Some((down, Action::Bounce(i)));
             }
-        }
+            None => note(FaultEvent::NoLeaderToCrash),
+        },
         Action::Partition(i) => {
-            note(format!("{} cut off from Redis", instance_name(i)));
+            note(FaultEvent::Partitioned(i));
             sim.partition(instance_name(i), REDIS_HOST);
         }
         Action::Repair(i) => {
-            note(format!("{} reconnected to Redis", instance_name(i)));
+            note(FaultEvent::Reconnected(i));
             sim.repair(instance_name(i), REDIS_HOST);
         }
         Action::RedisRestart { lose_data } => {
-            note(format!("Redis restarted ({})", if lose_data { "data lost" } else { "data kept" }));
+            note(FaultEvent::RedisRestarted { lose_data });
             sim.crash(REDIS_HOST);
-            redis.borrow_mut().restart(lose_data);
+            shared.redis.borrow_mut().restart(lose_data);
             sim.bounce(REDIS_HOST);
         }
     }
@@ -400,7 +356,7 @@ fn apply(
 }
 
 /// The instance that acted as leader last.
-fn current_leader(history: &crate::history::SharedHistory) -> Option<usize> {
+fn current_leader(history: &SharedHistory) -> Option<usize> {
     crate::history::lock(history).records.iter().rev().find_map(|r| match r.event {
         Event::Effect { instance, .. } => Some(instance),
         _ => None,

@@ -4,7 +4,26 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use atlas::ports::coordination::LimitedAction;
 use serde::Deserialize;
+
+/// Which coordination design the instances run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Shared state on Redis: the fix.
+    Redis,
+    /// Each instance's own memory: the audit's old design.
+    Legacy,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Redis => "redis",
+            Mode::Legacy => "legacy",
+        }
+    }
+}
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,16 +52,20 @@ pub struct Scenario {
     #[serde(default)]
     pub faults: Vec<Fault>,
     pub invariants: Vec<Invariant>,
-    /// Whether the legacy design must fail this scenario (the A/B). False only where the guard
-    /// is the same in both designs (PostgreSQL), with the reason in `legacy_note`.
-    #[serde(default = "default_true")]
-    pub legacy_must_fail: bool,
-    #[serde(default)]
-    pub legacy_note: String,
+    /// What the legacy design does in this scenario: the A/B.
+    pub legacy: Legacy,
 }
 
-fn default_true() -> bool {
-    true
+/// The legacy half of the A/B.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Legacy {
+    /// The legacy design breaks this invariant (one of the scenario's) on some seed: the hazard
+    /// is real.
+    Breaks(Invariant),
+    /// The guard is the same in both designs (PostgreSQL), so the legacy design holds too; the
+    /// reason.
+    Holds(String),
 }
 
 fn default_seeds() -> u64 {
@@ -76,12 +99,31 @@ pub enum Workload {
     /// and the store (idempotency key from the update); updates are redelivered, some late.
     Purchases { users: u32, updates_per_user: u32, gap_ms: [u64; 2], redelivery: f64, redelivery_delay_ms: [u64; 2] },
     /// Users hammering rate-limited actions, spread over the instances.
-    RateLimits { users: u32, attempts_per_user: u32, actions: Vec<String> },
+    RateLimits {
+        users: u32,
+        attempts_per_user: u32,
+        #[serde(deserialize_with = "limited_actions")]
+        actions: Vec<LimitedAction>,
+    },
     /// Every instance runs the leader loop for one role; the leader records an effect per tick.
     Leader { ttl_ms: u64, work_interval_ms: u64 },
     /// Admins on several instances reissue users' VPN keys; each reissue holds the user's lock
     /// for `lease_ms` while it calls the panel (which takes `panel_ms`).
     Reissue { users: u32, requests_per_user: u32, panel_ms: [u64; 2] },
+}
+
+/// Actions by their one name (`LimitedAction::name`); an unknown name is an error, never skipped.
+fn limited_actions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<LimitedAction>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    names
+        .iter()
+        .map(|name| {
+            LimitedAction::from_name(name).ok_or_else(|| {
+                let known: Vec<&str> = LimitedAction::ALL.iter().map(|a| a.name()).collect();
+                serde::de::Error::custom(format!("unknown action {name:?} (one of {known:?})"))
+            })
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -173,9 +215,18 @@ impl Scenario {
         anyhow::ensure!((1..=16).contains(&self.instances), "instances must be 1 to 16");
         anyhow::ensure!(self.duration_secs > 0.0 && self.duration_secs <= 3600.0, "duration_secs must be in (0, 3600]");
         anyhow::ensure!(!self.invariants.is_empty(), "a scenario checks at least one invariant");
+        match &self.legacy {
+            Legacy::Breaks(invariant) => anyhow::ensure!(
+                self.invariants.contains(invariant),
+                "legacy.breaks = {:?} is not one of the scenario's invariants",
+                invariant.name()
+            ),
+            Legacy::Holds(why) => anyhow::ensure!(!why.trim().is_empty(), "legacy.holds needs the reason"),
+        }
+        let leader_workload = matches!(self.workload, Workload::Leader { .. });
         anyhow::ensure!(
-            self.legacy_must_fail || !self.legacy_note.is_empty(),
-            "legacy_must_fail = false needs a legacy_note saying why"
+            leader_workload || !self.invariants.contains(&Invariant::LeaderFailover),
+            "leader_failover is checked only with the leader workload"
         );
         anyhow::ensure!((1..=100).contains(&self.tick_ms), "tick_ms must be 1 to 100");
         let rates = [self.network.fail_rate, self.network.repair_rate];
@@ -194,9 +245,7 @@ impl Scenario {
             );
         }
         if let Workload::RateLimits { actions, .. } = &self.workload {
-            for action in actions {
-                anyhow::ensure!(crate::workloads::limits::action(action).is_some(), "unknown action {action:?}");
-            }
+            anyhow::ensure!(!actions.is_empty(), "the rate_limits workload needs at least one action");
         }
         Ok(())
     }

@@ -5,21 +5,22 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use atlas::domain::SubscriptionId;
 use atlas::ports::SeededIds;
 use atlas::ports::vpn::{PanelKey, VpnError, VpnProvider};
 
-use crate::history::{Event, SharedHistory, lock};
-use crate::workloads::{InstanceCtx, between};
+use crate::history::{Event, lock};
+use crate::instance::{InstanceCtx, between};
 
 /// Panel key id -> (subscription, alive).
 #[derive(Debug, Default)]
 pub struct Panel {
-    pub keys: BTreeMap<String, (i64, bool)>,
+    pub keys: BTreeMap<String, (SubscriptionId, bool)>,
 }
 
 impl Panel {
-    pub fn alive(&self) -> BTreeMap<i64, Vec<String>> {
-        let mut out: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    pub fn alive(&self) -> BTreeMap<SubscriptionId, Vec<String>> {
+        let mut out: BTreeMap<SubscriptionId, Vec<String>> = BTreeMap::new();
         for (id, (sub, alive)) in &self.keys {
             if *alive {
                 out.entry(*sub).or_default().push(id.clone());
@@ -34,7 +35,6 @@ pub struct SimVpn {
     pub ctx: InstanceCtx,
     pub ids: SeededIds,
     pub latency_ms: [u64; 2],
-    pub history: SharedHistory,
 }
 
 impl SimVpn {
@@ -49,14 +49,11 @@ impl SimVpn {
 }
 
 impl VpnProvider for SimVpn {
-    async fn create_key(&self, subscription_id: i64, label: &str) -> Result<PanelKey, VpnError> {
-        lock(&self.history).push(Event::KeyCreated {
-            instance: self.ctx.index,
-            subscription: subscription_id,
-            label: label.to_owned(),
-        });
+    async fn create_key(&self, subscription: SubscriptionId, label: &str) -> Result<PanelKey, VpnError> {
+        let instance = self.ctx.index;
+        lock(&self.ctx.history).push(Event::KeyCreated { instance, subscription, label: label.to_owned() });
         self.call_time().await;
-        self.panel().keys.entry(label.to_owned()).or_insert((subscription_id, true));
+        self.panel().keys.entry(label.to_owned()).or_insert((subscription, true));
         Ok(PanelKey { panel_key_id: label.to_owned(), access_uri: format!("vless://{label}@vpn.example") })
     }
 
@@ -65,7 +62,8 @@ impl VpnProvider for SimVpn {
         if let Some(key) = self.panel().keys.get_mut(panel_key_id) {
             key.1 = false;
         }
-        lock(&self.history).push(Event::KeyRevoked { instance: self.ctx.index, panel_key_id: panel_key_id.to_owned() });
+        let revoked = Event::KeyRevoked { instance: self.ctx.index, panel_key_id: panel_key_id.to_owned() };
+        lock(&self.ctx.history).push(revoked);
         Ok(())
     }
 }

@@ -1,20 +1,29 @@
-//! Building a simulated world: the turmoil configuration every run shares, the Redis host, and an
-//! instance's ports (clock, seeded randomness, coordination over simulated TCP).
+//! Building a simulated world: the turmoil configuration every run shares, the hosts' shared
+//! state (Redis, the store's database, the VPN panel), and each instance's software assembled by
+//! the bot's own composition root (`atlas::runtime::wiring::assemble`) from the simulation's
+//! adapters: the sim clock and seeded ids, coordination over simulated TCP (or the legacy
+//! design), the store model over its RPC, the sim VPN panel.
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
+use atlas::coord::AnyCoordination;
 use atlas::coord::connector::RedisConnector;
 use atlas::coord::keys::KeySpace;
-use atlas::coord::memory::MemoryCoordination;
+use atlas::coord::legacy::LegacyCoordination;
 use atlas::coord::redis::RedisCoordination;
 use atlas::ports::{Clock, Ids, SeededIds};
+use atlas::runtime::wiring::{Adapters, App, Parts, Rules, assemble};
 
-use crate::clock::{SIM_EPOCH_UNIX_SECS, SimClock};
+use crate::clock::SIM_EPOCH_UNIX_SECS;
 use crate::dialer::SimDialer;
+use crate::instance::InstanceCtx;
 use crate::redis_host::{REDIS_PORT, RedisState, serve};
+use crate::scenario::{Mode, Workload};
+use crate::store_host::{SimStore, StoreLink};
+use crate::vpn::{Panel, SimVpn};
 
 pub const REDIS_HOST: &str = "redis";
 
@@ -50,27 +59,76 @@ pub fn add_redis(sim: &mut turmoil::Sim<'_>, state: Rc<RefCell<RedisState>>) {
     sim.host(REDIS_HOST, move || serve(state.clone()))
 }
 
-/// The randomness of one instance of one run: fixed by the seed and the instance's index.
-pub fn instance_ids(seed: u64, instance: usize) -> Arc<dyn Ids> {
-    Arc::new(SeededIds::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (instance as u64 + 1)))
-}
-
-pub type SimRedis = RedisCoordination<SimDialer>;
-
-/// An instance's coordination on the sim Redis: the real connector and scripts.
-pub fn redis_coordination(keys: &KeySpace, clock: SimClock, ids: Arc<dyn Ids>, lease_ttl: Duration) -> SimRedis {
-    let clock: Arc<dyn Clock> = Arc::new(clock);
-    let dialer = SimDialer { host: REDIS_HOST.into(), port: REDIS_PORT };
-    let connector = RedisConnector::new(dialer, Default::default(), clock.clone(), ids.clone());
-    RedisCoordination::new(connector, keys.clone(), clock, ids).with_lease_ttl(lease_ttl)
-}
-
-/// An instance's coordination in its own memory: the audit's old design.
-pub fn legacy_coordination(clock: SimClock, ids: Arc<dyn Ids>, lease_ttl: Duration) -> MemoryCoordination {
-    MemoryCoordination::new(Arc::new(clock), ids).with_lease_ttl(lease_ttl)
+/// The randomness of one start of one instance: fixed by the seed, the instance's index and when
+/// it started (a restarted process draws new tokens, as one seeded from the OS would).
+pub fn instance_ids(seed: u64, instance: usize, started: Duration) -> Arc<dyn Ids> {
+    let start = started.as_millis() as u64;
+    Arc::new(SeededIds::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (instance as u64 + 1) ^ (start << 20)))
 }
 
 /// The key space of a run (one bot, one environment).
 pub fn keys() -> KeySpace {
     KeySpace::new("atlas", "sim", 1)
+}
+
+/// The simulation's adapters of the bot's ports.
+pub struct SimWorld;
+
+impl Adapters for SimWorld {
+    type Store = SimStore;
+    type Coordination = AnyCoordination<SimDialer>;
+    type Vpn = SimVpn;
+}
+
+/// What the hosts of a run share, kept outside their software so it survives their restarts:
+/// Redis's keyspace, the store's database, the VPN panel's keys.
+#[derive(Clone, Default)]
+pub struct Shared {
+    pub redis: Rc<RefCell<RedisState>>,
+    pub store: StoreLink,
+    pub panel: Arc<Mutex<Panel>>,
+}
+
+/// How long a simulated panel call takes: the reissue workload's setting, or a few ms.
+fn panel_ms(workload: &Workload) -> [u64; 2] {
+    match workload {
+        Workload::Reissue { panel_ms, .. } => *panel_ms,
+        _ => [1, 5],
+    }
+}
+
+/// Coordination on the sim Redis: the real connector and scripts over simulated TCP.
+pub fn redis_coordination(clock: Arc<dyn Clock>, ids: Arc<dyn Ids>, lease: Duration) -> RedisCoordination<SimDialer> {
+    let dialer = SimDialer { host: REDIS_HOST.into(), port: REDIS_PORT };
+    let connector = RedisConnector::new(dialer, Default::default(), clock.clone(), ids.clone());
+    RedisCoordination::new(connector, keys(), clock, ids).with_lease_ttl(lease)
+}
+
+/// One instance's coordination: on the sim Redis, or the legacy design in the instance's memory
+/// (lost when it restarts).
+fn coordination(ctx: &InstanceCtx, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> AnyCoordination<SimDialer> {
+    match ctx.mode {
+        Mode::Redis => AnyCoordination::Redis(redis_coordination(clock, ids, ctx.lease)),
+        Mode::Legacy => AnyCoordination::Legacy(LegacyCoordination::new(clock, ids).with_lease_ttl(ctx.lease)),
+    }
+}
+
+/// An instance's software, assembled as `atlas-bot` assembles it, from the simulation's adapters.
+pub fn instance_app(ctx: &InstanceCtx, shared: &Shared, started: Duration) -> App<SimWorld> {
+    let clock: Arc<dyn Clock> = Arc::new(ctx.clock);
+    let ids = instance_ids(ctx.seed, ctx.index, started);
+    let vpn = SimVpn {
+        panel: shared.panel.clone(),
+        ctx: ctx.clone(),
+        ids: ctx.workload_ids(started),
+        latency_ms: panel_ms(&ctx.scenario.workload),
+    };
+    let parts = Parts {
+        store: SimStore::new(shared.store.clone(), ctx.index, ctx.history.clone()),
+        coordination: coordination(ctx, clock.clone(), ids.clone()),
+        vpn,
+        clock,
+        ids,
+    };
+    assemble(parts, Rules { shop: crate::seed::shop_policy(), admins: Vec::new() })
 }

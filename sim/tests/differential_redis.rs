@@ -172,12 +172,8 @@ fn sim_answers(seed: u64, ops: Vec<Op>) -> Vec<String> {
     let answers = Rc::new(RefCell::new(Vec::new()));
     let out = answers.clone();
     sim.client("atlas-0", async move {
-        let c = world::redis_coordination(
-            &world::keys(),
-            SimClock::default(),
-            world::instance_ids(seed, 0),
-            Duration::from_secs(30),
-        );
+        let clock: std::sync::Arc<dyn atlas::ports::Clock> = std::sync::Arc::new(SimClock::default());
+        let c = world::redis_coordination(clock, world::instance_ids(seed, 0, Duration::ZERO), Duration::from_secs(30));
         *out.borrow_mut() = apply(&c, &ops).await;
         Ok(())
     });

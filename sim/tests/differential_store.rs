@@ -3,8 +3,10 @@
 //! the same balances. (DESIGN.md §7, layer 4.) Ids are compared by the order they were created
 //! in, since PostgreSQL's sequences also advance for rolled-back inserts.
 
+use std::num::NonZeroU32;
+use std::time::Duration as StdDuration;
+
 use atlas::domain::*;
-use atlas::ports::Store;
 use atlas::ports::store::*;
 use atlas::ports::vpn::PanelKey;
 use atlas::ports::{Ids, SeededIds};
@@ -20,7 +22,7 @@ const CODES: [&str; 3] = ["ALPHA", "BETA", "GAMMA"];
 enum Op {
     TopUp { user: i64, payment: u64, amount: &'static str },
     Adjust { user: i64, credit: bool, amount: &'static str },
-    CreatePromo { code: usize, percent: i32, max: Option<i32> },
+    CreatePromo { code: usize, percent: u8, max: Option<u32> },
     Validate { user: i64, code: usize },
     Purchase { user: i64, tariff: &'static str, days: i32, promo: Option<usize>, key: Option<u64> },
     Pending { user: i64, stars: bool, promo: Option<usize>, key: Option<u64> },
@@ -86,13 +88,13 @@ fn ops(seed: u64) -> Vec<Op> {
 /// purchase's amount (to pay it exactly, or not).
 #[derive(Default)]
 struct Created {
-    purchases: Vec<(i64, i64)>,
-    withdrawals: Vec<i64>,
+    purchases: Vec<(PurchaseId, Money)>,
+    withdrawals: Vec<WithdrawalId>,
 }
 
 impl Created {
     /// The index of a purchase, noting it if it is new.
-    fn purchase(&mut self, id: i64, amount: i64) -> usize {
+    fn purchase(&mut self, id: PurchaseId, amount: Money) -> usize {
         match self.purchases.iter().position(|(p, _)| *p == id) {
             Some(i) => i,
             None => {
@@ -113,12 +115,12 @@ fn request(user: i64, tariff: &str, days: i32, promo: Option<usize>, key: Option
     }
 }
 
-fn payment(stars: bool, id: u64, amount: i64) -> ProviderPayment {
+fn payment(stars: bool, id: u64, amount: Money) -> ProviderPayment {
     let provider = if stars { PaymentProviderKind::Stars } else { PaymentProviderKind::Crypto };
     ProviderPayment {
         provider,
         payment_id: ProviderPaymentId::parse(&format!("p{id}")).unwrap(),
-        amount: Money::from_minor(amount).unwrap(),
+        amount,
     }
 }
 
@@ -149,8 +151,8 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         Op::CreatePromo { code, percent, max } => {
             let promo = NewPromo {
                 code: PromoCode::parse(CODES[code]).unwrap(),
-                discount_percent: percent,
-                max_uses: max,
+                discount: Percent::new(percent).unwrap(),
+                max_uses: max.map(|m| NonZeroU32::new(m).unwrap()),
                 expires_at: None,
                 created_by: uid(99),
             };
@@ -173,7 +175,7 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         }
         Op::Pending { user, stars, promo, key } => {
             let provider = if stars { PaymentProviderKind::Stars } else { PaymentProviderKind::Crypto };
-            match s.create_pending_purchase(request(user, "basic", 30, promo, key), provider, 600, now).await {
+            match s.create_pending_purchase(request(user, "basic", 30, promo, key), provider, StdDuration::from_secs(600), now).await {
                 Ok(o) => {
                     let index = ids.purchase(o.purchase_id, o.amount);
                     format!("{:?} purchase {index} amount {}", o.applied, o.amount)
@@ -183,7 +185,7 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         }
         Op::Finalize { purchase, stars, payment: p, exact } => {
             let Some(&(id, amount)) = ids.purchases.get(purchase) else { return "no purchase".into() };
-            let paid = if exact { amount.max(1) } else { amount + 1 };
+            let paid = if exact { amount.max(Money::positive(1).unwrap()) } else { Money::positive(amount.minor() + 1).unwrap() };
             format!("{:?}", s.finalize_purchase(id, payment(stars, p, paid), now).await)
         }
         Op::Close { purchase, cancel } => {
@@ -195,7 +197,7 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         }
         Op::Referral { purchase } => {
             let Some(&(id, _)) = ids.purchases.get(purchase) else { return "no purchase".into() };
-            format!("{:?}", s.grant_referral_reward(id, 10, now).await)
+            format!("{:?}", s.grant_referral_reward(id, Percent::new(10).unwrap(), now).await)
         }
         Op::Withdraw { user, amount } => {
             let requisites = Requisites::parse("card 0000 1111").unwrap();
@@ -210,7 +212,7 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
                 .await
             {
                 Ok(o) => {
-                    ids.withdrawals.push(o.withdrawal_id);
+                    ids.withdrawals.push(o.withdrawal);
                     format!("withdrawal {} balance {}", ids.withdrawals.len() - 1, o.balance)
                 }
                 Err(e) => format!("{e:?}"),
@@ -218,13 +220,13 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         }
         Op::Decide { withdrawal, approve } => {
             let Some(&id) = ids.withdrawals.get(withdrawal) else { return "no withdrawal".into() };
-            let decision =
-                WithdrawalDecision { withdrawal_id: id, admin: uid(99), approve, reason: None, correlation_id: None };
+            let verdict = if approve { Verdict::Approve } else { Verdict::Reject { reason: None } };
+            let decision = WithdrawalDecision { withdrawal: id, admin: uid(99), verdict, correlation_id: None };
             format!("{:?}", s.decide_withdrawal(decision, now).await)
         }
         Op::AutoRenewSwitch { user, on } => format!("{:?}", s.set_auto_renew(uid(user), on, now).await.unwrap()),
         Op::AutoRenew { days_later } => {
-            match s.auto_renew_next(now + Duration::days(days_later), 86_400).await.unwrap() {
+            match s.auto_renew_next(now + Duration::days(days_later), StdDuration::from_secs(86_400)).await.unwrap() {
                 Some(RenewalOutcome::Renewed { user, amount, expires_at, .. }) => {
                     format!("renewed {user} {amount} until {expires_at}")
                 }
@@ -240,7 +242,7 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         Op::Activate { user, ok } => {
             let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };
             let result = if ok {
-                ActivationResult::Succeeded { panel_key_id: format!("a{user}"), access_uri: "vless://x".into() }
+                ActivationResult::Succeeded(PanelKey { panel_key_id: format!("a{user}"), access_uri: "vless://x".into() })
             } else {
                 ActivationResult::Failed { error: "panel down".into() }
             };
@@ -260,10 +262,8 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         }
         Op::Claim { user, threshold } => {
             let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };
-            format!(
-                "{:?}",
-                s.claim_notice(sub.id, NoticeKind::ExpiryReminder, &format!("{threshold}h"), now).await.unwrap()
-            )
+            let threshold = NoticeThreshold::Before { hours: threshold as u16, period_end: sub.expires_at };
+            format!("{:?}", s.claim_notice(sub.id, NoticeKind::ExpiryReminder, threshold, now).await.unwrap())
         }
     }
 }
@@ -298,6 +298,7 @@ async fn the_model_answers_like_postgresql() {
         let real = run(&db.store, &ops).await;
         let model = atlas_sim::store_host::SimStore::direct(Model::new());
         let modelled = run(&model, &ops).await;
+        assert_eq!(real.len(), modelled.len(), "seed {seed}: the runs answered a different number of steps");
         for (i, (r, m)) in real.iter().zip(&modelled).enumerate() {
             assert_eq!(r, m, "seed {seed}, step {i}: {:?}", ops.get(i));
         }

@@ -8,9 +8,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
-use atlas::domain::{Language, Money, PaymentProviderKind, ProviderPaymentId, UserId};
-use atlas::ports::Store;
-use atlas::ports::store::ProviderPayment;
+use atlas::domain::{Language, Money, PaymentProviderKind, Percent, ProviderPaymentId, UserId};
+use atlas::ports::store::{Accounts, ProviderPayment, Promos};
 use atlas::store::PgStore;
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::Connection as _;
@@ -83,6 +82,11 @@ pub fn uid(id: i64) -> UserId {
     UserId::new(id).expect("test user ids are positive")
 }
 
+/// An amount in minor units, as the store reports it.
+pub fn minor(minor: i64) -> Money {
+    Money::from_minor(minor).expect("test amounts are not negative")
+}
+
 pub fn money(text: &str) -> Money {
     Money::parse(text).expect("test amounts are valid")
 }
@@ -109,14 +113,14 @@ pub async fn user_with_balance(store: &PgStore, id: i64, balance: &str) -> UserI
 pub async fn create_promo(
     db: &TestDb,
     code: &str,
-    percent: i32,
-    max_uses: Option<i32>,
+    percent: u8,
+    max_uses: Option<u32>,
     expires_at: Option<DateTime<Utc>>,
 ) {
     let promo = atlas::ports::store::NewPromo {
         code: atlas::domain::PromoCode::parse(code).expect("valid test code"),
-        discount_percent: percent,
-        max_uses,
+        discount: Percent::new(percent).expect("a test percentage"),
+        max_uses: max_uses.map(|m| std::num::NonZeroU32::new(m).expect("positive test max_uses")),
         expires_at,
         created_by: uid(1),
     };
@@ -253,7 +257,6 @@ pub mod redis_support {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use atlas::coord::LiveRedis;
     use atlas::coord::connector::{RedisConnector, RedisTarget, TcpDialer};
     use atlas::coord::keys::KeySpace;
     use atlas::coord::redis::RedisCoordination;
@@ -312,7 +315,7 @@ pub mod redis_support {
     }
 
     /// An instance's coordination on real Redis, over its own connection.
-    pub fn instance(keys: &KeySpace, clock: Arc<dyn Clock>, seed: u64) -> LiveRedis {
+    pub fn instance(keys: &KeySpace, clock: Arc<dyn Clock>, seed: u64) -> RedisCoordination<TcpDialer> {
         let target = target();
         let ids = ids(seed);
         let connector = RedisConnector::new(

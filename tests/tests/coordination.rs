@@ -9,11 +9,10 @@ use std::time::Duration;
 use atlas::coord::fsm::{self, Loaded};
 use atlas::coord::keys::KeySpace;
 use atlas::coord::limits::{FLOOD_MAX, FSM_DATA_MAX_BYTES};
-use atlas::coord::memory::MemoryCoordination;
+use atlas::coord::legacy::LegacyCoordination;
 use atlas::ports::Coordination;
-use atlas::ports::Store;
+use atlas::ports::store::*;
 use atlas::ports::coordination::*;
-use atlas::ports::store::KeyError;
 use atlas::ports::vpn::PanelKey;
 use atlas_tests::redis_support::*;
 use atlas_tests::{TestDb, t0, uid, user_with_balance};
@@ -22,12 +21,12 @@ use redis::AsyncCommands as _;
 /// Short enough that tests can outwait it.
 const SHORT_LEASE: Duration = Duration::from_millis(300);
 
-fn redis_instance(keys: &KeySpace, seed: u64) -> atlas::coord::LiveRedis {
+fn redis_instance(keys: &KeySpace, seed: u64) -> atlas::coord::redis::RedisCoordination<atlas::coord::connector::TcpDialer> {
     instance(keys, clock(), seed).with_lease_ttl(SHORT_LEASE)
 }
 
-fn memory_instance(seed: u64) -> MemoryCoordination {
-    MemoryCoordination::new(clock(), ids(seed)).with_lease_ttl(SHORT_LEASE)
+fn memory_instance(seed: u64) -> LegacyCoordination {
+    LegacyCoordination::new(clock(), ids(seed)).with_lease_ttl(SHORT_LEASE)
 }
 
 fn proceed(outcome: BeginOutcome) -> UpdateTicket {
@@ -247,8 +246,9 @@ async fn a_sliding_window_reopens_only_as_old_attempts_leave_it() {
 #[tokio::test]
 async fn leadership_fails_over_and_epochs_grow() {
     let keys = fresh_keys();
-    let (a, b) = (redis_instance(&keys, 12), redis_instance(&keys, 13));
+    // One clock for the instances and the test: deadlines are compared on the same origin.
     let clock = clock();
+    let (a, b) = (instance(&keys, clock.clone(), 12), instance(&keys, clock.clone(), 13));
     let ttl = Duration::from_millis(400);
 
     let before = clock.monotonic();

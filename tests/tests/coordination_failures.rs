@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use atlas::coord::connector::{RedisConnector, RedisTarget, TcpDialer};
 use atlas::coord::health::{self, Readiness};
-use atlas::coord::memory::MemoryCoordination;
+use atlas::coord::legacy::LegacyCoordination;
 use atlas::coord::policy::{Guarded, Intake, RateVerdict};
 use atlas::coord::redis::RedisCoordination;
 use atlas::ports::coordination::{BeginOutcome, LimitedAction};
@@ -27,7 +27,7 @@ async fn redis_outage_fails_money_closed_and_recovers_by_itself() {
     );
     let guarded = Guarded::new(
         RedisCoordination::new(connector, fresh_keys(), clock(), ids(2)),
-        MemoryCoordination::new(clock(), ids(3)),
+        LegacyCoordination::new(clock(), ids(3)),
     );
     let readiness = Readiness::default();
     let user = uid(1);

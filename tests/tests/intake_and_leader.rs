@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atlas::coord::memory::MemoryCoordination;
+use atlas::coord::legacy::LegacyCoordination;
 use atlas::coord::policy::Guarded;
 use atlas::ports::coordination::{FsmWrite, Role};
 use atlas::runtime::intake::{Handled, handle_update};
@@ -13,8 +13,8 @@ use atlas::runtime::leader;
 use atlas_tests::redis_support::{clock, fresh_keys, ids, instance};
 use atlas_tests::uid;
 
-fn guarded(keys: &atlas::coord::keys::KeySpace, seed: u64) -> Guarded<atlas::coord::LiveRedis> {
-    Guarded::new(instance(keys, clock(), seed), MemoryCoordination::new(clock(), ids(seed)))
+fn guarded(keys: &atlas::coord::keys::KeySpace, seed: u64) -> Guarded<atlas::coord::redis::RedisCoordination<atlas::coord::connector::TcpDialer>> {
+    Guarded::new(instance(keys, clock(), seed), LegacyCoordination::new(clock(), ids(seed)))
 }
 
 /// Appends the update id to the conversation state (a comma-separated list).
@@ -69,7 +69,7 @@ async fn a_state_too_large_to_store_keeps_the_old_one_and_frees_the_chat() {
     let set = |text: &'static [u8]| move |_| async move { FsmWrite::Set(text.to_vec()) };
     assert_eq!(handle_update(&a, user, 1, set(b"small")).await, Handled::Committed);
     let huge = handle_update(&a, user, 2, |_| async { FsmWrite::Set(vec![b'x'; 100_000]) }).await;
-    assert_eq!(huge, Handled::Committed, "the chat is released with the old state");
+    assert_eq!(huge, Handled::StateRefused, "the chat is released with the old state");
     let seen = Rc::new(RefCell::new(None));
     let read = seen.clone();
     let next = handle_update(&a, user, 3, |ctx| async move {
@@ -84,7 +84,7 @@ async fn a_state_too_large_to_store_keeps_the_old_one_and_frees_the_chat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_works_at_a_time_and_a_standby_takes_over() {
     let keys = fresh_keys();
-    let (a, b) = (instance(&keys, clock(), 3), instance(&keys, clock(), 4));
+    let (a, b) = (guarded(&keys, 3), guarded(&keys, 4));
     let ttl = Duration::from_millis(300);
     let effects = Arc::new(std::sync::Mutex::new(Vec::<(u64, &'static str)>::new()));
     let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();

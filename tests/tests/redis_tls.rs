@@ -124,7 +124,7 @@ fn start_tls_redis(dir: &Path) -> TlsRedis {
     TlsRedis { child, port }
 }
 
-fn coordination(port: u16, ca: Option<&[u8]>) -> atlas::coord::LiveRedis {
+fn coordination(port: u16, ca: Option<&[u8]>) -> RedisCoordination<TcpDialer> {
     let target = RedisTarget::from_url(&url::Url::parse(&format!("rediss://localhost:{port}")).unwrap()).unwrap();
     let dialer = TcpDialer::new(&target, ca).expect("a usable CA");
     RedisCoordination::new(

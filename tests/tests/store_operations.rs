@@ -2,11 +2,18 @@
 //! refusal with its typed error — and that a refusal writes nothing.
 
 use atlas::domain::*;
-use atlas::ports::Store;
 use atlas::ports::store::*;
 use atlas::ports::vpn::PanelKey;
 use atlas_tests::*;
 use chrono::Duration;
+
+fn ttl(seconds: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(seconds)
+}
+
+fn ten() -> Percent {
+    Percent::new(10).unwrap()
+}
 
 fn basic() -> TariffCode {
     TariffCode::parse("basic").unwrap()
@@ -39,7 +46,7 @@ async fn registration_keeps_the_first_referrer_and_refuses_forged_ones() {
     let referrer = user_with_balance(s, 10, "0").await;
     let user = s.register_user(uid(11), Language::Ru, Some(referrer), t0()).await.unwrap();
     assert_eq!(user.referrer, Some(referrer));
-    assert_eq!(user.balance, 0);
+    assert_eq!(user.balance, Money::ZERO);
     // Registering again changes nothing, not even with another referrer.
     let again = s.register_user(uid(11), Language::En, Some(uid(12)), t0()).await.unwrap();
     assert_eq!(again, user);
@@ -56,11 +63,11 @@ async fn top_up_credits_each_provider_payment_once() {
     let s = &db.store;
     let user = user_with_balance(s, 1, "0").await;
     let first = s.top_up(user, crypto("pay-1", "250.50"), t0()).await.unwrap();
-    assert_eq!((first.applied, first.balance), (Applied::Done, 25_050));
+    assert_eq!((first.applied, first.balance), (Applied::Done, minor(25_050)));
     let again = s.top_up(user, crypto("pay-1", "250.50"), t0()).await.unwrap();
     assert_eq!(
         (again.applied, again.balance, again.payment_row_id),
-        (Applied::Duplicate, 25_050, first.payment_row_id)
+        (Applied::Duplicate, minor(25_050), first.payment_row_id)
     );
     // The same id with another amount or for another user is not the same payment.
     refused_without_writes!(&db, s.top_up(user, crypto("pay-1", "999"), t0()), PaymentError::PaymentIdReused);
@@ -69,7 +76,7 @@ async fn top_up_credits_each_provider_payment_once() {
     refused_without_writes!(&db, s.top_up(uid(404), crypto("pay-2", "10"), t0()), PaymentError::UnknownUser);
     // Money a provider took is recorded even after an admin banned the user.
     sqlx::query("UPDATE users SET banned = TRUE WHERE telegram_id = 2").execute(db.pool()).await.unwrap();
-    assert_eq!(s.top_up(other, crypto("pay-3", "5"), t0()).await.unwrap().balance, 500);
+    assert_eq!(s.top_up(other, crypto("pay-3", "5"), t0()).await.unwrap().balance, minor(500));
     assert_eq!(balance(&db, user).await, 25_050);
     assert_ledger_invariants(&db).await.unwrap();
 }
@@ -88,9 +95,9 @@ async fn admin_credit_and_debit_are_audited_and_never_overdraw() {
         correlation_id: Some("upd-1".into()),
     };
     let credit = s.admin_adjust(adjust(Direction::Credit, "50"), t0()).await.unwrap();
-    assert_eq!(credit.balance, 15_000);
+    assert_eq!(credit.balance, minor(15_000));
     let debit = s.admin_adjust(adjust(Direction::Debit, "149.99"), t0()).await.unwrap();
-    assert_eq!(debit.balance, 1);
+    assert_eq!(debit.balance, minor(1));
     refused_without_writes!(
         &db,
         s.admin_adjust(adjust(Direction::Debit, "0.02"), t0()),
@@ -111,11 +118,11 @@ async fn purchase_from_balance_debits_extends_and_is_idempotent() {
     let user = user_with_balance(s, 1, "1000").await;
     let bought = s.purchase_from_balance(purchase(user, None, Some("callback:1")), t0()).await.unwrap();
     assert_eq!(bought.applied, Applied::Done);
-    assert_eq!((bought.amount, bought.balance), (19_900, 80_100));
+    assert_eq!((bought.amount, bought.balance), (minor(19_900), minor(80_100)));
     assert_eq!(bought.expires_at, t0() + Duration::days(30));
     // A double tap replays the first purchase.
     let replay = s.purchase_from_balance(purchase(user, None, Some("callback:1")), t0()).await.unwrap();
-    assert_eq!((replay.applied, replay.purchase_id, replay.balance), (Applied::Duplicate, bought.purchase_id, 80_100));
+    assert_eq!((replay.applied, replay.purchase_id, replay.balance), (Applied::Duplicate, bought.purchase_id, minor(80_100)));
     // Buying again before expiry adds to the expiry, not to now: leftover days are kept.
     let later = s.purchase_from_balance(purchase(user, None, None), t0() + Duration::days(10)).await.unwrap();
     assert_eq!(later.expires_at, t0() + Duration::days(60));
@@ -157,7 +164,7 @@ async fn purchase_refusals_write_nothing() {
         PurchaseError::IdempotencyKeyReused
     );
     // A key of a provider purchase is not a key of a balance purchase, and the other way round.
-    s.create_pending_purchase(purchase(rich, None, Some("invoice-key")), PaymentProviderKind::Crypto, 600, t0())
+    s.create_pending_purchase(purchase(rich, None, Some("invoice-key")), PaymentProviderKind::Crypto, ttl(600), t0())
         .await
         .unwrap();
     refused_without_writes!(
@@ -167,7 +174,7 @@ async fn purchase_refusals_write_nothing() {
     );
     refused_without_writes!(
         &db,
-        s.create_pending_purchase(purchase(rich, None, Some("shared-key")), PaymentProviderKind::Crypto, 600, t0()),
+        s.create_pending_purchase(purchase(rich, None, Some("shared-key")), PaymentProviderKind::Crypto, ttl(600), t0()),
         PurchaseError::IdempotencyKeyReused
     );
     sqlx::query("UPDATE users SET banned = TRUE WHERE telegram_id = 3").execute(db.pool()).await.unwrap();
@@ -186,20 +193,22 @@ async fn purchase_refusals_write_nothing() {
 async fn promo_creation_refuses_duplicates_and_bad_limits() {
     let db = TestDb::new().await;
     let s = &db.store;
-    let promo = |code: &str, discount_percent, max_uses| NewPromo {
+    let promo = |code: &str, percent: u8, max_uses: Option<u32>| NewPromo {
         code: PromoCode::parse(code).unwrap(),
-        discount_percent,
-        max_uses,
+        discount: Percent::new(percent).unwrap(),
+        max_uses: max_uses.map(|m| std::num::NonZeroU32::new(m).unwrap()),
         expires_at: None,
         created_by: uid(7),
     };
     s.create_promo(promo("WINTER", 15, Some(100)), t0()).await.unwrap();
     refused_without_writes!(&db, s.create_promo(promo("winter", 20, None), t0()), PromoCreateError::AlreadyExists);
     refused_without_writes!(&db, s.create_promo(promo("ZERO", 0, None), t0()), PromoCreateError::InvalidDiscount);
-    refused_without_writes!(&db, s.create_promo(promo("MORE", 101, None), t0()), PromoCreateError::InvalidDiscount);
-    refused_without_writes!(&db, s.create_promo(promo("NONE", 10, Some(0)), t0()), PromoCreateError::InvalidMaxUses);
+    // Above 100% and zero uses cannot even be written down (Percent, NonZeroU32); more uses than
+    // the column holds are refused.
+    let huge = promo("HUGE", 10, Some(u32::MAX));
+    refused_without_writes!(&db, s.create_promo(huge, t0()), PromoCreateError::InvalidMaxUses);
     let quote = s.validate_promo(uid(1), &PromoCode::parse("WINTER").unwrap(), t0()).await.unwrap();
-    assert_eq!(quote.discount_percent, 15);
+    assert_eq!(quote.discount, Percent::new(15).unwrap());
 }
 
 #[tokio::test]
@@ -217,7 +226,7 @@ async fn promo_validation_names_every_refusal() {
         let code = PromoCode::parse(code).unwrap();
         async move { s.validate_promo(user, &code, t0()).await }
     };
-    assert_eq!(check("sale10").await.unwrap().discount_percent, 10);
+    assert_eq!(check("sale10").await.unwrap().discount, Percent::new(10).unwrap());
     assert!(matches!(check("NOPE").await, Err(PromoError::Refused(PromoRefusal::NotFound))));
     assert!(matches!(check("OLD").await, Err(PromoError::Refused(PromoRefusal::Expired))));
     assert!(matches!(check("GONE").await, Err(PromoError::Refused(PromoRefusal::Exhausted))));
@@ -236,7 +245,7 @@ async fn promo_consumption_discounts_once_per_user_within_max_uses() {
     let b = user_with_balance(s, 2, "1000").await;
     let c = user_with_balance(s, 3, "1000").await;
     let bought = s.purchase_from_balance(purchase(a, Some("half"), None), t0()).await.unwrap();
-    assert_eq!(bought.amount, 9_950);
+    assert_eq!(bought.amount, minor(9_950));
     refused_without_writes!(
         &db,
         s.purchase_from_balance(purchase(a, Some("HALF"), None), t0()),
@@ -263,7 +272,7 @@ async fn promo_consumption_discounts_once_per_user_within_max_uses() {
     );
     // A 100% code makes a free purchase with no ledger entry.
     let free = s.purchase_from_balance(purchase(c, Some("FREE"), None), t0()).await.unwrap();
-    assert_eq!((free.amount, free.balance), (0, 100_000));
+    assert_eq!((free.amount, free.balance), (Money::ZERO, minor(100_000)));
     assert_eq!(count(&db, "SELECT used_count::BIGINT FROM promo_codes WHERE code = 'HALF'").await, 2);
     assert_ledger_invariants(&db).await.unwrap();
 }
@@ -278,25 +287,25 @@ async fn provider_purchase_is_finalized_once_and_late_money_is_kept() {
         .create_pending_purchase(
             purchase(user, Some("TEN"), Some("invoice:1")),
             PaymentProviderKind::Crypto,
-            3600,
+            ttl(3600),
             t0(),
         )
         .await
         .unwrap();
-    assert_eq!((pending.applied, pending.amount), (Applied::Done, 17_910));
+    assert_eq!((pending.applied, pending.amount), (Applied::Done, minor(17_910)));
     assert_eq!(pending.expires_at, t0() + Duration::hours(1));
     // A 100% code leaves nothing for a provider to take: refused, nothing reserved.
     create_promo(&db, "GIFT", 100, Some(1), None).await;
     refused_without_writes!(
         &db,
-        s.create_pending_purchase(purchase(user, Some("GIFT"), None), PaymentProviderKind::Stars, 600, t0()),
+        s.create_pending_purchase(purchase(user, Some("GIFT"), None), PaymentProviderKind::Stars, ttl(600), t0()),
         PurchaseError::NothingToPay
     );
     let replay = s
         .create_pending_purchase(
             purchase(user, Some("TEN"), Some("invoice:1")),
             PaymentProviderKind::Crypto,
-            3600,
+            ttl(3600),
             t0(),
         )
         .await
@@ -309,7 +318,7 @@ async fn provider_purchase_is_finalized_once_and_late_money_is_kept() {
     refused_without_writes!(&db, s.finalize_purchase(id, stars, t0()), PaymentError::MethodMismatch);
     refused_without_writes!(
         &db,
-        s.finalize_purchase(404, crypto("tx-1", "179.10"), t0()),
+        s.finalize_purchase(PurchaseId::new(404).unwrap(), crypto("tx-1", "179.10"), t0()),
         PaymentError::UnknownPurchase
     );
 
@@ -324,7 +333,7 @@ async fn provider_purchase_is_finalized_once_and_late_money_is_kept() {
     assert_eq!(balance(&db, user).await, 17_910);
     // The same provider id for another purchase is refused.
     let other =
-        s.create_pending_purchase(purchase(user, None, None), PaymentProviderKind::Crypto, 3600, t0()).await.unwrap();
+        s.create_pending_purchase(purchase(user, None, None), PaymentProviderKind::Crypto, ttl(3600), t0()).await.unwrap();
     refused_without_writes!(
         &db,
         s.finalize_purchase(other.purchase_id, crypto("tx-1", "199"), t0()),
@@ -340,7 +349,7 @@ async fn closing_a_pending_purchase_gives_back_its_promo_use() {
     let user = user_with_balance(s, 1, "0").await;
     create_promo(&db, "ONCE", 20, Some(1), None).await;
     let pending = s
-        .create_pending_purchase(purchase(user, Some("ONCE"), None), PaymentProviderKind::Stars, 600, t0())
+        .create_pending_purchase(purchase(user, Some("ONCE"), None), PaymentProviderKind::Stars, ttl(600), t0())
         .await
         .unwrap();
     assert_eq!(count(&db, "SELECT used_count::BIGINT FROM promo_codes").await, 1);
@@ -352,7 +361,7 @@ async fn closing_a_pending_purchase_gives_back_its_promo_use() {
         s.close_pending_purchase(pending.purchase_id, Closure::Cancelled),
         CloseError::NotPending(_)
     );
-    refused_without_writes!(&db, s.close_pending_purchase(404, Closure::Cancelled), CloseError::UnknownPurchase);
+    refused_without_writes!(&db, s.close_pending_purchase(PurchaseId::new(404).unwrap(), Closure::Cancelled), CloseError::UnknownPurchase);
     // Paid after it expired: the money is kept on the balance.
     let late = ProviderPayment { provider: PaymentProviderKind::Stars, ..crypto("late-1", "159.20") };
     assert_eq!(s.finalize_purchase(pending.purchase_id, late, t0()).await.unwrap(), FinalizeOutcome::CreditedToBalance);
@@ -370,20 +379,20 @@ async fn referral_reward_is_granted_once_per_purchase() {
     let buyer = uid(2);
     s.top_up(buyer, crypto("b-1", "1000"), t0()).await.unwrap();
     let bought = s.purchase_from_balance(purchase(buyer, None, None), t0()).await.unwrap();
-    let granted = s.grant_referral_reward(bought.purchase_id, 10, t0()).await.unwrap();
-    assert_eq!(granted, ReferralOutcome::Granted { referrer, amount: 1_990 });
-    assert_eq!(s.grant_referral_reward(bought.purchase_id, 10, t0()).await.unwrap(), ReferralOutcome::Duplicate);
+    let granted = s.grant_referral_reward(bought.purchase_id, ten(), t0()).await.unwrap();
+    assert_eq!(granted, ReferralOutcome::Granted { referrer, amount: minor(1_990) });
+    assert_eq!(s.grant_referral_reward(bought.purchase_id, ten(), t0()).await.unwrap(), ReferralOutcome::Duplicate);
     assert_eq!(balance(&db, referrer).await, 1_990);
     // No referrer, unknown purchase, unpaid purchase.
     let own = s.purchase_from_balance(purchase(referrer, None, None), t0()).await;
     assert!(matches!(own, Err(PurchaseError::InsufficientBalance)));
     let lonely = user_with_balance(s, 3, "500").await;
     let lonely_buy = s.purchase_from_balance(purchase(lonely, None, None), t0()).await.unwrap();
-    assert_eq!(s.grant_referral_reward(lonely_buy.purchase_id, 10, t0()).await.unwrap(), ReferralOutcome::NoReferrer);
-    refused_without_writes!(&db, s.grant_referral_reward(404, 10, t0()), ReferralError::UnknownPurchase);
+    assert_eq!(s.grant_referral_reward(lonely_buy.purchase_id, ten(), t0()).await.unwrap(), ReferralOutcome::NoReferrer);
+    refused_without_writes!(&db, s.grant_referral_reward(PurchaseId::new(404).unwrap(), ten(), t0()), ReferralError::UnknownPurchase);
     let unpaid =
-        s.create_pending_purchase(purchase(buyer, None, None), PaymentProviderKind::Crypto, 600, t0()).await.unwrap();
-    refused_without_writes!(&db, s.grant_referral_reward(unpaid.purchase_id, 10, t0()), ReferralError::PurchaseNotPaid);
+        s.create_pending_purchase(purchase(buyer, None, None), PaymentProviderKind::Crypto, ttl(600), t0()).await.unwrap();
+    refused_without_writes!(&db, s.grant_referral_reward(unpaid.purchase_id, ten(), t0()), ReferralError::PurchaseNotPaid);
     assert_ledger_invariants(&db).await.unwrap();
 }
 
@@ -395,7 +404,7 @@ async fn withdrawal_holds_the_amount_and_is_decided_once() {
     let card = || Requisites::parse("4276 0000 1111 2222").unwrap();
     let minimum = money("100");
     let created = s.create_withdrawal(user, money("600"), card(), minimum, t0()).await.unwrap();
-    assert_eq!(created.balance, 40_000);
+    assert_eq!(created.balance, minor(40_000));
     // The held amount cannot be spent or withdrawn again.
     refused_without_writes!(
         &db,
@@ -413,30 +422,29 @@ async fn withdrawal_holds_the_amount_and_is_decided_once() {
         WithdrawalError::UnknownUser
     );
 
-    let decide = |withdrawal_id, approve| WithdrawalDecision {
-        withdrawal_id,
+    let decide = |withdrawal, approve: bool| WithdrawalDecision {
+        withdrawal,
         admin: uid(7),
-        approve,
-        reason: (!approve).then(|| "wrong card".to_owned()),
+        verdict: if approve { Verdict::Approve } else { Verdict::Reject { reason: Some("wrong card".to_owned()) } },
         correlation_id: None,
     };
-    let approved = s.decide_withdrawal(decide(created.withdrawal_id, true), t0()).await.unwrap();
-    assert_eq!((approved.status, approved.amount), (WithdrawalStatus::Approved, 60_000));
+    let approved = s.decide_withdrawal(decide(created.withdrawal, true), t0()).await.unwrap();
+    assert_eq!((approved.status, approved.amount), (WithdrawalStatus::Approved, minor(60_000)));
     refused_without_writes!(
         &db,
-        s.decide_withdrawal(decide(created.withdrawal_id, false), t0()),
+        s.decide_withdrawal(decide(created.withdrawal, false), t0()),
         WithdrawalError::NotPending(WithdrawalStatus::Approved)
     );
-    refused_without_writes!(&db, s.decide_withdrawal(decide(404, true), t0()), WithdrawalError::UnknownWithdrawal);
+    refused_without_writes!(&db, s.decide_withdrawal(decide(WithdrawalId::new(404).unwrap(), true), t0()), WithdrawalError::UnknownWithdrawal);
 
     let second = s.create_withdrawal(user, money("400"), card(), minimum, t0()).await.unwrap();
-    assert_eq!(second.balance, 0);
-    let rejected = s.decide_withdrawal(decide(second.withdrawal_id, false), t0()).await.unwrap();
+    assert_eq!(second.balance, Money::ZERO);
+    let rejected = s.decide_withdrawal(decide(second.withdrawal, false), t0()).await.unwrap();
     assert_eq!(rejected.status, WithdrawalStatus::Rejected);
     assert_eq!(balance(&db, user).await, 40_000);
     refused_without_writes!(
         &db,
-        s.decide_withdrawal(decide(second.withdrawal_id, true), t0()),
+        s.decide_withdrawal(decide(second.withdrawal, true), t0()),
         WithdrawalError::NotPending(WithdrawalStatus::Rejected)
     );
     assert_eq!(count(&db, "SELECT count(*) FROM admin_audit_log").await, 2);
@@ -454,7 +462,7 @@ async fn auto_renewal_charges_each_period_once() {
         assert!(s.set_auto_renew(user, true, t0()).await.unwrap());
     }
     assert!(!s.set_auto_renew(uid(404), true, t0()).await.unwrap());
-    let day = 86_400;
+    let day = std::time::Duration::from_secs(86_400);
     // Nothing is due two days before expiry with a one-day horizon.
     assert_eq!(s.auto_renew_next(t0() + Duration::days(28), day).await.unwrap(), None);
     let at = t0() + Duration::days(29) + Duration::hours(1);
@@ -467,15 +475,15 @@ async fn auto_renewal_charges_each_period_once() {
     let sub_poor = s.subscription(poor).await.unwrap().unwrap();
     assert!(
         outcomes.contains(&RenewalOutcome::Renewed {
-            subscription_id: sub_rich.id,
+            subscription: sub_rich.id,
             user: rich,
-            amount: 19_900,
+            amount: minor(19_900),
             expires_at: t0() + Duration::days(60),
         }),
         "{outcomes:?}"
     );
     assert!(
-        outcomes.contains(&RenewalOutcome::InsufficientFunds { subscription_id: sub_poor.id, user: poor }),
+        outcomes.contains(&RenewalOutcome::InsufficientFunds { subscription: sub_poor.id, user: poor }),
         "{outcomes:?}"
     );
     assert_eq!(sub_rich.last_auto_renewal_at, Some(at));
@@ -532,7 +540,7 @@ async fn activation_attempts_are_bounded_and_finish_once() {
     let pending = s.pending_activations(10).await.unwrap();
     assert_eq!(pending.len(), 2);
     let key =
-        || ActivationResult::Succeeded { panel_key_id: "panel-1".into(), access_uri: "vless://secret@host".into() };
+        || ActivationResult::Succeeded(PanelKey { panel_key_id: "panel-1".into(), access_uri: "vless://secret@host".into() });
     assert_eq!(s.record_activation(pending[0], key(), t0()).await.unwrap(), ActivationOutcome::Activated);
     assert_eq!(s.record_activation(pending[0], key(), t0()).await.unwrap(), ActivationOutcome::NotPending);
     let fail = || ActivationResult::Failed { error: "panel timeout".into() };
@@ -575,8 +583,8 @@ async fn reissued_keys_are_fenced_by_token() {
     refused_without_writes!(&db, s.claim_key_fence(sub, 7, t0()), KeyError::StaleFencingToken { current: 7 });
     let second = s.install_reissued_key(sub, 7, key(7), t0()).await.unwrap();
     assert_eq!(second.replaced_panel_key_id.as_deref(), Some("k5"));
-    refused_without_writes!(&db, s.install_reissued_key(404, 9, key(9), t0()), KeyError::UnknownSubscription);
-    refused_without_writes!(&db, s.claim_key_fence(404, 9, t0()), KeyError::UnknownSubscription);
+    refused_without_writes!(&db, s.install_reissued_key(SubscriptionId::new(404).unwrap(), 9, key(9), t0()), KeyError::UnknownSubscription);
+    refused_without_writes!(&db, s.claim_key_fence(SubscriptionId::new(404).unwrap(), 9, t0()), KeyError::UnknownSubscription);
     let active: Vec<String> = sqlx::query_scalar("SELECT panel_key_id FROM vpn_keys WHERE status = 'active'")
         .fetch_all(db.pool())
         .await
@@ -591,10 +599,15 @@ async fn notices_are_claimed_once() {
     let user = user_with_balance(s, 1, "500").await;
     s.purchase_from_balance(purchase(user, None, None), t0()).await.unwrap();
     let sub = s.subscription(user).await.unwrap().unwrap().id;
-    assert!(s.claim_notice(sub, NoticeKind::ExpiryReminder, "72h@1775044800", t0()).await.unwrap());
-    assert!(!s.claim_notice(sub, NoticeKind::ExpiryReminder, "72h@1775044800", t0()).await.unwrap());
-    assert!(s.claim_notice(sub, NoticeKind::ExpiryReminder, "24h@1775044800", t0()).await.unwrap());
-    assert!(s.claim_notice(sub, NoticeKind::TrialNotice, "72h@1775044800", t0()).await.unwrap());
+    let end = t0() + Duration::days(30);
+    let before = |hours| NoticeThreshold::Before { hours, period_end: end };
+    assert!(s.claim_notice(sub, NoticeKind::ExpiryReminder, before(72), t0()).await.unwrap());
+    assert!(!s.claim_notice(sub, NoticeKind::ExpiryReminder, before(72), t0()).await.unwrap());
+    assert!(s.claim_notice(sub, NoticeKind::ExpiryReminder, before(24), t0()).await.unwrap());
+    assert!(s.claim_notice(sub, NoticeKind::TrialNotice, before(72), t0()).await.unwrap());
+    // The next period's reminders are new ones.
+    let next = NoticeThreshold::Before { hours: 72, period_end: end + Duration::days(30) };
+    assert!(s.claim_notice(sub, NoticeKind::ExpiryReminder, next, t0()).await.unwrap());
 }
 
 #[tokio::test]

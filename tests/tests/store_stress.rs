@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use atlas::domain::*;
-use atlas::ports::Store;
 use atlas::ports::store::*;
 use atlas::store::PgStore;
 use atlas_tests::*;
@@ -25,7 +24,7 @@ enum Seen {
 const HOT_USER: i64 = 1;
 const REFERRER: i64 = 2;
 const PROMO_USERS: i64 = 60;
-const PROMO_MAX_USES: i32 = 20;
+const PROMO_MAX_USES: u32 = 20;
 const TOPUP_IDS: usize = 20;
 const TOPUP_DELIVERIES: usize = 3;
 const PURCHASE_KEYS: usize = 20;
@@ -67,7 +66,7 @@ async fn concurrent_money_operations_keep_every_invariant() {
         user_with_balance(&store, 100 + i, "500").await;
     }
     let pending = store
-        .create_pending_purchase(basic_request(hot, false, None), PaymentProviderKind::Crypto, 3600, t0())
+        .create_pending_purchase(basic_request(hot, false, None), PaymentProviderKind::Crypto, std::time::Duration::from_secs(3600), t0())
         .await
         .unwrap();
 
@@ -127,7 +126,7 @@ async fn concurrent_money_operations_keep_every_invariant() {
         }));
     }
     for _ in 0..CALLBACK_DELIVERIES {
-        let amount = format!("{}", Money::from_minor(pending.amount).unwrap());
+        let amount = pending.amount.to_string();
         jobs.push(Box::new(move |s| {
             Box::pin(async move {
                 Seen::Finalize(
@@ -191,7 +190,7 @@ async fn concurrent_money_operations_keep_every_invariant() {
             if outcome.applied == Applied::Done {
                 promo_done += usize::from(*promo);
                 if *buyer == hot {
-                    hot_spent += outcome.amount;
+                    hot_spent += outcome.amount.minor();
                     hot_purchases.push(outcome.purchase_id);
                 }
             }
@@ -199,7 +198,7 @@ async fn concurrent_money_operations_keep_every_invariant() {
     }
     for (key, outcomes) in &by_key {
         assert!(outcomes.iter().filter(|o| o.applied == Applied::Done).count() <= 1, "key {key} bought twice");
-        let ids: Vec<i64> = outcomes.iter().map(|o| o.purchase_id).collect();
+        let ids: Vec<PurchaseId> = outcomes.iter().map(|o| o.purchase_id).collect();
         assert!(ids.windows(2).all(|w| w[0] == w[1]), "key {key} named different purchases: {ids:?}");
     }
     // The hot code: exactly max_uses redemptions among 65 contenders, the hot user at most once.
@@ -216,17 +215,17 @@ async fn concurrent_money_operations_keep_every_invariant() {
         for _ in 0..3 {
             let s = store.clone();
             grants.push(tokio::spawn(async move {
-                (purchase_id, s.grant_referral_reward(purchase_id, 10, t0()).await.unwrap())
+                (purchase_id, s.grant_referral_reward(purchase_id, Percent::new(10).unwrap(), t0()).await.unwrap())
             }));
         }
     }
-    let mut granted: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut granted: BTreeMap<PurchaseId, usize> = BTreeMap::new();
     let mut rewarded = 0;
     for g in grants {
         let (purchase_id, outcome) = g.await.unwrap();
         if let ReferralOutcome::Granted { amount, .. } = outcome {
             *granted.entry(purchase_id).or_default() += 1;
-            rewarded += amount;
+            rewarded += amount.minor();
         }
     }
     assert!(granted.values().all(|&n| n == 1), "a reward granted twice: {granted:?}");
@@ -247,7 +246,7 @@ async fn a_payment_and_a_cancellation_of_one_purchase_never_both_win() {
         create_promo(&db, "ONCE", 30, Some(1), None).await;
         let request =
             PurchaseRequest { promo: Some(PromoCode::parse("ONCE").unwrap()), ..basic_request(buyer, false, None) };
-        let pending = store.create_pending_purchase(request, PaymentProviderKind::Crypto, 3600, t0()).await.unwrap();
+        let pending = store.create_pending_purchase(request, PaymentProviderKind::Crypto, std::time::Duration::from_secs(3600), t0()).await.unwrap();
         // Stall the payment between reading the purchase and writing its payment row (an
         // uncommitted row with the same provider payment id), cancel meanwhile, then let go.
         let other = user_with_balance(&store, 2, "0").await;
@@ -261,7 +260,7 @@ async fn a_payment_and_a_cancellation_of_one_purchase_never_both_win() {
         .execute(&mut *holder)
         .await
         .unwrap();
-        let amount = Money::from_minor(pending.amount).unwrap().to_string();
+        let amount = pending.amount.to_string();
         let (s1, s2) = (store.clone(), store.clone());
         let pay =
             tokio::spawn(
@@ -275,7 +274,7 @@ async fn a_payment_and_a_cancellation_of_one_purchase_never_both_win() {
         let (paid, cancelled) = (pay.await.unwrap().unwrap(), cancel.await.unwrap());
         match (paid, cancelled) {
             (FinalizeOutcome::Finalized { .. }, Err(CloseError::NotPending(_))) => {}
-            (FinalizeOutcome::CreditedToBalance, Ok(())) => assert_eq!(balance(&db, buyer).await, pending.amount),
+            (FinalizeOutcome::CreditedToBalance, Ok(())) => assert_eq!(balance(&db, buyer).await, pending.amount.minor()),
             other => panic!("round {round}: payment and cancellation both won or both lost: {other:?}"),
         }
         assert_ledger_invariants(&db).await.unwrap();

@@ -44,7 +44,7 @@ impl KeySpace {
     }
 
     pub fn limit(&self, user: UserId, action: LimitedAction) -> String {
-        self.user_key(user, &format!("rl:{}", action_name(action)))
+        self.user_key(user, &format!("rl:{}", action.name()))
     }
 
     pub fn lock(&self, lock: LockName) -> String {
@@ -71,16 +71,6 @@ impl KeySpace {
 
     pub fn leader_epoch(&self, role: Role) -> String {
         format!("{}:{{leader:{}}}:epoch", self.base, role.name())
-    }
-}
-
-pub fn action_name(action: LimitedAction) -> &'static str {
-    match action {
-        LimitedAction::WithdrawalRequest => "withdrawal",
-        LimitedAction::PaymentAttempt => "payment",
-        LimitedAction::PromoAttempt => "promo",
-        LimitedAction::AdminCommand => "admin",
-        LimitedAction::TrialActivation => "trial",
     }
 }
 

@@ -78,7 +78,7 @@ pub const FSM_DATA_MAX_BYTES: usize = 4096;
 /// (tokens are floored at Redis TIME in microseconds), so this only bounds memory.
 pub const FENCE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// The two algorithms in Rust, on a caller's clock in microseconds, for the in-memory design.
+/// The two algorithms in Rust, on a caller's clock in microseconds, for the legacy design.
 /// They decide exactly as `lua/rate_limit.lua` and the flood check of `lua/begin_update.lua`.
 pub mod algorithms {
     use std::collections::VecDeque;

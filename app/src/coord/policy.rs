@@ -1,25 +1,33 @@
-//! What the bot does when Redis cannot be asked (connection refused, timed out, mid-reconnect).
-//! Nothing panics and nothing waits for Redis: each call gets an answer at once, and the next
-//! call after Redis returns uses it again (the connector redials with backoff).
+//! What the bot does when Redis cannot be asked (connection refused, timed out, mid-reconnect),
+//! every rule in one place. Nothing panics and nothing waits for Redis: each call gets an answer
+//! at once, and the next call after Redis returns uses it again (the connector redials with
+//! backoff).
 //!
-//! - Money actions (withdrawal requests, payment attempts, promo attempts) are refused with
-//!   "try again later" ([`RateVerdict::TryLater`]): never let through unlimited.
-//! - Other rate-limited actions fall back to this instance's in-memory limiter.
-//! - An update whose begin fails is handled *degraded*: as a fresh conversation (main menu),
-//!   without dedupe, lease or FSM, and nothing is committed. Commands that need no state still
-//!   work; a half-finished conversation resumes once Redis is back (its record is still there).
-//!   Money reached from a degraded update still meets the limiter above, which refuses.
-//! - A key reissue whose lock cannot be taken is refused with "try again later".
-//! - A leader that cannot renew stops at its local deadline; no instance leads until Redis is
-//!   back. Leader-only work is idempotent in PostgreSQL, so a gap delays it and loses nothing.
+//! 1. **Rate limits.** Money actions (withdrawal requests, payment attempts, promo attempts) are
+//!    refused with "try again later" ([`RateVerdict::TryLater`]): never let through unlimited.
+//!    Other limited actions fall back to this instance's own in-memory limiter.
+//! 2. **Intake.** An update whose begin fails is handled *degraded*: as a fresh conversation
+//!    (main menu), without dedupe, lease or FSM, and nothing is committed. Commands that need no
+//!    state still work; a half-finished conversation resumes once Redis is back (its record is
+//!    still there). Money reached from a degraded update still meets rule 1, which refuses.
+//! 3. **Commit.** A new state that cannot be stored (too large) keeps the old state and frees the
+//!    chat; a commit Redis does not answer leaves the state unsaved (the lease then expires).
+//! 4. **Locks.** A key reissue whose lock cannot be taken is refused with "try again later"; a
+//!    release that fails is left to the lock's TTL (the fencing token guards the store).
+//! 5. **Leadership.** A leader that cannot renew keeps acting only until its lease's local
+//!    deadline, then stops; no instance leads until Redis is back. Leader-only work is idempotent
+//!    in PostgreSQL, so a gap delays it and loses nothing.
 
 use std::time::Duration;
 
+use super::legacy::LegacyCoordination;
 use super::limits::{self, WhenUnavailable};
-use super::memory::MemoryCoordination;
 use crate::domain::UserId;
-use crate::ports::Coordination;
-use crate::ports::coordination::{BeginOutcome, Decision, LimitedAction};
+use crate::ports::coordination::{
+    BeginOutcome, CommitOutcome, CoordinationError, Decision, FsmWrite, Leadership, LimitedAction, LockGuard,
+    LockName, Role, UpdateTicket,
+};
+use crate::ports::{Clock, Coordination};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RateVerdict {
@@ -39,14 +47,34 @@ pub enum Intake {
     Degraded,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitVerdict {
+    Committed,
+    /// The new state was refused (too large): the old one stays, the chat is free.
+    StateRefused,
+    LeaseLost,
+    VersionConflict,
+    /// Redis did not answer: the state was not saved (the lease expires by itself).
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockVerdict {
+    Held(LockGuard),
+    /// Someone else holds it.
+    Busy,
+    /// Redis is unavailable: refuse with "try again later".
+    TryLater,
+}
+
 /// The shared coordination with the failure policy above, and the local fallback limiter.
 pub struct Guarded<C: Coordination> {
     shared: C,
-    local: MemoryCoordination,
+    local: LegacyCoordination,
 }
 
 impl<C: Coordination> Guarded<C> {
-    pub fn new(shared: C, local: MemoryCoordination) -> Guarded<C> {
+    pub fn new(shared: C, local: LegacyCoordination) -> Guarded<C> {
         Guarded { shared, local }
     }
 
@@ -54,11 +82,12 @@ impl<C: Coordination> Guarded<C> {
         &self.shared
     }
 
+    /// Rule 1.
     pub async fn check_rate(&self, user: UserId, action: LimitedAction) -> RateVerdict {
         let decision = match self.shared.check_rate(user, action).await {
             Ok(decision) => decision,
             Err(e) => {
-                tracing::warn!(error = %e, user_id = user.get(), ?action, "rate limit unavailable");
+                tracing::warn!(error = %e, user_id = user.get(), action = action.name(), "rate limit unavailable");
                 match limits::limit(action).when_unavailable {
                     WhenUnavailable::Refuse => return RateVerdict::TryLater,
                     WhenUnavailable::LocalLimiter => match self.local.check_rate(user, action).await {
@@ -74,13 +103,90 @@ impl<C: Coordination> Guarded<C> {
         }
     }
 
+    /// Rule 2.
     pub async fn begin_update(&self, user: UserId, update_id: i64) -> Intake {
         match self.shared.begin_update(user, update_id).await {
-            Ok(outcome) => Intake::Coordinated(outcome),
+            Ok(outcome) => {
+                if let BeginOutcome::Proceed(ticket) = &outcome {
+                    assert_eq!(ticket.update_id, update_id, "a ticket for another update");
+                }
+                Intake::Coordinated(outcome)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, user_id = user.get(), update_id, "update handled degraded");
                 Intake::Degraded
             }
+        }
+    }
+
+    /// Rule 3.
+    pub async fn commit_update(&self, user: UserId, ticket: &UpdateTicket, write: FsmWrite) -> CommitVerdict {
+        let mut verdict = CommitVerdict::Committed;
+        let mut committed = self.shared.commit_update(user, ticket, write).await;
+        if let Err(CoordinationError::Invalid(why)) = &committed {
+            tracing::warn!(user_id = user.get(), update_id = ticket.update_id, why = why.as_str(), "state refused");
+            verdict = CommitVerdict::StateRefused;
+            committed = self.shared.commit_update(user, ticket, FsmWrite::Keep).await;
+        }
+        match committed {
+            Ok(CommitOutcome::Committed) => verdict,
+            Ok(CommitOutcome::LeaseLost) => CommitVerdict::LeaseLost,
+            Ok(CommitOutcome::VersionConflict) => CommitVerdict::VersionConflict,
+            Err(e) => {
+                tracing::warn!(user_id = user.get(), update_id = ticket.update_id, error = %e, "commit failed");
+                CommitVerdict::Failed
+            }
+        }
+    }
+
+    /// Rule 4, taking a lock.
+    pub async fn acquire_lock(&self, lock: LockName, ttl: Duration) -> LockVerdict {
+        match self.shared.acquire_lock(lock, ttl).await {
+            Ok(Some(guard)) => {
+                assert!(guard.fencing_token > 0, "fencing tokens start above zero");
+                LockVerdict::Held(guard)
+            }
+            Ok(None) => LockVerdict::Busy,
+            Err(e) => {
+                tracing::warn!(error = %e, ?lock, "lock unavailable");
+                LockVerdict::TryLater
+            }
+        }
+    }
+
+    /// Rule 4, releasing it.
+    pub async fn release_lock(&self, guard: &LockGuard) {
+        if let Err(e) = self.shared.release_lock(guard).await {
+            tracing::warn!(error = %e, lock = ?guard.lock, "lock not released; it ends at its TTL");
+        }
+    }
+
+    /// Rule 5: acquires or renews the lease of `role`. A renewal keeps the epoch and token.
+    pub async fn lead(
+        &self,
+        clock: &dyn Clock,
+        role: Role,
+        current: Option<&Leadership>,
+        ttl: Duration,
+    ) -> Option<Leadership> {
+        match self.shared.lead(role, current, ttl).await {
+            Ok(held) => {
+                if let (Some(old), Some(new)) = (current, &held) {
+                    assert_eq!((old.epoch, &old.token), (new.epoch, &new.token), "a renewal changed the lease");
+                }
+                held
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, role = role.name(), "leader lease not renewed");
+                current.cloned().filter(|l| l.is_valid(clock))
+            }
+        }
+    }
+
+    /// Gives up a lease on shutdown; a failure is left to the lease's TTL.
+    pub async fn resign(&self, leadership: &Leadership) {
+        if let Err(e) = self.shared.resign(leadership).await {
+            tracing::warn!(error = %e, role = leadership.role.name(), "lease not resigned; it ends at its TTL");
         }
     }
 }

@@ -1,12 +1,17 @@
-//! Pure types and rules of the shop: money, users, tariffs, promo codes, withdrawals.
-//! Nothing here performs I/O; parsers turn user input into these types or say what is wrong.
+//! Pure types and rules of the shop: ids, money, users, tariffs, promo codes, withdrawals, the
+//! shop's policy. Nothing here performs I/O; parsers turn user input into these types or say
+//! what is wrong.
 
+pub mod ids;
 pub mod money;
 pub mod promo;
+pub mod shop;
 pub mod types;
 pub mod withdrawal;
 
-pub use money::{AmountError, Money};
+pub use ids::{PromoId, PurchaseId, SubscriptionId, UserId, WithdrawalId};
+pub use money::{AmountError, Money, Percent, PercentError};
 pub use promo::{PromoCode, PromoCodeError};
+pub use shop::ShopPolicy;
 pub use types::*;
 pub use withdrawal::{Requisites, RequisitesError};

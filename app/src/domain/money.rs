@@ -1,5 +1,7 @@
-//! Money in minor units (kopecks). Every amount a user or admin types goes through
-//! [`Money::parse`], which refuses zero, negative, non-numeric, too large and too precise input.
+//! Money in minor units (kopecks), never negative, and percentages of it. Every amount a user or
+//! admin types goes through [`Money::parse`], which refuses zero, negative, non-numeric, too large
+//! and too precise input; amounts the store hands back (balances, charges) come through
+//! [`Money::from_minor`], which refuses only a negative value.
 
 use std::fmt;
 
@@ -10,8 +12,10 @@ pub const MINOR_PER_MAJOR: i64 = 100;
 /// withdrawal a VPN shop sees, far below where i64 sums could overflow.
 pub const AMOUNT_MAX_MINOR: i64 = 1_000_000 * MINOR_PER_MAJOR;
 
-/// A positive amount of money in minor units, at most [`AMOUNT_MAX_MINOR`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A non-negative amount of money in minor units: a price, a charge (0 with a 100% promo code),
+/// a balance. What a person enters is also positive and at most [`AMOUNT_MAX_MINOR`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
 pub struct Money(i64);
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -31,8 +35,19 @@ pub enum AmountError {
 }
 
 impl Money {
-    /// An amount in minor units; refuses zero, negative and too large values.
+    pub const ZERO: Money = Money(0);
+
+    /// A stored amount in minor units (a balance, a charge): refuses only a negative value.
     pub fn from_minor(minor: i64) -> Result<Money, AmountError> {
+        if minor < 0 {
+            return Err(AmountError::Negative);
+        }
+        Ok(Money(minor))
+    }
+
+    /// An amount someone asks to move (an entry, a provider's payment): positive and at most
+    /// [`AMOUNT_MAX_MINOR`].
+    pub fn positive(minor: i64) -> Result<Money, AmountError> {
         match minor {
             m if m < 0 => Err(AmountError::Negative),
             0 => Err(AmountError::Zero),
@@ -41,7 +56,8 @@ impl Money {
         }
     }
 
-    /// Parses what a person types: `150`, `150.5`, `150,50`, ` 1 000 ` (spaces ignored).
+    /// Parses what a person types: `150`, `150.5`, `150,50`, ` 1 000 ` (spaces ignored). Only
+    /// ASCII digits count: `١٢٣`, `1e3` and the like are not numbers here.
     pub fn parse(input: &str) -> Result<Money, AmountError> {
         let text: String = input.chars().filter(|c| !c.is_whitespace()).collect();
         if text.is_empty() {
@@ -73,11 +89,38 @@ impl Money {
         if negative && minor != 0 {
             return Err(AmountError::Negative);
         }
-        Money::from_minor(minor)
+        Money::positive(minor)
     }
 
     pub fn minor(self) -> i64 {
         self.0
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+
+    /// `self - other`, or `None` when that would be negative.
+    pub fn checked_sub(self, other: Money) -> Option<Money> {
+        self.0.checked_sub(other.0).filter(|m| *m >= 0).map(Money)
+    }
+
+    pub fn checked_add(self, other: Money) -> Option<Money> {
+        self.0.checked_add(other.0).map(Money)
+    }
+}
+
+impl TryFrom<i64> for Money {
+    type Error = AmountError;
+
+    fn try_from(minor: i64) -> Result<Money, AmountError> {
+        Money::from_minor(minor)
+    }
+}
+
+impl From<Money> for i64 {
+    fn from(money: Money) -> i64 {
+        money.0
     }
 }
 
@@ -87,11 +130,70 @@ impl fmt::Display for Money {
     }
 }
 
-/// Formats a balance (which may be zero) the way [`Money`] displays.
-pub fn format_minor(minor: i64) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let abs = minor.unsigned_abs();
-    format!("{sign}{}.{:02}", abs / MINOR_PER_MAJOR as u64, abs % MINOR_PER_MAJOR as u64)
+/// A whole percentage, 0 to 100: a referral share, a promo discount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct Percent(u8);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a percentage is a whole number from 0 to 100")]
+pub struct PercentError;
+
+impl Percent {
+    pub const ZERO: Percent = Percent(0);
+    pub const FULL: Percent = Percent(100);
+
+    pub fn new(percent: u8) -> Result<Percent, PercentError> {
+        if percent > 100 {
+            return Err(PercentError);
+        }
+        Ok(Percent(percent))
+    }
+
+    /// Parses what a person types: `15`, ` 15 `, `15%`.
+    pub fn parse(input: &str) -> Result<Percent, PercentError> {
+        let text = input.trim();
+        let text = text.strip_suffix('%').unwrap_or(text).trim();
+        if text.is_empty() || text.len() > 3 || !text.chars().all(|c| c.is_ascii_digit()) {
+            return Err(PercentError);
+        }
+        Percent::new(text.parse().map_err(|_| PercentError)?)
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+
+    /// This share of `amount`, rounded down (a reward never exceeds its share).
+    pub fn of(self, amount: Money) -> Money {
+        Money(amount.0 * i64::from(self.0) / 100)
+    }
+
+    /// `price` less this discount; the rounding is in the buyer's favour only by what the share
+    /// rounds down, as the SQL function `atlas_discounted` computes it.
+    pub fn discount(self, price: Money) -> Money {
+        Money(price.0 - self.of(price).0)
+    }
+}
+
+impl TryFrom<u8> for Percent {
+    type Error = PercentError;
+
+    fn try_from(percent: u8) -> Result<Percent, PercentError> {
+        Percent::new(percent)
+    }
+}
+
+impl From<Percent> for u8 {
+    fn from(percent: Percent) -> u8 {
+        percent.0
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", self.0)
+    }
 }
 
 #[cfg(test)]
@@ -117,18 +219,39 @@ mod tests {
         assert_eq!(Money::parse("-5"), Err(AmountError::Negative));
         assert_eq!(Money::parse("abc"), Err(AmountError::NotANumber));
         assert_eq!(Money::parse("1e5"), Err(AmountError::NotANumber));
+        assert_eq!(Money::parse("١٢٣"), Err(AmountError::NotANumber));
         assert_eq!(Money::parse("."), Err(AmountError::NotANumber));
         assert_eq!(Money::parse("1.2.3"), Err(AmountError::NotANumber));
         assert_eq!(Money::parse("1.001"), Err(AmountError::TooManyDecimals));
         assert_eq!(Money::parse("1000000.01"), Err(AmountError::TooLarge));
         assert_eq!(Money::parse("99999999999999999999999"), Err(AmountError::TooLarge));
-        assert_eq!(Money::from_minor(0), Err(AmountError::Zero));
+        assert_eq!(Money::positive(0), Err(AmountError::Zero));
+        assert_eq!(Money::from_minor(-1), Err(AmountError::Negative));
+        assert_eq!(Money::from_minor(0), Ok(Money::ZERO));
     }
 
     #[test]
     fn displays_with_two_decimals() {
         assert_eq!(Money::parse("7.5").unwrap().to_string(), "7.50");
-        assert_eq!(format_minor(0), "0.00");
-        assert_eq!(format_minor(-105), "-1.05");
+        assert_eq!(Money::ZERO.to_string(), "0.00");
+    }
+
+    #[test]
+    fn arithmetic_never_goes_below_zero() {
+        let (five, three) = (Money::positive(500).unwrap(), Money::positive(300).unwrap());
+        assert_eq!(five.checked_sub(three), Money::from_minor(200).ok());
+        assert_eq!(three.checked_sub(five), None);
+    }
+
+    #[test]
+    fn percentages_round_down_like_the_store() {
+        let p = Percent::parse("15%").unwrap();
+        assert_eq!(p.of(Money::positive(19_900).unwrap()).minor(), 2_985);
+        assert_eq!(p.discount(Money::positive(19_900).unwrap()).minor(), 16_915);
+        assert_eq!(Percent::FULL.discount(Money::positive(19_900).unwrap()), Money::ZERO);
+        assert_eq!(Percent::parse("101"), Err(PercentError));
+        assert_eq!(Percent::parse("-1"), Err(PercentError));
+        assert_eq!(Percent::parse("１０"), Err(PercentError));
+        assert_eq!(Percent::parse(""), Err(PercentError));
     }
 }

@@ -1,30 +1,8 @@
 //! The shop's nouns: users, tariffs, subscriptions, purchases, payments, withdrawals.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 
-use crate::domain::Money;
-
-/// A Telegram user id (positive; Telegram ids fit in 52 bits).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct UserId(i64);
-
-impl UserId {
-    pub fn new(id: i64) -> Option<UserId> {
-        (id > 0).then_some(UserId(id))
-    }
-
-    pub fn get(self) -> i64 {
-        self.0
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+use crate::domain::{Money, SubscriptionId, UserId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Language {
@@ -118,8 +96,8 @@ pub struct User {
     pub referrer: Option<UserId>,
     pub trial_used: bool,
     pub banned: bool,
-    /// Minor units; equal to the sum of the user's ledger entries.
-    pub balance: i64,
+    /// Equal to the sum of the user's ledger entries.
+    pub balance: Money,
     pub created_at: DateTime<Utc>,
 }
 
@@ -156,7 +134,7 @@ pub const ACTIVATION_ATTEMPTS_MAX: i32 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {
-    pub id: i64,
+    pub id: SubscriptionId,
     pub user: UserId,
     pub tariff_id: i64,
     pub period_days: i32,
@@ -167,6 +145,33 @@ pub struct Subscription {
     pub activation_status: ActivationStatus,
     pub activation_attempts: i32,
     pub key_fence: i64,
+}
+
+/// Where a purchase stands. Paid from the balance it is born `Paid`; paid by a provider it waits
+/// in `Pending` until its payment, a cancellation or its expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurchaseStatus {
+    Pending,
+    Paid,
+    Cancelled,
+    Expired,
+}
+
+impl PurchaseStatus {
+    pub fn code(self) -> &'static str {
+        match self {
+            PurchaseStatus::Pending => "pending",
+            PurchaseStatus::Paid => "paid",
+            PurchaseStatus::Cancelled => "cancelled",
+            PurchaseStatus::Expired => "expired",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<PurchaseStatus> {
+        [PurchaseStatus::Pending, PurchaseStatus::Paid, PurchaseStatus::Cancelled, PurchaseStatus::Expired]
+            .into_iter()
+            .find(|s| s.code() == code)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,14 +211,32 @@ impl NoticeKind {
     }
 }
 
+/// Which notice of which period. A notice is claimed once per (subscription, kind, threshold),
+/// and the threshold names the period by its end, so the next period's notices are new ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NoticeThreshold {
+    /// `hours` before the period that ends at `period_end`.
+    Before { hours: u16, period_end: DateTime<Utc> },
+    /// When the period that ends at `period_end` is over.
+    AtEnd { period_end: DateTime<Utc> },
+}
+
+impl NoticeThreshold {
+    /// The stored form: `72h@1767225600` or `end@1767225600` (the period's end in unix seconds).
+    pub fn code(self) -> String {
+        match self {
+            NoticeThreshold::Before { hours, period_end } => format!("{hours}h@{}", period_end.timestamp()),
+            NoticeThreshold::AtEnd { period_end } => format!("end@{}", period_end.timestamp()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn identifiers_refuse_bad_input() {
-        assert!(UserId::new(0).is_none());
-        assert!(UserId::new(-5).is_none());
         assert!(TariffCode::parse("Basic").is_none());
         assert!(TariffCode::parse("basic").is_some());
         assert!(ProviderPaymentId::parse("").is_none());
@@ -222,5 +245,12 @@ mod tests {
         assert!(IdempotencyKey::parse("update:12345").is_some());
         assert_eq!(Language::from_code("en-GB"), Language::En);
         assert_eq!(Language::from_code("de"), Language::Ru);
+    }
+
+    #[test]
+    fn notice_thresholds_name_their_period() {
+        let end = DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+        assert_eq!(NoticeThreshold::Before { hours: 72, period_end: end }.code(), "72h@1767225600");
+        assert_eq!(NoticeThreshold::AtEnd { period_end: end }.code(), "end@1767225600");
     }
 }

@@ -1,6 +1,6 @@
 //! Coordination between instances: update intake (dedupe, per-chat lease, flood limit, FSM
 //! record), locks with fencing tokens, rate limits and the leader lease. Implemented on Redis
-//! with Lua scripts, and in memory as the audit's old single-instance design (which the
+//! with Lua scripts, and in memory as the audit's old single-instance design, `legacy` (which the
 //! simulation uses to show the hazards are real). Redis is never the only guard of money: every
 //! effect it orders is also fenced or idempotent in PostgreSQL.
 
@@ -74,6 +74,31 @@ pub enum LimitedAction {
     TrialActivation,
 }
 
+impl LimitedAction {
+    pub const ALL: [LimitedAction; 5] = [
+        LimitedAction::WithdrawalRequest,
+        LimitedAction::PaymentAttempt,
+        LimitedAction::PromoAttempt,
+        LimitedAction::AdminCommand,
+        LimitedAction::TrialActivation,
+    ];
+
+    /// The action's name: part of its Redis key, and how scenarios and logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitedAction::WithdrawalRequest => "withdrawal",
+            LimitedAction::PaymentAttempt => "payment",
+            LimitedAction::PromoAttempt => "promo",
+            LimitedAction::AdminCommand => "admin",
+            LimitedAction::TrialActivation => "trial",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<LimitedAction> {
+        LimitedAction::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     Allowed,
@@ -108,6 +133,8 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 5] = [Role::PaymentWatcher, Role::Reminders, Role::TrialNotices, Role::ExpiryCleanup, Role::Poller];
+
     pub fn name(self) -> &'static str {
         match self {
             Role::PaymentWatcher => "payment_watcher",
@@ -192,4 +219,23 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// Gives up a lease (on shutdown), so a standby takes over without waiting for the TTL.
     fn resign(&self, leadership: &Leadership) -> impl Future<Output = CoordResult<()>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_and_role_has_one_name_that_reads_back() {
+        for action in LimitedAction::ALL {
+            assert_eq!(LimitedAction::from_name(action.name()), Some(action));
+        }
+        let mut names: Vec<&str> = LimitedAction::ALL.iter().map(|a| a.name()).collect();
+        names.extend(Role::ALL.iter().map(|r| r.name()));
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "names repeat: {names:?}");
+        assert_eq!(LimitedAction::from_name("promos"), None);
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use crate::domain::{Money, PaymentProviderKind, ProviderPaymentId};
+use crate::domain::{Money, PaymentProviderKind, ProviderPaymentId, PurchaseId};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invoice {
@@ -38,7 +38,7 @@ pub trait PaymentProvider: Send + Sync + 'static {
     /// MUST return the same invoice.
     fn create_invoice(
         &self,
-        purchase_id: i64,
+        purchase: PurchaseId,
         amount: Money,
     ) -> impl Future<Output = Result<Invoice, PaymentProviderError>> + Send;
 

@@ -2,6 +2,8 @@
 
 use std::future::Future;
 
+use crate::domain::SubscriptionId;
+
 /// A key as the panel issued it. `access_uri` is a credential: never log it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PanelKey {
@@ -29,7 +31,11 @@ pub trait VpnProvider: Send + Sync + 'static {
     /// Creates a key for a subscription. `label` is an idempotency label (for a reissue it is
     /// derived from the fencing token): the panel MUST return the same key when asked twice with
     /// the same label, so a retried call never creates two keys.
-    fn create_key(&self, subscription_id: i64, label: &str) -> impl Future<Output = Result<PanelKey, VpnError>> + Send;
+    fn create_key(
+        &self,
+        subscription: SubscriptionId,
+        label: &str,
+    ) -> impl Future<Output = Result<PanelKey, VpnError>> + Send;
 
     /// Revokes a key. Revoking a key that is already revoked or unknown MUST succeed.
     fn revoke_key(&self, panel_key_id: &str) -> impl Future<Output = Result<(), VpnError>> + Send;

@@ -7,10 +7,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::coord::limits::LEASE_TTL;
-use crate::coord::policy::{Guarded, Intake};
+use crate::coord::policy::{CommitVerdict, Guarded, Intake};
 use crate::domain::UserId;
 use crate::ports::Coordination;
-use crate::ports::coordination::{BeginOutcome, CommitOutcome, CoordinationError, FsmRecord, FsmWrite};
+use crate::ports::coordination::{BeginOutcome, FsmRecord, FsmWrite};
 
 /// How long, in total, an update waits for its chat's lease before it is given up. A handler may
 /// hold the lease for all of `LEASE_TTL` (a few slow store and Telegram calls); waiting that long
@@ -27,6 +27,9 @@ pub const BUSY_WAIT_MAX: Duration = Duration::from_millis(500);
 pub enum Handled {
     /// The handler ran and its state was committed.
     Committed,
+    /// The handler ran but its new state could not be stored (too large): the conversation kept
+    /// its old state, and the chat was released.
+    StateRefused,
     /// The handler ran but its lease ran out first: nothing was written to the FSM record.
     LeaseLost,
     /// The handler ran but the record changed behind the lease: nothing was written.
@@ -82,27 +85,14 @@ where
         }
     };
     let write = handler(UpdateContext { user, update_id, fsm: Some(ticket.fsm.clone()) }).await;
-    let mut committed = coordination.shared().commit_update(user, &ticket, write).await;
-    if let Err(CoordinationError::Invalid(why)) = &committed {
-        // The new state cannot be stored (too large): keep the old one, but release the chat.
-        tracing::warn!(
-            user_id = user.get(),
-            update_id,
-            why = why.as_str(),
-            "state refused; conversation kept as it was"
-        );
-        committed = coordination.shared().commit_update(user, &ticket, FsmWrite::Keep).await;
-    }
-    match committed {
-        Ok(CommitOutcome::Committed) => Handled::Committed,
-        Ok(CommitOutcome::LeaseLost) => {
+    match coordination.commit_update(user, &ticket, write).await {
+        CommitVerdict::Committed => Handled::Committed,
+        CommitVerdict::StateRefused => Handled::StateRefused,
+        CommitVerdict::LeaseLost => {
             tracing::warn!(user_id = user.get(), update_id, "handler outlived its lease; state not saved");
             Handled::LeaseLost
         }
-        Ok(CommitOutcome::VersionConflict) => Handled::Conflict,
-        Err(e) => {
-            tracing::warn!(user_id = user.get(), update_id, error = %e, "commit failed; state not saved");
-            Handled::CommitFailed
-        }
+        CommitVerdict::VersionConflict => Handled::Conflict,
+        CommitVerdict::Failed => Handled::CommitFailed,
     }
 }

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::coord::policy::Guarded;
 use crate::ports::coordination::{Leadership, Role};
 use crate::ports::{Clock, Coordination};
 
@@ -17,7 +18,7 @@ const TICK_MIN: Duration = Duration::from_millis(1);
 /// Holds `role` when it can and calls `work` every `work_interval` while it does, until
 /// `shutdown` resolves; then resigns, so a standby takes over at once.
 pub async fn lead<C, W, Fut>(
-    coordination: &C,
+    coordination: &Guarded<C>,
     clock: &dyn Clock,
     role: Role,
     ttl: Duration,
@@ -35,11 +36,8 @@ pub async fn lead<C, W, Fut>(
     let (mut next_renew, mut next_work) = (Duration::ZERO, Duration::ZERO);
     loop {
         if clock.monotonic() >= next_renew {
-            let renewed = match coordination.lead(role, current.as_ref(), ttl).await {
-                Ok(held) => held,
-                // Redis did not answer: keep acting on the old lease until its deadline only.
-                Err(_) => current.clone().filter(|l| clock.monotonic() < l.valid_until),
-            };
+            // Rule 5 of the failure policy: without Redis, act on the old lease until its deadline.
+            let renewed = coordination.lead(clock, role, current.as_ref(), ttl).await;
             match (&current, &renewed) {
                 (None, Some(l)) => tracing::info!(role = role.name(), epoch = l.epoch, "leading"),
                 (Some(l), None) => {
@@ -50,7 +48,7 @@ pub async fn lead<C, W, Fut>(
             current = renewed;
             next_renew = clock.monotonic() + renew_every;
         }
-        if let Some(held) = current.clone().filter(|l| clock.monotonic() < l.valid_until)
+        if let Some(held) = current.clone().filter(|l| l.is_valid(clock))
             && clock.monotonic() >= next_work
         {
             work(held).await;
@@ -60,7 +58,7 @@ pub async fn lead<C, W, Fut>(
         tokio::select! {
             _ = &mut shutdown => {
                 if let Some(held) = &current {
-                    let _ = coordination.resign(held).await;
+                    coordination.resign(held).await;
                 }
                 return;
             }

@@ -1,10 +1,14 @@
-//! The process around the core: configuration, the live clock and randomness, logging.
+//! The composition root and the process around the core: settings, the wiring of adapters into
+//! one assembly, the intake function and the leader loop every instance runs, the live clock and
+//! randomness, start-up checks and logging. Only this module knows the settings; the layers below
+//! take what they need as arguments.
 
-pub mod config;
 pub mod intake;
 pub mod leader;
 pub mod live;
 pub mod preflight;
+pub mod settings;
 pub mod telemetry;
+pub mod wiring;
 
-pub use config::{AppEnv, CoordinationMode, Settings};
+pub use settings::{AppEnv, CoordinationSetting, Settings};

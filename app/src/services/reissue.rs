@@ -1,19 +1,20 @@
 //! Reissuing a user's VPN key (the audit's `_REISSUE_LOCKS`, part 2.3). One reissue per user at
 //! a time across all instances: a Redis lock whose fencing token is claimed in PostgreSQL as soon
 //! as the lock is taken, so a holder whose lock expired (a paused or partitioned instance) cannot
-//! install its key; it revokes the key it created instead. Panel calls carry a label derived from the token, so a retried call
-//! never creates a second key.
+//! install its key; it revokes the key it created instead. Panel calls carry a label derived from
+//! the token ([`panel_label`]), so a retried call never creates a second key.
 
 use std::time::Duration;
 
-use crate::domain::UserId;
+use crate::coord::policy::{Guarded, LockVerdict};
+use crate::domain::{SubscriptionId, UserId};
 use crate::ports::coordination::LockName;
 use crate::ports::store::KeyError;
 use crate::ports::vpn::PanelKey;
 use crate::ports::{Clock, Coordination, Store, VpnProvider};
 
 /// How long a reissue may hold the user's lock: one panel call (bounded by its own timeout of a
-/// few seconds) and one store call (10 s at most). Past this, another reissue may start, and the
+/// few seconds) and one store call (16 s at most). Past this, another reissue may start, and the
 /// fencing token stops the late one.
 pub const REISSUE_LOCK_TTL: Duration = Duration::from_secs(30);
 
@@ -39,8 +40,15 @@ pub enum ReissueError {
     Unexpected(#[from] anyhow::Error),
 }
 
+/// The idempotency label of the key a reissue creates at the panel: one per subscription and
+/// fencing token, so a retried create returns the same key, and a checker can tell whose key it
+/// is.
+pub fn panel_label(subscription: SubscriptionId, fencing_token: u64) -> String {
+    format!("reissue-{subscription}-{fencing_token}")
+}
+
 pub async fn reissue_key<C, S, V>(
-    coordination: &C,
+    coordination: &Guarded<C>,
     store: &S,
     vpn: &V,
     clock: &dyn Clock,
@@ -56,12 +64,12 @@ where
         return Ok(ReissueOutcome::NoSubscription);
     };
     let guard = match coordination.acquire_lock(LockName::KeyReissue(user), lock_ttl).await {
-        Ok(Some(guard)) => guard,
-        Ok(None) => return Ok(ReissueOutcome::Busy),
-        Err(_) => return Ok(ReissueOutcome::TryLater),
+        LockVerdict::Held(guard) => guard,
+        LockVerdict::Busy => return Ok(ReissueOutcome::Busy),
+        LockVerdict::TryLater => return Ok(ReissueOutcome::TryLater),
     };
     let outcome = reissue_under_lock(store, vpn, clock, user, subscription.id, guard.fencing_token).await;
-    let _ = coordination.release_lock(&guard).await;
+    coordination.release_lock(&guard).await;
     outcome
 }
 
@@ -71,33 +79,35 @@ async fn reissue_under_lock<S: Store, V: VpnProvider>(
     vpn: &V,
     clock: &dyn Clock,
     user: UserId,
-    subscription_id: i64,
+    subscription: SubscriptionId,
     fencing_token: u64,
 ) -> Result<ReissueOutcome, ReissueError> {
     // Claim the token in the store before anything else: from now on, an older holder that is
     // still running (its lock expired under it) cannot install.
-    match store.claim_key_fence(subscription_id, fencing_token, clock.now()).await {
+    match store.claim_key_fence(subscription, fencing_token, clock.now()).await {
         Ok(()) => {}
-        Err(KeyError::StaleFencingToken { .. }) => return Ok(ReissueOutcome::Fenced),
+        Err(KeyError::StaleFencingToken { current }) => {
+            assert!(current >= fencing_token, "the store refused a token newer than what it holds");
+            return Ok(ReissueOutcome::Fenced);
+        }
         Err(KeyError::UnknownSubscription) => return Ok(ReissueOutcome::NoSubscription),
         Err(KeyError::Unexpected(e)) => return Err(ReissueError::Unexpected(e)),
     }
-    let label = format!("reissue-{subscription_id}-{fencing_token}");
-    let key = match vpn.create_key(subscription_id, &label).await {
+    let key = match vpn.create_key(subscription, &panel_label(subscription, fencing_token)).await {
         Ok(key) => key,
         Err(e) => {
             tracing::warn!(user_id = user.get(), error = %e, "panel refused a reissue");
             return Ok(ReissueOutcome::TryLater);
         }
     };
-    match store.install_reissued_key(subscription_id, fencing_token, key.clone(), clock.now()).await {
+    match store.install_reissued_key(subscription, fencing_token, key.clone(), clock.now()).await {
         Ok(installed) => {
             if let Some(old) = installed.replaced_panel_key_id
                 && let Err(e) = vpn.revoke_key(&old).await
             {
                 tracing::warn!(user_id = user.get(), error = %e, "old key not revoked at the panel");
             }
-            tracing::info!(user_id = user.get(), fencing_token, "KEY_REISSUED");
+            tracing::info!(event = "KEY_REISSUED", user_id = user.get(), fencing_token);
             Ok(ReissueOutcome::Reissued { key, fencing_token })
         }
         Err(KeyError::StaleFencingToken { current }) => {
@@ -107,7 +117,9 @@ async fn reissue_under_lock<S: Store, V: VpnProvider>(
                 current,
                 "reissue fenced off; revoking its key"
             );
-            let _ = vpn.revoke_key(&key.panel_key_id).await;
+            if let Err(e) = vpn.revoke_key(&key.panel_key_id).await {
+                tracing::warn!(user_id = user.get(), error = %e, "fenced key not revoked; the reconciler will");
+            }
             Ok(ReissueOutcome::Fenced)
         }
         Err(KeyError::UnknownSubscription) => Ok(ReissueOutcome::NoSubscription),

@@ -1,6 +1,8 @@
 //! The sim store host: the Store model behind an RPC over turmoil TCP, so that a store call can
 //! time out, and a call can commit while its reply is lost (the client then reports an unknown
-//! outcome, as a real driver would after a dropped connection).
+//! outcome, as a real driver would after a dropped connection). [`SimStore`] is the Store port of
+//! an instance; each operation is one method, in `model/`, that runs on the model through
+//! [`SimStore::exec`].
 //!
 //! Each call opens a connection to the host and sends the call's id; the call itself (a closure
 //! over the model) waits in a mailbox both ends share, as the request's payload. The host runs it
@@ -14,12 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use atlas::domain::*;
-use atlas::ports::Store;
-use atlas::ports::store::*;
-use atlas::ports::vpn::PanelKey;
 use atlas::store::postgres::STORE_CALL_TIMEOUT;
-use chrono::{DateTime, Utc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::history::{Event, SharedHistory};
@@ -97,10 +94,18 @@ impl SimStore {
     /// The model alone, called in place: what the differential test compares with PostgreSQL.
     pub fn direct(model: Model) -> SimStore {
         let link = StoreLink { model: Arc::new(Mutex::new(model)), mailbox: Arc::default() };
+        SimStore::direct_on(link)
+    }
+
+    /// The model of `link`, called in place (no network): to arrange a run's starting state
+    /// through the port itself.
+    pub fn direct_on(link: StoreLink) -> SimStore {
         SimStore { link, instance: 0, history: None, direct: true }
     }
 
-    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Model) -> T + Send + 'static) -> anyhow::Result<T> {
+    /// Runs `f` on the model at the store host: the request may be lost (not applied), or the
+    /// reply may be lost (applied, but the caller cannot know: an error of unknown outcome).
+    async fn exec<T: Send + 'static>(&self, f: impl FnOnce(&mut Model) -> T + Send + 'static) -> anyhow::Result<T> {
         if self.direct {
             return Ok(self.link.with_model(f));
         }
@@ -142,206 +147,5 @@ impl SimStore {
         if let Some(history) = &self.history {
             crate::history::lock(history).push(event);
         }
-    }
-}
-
-impl Store for SimStore {
-    async fn register_user(
-        &self,
-        user: UserId,
-        language: Language,
-        referrer: Option<UserId>,
-        now: DateTime<Utc>,
-    ) -> Result<User, StoreError> {
-        Ok(self.call(move |m| m.register_user(user, language, referrer, now)).await?)
-    }
-
-    async fn user(&self, user: UserId) -> Result<Option<User>, StoreError> {
-        Ok(self.call(move |m| m.user(user)).await?)
-    }
-
-    async fn catalogue(&self) -> Result<Vec<TariffPeriod>, StoreError> {
-        Ok(self.call(|m| m.catalogue()).await?)
-    }
-
-    async fn subscription(&self, user: UserId) -> Result<Option<Subscription>, StoreError> {
-        Ok(self.call(move |m| m.subscription(user)).await?)
-    }
-
-    async fn top_up(
-        &self,
-        user: UserId,
-        payment: ProviderPayment,
-        now: DateTime<Utc>,
-    ) -> Result<TopUpOutcome, PaymentError> {
-        self.call(move |m| m.top_up(user, &payment, now)).await?
-    }
-
-    async fn admin_adjust(
-        &self,
-        adjustment: AdminAdjustment,
-        now: DateTime<Utc>,
-    ) -> Result<AdjustOutcome, BalanceError> {
-        self.call(move |m| m.admin_adjust(&adjustment, now)).await?
-    }
-
-    async fn create_promo(&self, promo: NewPromo, now: DateTime<Utc>) -> Result<(), PromoCreateError> {
-        self.call(move |m| m.create_promo(&promo, now)).await?
-    }
-
-    async fn set_auto_renew(&self, user: UserId, enabled: bool, _now: DateTime<Utc>) -> Result<bool, StoreError> {
-        Ok(self.call(move |m| m.set_auto_renew(user, enabled)).await?)
-    }
-
-    async fn validate_promo(
-        &self,
-        user: UserId,
-        code: &PromoCode,
-        now: DateTime<Utc>,
-    ) -> Result<PromoQuote, PromoError> {
-        let code = code.clone();
-        self.call(move |m| m.validate_promo(user, &code, now)).await?
-    }
-
-    async fn purchase_from_balance(
-        &self,
-        request: PurchaseRequest,
-        now: DateTime<Utc>,
-    ) -> Result<PurchaseOutcome, PurchaseError> {
-        self.call(move |m| m.purchase_from_balance(&request, now)).await?
-    }
-
-    async fn create_pending_purchase(
-        &self,
-        request: PurchaseRequest,
-        provider: PaymentProviderKind,
-        ttl_seconds: i32,
-        now: DateTime<Utc>,
-    ) -> Result<PendingPurchase, PurchaseError> {
-        self.call(move |m| m.create_pending_purchase(&request, provider, ttl_seconds, now)).await?
-    }
-
-    async fn finalize_purchase(
-        &self,
-        purchase_id: i64,
-        payment: ProviderPayment,
-        now: DateTime<Utc>,
-    ) -> Result<FinalizeOutcome, PaymentError> {
-        self.call(move |m| m.finalize_purchase(purchase_id, &payment, now)).await?
-    }
-
-    async fn close_pending_purchase(&self, purchase_id: i64, closure: Closure) -> Result<(), CloseError> {
-        self.call(move |m| m.close_pending_purchase(purchase_id, closure)).await?
-    }
-
-    async fn grant_referral_reward(
-        &self,
-        purchase_id: i64,
-        percent: u8,
-        now: DateTime<Utc>,
-    ) -> Result<ReferralOutcome, ReferralError> {
-        self.call(move |m| m.grant_referral_reward(purchase_id, percent, now)).await?
-    }
-
-    async fn create_withdrawal(
-        &self,
-        user: UserId,
-        amount: Money,
-        _requisites: Requisites,
-        minimum: Money,
-        _now: DateTime<Utc>,
-    ) -> Result<WithdrawalCreated, WithdrawalError> {
-        self.call(move |m| m.create_withdrawal(user, amount, minimum)).await?
-    }
-
-    async fn decide_withdrawal(
-        &self,
-        decision: WithdrawalDecision,
-        _now: DateTime<Utc>,
-    ) -> Result<WithdrawalDecided, WithdrawalError> {
-        self.call(move |m| m.decide_withdrawal(&decision)).await?
-    }
-
-    async fn auto_renew_next(
-        &self,
-        now: DateTime<Utc>,
-        horizon_seconds: i32,
-    ) -> Result<Option<RenewalOutcome>, StoreError> {
-        Ok(self.call(move |m| m.auto_renew_next(now, horizon_seconds)).await?)
-    }
-
-    async fn activate_trial(
-        &self,
-        user: UserId,
-        tariff: &TariffCode,
-        days: i32,
-        now: DateTime<Utc>,
-    ) -> Result<Subscription, TrialError> {
-        let tariff = tariff.clone();
-        self.call(move |m| m.activate_trial(user, &tariff, days, now)).await?
-    }
-
-    async fn pending_activations(&self, limit: i64) -> Result<Vec<i64>, StoreError> {
-        Ok(self.call(move |m| m.pending_activations(limit)).await?)
-    }
-
-    async fn record_activation(
-        &self,
-        subscription_id: i64,
-        result: ActivationResult,
-        _now: DateTime<Utc>,
-    ) -> Result<ActivationOutcome, StoreError> {
-        Ok(self.call(move |m| m.record_activation(subscription_id, &result)).await?)
-    }
-
-    async fn claim_key_fence(
-        &self,
-        subscription_id: i64,
-        fencing_token: u64,
-        _now: DateTime<Utc>,
-    ) -> Result<(), KeyError> {
-        let (instance, subscription, token) = (self.instance, subscription_id, fencing_token);
-        self.note(Event::KeyClaim { instance, subscription, token });
-        let result = self.call(move |m| m.claim_key_fence(subscription_id, fencing_token)).await;
-        let said = match &result {
-            Ok(Ok(())) => "claimed",
-            Ok(Err(KeyError::StaleFencingToken { .. })) => "fenced",
-            _ => "failed",
-        };
-        self.note(Event::KeyClaimed { instance, subscription, token, result: said.into() });
-        result?
-    }
-
-    async fn install_reissued_key(
-        &self,
-        subscription_id: i64,
-        fencing_token: u64,
-        key: PanelKey,
-        _now: DateTime<Utc>,
-    ) -> Result<KeyInstalled, KeyError> {
-        let result = self.call(move |m| m.install_reissued_key(subscription_id, fencing_token, &key)).await;
-        let installed = match &result {
-            Ok(Ok(_)) => "installed",
-            Ok(Err(KeyError::StaleFencingToken { .. })) => "fenced",
-            _ => "failed",
-        };
-        self.note(Event::KeyInstall {
-            instance: self.instance,
-            subscription: subscription_id,
-            token: fencing_token,
-            result: installed.into(),
-        });
-        result?
-    }
-
-    async fn claim_notice(
-        &self,
-        subscription_id: i64,
-        kind: NoticeKind,
-        threshold: &str,
-        _now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let threshold = threshold.to_owned();
-        Ok(self.call(move |m| m.claim_notice(subscription_id, kind, &threshold)).await?)
     }
 }

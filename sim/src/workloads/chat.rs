@@ -3,19 +3,18 @@
 //! intake function and appends its update id to the conversation state.
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
-use atlas::coord::memory::MemoryCoordination;
-use atlas::coord::policy::Guarded;
 use atlas::domain::UserId;
 use atlas::ports::coordination::FsmWrite;
-use atlas::ports::{Coordination, Ids, SeededIds};
+use atlas::ports::{Ids, SeededIds};
 use atlas::runtime::intake::handle_update;
+use atlas::runtime::wiring::App;
 
-use super::{InstanceCtx, between, sleep_until};
 use crate::clock::sim_now;
 use crate::history::Event;
+use crate::instance::{InstanceCtx, between, sleep_until};
+use crate::world::SimWorld;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Delivery {
@@ -63,37 +62,24 @@ pub fn deliveries(seed: u64, instances: usize, spec: DeliverySpec) -> Vec<Delive
     out
 }
 
-pub async fn run<C: Coordination>(
-    ctx: InstanceCtx,
-    coordination: C,
-    deliveries: Rc<Vec<Delivery>>,
-    handler_ms: [u64; 2],
-) {
+pub async fn run(ctx: InstanceCtx, app: Rc<App<SimWorld>>, deliveries: Rc<Vec<Delivery>>, handler_ms: [u64; 2]) {
     let started = sim_now();
     let ids = Rc::new(ctx.workload_ids(started));
-    let local = MemoryCoordination::new(Arc::new(ctx.clock), Arc::new(SeededIds::new(ctx.seed ^ 0x10CA1)));
-    let guarded = Rc::new(Guarded::new(coordination, local));
     // Deliveries due while this instance was down are gone (another instance would get them).
     for d in deliveries.iter().filter(|d| d.instance == ctx.index && d.at >= started) {
         sleep_until(d.at).await;
         ctx.wait_out_pause().await;
-        tokio::task::spawn_local(handle(ctx.clone(), guarded.clone(), ids.clone(), *d, handler_ms));
+        tokio::task::spawn_local(handle(ctx.clone(), app.clone(), ids.clone(), *d, handler_ms));
     }
     std::future::pending::<()>().await;
 }
 
-async fn handle<C: Coordination>(
-    ctx: InstanceCtx,
-    guarded: Rc<Guarded<C>>,
-    ids: Rc<SeededIds>,
-    d: Delivery,
-    handler_ms: [u64; 2],
-) {
+async fn handle(ctx: InstanceCtx, app: Rc<App<SimWorld>>, ids: Rc<SeededIds>, d: Delivery, handler_ms: [u64; 2]) {
     let id = crate::history::lock(&ctx.history).next_id();
     let (history, index) = (ctx.history.clone(), ctx.index);
     let work = between(ids.as_ref(), handler_ms);
     let user = UserId::new(d.chat).expect("chat ids are positive");
-    let outcome = handle_update(&guarded, user, d.update, |update| {
+    let outcome = handle_update(&app.coordination, user, d.update, |update| {
         let ctx = ctx.clone();
         async move {
             let fsm = update.fsm.unwrap_or_default();

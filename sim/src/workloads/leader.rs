@@ -1,24 +1,25 @@
 //! Every instance runs the real leader loop for one role; whoever leads records an effect (a
 //! reminder batch, say) on each tick, with its epoch.
 
+use std::rc::Rc;
 use std::time::Duration;
 
-use atlas::ports::Coordination;
 use atlas::ports::coordination::Role;
+use atlas::runtime::wiring::App;
 
-use super::InstanceCtx;
 use crate::history::Event;
+use crate::instance::InstanceCtx;
+use crate::world::SimWorld;
 
 /// Effects per tick of work (a batch of reminders), a little apart.
-const EFFECTS_PER_TICK: u32 = 3;
+pub const EFFECTS_PER_TICK: u32 = 3;
 const EFFECT_GAP: Duration = Duration::from_millis(40);
 
-pub async fn run<C: Coordination>(ctx: InstanceCtx, coordination: C, ttl: Duration, work_interval: Duration) {
-    let clock = ctx.clock;
+pub async fn run(ctx: InstanceCtx, app: Rc<App<SimWorld>>, ttl: Duration, work_interval: Duration) {
     let index = ctx.index;
     atlas::runtime::leader::lead(
-        &coordination,
-        &clock,
+        &app.coordination,
+        app.clock.as_ref(),
         Role::Reminders,
         ttl,
         work_interval,

@@ -2,18 +2,17 @@
 //! case (lock with fencing token, panel call, fenced install in the store).
 
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atlas::domain::UserId;
-use atlas::ports::{Coordination, Ids, SeededIds};
-use atlas::services::reissue::{ReissueOutcome, reissue_key};
+use atlas::ports::{Ids, SeededIds};
+use atlas::runtime::wiring::App;
+use atlas::services::reissue::reissue_key;
 
-use super::{InstanceCtx, sleep_until};
 use crate::clock::sim_now;
 use crate::history::{Event, lock};
-use crate::store_host::{SimStore, StoreLink};
-use crate::vpn::{Panel, SimVpn};
+use crate::instance::{InstanceCtx, sleep_until};
+use crate::world::SimWorld;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Request {
@@ -35,41 +34,16 @@ pub fn requests(seed: u64, instances: usize, duration: Duration, users: u32, per
     out
 }
 
-pub struct Shared {
-    pub store: StoreLink,
-    pub panel: Arc<Mutex<Panel>>,
-}
-
-pub async fn run<C: Coordination>(
-    ctx: InstanceCtx,
-    coordination: C,
-    requests: Rc<Vec<Request>>,
-    shared: Rc<Shared>,
-    panel_ms: [u64; 2],
-) {
+pub async fn run(ctx: InstanceCtx, app: Rc<App<SimWorld>>, requests: Rc<Vec<Request>>) {
     let started = sim_now();
-    let coordination = Rc::new(coordination);
-    let store = Rc::new(SimStore::new(shared.store.clone(), ctx.index, ctx.history.clone()));
-    let vpn = Rc::new(SimVpn {
-        panel: shared.panel.clone(),
-        ctx: ctx.clone(),
-        ids: ctx.workload_ids(started),
-        latency_ms: panel_ms,
-        history: ctx.history.clone(),
-    });
     for r in requests.iter().filter(|r| r.instance == ctx.index && r.at >= started) {
         sleep_until(r.at).await;
-        let (ctx, coordination, store, vpn, user) =
-            (ctx.clone(), coordination.clone(), store.clone(), vpn.clone(), r.user);
+        let (ctx, app, user) = (ctx.clone(), app.clone(), r.user);
         tokio::task::spawn_local(async move {
             let user_id = UserId::new(user).expect("positive");
             let outcome =
-                reissue_key(coordination.as_ref(), store.as_ref(), vpn.as_ref(), &ctx.clock, user_id, ctx.lease).await;
-            let outcome = match outcome {
-                Ok(ReissueOutcome::Reissued { fencing_token, .. }) => format!("reissued under token {fencing_token}"),
-                Ok(other) => format!("{other:?}"),
-                Err(e) => format!("error: {e}"),
-            };
+                reissue_key(&app.coordination, &app.store, &app.vpn, app.clock.as_ref(), user_id, ctx.lease).await;
+            let outcome = outcome.map_err(|e| e.to_string());
             lock(&ctx.history).push(Event::Reissue { instance: ctx.index, user, outcome });
         });
     }

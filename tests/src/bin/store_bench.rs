@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use atlas::domain::{PaymentProviderKind, PromoCode, TariffCode};
-use atlas::ports::Store;
+use atlas::ports::store::{Accounts, Purchases};
 use atlas::ports::store::PurchaseRequest;
 use atlas::store::PgStore;
 use atlas_tests::{crypto, drop_database, fresh_database, t0, uid};
@@ -142,7 +142,7 @@ async fn promo_consumption(seconds: u64) -> anyhow::Result<f64> {
                 promo: Some(PromoCode::parse("HOT").unwrap()),
                 idempotency_key: None,
             };
-            s.create_pending_purchase(request, PaymentProviderKind::Crypto, 3600, t0()).await?;
+            s.create_pending_purchase(request, PaymentProviderKind::Crypto, Duration::from_secs(3600), t0()).await?;
             Ok(true)
         }
     })

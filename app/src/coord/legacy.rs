@@ -1,0 +1,290 @@
+//! The Coordination port in this process's memory: the old bot's design (audit parts 1, 2, 5,
+//! 6), called `legacy` everywhere — conversation state in a map, the reissue lock a per-process
+//! mutex, rate limits in per-process buckets on the local clock, and every instance its own
+//! leader.
+//!
+//! It is correct for exactly one instance, and that is its use: a single-instance deployment,
+//! the tests where its semantics coincide with Redis, the fallback limiter when Redis is down, and
+//! the simulation's `--coordination legacy`, which must show each hazard of the audit.
+//! Every entry expires as its Redis counterpart would (conversation records after `FSM_TTL`,
+//! leases and locks at their deadline, limiter state once it no longer limits): an expired entry
+//! is dropped when it is met, and a sweep every `SWEEP_EVERY_CALLS` calls drops the rest, so the
+//! maps hold only what is alive.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::fsm::check_size;
+use super::limits::{self, Algorithm, FLOOD_MAX, FLOOD_WINDOW, FSM_TTL, LEASE_TTL, UPDATE_DONE_TTL, algorithms};
+use crate::domain::UserId;
+use crate::ports::coordination::*;
+use crate::ports::{Clock, Ids};
+
+/// Update ids remembered at most (oldest forgotten first): a day of a busy bot's updates.
+const SEEN_UPDATES_MAX: usize = 1_000_000;
+
+/// How many calls pass between two sweeps of expired entries. A sweep walks every map once, so
+/// its cost spread over this many calls is a few map operations per call.
+const SWEEP_EVERY_CALLS: u64 = 1_024;
+
+#[derive(Default)]
+struct Inner {
+    /// Conversation records with the deadline of their TTL.
+    fsm: BTreeMap<UserId, (FsmRecord, Duration)>,
+    /// Chat leases: holder token and deadline.
+    leases: BTreeMap<UserId, (String, Duration)>,
+    /// Update ids taken, with the deadline of the mark; pruned in order of insertion.
+    seen: BTreeMap<(UserId, i64), Duration>,
+    seen_order: VecDeque<(UserId, i64)>,
+    flood: BTreeMap<UserId, u64>,
+    windows: BTreeMap<(UserId, LimitedAction), VecDeque<u64>>,
+    cells: BTreeMap<(UserId, LimitedAction), u64>,
+    locks: BTreeMap<LockName, (String, Duration)>,
+    fence: u64,
+    calls: u64,
+}
+
+impl Inner {
+    /// Drops every entry that has expired by `now` (microseconds for the limiter state).
+    fn sweep(&mut self, now: Duration) {
+        let now_us = micros(now);
+        self.fsm.retain(|_, (_, until)| *until > now);
+        self.leases.retain(|_, (_, until)| *until > now);
+        self.locks.retain(|_, (_, until)| *until > now);
+        self.seen.retain(|_, until| *until > now);
+        self.seen_order.retain(|key| self.seen.contains_key(key));
+        // A GCRA cell whose theoretical arrival time has passed limits nothing: as new.
+        self.flood.retain(|_, tat| *tat > now_us);
+        self.cells.retain(|_, tat| *tat > now_us);
+        self.windows.retain(|(_, action), log| {
+            let window_us = micros(limits::limit(*action).window);
+            log.back().is_some_and(|&newest| newest + window_us > now_us)
+        });
+    }
+
+    fn mark(&mut self, key: (UserId, i64), until: Duration) {
+        if self.seen.insert(key, until).is_none() {
+            self.seen_order.push_back(key);
+        }
+        while self.seen_order.len() > SEEN_UPDATES_MAX {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+    }
+
+    fn live_lease(&mut self, user: UserId, now: Duration) -> Option<&(String, Duration)> {
+        if self.leases.get(&user).is_some_and(|(_, until)| *until <= now) {
+            self.leases.remove(&user);
+        }
+        self.leases.get(&user)
+    }
+
+    fn live_record(&mut self, user: UserId, now: Duration) -> FsmRecord {
+        if self.fsm.get(&user).is_some_and(|(_, until)| *until <= now) {
+            self.fsm.remove(&user);
+        }
+        self.fsm.get(&user).map(|(record, _)| record.clone()).unwrap_or_default()
+    }
+}
+
+pub struct LegacyCoordination {
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+    lease_ttl: Duration,
+    inner: Mutex<Inner>,
+}
+
+impl LegacyCoordination {
+    pub fn new(clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> LegacyCoordination {
+        LegacyCoordination { clock, ids, lease_ttl: LEASE_TTL, inner: Mutex::new(Inner::default()) }
+    }
+
+    /// Overrides how long a handler holds its chat's lease (tests and the simulation shorten it).
+    pub fn with_lease_ttl(mut self, lease_ttl: Duration) -> Self {
+        self.lease_ttl = lease_ttl;
+        self
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner, Duration) -> T) -> T {
+        let now = self.clock.monotonic();
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.calls += 1;
+        if inner.calls.is_multiple_of(SWEEP_EVERY_CALLS) {
+            inner.sweep(now);
+        }
+        f(&mut inner, now)
+    }
+
+    /// How many entries the maps hold (for tests of the sweep).
+    pub fn entries(&self) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.fsm.len()
+            + inner.leases.len()
+            + inner.seen.len()
+            + inner.flood.len()
+            + inner.windows.len()
+            + inner.cells.len()
+            + inner.locks.len()
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+impl Coordination for LegacyCoordination {
+    async fn begin_update(&self, user: UserId, update_id: i64) -> CoordResult<BeginOutcome> {
+        let token = self.ids.token();
+        let lease_ttl = self.lease_ttl;
+        Ok(self.with(|inner, now| {
+            if inner.seen.get(&(user, update_id)).is_some_and(|&until| until > now) {
+                return BeginOutcome::Duplicate;
+            }
+            if let Some((_, until)) = inner.live_lease(user, now) {
+                return BeginOutcome::Busy { retry_after: *until - now };
+            }
+            let tat = inner.flood.entry(user).or_default();
+            if let Decision::Denied { retry_after } =
+                algorithms::gcra(tat, micros(now), FLOOD_MAX, micros(FLOOD_WINDOW))
+            {
+                inner.mark((user, update_id), now + UPDATE_DONE_TTL);
+                return BeginOutcome::Flooded { retry_after };
+            }
+            inner.leases.insert(user, (token.clone(), now + lease_ttl));
+            inner.mark((user, update_id), now + lease_ttl);
+            let fsm = inner.live_record(user, now);
+            BeginOutcome::Proceed(UpdateTicket { update_id, lease_token: token, fsm })
+        }))
+    }
+
+    async fn commit_update(&self, user: UserId, ticket: &UpdateTicket, write: FsmWrite) -> CoordResult<CommitOutcome> {
+        if let FsmWrite::Set(data) = &write {
+            check_size(data)?;
+        }
+        Ok(self.with(|inner, now| {
+            let holds = inner.live_lease(user, now).is_some_and(|(token, _)| *token == ticket.lease_token);
+            if !holds {
+                return CommitOutcome::LeaseLost;
+            }
+            inner.leases.remove(&user);
+            inner.mark((user, ticket.update_id), now + UPDATE_DONE_TTL);
+            let record = inner.live_record(user, now);
+            if matches!(write, FsmWrite::Keep) {
+                return CommitOutcome::Committed;
+            }
+            if record.version != ticket.fsm.version && record.version != 0 {
+                return CommitOutcome::VersionConflict;
+            }
+            let version = record.version.max(ticket.fsm.version) + 1;
+            let data = match write {
+                FsmWrite::Set(data) => Some(data),
+                _ => None,
+            };
+            inner.fsm.insert(user, (FsmRecord { version, data }, now + FSM_TTL));
+            CommitOutcome::Committed
+        }))
+    }
+
+    async fn acquire_lock(&self, lock: LockName, ttl: Duration) -> CoordResult<Option<LockGuard>> {
+        let token = self.ids.token();
+        Ok(self.with(|inner, now| {
+            if inner.locks.get(&lock).is_some_and(|(_, until)| *until > now) {
+                return None;
+            }
+            inner.locks.insert(lock, (token.clone(), now + ttl));
+            inner.fence += 1;
+            Some(LockGuard { lock, token, fencing_token: inner.fence })
+        }))
+    }
+
+    async fn release_lock(&self, guard: &LockGuard) -> CoordResult<bool> {
+        Ok(self.with(|inner, now| {
+            let held = inner.locks.get(&guard.lock).is_some_and(|(token, until)| *token == guard.token && *until > now);
+            if held {
+                inner.locks.remove(&guard.lock);
+            }
+            held
+        }))
+    }
+
+    async fn check_rate(&self, user: UserId, action: LimitedAction) -> CoordResult<Decision> {
+        let limit = limits::limit(action);
+        Ok(self.with(|inner, now| match limit.algorithm {
+            Algorithm::SlidingWindow => {
+                let log = inner.windows.entry((user, action)).or_default();
+                algorithms::sliding_window(log, micros(now), limit.max, micros(limit.window))
+            }
+            Algorithm::Gcra => {
+                let tat = inner.cells.entry((user, action)).or_default();
+                algorithms::gcra(tat, micros(now), limit.max, micros(limit.window))
+            }
+        }))
+    }
+
+    /// Every instance is its own leader: the old design ran every worker everywhere.
+    async fn lead(&self, role: Role, current: Option<&Leadership>, ttl: Duration) -> CoordResult<Option<Leadership>> {
+        let now = self.clock.monotonic();
+        Ok(Some(match current {
+            Some(current) => Leadership { valid_until: now + ttl, ..current.clone() },
+            None => {
+                let epoch = self.with(|inner, _| {
+                    inner.fence += 1;
+                    inner.fence
+                });
+                Leadership { role, token: self.ids.token(), epoch, valid_until: now + ttl }
+            }
+        }))
+    }
+
+    async fn resign(&self, _leadership: &Leadership) -> CoordResult<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::ports::SeededIds;
+
+    /// A clock the test moves by hand.
+    #[derive(Default)]
+    struct HandClock(AtomicU64);
+
+    impl Clock for HandClock {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            chrono::DateTime::UNIX_EPOCH + self.monotonic()
+        }
+
+        fn monotonic(&self) -> Duration {
+            Duration::from_millis(self.0.load(Ordering::Relaxed))
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_swept_and_live_ones_kept() {
+        let clock = Arc::new(HandClock::default());
+        let c = LegacyCoordination::new(clock.clone(), Arc::new(SeededIds::new(1)));
+        let keeper = UserId::new(1).unwrap();
+        for n in 1..=200 {
+            let user = UserId::new(n).unwrap();
+            let BeginOutcome::Proceed(ticket) = c.begin_update(user, n).await.unwrap() else { panic!() };
+            c.commit_update(user, &ticket, FsmWrite::Set(b"state".to_vec())).await.unwrap();
+            c.check_rate(user, LimitedAction::PromoAttempt).await.unwrap();
+            c.acquire_lock(LockName::KeyReissue(user), Duration::from_secs(30)).await.unwrap();
+        }
+        assert!(c.entries() >= 200 * 5, "{} entries", c.entries());
+        // A week and a day later only what was touched since is alive.
+        clock.0.fetch_add((FSM_TTL + Duration::from_secs(86_400)).as_millis() as u64, Ordering::Relaxed);
+        let BeginOutcome::Proceed(ticket) = c.begin_update(keeper, 9_999).await.unwrap() else { panic!() };
+        assert_eq!(ticket.fsm, FsmRecord::default(), "the record outlived its TTL");
+        c.commit_update(keeper, &ticket, FsmWrite::Keep).await.unwrap();
+        for _ in 0..SWEEP_EVERY_CALLS {
+            c.check_rate(keeper, LimitedAction::AdminCommand).await.unwrap();
+        }
+        assert!(c.entries() <= 4, "{} entries left after the sweep", c.entries());
+    }
+}

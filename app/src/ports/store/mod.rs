@@ -1,0 +1,43 @@
+//! The store: users, subscriptions, keys and every money operation, each with the guarantee the
+//! audit found in the old system (parts 2-4). Split by who uses it: [`Accounts`] (users and
+//! balances), [`Purchases`] (the catalogue, purchases, provider payments, referral rewards),
+//! [`Promos`], [`Withdrawals`], [`Subscriptions`] (trial, auto-renewal, activation, keys) and
+//! [`Notices`]; [`Store`] is all of them. Live: PostgreSQL (`crate::store::PgStore`); simulation:
+//! a model behind an RPC, kept honest by a differential test.
+//!
+//! Every operation that takes `now` uses it for what it stores and decides (expiry, promo
+//! validity); the caller reads it from the Clock port. A refused operation writes nothing.
+
+mod accounts;
+mod notices;
+mod promos;
+mod purchases;
+mod subscriptions;
+mod withdrawals;
+
+pub use accounts::*;
+pub use notices::*;
+pub use promos::*;
+pub use purchases::*;
+pub use subscriptions::*;
+pub use withdrawals::*;
+
+/// Errors every operation may return besides its own refusals.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The operation took effect now.
+    Done,
+    /// It had already taken effect (a redelivered callback, a replayed key): nothing changed.
+    Duplicate,
+}
+
+/// The whole store: what an instance of the bot is given.
+pub trait Store: Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices {}
+
+impl<T: Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices> Store for T {}

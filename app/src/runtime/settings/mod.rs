@@ -1,0 +1,321 @@
+//! One typed settings struct, read once at start-up and nested by concern (database,
+//! coordination, Telegram, providers, the shop's policy). As in the old bot (audit part 0), every
+//! variable is prefixed by the environment: with `APP_ENV=prod` the database URL is read from
+//! `PROD_DATABASE_URL`. Values come from the process environment, then from an optional `.env`
+//! file (the environment wins). Every problem is reported at once, one line per variable, naming
+//! it. Secrets (the bot token, passwords inside URLs, provider tokens) are held in types that
+//! never print them.
+
+mod values;
+mod variables;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+pub use values::{BotToken, SecretUrl};
+pub use variables::{Spec, Var, WhenUnset, readme_table};
+
+use crate::domain::{Money, Percent, ShopPolicy, UserId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppEnv {
+    Local,
+    Stage,
+    Prod,
+}
+
+impl AppEnv {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            AppEnv::Local => "LOCAL",
+            AppEnv::Stage => "STAGE",
+            AppEnv::Prod => "PROD",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AppEnv::Local => "local",
+            AppEnv::Stage => "stage",
+            AppEnv::Prod => "prod",
+        }
+    }
+
+    /// The name a variable is read under in this environment (`PROD_DATABASE_URL`).
+    pub fn variable(self, var: Var) -> String {
+        format!("{}_{}", self.prefix(), var.spec().key)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DatabaseSettings {
+    pub url: SecretUrl,
+    pub max_connections: u32,
+}
+
+/// Which coordination design runs: Redis, shared by every instance, or the old bot's design in
+/// this process's memory (`legacy`: one instance only; never in prod).
+#[derive(Clone, Debug)]
+pub enum CoordinationSetting {
+    Legacy,
+    Redis(RedisSettings),
+}
+
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    pub url: SecretUrl,
+    /// Extra CA certificates (PEM) to trust for `rediss://`, for a Redis with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// First part of every Redis key, before the environment and the bot id.
+    pub prefix: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct TelegramSettings {
+    pub bot_token: Option<BotToken>,
+    pub admins: Vec<UserId>,
+    /// Receive updates by webhook at this URL instead of long polling.
+    pub webhook_url: Option<Url>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProviderSettings {
+    pub vpn_panel_url: Option<SecretUrl>,
+    pub vpn_panel_token: Option<SecretString>,
+    pub crypto_pay_token: Option<SecretString>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub app_env: AppEnv,
+    pub database: DatabaseSettings,
+    pub coordination: CoordinationSetting,
+    pub telegram: TelegramSettings,
+    pub providers: ProviderSettings,
+    pub shop: ShopPolicy,
+}
+
+/// Everything wrong with the configuration, one line per variable.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads prefixed variables and collects every problem instead of stopping at the first.
+struct Reader<'a> {
+    env: AppEnv,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn raw(&self, var: Var) -> Option<String> {
+        (self.lookup)(&self.env.variable(var)).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    fn fail(&mut self, var: Var, why: impl fmt::Display) {
+        let name = self.env.variable(var);
+        self.errors.push(format!("{name}: {why}"));
+    }
+
+    /// The variable's value, or its table default, parsed; `None` when it is unset without a
+    /// default value, or its value is wrong (then the problem is recorded).
+    fn parsed<T>(&mut self, var: Var, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let (value, is_default) = match (self.raw(var), &var.spec().default) {
+            (Some(value), _) => (value, false),
+            (None, WhenUnset::Value(value)) => ((*value).to_owned(), true),
+            (None, WhenUnset::Words(_)) => return None,
+        };
+        match parse(&value) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                assert!(!is_default, "the default of {} in the variables table does not parse: {why}", var.spec().key);
+                self.fail(var, why);
+                None
+            }
+        }
+    }
+
+    fn required<T>(&mut self, var: Var, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        if self.raw(var).is_none() {
+            self.fail(var, "is required");
+            return None;
+        }
+        self.parsed(var, parse)
+    }
+}
+
+impl Settings {
+    /// Reads the settings through `lookup` (a variable name to its value). `APP_ENV` is read
+    /// unprefixed and defaults to `local`.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigErrors> {
+        let app_env = match lookup("APP_ENV").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("") | Some("local") => AppEnv::Local,
+            Some("stage") => AppEnv::Stage,
+            Some("prod") => AppEnv::Prod,
+            Some(other) => {
+                return Err(ConfigErrors(vec![format!("APP_ENV: {other:?} is not one of local, stage, prod")]));
+            }
+        };
+        let mut r = Reader { env: app_env, lookup, errors: Vec::new() };
+        let database = database(&mut r);
+        let coordination = coordination(&mut r);
+        let telegram = telegram(&mut r);
+        let providers = providers(&mut r);
+        let shop = shop(&mut r);
+        match (database, coordination, shop) {
+            (Some(database), Some(coordination), Some(shop)) if r.errors.is_empty() => {
+                Ok(Settings { app_env, database, coordination, telegram, providers, shop })
+            }
+            _ => {
+                assert!(!r.errors.is_empty(), "a setting is missing but no problem was recorded");
+                Err(ConfigErrors(r.errors))
+            }
+        }
+    }
+
+    /// Reads the process environment, then `dotenv_path` if it exists (the environment wins).
+    pub fn load(dotenv_path: Option<&Path>) -> Result<Settings, ConfigErrors> {
+        let mut file = BTreeMap::new();
+        if let Some(path) = dotenv_path.filter(|p| p.exists()) {
+            let entries = dotenvy::from_path_iter(path)
+                .map_err(|e| ConfigErrors(vec![format!("{}: cannot read ({e})", path.display())]))?;
+            for entry in entries {
+                let (key, value) = entry.map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+                file.insert(key, value);
+            }
+        }
+        Settings::from_lookup(&|key| std::env::var(key).ok().or_else(|| file.get(key).cloned()))
+    }
+
+    pub fn is_admin(&self, user: UserId) -> bool {
+        self.telegram.admins.contains(&user)
+    }
+
+    /// The effective settings, one `NAME=value` line each (every variable of the table), secrets
+    /// redacted.
+    pub fn redacted_lines(&self) -> Vec<String> {
+        let mut lines = vec![format!("APP_ENV={}", self.app_env.name())];
+        for &var in Var::ALL {
+            lines.push(format!("{}={}", self.app_env.variable(var), self.shown(var)));
+        }
+        lines
+    }
+
+    /// What `check-config` shows of one variable's effective value.
+    fn shown(&self, var: Var) -> String {
+        let unset = || "<not set>".to_owned();
+        let shown_secret = |set: bool| if set { "<set, redacted>".to_owned() } else { unset() };
+        let redis = match &self.coordination {
+            CoordinationSetting::Redis(redis) => Some(redis),
+            CoordinationSetting::Legacy => None,
+        };
+        let unused = || "<unused: COORDINATION=legacy>".to_owned();
+        match var {
+            Var::DatabaseUrl => self.database.url.to_string(),
+            Var::DbMaxConnections => self.database.max_connections.to_string(),
+            Var::RedisUrl => redis.map_or_else(unused, |r| r.url.to_string()),
+            Var::RedisCaFile => {
+                redis.map_or_else(unused, |r| r.ca_file.as_ref().map_or_else(unset, |f| f.display().to_string()))
+            }
+            Var::RedisPrefix => redis.map_or_else(unused, |r| r.prefix.clone()),
+            Var::Coordination => if redis.is_some() { "redis" } else { "legacy" }.to_owned(),
+            Var::BotToken => {
+                self.telegram.bot_token.as_ref().map_or_else(unset, |t| format!("{}:<redacted>", t.bot_id()))
+            }
+            Var::AdminIds => self.telegram.admins.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            Var::WebhookUrl => self.telegram.webhook_url.as_ref().map_or_else(unset, ToString::to_string),
+            Var::VpnPanelUrl => self.providers.vpn_panel_url.as_ref().map_or_else(unset, ToString::to_string),
+            Var::VpnPanelToken => shown_secret(self.providers.vpn_panel_token.is_some()),
+            Var::CryptoPayToken => shown_secret(self.providers.crypto_pay_token.is_some()),
+            Var::ReferralPercent => self.shop.referral_percent.get().to_string(),
+            Var::WithdrawalMin => self.shop.withdrawal_min.to_string(),
+            Var::TrialDays => self.shop.trial_days.to_string(),
+            Var::PurchaseTtlMinutes => (self.shop.purchase_ttl.as_secs() / 60).to_string(),
+        }
+    }
+}
+
+fn database(r: &mut Reader<'_>) -> Option<DatabaseSettings> {
+    let url = r.required(Var::DatabaseUrl, |v| values::url_with_scheme(v, &["postgres", "postgresql"]));
+    let max_connections = r.parsed(Var::DbMaxConnections, |v| values::number(v, 1, 200));
+    Some(DatabaseSettings { url: url?, max_connections: max_connections? })
+}
+
+fn coordination(r: &mut Reader<'_>) -> Option<CoordinationSetting> {
+    let redis_url = |v: &str| values::url_with_scheme(v, &["redis", "rediss"]);
+    let url = if r.env == AppEnv::Prod { r.required(Var::RedisUrl, redis_url) } else { r.parsed(Var::RedisUrl, redis_url) };
+    let ca_file = r.parsed(Var::RedisCaFile, |v| {
+        let path = PathBuf::from(v);
+        if path.is_file() { Ok(path) } else { Err(format!("{v} is not a readable file")) }
+    });
+    let prefix = r.parsed(Var::RedisPrefix, values::redis_prefix);
+    let redis = r
+        .parsed(Var::Coordination, |v| match v {
+            "redis" => Ok(true),
+            "legacy" => Ok(false),
+            _ => Err("must be redis or legacy".into()),
+        })
+        .unwrap_or(url.is_some() || r.raw(Var::RedisUrl).is_some());
+    if !redis {
+        if r.env == AppEnv::Prod {
+            r.fail(Var::Coordination, "must be redis in prod (the legacy design is single-instance only)");
+            return None;
+        }
+        return Some(CoordinationSetting::Legacy);
+    }
+    if url.is_none() && r.raw(Var::RedisUrl).is_none() && r.env != AppEnv::Prod {
+        r.fail(Var::RedisUrl, "is required when COORDINATION is redis");
+    }
+    Some(CoordinationSetting::Redis(RedisSettings { url: url?, ca_file, prefix: prefix? }))
+}
+
+fn telegram(r: &mut Reader<'_>) -> TelegramSettings {
+    let bot_token = if r.env == AppEnv::Local {
+        r.parsed(Var::BotToken, values::bot_token)
+    } else {
+        r.required(Var::BotToken, values::bot_token)
+    };
+    let admins = r.parsed(Var::AdminIds, values::admin_ids).unwrap_or_default();
+    let webhook_url = r.parsed(Var::WebhookUrl, |v| values::url_with_scheme(v, &["https"]).map(|u| u.url().clone()));
+    TelegramSettings { bot_token, admins, webhook_url }
+}
+
+fn providers(r: &mut Reader<'_>) -> ProviderSettings {
+    ProviderSettings {
+        vpn_panel_url: r.parsed(Var::VpnPanelUrl, |v| values::url_with_scheme(v, &["http", "https"])),
+        vpn_panel_token: r.raw(Var::VpnPanelToken).map(SecretString::from),
+        crypto_pay_token: r.raw(Var::CryptoPayToken).map(SecretString::from),
+    }
+}
+
+fn shop(r: &mut Reader<'_>) -> Option<ShopPolicy> {
+    let referral_percent = r.parsed(Var::ReferralPercent, |v| {
+        values::number(v, 0u8, 100).and_then(|p| Percent::new(p).map_err(|e| e.to_string()))
+    });
+    let withdrawal_min = r.parsed(Var::WithdrawalMin, |v| Money::parse(v).map_err(|e| e.to_string()));
+    let trial_days = r.parsed(Var::TrialDays, |v| values::number(v, 1, ShopPolicy::TRIAL_DAYS_MAX));
+    let (min, max) = (ShopPolicy::PURCHASE_TTL_MIN.as_secs() / 60, ShopPolicy::PURCHASE_TTL_MAX.as_secs() / 60);
+    let purchase_ttl =
+        r.parsed(Var::PurchaseTtlMinutes, |v| values::number(v, min, max).map(|m| Duration::from_secs(m * 60)));
+    Some(ShopPolicy {
+        trial_days: trial_days?,
+        withdrawal_min: withdrawal_min?,
+        referral_percent: referral_percent?,
+        purchase_ttl: purchase_ttl?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

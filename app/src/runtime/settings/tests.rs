@@ -1,0 +1,131 @@
+use super::*;
+
+const TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_";
+
+fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigErrors> {
+    let map: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Settings::from_lookup(&|k| map.get(k).cloned())
+}
+
+#[test]
+fn reads_prefixed_variables_of_the_environment() {
+    let s = settings(&[
+        ("APP_ENV", "stage"),
+        ("STAGE_DATABASE_URL", "postgres://atlas:hunter2@db:5432/atlas"),
+        ("STAGE_REDIS_URL", "rediss://:sekret@cache:6380/0"),
+        ("STAGE_BOT_TOKEN", TOKEN),
+        ("STAGE_ADMIN_IDS", "1, 42"),
+        ("PROD_DATABASE_URL", "postgres://ignored@x/y"),
+    ])
+    .unwrap();
+    assert_eq!(s.app_env, AppEnv::Stage);
+    let CoordinationSetting::Redis(redis) = &s.coordination else { panic!("redis expected") };
+    assert_eq!(redis.prefix, "atlas");
+    assert_eq!(s.telegram.admins, vec![UserId::new(1).unwrap(), UserId::new(42).unwrap()]);
+    assert_eq!(s.telegram.bot_token.as_ref().unwrap().bot_id(), 123456789);
+    assert!(s.database.url.expose().contains("hunter2"));
+}
+
+#[test]
+fn prod_without_redis_url_names_the_variable() {
+    let err = settings(&[("APP_ENV", "prod"), ("PROD_DATABASE_URL", "postgres://db/atlas"), ("PROD_BOT_TOKEN", TOKEN)])
+        .unwrap_err();
+    assert!(err.to_string().contains("PROD_REDIS_URL: is required"), "{err}");
+}
+
+#[test]
+fn prod_refuses_the_legacy_design() {
+    let err = settings(&[
+        ("APP_ENV", "prod"),
+        ("PROD_DATABASE_URL", "postgres://db/atlas"),
+        ("PROD_REDIS_URL", "redis://cache"),
+        ("PROD_BOT_TOKEN", TOKEN),
+        ("PROD_COORDINATION", "legacy"),
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("PROD_COORDINATION"), "{err}");
+}
+
+#[test]
+fn every_bad_value_is_reported() {
+    let err = settings(&[
+        ("LOCAL_DATABASE_URL", "mysql://db/atlas"),
+        ("LOCAL_REDIS_URL", "not a url"),
+        ("LOCAL_BOT_TOKEN", "nonsense"),
+        ("LOCAL_ADMIN_IDS", "1,x"),
+        ("LOCAL_REFERRAL_PERCENT", "101"),
+        ("LOCAL_WITHDRAWAL_MIN", "-3"),
+        ("LOCAL_REDIS_CA_FILE", "/nonexistent/ca.pem"),
+        ("LOCAL_COORDINATION", "memory"),
+    ])
+    .unwrap_err();
+    for var in [
+        "LOCAL_DATABASE_URL",
+        "LOCAL_REDIS_URL",
+        "LOCAL_BOT_TOKEN",
+        "LOCAL_ADMIN_IDS",
+        "LOCAL_REFERRAL_PERCENT",
+        "LOCAL_WITHDRAWAL_MIN",
+        "LOCAL_REDIS_CA_FILE",
+        "LOCAL_COORDINATION",
+    ] {
+        assert!(err.to_string().contains(var), "{var} missing from:\n{err}");
+    }
+    assert!(!err.to_string().contains("nonsense"), "a bad token must not be echoed:\n{err}");
+    assert_eq!(settings(&[("APP_ENV", "qa")]).unwrap_err().0.len(), 1);
+}
+
+#[test]
+fn secrets_never_print() {
+    let s = settings(&[
+        ("LOCAL_DATABASE_URL", "postgres://atlas:hunter2@db/atlas"),
+        ("LOCAL_REDIS_URL", "redis://:sekret@cache"),
+        ("LOCAL_BOT_TOKEN", TOKEN),
+        ("LOCAL_VPN_PANEL_TOKEN", "paneltoken123"),
+        ("LOCAL_CRYPTO_PAY_TOKEN", "cryptotoken456"),
+    ])
+    .unwrap();
+    let shown = format!("{s:?}\n{}", s.redacted_lines().join("\n"));
+    for secret in ["hunter2", "sekret", "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_", "paneltoken123", "cryptotoken456"] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+    }
+    assert!(shown.contains("LOCAL_DATABASE_URL=postgres://atlas:***@db/atlas"), "{shown}");
+}
+
+#[test]
+fn check_config_lists_every_variable_of_the_table() {
+    let s = settings(&[("LOCAL_DATABASE_URL", "postgres://db/atlas")]).unwrap();
+    let lines = s.redacted_lines();
+    assert_eq!(lines.len(), Var::ALL.len() + 1);
+    for &var in Var::ALL {
+        let name = format!("LOCAL_{}=", var.spec().key);
+        assert!(lines.iter().any(|l| l.starts_with(&name)), "{name} is not listed");
+    }
+}
+
+#[test]
+fn local_defaults_to_the_legacy_design_without_redis() {
+    let s = settings(&[("LOCAL_DATABASE_URL", "postgres://db/atlas")]).unwrap();
+    assert!(matches!(s.coordination, CoordinationSetting::Legacy));
+    assert_eq!(s.shop.withdrawal_min.minor(), 10_000);
+    let err = settings(&[("LOCAL_DATABASE_URL", "postgres://db/atlas"), ("LOCAL_COORDINATION", "redis")]).unwrap_err();
+    assert!(err.to_string().contains("LOCAL_REDIS_URL"), "{err}");
+}
+
+/// The defaults the table shows are the defaults: setting every variable to its table default
+/// gives the same settings as setting none.
+#[test]
+fn the_table_defaults_are_the_effective_defaults() {
+    let base = [("LOCAL_DATABASE_URL", "postgres://db/atlas"), ("LOCAL_REDIS_URL", "redis://cache")];
+    let unset = settings(&base).unwrap();
+    let mut vars: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    for &var in Var::ALL {
+        if let WhenUnset::Value(value) = var.spec().default {
+            vars.push((AppEnv::Local.variable(var), value.to_owned()));
+        }
+    }
+    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let set = settings(&borrowed).unwrap();
+    assert_eq!(unset.redacted_lines(), set.redacted_lines());
+    assert_eq!(unset.shop, set.shop);
+}

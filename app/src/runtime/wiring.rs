@@ -1,0 +1,143 @@
+//! The composition root (zero2prod's `Application::build`): settings → pools → coordination →
+//! the assembly every instance runs. It has two halves:
+//!
+//! - [`assemble`] takes a world's adapters — live, the tests' or the simulation's — and builds the
+//!   same [`App`]: the ports the core uses, coordination behind the failure policy, the shop's
+//!   rules. The adapters are type parameters ([`Adapters`]); the assembly is shared, so what runs
+//!   in a test or a simulated instance is what runs in production.
+//! - The live adapters are built from the settings here and nowhere else ([`live_store`],
+//!   [`live_coordination`]); errors name the variable to fix.
+//!
+//! The ports join [`Adapters`] as their live adapters land: Telegram (Messenger), the payment
+//! providers; `atlas-bot run` then calls [`assemble`] with them.
+
+use std::sync::Arc;
+
+use super::settings::{CoordinationSetting, RedisSettings, Settings};
+use crate::coord::AnyCoordination;
+use crate::coord::connector::{RedisConnector, RedisTarget, TcpDialer};
+use crate::coord::keys::KeySpace;
+use crate::coord::legacy::LegacyCoordination;
+use crate::coord::policy::Guarded;
+use crate::coord::redis::RedisCoordination;
+use crate::domain::{ShopPolicy, UserId};
+use crate::ports::{Clock, Coordination, Ids, Store, VpnProvider};
+use crate::store::PgStore;
+
+/// The adapter types of one world.
+pub trait Adapters: 'static {
+    type Store: Store;
+    type Coordination: Coordination;
+    type Vpn: VpnProvider;
+}
+
+/// The adapters a world hands to [`assemble`].
+pub struct Parts<A: Adapters> {
+    pub store: A::Store,
+    pub coordination: A::Coordination,
+    pub vpn: A::Vpn,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn Ids>,
+}
+
+/// The rules an instance runs by (from the settings, or given by a test or scenario).
+#[derive(Clone, Debug)]
+pub struct Rules {
+    pub shop: ShopPolicy,
+    /// Telegram users allowed to use admin tools; checked on the server for every admin step.
+    pub admins: Vec<UserId>,
+}
+
+impl Rules {
+    pub fn from_settings(settings: &Settings) -> Rules {
+        Rules { shop: settings.shop.clone(), admins: settings.telegram.admins.clone() }
+    }
+}
+
+/// One instance of the bot's core: its ports, coordination behind the failure policy
+/// (`coord::policy`), and its rules.
+pub struct App<A: Adapters> {
+    pub store: A::Store,
+    pub coordination: Guarded<A::Coordination>,
+    pub vpn: A::Vpn,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn Ids>,
+    pub rules: Rules,
+}
+
+/// The one assembly, whatever the world.
+pub fn assemble<A: Adapters>(parts: Parts<A>, rules: Rules) -> App<A> {
+    // The fallback limiter of the failure policy: this instance's own memory.
+    let local = LegacyCoordination::new(parts.clock.clone(), parts.ids.clone());
+    App {
+        store: parts.store,
+        coordination: Guarded::new(parts.coordination, local),
+        vpn: parts.vpn,
+        clock: parts.clock,
+        ids: parts.ids,
+        rules,
+    }
+}
+
+/// Live coordination: Redis over TCP (optionally TLS), or the legacy design.
+pub type LiveCoordination = AnyCoordination<TcpDialer>;
+
+/// Connects the PostgreSQL pool of the settings. The error names the variable and shows the URL
+/// without its password.
+pub async fn live_store(settings: &Settings) -> Result<PgStore, String> {
+    let db = &settings.database;
+    PgStore::connect(db.url.expose(), db.max_connections).await.map_err(|e| {
+        let var = settings.app_env.variable(super::settings::Var::DatabaseUrl);
+        format!("cannot reach PostgreSQL at {} ({var}): {e:#}", db.url)
+    })
+}
+
+/// The coordination of the settings. Connecting is lazy: [`ping_redis`] says whether Redis
+/// answers.
+pub fn live_coordination(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+) -> Result<LiveCoordination, String> {
+    Ok(match &settings.coordination {
+        CoordinationSetting::Legacy => AnyCoordination::Legacy(LegacyCoordination::new(clock, ids)),
+        CoordinationSetting::Redis(redis) => AnyCoordination::Redis(live_redis(settings, redis, clock, ids)?),
+    })
+}
+
+/// Redis coordination over TCP. Every key carries the prefix, the environment and the bot id, so
+/// environments and bots sharing one Redis never meet.
+pub fn live_redis(
+    settings: &Settings,
+    redis: &RedisSettings,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+) -> Result<RedisCoordination<TcpDialer>, String> {
+    use super::settings::Var;
+    let name = |var| settings.app_env.variable(var);
+    let target = RedisTarget::from_url(redis.url.url()).map_err(|e| format!("{}: {e}", name(Var::RedisUrl)))?;
+    let ca = match &redis.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| format!("{}: cannot read {}: {e}", name(Var::RedisCaFile), path.display()))?,
+        ),
+        None => None,
+    };
+    let dialer = TcpDialer::new(&target, ca.as_deref()).map_err(|e| format!("{}: {e}", name(Var::RedisCaFile)))?;
+    let bot_id = settings.telegram.bot_token.as_ref().map_or(0, |t| t.bot_id());
+    let keys = KeySpace::new(&redis.prefix, settings.app_env.name(), bot_id);
+    let connector = RedisConnector::new(dialer, target.info.clone(), clock.clone(), ids.clone());
+    Ok(RedisCoordination::new(connector, keys, clock, ids))
+}
+
+/// Pings Redis once; the error names the variable and shows the URL without its password.
+pub async fn ping_redis(
+    settings: &Settings,
+    redis: &RedisSettings,
+    coordination: &RedisCoordination<TcpDialer>,
+) -> Result<(), String> {
+    coordination.ping().await.map_err(|e| {
+        let var = settings.app_env.variable(super::settings::Var::RedisUrl);
+        format!("cannot reach Redis at {} ({var}): {e}", redis.url)
+    })
+}

@@ -1,0 +1,252 @@
+//! Purchases on PostgreSQL: the catalogue, purchases from the balance and by a provider, their
+//! finalization and closing, and referral rewards.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+
+use super::accounts::payment_error;
+use super::{Failure, PgStore, Refusal, applied_code, text_code, timed};
+use crate::domain::{Money, PaymentProviderKind, Percent, PromoCode, PurchaseId, TariffCode, TariffPeriod, UserId};
+use crate::ports::store::*;
+
+#[derive(FromRow)]
+struct PeriodRow {
+    code: String,
+    title: String,
+    days: i32,
+    price: Money,
+}
+
+applied_code!(PurchasedCode, "purchased");
+applied_code!(OpenedCode, "created");
+
+/// What `atlas_purchase_from_balance` returns.
+#[derive(FromRow)]
+struct BalancePurchaseRow {
+    outcome: PurchasedCode,
+    purchase_id: PurchaseId,
+    amount: Money,
+    expires_at: DateTime<Utc>,
+    balance: Money,
+}
+
+/// What `atlas_create_pending_purchase` returns.
+#[derive(FromRow)]
+struct PendingRow {
+    outcome: OpenedCode,
+    purchase_id: PurchaseId,
+    amount: Money,
+    expires_at: DateTime<Utc>,
+}
+
+text_code!(FinalizeCode { Finalized = "finalized", Duplicate = "duplicate", CreditedToBalance = "credited_to_balance" });
+
+/// What `atlas_finalize_purchase` returns.
+#[derive(FromRow)]
+struct FinalizeRow {
+    outcome: FinalizeCode,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+text_code!(ReferralCode {
+    Granted = "granted",
+    Duplicate = "duplicate",
+    NoReferrer = "no_referrer",
+    NothingToReward = "nothing_to_reward",
+});
+
+/// What `atlas_grant_referral_reward` returns.
+#[derive(FromRow)]
+struct ReferralRow {
+    outcome: ReferralCode,
+    referrer_id: Option<i64>,
+    amount: Money,
+}
+
+fn purchase_error(failure: Failure) -> PurchaseError {
+    match failure {
+        Failure::Refused(Refusal::Promo(refusal)) => PurchaseError::Promo(refusal),
+        Failure::Refused(Refusal::UnknownUser) => PurchaseError::UnknownUser,
+        Failure::Refused(Refusal::UserBanned) => PurchaseError::UserBanned,
+        Failure::Refused(Refusal::UnknownTariff) => PurchaseError::UnknownTariff,
+        Failure::Refused(Refusal::InsufficientBalance) => PurchaseError::InsufficientBalance,
+        Failure::Refused(Refusal::IdempotencyKeyReused) => PurchaseError::IdempotencyKeyReused,
+        Failure::Refused(Refusal::NothingToPay) => PurchaseError::NothingToPay,
+        other => other.unexpected("purchase"),
+    }
+}
+
+fn seconds(d: Duration) -> i32 {
+    i32::try_from(d.as_secs()).expect("purchase TTLs are bounded by the shop policy")
+}
+
+impl Purchases for PgStore {
+    async fn catalogue(&self) -> Result<Vec<TariffPeriod>, StoreError> {
+        let sql = "SELECT t.code, t.title, tp.days, tp.price FROM tariffs t
+            JOIN tariff_periods tp ON tp.tariff_id = t.id WHERE t.is_active ORDER BY t.id, tp.days";
+        let rows: Vec<PeriodRow> = timed(sqlx::query_as(sql).fetch_all(self.pool())).await?;
+        let period = |row: PeriodRow| {
+            Ok(TariffPeriod {
+                tariff: TariffCode::parse(&row.code).with_context(|| format!("bad stored tariff code {:?}", row.code))?,
+                title: row.title,
+                days: row.days,
+                price: row.price,
+            })
+        };
+        rows.into_iter().map(period).collect::<anyhow::Result<_>>().map_err(StoreError::from)
+    }
+
+    #[tracing::instrument(skip(self, request), fields(user_id = request.user.get(), tariff = request.tariff.as_str(), days = request.days))]
+    async fn purchase_from_balance(
+        &self,
+        request: PurchaseRequest,
+        now: DateTime<Utc>,
+    ) -> Result<PurchaseOutcome, PurchaseError> {
+        let row: BalancePurchaseRow = timed(
+            sqlx::query_as("SELECT * FROM atlas_purchase_from_balance($1, $2, $3, $4, $5, $6)")
+                .bind(request.user.get())
+                .bind(request.tariff.as_str())
+                .bind(request.days)
+                .bind(request.promo.as_ref().map(PromoCode::as_str))
+                .bind(request.idempotency_key.as_ref().map(|k| k.as_str()))
+                .bind(now)
+                .fetch_one(self.pool()),
+        )
+        .await
+        .map_err(purchase_error)?;
+        let outcome = PurchaseOutcome {
+            applied: row.outcome.into(),
+            purchase_id: row.purchase_id,
+            amount: row.amount,
+            expires_at: row.expires_at,
+            balance: row.balance,
+        };
+        if outcome.applied == Applied::Done {
+            tracing::info!(
+                event = "BALANCE_DECREASED",
+                purchase_id = outcome.purchase_id.get(),
+                amount = outcome.amount.minor(),
+                balance = outcome.balance.minor(),
+                promo = request.promo.is_some(),
+                "purchase paid from balance"
+            );
+        }
+        Ok(outcome)
+    }
+
+    #[tracing::instrument(skip(self, request), fields(user_id = request.user.get(), provider = provider.code()))]
+    async fn create_pending_purchase(
+        &self,
+        request: PurchaseRequest,
+        provider: PaymentProviderKind,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<PendingPurchase, PurchaseError> {
+        let row: PendingRow = timed(
+            sqlx::query_as("SELECT * FROM atlas_create_pending_purchase($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(request.user.get())
+                .bind(request.tariff.as_str())
+                .bind(request.days)
+                .bind(request.promo.as_ref().map(PromoCode::as_str))
+                .bind(provider.code())
+                .bind(request.idempotency_key.as_ref().map(|k| k.as_str()))
+                .bind(seconds(ttl))
+                .bind(now)
+                .fetch_one(self.pool()),
+        )
+        .await
+        .map_err(purchase_error)?;
+        assert!(!row.amount.is_zero(), "a provider purchase always costs something (NOTHING_TO_PAY otherwise)");
+        Ok(PendingPurchase {
+            applied: row.outcome.into(),
+            purchase_id: row.purchase_id,
+            amount: row.amount,
+            expires_at: row.expires_at,
+        })
+    }
+
+    #[tracing::instrument(skip(self, payment), fields(purchase_id = purchase.get(), provider = payment.provider.code()))]
+    async fn finalize_purchase(
+        &self,
+        purchase: PurchaseId,
+        payment: ProviderPayment,
+        now: DateTime<Utc>,
+    ) -> Result<FinalizeOutcome, PaymentError> {
+        let row: FinalizeRow = timed(
+            sqlx::query_as("SELECT outcome, expires_at FROM atlas_finalize_purchase($1, $2, $3, $4, $5)")
+                .bind(purchase.get())
+                .bind(payment.provider.code())
+                .bind(payment.payment_id.as_str())
+                .bind(payment.amount.minor())
+                .bind(now)
+                .fetch_one(self.pool()),
+        )
+        .await
+        .map_err(payment_error)?;
+        let outcome = match (row.outcome, row.expires_at) {
+            (FinalizeCode::Finalized, Some(expires_at)) => FinalizeOutcome::Finalized { expires_at },
+            (FinalizeCode::Finalized, None) => {
+                return Err(anyhow::anyhow!("a finalized purchase came back without an expiry").into());
+            }
+            (FinalizeCode::Duplicate, _) => FinalizeOutcome::Duplicate,
+            (FinalizeCode::CreditedToBalance, _) => FinalizeOutcome::CreditedToBalance,
+        };
+        tracing::info!(event = "PAYMENT_RECEIVED", amount = payment.amount.minor(), outcome = ?outcome);
+        Ok(outcome)
+    }
+
+    async fn close_pending_purchase(&self, purchase: PurchaseId, closure: Closure) -> Result<(), CloseError> {
+        let status = match closure {
+            Closure::Cancelled => "cancelled",
+            Closure::Expired => "expired",
+        };
+        timed(
+            sqlx::query("SELECT atlas_close_pending_purchase($1, $2)")
+                .bind(purchase.get())
+                .bind(status)
+                .execute(self.pool()),
+        )
+        .await
+        .map_err(|failure| match failure {
+            Failure::Refused(Refusal::UnknownPurchase) => CloseError::UnknownPurchase,
+            Failure::Refused(Refusal::PurchaseNotPending(status)) => CloseError::NotPending(status),
+            other => other.unexpected("close_pending_purchase"),
+        })?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip(self), fields(purchase_id = purchase.get()))]
+    async fn grant_referral_reward(
+        &self,
+        purchase: PurchaseId,
+        percent: Percent,
+        now: DateTime<Utc>,
+    ) -> Result<ReferralOutcome, ReferralError> {
+        let row: ReferralRow = timed(
+            sqlx::query_as("SELECT * FROM atlas_grant_referral_reward($1, $2, $3)")
+                .bind(purchase.get())
+                .bind(i32::from(percent.get()))
+                .bind(now)
+                .fetch_one(self.pool()),
+        )
+        .await
+        .map_err(|failure| match failure {
+            Failure::Refused(Refusal::UnknownPurchase) => ReferralError::UnknownPurchase,
+            Failure::Refused(Refusal::PurchaseNotPaid) => ReferralError::PurchaseNotPaid,
+            other => other.unexpected("grant_referral_reward"),
+        })?;
+        Ok(match row.outcome {
+            ReferralCode::Granted => {
+                let referrer = row.referrer_id.and_then(UserId::new).context("a granted reward names its referrer")?;
+                tracing::info!(event = "REFERRAL_REWARD_GRANTED", referrer_id = referrer.get(), amount = row.amount.minor());
+                ReferralOutcome::Granted { referrer, amount: row.amount }
+            }
+            ReferralCode::Duplicate => ReferralOutcome::Duplicate,
+            ReferralCode::NoReferrer => ReferralOutcome::NoReferrer,
+            ReferralCode::NothingToReward => ReferralOutcome::NothingToReward,
+        })
+    }
+}

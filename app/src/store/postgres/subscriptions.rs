@@ -1,0 +1,275 @@
+//! Subscriptions and keys on PostgreSQL: trial, auto-renewal, activation, fenced reissues.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+
+use super::{Failure, PgStore, Refusal, text_code, timed};
+use crate::domain::{
+    ACTIVATION_ATTEMPTS_MAX, ActivationStatus, Money, Subscription, SubscriptionId, TariffCode, UserId,
+};
+use crate::ports::store::*;
+use crate::ports::vpn::PanelKey;
+
+/// A `subscriptions` row.
+#[derive(FromRow)]
+struct SubscriptionRow {
+    id: SubscriptionId,
+    user_id: UserId,
+    tariff_id: i64,
+    period_days: i32,
+    expires_at: DateTime<Utc>,
+    is_trial: bool,
+    auto_renew: bool,
+    last_auto_renewal_at: Option<DateTime<Utc>>,
+    activation_status: String,
+    activation_attempts: i32,
+    key_fence: i64,
+}
+
+impl SubscriptionRow {
+    fn into_subscription(self) -> anyhow::Result<Subscription> {
+        let status = &self.activation_status;
+        Ok(Subscription {
+            id: self.id,
+            user: self.user_id,
+            tariff_id: self.tariff_id,
+            period_days: self.period_days,
+            expires_at: self.expires_at,
+            is_trial: self.is_trial,
+            auto_renew: self.auto_renew,
+            last_auto_renewal_at: self.last_auto_renewal_at,
+            activation_status: ActivationStatus::from_code(status)
+                .with_context(|| format!("unknown activation status {status:?}"))?,
+            activation_attempts: self.activation_attempts,
+            key_fence: self.key_fence,
+        })
+    }
+}
+
+text_code!(RenewalCode {
+    Renewed = "renewed",
+    InsufficientFunds = "insufficient_funds",
+    TariffUnavailable = "tariff_unavailable",
+    Busy = "busy",
+});
+
+/// What `atlas_auto_renew_next` returns.
+#[derive(FromRow)]
+struct RenewalRow {
+    outcome: RenewalCode,
+    subscription_id: SubscriptionId,
+    user_id: UserId,
+    amount: Money,
+    expires_at: DateTime<Utc>,
+}
+
+/// What a failed activation attempt leaves.
+#[derive(FromRow)]
+struct AttemptRow {
+    activation_status: String,
+    activation_attempts: i32,
+}
+
+/// What `atlas_install_reissued_key` returns.
+#[derive(FromRow)]
+struct InstalledRow {
+    key_id: i64,
+    replaced_panel_key_id: Option<String>,
+}
+
+fn key_error(failure: Failure) -> KeyError {
+    match failure {
+        Failure::Refused(Refusal::UnknownSubscription) => KeyError::UnknownSubscription,
+        Failure::Refused(Refusal::StaleFencingToken { current }) => KeyError::StaleFencingToken { current },
+        other => other.unexpected("key"),
+    }
+}
+
+fn token(fencing_token: u64) -> Result<i64, KeyError> {
+    i64::try_from(fencing_token).map_err(|_| KeyError::Unexpected(anyhow::anyhow!("fencing token out of range")))
+}
+
+impl Subscriptions for PgStore {
+    async fn subscription(&self, user: UserId) -> Result<Option<Subscription>, StoreError> {
+        let row: Option<SubscriptionRow> = timed(
+            sqlx::query_as("SELECT * FROM subscriptions WHERE user_id = $1")
+                .bind(user.get())
+                .fetch_optional(self.pool()),
+        )
+        .await?;
+        Ok(row.map(SubscriptionRow::into_subscription).transpose()?)
+    }
+
+    async fn set_auto_renew(&self, user: UserId, enabled: bool, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let sql = "UPDATE subscriptions SET auto_renew = $2, updated_at = $3 WHERE user_id = $1";
+        let done = timed(sqlx::query(sql).bind(user.get()).bind(enabled).bind(now).execute(self.pool())).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn auto_renew_next(&self, now: DateTime<Utc>, horizon: Duration) -> Result<Option<RenewalOutcome>, StoreError> {
+        let horizon = i32::try_from(horizon.as_secs()).context("renewal horizon out of range")?;
+        let row: Option<RenewalRow> = timed(
+            sqlx::query_as("SELECT * FROM atlas_auto_renew_next($1, $2)")
+                .bind(now)
+                .bind(horizon)
+                .fetch_optional(self.pool()),
+        )
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (subscription, user) = (row.subscription_id, row.user_id);
+        Ok(Some(match row.outcome {
+            RenewalCode::Renewed => {
+                tracing::info!(
+                    event = "BALANCE_DECREASED",
+                    user_id = user.get(),
+                    subscription_id = subscription.get(),
+                    amount = row.amount.minor(),
+                    "auto-renewal"
+                );
+                RenewalOutcome::Renewed { subscription, user, amount: row.amount, expires_at: row.expires_at }
+            }
+            RenewalCode::InsufficientFunds => RenewalOutcome::InsufficientFunds { subscription, user },
+            RenewalCode::TariffUnavailable => RenewalOutcome::TariffUnavailable { subscription, user },
+            RenewalCode::Busy => RenewalOutcome::Busy,
+        }))
+    }
+
+    async fn activate_trial(
+        &self,
+        user: UserId,
+        tariff: &TariffCode,
+        days: u16,
+        now: DateTime<Utc>,
+    ) -> Result<Subscription, TrialError> {
+        let row: SubscriptionRow = timed(
+            sqlx::query_as("SELECT * FROM atlas_activate_trial($1, $2, $3, $4)")
+                .bind(user.get())
+                .bind(tariff.as_str())
+                .bind(i32::from(days))
+                .bind(now)
+                .fetch_one(self.pool()),
+        )
+        .await
+        .map_err(|failure| match failure {
+            Failure::Refused(Refusal::UnknownUser) => TrialError::UnknownUser,
+            Failure::Refused(Refusal::UserBanned) => TrialError::UserBanned,
+            Failure::Refused(Refusal::TrialAlreadyUsed) => TrialError::AlreadyUsed,
+            Failure::Refused(Refusal::TrialNotForSubscribers) => TrialError::NotForSubscribers,
+            Failure::Refused(Refusal::UnknownTariff) => TrialError::UnknownTariff,
+            other => other.unexpected("activate_trial"),
+        })?;
+        Ok(row.into_subscription()?)
+    }
+
+    async fn pending_activations(&self, limit: u32) -> Result<Vec<SubscriptionId>, StoreError> {
+        let sql = "SELECT id FROM subscriptions WHERE activation_status = 'pending' ORDER BY id LIMIT $1";
+        let ids: Vec<i64> = timed(sqlx::query_scalar(sql).bind(i64::from(limit)).fetch_all(self.pool())).await?;
+        ids.into_iter()
+            .map(|id| SubscriptionId::new(id).ok_or_else(|| anyhow::anyhow!("stored subscription id {id}").into()))
+            .collect()
+    }
+
+    #[tracing::instrument(skip(self, result), fields(subscription_id = subscription.get()))]
+    async fn record_activation(
+        &self,
+        subscription: SubscriptionId,
+        result: ActivationResult,
+        now: DateTime<Utc>,
+    ) -> Result<ActivationOutcome, StoreError> {
+        match result {
+            ActivationResult::Succeeded(key) => {
+                // Only a pending subscription is activated, and its key is written in the same
+                // statement; a second worker finds it active and gets NotPending.
+                let sql = "WITH activated AS (
+                        UPDATE subscriptions SET activation_status = 'active', activation_error = NULL, updated_at = $4
+                        WHERE id = $1 AND activation_status = 'pending' RETURNING id, key_fence)
+                    INSERT INTO vpn_keys (subscription_id, panel_key_id, access_uri, fencing_token, status, created_at)
+                    SELECT id, $2, $3, key_fence, 'active', $4 FROM activated RETURNING id";
+                let key: Option<i64> = timed(
+                    sqlx::query_scalar(sql)
+                        .bind(subscription.get())
+                        .bind(key.panel_key_id)
+                        .bind(key.access_uri)
+                        .bind(now)
+                        .fetch_optional(self.pool()),
+                )
+                .await?;
+                Ok(if key.is_some() { ActivationOutcome::Activated } else { ActivationOutcome::NotPending })
+            }
+            ActivationResult::Failed { error } => {
+                let sql = "UPDATE subscriptions
+                    SET activation_attempts = activation_attempts + 1,
+                        activation_status = CASE WHEN activation_attempts + 1 >= $3 THEN 'failed' ELSE 'pending' END,
+                        activation_error = left($2, 500), updated_at = $4
+                    WHERE id = $1 AND activation_status = 'pending'
+                    RETURNING activation_status, activation_attempts";
+                let row: Option<AttemptRow> = timed(
+                    sqlx::query_as(sql)
+                        .bind(subscription.get())
+                        .bind(error)
+                        .bind(ACTIVATION_ATTEMPTS_MAX)
+                        .bind(now)
+                        .fetch_optional(self.pool()),
+                )
+                .await?;
+                let Some(row) = row else {
+                    return Ok(ActivationOutcome::NotPending);
+                };
+                let status = ActivationStatus::from_code(&row.activation_status)
+                    .with_context(|| format!("unknown activation status {:?}", row.activation_status))?;
+                Ok(match status {
+                    ActivationStatus::Failed => ActivationOutcome::GaveUp,
+                    ActivationStatus::Pending => ActivationOutcome::WillRetry { attempts: row.activation_attempts },
+                    ActivationStatus::Active => {
+                        return Err(anyhow::anyhow!("a failed attempt left the subscription active").into());
+                    }
+                })
+            }
+        }
+    }
+
+    async fn claim_key_fence(
+        &self,
+        subscription: SubscriptionId,
+        fencing_token: u64,
+        now: DateTime<Utc>,
+    ) -> Result<(), KeyError> {
+        timed(
+            sqlx::query("SELECT atlas_claim_key_fence($1, $2, $3)")
+                .bind(subscription.get())
+                .bind(token(fencing_token)?)
+                .bind(now)
+                .execute(self.pool()),
+        )
+        .await
+        .map_err(key_error)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip(self, key), fields(subscription_id = subscription.get()))]
+    async fn install_reissued_key(
+        &self,
+        subscription: SubscriptionId,
+        fencing_token: u64,
+        key: PanelKey,
+        now: DateTime<Utc>,
+    ) -> Result<KeyInstalled, KeyError> {
+        let row: InstalledRow = timed(
+            sqlx::query_as("SELECT * FROM atlas_install_reissued_key($1, $2, $3, $4, $5)")
+                .bind(subscription.get())
+                .bind(token(fencing_token)?)
+                .bind(&key.panel_key_id)
+                .bind(&key.access_uri)
+                .bind(now)
+                .fetch_one(self.pool()),
+        )
+        .await
+        .map_err(key_error)?;
+        Ok(KeyInstalled { key_id: row.key_id, replaced_panel_key_id: row.replaced_panel_key_id })
+    }
+}

@@ -1,0 +1,54 @@
+//! Promo codes in the model: creation, and the read-only check.
+
+use atlas::domain::{PromoCode, PromoId, UserId};
+use atlas::ports::store::*;
+use chrono::{DateTime, Utc};
+
+use super::{Model, PromoRow};
+use crate::store_host::SimStore;
+
+impl Promos for SimStore {
+    async fn create_promo(&self, p: NewPromo, _now: DateTime<Utc>) -> Result<(), PromoCreateError> {
+        self.exec(move |m: &mut Model| {
+            p.check()?;
+            if m.promos.contains_key(p.code.as_str()) {
+                return Err(PromoCreateError::AlreadyExists);
+            }
+            let row = PromoRow {
+                id: m.next(PromoId::new),
+                discount: p.discount,
+                max_uses: p.max_uses.map(|n| n.get()),
+                used_count: 0,
+                active: true,
+                expires_at: p.expires_at,
+            };
+            m.promos.insert(p.code.as_str().to_owned(), row);
+            Ok(())
+        })
+        .await?
+    }
+
+    async fn validate_promo(&self, user: UserId, code: &PromoCode, now: DateTime<Utc>) -> Result<PromoQuote, PromoError> {
+        let code = code.clone();
+        self.exec(move |m: &mut Model| {
+            // The read-only check orders its refusals as `validate_promo` of the PostgreSQL adapter.
+            let p = m.promos.get(code.as_str()).ok_or(PromoRefusal::NotFound)?;
+            let refusal = if !p.active {
+                Some(PromoRefusal::Disabled)
+            } else if p.expires_at.is_some_and(|at| at <= now) {
+                Some(PromoRefusal::Expired)
+            } else if m.redemptions.contains_key(&(p.id, user)) {
+                Some(PromoRefusal::AlreadyUsedByUser)
+            } else if p.max_uses.is_some_and(|max| p.used_count >= max) {
+                Some(PromoRefusal::Exhausted)
+            } else {
+                None
+            };
+            match refusal {
+                Some(r) => Err(r.into()),
+                None => Ok(PromoQuote { code: code.clone(), discount: p.discount }),
+            }
+        })
+        .await?
+    }
+}

@@ -1,0 +1,199 @@
+//! Subscriptions and keys in the model: trial, auto-renewal, activation, fenced reissues. The
+//! reissue steps are also written to the run's history (what the store was asked and answered),
+//! for the `no_double_reissue` checker.
+
+use std::time::Duration;
+
+use atlas::domain::*;
+use atlas::ports::store::*;
+use atlas::ports::vpn::PanelKey;
+use chrono::{DateTime, Utc};
+
+use super::{KeyRow, Model, UserRefusal, money};
+use crate::history::{Event, StoreAnswer};
+use crate::store_host::SimStore;
+
+fn token(fencing_token: u64) -> Result<i64, KeyError> {
+    i64::try_from(fencing_token).map_err(|_| KeyError::Unexpected(anyhow::anyhow!("fencing token out of range")))
+}
+
+fn answer<T>(result: &anyhow::Result<Result<T, KeyError>>) -> StoreAnswer {
+    match result {
+        Ok(Ok(_)) => StoreAnswer::Done,
+        Ok(Err(KeyError::StaleFencingToken { .. })) => StoreAnswer::Fenced,
+        _ => StoreAnswer::Failed,
+    }
+}
+
+impl Subscriptions for SimStore {
+    async fn subscription(&self, user: UserId) -> Result<Option<Subscription>, StoreError> {
+        Ok(self.exec(move |m: &mut Model| m.subscription_row(user)).await?)
+    }
+
+    async fn set_auto_renew(&self, user: UserId, enabled: bool, _now: DateTime<Utc>) -> Result<bool, StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                let Some(s) = m.sub_of_user.get(&user).and_then(|id| m.subscriptions.get_mut(id)) else {
+                    return false;
+                };
+                s.auto_renew = enabled;
+                true
+            })
+            .await?)
+    }
+
+    async fn auto_renew_next(&self, now: DateTime<Utc>, horizon: Duration) -> Result<Option<RenewalOutcome>, StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                let due = now + chrono::Duration::seconds(horizon.as_secs() as i64);
+                let s = m
+                    .subscriptions
+                    .values()
+                    .filter(|s| {
+                        s.auto_renew && !s.is_trial && s.expires_at <= due && !m.renewals.contains(&(s.id, s.expires_at))
+                    })
+                    .min_by_key(|s| (s.expires_at, s.id))?;
+                let (id, user, tariff_id, days, period_start) = (s.id, s.user, s.tariff_id, s.period_days, s.expires_at);
+                let active = m.tariffs.iter().any(|t| t.id == tariff_id && t.active);
+                let price = m.periods.get(&(tariff_id, days)).copied().filter(|_| active);
+                let balance = m.users[&user].balance;
+                m.renewals.insert((id, period_start));
+                let claim = m.next(Some);
+                let Some(price) = price else {
+                    return Some(RenewalOutcome::TariffUnavailable { subscription: id, user });
+                };
+                if balance < price {
+                    return Some(RenewalOutcome::InsufficientFunds { subscription: id, user });
+                }
+                m.post(user, -price, "auto_renewal", format!("renewal:{claim}"));
+                let s = m.subscriptions.get_mut(&id).expect("found");
+                s.expires_at = s.expires_at.max(now) + chrono::Duration::days(i64::from(days));
+                s.last_auto_renewal_at = Some(now);
+                Some(RenewalOutcome::Renewed { subscription: id, user, amount: money(price), expires_at: s.expires_at })
+            })
+            .await?)
+    }
+
+    async fn activate_trial(
+        &self,
+        user: UserId,
+        tariff: &TariffCode,
+        days: u16,
+        now: DateTime<Utc>,
+    ) -> Result<Subscription, TrialError> {
+        let tariff = tariff.clone();
+        self.exec(move |m: &mut Model| {
+            let row = match m.lock_user(user) {
+                Ok(u) => u,
+                Err(UserRefusal::Banned) => return Err(TrialError::UserBanned),
+                Err(UserRefusal::Unknown) => return Err(TrialError::UnknownUser),
+            };
+            if row.trial_used {
+                return Err(TrialError::AlreadyUsed);
+            }
+            if m.sub_of_user.contains_key(&user) {
+                return Err(TrialError::NotForSubscribers);
+            }
+            let tariff_id = m.tariffs.iter().find(|t| t.code == tariff.as_str()).ok_or(TrialError::UnknownTariff)?.id;
+            m.users.get_mut(&user).expect("checked").trial_used = true;
+            m.new_subscription(user, tariff_id, i32::from(days), now, true);
+            Ok(m.subscription_row(user).expect("just created"))
+        })
+        .await?
+    }
+
+    async fn pending_activations(&self, limit: u32) -> Result<Vec<SubscriptionId>, StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                let pending = m.subscriptions.values().filter(|s| s.activation_status == ActivationStatus::Pending);
+                pending.map(|s| s.id).take(limit as usize).collect()
+            })
+            .await?)
+    }
+
+    async fn record_activation(
+        &self,
+        subscription: SubscriptionId,
+        result: ActivationResult,
+        _now: DateTime<Utc>,
+    ) -> Result<ActivationOutcome, StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                let pending = |s: &&mut super::SubRow| s.activation_status == ActivationStatus::Pending;
+                let Some(s) = m.subscriptions.get_mut(&subscription).filter(pending) else {
+                    return ActivationOutcome::NotPending;
+                };
+                match result {
+                    ActivationResult::Succeeded(key) => {
+                        s.activation_status = ActivationStatus::Active;
+                        m.keys.push(KeyRow { subscription, panel_key_id: key.panel_key_id, active: true });
+                        ActivationOutcome::Activated
+                    }
+                    ActivationResult::Failed { .. } => {
+                        s.activation_attempts += 1;
+                        if s.activation_attempts >= ACTIVATION_ATTEMPTS_MAX {
+                            s.activation_status = ActivationStatus::Failed;
+                            ActivationOutcome::GaveUp
+                        } else {
+                            ActivationOutcome::WillRetry { attempts: s.activation_attempts }
+                        }
+                    }
+                }
+            })
+            .await?)
+    }
+
+    async fn claim_key_fence(
+        &self,
+        subscription: SubscriptionId,
+        fencing_token: u64,
+        _now: DateTime<Utc>,
+    ) -> Result<(), KeyError> {
+        let instance = self.instance;
+        self.note(Event::KeyClaim { instance, subscription, token: fencing_token });
+        let result = self
+            .exec(move |m: &mut Model| {
+                let token = token(fencing_token)?;
+                let s = m.subscriptions.get_mut(&subscription).ok_or(KeyError::UnknownSubscription)?;
+                if token <= s.key_fence {
+                    return Err(KeyError::StaleFencingToken { current: s.key_fence as u64 });
+                }
+                s.key_fence = token;
+                Ok(())
+            })
+            .await;
+        self.note(Event::KeyClaimed { instance, subscription, token: fencing_token, answer: answer(&result) });
+        result?
+    }
+
+    async fn install_reissued_key(
+        &self,
+        subscription: SubscriptionId,
+        fencing_token: u64,
+        key: PanelKey,
+        _now: DateTime<Utc>,
+    ) -> Result<KeyInstalled, KeyError> {
+        let result = self
+            .exec(move |m: &mut Model| {
+                let token = token(fencing_token)?;
+                let s = m.subscriptions.get_mut(&subscription).ok_or(KeyError::UnknownSubscription)?;
+                if token < s.key_fence {
+                    return Err(KeyError::StaleFencingToken { current: s.key_fence as u64 });
+                }
+                s.key_fence = token;
+                s.activation_status = ActivationStatus::Active;
+                let mut replaced = None;
+                for k in m.keys.iter_mut().filter(|k| k.subscription == subscription && k.active) {
+                    k.active = false;
+                    replaced = Some(k.panel_key_id.clone());
+                }
+                m.keys.push(KeyRow { subscription, panel_key_id: key.panel_key_id, active: true });
+                let key_id = m.next(Some);
+                Ok(KeyInstalled { key_id, replaced_panel_key_id: replaced })
+            })
+            .await;
+        let answer = answer(&result);
+        self.note(Event::KeyInstall { instance: self.instance, subscription, token: fencing_token, answer });
+        result?
+    }
+}
