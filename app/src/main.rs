@@ -74,7 +74,7 @@ fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> an
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let store = wiring::live_store(settings).await.map_err(anyhow::Error::msg)?;
+    let store = wiring::live_store(settings, 2).await.map_err(anyhow::Error::msg)?;
     store.migrate().await
 }
 

@@ -98,9 +98,12 @@ fn finished(history: &History) -> BTreeMap<i64, Vec<Finished>> {
     let mut out: BTreeMap<i64, Vec<Finished>> = BTreeMap::new();
     for h in handlers.into_values() {
         let Some((worked_until, wrote)) = h.returned else { continue };
-        let committed = match h.outcome {
-            Some(Handled::Committed) => true,
-            None | Some(Handled::CommitFailed) => false,
+        // A refused state still commits: the update is marked done and the chat released, with
+        // the state it read kept.
+        let (committed, wrote) = match h.outcome {
+            Some(Handled::Committed) => (true, Some(wrote)),
+            Some(Handled::StateRefused) => (true, h.read.clone()),
+            None | Some(Handled::CommitFailed) => (false, Some(wrote)),
             Some(_) => continue,
         };
         out.entry(h.chat).or_default().push(Finished {
@@ -109,7 +112,7 @@ fn finished(history: &History) -> BTreeMap<i64, Vec<Finished>> {
             started: h.started,
             worked_until,
             read: h.read,
-            wrote: Some(wrote),
+            wrote,
             committed,
         });
     }

@@ -202,6 +202,34 @@ impl Invariant {
     }
 }
 
+impl Invariant {
+    /// Whether `workload` records what this invariant reads: on another workload it would hold
+    /// vacuously.
+    pub fn shown_by(self, workload: &Workload) -> bool {
+        match self {
+            Invariant::NoUpdateTwice | Invariant::HandlersNeverOverlap | Invariant::FsmSurvivesRestart => {
+                matches!(workload, Workload::Chat { .. })
+            }
+            Invariant::RateLimitsHold => matches!(workload, Workload::RateLimits { .. }),
+            Invariant::SingleLeaderEffects | Invariant::LeaderFailover => matches!(workload, Workload::Leader { .. }),
+            Invariant::NoDoubleReissue => matches!(workload, Workload::Reissue { .. }),
+            Invariant::MoneyOnce => matches!(workload, Workload::Purchases { .. }),
+        }
+    }
+}
+
+impl Workload {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Workload::Chat { .. } => "chat",
+            Workload::Purchases { .. } => "purchases",
+            Workload::RateLimits { .. } => "rate_limits",
+            Workload::Leader { .. } => "leader",
+            Workload::Reissue { .. } => "reissue",
+        }
+    }
+}
+
 impl Scenario {
     pub fn load(path: &Path) -> anyhow::Result<Scenario> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -223,11 +251,14 @@ impl Scenario {
             ),
             Legacy::Holds(why) => anyhow::ensure!(!why.trim().is_empty(), "legacy.holds needs the reason"),
         }
-        let leader_workload = matches!(self.workload, Workload::Leader { .. });
-        anyhow::ensure!(
-            leader_workload || !self.invariants.contains(&Invariant::LeaderFailover),
-            "leader_failover is checked only with the leader workload"
-        );
+        for invariant in &self.invariants {
+            anyhow::ensure!(
+                invariant.shown_by(&self.workload),
+                "{} cannot be checked with the {} workload (it records nothing it reads)",
+                invariant.name(),
+                self.workload.name()
+            );
+        }
         anyhow::ensure!((1..=100).contains(&self.tick_ms), "tick_ms must be 1 to 100");
         let rates = [self.network.fail_rate, self.network.repair_rate];
         anyhow::ensure!(rates.iter().all(|r| (0.0..=1.0).contains(r)), "fail_rate and repair_rate are probabilities");

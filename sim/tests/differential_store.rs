@@ -220,8 +220,8 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         }
         Op::Decide { withdrawal, approve } => {
             let Some(&id) = ids.withdrawals.get(withdrawal) else { return "no withdrawal".into() };
-            let verdict = if approve { Verdict::Approve } else { Verdict::Reject { reason: None } };
-            let decision = WithdrawalDecision { withdrawal: id, admin: uid(99), verdict, correlation_id: None };
+            let verdict = if approve { Verdict::Approve } else { Verdict::Reject };
+            let decision = WithdrawalDecision { withdrawal: id, admin: uid(99), verdict, reason: None, correlation_id: None };
             format!("{:?}", s.decide_withdrawal(decision, now).await)
         }
         Op::AutoRenewSwitch { user, on } => format!("{:?}", s.set_auto_renew(uid(user), on, now).await.unwrap()),

@@ -425,7 +425,8 @@ async fn withdrawal_holds_the_amount_and_is_decided_once() {
     let decide = |withdrawal, approve: bool| WithdrawalDecision {
         withdrawal,
         admin: uid(7),
-        verdict: if approve { Verdict::Approve } else { Verdict::Reject { reason: Some("wrong card".to_owned()) } },
+        verdict: if approve { Verdict::Approve } else { Verdict::Reject },
+        reason: (!approve).then(|| "wrong card".to_owned()),
         correlation_id: None,
     };
     let approved = s.decide_withdrawal(decide(created.withdrawal, true), t0()).await.unwrap();
@@ -623,4 +624,25 @@ async fn balances_change_only_through_the_append_only_ledger() {
     // Other columns of users stay writable.
     sqlx::query("UPDATE users SET language = 'ru' WHERE telegram_id = 1").execute(db.pool()).await.unwrap();
     assert_eq!(balance(&db, user).await, 1_000);
+}
+
+/// A statement stuck behind a lock is cancelled by the server at its statement timeout and
+/// reported as such (not as a pool timeout), and nothing is written.
+#[tokio::test]
+async fn a_hung_statement_is_reported_as_a_statement_timeout() {
+    let db = TestDb::new().await;
+    let user = user_with_balance(&db.store, 1, "1000").await;
+    let url = format!("{}/{}", server_url(), db.name());
+    let impatient = atlas::store::PgStore::connect_with(&url, 2, std::time::Duration::from_millis(300)).await.unwrap();
+    // Another session holds the user's advisory lock, as a long purchase would.
+    let mut holder = db.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(user.get()).execute(&mut *holder).await.unwrap();
+    let before = snapshot(&db).await;
+    let err = impatient.purchase_from_balance(purchase(user, None, Some("hung-key-1")), t0()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(matches!(err, PurchaseError::Unexpected(_)), "{text}");
+    assert!(text.contains("statement timeout"), "{text}");
+    assert!(!text.contains("PoolTimedOut"), "{text}");
+    holder.rollback().await.unwrap();
+    assert_eq!(before, snapshot(&db).await, "a cancelled statement wrote something");
 }

@@ -24,8 +24,9 @@ use crate::ports::{Clock, Ids};
 /// Update ids remembered at most (oldest forgotten first): a day of a busy bot's updates.
 const SEEN_UPDATES_MAX: usize = 1_000_000;
 
-/// How many calls pass between two sweeps of expired entries. A sweep walks every map once, so
-/// its cost spread over this many calls is a few map operations per call.
+/// How many calls pass between two sweeps of expired entries. A sweep walks the per-user maps
+/// once (one entry per active user) and the front of the update marks; spread over this many
+/// calls it costs little per call.
 const SWEEP_EVERY_CALLS: u64 = 1_024;
 
 #[derive(Default)]
@@ -52,8 +53,16 @@ impl Inner {
         self.fsm.retain(|_, (_, until)| *until > now);
         self.leases.retain(|_, (_, until)| *until > now);
         self.locks.retain(|_, (_, until)| *until > now);
-        self.seen.retain(|_, until| *until > now);
-        self.seen_order.retain(|key| self.seen.contains_key(key));
+        // Update marks expire roughly in the order they were made: drop from the front while the
+        // oldest is gone or expired (amortized O(1); a live mark holds the ones behind it until
+        // it expires, and SEEN_UPDATES_MAX bounds them all).
+        while let Some(key) = self.seen_order.front() {
+            if self.seen.get(key).is_some_and(|until| *until > now) {
+                break;
+            }
+            self.seen.remove(key);
+            self.seen_order.pop_front();
+        }
         // A GCRA cell whose theoretical arrival time has passed limits nothing: as new.
         self.flood.retain(|_, tat| *tat > now_us);
         self.cells.retain(|_, tat| *tat > now_us);
@@ -172,6 +181,10 @@ impl Coordination for LegacyCoordination {
             inner.mark((user, ticket.update_id), now + UPDATE_DONE_TTL);
             let record = inner.live_record(user, now);
             if matches!(write, FsmWrite::Keep) {
+                // As `commit_update.lua`: every update refreshes the conversation's TTL.
+                if let Some((_, until)) = inner.fsm.get_mut(&user) {
+                    *until = now + FSM_TTL;
+                }
                 return CommitOutcome::Committed;
             }
             if record.version != ticket.fsm.version && record.version != 0 {
@@ -268,7 +281,7 @@ mod tests {
     async fn expired_entries_are_swept_and_live_ones_kept() {
         let clock = Arc::new(HandClock::default());
         let c = LegacyCoordination::new(clock.clone(), Arc::new(SeededIds::new(1)));
-        let keeper = UserId::new(1).unwrap();
+        let advance = |d: Duration| clock.0.fetch_add(d.as_millis() as u64, Ordering::Relaxed);
         for n in 1..=200 {
             let user = UserId::new(n).unwrap();
             let BeginOutcome::Proceed(ticket) = c.begin_update(user, n).await.unwrap() else { panic!() };
@@ -277,14 +290,36 @@ mod tests {
             c.acquire_lock(LockName::KeyReissue(user), Duration::from_secs(30)).await.unwrap();
         }
         assert!(c.entries() >= 200 * 5, "{} entries", c.entries());
-        // A week and a day later only what was touched since is alive.
-        clock.0.fetch_add((FSM_TTL + Duration::from_secs(86_400)).as_millis() as u64, Ordering::Relaxed);
+        // A week and a day later, one user is active again: a conversation, a full promo window,
+        // a held lock. The sweep must keep all of it and drop everything else.
+        advance(FSM_TTL + Duration::from_secs(86_400));
+        let keeper = UserId::new(1).unwrap();
         let BeginOutcome::Proceed(ticket) = c.begin_update(keeper, 9_999).await.unwrap() else { panic!() };
         assert_eq!(ticket.fsm, FsmRecord::default(), "the record outlived its TTL");
-        c.commit_update(keeper, &ticket, FsmWrite::Keep).await.unwrap();
-        for _ in 0..SWEEP_EVERY_CALLS {
-            c.check_rate(keeper, LimitedAction::AdminCommand).await.unwrap();
+        c.commit_update(keeper, &ticket, FsmWrite::Set(b"alive".to_vec())).await.unwrap();
+        for _ in 0..limits::limit(LimitedAction::PromoAttempt).max {
+            assert_eq!(c.check_rate(keeper, LimitedAction::PromoAttempt).await.unwrap(), Decision::Allowed);
         }
-        assert!(c.entries() <= 4, "{} entries left after the sweep", c.entries());
+        let lock = c.acquire_lock(LockName::KeyReissue(keeper), Duration::from_secs(30)).await.unwrap();
+        assert!(lock.is_some());
+        for _ in 0..SWEEP_EVERY_CALLS {
+            c.check_rate(UserId::new(2).unwrap(), LimitedAction::AdminCommand).await.unwrap();
+        }
+        assert!(c.entries() <= 8, "{} entries left after the sweep", c.entries());
+        assert!(
+            matches!(c.check_rate(keeper, LimitedAction::PromoAttempt).await.unwrap(), Decision::Denied { .. }),
+            "the live window was swept"
+        );
+        assert_eq!(c.acquire_lock(LockName::KeyReissue(keeper), Duration::from_secs(30)).await.unwrap(), None);
+        let BeginOutcome::Proceed(ticket) = c.begin_update(keeper, 10_000).await.unwrap() else { panic!() };
+        assert_eq!(ticket.fsm.data.as_deref(), Some(&b"alive"[..]), "the live record was swept");
+        // A conversation kept alive by updates that change nothing does not expire.
+        c.commit_update(keeper, &ticket, FsmWrite::Keep).await.unwrap();
+        for update in 10_001..10_010 {
+            advance(FSM_TTL / 2);
+            let BeginOutcome::Proceed(t) = c.begin_update(keeper, update).await.unwrap() else { panic!() };
+            assert_eq!(t.fsm.data.as_deref(), Some(&b"alive"[..]), "an active conversation expired");
+            c.commit_update(keeper, &t, FsmWrite::Keep).await.unwrap();
+        }
     }
 }

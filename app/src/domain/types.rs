@@ -144,7 +144,8 @@ pub struct Subscription {
     pub last_auto_renewal_at: Option<DateTime<Utc>>,
     pub activation_status: ActivationStatus,
     pub activation_attempts: i32,
-    pub key_fence: i64,
+    /// The newest reissue fencing token claimed for this subscription (0: none yet).
+    pub key_fence: u64,
 }
 
 /// Where a purchase stands. Paid from the balance it is born `Paid`; paid by a provider it waits

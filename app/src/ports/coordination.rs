@@ -225,6 +225,32 @@ pub trait Coordination: Send + Sync + 'static {
 mod tests {
     use super::*;
 
+    /// `ALL` lists every variant: the match below stops compiling when one is added, and the
+    /// assertion fails until it is listed.
+    #[test]
+    fn the_lists_hold_every_variant() {
+        let action_index = |a: LimitedAction| match a {
+            LimitedAction::WithdrawalRequest => 0,
+            LimitedAction::PaymentAttempt => 1,
+            LimitedAction::PromoAttempt => 2,
+            LimitedAction::AdminCommand => 3,
+            LimitedAction::TrialActivation => 4,
+        };
+        let mut seen: Vec<usize> = LimitedAction::ALL.iter().map(|a| action_index(*a)).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..LimitedAction::ALL.len()).collect::<Vec<_>>());
+        let role_index = |r: Role| match r {
+            Role::PaymentWatcher => 0,
+            Role::Reminders => 1,
+            Role::TrialNotices => 2,
+            Role::ExpiryCleanup => 3,
+            Role::Poller => 4,
+        };
+        let mut seen: Vec<usize> = Role::ALL.iter().map(|r| role_index(*r)).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..Role::ALL.len()).collect::<Vec<_>>());
+    }
+
     #[test]
     fn every_action_and_role_has_one_name_that_reads_back() {
         for action in LimitedAction::ALL {

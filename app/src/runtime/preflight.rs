@@ -11,7 +11,7 @@ use crate::ports::{Clock, Ids};
 /// Connects to PostgreSQL and pings Redis (when coordination is on Redis). Errors name the
 /// variable and show the URL with its password redacted.
 pub async fn preflight(settings: &Settings, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> Result<(), String> {
-    let store = wiring::live_store(settings).await?;
+    let store = wiring::live_store(settings, 1).await?;
     store.pool().close().await;
     if let CoordinationSetting::Redis(redis) = &settings.coordination {
         let coordination = wiring::live_redis(settings, redis, clock, ids)?;

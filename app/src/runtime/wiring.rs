@@ -82,11 +82,12 @@ pub fn assemble<A: Adapters>(parts: Parts<A>, rules: Rules) -> App<A> {
 /// Live coordination: Redis over TCP (optionally TLS), or the legacy design.
 pub type LiveCoordination = AnyCoordination<TcpDialer>;
 
-/// Connects the PostgreSQL pool of the settings. The error names the variable and shows the URL
-/// without its password.
-pub async fn live_store(settings: &Settings) -> Result<PgStore, String> {
+/// Connects a PostgreSQL pool of at most `max_connections` to the settings' database (the bot
+/// passes `DB_MAX_CONNECTIONS`; a one-shot command needs one or two). The error names the variable
+/// and shows the URL without its password.
+pub async fn live_store(settings: &Settings, max_connections: u32) -> Result<PgStore, String> {
     let db = &settings.database;
-    PgStore::connect(db.url.expose(), db.max_connections).await.map_err(|e| {
+    PgStore::connect(db.url.expose(), max_connections).await.map_err(|e| {
         let var = settings.app_env.variable(super::settings::Var::DatabaseUrl);
         format!("cannot reach PostgreSQL at {} ({var}): {e:#}", db.url)
     })

@@ -32,12 +32,12 @@ pub struct WithdrawalCreated {
 }
 
 /// What an admin decided about a pending withdrawal.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// The money was paid out: the hold becomes final.
     Approve,
     /// Refused: the held amount goes back to the balance.
-    Reject { reason: Option<String> },
+    Reject,
 }
 
 #[derive(Clone, Debug)]
@@ -45,6 +45,8 @@ pub struct WithdrawalDecision {
     pub withdrawal: WithdrawalId,
     pub admin: UserId,
     pub verdict: Verdict,
+    /// Written to the admin audit log with the decision.
+    pub reason: Option<String>,
     pub correlation_id: Option<String>,
 }
 

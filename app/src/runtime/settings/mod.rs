@@ -203,20 +203,33 @@ impl Settings {
         self.telegram.admins.contains(&user)
     }
 
-    /// The effective settings, one `NAME=value` line each (every variable of the table), secrets
-    /// redacted.
+    /// The effective settings, one `NAME=value` line each (every variable of the table). A
+    /// variable the table marks secret shows only whether it is set (and the bot token its public
+    /// bot id), whatever it holds.
     pub fn redacted_lines(&self) -> Vec<String> {
         let mut lines = vec![format!("APP_ENV={}", self.app_env.name())];
         for &var in Var::ALL {
-            lines.push(format!("{}={}", self.app_env.variable(var), self.shown(var)));
+            let value = if var.spec().secret { self.secret_shown(var) } else { self.shown(var) };
+            lines.push(format!("{}={value}", self.app_env.variable(var)));
         }
         lines
     }
 
-    /// What `check-config` shows of one variable's effective value.
+    /// What `check-config` shows of a secret: never its value.
+    fn secret_shown(&self, var: Var) -> String {
+        let set = match var {
+            Var::BotToken => {
+                return self.telegram.bot_token.as_ref().map_or_else(unset, |t| format!("{}:<redacted>", t.bot_id()));
+            }
+            Var::VpnPanelToken => self.providers.vpn_panel_token.is_some(),
+            Var::CryptoPayToken => self.providers.crypto_pay_token.is_some(),
+            other => unreachable!("{other:?} is not a secret of the table"),
+        };
+        if set { "<set, redacted>".to_owned() } else { unset() }
+    }
+
+    /// What `check-config` shows of a variable that is not secret (URLs without their password).
     fn shown(&self, var: Var) -> String {
-        let unset = || "<not set>".to_owned();
-        let shown_secret = |set: bool| if set { "<set, redacted>".to_owned() } else { unset() };
         let redis = match &self.coordination {
             CoordinationSetting::Redis(redis) => Some(redis),
             CoordinationSetting::Legacy => None,
@@ -231,20 +244,22 @@ impl Settings {
             }
             Var::RedisPrefix => redis.map_or_else(unused, |r| r.prefix.clone()),
             Var::Coordination => if redis.is_some() { "redis" } else { "legacy" }.to_owned(),
-            Var::BotToken => {
-                self.telegram.bot_token.as_ref().map_or_else(unset, |t| format!("{}:<redacted>", t.bot_id()))
-            }
             Var::AdminIds => self.telegram.admins.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             Var::WebhookUrl => self.telegram.webhook_url.as_ref().map_or_else(unset, ToString::to_string),
             Var::VpnPanelUrl => self.providers.vpn_panel_url.as_ref().map_or_else(unset, ToString::to_string),
-            Var::VpnPanelToken => shown_secret(self.providers.vpn_panel_token.is_some()),
-            Var::CryptoPayToken => shown_secret(self.providers.crypto_pay_token.is_some()),
             Var::ReferralPercent => self.shop.referral_percent.get().to_string(),
             Var::WithdrawalMin => self.shop.withdrawal_min.to_string(),
             Var::TrialDays => self.shop.trial_days.to_string(),
             Var::PurchaseTtlMinutes => (self.shop.purchase_ttl.as_secs() / 60).to_string(),
+            secret @ (Var::BotToken | Var::VpnPanelToken | Var::CryptoPayToken) => {
+                unreachable!("{secret:?} is secret: shown by secret_shown")
+            }
         }
     }
+}
+
+fn unset() -> String {
+    "<not set>".to_owned()
 }
 
 fn database(r: &mut Reader<'_>) -> Option<DatabaseSettings> {
@@ -265,6 +280,7 @@ fn coordination(r: &mut Reader<'_>) -> Option<CoordinationSetting> {
         .parsed(Var::Coordination, |v| match v {
             "redis" => Ok(true),
             "legacy" => Ok(false),
+            "memory" => Err("memory is now called legacy: set it to legacy (or redis)".into()),
             _ => Err("must be redis or legacy".into()),
         })
         .unwrap_or(url.is_some() || r.raw(Var::RedisUrl).is_some());

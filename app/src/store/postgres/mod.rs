@@ -143,11 +143,15 @@ fn classify(err: sqlx::Error) -> Failure {
     let detail = db.try_downcast_ref::<PgDatabaseError>().and_then(|e| e.detail()).map(str::to_owned);
     let refusal = match (db.code().as_deref(), db.constraint()) {
         (Some("P0001"), _) => decode_raised(db.message(), detail.as_deref()),
-        // The server cancelled the statement at its timeout: rolled back, nothing written.
+        // The server cancelled the statement (at its statement timeout, or on request): rolled
+        // back, nothing written.
         (Some("57014"), _) => {
-            return Failure::Unexpected(anyhow::anyhow!(
+            let why = if db.message().contains("statement timeout") {
                 "statement timeout: the server cancelled the statement (nothing was written)"
-            ));
+            } else {
+                "the server cancelled the statement (nothing was written)"
+            };
+            return Failure::Unexpected(anyhow::Error::new(err).context(why));
         }
         // The constraints behind the functions' own checks: reached only if a check were missed.
         (Some("23514"), Some("users_balance_non_negative")) => Some(Refusal::InsufficientBalance),

@@ -79,8 +79,8 @@ fn purchase_error(failure: Failure) -> PurchaseError {
     }
 }
 
-fn seconds(d: Duration) -> i32 {
-    i32::try_from(d.as_secs()).expect("purchase TTLs are bounded by the shop policy")
+fn seconds(d: Duration) -> Result<i32, PurchaseError> {
+    i32::try_from(d.as_secs()).map_err(|_| anyhow::anyhow!("a purchase TTL of {d:?} is out of range").into())
 }
 
 impl Purchases for PgStore {
@@ -153,7 +153,7 @@ impl Purchases for PgStore {
                 .bind(request.promo.as_ref().map(PromoCode::as_str))
                 .bind(provider.code())
                 .bind(request.idempotency_key.as_ref().map(|k| k.as_str()))
-                .bind(seconds(ttl))
+                .bind(seconds(ttl)?)
                 .bind(now)
                 .fetch_one(self.pool()),
         )

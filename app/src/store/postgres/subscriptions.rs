@@ -44,7 +44,7 @@ impl SubscriptionRow {
             activation_status: ActivationStatus::from_code(status)
                 .with_context(|| format!("unknown activation status {status:?}"))?,
             activation_attempts: self.activation_attempts,
-            key_fence: self.key_fence,
+            key_fence: u64::try_from(self.key_fence).context("a stored fencing token is negative")?,
         })
     }
 }

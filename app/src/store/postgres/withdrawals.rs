@@ -70,16 +70,13 @@ impl Withdrawals for PgStore {
         decision: WithdrawalDecision,
         now: DateTime<Utc>,
     ) -> Result<WithdrawalDecided, WithdrawalError> {
-        let (approve, reason) = match &decision.verdict {
-            Verdict::Approve => (true, None),
-            Verdict::Reject { reason } => (false, reason.as_deref()),
-        };
+        let approve = decision.verdict == Verdict::Approve;
         let row: DecidedRow = timed(
             sqlx::query_as("SELECT * FROM atlas_decide_withdrawal($1, $2, $3, $4, $5, $6)")
                 .bind(decision.withdrawal.get())
                 .bind(decision.admin.get())
                 .bind(approve)
-                .bind(reason)
+                .bind(&decision.reason)
                 .bind(&decision.correlation_id)
                 .bind(now)
                 .fetch_one(self.pool()),

@@ -244,7 +244,7 @@ impl Model {
             last_auto_renewal_at: s.last_auto_renewal_at,
             activation_status: s.activation_status,
             activation_attempts: s.activation_attempts,
-            key_fence: s.key_fence,
+            key_fence: s.key_fence as u64,
         })
     }
 
