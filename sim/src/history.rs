@@ -127,7 +127,10 @@ pub enum FaultEvent {
     Restarted(usize),
     LeaderCrashed(usize),
     NoLeaderToCrash,
-    Frozen { instance: usize, for_ms: u64 },
+    Frozen {
+        instance: usize,
+        for_ms: u64,
+    },
     NoLeaderToFreeze,
     /// Messages between the instance and Redis are held (delivered late, not lost), then released.
     Held(usize),
@@ -135,7 +138,9 @@ pub enum FaultEvent {
     /// The instance is cut off from Redis, then reconnected.
     Partitioned(usize),
     Reconnected(usize),
-    RedisRestarted { lose_data: bool },
+    RedisRestarted {
+        lose_data: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

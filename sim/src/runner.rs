@@ -202,9 +202,8 @@ fn plan(scenario: &Scenario, seed: u64, shared: &Shared) -> Plan {
 fn progress(scenario: &Scenario, plan: &Plan, history: &History) -> Progress {
     let events = || history.records.iter().map(|r| &r.event);
     let count = |pick: fn(&Event) -> Option<i64>| events().filter_map(pick).collect::<BTreeSet<_>>().len();
-    let planned_updates = |deliveries: &[workloads::chat::Delivery]| {
-        deliveries.iter().map(|d| d.update).collect::<BTreeSet<_>>().len()
-    };
+    let planned_updates =
+        |deliveries: &[workloads::chat::Delivery]| deliveries.iter().map(|d| d.update).collect::<BTreeSet<_>>().len();
     match plan {
         Plan::Chat(deliveries) => Progress {
             planned: planned_updates(deliveries),
@@ -227,9 +226,7 @@ fn progress(scenario: &Scenario, plan: &Plan, history: &History) -> Progress {
         Plan::Limits(attempts) => Progress {
             planned: attempts.len(),
             done: events()
-                .filter(|e| {
-                    matches!(e, Event::Rate { verdict: RateVerdict::Allowed | RateVerdict::Denied { .. }, .. })
-                })
+                .filter(|e| matches!(e, Event::Rate { verdict: RateVerdict::Allowed | RateVerdict::Denied { .. }, .. }))
                 .count(),
         },
         Plan::Reissue(requests) => Progress {
@@ -333,7 +330,9 @@ fn apply(
     pauses: &Pauses,
 ) -> Option<(Duration, Action)> {
     let note = |fault: FaultEvent| {
-        crate::history::lock(history).records.push(crate::history::Record { at: sim.elapsed(), event: Event::Fault(fault) })
+        crate::history::lock(history)
+            .records
+            .push(crate::history::Record { at: sim.elapsed(), event: Event::Fault(fault) })
     };
     match action {
         Action::Crash(i) => {

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use atlas::domain::{
-    Language, Money, PaymentProviderKind, Percent, ProviderPaymentId, ShopPolicy, TariffCode, UserId,
-};
+use atlas::domain::{Language, Money, PaymentProviderKind, Percent, ProviderPaymentId, ShopPolicy, TariffCode, UserId};
 use atlas::ports::store::{Accounts, ProviderPayment, PurchaseRequest, Purchases};
 use futures::FutureExt as _;
 
@@ -54,7 +52,7 @@ pub fn balances(link: &StoreLink, users_n: u32, balance: Money) {
     let store = SimStore::direct_on(link.clone());
     let at = SimClock::default().now();
     for user in users(users_n) {
-        now(store.register_user(user, Language::Ru, None, at)).expect("register");
+        now(store.register_user(user, Language::Ru, None, None, at)).expect("register");
         let payment = ProviderPayment {
             provider: PaymentProviderKind::Crypto,
             payment_id: ProviderPaymentId::parse(&format!("seed-{user}")).expect("valid"),

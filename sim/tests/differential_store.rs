@@ -1,7 +1,8 @@
 //! Keeps the store model honest: the same random sequences of store operations on real
 //! PostgreSQL (the SQL functions) and on the sim's model must give the same answers, and leave
-//! the same balances. (DESIGN.md §7, layer 4.) Ids are compared by the order they were created
-//! in, since PostgreSQL's sequences also advance for rolled-back inserts.
+//! the same balances, subscriptions and admin audit log. (DESIGN.md §7, layer 4.) Ids are
+//! compared by the order they were created in, since PostgreSQL's sequences also advance for
+//! rolled-back inserts. Every operation of the Store port has a case here.
 
 use std::num::NonZeroU32;
 use std::time::Duration as StdDuration;
@@ -10,47 +11,177 @@ use atlas::domain::*;
 use atlas::ports::store::*;
 use atlas::ports::vpn::PanelKey;
 use atlas::ports::{Ids, SeededIds};
+use atlas_sim::store_host::SimStore;
 use atlas_sim::store_host::model::Model;
 use atlas_tests::{TestDb, crypto, t0, uid};
 use chrono::Duration;
 
 const USERS: i64 = 4;
 const CODES: [&str; 3] = ["ALPHA", "BETA", "GAMMA"];
+const NAMES: [&str; 3] = ["alice", "Bob_2", "carol"];
+const STEPS: usize = 120;
+const SEEDS: u64 = 16;
 
-/// An operation, referring to earlier results by their index (the k-th purchase, ...).
+/// An operation, referring to earlier results by their index (the k-th purchase, ...). Keys are
+/// drawn from a small set so replays happen.
 #[derive(Clone, Debug)]
 enum Op {
-    TopUp { user: i64, payment: u64, amount: &'static str },
-    Adjust { user: i64, credit: bool, amount: &'static str },
-    CreatePromo { code: usize, percent: u8, max: Option<u32> },
-    Validate { user: i64, code: usize },
-    Purchase { user: i64, tariff: &'static str, days: i32, promo: Option<usize>, key: Option<u64> },
-    Pending { user: i64, stars: bool, promo: Option<usize>, key: Option<u64> },
-    Finalize { purchase: usize, stars: bool, payment: u64, exact: bool },
-    Close { purchase: usize, cancel: bool },
-    Referral { purchase: usize },
-    Withdraw { user: i64, amount: &'static str },
-    Decide { withdrawal: usize, approve: bool },
-    AutoRenewSwitch { user: i64, on: bool },
-    AutoRenew { days_later: i64 },
-    Trial { user: i64 },
-    Activate { user: i64, ok: bool },
-    Install { user: i64, token: u64 },
-    ClaimFence { user: i64, token: u64 },
-    Claim { user: i64, threshold: u64 },
+    TopUp {
+        user: i64,
+        payment: u64,
+        amount: &'static str,
+    },
+    Adjust {
+        user: i64,
+        credit: bool,
+        amount: &'static str,
+        key: Option<u64>,
+    },
+    CreatePromo {
+        code: usize,
+        percent: u8,
+        max: Option<u32>,
+    },
+    DisablePromo {
+        code: usize,
+    },
+    Validate {
+        user: i64,
+        code: usize,
+    },
+    Purchase {
+        user: i64,
+        tariff: &'static str,
+        days: i32,
+        promo: Option<usize>,
+        key: Option<u64>,
+    },
+    Pending {
+        user: i64,
+        stars: bool,
+        promo: Option<usize>,
+        key: Option<u64>,
+    },
+    PurchaseInfo {
+        purchase: usize,
+    },
+    Attach {
+        topup: bool,
+        index: usize,
+        invoice: u64,
+    },
+    Finalize {
+        purchase: usize,
+        stars: bool,
+        payment: u64,
+        exact: bool,
+    },
+    Close {
+        purchase: usize,
+        cancel: bool,
+    },
+    Referral {
+        purchase: usize,
+    },
+    Withdraw {
+        user: i64,
+        amount: &'static str,
+        key: Option<u64>,
+    },
+    Decide {
+        withdrawal: usize,
+        approve: bool,
+        key: Option<u64>,
+    },
+    ListWithdrawals,
+    AutoRenewSwitch {
+        user: i64,
+        on: bool,
+    },
+    AutoRenew {
+        days_later: i64,
+    },
+    Trial {
+        user: i64,
+    },
+    Activate {
+        user: i64,
+        ok: bool,
+    },
+    Install {
+        user: i64,
+        token: u64,
+    },
+    ClaimFence {
+        user: i64,
+        token: u64,
+    },
+    CurrentKey {
+        user: i64,
+    },
+    Claim {
+        user: i64,
+        threshold: u64,
+    },
+    Rename {
+        user: i64,
+        name: Option<usize>,
+    },
+    Find {
+        by_name: Option<usize>,
+        user: i64,
+    },
+    Language {
+        user: i64,
+        en: bool,
+    },
+    ReferralStats {
+        user: i64,
+    },
+    OpenTopUp {
+        user: i64,
+        stars: bool,
+        amount: &'static str,
+        key: Option<u64>,
+    },
+    PayTopUp {
+        topup: usize,
+        stars: bool,
+        payment: u64,
+        exact: bool,
+    },
+    CloseTopUp {
+        topup: usize,
+        cancel: bool,
+    },
+    RecordAdmin {
+        target: Option<i64>,
+    },
+    Stats {
+        days_later: i64,
+    },
+    Broadcast {
+        text: usize,
+        key: Option<u64>,
+    },
+    /// The previous operation again, as a redelivered update would send it.
+    Again,
 }
 
 fn ops(seed: u64) -> Vec<Op> {
     let r = SeededIds::new(seed);
     let n = |k: u64| r.next_u64() % k;
     let amounts = ["10", "199", "500", "1000", "0.01", "2500"];
-    (0..60)
+    (0..STEPS)
         .map(|_| {
             let user = n(USERS as u64) as i64 + 1;
             let opt = |k: u64| if n(2) == 0 { None } else { Some(n(k)) };
-            match n(17) {
+            if n(6) == 0 {
+                return Op::Again;
+            }
+            match n(33) {
                 0 | 1 => Op::TopUp { user, payment: n(8), amount: amounts[n(6) as usize] },
-                2 => Op::Adjust { user, credit: n(2) == 0, amount: amounts[n(6) as usize] },
+                2 => Op::Adjust { user, credit: n(2) == 0, amount: amounts[n(6) as usize], key: opt(3) },
                 3 => Op::CreatePromo {
                     code: n(3) as usize,
                     percent: [10, 50, 100, 0][n(4) as usize],
@@ -68,15 +199,31 @@ fn ops(seed: u64) -> Vec<Op> {
                 8 => Op::Finalize { purchase: n(6) as usize, stars: n(2) == 0, payment: n(6), exact: n(4) != 0 },
                 9 => Op::Close { purchase: n(6) as usize, cancel: n(2) == 0 },
                 10 => Op::Referral { purchase: n(6) as usize },
-                11 => Op::Withdraw { user, amount: amounts[n(6) as usize] },
-                12 => Op::Decide { withdrawal: n(4) as usize, approve: n(2) == 0 },
+                11 => Op::Withdraw { user, amount: amounts[n(6) as usize], key: opt(3) },
+                12 => Op::Decide { withdrawal: n(4) as usize, approve: n(2) == 0, key: opt(3) },
                 13 => Op::AutoRenewSwitch { user, on: n(3) != 0 },
                 14 => Op::AutoRenew { days_later: [0, 29, 40, 100][n(4) as usize] },
-                15 => [Op::Trial { user }, Op::Activate { user, ok: n(2) == 0 }][n(2) as usize].clone(),
+                15 => Op::Trial { user },
+                16 => Op::Activate { user, ok: n(2) == 0 },
+                17 => Op::Install { user, token: n(5) },
+                18 => Op::ClaimFence { user, token: n(5) },
+                19 => Op::Claim { user, threshold: n(3) },
+                20 => Op::DisablePromo { code: n(3) as usize },
+                21 => Op::PurchaseInfo { purchase: n(6) as usize },
+                22 => Op::Attach { topup: n(2) == 0, index: n(4) as usize, invoice: n(4) },
+                23 => Op::ListWithdrawals,
+                24 => Op::CurrentKey { user },
+                25 => Op::Rename { user, name: opt(3).map(|c| c as usize) },
+                26 => Op::Find { by_name: opt(3).map(|c| c as usize), user },
+                27 => Op::Language { user, en: n(2) == 0 },
+                28 => Op::ReferralStats { user },
+                29 => Op::OpenTopUp { user, stars: n(2) == 0, amount: amounts[n(6) as usize], key: opt(3) },
+                30 => Op::PayTopUp { topup: n(4) as usize, stars: n(2) == 0, payment: n(6), exact: n(4) != 0 },
+                31 => Op::CloseTopUp { topup: n(4) as usize, cancel: n(2) == 0 },
                 _ => [
-                    Op::Install { user, token: n(5) },
-                    Op::ClaimFence { user, token: n(5) },
-                    Op::Claim { user, threshold: n(3) },
+                    Op::RecordAdmin { target: opt(USERS as u64).map(|u| u as i64 + 1) },
+                    Op::Stats { days_later: [0, 1, 40][n(3) as usize] },
+                    Op::Broadcast { text: n(2) as usize, key: opt(3) },
                 ][n(3) as usize]
                     .clone(),
             }
@@ -85,43 +232,51 @@ fn ops(seed: u64) -> Vec<Op> {
 }
 
 /// Ids created so far, in order, so operations and answers can name them by index; with each
-/// purchase's amount (to pay it exactly, or not).
+/// purchase's and top-up's amount (to pay it exactly, or not).
 #[derive(Default)]
 struct Created {
     purchases: Vec<(PurchaseId, Money)>,
     withdrawals: Vec<WithdrawalId>,
+    topups: Vec<(TopUpId, Money)>,
+    broadcasts: Vec<BroadcastId>,
 }
 
-impl Created {
-    /// The index of a purchase, noting it if it is new.
-    fn purchase(&mut self, id: PurchaseId, amount: Money) -> usize {
-        match self.purchases.iter().position(|(p, _)| *p == id) {
-            Some(i) => i,
-            None => {
-                self.purchases.push((id, amount));
-                self.purchases.len() - 1
-            }
+/// The index of `id` in `list`, noting it if it is new.
+fn index_of<T: PartialEq + Copy, V: Copy>(list: &mut Vec<(T, V)>, id: T, value: V) -> usize {
+    match list.iter().position(|(p, _)| *p == id) {
+        Some(i) => i,
+        None => {
+            list.push((id, value));
+            list.len() - 1
         }
     }
 }
 
-fn request(user: i64, tariff: &str, days: i32, promo: Option<usize>, key: Option<u64>) -> PurchaseRequest {
+fn key(name: &str, user: i64, k: Option<u64>) -> Option<IdempotencyKey> {
+    k.map(|k| IdempotencyKey::parse(&format!("{name}-key-{user}-{k}")).unwrap())
+}
+
+fn request(user: i64, tariff: &str, days: i32, promo: Option<usize>, k: Option<u64>) -> PurchaseRequest {
     PurchaseRequest {
         user: uid(user),
         tariff: TariffCode::parse(tariff).unwrap(),
         days,
         promo: promo.map(|p| PromoCode::parse(CODES[p]).unwrap()),
-        idempotency_key: key.map(|k| IdempotencyKey::parse(&format!("idem-key-{user}-{k}")).unwrap()),
+        idempotency_key: key("idem", user, k),
     }
 }
 
-fn payment(stars: bool, id: u64, amount: Money) -> ProviderPayment {
-    let provider = if stars { PaymentProviderKind::Stars } else { PaymentProviderKind::Crypto };
-    ProviderPayment {
-        provider,
-        payment_id: ProviderPaymentId::parse(&format!("p{id}")).unwrap(),
-        amount,
-    }
+fn provider(stars: bool) -> PaymentProviderKind {
+    if stars { PaymentProviderKind::Stars } else { PaymentProviderKind::Crypto }
+}
+
+fn payment(stars: bool, id: String, amount: Money, exact: bool) -> ProviderPayment {
+    let amount = if exact { amount } else { Money::positive(amount.minor() + 1).unwrap() };
+    ProviderPayment { provider: provider(stars), payment_id: ProviderPaymentId::parse(&id).unwrap(), amount }
+}
+
+fn shown(u: &User) -> String {
+    format!("user {} @{:?} {:?} balance {} referrer {:?}", u.id, u.username, u.language, u.balance, u.referrer)
 }
 
 /// Runs one operation on any store and describes the answer, ids renamed.
@@ -134,7 +289,7 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
                 Err(e) => format!("{e:?}"),
             }
         }
-        Op::Adjust { user, credit, amount } => {
+        Op::Adjust { user, credit, amount, key: k } => {
             let adjustment = AdminAdjustment {
                 admin: uid(99),
                 user: uid(user),
@@ -142,9 +297,10 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
                 direction: if credit { Direction::Credit } else { Direction::Debit },
                 reason: "diff".into(),
                 correlation_id: None,
+                idempotency_key: key("adjust", 0, k),
             };
             match s.admin_adjust(adjustment, now).await {
-                Ok(o) => format!("balance {}", o.balance),
+                Ok(o) => format!("{:?} balance {}", o.applied, o.balance),
                 Err(e) => format!("{e:?}"),
             }
         }
@@ -155,16 +311,20 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
                 max_uses: max.map(|m| NonZeroU32::new(m).unwrap()),
                 expires_at: None,
                 created_by: uid(99),
+                correlation_id: None,
             };
             format!("{:?}", s.create_promo(promo, now).await)
+        }
+        Op::DisablePromo { code } => {
+            format!("{:?}", s.disable_promo(&PromoCode::parse(CODES[code]).unwrap(), uid(99), None, now).await)
         }
         Op::Validate { user, code } => {
             format!("{:?}", s.validate_promo(uid(user), &PromoCode::parse(CODES[code]).unwrap(), now).await)
         }
-        Op::Purchase { user, tariff, days, promo, key } => {
-            match s.purchase_from_balance(request(user, tariff, days, promo, key), now).await {
+        Op::Purchase { user, tariff, days, promo, key: k } => {
+            match s.purchase_from_balance(request(user, tariff, days, promo, k), now).await {
                 Ok(o) => {
-                    let index = ids.purchase(o.purchase_id, o.amount);
+                    let index = index_of(&mut ids.purchases, o.purchase_id, o.amount);
                     format!(
                         "{:?} purchase {index} amount {} until {} balance {}",
                         o.applied, o.amount, o.expires_at, o.balance
@@ -173,60 +333,105 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
                 Err(e) => format!("{e:?}"),
             }
         }
-        Op::Pending { user, stars, promo, key } => {
-            let provider = if stars { PaymentProviderKind::Stars } else { PaymentProviderKind::Crypto };
-            match s.create_pending_purchase(request(user, "basic", 30, promo, key), provider, StdDuration::from_secs(600), now).await {
+        Op::Pending { user, stars, promo, key: k } => {
+            let ttl = StdDuration::from_secs(600);
+            match s.create_pending_purchase(request(user, "basic", 30, promo, k), provider(stars), ttl, now).await {
                 Ok(o) => {
-                    let index = ids.purchase(o.purchase_id, o.amount);
+                    let index = index_of(&mut ids.purchases, o.purchase_id, o.amount);
                     format!("{:?} purchase {index} amount {}", o.applied, o.amount)
                 }
                 Err(e) => format!("{e:?}"),
             }
         }
+        Op::PurchaseInfo { purchase } => {
+            let Some(&(id, _)) = ids.purchases.get(purchase) else { return "no purchase".into() };
+            let info = s.purchase(id).await.unwrap().expect("a known purchase");
+            format!(
+                "{} {} {} {:?} {:?} {} {:?}",
+                info.tariff.as_str(),
+                info.days,
+                info.amount,
+                info.method,
+                info.status,
+                info.expires_at,
+                info.invoice_id
+            )
+        }
+        Op::Attach { topup, index, invoice } => {
+            let payable = if topup {
+                let Some(&(id, _)) = ids.topups.get(index) else { return "no top-up".into() };
+                Payable::TopUp(id)
+            } else {
+                let Some(&(id, _)) = ids.purchases.get(index) else { return "no purchase".into() };
+                Payable::Purchase(id)
+            };
+            // An invoice id names one thing at the provider: keep them apart per payable kind.
+            let invoice = format!("{}-{invoice}-{index}", if topup { "t" } else { "p" });
+            format!("{:?}", s.attach_invoice(payable, &invoice).await)
+        }
         Op::Finalize { purchase, stars, payment: p, exact } => {
             let Some(&(id, amount)) = ids.purchases.get(purchase) else { return "no purchase".into() };
-            let paid = if exact { amount.max(Money::positive(1).unwrap()) } else { Money::positive(amount.minor() + 1).unwrap() };
-            format!("{:?}", s.finalize_purchase(id, payment(stars, p, paid), now).await)
+            let amount = amount.max(Money::positive(1).unwrap());
+            format!("{:?}", s.finalize_purchase(id, payment(stars, format!("p{p}"), amount, exact), now).await)
         }
         Op::Close { purchase, cancel } => {
             let Some(&(id, _)) = ids.purchases.get(purchase) else { return "no purchase".into() };
-            format!(
-                "{:?}",
-                s.close_pending_purchase(id, if cancel { Closure::Cancelled } else { Closure::Expired }).await
-            )
+            let closure = if cancel { Closure::Cancelled } else { Closure::Expired };
+            format!("{:?}", s.close_pending_purchase(id, closure).await)
         }
         Op::Referral { purchase } => {
             let Some(&(id, _)) = ids.purchases.get(purchase) else { return "no purchase".into() };
             format!("{:?}", s.grant_referral_reward(id, Percent::new(10).unwrap(), now).await)
         }
-        Op::Withdraw { user, amount } => {
+        Op::Withdraw { user, amount, key: k } => {
             let requisites = Requisites::parse("card 0000 1111").unwrap();
-            match s
-                .create_withdrawal(
-                    uid(user),
-                    Money::parse(amount).unwrap(),
-                    requisites,
-                    Money::parse("100").unwrap(),
-                    now,
-                )
-                .await
-            {
+            let (amount, minimum) = (Money::parse(amount).unwrap(), Money::parse("100").unwrap());
+            match s.create_withdrawal(uid(user), amount, requisites, minimum, key("withdraw", user, k), now).await {
                 Ok(o) => {
-                    ids.withdrawals.push(o.withdrawal);
-                    format!("withdrawal {} balance {}", ids.withdrawals.len() - 1, o.balance)
+                    let index = match ids.withdrawals.iter().position(|w| *w == o.withdrawal) {
+                        Some(i) => i,
+                        None => {
+                            ids.withdrawals.push(o.withdrawal);
+                            ids.withdrawals.len() - 1
+                        }
+                    };
+                    format!("{:?} withdrawal {index} balance {}", o.applied, o.balance)
                 }
                 Err(e) => format!("{e:?}"),
             }
         }
-        Op::Decide { withdrawal, approve } => {
+        Op::Decide { withdrawal, approve, key: k } => {
             let Some(&id) = ids.withdrawals.get(withdrawal) else { return "no withdrawal".into() };
             let verdict = if approve { Verdict::Approve } else { Verdict::Reject };
-            let decision = WithdrawalDecision { withdrawal: id, admin: uid(99), verdict, reason: None, correlation_id: None };
+            let decision = WithdrawalDecision {
+                withdrawal: id,
+                admin: uid(99),
+                verdict,
+                reason: None,
+                correlation_id: None,
+                idempotency_key: key("decide", 0, k),
+            };
             format!("{:?}", s.decide_withdrawal(decision, now).await)
+        }
+        Op::ListWithdrawals => {
+            let pending = s.pending_withdrawals(10).await.unwrap();
+            let named: Vec<String> = pending
+                .iter()
+                .map(|w| {
+                    let index = ids.withdrawals.iter().position(|id| *id == w.id).expect("created here");
+                    format!("{index}:{}:{}:{:?}", w.user, w.amount, w.status)
+                })
+                .collect();
+            let one = match ids.withdrawals.first() {
+                Some(id) => s.withdrawal(*id).await.unwrap().map(|w| format!("{} {:?}", w.amount, w.status)),
+                None => None,
+            };
+            format!("{named:?} first {one:?}")
         }
         Op::AutoRenewSwitch { user, on } => format!("{:?}", s.set_auto_renew(uid(user), on, now).await.unwrap()),
         Op::AutoRenew { days_later } => {
-            match s.auto_renew_next(now + Duration::days(days_later), StdDuration::from_secs(86_400)).await.unwrap() {
+            let day = StdDuration::from_secs(86_400);
+            match s.auto_renew_next(now + Duration::days(days_later), day).await.unwrap() {
                 Some(RenewalOutcome::Renewed { user, amount, expires_at, .. }) => {
                     format!("renewed {user} {amount} until {expires_at}")
                 }
@@ -242,7 +447,10 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         Op::Activate { user, ok } => {
             let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };
             let result = if ok {
-                ActivationResult::Succeeded(PanelKey { panel_key_id: format!("a{user}"), access_uri: "vless://x".into() })
+                ActivationResult::Succeeded(PanelKey {
+                    panel_key_id: format!("a{user}"),
+                    access_uri: "vless://x".into(),
+                })
             } else {
                 ActivationResult::Failed { error: "panel down".into() }
             };
@@ -250,7 +458,7 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         }
         Op::Install { user, token } => {
             let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };
-            let key = PanelKey { panel_key_id: format!("k{user}-{token}"), access_uri: "vless://y".into() };
+            let key = PanelKey { panel_key_id: format!("k{user}-{token}"), access_uri: format!("vless://{token}") };
             match s.install_reissued_key(sub.id, token, key, now).await {
                 Ok(k) => format!("installed, replaced {:?}", k.replaced_panel_key_id),
                 Err(e) => format!("{e:?}"),
@@ -260,23 +468,103 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
             let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };
             format!("{:?}", s.claim_key_fence(sub.id, token, now).await)
         }
+        Op::CurrentKey { user } => {
+            let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };
+            let key = s.current_key(sub.id).await.unwrap();
+            format!("{:?}", key.map(|k| (k.panel_key_id, k.access_uri)))
+        }
         Op::Claim { user, threshold } => {
             let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };
             let threshold = NoticeThreshold::Before { hours: threshold as u16, period_end: sub.expires_at };
             format!("{:?}", s.claim_notice(sub.id, NoticeKind::ExpiryReminder, threshold, now).await.unwrap())
+        }
+        Op::Rename { user, name } => {
+            let name = name.map(|n| Username::parse(NAMES[n]).unwrap());
+            shown(&s.register_user(uid(user), Language::En, None, name, now).await.unwrap())
+        }
+        Op::Find { by_name, user } => {
+            let query = match by_name {
+                Some(n) => UserQuery::Username(Username::parse(&NAMES[n].to_uppercase()).unwrap()),
+                None => UserQuery::Id(uid(user + 10 * (user % 2))),
+            };
+            format!("{:?}", s.find_user(query).await.unwrap().map(|u| shown(&u)))
+        }
+        Op::Language { user, en } => {
+            let language = if en { Language::En } else { Language::Ru };
+            format!("{:?}", s.set_language(uid(user), language).await.unwrap())
+        }
+        Op::ReferralStats { user } => format!("{:?}", s.referral_stats(uid(user)).await.unwrap()),
+        Op::OpenTopUp { user, stars, amount, key: k } => {
+            let amount = Money::parse(amount).unwrap();
+            let ttl = StdDuration::from_secs(600);
+            match s.create_topup(uid(user), amount, provider(stars), key("topup", user, k), ttl, now).await {
+                Ok(o) => {
+                    let index = index_of(&mut ids.topups, o.topup, amount);
+                    let info = s.topup(o.topup).await.unwrap().expect("just opened");
+                    format!("{:?} top-up {index} until {} {:?} {:?}", o.applied, o.expires_at, info.status, info.method)
+                }
+                Err(e) => format!("{e:?}"),
+            }
+        }
+        Op::PayTopUp { topup, stars, payment: p, exact } => {
+            let Some(&(id, amount)) = ids.topups.get(topup) else { return "no top-up".into() };
+            let paid = s.finalize_topup(id, payment(stars, format!("tp{p}"), amount, exact), now).await;
+            let status = s.topup(id).await.unwrap().map(|t| t.status);
+            format!("{paid:?} now {status:?}")
+        }
+        Op::CloseTopUp { topup, cancel } => {
+            let Some(&(id, _)) = ids.topups.get(topup) else { return "no top-up".into() };
+            let closure = if cancel { Closure::Cancelled } else { Closure::Expired };
+            format!("{:?}", s.close_topup(id, closure).await)
+        }
+        Op::RecordAdmin { target } => {
+            let action = AdminAction {
+                admin: uid(99),
+                action: "find_user",
+                target: target.map(uid),
+                correlation_id: Some("upd:1".into()),
+            };
+            format!("{:?}", s.record_admin_action(action, now).await.unwrap())
+        }
+        Op::Stats { days_later } => format!("{:?}", s.stats(now + Duration::days(days_later)).await.unwrap()),
+        Op::Again => "nothing to repeat".into(),
+        Op::Broadcast { text, key: k } => {
+            let text = ["Hello, everyone", "Maintenance tonight"][text];
+            match s.create_broadcast(uid(99), text, key("broadcast", 0, k), now).await {
+                Ok(o) => {
+                    let index = match ids.broadcasts.iter().position(|b| *b == o.broadcast) {
+                        Some(i) => i,
+                        None => {
+                            ids.broadcasts.push(o.broadcast);
+                            ids.broadcasts.len() - 1
+                        }
+                    };
+                    format!("{:?} broadcast {index}", o.applied)
+                }
+                Err(e) => format!("{e:?}"),
+            }
         }
     }
 }
 
 async fn run(s: &impl Store, ops: &[Op]) -> Vec<String> {
     let mut ids = Created::default();
-    s.register_user(uid(1), Language::Ru, None, t0()).await.unwrap();
+    s.register_user(uid(1), Language::Ru, None, None, t0()).await.unwrap();
     for user in 2..=USERS {
-        s.register_user(uid(user), Language::En, Some(uid(user - 1)), t0()).await.unwrap();
+        s.register_user(uid(user), Language::En, Some(uid(user - 1)), None, t0()).await.unwrap();
+    }
+    for user in 1..=USERS {
+        s.top_up(uid(user), crypto(&format!("seed{user}"), "3000"), t0()).await.unwrap();
     }
     let mut out = Vec::new();
+    let mut previous: Option<&Op> = None;
     for op in ops {
+        let op = match (op, previous) {
+            (Op::Again, Some(previous)) => previous,
+            (op, _) => op,
+        };
         out.push(apply(s, op, &mut ids).await);
+        previous = Some(op);
     }
     for user in 1..=USERS {
         let u = s.user(uid(user)).await.unwrap().unwrap();
@@ -285,22 +573,52 @@ async fn run(s: &impl Store, ops: &[Op]) -> Vec<String> {
             .await
             .unwrap()
             .map(|s| (s.expires_at, s.activation_status, s.key_fence, s.auto_renew));
-        out.push(format!("user {user}: balance {} trial {} subscription {sub:?}", u.balance, u.trial_used));
+        out.push(format!("{} trial {} subscription {sub:?}", shown(&u), u.trial_used));
     }
     out
 }
 
+/// The admin audit log as PostgreSQL holds it: (admin, action, target) in order.
+async fn real_audit(db: &TestDb) -> Vec<(UserId, String, Option<UserId>)> {
+    let rows: Vec<(i64, String, Option<i64>)> =
+        sqlx::query_as("SELECT admin_id, action, target_user_id FROM admin_audit_log ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    rows.into_iter().map(|(a, action, t)| (uid(a), action, t.map(uid))).collect()
+}
+
 #[tokio::test]
 async fn the_model_answers_like_postgresql() {
-    for seed in 0..12 {
+    for seed in 0..SEEDS {
         let ops = ops(seed);
         let db = TestDb::new().await;
         let real = run(&db.store, &ops).await;
-        let model = atlas_sim::store_host::SimStore::direct(Model::new());
+        let link = atlas_sim::store_host::StoreLink::default();
+        let model = SimStore::direct_on(link.clone());
         let modelled = run(&model, &ops).await;
         assert_eq!(real.len(), modelled.len(), "seed {seed}: the runs answered a different number of steps");
         for (i, (r, m)) in real.iter().zip(&modelled).enumerate() {
             assert_eq!(r, m, "seed {seed}, step {i}: {:?}", ops.get(i));
         }
+        let modelled_audit: Vec<(UserId, String, Option<UserId>)> =
+            link.with_model(|m| m.audit_log()).into_iter().map(|(a, action, t)| (a, action.to_owned(), t)).collect();
+        assert_eq!(real_audit(&db).await, modelled_audit, "seed {seed}: the admin audit logs differ");
     }
+}
+
+/// The generator reaches every operation within the seeds the test runs (a new operation that
+/// is never drawn would be compared nowhere).
+#[test]
+fn every_operation_is_drawn() {
+    let drawn: std::collections::BTreeSet<String> =
+        (0..SEEDS).flat_map(ops).map(|op| format!("{op:?}").split([' ', '{']).next().unwrap().to_owned()).collect();
+    assert_eq!(drawn.len(), 34, "operations drawn: {drawn:?}");
+}
+
+/// `Model` is the database behind a `SimStore`: a fresh one is a migrated, empty database.
+#[test]
+fn a_fresh_model_sells_the_seed_catalogue() {
+    let m = Model::new();
+    assert_eq!(m.price_of(&TariffCode::parse("basic").unwrap(), 30), Money::positive(19_900).ok());
 }

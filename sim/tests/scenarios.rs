@@ -73,13 +73,27 @@ fn a_seed_replays_exactly() {
 fn a_misconfigured_scenario_is_refused_at_load() {
     let dir = std::env::temp_dir().join(format!("atlas-scenario-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let base = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/chat_restart.toml"))
-        .unwrap();
+    let base =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/chat_restart.toml")).unwrap();
     let cases = [
-        ("leader_failover on a chat", base.replace("invariants = [", "invariants = [\"leader_failover\", "), "leader_failover"),
+        (
+            "leader_failover on a chat",
+            base.replace("invariants = [", "invariants = [\"leader_failover\", "),
+            "leader_failover",
+        ),
         ("money_once on a chat", base.replace("invariants = [", "invariants = [\"money_once\", "), "money_once"),
-        ("legacy breaks an unchecked invariant", base.replace("breaks = \"fsm_survives_restart\"", "breaks = \"money_once\""), "money_once"),
-        ("unknown action", std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/rate_limits_skewed.toml")).unwrap().replace("\"promo\"", "\"promos\""), "promos"),
+        (
+            "legacy breaks an unchecked invariant",
+            base.replace("breaks = \"fsm_survives_restart\"", "breaks = \"money_once\""),
+            "money_once",
+        ),
+        (
+            "unknown action",
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/rate_limits_skewed.toml"))
+                .unwrap()
+                .replace("\"promo\"", "\"promos\""),
+            "promos",
+        ),
     ];
     for (what, text, named) in cases {
         let path = dir.join("bad.toml");

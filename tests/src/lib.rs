@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use atlas::domain::{Language, Money, PaymentProviderKind, Percent, ProviderPaymentId, UserId};
-use atlas::ports::store::{Accounts, ProviderPayment, Promos};
+use atlas::ports::store::{Accounts, Promos, ProviderPayment};
 use atlas::store::PgStore;
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::Connection as _;
@@ -102,7 +102,7 @@ pub fn crypto(payment_id: &str, amount: &str) -> ProviderPayment {
 /// Registers a user and credits `balance` (if any) through a real top-up.
 pub async fn user_with_balance(store: &PgStore, id: i64, balance: &str) -> UserId {
     let user = uid(id);
-    store.register_user(user, Language::En, None, t0()).await.expect("register");
+    store.register_user(user, Language::En, None, None, t0()).await.expect("register");
     if balance != "0" {
         store.top_up(user, crypto(&format!("seed-{id}"), balance), t0()).await.expect("seed top-up");
     }
@@ -123,6 +123,7 @@ pub async fn create_promo(
         max_uses: max_uses.map(|m| std::num::NonZeroU32::new(m).expect("positive test max_uses")),
         expires_at,
         created_by: uid(1),
+        correlation_id: None,
     };
     db.store.create_promo(promo, t0()).await.expect("create promo");
 }
@@ -159,6 +160,8 @@ pub async fn snapshot(db: &TestDb) -> Vec<(String, i64)> {
         "balance_ledger",
         "auto_renewals",
         "notice_deliveries",
+        "topups",
+        "broadcasts",
     ];
     let mut counts = Vec::new();
     for table in tables {

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use atlas::coord::fsm::{self, Loaded};
 use atlas::coord::keys::KeySpace;
-use atlas::coord::limits::{FLOOD_MAX, FSM_DATA_MAX_BYTES};
 use atlas::coord::legacy::LegacyCoordination;
+use atlas::coord::limits::{FLOOD_MAX, FSM_DATA_MAX_BYTES};
 use atlas::ports::Coordination;
-use atlas::ports::store::*;
 use atlas::ports::coordination::*;
+use atlas::ports::store::*;
 use atlas::ports::vpn::PanelKey;
 use atlas_tests::redis_support::*;
 use atlas_tests::{TestDb, t0, uid, user_with_balance};
@@ -21,7 +21,10 @@ use redis::AsyncCommands as _;
 /// Short enough that tests can outwait it.
 const SHORT_LEASE: Duration = Duration::from_millis(300);
 
-fn redis_instance(keys: &KeySpace, seed: u64) -> atlas::coord::redis::RedisCoordination<atlas::coord::connector::TcpDialer> {
+fn redis_instance(
+    keys: &KeySpace,
+    seed: u64,
+) -> atlas::coord::redis::RedisCoordination<atlas::coord::connector::TcpDialer> {
     instance(keys, clock(), seed).with_lease_ttl(SHORT_LEASE)
 }
 

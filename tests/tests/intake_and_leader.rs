@@ -13,7 +13,10 @@ use atlas::runtime::leader;
 use atlas_tests::redis_support::{clock, fresh_keys, ids, instance};
 use atlas_tests::uid;
 
-fn guarded(keys: &atlas::coord::keys::KeySpace, seed: u64) -> Guarded<atlas::coord::redis::RedisCoordination<atlas::coord::connector::TcpDialer>> {
+fn guarded(
+    keys: &atlas::coord::keys::KeySpace,
+    seed: u64,
+) -> Guarded<atlas::coord::redis::RedisCoordination<atlas::coord::connector::TcpDialer>> {
     Guarded::new(instance(keys, clock(), seed), LegacyCoordination::new(clock(), ids(seed)))
 }
 

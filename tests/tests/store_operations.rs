@@ -44,15 +44,15 @@ async fn registration_keeps_the_first_referrer_and_refuses_forged_ones() {
     let db = TestDb::new().await;
     let s = &db.store;
     let referrer = user_with_balance(s, 10, "0").await;
-    let user = s.register_user(uid(11), Language::Ru, Some(referrer), t0()).await.unwrap();
+    let user = s.register_user(uid(11), Language::Ru, Some(referrer), None, t0()).await.unwrap();
     assert_eq!(user.referrer, Some(referrer));
     assert_eq!(user.balance, Money::ZERO);
     // Registering again changes nothing, not even with another referrer.
-    let again = s.register_user(uid(11), Language::En, Some(uid(12)), t0()).await.unwrap();
+    let again = s.register_user(uid(11), Language::En, Some(uid(12)), None, t0()).await.unwrap();
     assert_eq!(again, user);
     // Self-referral and an unknown referrer are dropped.
-    assert_eq!(s.register_user(uid(13), Language::En, Some(uid(13)), t0()).await.unwrap().referrer, None);
-    assert_eq!(s.register_user(uid(14), Language::En, Some(uid(999)), t0()).await.unwrap().referrer, None);
+    assert_eq!(s.register_user(uid(13), Language::En, Some(uid(13)), None, t0()).await.unwrap().referrer, None);
+    assert_eq!(s.register_user(uid(14), Language::En, Some(uid(999)), None, t0()).await.unwrap().referrer, None);
     assert_eq!(count(&db, "SELECT count(*) FROM referrals").await, 1);
     assert!(s.user(uid(15)).await.unwrap().is_none());
 }
@@ -93,6 +93,7 @@ async fn admin_credit_and_debit_are_audited_and_never_overdraw() {
         direction,
         reason: "support ticket 42".into(),
         correlation_id: Some("upd-1".into()),
+        idempotency_key: None,
     };
     let credit = s.admin_adjust(adjust(Direction::Credit, "50"), t0()).await.unwrap();
     assert_eq!(credit.balance, minor(15_000));
@@ -122,7 +123,10 @@ async fn purchase_from_balance_debits_extends_and_is_idempotent() {
     assert_eq!(bought.expires_at, t0() + Duration::days(30));
     // A double tap replays the first purchase.
     let replay = s.purchase_from_balance(purchase(user, None, Some("callback:1")), t0()).await.unwrap();
-    assert_eq!((replay.applied, replay.purchase_id, replay.balance), (Applied::Duplicate, bought.purchase_id, minor(80_100)));
+    assert_eq!(
+        (replay.applied, replay.purchase_id, replay.balance),
+        (Applied::Duplicate, bought.purchase_id, minor(80_100))
+    );
     // Buying again before expiry adds to the expiry, not to now: leftover days are kept.
     let later = s.purchase_from_balance(purchase(user, None, None), t0() + Duration::days(10)).await.unwrap();
     assert_eq!(later.expires_at, t0() + Duration::days(60));
@@ -174,7 +178,12 @@ async fn purchase_refusals_write_nothing() {
     );
     refused_without_writes!(
         &db,
-        s.create_pending_purchase(purchase(rich, None, Some("shared-key")), PaymentProviderKind::Crypto, ttl(600), t0()),
+        s.create_pending_purchase(
+            purchase(rich, None, Some("shared-key")),
+            PaymentProviderKind::Crypto,
+            ttl(600),
+            t0()
+        ),
         PurchaseError::IdempotencyKeyReused
     );
     sqlx::query("UPDATE users SET banned = TRUE WHERE telegram_id = 3").execute(db.pool()).await.unwrap();
@@ -199,6 +208,7 @@ async fn promo_creation_refuses_duplicates_and_bad_limits() {
         max_uses: max_uses.map(|m| std::num::NonZeroU32::new(m).unwrap()),
         expires_at: None,
         created_by: uid(7),
+        correlation_id: None,
     };
     s.create_promo(promo("WINTER", 15, Some(100)), t0()).await.unwrap();
     refused_without_writes!(&db, s.create_promo(promo("winter", 20, None), t0()), PromoCreateError::AlreadyExists);
@@ -332,8 +342,10 @@ async fn provider_purchase_is_finalized_once_and_late_money_is_kept() {
     );
     assert_eq!(balance(&db, user).await, 17_910);
     // The same provider id for another purchase is refused.
-    let other =
-        s.create_pending_purchase(purchase(user, None, None), PaymentProviderKind::Crypto, ttl(3600), t0()).await.unwrap();
+    let other = s
+        .create_pending_purchase(purchase(user, None, None), PaymentProviderKind::Crypto, ttl(3600), t0())
+        .await
+        .unwrap();
     refused_without_writes!(
         &db,
         s.finalize_purchase(other.purchase_id, crypto("tx-1", "199"), t0()),
@@ -361,7 +373,11 @@ async fn closing_a_pending_purchase_gives_back_its_promo_use() {
         s.close_pending_purchase(pending.purchase_id, Closure::Cancelled),
         CloseError::NotPending(_)
     );
-    refused_without_writes!(&db, s.close_pending_purchase(PurchaseId::new(404).unwrap(), Closure::Cancelled), CloseError::UnknownPurchase);
+    refused_without_writes!(
+        &db,
+        s.close_pending_purchase(PurchaseId::new(404).unwrap(), Closure::Cancelled),
+        CloseError::UnknownPurchase
+    );
     // Paid after it expired: the money is kept on the balance.
     let late = ProviderPayment { provider: PaymentProviderKind::Stars, ..crypto("late-1", "159.20") };
     assert_eq!(s.finalize_purchase(pending.purchase_id, late, t0()).await.unwrap(), FinalizeOutcome::CreditedToBalance);
@@ -375,7 +391,7 @@ async fn referral_reward_is_granted_once_per_purchase() {
     let db = TestDb::new().await;
     let s = &db.store;
     let referrer = user_with_balance(s, 1, "0").await;
-    s.register_user(uid(2), Language::En, Some(referrer), t0()).await.unwrap();
+    s.register_user(uid(2), Language::En, Some(referrer), None, t0()).await.unwrap();
     let buyer = uid(2);
     s.top_up(buyer, crypto("b-1", "1000"), t0()).await.unwrap();
     let bought = s.purchase_from_balance(purchase(buyer, None, None), t0()).await.unwrap();
@@ -388,11 +404,24 @@ async fn referral_reward_is_granted_once_per_purchase() {
     assert!(matches!(own, Err(PurchaseError::InsufficientBalance)));
     let lonely = user_with_balance(s, 3, "500").await;
     let lonely_buy = s.purchase_from_balance(purchase(lonely, None, None), t0()).await.unwrap();
-    assert_eq!(s.grant_referral_reward(lonely_buy.purchase_id, ten(), t0()).await.unwrap(), ReferralOutcome::NoReferrer);
-    refused_without_writes!(&db, s.grant_referral_reward(PurchaseId::new(404).unwrap(), ten(), t0()), ReferralError::UnknownPurchase);
-    let unpaid =
-        s.create_pending_purchase(purchase(buyer, None, None), PaymentProviderKind::Crypto, ttl(600), t0()).await.unwrap();
-    refused_without_writes!(&db, s.grant_referral_reward(unpaid.purchase_id, ten(), t0()), ReferralError::PurchaseNotPaid);
+    assert_eq!(
+        s.grant_referral_reward(lonely_buy.purchase_id, ten(), t0()).await.unwrap(),
+        ReferralOutcome::NoReferrer
+    );
+    refused_without_writes!(
+        &db,
+        s.grant_referral_reward(PurchaseId::new(404).unwrap(), ten(), t0()),
+        ReferralError::UnknownPurchase
+    );
+    let unpaid = s
+        .create_pending_purchase(purchase(buyer, None, None), PaymentProviderKind::Crypto, ttl(600), t0())
+        .await
+        .unwrap();
+    refused_without_writes!(
+        &db,
+        s.grant_referral_reward(unpaid.purchase_id, ten(), t0()),
+        ReferralError::PurchaseNotPaid
+    );
     assert_ledger_invariants(&db).await.unwrap();
 }
 
@@ -403,22 +432,22 @@ async fn withdrawal_holds_the_amount_and_is_decided_once() {
     let user = user_with_balance(s, 1, "1000").await;
     let card = || Requisites::parse("4276 0000 1111 2222").unwrap();
     let minimum = money("100");
-    let created = s.create_withdrawal(user, money("600"), card(), minimum, t0()).await.unwrap();
+    let created = s.create_withdrawal(user, money("600"), card(), minimum, None, t0()).await.unwrap();
     assert_eq!(created.balance, minor(40_000));
     // The held amount cannot be spent or withdrawn again.
     refused_without_writes!(
         &db,
-        s.create_withdrawal(user, money("400.01"), card(), minimum, t0()),
+        s.create_withdrawal(user, money("400.01"), card(), minimum, None, t0()),
         WithdrawalError::InsufficientBalance
     );
     refused_without_writes!(
         &db,
-        s.create_withdrawal(user, money("99.99"), card(), minimum, t0()),
+        s.create_withdrawal(user, money("99.99"), card(), minimum, None, t0()),
         WithdrawalError::BelowMinimum
     );
     refused_without_writes!(
         &db,
-        s.create_withdrawal(uid(404), money("100"), card(), minimum, t0()),
+        s.create_withdrawal(uid(404), money("100"), card(), minimum, None, t0()),
         WithdrawalError::UnknownUser
     );
 
@@ -428,6 +457,7 @@ async fn withdrawal_holds_the_amount_and_is_decided_once() {
         verdict: if approve { Verdict::Approve } else { Verdict::Reject },
         reason: (!approve).then(|| "wrong card".to_owned()),
         correlation_id: None,
+        idempotency_key: None,
     };
     let approved = s.decide_withdrawal(decide(created.withdrawal, true), t0()).await.unwrap();
     assert_eq!((approved.status, approved.amount), (WithdrawalStatus::Approved, minor(60_000)));
@@ -436,9 +466,13 @@ async fn withdrawal_holds_the_amount_and_is_decided_once() {
         s.decide_withdrawal(decide(created.withdrawal, false), t0()),
         WithdrawalError::NotPending(WithdrawalStatus::Approved)
     );
-    refused_without_writes!(&db, s.decide_withdrawal(decide(WithdrawalId::new(404).unwrap(), true), t0()), WithdrawalError::UnknownWithdrawal);
+    refused_without_writes!(
+        &db,
+        s.decide_withdrawal(decide(WithdrawalId::new(404).unwrap(), true), t0()),
+        WithdrawalError::UnknownWithdrawal
+    );
 
-    let second = s.create_withdrawal(user, money("400"), card(), minimum, t0()).await.unwrap();
+    let second = s.create_withdrawal(user, money("400"), card(), minimum, None, t0()).await.unwrap();
     assert_eq!(second.balance, Money::ZERO);
     let rejected = s.decide_withdrawal(decide(second.withdrawal, false), t0()).await.unwrap();
     assert_eq!(rejected.status, WithdrawalStatus::Rejected);
@@ -540,8 +574,12 @@ async fn activation_attempts_are_bounded_and_finish_once() {
     s.purchase_from_balance(purchase(b, None, None), t0()).await.unwrap();
     let pending = s.pending_activations(10).await.unwrap();
     assert_eq!(pending.len(), 2);
-    let key =
-        || ActivationResult::Succeeded(PanelKey { panel_key_id: "panel-1".into(), access_uri: "vless://secret@host".into() });
+    let key = || {
+        ActivationResult::Succeeded(PanelKey {
+            panel_key_id: "panel-1".into(),
+            access_uri: "vless://secret@host".into(),
+        })
+    };
     assert_eq!(s.record_activation(pending[0], key(), t0()).await.unwrap(), ActivationOutcome::Activated);
     assert_eq!(s.record_activation(pending[0], key(), t0()).await.unwrap(), ActivationOutcome::NotPending);
     let fail = || ActivationResult::Failed { error: "panel timeout".into() };
@@ -584,8 +622,16 @@ async fn reissued_keys_are_fenced_by_token() {
     refused_without_writes!(&db, s.claim_key_fence(sub, 7, t0()), KeyError::StaleFencingToken { current: 7 });
     let second = s.install_reissued_key(sub, 7, key(7), t0()).await.unwrap();
     assert_eq!(second.replaced_panel_key_id.as_deref(), Some("k5"));
-    refused_without_writes!(&db, s.install_reissued_key(SubscriptionId::new(404).unwrap(), 9, key(9), t0()), KeyError::UnknownSubscription);
-    refused_without_writes!(&db, s.claim_key_fence(SubscriptionId::new(404).unwrap(), 9, t0()), KeyError::UnknownSubscription);
+    refused_without_writes!(
+        &db,
+        s.install_reissued_key(SubscriptionId::new(404).unwrap(), 9, key(9), t0()),
+        KeyError::UnknownSubscription
+    );
+    refused_without_writes!(
+        &db,
+        s.claim_key_fence(SubscriptionId::new(404).unwrap(), 9, t0()),
+        KeyError::UnknownSubscription
+    );
     let active: Vec<String> = sqlx::query_scalar("SELECT panel_key_id FROM vpn_keys WHERE status = 'active'")
         .fetch_all(db.pool())
         .await
@@ -645,4 +691,156 @@ async fn a_hung_statement_is_reported_as_a_statement_timeout() {
     assert!(!text.contains("PoolTimedOut"), "{text}");
     holder.rollback().await.unwrap();
     assert_eq!(before, snapshot(&db).await, "a cancelled statement wrote something");
+}
+
+fn idem(text: &str) -> Option<IdempotencyKey> {
+    IdempotencyKey::parse(text)
+}
+
+/// Every money operation a user or admin triggers carries the update's key: the same update
+/// handled twice moves money once, and is told what the first one did.
+#[tokio::test]
+async fn replayed_keys_move_money_once() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "1000").await;
+    let card = || Requisites::parse("4276 0000 1111 2222").unwrap();
+    let minimum = money("100");
+    let first = s.create_withdrawal(user, money("300"), card(), minimum, idem("upd:10:withdraw"), t0()).await.unwrap();
+    let again = s.create_withdrawal(user, money("300"), card(), minimum, idem("upd:10:withdraw"), t0()).await.unwrap();
+    assert_eq!((first.applied, again.applied), (Applied::Done, Applied::Duplicate));
+    assert_eq!((again.withdrawal, again.balance), (first.withdrawal, minor(70_000)));
+    refused_without_writes!(
+        &db,
+        s.create_withdrawal(user, money("200"), card(), minimum, idem("upd:10:withdraw"), t0()),
+        WithdrawalError::IdempotencyKeyReused
+    );
+    let decide = |key: &str, verdict| WithdrawalDecision {
+        withdrawal: first.withdrawal,
+        admin: uid(7),
+        verdict,
+        reason: None,
+        correlation_id: Some("upd:11".into()),
+        idempotency_key: idem(key),
+    };
+    let decided = s.decide_withdrawal(decide("upd:11:decide", Verdict::Reject), t0()).await.unwrap();
+    let replay = s.decide_withdrawal(decide("upd:11:decide", Verdict::Reject), t0()).await.unwrap();
+    assert_eq!((decided.applied, replay.applied), (Applied::Done, Applied::Duplicate));
+    assert_eq!(replay.status, WithdrawalStatus::Rejected);
+    // Another admin's decision on the decided request is told it was decided.
+    refused_without_writes!(
+        &db,
+        s.decide_withdrawal(decide("upd:12:decide", Verdict::Approve), t0()),
+        WithdrawalError::NotPending(WithdrawalStatus::Rejected)
+    );
+    assert_eq!(balance(&db, user).await, 100_000);
+    let credit = |key: &str, amount: &str| AdminAdjustment {
+        admin: uid(7),
+        user,
+        amount: money(amount),
+        direction: Direction::Credit,
+        reason: "bonus".into(),
+        correlation_id: None,
+        idempotency_key: idem(key),
+    };
+    assert_eq!(s.admin_adjust(credit("upd:13:adjust", "5"), t0()).await.unwrap().applied, Applied::Done);
+    let again = s.admin_adjust(credit("upd:13:adjust", "5"), t0()).await.unwrap();
+    assert_eq!((again.applied, again.balance), (Applied::Duplicate, minor(100_500)));
+    refused_without_writes!(
+        &db,
+        s.admin_adjust(credit("upd:13:adjust", "6"), t0()),
+        BalanceError::IdempotencyKeyReused
+    );
+    assert_ledger_invariants(&db).await.unwrap();
+}
+
+/// A top-up opened by the user is credited once per provider payment, even after it was
+/// cancelled; its amount and method must match.
+#[tokio::test]
+async fn a_pending_top_up_is_credited_once_per_payment() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "0").await;
+    let ttl = ttl(600);
+    let opened =
+        s.create_topup(user, money("250"), PaymentProviderKind::Crypto, idem("upd:1:topup"), ttl, t0()).await.unwrap();
+    let replay =
+        s.create_topup(user, money("250"), PaymentProviderKind::Crypto, idem("upd:1:topup"), ttl, t0()).await.unwrap();
+    assert_eq!((replay.applied, replay.topup), (Applied::Duplicate, opened.topup));
+    s.attach_invoice(Payable::TopUp(opened.topup), "inv-1").await.unwrap();
+    s.attach_invoice(Payable::TopUp(opened.topup), "inv-1").await.unwrap();
+    assert!(matches!(
+        s.attach_invoice(Payable::TopUp(opened.topup), "inv-2").await,
+        Err(InvoiceError::AlreadyAttached)
+    ));
+    refused_without_writes!(
+        &db,
+        s.finalize_topup(opened.topup, crypto("c-1", "249"), t0()),
+        PaymentError::AmountMismatch
+    );
+    let paid = s.finalize_topup(opened.topup, crypto("c-1", "250"), t0()).await.unwrap();
+    let again = s.finalize_topup(opened.topup, crypto("c-1", "250"), t0()).await.unwrap();
+    assert_eq!((paid.applied, again.applied, again.balance), (Applied::Done, Applied::Duplicate, minor(25_000)));
+    let info = s.topup(opened.topup).await.unwrap().unwrap();
+    assert_eq!((info.status, info.invoice_id.as_deref()), (PurchaseStatus::Paid, Some("inv-1")));
+    refused_without_writes!(
+        &db,
+        s.close_topup(opened.topup, Closure::Cancelled),
+        CloseError::NotPending(PurchaseStatus::Paid)
+    );
+    let other = s.create_topup(user, money("10"), PaymentProviderKind::Stars, None, ttl, t0()).await.unwrap();
+    s.close_topup(other.topup, Closure::Cancelled).await.unwrap();
+    // Money that arrives for a cancelled top-up is still the user's.
+    let stars = ProviderPayment {
+        provider: PaymentProviderKind::Stars,
+        payment_id: ProviderPaymentId::parse("charge-1").unwrap(),
+        amount: money("10"),
+    };
+    s.finalize_topup(other.topup, stars, t0()).await.unwrap();
+    assert_eq!(balance(&db, user).await, 26_000);
+    assert!(matches!(
+        s.finalize_topup(TopUpId::new(404).unwrap(), crypto("c-9", "1"), t0()).await,
+        Err(PaymentError::UnknownTopUp)
+    ));
+    assert_ledger_invariants(&db).await.unwrap();
+}
+
+/// Admin tools: a user found by id or username (any case), every action in the audit log,
+/// promo codes switched off once, broadcasts queued once per key.
+#[tokio::test]
+async fn admin_tools_find_log_disable_and_queue() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 5, "0").await;
+    s.register_user(user, Language::Ru, None, Username::parse("Alice_5"), t0()).await.unwrap();
+    let found = s.find_user(UserQuery::Username(Username::parse("@alice_5").unwrap())).await.unwrap().unwrap();
+    assert_eq!((found.id, found.language), (user, Language::En), "the first language is kept");
+    assert!(s.find_user(UserQuery::Id(uid(6))).await.unwrap().is_none());
+    create_promo(&db, "SPRING", 10, None, None).await;
+    let spring = PromoCode::parse("spring").unwrap();
+    assert_eq!(s.disable_promo(&spring, uid(7), Some("upd:2".into()), t0()).await.unwrap(), Applied::Done);
+    assert_eq!(s.disable_promo(&spring, uid(7), None, t0()).await.unwrap(), Applied::Duplicate);
+    assert!(matches!(s.validate_promo(user, &spring, t0()).await, Err(PromoError::Refused(PromoRefusal::Disabled))));
+    let unknown = PromoCode::parse("NOPE").unwrap();
+    assert!(matches!(s.disable_promo(&unknown, uid(7), None, t0()).await, Err(PromoDisableError::NotFound)));
+    let queued = s.create_broadcast(uid(7), "Hello", idem("upd:3:broadcast"), t0()).await.unwrap();
+    let again = s.create_broadcast(uid(7), "Hello", idem("upd:3:broadcast"), t0()).await.unwrap();
+    assert_eq!((again.applied, again.broadcast), (Applied::Duplicate, queued.broadcast));
+    assert!(matches!(
+        s.create_broadcast(uid(7), "Other", idem("upd:3:broadcast"), t0()).await,
+        Err(BroadcastError::IdempotencyKeyReused)
+    ));
+    let action =
+        AdminAction { admin: uid(7), action: "find_user", target: Some(user), correlation_id: Some("upd:4".into()) };
+    s.record_admin_action(action, t0()).await.unwrap();
+    let audit: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT action, correlation_id FROM admin_audit_log ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    let actions: Vec<&str> = audit.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["promo_create", "promo_disable", "broadcast", "find_user"]);
+    assert_eq!(audit[3].1.as_deref(), Some("upd:4"));
+    let stats = s.stats(t0()).await.unwrap();
+    assert_eq!((stats.users, stats.pending_withdrawals), (1, 0));
 }

@@ -59,14 +59,19 @@ async fn concurrent_money_operations_keep_every_invariant() {
     let store: Arc<PgStore> = Arc::new(db.store.clone());
     let hot = uid(HOT_USER);
     let referrer = user_with_balance(&store, REFERRER, "0").await;
-    store.register_user(hot, Language::Ru, Some(referrer), t0()).await.unwrap();
+    store.register_user(hot, Language::Ru, Some(referrer), None, t0()).await.unwrap();
     store.top_up(hot, crypto("seed-hot", "5000"), t0()).await.unwrap();
     create_promo(&db, "HOT", 10, Some(PROMO_MAX_USES), None).await;
     for i in 0..PROMO_USERS {
         user_with_balance(&store, 100 + i, "500").await;
     }
     let pending = store
-        .create_pending_purchase(basic_request(hot, false, None), PaymentProviderKind::Crypto, std::time::Duration::from_secs(3600), t0())
+        .create_pending_purchase(
+            basic_request(hot, false, None),
+            PaymentProviderKind::Crypto,
+            std::time::Duration::from_secs(3600),
+            t0(),
+        )
         .await
         .unwrap();
 
@@ -106,7 +111,7 @@ async fn concurrent_money_operations_keep_every_invariant() {
         jobs.push(Box::new(move |s| {
             Box::pin(async move {
                 let card = Requisites::parse("4276 0000 1111 2222").unwrap();
-                let result = s.create_withdrawal(hot, money("300"), card, money("100"), t0()).await;
+                let result = s.create_withdrawal(hot, money("300"), card, money("100"), None, t0()).await;
                 if let Err(e) = &result {
                     assert!(matches!(e, WithdrawalError::InsufficientBalance), "unexpected: {e:?}");
                 }
@@ -246,7 +251,10 @@ async fn a_payment_and_a_cancellation_of_one_purchase_never_both_win() {
         create_promo(&db, "ONCE", 30, Some(1), None).await;
         let request =
             PurchaseRequest { promo: Some(PromoCode::parse("ONCE").unwrap()), ..basic_request(buyer, false, None) };
-        let pending = store.create_pending_purchase(request, PaymentProviderKind::Crypto, std::time::Duration::from_secs(3600), t0()).await.unwrap();
+        let pending = store
+            .create_pending_purchase(request, PaymentProviderKind::Crypto, std::time::Duration::from_secs(3600), t0())
+            .await
+            .unwrap();
         // Stall the payment between reading the purchase and writing its payment row (an
         // uncommitted row with the same provider payment id), cancel meanwhile, then let go.
         let other = user_with_balance(&store, 2, "0").await;
@@ -274,7 +282,9 @@ async fn a_payment_and_a_cancellation_of_one_purchase_never_both_win() {
         let (paid, cancelled) = (pay.await.unwrap().unwrap(), cancel.await.unwrap());
         match (paid, cancelled) {
             (FinalizeOutcome::Finalized { .. }, Err(CloseError::NotPending(_))) => {}
-            (FinalizeOutcome::CreditedToBalance, Ok(())) => assert_eq!(balance(&db, buyer).await, pending.amount.minor()),
+            (FinalizeOutcome::CreditedToBalance, Ok(())) => {
+                assert_eq!(balance(&db, buyer).await, pending.amount.minor())
+            }
             other => panic!("round {round}: payment and cancellation both won or both lost: {other:?}"),
         }
         assert_ledger_invariants(&db).await.unwrap();

@@ -24,8 +24,8 @@ use super::legacy::LegacyCoordination;
 use super::limits::{self, WhenUnavailable};
 use crate::domain::UserId;
 use crate::ports::coordination::{
-    BeginOutcome, CommitOutcome, CoordinationError, Decision, FsmWrite, Leadership, LimitedAction, LockGuard,
-    LockName, Role, UpdateTicket,
+    BeginOutcome, CommitOutcome, CoordinationError, Decision, FsmWrite, Leadership, LimitedAction, LockGuard, LockName,
+    Role, UpdateTicket,
 };
 use crate::ports::{Clock, Coordination};
 

@@ -64,6 +64,14 @@ positive_id!(
     /// A promo code's row.
     PromoId
 );
+positive_id!(
+    /// A top-up of the balance paid by a provider.
+    TopUpId
+);
+positive_id!(
+    /// An admin's broadcast, a job the workers send.
+    BroadcastId
+);
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ pub mod shop;
 pub mod types;
 pub mod withdrawal;
 
-pub use ids::{PromoId, PurchaseId, SubscriptionId, UserId, WithdrawalId};
+pub use ids::{BroadcastId, PromoId, PurchaseId, SubscriptionId, TopUpId, UserId, WithdrawalId};
 pub use money::{AmountError, Money, Percent, PercentError};
 pub use promo::{PromoCode, PromoCodeError};
 pub use shop::ShopPolicy;

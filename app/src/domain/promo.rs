@@ -6,8 +6,23 @@ use std::fmt;
 pub const PROMO_CODE_LEN_MIN: usize = 3;
 pub const PROMO_CODE_LEN_MAX: usize = 32;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct PromoCode(String);
+
+impl TryFrom<String> for PromoCode {
+    type Error = PromoCodeError;
+
+    fn try_from(code: String) -> Result<PromoCode, PromoCodeError> {
+        PromoCode::parse(&code)
+    }
+}
+
+impl From<PromoCode> for String {
+    fn from(code: PromoCode) -> String {
+        code.0
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PromoCodeError {

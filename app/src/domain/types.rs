@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Money, SubscriptionId, UserId};
+use crate::domain::{Money, PurchaseId, SubscriptionId, TopUpId, UserId};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Language {
     #[default]
     Ru,
@@ -27,8 +28,23 @@ impl Language {
 }
 
 /// A tariff code from the catalogue (`basic`, `family`): lower-case letters, digits and `_`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct TariffCode(String);
+
+impl TryFrom<String> for TariffCode {
+    type Error = String;
+
+    fn try_from(code: String) -> Result<TariffCode, String> {
+        TariffCode::parse(&code).ok_or_else(|| format!("{code:?} is not a tariff code"))
+    }
+}
+
+impl From<TariffCode> for String {
+    fn from(code: TariffCode) -> String {
+        code.0
+    }
+}
 
 impl TariffCode {
     pub fn parse(input: &str) -> Option<TariffCode> {
@@ -55,6 +71,10 @@ impl PaymentProviderKind {
             PaymentProviderKind::Crypto => "crypto",
             PaymentProviderKind::Stars => "stars",
         }
+    }
+
+    pub fn from_code(code: &str) -> Option<PaymentProviderKind> {
+        [PaymentProviderKind::Crypto, PaymentProviderKind::Stars].into_iter().find(|k| k.code() == code)
     }
 }
 
@@ -89,9 +109,29 @@ impl IdempotencyKey {
     }
 }
 
+/// A Telegram username (without the `@`): letters, digits and `_`, at most 32.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(String);
+
+impl Username {
+    /// Parses a username as Telegram sends it, or as an admin types it (a leading `@` is dropped).
+    pub fn parse(input: &str) -> Option<Username> {
+        let name = input.trim();
+        let name = name.strip_prefix('@').unwrap_or(name);
+        let ok = (1..=32).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        ok.then(|| Username(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
     pub id: UserId,
+    /// As last seen at `/start`.
+    pub username: Option<Username>,
     pub language: Language,
     pub referrer: Option<UserId>,
     pub trial_used: bool,
@@ -175,6 +215,37 @@ impl PurchaseStatus {
     }
 }
 
+/// What an invoice pays for: a purchase of a period, or a top-up of the balance. Its payload
+/// (in a Telegram Stars invoice, in a Crypto Pay invoice) is `p:<id>` or `t:<id>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Payable {
+    Purchase(PurchaseId),
+    TopUp(TopUpId),
+}
+
+impl Payable {
+    pub fn payload(self) -> String {
+        match self {
+            Payable::Purchase(id) => format!("p:{id}"),
+            Payable::TopUp(id) => format!("t:{id}"),
+        }
+    }
+
+    /// Reads a payload back; anything else (a forged or foreign payload) is `None`.
+    pub fn from_payload(payload: &str) -> Option<Payable> {
+        let (kind, id) = payload.split_once(':')?;
+        if id.is_empty() || id.len() > 19 || !id.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let id: i64 = id.parse().ok()?;
+        match kind {
+            "p" => PurchaseId::new(id).map(Payable::Purchase),
+            "t" => TopUpId::new(id).map(Payable::TopUp),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WithdrawalStatus {
     Pending,
@@ -246,6 +317,14 @@ mod tests {
         assert!(IdempotencyKey::parse("update:12345").is_some());
         assert_eq!(Language::from_code("en-GB"), Language::En);
         assert_eq!(Language::from_code("de"), Language::Ru);
+        assert_eq!(Username::parse("@Alice_1").unwrap().as_str(), "Alice_1");
+        assert!(Username::parse("bad name").is_none());
+        assert!(Username::parse("").is_none());
+        let p = Payable::Purchase(PurchaseId::new(77).unwrap());
+        assert_eq!(Payable::from_payload(&p.payload()), Some(p));
+        for bad in ["", "p:", "p:0", "p:-1", "x:5", "p:5:6", "t:99999999999999999999", "p: 5"] {
+            assert_eq!(Payable::from_payload(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,8 +6,23 @@ pub const REQUISITES_LEN_MIN: usize = 5;
 pub const REQUISITES_LEN_MAX: usize = 256;
 
 /// Free text, trimmed, 5 to 256 characters, no control characters.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Requisites(String);
+
+impl TryFrom<String> for Requisites {
+    type Error = RequisitesError;
+
+    fn try_from(text: String) -> Result<Requisites, RequisitesError> {
+        Requisites::parse(&text)
+    }
+}
+
+impl From<Requisites> for String {
+    fn from(requisites: Requisites) -> String {
+        requisites.0
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequisitesError {

@@ -133,7 +133,8 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [Role::PaymentWatcher, Role::Reminders, Role::TrialNotices, Role::ExpiryCleanup, Role::Poller];
+    pub const ALL: [Role; 5] =
+        [Role::PaymentWatcher, Role::Reminders, Role::TrialNotices, Role::ExpiryCleanup, Role::Poller];
 
     pub fn name(self) -> &'static str {
         match self {

@@ -5,9 +5,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use atlas::domain::UserId;
+use atlas::ports::Ids as _;
 use atlas::ports::SeededIds;
 use atlas::ports::coordination::LimitedAction;
-use atlas::ports::Ids as _;
 use atlas::runtime::wiring::App;
 
 use crate::clock::sim_now;

@@ -39,7 +39,12 @@ pub async fn run(ctx: InstanceCtx, app: Rc<App<SimWorld>>, deliveries: Rc<Vec<De
                     Err(PurchaseError::Unexpected(_)) => PurchaseSeen::Unknown,
                     Err(e) => PurchaseSeen::Refused(format!("{e:?}")),
                 };
-                lock(&ctx.history).push(Event::Purchase { instance: ctx.index, user: d.chat, update: d.update, outcome });
+                lock(&ctx.history).push(Event::Purchase {
+                    instance: ctx.index,
+                    user: d.chat,
+                    update: d.update,
+                    outcome,
+                });
                 FsmWrite::Keep
             })
             .await;

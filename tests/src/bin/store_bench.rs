@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use atlas::domain::{PaymentProviderKind, PromoCode, TariffCode};
-use atlas::ports::store::{Accounts, Purchases};
 use atlas::ports::store::PurchaseRequest;
+use atlas::ports::store::{Accounts, Purchases};
 use atlas::store::PgStore;
 use atlas_tests::{crypto, drop_database, fresh_database, t0, uid};
 
@@ -90,7 +90,7 @@ where
 async fn balance_purchases(seconds: u64) -> anyhow::Result<f64> {
     let (store, name) = fresh_database("atlas_bench", CLIENTS as u32).await?;
     let hot = uid(1);
-    store.register_user(hot, atlas::domain::Language::En, None, t0()).await?;
+    store.register_user(hot, atlas::domain::Language::En, None, None, t0()).await?;
     for i in 0..60 {
         store.top_up(hot, crypto(&format!("bench-{i}"), "1000000"), t0()).await?;
     }

@@ -2,13 +2,14 @@
 //! audit found in the old system (parts 2-4). Split by who uses it: [`Accounts`] (users and
 //! balances), [`Purchases`] (the catalogue, purchases, provider payments, referral rewards),
 //! [`Promos`], [`Withdrawals`], [`Subscriptions`] (trial, auto-renewal, activation, keys) and
-//! [`Notices`]; [`Store`] is all of them. Live: PostgreSQL (`crate::store::PgStore`); simulation:
+//! [`Notices`] and [`AdminTools`]; [`Store`] is all of them. Live: PostgreSQL (`crate::store::PgStore`); simulation:
 //! a model behind an RPC, kept honest by a differential test.
 //!
 //! Every operation that takes `now` uses it for what it stores and decides (expiry, promo
 //! validity); the caller reads it from the Clock port. A refused operation writes nothing.
 
 mod accounts;
+mod admin;
 mod notices;
 mod promos;
 mod purchases;
@@ -16,6 +17,7 @@ mod subscriptions;
 mod withdrawals;
 
 pub use accounts::*;
+pub use admin::*;
 pub use notices::*;
 pub use promos::*;
 pub use purchases::*;
@@ -38,6 +40,6 @@ pub enum Applied {
 }
 
 /// The whole store: what an instance of the bot is given.
-pub trait Store: Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices {}
+pub trait Store: Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices + AdminTools {}
 
-impl<T: Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices> Store for T {}
+impl<T: Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices + AdminTools> Store for T {}

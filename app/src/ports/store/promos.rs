@@ -51,6 +51,8 @@ pub struct NewPromo {
     pub max_uses: Option<NonZeroU32>,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_by: UserId,
+    /// Written to the admin audit log with the creation.
+    pub correlation_id: Option<String>,
 }
 
 impl NewPromo {
@@ -78,13 +80,32 @@ pub enum PromoCreateError {
     Unexpected(#[from] anyhow::Error),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PromoDisableError {
+    #[error("no such promo code")]
+    NotFound,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
 pub trait Promos: Send + Sync + 'static {
-    /// Creates a promo code (admin); refuses a code that exists, in any state.
+    /// Creates a promo code (admin), with its audit log entry; refuses a code that exists, in
+    /// any state.
     fn create_promo(
         &self,
         promo: NewPromo,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), PromoCreateError>> + Send;
+
+    /// Switches a code off for good (an admin), with its audit log entry; `Duplicate` when it was
+    /// off already.
+    fn disable_promo(
+        &self,
+        code: &PromoCode,
+        admin: UserId,
+        correlation_id: Option<String>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<super::Applied, PromoDisableError>> + Send;
 
     /// Read-only check that `user` could use `code` now (what the user sees before paying).
     fn validate_promo(

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::ProviderPayment;
 use super::{Applied, PaymentError, PromoRefusal, StoreError};
 use crate::domain::{
-    IdempotencyKey, Money, PaymentProviderKind, Percent, PromoCode, PurchaseId, PurchaseStatus, TariffCode,
+    IdempotencyKey, Money, Payable, PaymentProviderKind, Percent, PromoCode, PurchaseId, PurchaseStatus, TariffCode,
     TariffPeriod, UserId,
 };
-use super::ProviderPayment;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PurchaseError {
@@ -113,6 +113,31 @@ pub enum ReferralOutcome {
     NothingToReward,
 }
 
+/// A purchase as stored (for a pre-checkout answer, a payment, a check).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurchaseInfo {
+    pub id: PurchaseId,
+    pub user: UserId,
+    pub tariff: TariffCode,
+    pub days: i32,
+    pub amount: Money,
+    /// `None`: paid from the balance.
+    pub method: Option<PaymentProviderKind>,
+    pub status: PurchaseStatus,
+    pub expires_at: DateTime<Utc>,
+    pub invoice_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvoiceError {
+    #[error("unknown purchase or top-up")]
+    Unknown,
+    #[error("another invoice is attached already")]
+    AlreadyAttached,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
 pub trait Purchases: Send + Sync + 'static {
     /// The periods on sale, cheapest first within each tariff.
     fn catalogue(&self) -> impl Future<Output = Result<Vec<TariffPeriod>, StoreError>> + Send;
@@ -150,6 +175,16 @@ pub trait Purchases: Send + Sync + 'static {
         purchase: PurchaseId,
         closure: Closure,
     ) -> impl Future<Output = Result<(), CloseError>> + Send;
+
+    fn purchase(&self, purchase: PurchaseId) -> impl Future<Output = Result<Option<PurchaseInfo>, StoreError>> + Send;
+
+    /// Records the provider's invoice for a purchase or top-up (once: the same id again is
+    /// accepted, another one refused), so a payment can be matched to it and polled.
+    fn attach_invoice(
+        &self,
+        payable: Payable,
+        invoice_id: &str,
+    ) -> impl Future<Output = Result<(), InvoiceError>> + Send;
 
     /// Rewards the buyer's referrer for a paid purchase; at most once per purchase.
     fn grant_referral_reward(

@@ -63,7 +63,9 @@ pub enum RenewalOutcome {
 pub enum ActivationResult {
     /// The panel created the first key.
     Succeeded(PanelKey),
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +91,12 @@ pub struct KeyInstalled {
 
 pub trait Subscriptions: Send + Sync + 'static {
     fn subscription(&self, user: UserId) -> impl Future<Output = Result<Option<Subscription>, StoreError>> + Send;
+
+    /// The subscription's active key, if it has one yet.
+    fn current_key(
+        &self,
+        subscription: SubscriptionId,
+    ) -> impl Future<Output = Result<Option<PanelKey>, StoreError>> + Send;
 
     /// Turns auto-renewal on or off; `false` when the user has no subscription.
     fn set_auto_renew(

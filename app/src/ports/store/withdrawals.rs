@@ -5,7 +5,8 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Money, Requisites, UserId, WithdrawalId, WithdrawalStatus};
+use super::{Applied, StoreError};
+use crate::domain::{IdempotencyKey, Money, Requisites, UserId, WithdrawalId, WithdrawalStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WithdrawalError {
@@ -21,14 +22,29 @@ pub enum WithdrawalError {
     UnknownWithdrawal,
     #[error("the withdrawal request is no longer pending")]
     NotPending(WithdrawalStatus),
+    #[error("the idempotency key belongs to another request")]
+    IdempotencyKeyReused,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WithdrawalCreated {
+    pub applied: Applied,
     pub withdrawal: WithdrawalId,
     pub balance: Money,
+}
+
+/// A withdrawal request as an admin sees it. The requisites are personal data: shown to admins
+/// only, never logged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WithdrawalRequest {
+    pub id: WithdrawalId,
+    pub user: UserId,
+    pub amount: Money,
+    pub requisites: Requisites,
+    pub status: WithdrawalStatus,
+    pub created_at: DateTime<Utc>,
 }
 
 /// What an admin decided about a pending withdrawal.
@@ -48,10 +64,13 @@ pub struct WithdrawalDecision {
     /// Written to the admin audit log with the decision.
     pub reason: Option<String>,
     pub correlation_id: Option<String>,
+    /// The decision replayed with its own key returns it again (`Duplicate`).
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WithdrawalDecided {
+    pub applied: Applied,
     pub user: UserId,
     pub amount: Money,
     pub status: WithdrawalStatus,
@@ -59,15 +78,28 @@ pub struct WithdrawalDecided {
 
 pub trait Withdrawals: Send + Sync + 'static {
     /// Creates a withdrawal request and holds its amount out of the balance. The balance is
-    /// checked here, under the user's lock, whatever the conversation saw earlier.
+    /// checked here, under the user's lock, whatever the conversation saw earlier. A replayed
+    /// idempotency key returns the request it made (`Duplicate`).
     fn create_withdrawal(
         &self,
         user: UserId,
         amount: Money,
         requisites: Requisites,
         minimum: Money,
+        idempotency_key: Option<IdempotencyKey>,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<WithdrawalCreated, WithdrawalError>> + Send;
+
+    fn withdrawal(
+        &self,
+        id: WithdrawalId,
+    ) -> impl Future<Output = Result<Option<WithdrawalRequest>, StoreError>> + Send;
+
+    /// Pending requests, oldest first, at most `limit`.
+    fn pending_withdrawals(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<WithdrawalRequest>, StoreError>> + Send;
 
     /// Approves or rejects a withdrawal, only from pending; rejecting returns the held amount.
     fn decide_withdrawal(

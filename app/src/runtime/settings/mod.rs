@@ -270,7 +270,8 @@ fn database(r: &mut Reader<'_>) -> Option<DatabaseSettings> {
 
 fn coordination(r: &mut Reader<'_>) -> Option<CoordinationSetting> {
     let redis_url = |v: &str| values::url_with_scheme(v, &["redis", "rediss"]);
-    let url = if r.env == AppEnv::Prod { r.required(Var::RedisUrl, redis_url) } else { r.parsed(Var::RedisUrl, redis_url) };
+    let url =
+        if r.env == AppEnv::Prod { r.required(Var::RedisUrl, redis_url) } else { r.parsed(Var::RedisUrl, redis_url) };
     let ca_file = r.parsed(Var::RedisCaFile, |v| {
         let path = PathBuf::from(v);
         if path.is_file() { Ok(path) } else { Err(format!("{v} is not a readable file")) }

@@ -69,9 +69,7 @@ variables! {
 
 /// The README's configuration table, rendered from this file.
 pub fn readme_table() -> String {
-    let mut out = String::from(
-        "| variable (after the prefix) | required | default | meaning |\n|---|---|---|---|\n",
-    );
+    let mut out = String::from("| variable (after the prefix) | required | default | meaning |\n|---|---|---|---|\n");
     for var in Var::ALL {
         let spec = var.spec();
         let default = match spec.default {

@@ -5,6 +5,7 @@
 //! they share: the pool, the timeouts, and the decoding of refusal and outcome codes.
 
 mod accounts;
+mod admin;
 mod notices;
 mod promos;
 mod purchases;
@@ -51,11 +52,7 @@ impl PgStore {
     }
 
     /// As [`PgStore::connect`], with a shorter statement timeout (tests of the timeout path).
-    pub async fn connect_with(
-        url: &str,
-        max_connections: u32,
-        statement_timeout: Duration,
-    ) -> anyhow::Result<PgStore> {
+    pub async fn connect_with(url: &str, max_connections: u32, statement_timeout: Duration) -> anyhow::Result<PgStore> {
         assert!(statement_timeout <= STATEMENT_TIMEOUT, "the call timeout must outlast the statement timeout");
         let options: PgConnectOptions = url.parse().context("invalid PostgreSQL URL")?;
         let options = options
@@ -97,6 +94,7 @@ enum Refusal {
     NothingToPay,
     Promo(PromoRefusal),
     UnknownPurchase,
+    UnknownTopUp,
     PaymentIdReused,
     PaymentAmountMismatch,
     PaymentMethodMismatch,
@@ -159,7 +157,17 @@ fn classify(err: sqlx::Error) -> Failure {
         (Some("23505"), Some("promo_redemptions_pkey")) => Some(Refusal::Promo(PromoRefusal::AlreadyUsedByUser)),
         // Keys unique across users, checked under one user's lock: two users racing for the same
         // key or payment id meet here.
-        (Some("23505"), Some("payment_idempotency_keys_pkey")) => Some(Refusal::IdempotencyKeyReused),
+        (
+            Some("23505"),
+            Some(
+                "payment_idempotency_keys_pkey"
+                | "withdrawal_requests_idempotency_key_key"
+                | "withdrawal_requests_decision_key_key"
+                | "admin_audit_log_idempotency_key_key"
+                | "topups_idempotency_key_key"
+                | "broadcasts_idempotency_key_key",
+            ),
+        ) => Some(Refusal::IdempotencyKeyReused),
         (Some("23505"), Some("payments_provider_provider_payment_id_key")) => Some(Refusal::PaymentIdReused),
         _ => None,
     };
@@ -185,6 +193,7 @@ fn decode_raised(code: &str, detail: Option<&str>) -> Option<Refusal> {
         "PROMOCODE_ALREADY_USED_OR_EXPIRED" => Refusal::Promo(PromoRefusal::Exhausted),
         "PROMO_ALREADY_USED_BY_USER" => Refusal::Promo(PromoRefusal::AlreadyUsedByUser),
         "UNKNOWN_PURCHASE" => Refusal::UnknownPurchase,
+        "UNKNOWN_TOPUP" => Refusal::UnknownTopUp,
         "PAYMENT_ID_REUSED" => Refusal::PaymentIdReused,
         "PAYMENT_AMOUNT_MISMATCH" => Refusal::PaymentAmountMismatch,
         "PAYMENT_METHOD_MISMATCH" => Refusal::PaymentMethodMismatch,
@@ -269,6 +278,37 @@ macro_rules! decode_bigint {
 
 decode_bigint!(crate::domain::Money, crate::domain::UserId, crate::domain::PurchaseId);
 decode_bigint!(crate::domain::SubscriptionId, crate::domain::WithdrawalId, crate::domain::PromoId);
+decode_bigint!(crate::domain::TopUpId, crate::domain::BroadcastId);
+
+/// Domain values stored as TEXT decode through their own parser; a stored value that does not
+/// parse fails loudly, naming it.
+macro_rules! decode_text {
+    ($($ty:ty => $parse:expr),+ $(,)?) => {$(
+        impl sqlx::Type<sqlx::Postgres> for $ty {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <String as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $ty {
+            fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<$ty, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<'r, sqlx::Postgres>>::decode(value)?;
+                let parse: fn(&str) -> Option<$ty> = $parse;
+                parse(text).ok_or_else(|| format!("stored {} {text:?} does not parse", stringify!($ty)).into())
+            }
+        }
+    )+};
+}
+
+decode_text! {
+    crate::domain::Language => |s| Some(crate::domain::Language::from_code(s)),
+    crate::domain::Username => crate::domain::Username::parse,
+    crate::domain::TariffCode => crate::domain::TariffCode::parse,
+    crate::domain::Requisites => |s| crate::domain::Requisites::parse(s).ok(),
+    crate::domain::PaymentProviderKind => crate::domain::PaymentProviderKind::from_code,
+    crate::domain::PurchaseStatus => crate::domain::PurchaseStatus::from_code,
+    crate::domain::WithdrawalStatus => crate::domain::WithdrawalStatus::from_code,
+}
 
 /// What an idempotent operation's row says: it took effect now (under the function's own word
 /// for it) or had before.
@@ -295,10 +335,7 @@ mod tests {
     #[test]
     fn refusal_codes_decode_and_unknown_ones_do_not() {
         assert_eq!(decode_raised("USER_BANNED", None), Some(Refusal::UserBanned));
-        assert_eq!(
-            decode_raised("STALE_FENCING_TOKEN", Some("17")),
-            Some(Refusal::StaleFencingToken { current: 17 })
-        );
+        assert_eq!(decode_raised("STALE_FENCING_TOKEN", Some("17")), Some(Refusal::StaleFencingToken { current: 17 }));
         assert_eq!(
             decode_raised("PURCHASE_NOT_PENDING", Some("expired")),
             Some(Refusal::PurchaseNotPending(PurchaseStatus::Expired))

@@ -17,11 +17,22 @@ struct PromoCheckRow {
     used_by_user: bool,
 }
 
+#[derive(FromRow)]
+struct DisabledRow {
+    disabled: bool,
+    known: bool,
+}
+
 impl Promos for PgStore {
     async fn create_promo(&self, promo: NewPromo, now: DateTime<Utc>) -> Result<(), PromoCreateError> {
         promo.check()?;
-        let sql = "INSERT INTO promo_codes (code, discount_percent, max_uses, expires_at, created_by, created_at)
-            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (code) DO NOTHING";
+        // The code and its audit row in one statement.
+        let sql = "WITH created AS (
+                INSERT INTO promo_codes (code, discount_percent, max_uses, expires_at, created_by, created_at)
+                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (code) DO NOTHING RETURNING id)
+            INSERT INTO admin_audit_log (admin_id, action, details, correlation_id, created_at)
+            SELECT $5, 'promo_create', jsonb_build_object('code', $1::TEXT, 'discount_percent', $2::INT), $7, $6
+            FROM created";
         let max_uses = promo.max_uses.map(|m| i32::try_from(m.get()).expect("checked against PROMO_USES_MAX"));
         let done = timed(
             sqlx::query(sql)
@@ -31,6 +42,7 @@ impl Promos for PgStore {
                 .bind(promo.expires_at)
                 .bind(promo.created_by.get())
                 .bind(now)
+                .bind(&promo.correlation_id)
                 .execute(self.pool()),
         )
         .await
@@ -40,6 +52,41 @@ impl Promos for PgStore {
         }
         tracing::info!(event = "PROMOCODE_CREATED", code = promo.code.as_str(), admin_id = promo.created_by.get());
         Ok(())
+    }
+
+    async fn disable_promo(
+        &self,
+        code: &PromoCode,
+        admin: UserId,
+        correlation_id: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, PromoDisableError> {
+        // Switch it off and write the audit row in one statement; then say whether it existed.
+        let sql = "WITH off AS (
+                UPDATE promo_codes SET is_active = FALSE WHERE code = $1 AND is_active RETURNING id),
+            logged AS (
+                INSERT INTO admin_audit_log (admin_id, action, details, correlation_id, created_at)
+                SELECT $2, 'promo_disable', jsonb_build_object('code', $1::TEXT), $3, $4 FROM off RETURNING id)
+            SELECT EXISTS (SELECT 1 FROM logged) AS disabled,
+                   EXISTS (SELECT 1 FROM promo_codes WHERE code = $1) AS known";
+        let row: DisabledRow = timed(
+            sqlx::query_as(sql)
+                .bind(code.as_str())
+                .bind(admin.get())
+                .bind(correlation_id)
+                .bind(now)
+                .fetch_one(self.pool()),
+        )
+        .await
+        .map_err(|failure| failure.unexpected::<PromoDisableError>("disable_promo"))?;
+        match (row.disabled, row.known) {
+            (true, _) => {
+                tracing::info!(event = "PROMOCODE_DISABLED", code = code.as_str(), admin_id = admin.get());
+                Ok(Applied::Done)
+            }
+            (false, true) => Ok(Applied::Duplicate),
+            (false, false) => Err(PromoDisableError::NotFound),
+        }
     }
 
     async fn validate_promo(

@@ -9,7 +9,10 @@ use sqlx::FromRow;
 
 use super::accounts::payment_error;
 use super::{Failure, PgStore, Refusal, applied_code, text_code, timed};
-use crate::domain::{Money, PaymentProviderKind, Percent, PromoCode, PurchaseId, TariffCode, TariffPeriod, UserId};
+use crate::domain::{
+    Money, Payable, PaymentProviderKind, Percent, PromoCode, PurchaseId, PurchaseStatus, TariffCode, TariffPeriod,
+    UserId,
+};
 use crate::ports::store::*;
 
 #[derive(FromRow)]
@@ -66,6 +69,22 @@ struct ReferralRow {
     amount: Money,
 }
 
+/// A purchase as `purchase` reads it.
+#[derive(FromRow)]
+struct PurchaseInfoRow {
+    id: PurchaseId,
+    user_id: UserId,
+    tariff: TariffCode,
+    period_days: i32,
+    amount: Money,
+    method: String,
+    status: PurchaseStatus,
+    expires_at: DateTime<Utc>,
+    invoice_id: Option<String>,
+}
+
+text_code!(AttachCode { Attached = "attached", Other = "other", Unknown = "unknown" });
+
 fn purchase_error(failure: Failure) -> PurchaseError {
     match failure {
         Failure::Refused(Refusal::Promo(refusal)) => PurchaseError::Promo(refusal),
@@ -90,7 +109,8 @@ impl Purchases for PgStore {
         let rows: Vec<PeriodRow> = timed(sqlx::query_as(sql).fetch_all(self.pool())).await?;
         let period = |row: PeriodRow| {
             Ok(TariffPeriod {
-                tariff: TariffCode::parse(&row.code).with_context(|| format!("bad stored tariff code {:?}", row.code))?,
+                tariff: TariffCode::parse(&row.code)
+                    .with_context(|| format!("bad stored tariff code {:?}", row.code))?,
                 title: row.title,
                 days: row.days,
                 price: row.price,
@@ -218,6 +238,63 @@ impl Purchases for PgStore {
         Ok(())
     }
 
+    async fn purchase(&self, purchase: PurchaseId) -> Result<Option<PurchaseInfo>, StoreError> {
+        let sql = "SELECT p.id, p.user_id, t.code AS tariff, p.period_days, p.amount, p.method, p.status, p.expires_at,
+                p.invoice_id
+            FROM pending_purchases p JOIN tariffs t ON t.id = p.tariff_id WHERE p.id = $1";
+        let row: Option<PurchaseInfoRow> =
+            timed(sqlx::query_as(sql).bind(purchase.get()).fetch_optional(self.pool())).await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let method = match row.method.as_str() {
+            "balance" => None,
+            code => Some(
+                PaymentProviderKind::from_code(code)
+                    .ok_or_else(|| anyhow::anyhow!("stored purchase method {code:?} is unknown"))?,
+            ),
+        };
+        Ok(Some(PurchaseInfo {
+            id: row.id,
+            user: row.user_id,
+            tariff: row.tariff,
+            days: row.period_days,
+            amount: row.amount,
+            method,
+            status: row.status,
+            expires_at: row.expires_at,
+            invoice_id: row.invoice_id,
+        }))
+    }
+
+    async fn attach_invoice(&self, payable: Payable, invoice_id: &str) -> Result<(), InvoiceError> {
+        let (table, id) = match payable {
+            Payable::Purchase(id) => ("pending_purchases", id.get()),
+            Payable::TopUp(id) => ("topups", id.get()),
+        };
+        // One statement: attach unless another invoice is there, and say which happened. `table`
+        // is one of two fixed names.
+        let sql = format!(
+            "WITH attached AS (UPDATE {table} SET invoice_id = $2
+                WHERE id = $1 AND (invoice_id IS NULL OR invoice_id = $2) RETURNING id)
+            SELECT CASE WHEN EXISTS (SELECT 1 FROM attached) THEN 'attached'
+                        WHEN EXISTS (SELECT 1 FROM {table} WHERE id = $1) THEN 'other' ELSE 'unknown' END"
+        );
+        let code: AttachCode =
+            timed(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).bind(invoice_id).fetch_one(self.pool()))
+                .await
+                .map_err(|failure| match failure {
+                    // The invoice id is unique per table: an id another row holds is a provider bug.
+                    Failure::Unexpected(e) => InvoiceError::Unexpected(e.context("attach_invoice")),
+                    refused => refused.unexpected("attach_invoice"),
+                })?;
+        match code {
+            AttachCode::Attached => Ok(()),
+            AttachCode::Other => Err(InvoiceError::AlreadyAttached),
+            AttachCode::Unknown => Err(InvoiceError::Unknown),
+        }
+    }
+
     #[tracing::instrument(skip(self), fields(purchase_id = purchase.get()))]
     async fn grant_referral_reward(
         &self,
@@ -241,7 +318,11 @@ impl Purchases for PgStore {
         Ok(match row.outcome {
             ReferralCode::Granted => {
                 let referrer = row.referrer_id.and_then(UserId::new).context("a granted reward names its referrer")?;
-                tracing::info!(event = "REFERRAL_REWARD_GRANTED", referrer_id = referrer.get(), amount = row.amount.minor());
+                tracing::info!(
+                    event = "REFERRAL_REWARD_GRANTED",
+                    referrer_id = referrer.get(),
+                    amount = row.amount.minor()
+                );
                 ReferralOutcome::Granted { referrer, amount: row.amount }
             }
             ReferralCode::Duplicate => ReferralOutcome::Duplicate,

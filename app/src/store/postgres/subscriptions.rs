@@ -73,6 +73,13 @@ struct AttemptRow {
     activation_attempts: i32,
 }
 
+/// An active key.
+#[derive(FromRow)]
+struct KeyRow {
+    panel_key_id: String,
+    access_uri: String,
+}
+
 /// What `atlas_install_reissued_key` returns.
 #[derive(FromRow)]
 struct InstalledRow {
@@ -103,13 +110,24 @@ impl Subscriptions for PgStore {
         Ok(row.map(SubscriptionRow::into_subscription).transpose()?)
     }
 
+    async fn current_key(&self, subscription: SubscriptionId) -> Result<Option<PanelKey>, StoreError> {
+        let sql = "SELECT panel_key_id, access_uri FROM vpn_keys WHERE subscription_id = $1 AND status = 'active'";
+        let row: Option<KeyRow> =
+            timed(sqlx::query_as(sql).bind(subscription.get()).fetch_optional(self.pool())).await?;
+        Ok(row.map(|r| PanelKey { panel_key_id: r.panel_key_id, access_uri: r.access_uri }))
+    }
+
     async fn set_auto_renew(&self, user: UserId, enabled: bool, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let sql = "UPDATE subscriptions SET auto_renew = $2, updated_at = $3 WHERE user_id = $1";
         let done = timed(sqlx::query(sql).bind(user.get()).bind(enabled).bind(now).execute(self.pool())).await?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn auto_renew_next(&self, now: DateTime<Utc>, horizon: Duration) -> Result<Option<RenewalOutcome>, StoreError> {
+    async fn auto_renew_next(
+        &self,
+        now: DateTime<Utc>,
+        horizon: Duration,
+    ) -> Result<Option<RenewalOutcome>, StoreError> {
         let horizon = i32::try_from(horizon.as_secs()).context("renewal horizon out of range")?;
         let row: Option<RenewalRow> = timed(
             sqlx::query_as("SELECT * FROM atlas_auto_renew_next($1, $2)")

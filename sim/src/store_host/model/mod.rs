@@ -9,6 +9,7 @@
 //! [`SimStore`]: super::SimStore
 
 mod accounts;
+mod admin;
 mod notices;
 mod promos;
 mod purchases;
@@ -23,6 +24,7 @@ use atlas::domain::*;
 use atlas::ports::store::*;
 
 struct UserRow {
+    username: Option<Username>,
     language: Language,
     referrer: Option<UserId>,
     trial_used: bool,
@@ -54,7 +56,7 @@ struct SubRow {
 
 struct KeyRow {
     subscription: SubscriptionId,
-    panel_key_id: String,
+    key: atlas::ports::vpn::PanelKey,
     active: bool,
 }
 
@@ -77,6 +79,8 @@ struct PurchaseRow {
     method: Option<PaymentProviderKind>,
     status: PurchaseStatus,
     expires_at: DateTime<Utc>,
+    paid_at: Option<DateTime<Utc>>,
+    invoice_id: Option<String>,
 }
 
 struct PaymentRow {
@@ -85,12 +89,44 @@ struct PaymentRow {
     amount: i64,
     topup: bool,
     purchase: Option<PurchaseId>,
+    /// The pending top-up it paid, if any.
+    topup_id: Option<TopUpId>,
 }
 
 struct WithdrawalRow {
     user: UserId,
     amount: i64,
+    requisites: Requisites,
     status: WithdrawalStatus,
+    created_at: DateTime<Utc>,
+    idempotency_key: Option<String>,
+    decision_key: Option<String>,
+}
+
+struct TopUpRow {
+    user: UserId,
+    amount: i64,
+    method: PaymentProviderKind,
+    status: PurchaseStatus,
+    idempotency_key: Option<String>,
+    invoice_id: Option<String>,
+    expires_at: DateTime<Utc>,
+}
+
+/// An admin audit row: who, what, to whom, and (for adjustments) the key and the amount.
+struct AuditRow {
+    id: i64,
+    admin: UserId,
+    action: &'static str,
+    target: Option<UserId>,
+    key: Option<String>,
+    amount: Option<i64>,
+}
+
+struct BroadcastRow {
+    admin: UserId,
+    text: String,
+    idempotency_key: Option<String>,
 }
 
 /// The whole database.
@@ -108,6 +144,8 @@ pub struct Model {
     payments: BTreeMap<(&'static str, String), PaymentRow>,
     idempotency: BTreeMap<String, PurchaseId>,
     withdrawals: BTreeMap<WithdrawalId, WithdrawalRow>,
+    topups: BTreeMap<TopUpId, TopUpRow>,
+    broadcasts: BTreeMap<BroadcastId, BroadcastRow>,
     /// purchase -> (referrer, amount)
     rewards: BTreeMap<PurchaseId, (UserId, i64)>,
     /// (user, amount, kind, reference)
@@ -115,7 +153,7 @@ pub struct Model {
     ledger_refs: BTreeSet<(&'static str, String)>,
     renewals: BTreeSet<(SubscriptionId, DateTime<Utc>)>,
     notices: BTreeSet<(SubscriptionId, &'static str, String)>,
-    audit_log: Vec<(UserId, &'static str)>,
+    audit_log: Vec<AuditRow>,
     next_id: i64,
 }
 
@@ -162,6 +200,8 @@ impl Model {
             payments: BTreeMap::new(),
             idempotency: BTreeMap::new(),
             withdrawals: BTreeMap::new(),
+            topups: BTreeMap::new(),
+            broadcasts: BTreeMap::new(),
             rewards: BTreeMap::new(),
             ledger: Vec::new(),
             ledger_refs: BTreeSet::new(),
@@ -177,6 +217,20 @@ impl Model {
     fn next<T>(&mut self, wrap: fn(i64) -> Option<T>) -> T {
         self.next_id += 1;
         wrap(self.next_id).expect("ids are positive")
+    }
+
+    /// Appends an admin audit row and returns its id.
+    fn audit(
+        &mut self,
+        admin: UserId,
+        action: &'static str,
+        target: Option<UserId>,
+        key: Option<String>,
+        amount: Option<i64>,
+    ) -> i64 {
+        let id = self.next(Some);
+        self.audit_log.push(AuditRow { id, admin, action, target, key, amount });
+        id
     }
 
     /// The ledger's one way to move a balance; the caller checked it stays non-negative.
@@ -195,6 +249,12 @@ impl Model {
         self.users.get(&user).map(|u| money(u.balance))
     }
 
+    /// The admin audit log in order: (admin, action, target), for checkers and the differential
+    /// test.
+    pub fn audit_log(&self) -> Vec<(UserId, &'static str, Option<UserId>)> {
+        self.audit_log.iter().map(|r| (r.admin, r.action, r.target)).collect()
+    }
+
     /// Every user's balance, for checkers.
     pub fn balances(&self) -> BTreeMap<UserId, Money> {
         self.users.iter().map(|(user, row)| (*user, money(row.balance))).collect()
@@ -209,7 +269,7 @@ impl Model {
     pub fn active_keys(&self) -> BTreeMap<SubscriptionId, Vec<String>> {
         let mut out: BTreeMap<SubscriptionId, Vec<String>> = BTreeMap::new();
         for k in self.keys.iter().filter(|k| k.active) {
-            out.entry(k.subscription).or_default().push(k.panel_key_id.clone());
+            out.entry(k.subscription).or_default().push(k.key.panel_key_id.clone());
         }
         out
     }
@@ -222,6 +282,7 @@ impl Model {
     fn user_row(&self, user: UserId) -> Option<User> {
         self.users.get(&user).map(|u| User {
             id: user,
+            username: u.username.clone(),
             language: u.language,
             referrer: u.referrer,
             trial_used: u.trial_used,
@@ -258,17 +319,19 @@ impl Model {
     }
 
     fn price(&self, tariff: &TariffCode, days: i32) -> Result<(i64, i64), PurchaseError> {
-        let t = self
-            .tariffs
-            .iter()
-            .find(|t| t.code == tariff.as_str() && t.active)
-            .ok_or(PurchaseError::UnknownTariff)?;
+        let t =
+            self.tariffs.iter().find(|t| t.code == tariff.as_str() && t.active).ok_or(PurchaseError::UnknownTariff)?;
         let price = self.periods.get(&(t.id, days)).ok_or(PurchaseError::UnknownTariff)?;
         Ok((t.id, *price))
     }
 
     /// The checks of `atlas_consume_promo`, without writing.
-    fn check_promo(&self, code: &PromoCode, user: UserId, now: DateTime<Utc>) -> Result<(PromoId, Percent), PromoRefusal> {
+    fn check_promo(
+        &self,
+        code: &PromoCode,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<(PromoId, Percent), PromoRefusal> {
         let promo = self.promos.get(code.as_str());
         if let Some(p) = promo
             && self.redemptions.contains_key(&(p.id, user))
@@ -369,6 +432,7 @@ impl Model {
         method: Option<PaymentProviderKind>,
         status: PurchaseStatus,
         expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> (PurchaseId, i64) {
         let (tariff_id, price, promo) = quote;
         let amount = promo.map_or(price, |(_, discount)| discounted(price, discount));
@@ -382,6 +446,8 @@ impl Model {
             method,
             status,
             expires_at,
+            paid_at: (status == PurchaseStatus::Paid).then_some(now),
+            invoice_id: None,
         };
         self.purchases.insert(id, row);
         if let (Some((promo_id, _)), Some(code)) = (promo, &r.promo) {

@@ -23,12 +23,38 @@ impl Promos for SimStore {
                 expires_at: p.expires_at,
             };
             m.promos.insert(p.code.as_str().to_owned(), row);
+            m.audit(p.created_by, "promo_create", None, None, None);
             Ok(())
         })
         .await?
     }
 
-    async fn validate_promo(&self, user: UserId, code: &PromoCode, now: DateTime<Utc>) -> Result<PromoQuote, PromoError> {
+    async fn disable_promo(
+        &self,
+        code: &PromoCode,
+        admin: UserId,
+        _correlation_id: Option<String>,
+        _now: DateTime<Utc>,
+    ) -> Result<Applied, PromoDisableError> {
+        let code = code.clone();
+        self.exec(move |m: &mut Model| {
+            let promo = m.promos.get_mut(code.as_str()).ok_or(PromoDisableError::NotFound)?;
+            if !promo.active {
+                return Ok(Applied::Duplicate);
+            }
+            promo.active = false;
+            m.audit(admin, "promo_disable", None, None, None);
+            Ok(Applied::Done)
+        })
+        .await?
+    }
+
+    async fn validate_promo(
+        &self,
+        user: UserId,
+        code: &PromoCode,
+        now: DateTime<Utc>,
+    ) -> Result<PromoQuote, PromoError> {
         let code = code.clone();
         self.exec(move |m: &mut Model| {
             // The read-only check orders its refusals as `validate_promo` of the PostgreSQL adapter.

@@ -39,7 +39,11 @@ impl Purchases for SimStore {
             .await?)
     }
 
-    async fn purchase_from_balance(&self, r: PurchaseRequest, now: DateTime<Utc>) -> Result<PurchaseOutcome, PurchaseError> {
+    async fn purchase_from_balance(
+        &self,
+        r: PurchaseRequest,
+        now: DateTime<Utc>,
+    ) -> Result<PurchaseOutcome, PurchaseError> {
         self.exec(move |m: &mut Model| {
             let balance = m.lock_user(r.user).map_err(user_refusal)?.balance;
             if let Some(id) = m.idempotent(r.idempotency_key.as_ref(), r.user, true)? {
@@ -57,7 +61,7 @@ impl Purchases for SimStore {
             if balance < amount {
                 return Err(PurchaseError::InsufficientBalance);
             }
-            let (id, amount) = m.open_purchase(&r, quote, None, PurchaseStatus::Paid, now);
+            let (id, amount) = m.open_purchase(&r, quote, None, PurchaseStatus::Paid, now, now);
             if amount > 0 {
                 m.post(r.user, -amount, "purchase", format!("purchase:{id}"));
             }
@@ -96,7 +100,7 @@ impl Purchases for SimStore {
                 return Err(PurchaseError::NothingToPay);
             }
             let expires_at = now + chrono::Duration::seconds(ttl.as_secs() as i64);
-            let (id, amount) = m.open_purchase(&r, quote, Some(provider), PurchaseStatus::Pending, expires_at);
+            let (id, amount) = m.open_purchase(&r, quote, Some(provider), PurchaseStatus::Pending, expires_at, now);
             Ok(PendingPurchase { applied: Applied::Done, purchase_id: id, amount: money(amount), expires_at })
         })
         .await?
@@ -128,14 +132,16 @@ impl Purchases for SimStore {
             }
             let id = m.next(Some);
             if status != PurchaseStatus::Pending {
-                let row = PaymentRow { id, user, amount, topup: true, purchase: Some(purchase) };
+                let row = PaymentRow { id, user, amount, topup: true, purchase: Some(purchase), topup_id: None };
                 m.payments.insert(key, row);
                 m.post(user, amount, "topup", format!("payment:{id}"));
                 return Ok(FinalizeOutcome::CreditedToBalance);
             }
-            m.payments.insert(key, PaymentRow { id, user, amount, topup: false, purchase: Some(purchase) });
+            m.payments
+                .insert(key, PaymentRow { id, user, amount, topup: false, purchase: Some(purchase), topup_id: None });
             let row = m.purchases.get_mut(&purchase).expect("checked");
             row.status = PurchaseStatus::Paid;
+            row.paid_at = Some(now);
             let (tariff_id, days) = (row.tariff_id, row.period_days);
             let expires_at = m.extend(user, tariff_id, days, now);
             Ok(FinalizeOutcome::Finalized { expires_at })
@@ -162,6 +168,45 @@ impl Purchases for SimStore {
                 }
             }
             Ok(())
+        })
+        .await?
+    }
+
+    async fn purchase(&self, purchase: PurchaseId) -> Result<Option<PurchaseInfo>, StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                let p = m.purchases.get(&purchase)?;
+                let tariff = m.tariffs.iter().find(|t| t.id == p.tariff_id).expect("purchases name known tariffs");
+                Some(PurchaseInfo {
+                    id: purchase,
+                    user: p.user,
+                    tariff: TariffCode::parse(tariff.code).expect("valid"),
+                    days: p.period_days,
+                    amount: money(p.amount),
+                    method: p.method,
+                    status: p.status,
+                    expires_at: p.expires_at,
+                    invoice_id: p.invoice_id.clone(),
+                })
+            })
+            .await?)
+    }
+
+    async fn attach_invoice(&self, payable: Payable, invoice_id: &str) -> Result<(), InvoiceError> {
+        let invoice_id = invoice_id.to_owned();
+        self.exec(move |m: &mut Model| {
+            let slot = match payable {
+                Payable::Purchase(id) => m.purchases.get_mut(&id).map(|p| &mut p.invoice_id),
+                Payable::TopUp(id) => m.topups.get_mut(&id).map(|t| &mut t.invoice_id),
+            };
+            let slot = slot.ok_or(InvoiceError::Unknown)?;
+            match slot {
+                Some(existing) if *existing != invoice_id => Err(InvoiceError::AlreadyAttached),
+                _ => {
+                    *slot = Some(invoice_id);
+                    Ok(())
+                }
+            }
         })
         .await?
     }

@@ -30,6 +30,14 @@ impl Subscriptions for SimStore {
         Ok(self.exec(move |m: &mut Model| m.subscription_row(user)).await?)
     }
 
+    async fn current_key(&self, subscription: SubscriptionId) -> Result<Option<PanelKey>, StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                m.keys.iter().find(|k| k.subscription == subscription && k.active).map(|k| k.key.clone())
+            })
+            .await?)
+    }
+
     async fn set_auto_renew(&self, user: UserId, enabled: bool, _now: DateTime<Utc>) -> Result<bool, StoreError> {
         Ok(self
             .exec(move |m: &mut Model| {
@@ -42,7 +50,11 @@ impl Subscriptions for SimStore {
             .await?)
     }
 
-    async fn auto_renew_next(&self, now: DateTime<Utc>, horizon: Duration) -> Result<Option<RenewalOutcome>, StoreError> {
+    async fn auto_renew_next(
+        &self,
+        now: DateTime<Utc>,
+        horizon: Duration,
+    ) -> Result<Option<RenewalOutcome>, StoreError> {
         Ok(self
             .exec(move |m: &mut Model| {
                 let due = now + chrono::Duration::seconds(horizon.as_secs() as i64);
@@ -50,10 +62,14 @@ impl Subscriptions for SimStore {
                     .subscriptions
                     .values()
                     .filter(|s| {
-                        s.auto_renew && !s.is_trial && s.expires_at <= due && !m.renewals.contains(&(s.id, s.expires_at))
+                        s.auto_renew
+                            && !s.is_trial
+                            && s.expires_at <= due
+                            && !m.renewals.contains(&(s.id, s.expires_at))
                     })
                     .min_by_key(|s| (s.expires_at, s.id))?;
-                let (id, user, tariff_id, days, period_start) = (s.id, s.user, s.tariff_id, s.period_days, s.expires_at);
+                let (id, user, tariff_id, days, period_start) =
+                    (s.id, s.user, s.tariff_id, s.period_days, s.expires_at);
                 let active = m.tariffs.iter().any(|t| t.id == tariff_id && t.active);
                 let price = m.periods.get(&(tariff_id, days)).copied().filter(|_| active);
                 let balance = m.users[&user].balance;
@@ -126,7 +142,7 @@ impl Subscriptions for SimStore {
                 match result {
                     ActivationResult::Succeeded(key) => {
                         s.activation_status = ActivationStatus::Active;
-                        m.keys.push(KeyRow { subscription, panel_key_id: key.panel_key_id, active: true });
+                        m.keys.push(KeyRow { subscription, key, active: true });
                         ActivationOutcome::Activated
                     }
                     ActivationResult::Failed { .. } => {
@@ -185,9 +201,9 @@ impl Subscriptions for SimStore {
                 let mut replaced = None;
                 for k in m.keys.iter_mut().filter(|k| k.subscription == subscription && k.active) {
                     k.active = false;
-                    replaced = Some(k.panel_key_id.clone());
+                    replaced = Some(k.key.panel_key_id.clone());
                 }
-                m.keys.push(KeyRow { subscription, panel_key_id: key.panel_key_id, active: true });
+                m.keys.push(KeyRow { subscription, key, active: true });
                 let key_id = m.next(Some);
                 Ok(KeyInstalled { key_id, replaced_panel_key_id: replaced })
             })
