@@ -7,6 +7,7 @@
 //! reads the settings and wires adapters into the one assembly (`runtime::wiring`) that
 //! `atlas-bot`, the tests and the simulation in `atlas-sim` all run.
 
+pub mod bot;
 pub mod coord;
 pub mod domain;
 pub mod ports;

@@ -93,6 +93,12 @@ pub enum Event {
         user: i64,
         outcome: Result<ReissueOutcome, String>,
     },
+    /// A message an instance sent (the Messenger port).
+    Sent {
+        instance: usize,
+        to: i64,
+        text: String,
+    },
     Fault(FaultEvent),
 }
 

@@ -11,9 +11,11 @@
 
 pub mod checkers;
 pub mod clock;
+pub mod crypto;
 pub mod dialer;
 pub mod history;
 pub mod instance;
+pub mod messenger;
 pub mod redis_host;
 pub mod runner;
 pub mod scenario;

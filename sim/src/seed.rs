@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use atlas::domain::{Language, Money, PaymentProviderKind, Percent, ProviderPaymentId, ShopPolicy, TariffCode, UserId};
 use atlas::ports::store::{Accounts, ProviderPayment, PurchaseRequest, Purchases};
+use atlas::runtime::wiring::Rules;
 use futures::FutureExt as _;
 
 use crate::clock::SimClock;
@@ -32,14 +33,16 @@ pub fn period_price(link: &StoreLink) -> Money {
     link.with_model(|m| m.price_of(&tariff(), PERIOD_DAYS)).expect("the seed catalogue sells the period")
 }
 
-/// The shop's rules on every simulated instance.
-pub fn shop_policy() -> ShopPolicy {
-    ShopPolicy {
+/// The rules of every simulated instance.
+pub fn rules() -> Rules {
+    let shop = ShopPolicy {
         trial_days: 3,
         withdrawal_min: Money::positive(10_000).expect("100.00"),
         referral_percent: Percent::new(10).expect("10%"),
         purchase_ttl: Duration::from_secs(3600),
-    }
+        star_price: Money::positive(150).expect("1.50"),
+    };
+    Rules { shop, admins: Vec::new(), support_contact: "@atlas_support".into(), bot_username: Some("atlas_sim_bot".into()) }
 }
 
 /// Runs a store call on the model in place: the direct store never waits, so it is ready at once.

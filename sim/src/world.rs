@@ -15,9 +15,11 @@ use atlas::coord::keys::KeySpace;
 use atlas::coord::legacy::LegacyCoordination;
 use atlas::coord::redis::RedisCoordination;
 use atlas::ports::{Clock, Ids, SeededIds};
-use atlas::runtime::wiring::{Adapters, App, Parts, Rules, assemble};
+use atlas::runtime::wiring::{Adapters, App, Parts, assemble};
 
 use crate::clock::SIM_EPOCH_UNIX_SECS;
+use crate::crypto::{Invoices, SimCrypto};
+use crate::messenger::SimMessenger;
 use crate::dialer::SimDialer;
 use crate::instance::InstanceCtx;
 use crate::redis_host::{REDIS_PORT, RedisState, serve};
@@ -78,15 +80,18 @@ impl Adapters for SimWorld {
     type Store = SimStore;
     type Coordination = AnyCoordination<SimDialer>;
     type Vpn = SimVpn;
+    type Messenger = SimMessenger;
+    type Crypto = SimCrypto;
 }
 
 /// What the hosts of a run share, kept outside their software so it survives their restarts:
-/// Redis's keyspace, the store's database, the VPN panel's keys.
+/// Redis's keyspace, the store's database, the VPN panel's keys, the crypto provider's invoices.
 #[derive(Clone, Default)]
 pub struct Shared {
     pub redis: Rc<RefCell<RedisState>>,
     pub store: StoreLink,
     pub panel: Arc<Mutex<Panel>>,
+    pub invoices: Arc<Mutex<Invoices>>,
 }
 
 /// How long a simulated panel call takes: the reissue workload's setting, or a few ms.
@@ -127,8 +132,10 @@ pub fn instance_app(ctx: &InstanceCtx, shared: &Shared, started: Duration) -> Ap
         store: SimStore::new(shared.store.clone(), ctx.index, ctx.history.clone()),
         coordination: coordination(ctx, clock.clone(), ids.clone()),
         vpn,
+        messenger: SimMessenger { ctx: ctx.clone() },
+        crypto: SimCrypto { invoices: shared.invoices.clone() },
         clock,
         ids,
     };
-    assemble(parts, Rules { shop: crate::seed::shop_policy(), admins: Vec::new() })
+    assemble(parts, crate::seed::rules())
 }

@@ -5,6 +5,8 @@
 //! The server is `ATLAS_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432`), the
 //! one `ci/test` makes sure is running.
 
+pub mod bot;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;

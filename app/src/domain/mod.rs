@@ -10,8 +10,8 @@ pub mod types;
 pub mod withdrawal;
 
 pub use ids::{BroadcastId, PromoId, PurchaseId, SubscriptionId, TopUpId, UserId, WithdrawalId};
-pub use money::{AmountError, Money, Percent, PercentError};
+pub use money::{AMOUNT_MAX, AmountError, Money, Percent, PercentError};
 pub use promo::{PromoCode, PromoCodeError};
 pub use shop::ShopPolicy;
 pub use types::*;
-pub use withdrawal::{Requisites, RequisitesError};
+pub use withdrawal::{REQUISITES_LEN_MAX, REQUISITES_LEN_MIN, Requisites, RequisitesError};

@@ -12,6 +12,9 @@ pub const MINOR_PER_MAJOR: i64 = 100;
 /// withdrawal a VPN shop sees, far below where i64 sums could overflow.
 pub const AMOUNT_MAX_MINOR: i64 = 1_000_000 * MINOR_PER_MAJOR;
 
+/// The largest single amount anyone may enter, as money.
+pub const AMOUNT_MAX: Money = Money(AMOUNT_MAX_MINOR);
+
 /// A non-negative amount of money in minor units: a price, a charge (0 with a 100% promo code),
 /// a balance. What a person enters is also positive and at most [`AMOUNT_MAX_MINOR`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -94,6 +97,12 @@ impl Money {
 
     pub fn minor(self) -> i64 {
         self.0
+    }
+
+    /// A constant amount, checked when the program is compiled.
+    pub const fn from_minor_const(minor: i64) -> Money {
+        assert!(minor >= 0, "money is never negative");
+        Money(minor)
     }
 
     pub fn is_zero(self) -> bool {

@@ -72,15 +72,18 @@ pub enum LimitedAction {
     /// 100 per minute per admin.
     AdminCommand,
     TrialActivation,
+    /// A user's own request for a new key: the cooldown between two.
+    KeyReissue,
 }
 
 impl LimitedAction {
-    pub const ALL: [LimitedAction; 5] = [
+    pub const ALL: [LimitedAction; 6] = [
         LimitedAction::WithdrawalRequest,
         LimitedAction::PaymentAttempt,
         LimitedAction::PromoAttempt,
         LimitedAction::AdminCommand,
         LimitedAction::TrialActivation,
+        LimitedAction::KeyReissue,
     ];
 
     /// The action's name: part of its Redis key, and how scenarios and logs name it.
@@ -91,6 +94,7 @@ impl LimitedAction {
             LimitedAction::PromoAttempt => "promo",
             LimitedAction::AdminCommand => "admin",
             LimitedAction::TrialActivation => "trial",
+            LimitedAction::KeyReissue => "reissue",
         }
     }
 
@@ -236,6 +240,7 @@ mod tests {
             LimitedAction::PromoAttempt => 2,
             LimitedAction::AdminCommand => 3,
             LimitedAction::TrialActivation => 4,
+            LimitedAction::KeyReissue => 5,
         };
         let mut seen: Vec<usize> = LimitedAction::ALL.iter().map(|a| action_index(*a)).collect();
         seen.sort_unstable();

@@ -1,6 +1,7 @@
-//! Outgoing Telegram calls. teloxide's `Bot` cannot run over a custom connector, so the core
-//! talks to Telegram only through this narrow port: the live adapter wraps teloxide, the
-//! simulation answers from a fake Bot API host (with 429s and timeouts).
+//! Outgoing Telegram calls. The core talks to Telegram only through this narrow port: the live
+//! adapter speaks the Bot API over the project's own HTTP stack, the tests record what was sent,
+//! the simulation answers from a fake Bot API host (with 429s and timeouts). Message texts are
+//! Telegram HTML, already escaped by the message catalog.
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,9 +18,20 @@ pub struct Button {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OutgoingMessage {
+    /// Telegram HTML.
     pub text: String,
     /// Rows of inline buttons.
     pub keyboard: Vec<Vec<Button>>,
+}
+
+/// An invoice in Telegram Stars (currency `XTR`, one price, no provider token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StarsInvoice {
+    pub title: String,
+    pub description: String,
+    /// What it pays for (`Payable::payload`), 1 to 128 bytes; comes back with the payment.
+    pub payload: String,
+    pub stars: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,5 +59,20 @@ pub trait Messenger: Send + Sync + 'static {
         &self,
         callback_id: &str,
         toast: Option<&str>,
+    ) -> impl Future<Output = Result<(), MessengerError>> + Send;
+
+    /// Sends an invoice in Telegram Stars and returns its message id.
+    fn send_invoice(
+        &self,
+        to: UserId,
+        invoice: StarsInvoice,
+    ) -> impl Future<Output = Result<i32, MessengerError>> + Send;
+
+    /// Answers a pre-checkout query: `None` lets the payment go ahead, `Some(reason)` refuses it
+    /// and shows the reason. MUST be answered within 10 seconds of the query.
+    fn answer_pre_checkout(
+        &self,
+        query_id: &str,
+        refusal: Option<&str>,
     ) -> impl Future<Output = Result<(), MessengerError>> + Send;
 }

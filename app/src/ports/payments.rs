@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use crate::domain::{Money, PaymentProviderKind, ProviderPaymentId, PurchaseId};
+use crate::domain::{Money, Payable, PaymentProviderKind, ProviderPaymentId};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invoice {
@@ -34,12 +34,14 @@ pub enum PaymentProviderError {
 pub trait PaymentProvider: Send + Sync + 'static {
     fn kind(&self) -> PaymentProviderKind;
 
-    /// Creates an invoice for a purchase. `purchase_id` is the idempotency label: asking twice
-    /// MUST return the same invoice.
+    /// Creates an invoice for a purchase or top-up; its payload is `payable.payload()`, so a
+    /// payment names what it pays for. The caller records the invoice id on the payable (once)
+    /// before showing the link.
     fn create_invoice(
         &self,
-        purchase: PurchaseId,
+        payable: Payable,
         amount: Money,
+        description: &str,
     ) -> impl Future<Output = Result<Invoice, PaymentProviderError>> + Send;
 
     fn invoice_status(

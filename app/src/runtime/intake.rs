@@ -96,3 +96,15 @@ where
         CommitVerdict::Failed => Handled::CommitFailed,
     }
 }
+
+/// The bot's handling of one update under the coordination protocol: what the webhook route,
+/// the poller, the tests and the simulation all call.
+pub async fn process<A: crate::runtime::wiring::Adapters>(
+    app: &crate::runtime::wiring::App<A>,
+    update: &crate::bot::incoming::Update,
+) -> Handled {
+    handle_update(&app.coordination, update.user, update.id, |ctx| async move {
+        crate::bot::handle(app, update, ctx.fsm.as_ref()).await
+    })
+    .await
+}

@@ -8,8 +8,8 @@
 //! - The live adapters are built from the settings here and nowhere else ([`live_store`],
 //!   [`live_coordination`]); errors name the variable to fix.
 //!
-//! The ports join [`Adapters`] as their live adapters land: Telegram (Messenger), the payment
-//! providers; `atlas-bot run` then calls [`assemble`] with them.
+//! `atlas-bot run` calls [`assemble`] with the live adapters of every port, the simulation with
+//! its own, the tests with theirs.
 
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use crate::coord::legacy::LegacyCoordination;
 use crate::coord::policy::Guarded;
 use crate::coord::redis::RedisCoordination;
 use crate::domain::{ShopPolicy, UserId};
-use crate::ports::{Clock, Coordination, Ids, Store, VpnProvider};
+use crate::ports::{Clock, Coordination, Ids, Messenger, PaymentProvider, Store, VpnProvider};
 use crate::store::PgStore;
 
 /// The adapter types of one world.
@@ -29,6 +29,9 @@ pub trait Adapters: 'static {
     type Store: Store;
     type Coordination: Coordination;
     type Vpn: VpnProvider;
+    type Messenger: Messenger;
+    /// The crypto payment provider (Crypto Pay). Telegram Stars go through the Messenger.
+    type Crypto: PaymentProvider;
 }
 
 /// The adapters a world hands to [`assemble`].
@@ -36,6 +39,8 @@ pub struct Parts<A: Adapters> {
     pub store: A::Store,
     pub coordination: A::Coordination,
     pub vpn: A::Vpn,
+    pub messenger: A::Messenger,
+    pub crypto: A::Crypto,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn Ids>,
 }
@@ -46,11 +51,25 @@ pub struct Rules {
     pub shop: ShopPolicy,
     /// Telegram users allowed to use admin tools; checked on the server for every admin step.
     pub admins: Vec<UserId>,
+    /// Where the Support button sends users.
+    pub support_contact: String,
+    /// The bot's @username (from `getMe`), for referral links; without it the link is the
+    /// `/start` payload alone.
+    pub bot_username: Option<String>,
 }
 
 impl Rules {
     pub fn from_settings(settings: &Settings) -> Rules {
-        Rules { shop: settings.shop.clone(), admins: settings.telegram.admins.clone() }
+        Rules {
+            shop: settings.shop.clone(),
+            admins: settings.telegram.admins.clone(),
+            support_contact: settings.telegram.support_contact.clone(),
+            bot_username: None,
+        }
+    }
+
+    pub fn is_admin(&self, user: UserId) -> bool {
+        self.admins.contains(&user)
     }
 }
 
@@ -60,6 +79,8 @@ pub struct App<A: Adapters> {
     pub store: A::Store,
     pub coordination: Guarded<A::Coordination>,
     pub vpn: A::Vpn,
+    pub messenger: A::Messenger,
+    pub crypto: A::Crypto,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn Ids>,
     pub rules: Rules,
@@ -73,6 +94,8 @@ pub fn assemble<A: Adapters>(parts: Parts<A>, rules: Rules) -> App<A> {
         store: parts.store,
         coordination: Guarded::new(parts.coordination, local),
         vpn: parts.vpn,
+        messenger: parts.messenger,
+        crypto: parts.crypto,
         clock: parts.clock,
         ids: parts.ids,
         rules,

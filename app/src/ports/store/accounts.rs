@@ -49,7 +49,7 @@ pub struct TopUpOutcome {
     pub balance: Money,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Direction {
     Credit,
     Debit,

@@ -79,6 +79,8 @@ pub struct RedisSettings {
 pub struct TelegramSettings {
     pub bot_token: Option<BotToken>,
     pub admins: Vec<UserId>,
+    /// Shown by the Support button.
+    pub support_contact: String,
     /// Receive updates by webhook at this URL instead of long polling.
     pub webhook_url: Option<Url>,
 }
@@ -251,6 +253,8 @@ impl Settings {
             Var::WithdrawalMin => self.shop.withdrawal_min.to_string(),
             Var::TrialDays => self.shop.trial_days.to_string(),
             Var::PurchaseTtlMinutes => (self.shop.purchase_ttl.as_secs() / 60).to_string(),
+            Var::StarPrice => self.shop.star_price.to_string(),
+            Var::SupportContact => self.telegram.support_contact.clone(),
             secret @ (Var::BotToken | Var::VpnPanelToken | Var::CryptoPayToken) => {
                 unreachable!("{secret:?} is secret: shown by secret_shown")
             }
@@ -306,7 +310,13 @@ fn telegram(r: &mut Reader<'_>) -> TelegramSettings {
     };
     let admins = r.parsed(Var::AdminIds, values::admin_ids).unwrap_or_default();
     let webhook_url = r.parsed(Var::WebhookUrl, |v| values::url_with_scheme(v, &["https"]).map(|u| u.url().clone()));
-    TelegramSettings { bot_token, admins, webhook_url }
+    let support_contact = r
+        .parsed(Var::SupportContact, |v| {
+            let ok = (2..=128).contains(&v.chars().count()) && !v.chars().any(char::is_control);
+            if ok { Ok(v.to_owned()) } else { Err("must be 2 to 128 characters on one line".into()) }
+        })
+        .unwrap_or_default();
+    TelegramSettings { bot_token, admins, support_contact, webhook_url }
 }
 
 fn providers(r: &mut Reader<'_>) -> ProviderSettings {
@@ -326,11 +336,13 @@ fn shop(r: &mut Reader<'_>) -> Option<ShopPolicy> {
     let (min, max) = (ShopPolicy::PURCHASE_TTL_MIN.as_secs() / 60, ShopPolicy::PURCHASE_TTL_MAX.as_secs() / 60);
     let purchase_ttl =
         r.parsed(Var::PurchaseTtlMinutes, |v| values::number(v, min, max).map(|m| Duration::from_secs(m * 60)));
+    let star_price = r.parsed(Var::StarPrice, |v| Money::parse(v).map_err(|e| e.to_string()));
     Some(ShopPolicy {
         trial_days: trial_days?,
         withdrawal_min: withdrawal_min?,
         referral_percent: referral_percent?,
         purchase_ttl: purchase_ttl?,
+        star_price: star_price?,
     })
 }
 

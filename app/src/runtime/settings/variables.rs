@@ -61,6 +61,8 @@ variables! {
     WithdrawalMin => ("WITHDRAWAL_MIN", "no", Value("100"), "smallest withdrawal, in roubles (`150`, `150.50`)", false),
     TrialDays => ("TRIAL_DAYS", "no", Value("3"), "length of the free trial (1–30)", false),
     PurchaseTtlMinutes => ("PURCHASE_TTL_MINUTES", "no", Value("60"), "how long a crypto/Stars purchase waits for payment (5–1440)", false),
+    StarPrice => ("STAR_PRICE", "no", Value("1.50"), "what one Telegram Star costs the buyer, in roubles (prices in Stars are rounded up)", false),
+    SupportContact => ("SUPPORT_CONTACT", "no", Value("@atlas_support"), "where the Support button sends users (a @username or a link)", false),
     WebhookUrl => ("WEBHOOK_URL", "no", Words("long polling"), "`https://` URL to receive updates by webhook", false),
     VpnPanelUrl => ("VPN_PANEL_URL", "no", Words("—"), "the VPN panel's API (`http://` or `https://`)", false),
     VpnPanelToken => ("VPN_PANEL_TOKEN", "no", Words("—"), "the panel's API token (secret)", true),

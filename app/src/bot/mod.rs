@@ -1,0 +1,383 @@
+//! The bot's behaviour: one router over one state enum, one module per conversation. It knows
+//! the world only through the ports of an [`App`] (store, coordination behind its failure
+//! policy, messenger, VPN panel, payment provider, clock, ids), so the same code runs in
+//! `atlas-bot run`, in the tests and in the simulation.
+//!
+//! [`handle`] is what the intake function runs for one update: it decodes the conversation
+//! state (`coord::fsm`, versioned; a record that no longer decodes resets the user to the menu
+//! with an apology), dispatches the update, sends the replies through the Messenger, and returns
+//! the new state for the intake function to commit by CAS. Store calls that move money carry an
+//! idempotency key derived from the update id (`upd:<id>:<step>`), so an update handled twice
+//! (redelivered after its money committed but before its state did) moves money once; replies
+//! are at-least-once.
+
+pub mod account;
+pub mod action;
+pub mod admin;
+pub mod incoming;
+mod menu;
+mod pay;
+pub mod purchase;
+pub mod state;
+mod subscription;
+pub mod text;
+pub mod withdraw;
+
+use chrono::{DateTime, Utc};
+use tracing::Instrument as _;
+
+use crate::coord::fsm::{self, Loaded};
+use crate::coord::policy::RateVerdict;
+use crate::domain::{IdempotencyKey, Language, UserId};
+use crate::ports::coordination::{FsmRecord, FsmWrite, LimitedAction};
+use crate::ports::messenger::{Button, OutgoingMessage};
+use crate::ports::store::Accounts;
+use crate::ports::Messenger;
+use crate::runtime::wiring::{Adapters, App};
+use action::{Action, StepInput};
+use incoming::{Command, Incoming, Update};
+use state::{Conversation, Record, Step};
+use text::{Msg, render};
+
+/// What a handler leaves the conversation in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Unchanged.
+    Keep,
+    /// Back at the main menu.
+    Done,
+    /// At this step, whose buttons carry this update's nonce.
+    Go(Step),
+}
+
+/// A message on its way: to whom, in which language, what.
+struct Outgoing {
+    to: UserId,
+    message: OutgoingMessage,
+}
+
+/// One update being handled: the app, the update, the sender's language, whether coordination
+/// answered, and the messages to send.
+pub struct Turn<'a, A: Adapters> {
+    pub app: &'a App<A>,
+    pub update: &'a Update,
+    pub lang: Language,
+    /// `false` when Redis could not be asked: no state, and money actions are refused.
+    pub coordinated: bool,
+    /// Whether this update already registered the user (a fresh conversation does).
+    registered: bool,
+    outbox: Vec<Outgoing>,
+}
+
+/// Rows of buttons as messages and the actions they ask for.
+pub type Keys = Vec<Vec<(Msg, Action)>>;
+
+impl<'a, A: Adapters> Turn<'a, A> {
+    pub fn user(&self) -> UserId {
+        self.update.user
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.app.clock.now()
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.app.rules.is_admin(self.update.user)
+    }
+
+    /// The nonce this update gives the step it leads to.
+    pub fn nonce(&self) -> u32 {
+        self.update.id as u32
+    }
+
+    /// A button of the step this update leads to.
+    pub fn step(&self, input: StepInput) -> Action {
+        Action::Step { nonce: self.nonce(), input }
+    }
+
+    /// The idempotency key of one money operation of this update.
+    pub fn key(&self, operation: &str) -> IdempotencyKey {
+        IdempotencyKey::parse(&format!("upd:{}:{operation}", self.update.id)).expect("a key of fixed shape")
+    }
+
+    /// The correlation id of this update (in logs and the admin audit log).
+    pub fn correlation(&self) -> String {
+        format!("upd:{}", self.update.id)
+    }
+
+    pub fn text(&self, msg: &Msg) -> String {
+        render(self.lang, msg)
+    }
+
+    fn message(&self, lang: Language, msg: &Msg, keys: Keys) -> OutgoingMessage {
+        let keyboard = keys
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|(label, action)| Button { label: render(lang, &label), callback_data: action.data() })
+                    .collect()
+            })
+            .collect();
+        OutgoingMessage { text: render(lang, msg), keyboard }
+    }
+
+    pub fn say(&mut self, msg: Msg) {
+        self.say_keys(msg, Vec::new());
+    }
+
+    pub fn say_keys(&mut self, msg: Msg, keys: Keys) {
+        let message = self.message(self.lang, &msg, keys);
+        self.outbox.push(Outgoing { to: self.update.user, message });
+    }
+
+    /// A message to another user, in their language.
+    pub async fn tell(&mut self, to: UserId, msg: Msg, keys: Keys) {
+        let lang = match self.app.store.user(to).await {
+            Ok(Some(user)) => user.language,
+            _ => Language::default(),
+        };
+        let message = self.message(lang, &msg, keys);
+        self.outbox.push(Outgoing { to, message });
+    }
+
+    /// The main menu.
+    pub fn menu(&mut self) {
+        let keys = menu::keys(self.is_admin());
+        self.say_keys(Msg::Menu, keys);
+    }
+
+    /// Something failed that the user cannot fix: logged with its cause, and a plain apology.
+    pub fn failed(&mut self, what: &str, error: &dyn std::fmt::Display) {
+        tracing::error!(operation = what, error = %error, "update failed");
+        self.say(Msg::Failed);
+    }
+
+    /// Counts one attempt of `action`; says why when it is refused.
+    pub async fn allow(&mut self, action: LimitedAction) -> bool {
+        match self.app.coordination.check_rate(self.update.user, action).await {
+            RateVerdict::Allowed => true,
+            RateVerdict::Denied { retry_after } => {
+                tracing::info!(event = "RATE_LIMITED", action = action.name(), "attempt refused");
+                self.say(Msg::RateLimited { minutes: retry_after.as_secs().div_ceil(60).max(1) });
+                false
+            }
+            RateVerdict::TryLater => {
+                self.say(Msg::TryLater);
+                false
+            }
+        }
+    }
+
+    /// The gate of every action that moves money: refused without coordination (Redis
+    /// unreachable), and counted against its limit.
+    pub async fn allow_money(&mut self, action: LimitedAction) -> bool {
+        if !self.coordinated {
+            self.say(Msg::TryLater);
+            return false;
+        }
+        self.allow(action).await
+    }
+
+    async fn send_all(&mut self) {
+        for out in std::mem::take(&mut self.outbox) {
+            if let Err(e) = self.app.messenger.send(out.to, out.message).await {
+                tracing::warn!(to = out.to.get(), error = %e, "reply not sent");
+            }
+        }
+    }
+}
+
+/// Handles one update: the function the intake function runs. `fsm` is the record the begin
+/// returned (`None` when the update is handled degraded, without Redis).
+pub async fn handle<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<&FsmRecord>) -> FsmWrite {
+    let span = tracing::info_span!(
+        "update",
+        update_id = update.id,
+        user_id = update.user.get(),
+        correlation_id = %format!("upd:{}", update.id)
+    );
+    handle_in_span(app, update, fsm).instrument(span).await
+}
+
+async fn handle_in_span<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<&FsmRecord>) -> FsmWrite {
+    let loaded = fsm.map_or(Loaded::Fresh, fsm::decode::<Record>);
+    let mut turn = Turn {
+        app,
+        update,
+        lang: Language::default(),
+        coordinated: fsm.is_some(),
+        registered: false,
+        outbox: Vec::new(),
+    };
+    let (before, reset) = match loaded {
+        Loaded::Resumed(record) => (Some(record), false),
+        Loaded::Fresh => (None, false),
+        Loaded::Reset => (None, true),
+    };
+    let mut record = match &before {
+        Some(record) => record.clone(),
+        None => menu::register(&mut turn).await,
+    };
+    turn.lang = record.lang;
+    if reset {
+        tracing::info!(event = "FSM_RESET", "a stored conversation no longer decodes; back to the menu");
+        turn.say(Msg::ResetNotice);
+        record.conversation = None;
+    }
+    let next = dispatch(&mut turn, &mut record).await;
+    match next {
+        Next::Keep => {}
+        Next::Done => record.conversation = None,
+        Next::Go(step) => record.conversation = Some(Conversation { nonce: turn.nonce(), step }),
+    }
+    record.lang = turn.lang;
+    turn.send_all().await;
+    if !turn.coordinated || before.as_ref() == Some(&record) {
+        return FsmWrite::Keep;
+    }
+    match fsm::encode(&record) {
+        Ok(bytes) => FsmWrite::Set(bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "conversation state does not encode; kept as it was");
+            FsmWrite::Keep
+        }
+    }
+}
+
+async fn dispatch<A: Adapters>(turn: &mut Turn<'_, A>, record: &mut Record) -> Next {
+    let conversation = record.conversation.clone();
+    match turn.update.incoming.clone() {
+        Incoming::Command { command, args } => match command {
+            Command::Start => menu::start(turn, &args).await,
+            Command::Menu | Command::Cancel | Command::Help => {
+                let msg = match command {
+                    Command::Cancel if conversation.is_some() => Msg::Cancelled,
+                    Command::Help => Msg::Help,
+                    _ => Msg::Menu,
+                };
+                if msg != Msg::Menu {
+                    turn.say(msg);
+                }
+                turn.menu();
+                Next::Done
+            }
+            Command::Admin => admin::open(turn).await,
+            Command::Unknown => {
+                turn.say(Msg::UnknownCommand);
+                Next::Keep
+            }
+        },
+        Incoming::Callback { query_id, data, .. } => {
+            if let Err(e) = turn.app.messenger.answer_callback(&query_id, None).await {
+                tracing::warn!(error = %e, "callback not acknowledged");
+            }
+            callback(turn, record, conversation, &data).await
+        }
+        Incoming::Text(text) => match conversation.map(|c| c.step) {
+            Some(step) => text_input(turn, step, &text).await,
+            None => not_understood(turn),
+        },
+        Incoming::Unsupported(_) => match conversation.map(|c| c.step) {
+            Some(step) if expects_text(&step) => {
+                turn.say(Msg::SendText);
+                Next::Keep
+            }
+            _ => not_understood(turn),
+        },
+        Incoming::PreCheckout { query_id, payload, currency, total } => {
+            purchase::pre_checkout(turn, &query_id, &payload, &currency, total).await;
+            Next::Keep
+        }
+        Incoming::Paid(payment) => purchase::paid(turn, conversation.map(|c| c.step), &payment).await,
+    }
+}
+
+fn not_understood<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
+    turn.say(Msg::NotUnderstood);
+    turn.menu();
+    Next::Keep
+}
+
+fn stale<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
+    turn.say(Msg::StaleButton);
+    turn.menu();
+    Next::Done
+}
+
+/// Whether the step waits for the user to type something.
+fn expects_text(step: &Step) -> bool {
+    match step {
+        Step::PromoInput => true,
+        Step::Purchase(s) => s.expects_text(),
+        Step::TopUp(s) => s.expects_text(),
+        Step::Withdraw(s) => s.expects_text(),
+        Step::Admin(s) => s.expects_text(),
+    }
+}
+
+async fn text_input<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, text: &str) -> Next {
+    match step {
+        Step::PromoInput => purchase::promo_entered(turn, None, text).await,
+        Step::Purchase(step) => purchase::text(turn, step, text).await,
+        Step::TopUp(step) => account::top_up_text(turn, step, text).await,
+        Step::Withdraw(step) => withdraw::text(turn, step, text).await,
+        Step::Admin(step) => admin::text(turn, step, text).await,
+    }
+}
+
+async fn callback<A: Adapters>(
+    turn: &mut Turn<'_, A>,
+    record: &mut Record,
+    conversation: Option<Conversation>,
+    data: &str,
+) -> Next {
+    let Some(action) = Action::parse(data) else {
+        tracing::info!(event = "CALLBACK_REFUSED", data_len = data.len(), "malformed or unknown callback data");
+        return stale(turn);
+    };
+    match action {
+        Action::Nav(nav) => menu::nav(turn, record, nav).await,
+        Action::Admin(nav) => admin::nav(turn, nav).await,
+        Action::Decide { withdrawal, approve } => admin::decide(turn, withdrawal, approve).await,
+        Action::AdminUser { op, user } => admin::user_op(turn, op, user).await,
+        Action::Step { nonce, input } => match conversation {
+            Some(c) if c.nonce == nonce => step_input(turn, c.step, input).await,
+            _ => stale(turn),
+        },
+    }
+}
+
+async fn step_input<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, input: StepInput) -> Next {
+    if input == StepInput::Cancel {
+        return cancel(turn, step).await;
+    }
+    match step {
+        Step::Purchase(step) => purchase::input(turn, step, input).await,
+        Step::TopUp(step) => account::top_up_input(turn, step, input).await,
+        Step::Withdraw(step) => withdraw::input(turn, step, input).await,
+        Step::Admin(step) => admin::input(turn, step, input).await,
+        Step::PromoInput => stale(turn),
+    }
+}
+
+/// Cancel, from any step: a pending payment is closed first (its promo use given back).
+async fn cancel<A: Adapters>(turn: &mut Turn<'_, A>, step: Step) -> Next {
+    match step {
+        Step::Purchase(step) => purchase::cancel(turn, step).await,
+        Step::TopUp(step) => account::cancel_top_up(turn, step).await,
+        _ => {}
+    }
+    turn.say(Msg::Cancelled);
+    turn.menu();
+    Next::Done
+}
+
+/// The buttons under a step's question: confirm and cancel.
+pub fn confirm_keys<A: Adapters>(turn: &Turn<'_, A>) -> Keys {
+    vec![vec![(Msg::BtnConfirm, turn.step(StepInput::Confirm)), (Msg::BtnCancel, turn.step(StepInput::Cancel))]]
+}
+
+/// A lone cancel button under a question that waits for text.
+pub fn cancel_keys<A: Adapters>(turn: &Turn<'_, A>) -> Keys {
+    vec![vec![(Msg::BtnCancel, turn.step(StepInput::Cancel))]]
+}

@@ -1,0 +1,493 @@
+//! Buying a period (PurchaseState): tariff → period → payment method (balance, crypto, Telegram
+//! Stars) → processing, with an optional promo code (PromoCodeInput, from the menu or from the
+//! payment step). Also the Stars payment's pre-checkout answer and its successful payment.
+//!
+//! Money moves only in the store: a purchase from the balance and the opening of a provider
+//! purchase carry the update's key, so a redelivered update pays once; a provider payment counts
+//! once by its payment id.
+
+use serde::{Deserialize, Serialize};
+
+use super::action::{Action, Method, Nav, StepInput};
+use super::incoming::Payment;
+use super::menu::back;
+use super::pay::{self, Checked};
+use super::state::Step as State;
+use super::text::Msg;
+use super::{Keys, Next, Turn, cancel_keys};
+use crate::domain::{
+    Money, Payable, Percent, PromoCode, PurchaseId, PurchaseStatus, TariffCode, TariffPeriod, TopUpId,
+};
+use crate::ports::coordination::LimitedAction;
+use crate::ports::store::{
+    Accounts, Applied, Closure, FinalizeOutcome, PaymentError, PromoError, PromoRefusal, Promos, PurchaseError,
+    PurchaseRequest, Purchases, Subscriptions,
+};
+use crate::ports::Messenger;
+use crate::runtime::wiring::Adapters;
+
+/// A promo code the user entered and the store accepted, kept for the purchase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promo {
+    pub code: PromoCode,
+    pub discount: Percent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    Tariff { promo: Option<Promo> },
+    Period { tariff: TariffCode, promo: Option<Promo> },
+    Method { tariff: TariffCode, days: u16, promo: Option<Promo> },
+    /// Waiting for a promo code typed at the payment step.
+    Promo { tariff: TariffCode, days: u16 },
+    Processing { purchase: PurchaseId, method: Method },
+}
+
+impl Step {
+    pub fn expects_text(&self) -> bool {
+        matches!(self, Step::Promo { .. })
+    }
+}
+
+fn go(step: Step) -> Next {
+    Next::Go(State::Purchase(step))
+}
+
+/// The first step: the tariffs on sale.
+pub async fn start<A: Adapters>(turn: &mut Turn<'_, A>, promo: Option<Promo>) -> Next {
+    let catalogue = match turn.app.store.catalogue().await {
+        Ok(catalogue) => catalogue,
+        Err(e) => {
+            turn.failed("catalogue", &e);
+            return Next::Done;
+        }
+    };
+    let mut tariffs: Vec<&TariffPeriod> = Vec::new();
+    for period in &catalogue {
+        if !tariffs.iter().any(|t| t.tariff == period.tariff) {
+            tariffs.push(period);
+        }
+    }
+    if tariffs.is_empty() {
+        turn.say_keys(Msg::NothingOnSale, back());
+        return Next::Done;
+    }
+    let mut keys: Keys = tariffs
+        .iter()
+        .map(|t| vec![(Msg::BtnTariff { title: t.title.clone() }, turn.step(StepInput::Tariff(t.tariff.clone())))])
+        .collect();
+    keys.push(vec![(Msg::BtnCancel, turn.step(StepInput::Cancel))]);
+    turn.say_keys(Msg::ChooseTariff, keys);
+    go(Step::Tariff { promo })
+}
+
+/// PromoCodeInput from the menu: the code applies to the purchase that follows.
+pub fn promo_start<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
+    let keys = cancel_keys(turn);
+    turn.say_keys(Msg::PromoAsk, keys);
+    Next::Go(State::PromoInput)
+}
+
+pub async fn text<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, text: &str) -> Next {
+    match step {
+        Step::Promo { tariff, days } => promo_entered(turn, Some((tariff, days)), text).await,
+        _ => {
+            turn.say(Msg::NotUnderstood);
+            Next::Keep
+        }
+    }
+}
+
+/// A promo code typed: checked (counted against the promo limit), then the purchase goes on:
+/// to the tariffs (from the menu) or back to the payment step it was typed at.
+pub async fn promo_entered<A: Adapters>(turn: &mut Turn<'_, A>, at: Option<(TariffCode, u16)>, text: &str) -> Next {
+    let again = |at: &Option<(TariffCode, u16)>| match at {
+        Some((tariff, days)) => go(Step::Promo { tariff: tariff.clone(), days: *days }),
+        None => Next::Go(State::PromoInput),
+    };
+    if !turn.allow(LimitedAction::PromoAttempt).await {
+        return again(&at);
+    }
+    let Ok(code) = PromoCode::parse(text) else {
+        let keys = cancel_keys(turn);
+        turn.say_keys(Msg::PromoInvalid, keys);
+        return again(&at);
+    };
+    let quote = match turn.app.store.validate_promo(turn.user(), &code, turn.now()).await {
+        Ok(quote) => quote,
+        Err(PromoError::Refused(refusal)) => {
+            let keys = cancel_keys(turn);
+            turn.say_keys(promo_refusal(refusal), keys);
+            return again(&at);
+        }
+        Err(PromoError::Unexpected(e)) => {
+            turn.failed("validate_promo", &e);
+            return Next::Done;
+        }
+    };
+    let promo = Promo { code: quote.code, discount: quote.discount };
+    match at {
+        Some((tariff, days)) => method_screen(turn, tariff, days, Some(promo)).await,
+        None => {
+            turn.say(Msg::PromoApplied { code: promo.code.to_string(), percent: promo.discount });
+            start(turn, Some(promo)).await
+        }
+    }
+}
+
+pub fn promo_refusal(refusal: PromoRefusal) -> Msg {
+    match refusal {
+        PromoRefusal::NotFound => Msg::PromoNotFound,
+        PromoRefusal::Disabled => Msg::PromoDisabled,
+        PromoRefusal::Expired => Msg::PromoExpired,
+        PromoRefusal::Exhausted => Msg::PromoExhausted,
+        PromoRefusal::AlreadyUsedByUser => Msg::PromoUsed,
+    }
+}
+
+pub async fn input<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, input: StepInput) -> Next {
+    match (step, input) {
+        (Step::Tariff { promo }, StepInput::Tariff(tariff)) => periods(turn, tariff, promo).await,
+        (Step::Period { tariff, promo }, StepInput::Period(days)) => method_screen(turn, tariff, days, promo).await,
+        (Step::Method { tariff, days, .. }, StepInput::EnterPromo) => {
+            let keys = cancel_keys(turn);
+            turn.say_keys(Msg::PromoAsk, keys);
+            go(Step::Promo { tariff, days })
+        }
+        (Step::Method { tariff, days, promo }, StepInput::Pay(Method::Balance)) => {
+            from_balance(turn, tariff, days, promo).await
+        }
+        (Step::Method { tariff, days, promo }, StepInput::Pay(method)) => by_provider(turn, tariff, days, promo, method).await,
+        (Step::Processing { purchase, method: Method::Crypto }, StepInput::CheckPayment) => check(turn, purchase).await,
+        _ => super::stale(turn),
+    }
+}
+
+async fn periods_of<A: Adapters>(turn: &mut Turn<'_, A>, tariff: &TariffCode) -> Option<Vec<TariffPeriod>> {
+    match turn.app.store.catalogue().await {
+        Ok(catalogue) => Some(catalogue.into_iter().filter(|p| &p.tariff == tariff).collect()),
+        Err(e) => {
+            turn.failed("catalogue", &e);
+            None
+        }
+    }
+}
+
+async fn periods<A: Adapters>(turn: &mut Turn<'_, A>, tariff: TariffCode, promo: Option<Promo>) -> Next {
+    let Some(periods) = periods_of(turn, &tariff).await else { return Next::Done };
+    let Some(first) = periods.first() else {
+        turn.say_keys(Msg::PurchaseUnavailable, back());
+        return Next::Done;
+    };
+    let title = first.title.clone();
+    let mut keys: Keys = periods
+        .iter()
+        .filter_map(|p| {
+            let days = u16::try_from(p.days).ok()?;
+            Some(vec![(Msg::BtnPeriod { days, price: p.price }, turn.step(StepInput::Period(days)))])
+        })
+        .collect();
+    keys.push(vec![(Msg::BtnCancel, turn.step(StepInput::Cancel))]);
+    turn.say_keys(Msg::ChoosePeriod { title }, keys);
+    go(Step::Period { tariff, promo })
+}
+
+/// The price and the ways to pay it.
+async fn method_screen<A: Adapters>(turn: &mut Turn<'_, A>, tariff: TariffCode, days: u16, promo: Option<Promo>) -> Next {
+    let Some(periods) = periods_of(turn, &tariff).await else { return Next::Done };
+    let Some(period) = periods.into_iter().find(|p| p.days == i32::from(days)) else {
+        turn.say_keys(Msg::PurchaseUnavailable, back());
+        return Next::Done;
+    };
+    let balance = match turn.app.store.user(turn.user()).await {
+        Ok(user) => user.map_or(Money::ZERO, |u| u.balance),
+        Err(e) => {
+            turn.failed("user", &e);
+            return Next::Done;
+        }
+    };
+    let price = promo.as_ref().map_or(period.price, |p| p.discount.discount(period.price));
+    let title = period.title.clone();
+    let msg = match &promo {
+        Some(p) => Msg::ChooseMethodPromo {
+            title,
+            days,
+            price,
+            full: period.price,
+            code: p.code.to_string(),
+            percent: p.discount,
+        },
+        None => Msg::ChooseMethod { title, days, price },
+    };
+    let mut keys = vec![vec![(Msg::BtnPayBalance { balance }, turn.step(StepInput::Pay(Method::Balance)))]];
+    if !price.is_zero() {
+        keys.push(vec![
+            (Msg::BtnPayCrypto, turn.step(StepInput::Pay(Method::Crypto))),
+            (Msg::BtnPayStars { stars: turn.app.rules.shop.stars(price) }, turn.step(StepInput::Pay(Method::Stars))),
+        ]);
+    }
+    let mut last = vec![(Msg::BtnCancel, turn.step(StepInput::Cancel))];
+    if promo.is_none() {
+        last.insert(0, (Msg::BtnEnterPromo, turn.step(StepInput::EnterPromo)));
+    }
+    keys.push(last);
+    turn.say_keys(msg, keys);
+    go(Step::Method { tariff, days, promo })
+}
+
+fn request<A: Adapters>(turn: &Turn<'_, A>, tariff: TariffCode, days: u16, promo: &Option<Promo>, op: &str) -> PurchaseRequest {
+    PurchaseRequest {
+        user: turn.user(),
+        tariff,
+        days: i32::from(days),
+        promo: promo.as_ref().map(|p| p.code.clone()),
+        idempotency_key: Some(turn.key(op)),
+    }
+}
+
+/// A refusal of the store while buying: what the user is told, and where the conversation goes.
+async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, tariff: TariffCode, days: u16) -> Next {
+    match e {
+        PurchaseError::InsufficientBalance => {
+            let balance = turn.app.store.user(turn.user()).await.ok().flatten().map_or(Money::ZERO, |u| u.balance);
+            let price = turn.app.store.catalogue().await.ok().and_then(|c| {
+                c.into_iter().find(|p| p.tariff == tariff && p.days == i32::from(days)).map(|p| p.price)
+            });
+            let keys = vec![vec![(Msg::BtnTopUp, Action::Nav(Nav::TopUp)), (Msg::BtnMenu, Action::Nav(Nav::Menu))]];
+            turn.say_keys(Msg::InsufficientBalance { price: price.unwrap_or(Money::ZERO), balance }, keys);
+            Next::Done
+        }
+        PurchaseError::Promo(refusal) => {
+            turn.say(promo_refusal(refusal));
+            method_screen(turn, tariff, days, None).await
+        }
+        PurchaseError::NothingToPay => {
+            turn.say(Msg::FreeUseBalance);
+            method_screen(turn, tariff, days, None).await
+        }
+        PurchaseError::UnknownTariff => {
+            turn.say_keys(Msg::PurchaseUnavailable, back());
+            Next::Done
+        }
+        PurchaseError::UserBanned => {
+            turn.say(Msg::Banned);
+            Next::Done
+        }
+        e @ (PurchaseError::UnknownUser | PurchaseError::IdempotencyKeyReused | PurchaseError::Unexpected(_)) => {
+            turn.failed("purchase", &e);
+            Next::Done
+        }
+    }
+}
+
+async fn from_balance<A: Adapters>(turn: &mut Turn<'_, A>, tariff: TariffCode, days: u16, promo: Option<Promo>) -> Next {
+    if !turn.allow_money(LimitedAction::PaymentAttempt).await {
+        return Next::Done;
+    }
+    let request = request(turn, tariff.clone(), days, &promo, "buy");
+    match turn.app.store.purchase_from_balance(request, turn.now()).await {
+        Ok(bought) => {
+            if bought.applied == Applied::Done
+                && let Some(p) = &promo
+            {
+                tracing::info!(event = "PROMOCODE_CONSUMED", code = p.code.as_str(), purchase_id = bought.purchase_id.get());
+            }
+            reward_referrer(turn, bought.purchase_id).await;
+            let msg = Msg::Purchased { until: bought.expires_at, amount: bought.amount, balance: bought.balance };
+            turn.say_keys(msg, subscription_keys());
+            Next::Done
+        }
+        Err(e) => refused(turn, e, tariff, days).await,
+    }
+}
+
+fn subscription_keys() -> Keys {
+    vec![vec![(Msg::BtnSubscription, Action::Nav(Nav::Subscription)), (Msg::BtnMenu, Action::Nav(Nav::Menu))]]
+}
+
+async fn by_provider<A: Adapters>(
+    turn: &mut Turn<'_, A>,
+    tariff: TariffCode,
+    days: u16,
+    promo: Option<Promo>,
+    method: Method,
+) -> Next {
+    if !turn.allow_money(LimitedAction::PaymentAttempt).await {
+        return Next::Done;
+    }
+    let provider = pay::provider(method).expect("a provider method");
+    let request = request(turn, tariff.clone(), days, &promo, "open");
+    let ttl = turn.app.rules.shop.purchase_ttl;
+    let pending = match turn.app.store.create_pending_purchase(request, provider, ttl, turn.now()).await {
+        Ok(pending) => pending,
+        Err(e) => return refused(turn, e, tariff, days).await,
+    };
+    let description = Msg::InvoicePurchase { days };
+    if !pay::invoice(turn, Payable::Purchase(pending.purchase_id), pending.amount, method, description).await {
+        return Next::Done;
+    }
+    go(Step::Processing { purchase: pending.purchase_id, method })
+}
+
+/// The buyer's referrer gets their share of a paid purchase (once per purchase, whoever asks).
+async fn reward_referrer<A: Adapters>(turn: &mut Turn<'_, A>, purchase: PurchaseId) {
+    let percent = turn.app.rules.shop.referral_percent;
+    if let Err(e) = turn.app.store.grant_referral_reward(purchase, percent, turn.now()).await {
+        tracing::warn!(error = %e, purchase_id = purchase.get(), "referral reward not granted");
+    }
+}
+
+/// What a finalized purchase tells its buyer.
+async fn finalized<A: Adapters>(turn: &mut Turn<'_, A>, purchase: PurchaseId, outcome: FinalizeOutcome, amount: Money) {
+    match outcome {
+        FinalizeOutcome::Finalized { expires_at } => {
+            reward_referrer(turn, purchase).await;
+            turn.say_keys(Msg::Paid { until: expires_at }, subscription_keys());
+        }
+        FinalizeOutcome::Duplicate => {
+            reward_referrer(turn, purchase).await;
+            match turn.app.store.subscription(turn.user()).await {
+                Ok(Some(sub)) => turn.say_keys(Msg::Paid { until: sub.expires_at }, subscription_keys()),
+                _ => turn.say_keys(Msg::PaidToBalance { amount }, back()),
+            }
+        }
+        FinalizeOutcome::CreditedToBalance => turn.say_keys(Msg::PaidToBalance { amount }, back()),
+    }
+}
+
+async fn check<A: Adapters>(turn: &mut Turn<'_, A>, purchase: PurchaseId) -> Next {
+    let processing = go(Step::Processing { purchase, method: Method::Crypto });
+    let info = match turn.app.store.purchase(purchase).await {
+        Ok(Some(info)) if info.user == turn.user() => info,
+        Ok(_) => return super::stale(turn),
+        Err(e) => {
+            turn.failed("purchase", &e);
+            return Next::Keep;
+        }
+    };
+    match pay::check_crypto(turn, info.invoice_id.as_deref()).await {
+        Checked::Paid(payment) => {
+            let amount = payment.amount;
+            match turn.app.store.finalize_purchase(purchase, payment, turn.now()).await {
+                Ok(outcome) => finalized(turn, purchase, outcome, amount).await,
+                Err(e) => unmatched(turn, Payable::Purchase(purchase), &e),
+            }
+            Next::Done
+        }
+        Checked::Pending => {
+            let keys = pay::processing_keys(turn, Method::Crypto);
+            turn.say_keys(Msg::PaymentPending, keys);
+            match processing {
+                Next::Go(step) => Next::Go(step),
+                other => other,
+            }
+        }
+        Checked::Expired => {
+            if let Err(e) = turn.app.store.close_pending_purchase(purchase, Closure::Expired).await {
+                tracing::info!(error = %e, "expired purchase not closed");
+            }
+            turn.say_keys(Msg::InvoiceExpired, back());
+            Next::Done
+        }
+        Checked::Unknown => Next::Keep,
+    }
+}
+
+/// A payment the store refused to count: nothing was credited; the user is asked to write to
+/// support, and the event is logged for an operator.
+fn unmatched<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, e: &PaymentError) {
+    tracing::warn!(event = "PAYMENT_UNMATCHED", payable = %payable.payload(), error = %e, "payment refused by the store");
+    turn.say_keys(Msg::PaymentUnmatched, back());
+}
+
+/// Leaving a purchase while its invoice waits: the purchase is cancelled and its promo use given
+/// back (a payment that still comes goes to the balance).
+pub async fn cancel<A: Adapters>(turn: &mut Turn<'_, A>, step: Step) {
+    if let Step::Processing { purchase, .. } = step
+        && let Err(e) = turn.app.store.close_pending_purchase(purchase, Closure::Cancelled).await
+    {
+        tracing::info!(error = %e, "purchase not cancelled");
+    }
+}
+
+/// What a pending payable costs and whether it may be paid now by this user.
+async fn payable_now<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable) -> Option<Money> {
+    let (user, amount, status, expires_at) = match payable {
+        Payable::Purchase(id) => {
+            let p = turn.app.store.purchase(id).await.ok()??;
+            (p.user, p.amount, p.status, p.expires_at)
+        }
+        Payable::TopUp(id) => {
+            let t = turn.app.store.topup(id).await.ok()??;
+            (t.user, t.amount, t.status, t.expires_at)
+        }
+    };
+    (user == turn.user() && status == PurchaseStatus::Pending && expires_at > turn.now()).then_some(amount)
+}
+
+/// Telegram asks whether a Stars invoice may still be paid: yes only when what it pays for is
+/// still pending, not expired, the payer's own, and the price matches.
+pub async fn pre_checkout<A: Adapters>(turn: &mut Turn<'_, A>, query_id: &str, payload: &str, currency: &str, total: u32) {
+    let payable = Payable::from_payload(payload);
+    let ok = match payable {
+        Some(payable) => payable_now(turn, payable)
+            .await
+            .is_some_and(|amount| currency == pay::STARS_CURRENCY && total == turn.app.rules.shop.stars(amount)),
+        None => false,
+    };
+    let refusal = (!ok).then(|| turn.text(&Msg::PreCheckoutRefused));
+    if !ok {
+        tracing::info!(event = "PRE_CHECKOUT_REFUSED", payload_len = payload.len(), "invoice no longer payable");
+    }
+    if let Err(e) = turn.app.messenger.answer_pre_checkout(query_id, refusal.as_deref()).await {
+        tracing::warn!(error = %e, "pre-checkout not answered");
+    }
+}
+
+/// A Stars payment went through: counted once by its charge id, for the purchase or top-up its
+/// payload names. The conversation waiting for it ends.
+pub async fn paid<A: Adapters>(turn: &mut Turn<'_, A>, step: Option<State>, payment: &Payment) -> Next {
+    let Some(payable) = Payable::from_payload(&payment.payload) else {
+        tracing::warn!(event = "PAYMENT_UNMATCHED", charge_id_len = payment.charge_id.len(), "payment with a foreign payload");
+        turn.say_keys(Msg::PaymentUnmatched, back());
+        return Next::Keep;
+    };
+    let expected = match payable {
+        Payable::Purchase(id) => turn.app.store.purchase(id).await.ok().flatten().map(|p| p.amount),
+        Payable::TopUp(id) => turn.app.store.topup(id).await.ok().flatten().map(|t| t.amount),
+    };
+    let payment_of = |turn: &Turn<'_, A>, expected: Money| {
+        pay::stars_payment(turn, &payment.currency, payment.total, &payment.charge_id, expected)
+    };
+    let Some(provider_payment) = expected.and_then(|expected| payment_of(turn, expected)) else {
+        tracing::warn!(event = "PAYMENT_UNMATCHED", payable = %payable.payload(), "payment for nothing known");
+        turn.say_keys(Msg::PaymentUnmatched, back());
+        return Next::Keep;
+    };
+    let amount = provider_payment.amount;
+    match payable {
+        Payable::Purchase(purchase) => match turn.app.store.finalize_purchase(purchase, provider_payment, turn.now()).await {
+            Ok(outcome) => finalized(turn, purchase, outcome, amount).await,
+            Err(e) => unmatched(turn, payable, &e),
+        },
+        Payable::TopUp(topup) => paid_top_up(turn, topup, provider_payment, amount).await,
+    }
+    let waiting_for_it = match &step {
+        Some(State::Purchase(Step::Processing { purchase, .. })) => payable == Payable::Purchase(*purchase),
+        Some(State::TopUp(super::account::TopUpStep::Processing { topup, .. })) => payable == Payable::TopUp(*topup),
+        _ => false,
+    };
+    if waiting_for_it { Next::Done } else { Next::Keep }
+}
+
+async fn paid_top_up<A: Adapters>(
+    turn: &mut Turn<'_, A>,
+    topup: TopUpId,
+    payment: crate::ports::store::ProviderPayment,
+    amount: Money,
+) {
+    match turn.app.store.finalize_topup(topup, payment, turn.now()).await {
+        Ok(credited) => turn.say_keys(Msg::TopUpCredited { amount, balance: credited.balance }, back()),
+        Err(e) => unmatched(turn, Payable::TopUp(topup), &e),
+    }
+}

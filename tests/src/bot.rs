@@ -1,0 +1,410 @@
+//! Driving the real bot in-process: the real intake function and router on real PostgreSQL and
+//! real Redis, with a recording Messenger and recording providers. Updates are written as the
+//! Bot API's JSON and parsed with teloxide's types, as a live update would be.
+//!
+//! ```ignore
+//! let bot = BotHarness::new(&[ADMIN]).await;
+//! bot.send_text(USER, "/start").await;
+//! bot.press(USER, "Withdraw").await;
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atlas::bot::incoming;
+use atlas::coord::connector::TcpDialer;
+use atlas::coord::keys::KeySpace;
+use atlas::coord::redis::RedisCoordination;
+use atlas::domain::{Language, Money, Payable, PaymentProviderKind, Percent, ProviderPaymentId, ShopPolicy, SubscriptionId, UserId};
+use atlas::ports::messenger::{MessengerError, OutgoingMessage, StarsInvoice};
+use atlas::ports::payments::{Invoice, InvoiceStatus, PaymentProviderError};
+use atlas::ports::vpn::{PanelKey, VpnError};
+use atlas::ports::{Clock, Messenger, PaymentProvider, VpnProvider};
+use atlas::runtime::intake::{Handled, process};
+use atlas::runtime::live::SystemClock;
+use atlas::runtime::wiring::{Adapters, App, Parts, Rules, assemble};
+use atlas::store::PgStore;
+use chrono::{DateTime, Utc};
+
+use crate::TestDb;
+use crate::redis_support::{fresh_keys, ids, instance};
+
+/// What the bot sent through the Messenger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sent {
+    Message { to: UserId, message: OutgoingMessage },
+    Invoice { to: UserId, invoice: StarsInvoice },
+    CallbackAnswered { id: String },
+    PreCheckout { id: String, refusal: Option<String> },
+}
+
+/// The Messenger of the tests: records everything, in order.
+#[derive(Clone, Default)]
+pub struct RecordingMessenger {
+    pub sent: Arc<Mutex<Vec<Sent>>>,
+}
+
+impl RecordingMessenger {
+    fn push(&self, sent: Sent) {
+        self.sent.lock().unwrap().push(sent);
+    }
+}
+
+impl Messenger for RecordingMessenger {
+    async fn send(&self, to: UserId, message: OutgoingMessage) -> Result<i32, MessengerError> {
+        assert!(message.text.chars().count() <= 4096, "a message over Telegram's limit: {}", message.text);
+        for button in message.keyboard.iter().flatten() {
+            assert!(button.callback_data.len() <= 64, "callback data over 64 bytes: {}", button.callback_data);
+        }
+        self.push(Sent::Message { to, message });
+        Ok(1)
+    }
+
+    async fn answer_callback(&self, callback_id: &str, _toast: Option<&str>) -> Result<(), MessengerError> {
+        self.push(Sent::CallbackAnswered { id: callback_id.to_owned() });
+        Ok(())
+    }
+
+    async fn send_invoice(&self, to: UserId, invoice: StarsInvoice) -> Result<i32, MessengerError> {
+        self.push(Sent::Invoice { to, invoice });
+        Ok(1)
+    }
+
+    async fn answer_pre_checkout(&self, query_id: &str, refusal: Option<&str>) -> Result<(), MessengerError> {
+        self.push(Sent::PreCheckout { id: query_id.to_owned(), refusal: refusal.map(str::to_owned) });
+        Ok(())
+    }
+}
+
+/// A VPN panel that keeps its keys in memory: created by label (idempotent), revoked by id.
+#[derive(Clone, Default)]
+pub struct FakePanel {
+    /// Panel key id -> (subscription, alive).
+    pub keys: Arc<Mutex<BTreeMap<String, (SubscriptionId, bool)>>>,
+}
+
+impl VpnProvider for FakePanel {
+    async fn create_key(&self, subscription: SubscriptionId, label: &str) -> Result<PanelKey, VpnError> {
+        self.keys.lock().unwrap().entry(label.to_owned()).or_insert((subscription, true));
+        Ok(PanelKey { panel_key_id: label.to_owned(), access_uri: format!("ss://{label}@vpn.example:443") })
+    }
+
+    async fn revoke_key(&self, panel_key_id: &str) -> Result<(), VpnError> {
+        if let Some(key) = self.keys.lock().unwrap().get_mut(panel_key_id) {
+            key.1 = false;
+        }
+        Ok(())
+    }
+}
+
+/// A crypto provider in memory: one invoice per payable; a test marks it paid.
+#[derive(Clone, Default)]
+pub struct FakeCrypto {
+    /// Invoice id -> (payable, amount, paid).
+    pub invoices: Arc<Mutex<BTreeMap<String, (Payable, Money, bool)>>>,
+}
+
+impl FakeCrypto {
+    /// Marks the invoice of `payable` paid, as the provider would after the user paid.
+    pub fn pay(&self, payable: Payable) {
+        for (_, (p, _, paid)) in self.invoices.lock().unwrap().iter_mut() {
+            if *p == payable {
+                *paid = true;
+            }
+        }
+    }
+}
+
+impl PaymentProvider for FakeCrypto {
+    fn kind(&self) -> PaymentProviderKind {
+        PaymentProviderKind::Crypto
+    }
+
+    async fn create_invoice(&self, payable: Payable, amount: Money, _description: &str) -> Result<Invoice, PaymentProviderError> {
+        let invoice_id = format!("inv-{}", payable.payload().replace(':', "-"));
+        self.invoices.lock().unwrap().entry(invoice_id.clone()).or_insert((payable, amount, false));
+        Ok(Invoice { pay_url: format!("https://pay.example/{invoice_id}"), invoice_id })
+    }
+
+    async fn invoice_status(&self, invoice_id: &str) -> Result<InvoiceStatus, PaymentProviderError> {
+        Ok(match self.invoices.lock().unwrap().get(invoice_id) {
+            Some((_, amount, true)) => InvoiceStatus::Paid {
+                payment_id: ProviderPaymentId::parse(&format!("pay-{invoice_id}")).unwrap(),
+                amount: *amount,
+            },
+            Some(_) => InvoiceStatus::Pending,
+            None => InvoiceStatus::Expired,
+        })
+    }
+}
+
+/// Real time moved by the test: `advance` jumps the wall clock (expiries, windows in the store).
+#[derive(Default)]
+pub struct TestClock {
+    system: SystemClock,
+    offset_ms: AtomicI64,
+}
+
+impl TestClock {
+    pub fn advance(&self, by: Duration) {
+        self.offset_ms.fetch_add(by.as_millis() as i64, Ordering::Relaxed);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.system.now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.system.monotonic()
+    }
+}
+
+/// The tests' world.
+pub struct TestWorld;
+
+impl Adapters for TestWorld {
+    type Store = PgStore;
+    type Coordination = RedisCoordination<TcpDialer>;
+    type Vpn = FakePanel;
+    type Messenger = RecordingMessenger;
+    type Crypto = FakeCrypto;
+}
+
+/// The shop's rules in the tests.
+pub fn rules(admins: &[i64]) -> Rules {
+    Rules {
+        shop: ShopPolicy {
+            trial_days: 3,
+            withdrawal_min: Money::parse("100").unwrap(),
+            referral_percent: Percent::new(10).unwrap(),
+            purchase_ttl: Duration::from_secs(3600),
+            star_price: Money::parse("1.50").unwrap(),
+        },
+        admins: admins.iter().map(|a| UserId::new(*a).unwrap()).collect(),
+        support_contact: "@atlas_support".into(),
+        bot_username: Some("atlas_test_bot".into()),
+    }
+}
+
+/// One instance of the bot and the fakes around it.
+pub struct BotHarness {
+    pub db: TestDb,
+    pub keys: KeySpace,
+    pub app: App<TestWorld>,
+    pub messenger: RecordingMessenger,
+    pub panel: FakePanel,
+    pub crypto: FakeCrypto,
+    pub clock: Arc<TestClock>,
+    admins: Vec<i64>,
+    next_update: Arc<AtomicI64>,
+    languages: Arc<Mutex<BTreeMap<i64, Language>>>,
+}
+
+/// A user's view of one update's replies.
+pub type Replies = Vec<OutgoingMessage>;
+
+impl BotHarness {
+    pub async fn new(admins: &[i64]) -> BotHarness {
+        let db = TestDb::new().await;
+        let keys = fresh_keys();
+        let (messenger, panel, crypto) = (RecordingMessenger::default(), FakePanel::default(), FakeCrypto::default());
+        let clock = Arc::new(TestClock::default());
+        let app = build(&db, &keys, &messenger, &panel, &crypto, &clock, admins, 1);
+        BotHarness {
+            db,
+            keys,
+            app,
+            messenger,
+            panel,
+            crypto,
+            clock,
+            admins: admins.to_vec(),
+            next_update: Arc::new(AtomicI64::new(1_000)),
+            languages: Arc::default(),
+        }
+    }
+
+    /// A second instance of the bot: its own coordination connection and memory, the same
+    /// PostgreSQL, Redis key space, Telegram and providers.
+    pub fn second_instance(&self) -> App<TestWorld> {
+        build(&self.db, &self.keys, &self.messenger, &self.panel, &self.crypto, &self.clock, &self.admins, 2)
+    }
+
+    /// The language a user's Telegram client reports (default English).
+    pub fn set_language(&self, user: i64, language: Language) {
+        self.languages.lock().unwrap().insert(user, language);
+    }
+
+    pub fn next_id(&self) -> i64 {
+        self.next_update.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn from(&self, user: i64) -> String {
+        let code = self.languages.lock().unwrap().get(&user).copied().unwrap_or(Language::En).code();
+        format!(r#"{{"id":{user},"is_bot":false,"first_name":"User{user}","username":"user{user}","language_code":"{code}"}}"#)
+    }
+
+    pub fn text_json(&self, id: i64, user: i64, text: &str) -> String {
+        format!(
+            r#"{{"update_id":{id},"message":{{"message_id":{id},"date":1767225600,"chat":{{"id":{user},"type":"private","first_name":"U"}},"from":{},"text":{}}}}}"#,
+            self.from(user),
+            serde_json::to_string(text).unwrap()
+        )
+    }
+
+    pub fn sticker_json(&self, id: i64, user: i64) -> String {
+        format!(
+            r#"{{"update_id":{id},"message":{{"message_id":{id},"date":1767225600,"chat":{{"id":{user},"type":"private","first_name":"U"}},"from":{},"sticker":{{"file_id":"f","file_unique_id":"u","type":"regular","width":512,"height":512,"is_animated":false,"is_video":false}}}}}}"#,
+            self.from(user)
+        )
+    }
+
+    pub fn callback_json(&self, id: i64, user: i64, data: &str) -> String {
+        format!(
+            r#"{{"update_id":{id},"callback_query":{{"id":"cb{id}","chat_instance":"ci","from":{},"data":{}}}}}"#,
+            self.from(user),
+            serde_json::to_string(data).unwrap()
+        )
+    }
+
+    pub fn pre_checkout_json(&self, id: i64, user: i64, payload: &str, stars: u32) -> String {
+        format!(
+            r#"{{"update_id":{id},"pre_checkout_query":{{"id":"pc{id}","from":{},"currency":"XTR","total_amount":{stars},"invoice_payload":{}}}}}"#,
+            self.from(user),
+            serde_json::to_string(payload).unwrap()
+        )
+    }
+
+    pub fn payment_json(&self, id: i64, user: i64, payload: &str, stars: u32, charge: &str) -> String {
+        format!(
+            r#"{{"update_id":{id},"message":{{"message_id":{id},"date":1767225600,"chat":{{"id":{user},"type":"private","first_name":"U"}},"from":{},"successful_payment":{{"currency":"XTR","total_amount":{stars},"invoice_payload":{},"telegram_payment_charge_id":"{charge}","provider_payment_charge_id":""}}}}}}"#,
+            self.from(user),
+            serde_json::to_string(payload).unwrap()
+        )
+    }
+
+    /// Delivers one update (Bot API JSON) to `app` and returns what the intake said and every
+    /// message the bot sent to `user` while handling it.
+    pub async fn deliver_to(&self, app: &App<TestWorld>, user: i64, json: &str) -> (Handled, Replies) {
+        let update = incoming::parse(json.as_bytes()).expect("valid Bot API JSON").expect("an update the bot handles");
+        let before = self.messenger.sent.lock().unwrap().len();
+        let handled = process(app, &update).await;
+        let replies = self.messenger.sent.lock().unwrap()[before..]
+            .iter()
+            .filter_map(|s| match s {
+                Sent::Message { to, message } if to.get() == user => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        (handled, replies)
+    }
+
+    pub async fn deliver(&self, user: i64, json: &str) -> Replies {
+        let (handled, replies) = self.deliver_to(&self.app, user, json).await;
+        assert_eq!(handled, Handled::Committed, "the update was not handled normally: {json}");
+        replies
+    }
+
+    pub async fn send_text(&self, user: i64, text: &str) -> Replies {
+        let json = self.text_json(self.next_id(), user, text);
+        self.deliver(user, &json).await
+    }
+
+    pub async fn press_data(&self, user: i64, data: &str) -> Replies {
+        let json = self.callback_json(self.next_id(), user, data);
+        self.deliver(user, &json).await
+    }
+
+    /// Presses the button labelled with `label` (a part of it) on the newest message to `user`
+    /// that has one.
+    pub async fn press(&self, user: i64, label: &str) -> Replies {
+        let data = self.button(user, label).unwrap_or_else(|| {
+            panic!("no button {label:?} for user {user}; last message: {:?}", self.last(user).map(|m| m.text))
+        });
+        self.press_data(user, &data).await
+    }
+
+    /// The callback data of the newest button labelled `label` sent to `user`.
+    pub fn button(&self, user: i64, label: &str) -> Option<String> {
+        self.messages(user).iter().rev().find_map(|m| {
+            m.keyboard.iter().flatten().find(|b| b.label.contains(label)).map(|b| b.callback_data.clone())
+        })
+    }
+
+    pub fn messages(&self, user: i64) -> Vec<OutgoingMessage> {
+        self.messenger
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|s| match s {
+                Sent::Message { to, message } if to.get() == user => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn last(&self, user: i64) -> Option<OutgoingMessage> {
+        self.messages(user).pop()
+    }
+
+    /// The Stars invoices sent to `user`.
+    pub fn invoices(&self, user: i64) -> Vec<StarsInvoice> {
+        self.messenger
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|s| match s {
+                Sent::Invoice { to, invoice } if to.get() == user => Some(invoice.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn pre_checkout_answers(&self) -> Vec<(String, Option<String>)> {
+        self.messenger
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|s| match s {
+                Sent::PreCheckout { id, refusal } => Some((id.clone(), refusal.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    db: &TestDb,
+    keys: &KeySpace,
+    messenger: &RecordingMessenger,
+    panel: &FakePanel,
+    crypto: &FakeCrypto,
+    clock: &Arc<TestClock>,
+    admins: &[i64],
+    seed: u64,
+) -> App<TestWorld> {
+    let clock: Arc<dyn Clock> = clock.clone();
+    let parts = Parts {
+        store: db.store.clone(),
+        coordination: instance(keys, clock.clone(), seed),
+        vpn: panel.clone(),
+        messenger: messenger.clone(),
+        crypto: crypto.clone(),
+        clock,
+        ids: ids(seed),
+    };
+    assemble(parts, rules(admins))
+}
+
+/// The text of replies, joined (for `contains` checks).
+pub fn texts(replies: &[OutgoingMessage]) -> String {
+    replies.iter().map(|m| m.text.as_str()).collect::<Vec<_>>().join("\n---\n")
+}
