@@ -29,7 +29,12 @@ impl PaymentProvider for SimCrypto {
         PaymentProviderKind::Crypto
     }
 
-    async fn create_invoice(&self, payable: Payable, amount: Money, _description: &str) -> Result<Invoice, PaymentProviderError> {
+    async fn create_invoice(
+        &self,
+        payable: Payable,
+        amount: Money,
+        _description: &str,
+    ) -> Result<Invoice, PaymentProviderError> {
         let invoice_id = format!("inv-{}", payable.payload().replace(':', "-"));
         self.invoices().invoices.entry(invoice_id.clone()).or_insert((payable, amount, false));
         Ok(Invoice { pay_url: format!("https://pay.sim/{invoice_id}"), invoice_id })

@@ -42,7 +42,12 @@ pub fn rules() -> Rules {
         purchase_ttl: Duration::from_secs(3600),
         star_price: Money::positive(150).expect("1.50"),
     };
-    Rules { shop, admins: Vec::new(), support_contact: "@atlas_support".into(), bot_username: Some("atlas_sim_bot".into()) }
+    Rules {
+        shop,
+        admins: Vec::new(),
+        support_contact: "@atlas_support".into(),
+        bot_username: Some("atlas_sim_bot".into()),
+    }
 }
 
 /// Runs a store call on the model in place: the direct store never waits, so it is ready at once.

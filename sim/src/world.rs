@@ -19,9 +19,9 @@ use atlas::runtime::wiring::{Adapters, App, Parts, assemble};
 
 use crate::clock::SIM_EPOCH_UNIX_SECS;
 use crate::crypto::{Invoices, SimCrypto};
-use crate::messenger::SimMessenger;
 use crate::dialer::SimDialer;
 use crate::instance::InstanceCtx;
+use crate::messenger::SimMessenger;
 use crate::redis_host::{REDIS_PORT, RedisState, serve};
 use crate::scenario::{Mode, Workload};
 use crate::store_host::{SimStore, StoreLink};

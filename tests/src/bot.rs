@@ -14,10 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atlas::bot::incoming;
-use atlas::coord::connector::TcpDialer;
+use atlas::bot::text::{Msg, render};
+use atlas::coord::connector::{RedisConnector, RedisTarget, TcpDialer};
 use atlas::coord::keys::KeySpace;
+use atlas::coord::limits::Flood;
 use atlas::coord::redis::RedisCoordination;
-use atlas::domain::{Language, Money, Payable, PaymentProviderKind, Percent, ProviderPaymentId, ShopPolicy, SubscriptionId, UserId};
+use atlas::domain::{
+    Language, Money, Payable, PaymentProviderKind, Percent, ProviderPaymentId, ShopPolicy, SubscriptionId, UserId,
+};
 use atlas::ports::messenger::{MessengerError, OutgoingMessage, StarsInvoice};
 use atlas::ports::payments::{Invoice, InvoiceStatus, PaymentProviderError};
 use atlas::ports::vpn::{PanelKey, VpnError};
@@ -102,16 +106,23 @@ impl VpnProvider for FakePanel {
 /// A crypto provider in memory: one invoice per payable; a test marks it paid.
 #[derive(Clone, Default)]
 pub struct FakeCrypto {
-    /// Invoice id -> (payable, amount, paid).
-    pub invoices: Arc<Mutex<BTreeMap<String, (Payable, Money, bool)>>>,
+    pub invoices: Arc<Mutex<BTreeMap<String, FakeInvoice>>>,
+}
+
+/// One invoice the fake provider issued, by its id.
+#[derive(Clone, Debug)]
+pub struct FakeInvoice {
+    pub payable: Payable,
+    pub amount: Money,
+    pub paid: bool,
 }
 
 impl FakeCrypto {
     /// Marks the invoice of `payable` paid, as the provider would after the user paid.
     pub fn pay(&self, payable: Payable) {
-        for (_, (p, _, paid)) in self.invoices.lock().unwrap().iter_mut() {
-            if *p == payable {
-                *paid = true;
+        for invoice in self.invoices.lock().unwrap().values_mut() {
+            if invoice.payable == payable {
+                invoice.paid = true;
             }
         }
     }
@@ -122,15 +133,20 @@ impl PaymentProvider for FakeCrypto {
         PaymentProviderKind::Crypto
     }
 
-    async fn create_invoice(&self, payable: Payable, amount: Money, _description: &str) -> Result<Invoice, PaymentProviderError> {
+    async fn create_invoice(
+        &self,
+        payable: Payable,
+        amount: Money,
+        _description: &str,
+    ) -> Result<Invoice, PaymentProviderError> {
         let invoice_id = format!("inv-{}", payable.payload().replace(':', "-"));
-        self.invoices.lock().unwrap().entry(invoice_id.clone()).or_insert((payable, amount, false));
+        self.invoices.lock().unwrap().entry(invoice_id.clone()).or_insert(FakeInvoice { payable, amount, paid: false });
         Ok(Invoice { pay_url: format!("https://pay.example/{invoice_id}"), invoice_id })
     }
 
     async fn invoice_status(&self, invoice_id: &str) -> Result<InvoiceStatus, PaymentProviderError> {
         Ok(match self.invoices.lock().unwrap().get(invoice_id) {
-            Some((_, amount, true)) => InvoiceStatus::Paid {
+            Some(FakeInvoice { amount, paid: true, .. }) => InvoiceStatus::Paid {
                 payment_id: ProviderPaymentId::parse(&format!("pay-{invoice_id}")).unwrap(),
                 amount: *amount,
             },
@@ -200,6 +216,7 @@ pub struct BotHarness {
     pub crypto: FakeCrypto,
     pub clock: Arc<TestClock>,
     admins: Vec<i64>,
+    redis: Option<String>,
     next_update: Arc<AtomicI64>,
     languages: Arc<Mutex<BTreeMap<i64, Language>>>,
 }
@@ -209,11 +226,17 @@ pub type Replies = Vec<OutgoingMessage>;
 
 impl BotHarness {
     pub async fn new(admins: &[i64]) -> BotHarness {
+        BotHarness::with_redis(admins, None).await
+    }
+
+    /// A bot whose Redis is at `redis_url` instead (e.g. a port nothing listens on).
+    pub async fn with_redis(admins: &[i64], redis_url: Option<&str>) -> BotHarness {
         let db = TestDb::new().await;
         let keys = fresh_keys();
         let (messenger, panel, crypto) = (RecordingMessenger::default(), FakePanel::default(), FakeCrypto::default());
         let clock = Arc::new(TestClock::default());
-        let app = build(&db, &keys, &messenger, &panel, &crypto, &clock, admins, 1);
+        let redis = redis_url.map(str::to_owned);
+        let app = build(&db, &keys, &messenger, &panel, &crypto, &clock, admins, 1, redis.as_deref());
         BotHarness {
             db,
             keys,
@@ -223,6 +246,7 @@ impl BotHarness {
             crypto,
             clock,
             admins: admins.to_vec(),
+            redis,
             next_update: Arc::new(AtomicI64::new(1_000)),
             languages: Arc::default(),
         }
@@ -231,7 +255,8 @@ impl BotHarness {
     /// A second instance of the bot: its own coordination connection and memory, the same
     /// PostgreSQL, Redis key space, Telegram and providers.
     pub fn second_instance(&self) -> App<TestWorld> {
-        build(&self.db, &self.keys, &self.messenger, &self.panel, &self.crypto, &self.clock, &self.admins, 2)
+        let redis = self.redis.as_deref();
+        build(&self.db, &self.keys, &self.messenger, &self.panel, &self.crypto, &self.clock, &self.admins, 2, redis)
     }
 
     /// The language a user's Telegram client reports (default English).
@@ -245,7 +270,9 @@ impl BotHarness {
 
     fn from(&self, user: i64) -> String {
         let code = self.languages.lock().unwrap().get(&user).copied().unwrap_or(Language::En).code();
-        format!(r#"{{"id":{user},"is_bot":false,"first_name":"User{user}","username":"user{user}","language_code":"{code}"}}"#)
+        format!(
+            r#"{{"id":{user},"is_bot":false,"first_name":"User{user}","username":"user{user}","language_code":"{code}"}}"#
+        )
     }
 
     pub fn text_json(&self, id: i64, user: i64, text: &str) -> String {
@@ -352,6 +379,42 @@ impl BotHarness {
         self.messages(user).pop()
     }
 
+    /// The user's language in this harness (what their Telegram client reports).
+    pub fn language(&self, user: i64) -> Language {
+        self.languages.lock().unwrap().get(&user).copied().unwrap_or(Language::En)
+    }
+
+    /// Presses the button whose label is `msg` in the user's language.
+    pub async fn press_msg(&self, user: i64, msg: &Msg) -> Replies {
+        let label = render(self.language(user), msg);
+        self.press(user, &label).await
+    }
+
+    /// `msg` as the user reads it.
+    pub fn says(&self, user: i64, msg: &Msg) -> String {
+        render(self.language(user), msg)
+    }
+
+    /// Registers the user (if needed) and credits `amount` to their balance through a real
+    /// provider top-up.
+    pub async fn fund(&self, user: i64, amount: &str) {
+        use atlas::ports::store::Accounts;
+        let id = UserId::new(user).unwrap();
+        self.db.store.register_user(id, Language::En, None, None, self.clock.now()).await.unwrap();
+        let payment_id = format!("fund-{user}-{}", self.next_id());
+        let payment = atlas::ports::store::ProviderPayment {
+            provider: PaymentProviderKind::Crypto,
+            payment_id: ProviderPaymentId::parse(&payment_id).unwrap(),
+            amount: Money::parse(amount).unwrap(),
+        };
+        self.db.store.top_up(id, payment, self.clock.now()).await.unwrap();
+    }
+
+    /// The user's balance in minor units, read from PostgreSQL.
+    pub async fn balance(&self, user: i64) -> i64 {
+        crate::balance(&self.db, UserId::new(user).unwrap()).await
+    }
+
     /// The Stars invoices sent to `user`.
     pub fn invoices(&self, user: i64) -> Vec<StarsInvoice> {
         self.messenger
@@ -390,11 +453,22 @@ fn build(
     clock: &Arc<TestClock>,
     admins: &[i64],
     seed: u64,
+    redis_url: Option<&str>,
 ) -> App<TestWorld> {
     let clock: Arc<dyn Clock> = clock.clone();
+    let coordination = match redis_url {
+        None => instance(keys, clock.clone(), seed),
+        Some(url) => {
+            let target = RedisTarget::from_url(&url::Url::parse(url).unwrap()).unwrap();
+            let dialer = TcpDialer::new(&target, None).unwrap();
+            let connector = RedisConnector::new(dialer, target.info.clone(), clock.clone(), ids(seed));
+            RedisCoordination::new(connector, keys.clone(), clock.clone(), ids(seed))
+        }
+    };
     let parts = Parts {
         store: db.store.clone(),
-        coordination: instance(keys, clock.clone(), seed),
+        // The tests press buttons faster than a person: the flood limit is tested on its own.
+        coordination: coordination.with_flood(Flood { max: 10_000, window: Duration::from_secs(10) }),
         vpn: panel.clone(),
         messenger: messenger.clone(),
         crypto: crypto.clone(),

@@ -19,8 +19,13 @@ use crate::runtime::wiring::Adapters;
 pub enum TopUpStep {
     /// Waiting for the amount.
     Amount,
-    Method { amount: Money },
-    Processing { topup: TopUpId, method: Method },
+    Method {
+        amount: Money,
+    },
+    Processing {
+        topup: TopUpId,
+        method: Method,
+    },
 }
 
 impl TopUpStep {
@@ -108,7 +113,12 @@ async fn open<A: Adapters>(turn: &mut Turn<'_, A>, amount: Money, method: Method
         }
     };
     if opened.applied == Applied::Done {
-        tracing::info!(event = "TOPUP_OPENED", topup_id = opened.topup.get(), amount = amount.minor(), provider = provider.code());
+        tracing::info!(
+            event = "TOPUP_OPENED",
+            topup_id = opened.topup.get(),
+            amount = amount.minor(),
+            provider = provider.code()
+        );
     }
     let description = Msg::InvoiceTopUp { amount };
     if !pay::invoice(turn, Payable::TopUp(opened.topup), amount, method, description).await {

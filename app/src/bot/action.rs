@@ -153,7 +153,9 @@ impl Action {
         let data = match self {
             Action::Nav(nav) => name_of(&NAV, *nav).to_owned(),
             Action::Admin(nav) => name_of(&ADMIN, *nav).to_owned(),
-            Action::Decide { withdrawal, approve } => format!("a:dec:{withdrawal}:{}", if *approve { "y" } else { "n" }),
+            Action::Decide { withdrawal, approve } => {
+                format!("a:dec:{withdrawal}:{}", if *approve { "y" } else { "n" })
+            }
             Action::AdminUser { op, user } => format!("a:u:{}:{user}", name_of(&USER_OPS, *op)),
             Action::Step { nonce, input } => format!("s:{nonce}:{}", input.data()),
         };
@@ -266,8 +268,23 @@ mod tests {
     #[test]
     fn forged_and_malformed_data_is_refused() {
         for bad in [
-            "", ":", "m:", "a:dec:0:y", "a:dec:-5:y", "a:dec:05:y", "a:dec:5:maybe", "a:u:xx:5", "a:u:cr:",
-            "s:1", "s:1:t:Basic", "s:01:ok", "s:4294967296:ok", "s:1:p:0", "s:1:pay:z", "lang:de", "buy ",
+            "",
+            ":",
+            "m:",
+            "a:dec:0:y",
+            "a:dec:-5:y",
+            "a:dec:05:y",
+            "a:dec:5:maybe",
+            "a:u:xx:5",
+            "a:u:cr:",
+            "s:1",
+            "s:1:t:Basic",
+            "s:01:ok",
+            "s:4294967296:ok",
+            "s:1:p:0",
+            "s:1:pay:z",
+            "lang:de",
+            "buy ",
         ] {
             assert_eq!(Action::parse(bad), None, "{bad:?}");
         }

@@ -23,14 +23,26 @@ pub struct Update {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Incoming {
     /// `/name args` (a `@botname` suffix dropped); `/start`'s args are its deep-link payload.
-    Command { command: Command, args: String },
+    Command {
+        command: Command,
+        args: String,
+    },
     Text(String),
     /// A button pressed: its data (untrusted) and the message it was on.
-    Callback { query_id: String, data: String, message_id: Option<i32> },
+    Callback {
+        query_id: String,
+        data: String,
+        message_id: Option<i32>,
+    },
     /// A message of another kind (sticker, photo, voice, ...), where text may be expected.
     Unsupported(Kind),
     /// Telegram asks whether an invoice may still be paid (answer within 10 s).
-    PreCheckout { query_id: String, payload: String, currency: String, total: u32 },
+    PreCheckout {
+        query_id: String,
+        payload: String,
+        currency: String,
+        total: u32,
+    },
     /// A payment went through.
     Paid(Payment),
 }

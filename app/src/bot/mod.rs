@@ -29,10 +29,10 @@ use tracing::Instrument as _;
 use crate::coord::fsm::{self, Loaded};
 use crate::coord::policy::RateVerdict;
 use crate::domain::{IdempotencyKey, Language, UserId};
+use crate::ports::Messenger;
 use crate::ports::coordination::{FsmRecord, FsmWrite, LimitedAction};
 use crate::ports::messenger::{Button, OutgoingMessage};
 use crate::ports::store::Accounts;
-use crate::ports::Messenger;
 use crate::runtime::wiring::{Adapters, App};
 use action::{Action, StepInput};
 use incoming::{Command, Incoming, Update};
@@ -249,12 +249,11 @@ async fn dispatch<A: Adapters>(turn: &mut Turn<'_, A>, record: &mut Record) -> N
     match turn.update.incoming.clone() {
         Incoming::Command { command, args } => match command {
             Command::Start => menu::start(turn, &args).await,
+            // /cancel ends the conversation the way its Cancel button does (a waiting payment is
+            // closed); /menu and /start leave a waiting invoice open, to be paid or to expire.
+            Command::Cancel if let Some(conversation) = conversation => cancel(turn, conversation.step).await,
             Command::Menu | Command::Cancel | Command::Help => {
-                let msg = match command {
-                    Command::Cancel if conversation.is_some() => Msg::Cancelled,
-                    Command::Help => Msg::Help,
-                    _ => Msg::Menu,
-                };
+                let msg = if command == Command::Help { Msg::Help } else { Msg::Menu };
                 if msg != Msg::Menu {
                     turn.say(msg);
                 }
@@ -272,6 +271,11 @@ async fn dispatch<A: Adapters>(turn: &mut Turn<'_, A>, record: &mut Record) -> N
                 tracing::warn!(error = %e, "callback not acknowledged");
             }
             callback(turn, record, conversation, &data).await
+        }
+        // Without Redis the conversation cannot be read: what needs it waits for Redis.
+        Incoming::Text(_) | Incoming::Unsupported(_) if !turn.coordinated => {
+            turn.say(Msg::TryLater);
+            Next::Keep
         }
         Incoming::Text(text) => match conversation.map(|c| c.step) {
             Some(step) => text_input(turn, step, &text).await,
@@ -340,6 +344,10 @@ async fn callback<A: Adapters>(
         Action::Admin(nav) => admin::nav(turn, nav).await,
         Action::Decide { withdrawal, approve } => admin::decide(turn, withdrawal, approve).await,
         Action::AdminUser { op, user } => admin::user_op(turn, op, user).await,
+        Action::Step { .. } if !turn.coordinated => {
+            turn.say(Msg::TryLater);
+            Next::Keep
+        }
         Action::Step { nonce, input } => match conversation {
             Some(c) if c.nonce == nonce => step_input(turn, c.step, input).await,
             _ => stale(turn),

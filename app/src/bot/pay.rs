@@ -65,12 +65,8 @@ pub async fn invoice<A: Adapters>(
         }
         Method::Stars => {
             let stars = turn.app.rules.shop.stars(amount);
-            let invoice = StarsInvoice {
-                title: turn.text(&Msg::InvoiceTitle),
-                description,
-                payload: payable.payload(),
-                stars,
-            };
+            let invoice =
+                StarsInvoice { title: turn.text(&Msg::InvoiceTitle), description, payload: payable.payload(), stars };
             if let Err(e) = turn.app.messenger.send_invoice(turn.user(), invoice).await {
                 tracing::warn!(error = %e, "stars invoice not sent");
                 turn.say(Msg::PaymentUnavailable);

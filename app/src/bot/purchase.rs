@@ -18,12 +18,12 @@ use super::{Keys, Next, Turn, cancel_keys};
 use crate::domain::{
     Money, Payable, Percent, PromoCode, PurchaseId, PurchaseStatus, TariffCode, TariffPeriod, TopUpId,
 };
+use crate::ports::Messenger;
 use crate::ports::coordination::LimitedAction;
 use crate::ports::store::{
     Accounts, Applied, Closure, FinalizeOutcome, PaymentError, PromoError, PromoRefusal, Promos, PurchaseError,
     PurchaseRequest, Purchases, Subscriptions,
 };
-use crate::ports::Messenger;
 use crate::runtime::wiring::Adapters;
 
 /// A promo code the user entered and the store accepted, kept for the purchase.
@@ -35,12 +35,27 @@ pub struct Promo {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
-    Tariff { promo: Option<Promo> },
-    Period { tariff: TariffCode, promo: Option<Promo> },
-    Method { tariff: TariffCode, days: u16, promo: Option<Promo> },
+    Tariff {
+        promo: Option<Promo>,
+    },
+    Period {
+        tariff: TariffCode,
+        promo: Option<Promo>,
+    },
+    Method {
+        tariff: TariffCode,
+        days: u16,
+        promo: Option<Promo>,
+    },
     /// Waiting for a promo code typed at the payment step.
-    Promo { tariff: TariffCode, days: u16 },
-    Processing { purchase: PurchaseId, method: Method },
+    Promo {
+        tariff: TariffCode,
+        days: u16,
+    },
+    Processing {
+        purchase: PurchaseId,
+        method: Method,
+    },
 }
 
 impl Step {
@@ -157,7 +172,9 @@ pub async fn input<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, input: StepI
         (Step::Method { tariff, days, promo }, StepInput::Pay(Method::Balance)) => {
             from_balance(turn, tariff, days, promo).await
         }
-        (Step::Method { tariff, days, promo }, StepInput::Pay(method)) => by_provider(turn, tariff, days, promo, method).await,
+        (Step::Method { tariff, days, promo }, StepInput::Pay(method)) => {
+            by_provider(turn, tariff, days, promo, method).await
+        }
         (Step::Processing { purchase, method: Method::Crypto }, StepInput::CheckPayment) => check(turn, purchase).await,
         _ => super::stale(turn),
     }
@@ -193,7 +210,12 @@ async fn periods<A: Adapters>(turn: &mut Turn<'_, A>, tariff: TariffCode, promo:
 }
 
 /// The price and the ways to pay it.
-async fn method_screen<A: Adapters>(turn: &mut Turn<'_, A>, tariff: TariffCode, days: u16, promo: Option<Promo>) -> Next {
+async fn method_screen<A: Adapters>(
+    turn: &mut Turn<'_, A>,
+    tariff: TariffCode,
+    days: u16,
+    promo: Option<Promo>,
+) -> Next {
     let Some(periods) = periods_of(turn, &tariff).await else { return Next::Done };
     let Some(period) = periods.into_iter().find(|p| p.days == i32::from(days)) else {
         turn.say_keys(Msg::PurchaseUnavailable, back());
@@ -235,7 +257,13 @@ async fn method_screen<A: Adapters>(turn: &mut Turn<'_, A>, tariff: TariffCode, 
     go(Step::Method { tariff, days, promo })
 }
 
-fn request<A: Adapters>(turn: &Turn<'_, A>, tariff: TariffCode, days: u16, promo: &Option<Promo>, op: &str) -> PurchaseRequest {
+fn request<A: Adapters>(
+    turn: &Turn<'_, A>,
+    tariff: TariffCode,
+    days: u16,
+    promo: &Option<Promo>,
+    op: &str,
+) -> PurchaseRequest {
     PurchaseRequest {
         user: turn.user(),
         tariff,
@@ -250,9 +278,10 @@ async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, tariff: 
     match e {
         PurchaseError::InsufficientBalance => {
             let balance = turn.app.store.user(turn.user()).await.ok().flatten().map_or(Money::ZERO, |u| u.balance);
-            let price = turn.app.store.catalogue().await.ok().and_then(|c| {
-                c.into_iter().find(|p| p.tariff == tariff && p.days == i32::from(days)).map(|p| p.price)
-            });
+            let price =
+                turn.app.store.catalogue().await.ok().and_then(|c| {
+                    c.into_iter().find(|p| p.tariff == tariff && p.days == i32::from(days)).map(|p| p.price)
+                });
             let keys = vec![vec![(Msg::BtnTopUp, Action::Nav(Nav::TopUp)), (Msg::BtnMenu, Action::Nav(Nav::Menu))]];
             turn.say_keys(Msg::InsufficientBalance { price: price.unwrap_or(Money::ZERO), balance }, keys);
             Next::Done
@@ -280,7 +309,12 @@ async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, tariff: 
     }
 }
 
-async fn from_balance<A: Adapters>(turn: &mut Turn<'_, A>, tariff: TariffCode, days: u16, promo: Option<Promo>) -> Next {
+async fn from_balance<A: Adapters>(
+    turn: &mut Turn<'_, A>,
+    tariff: TariffCode,
+    days: u16,
+    promo: Option<Promo>,
+) -> Next {
     if !turn.allow_money(LimitedAction::PaymentAttempt).await {
         return Next::Done;
     }
@@ -290,7 +324,11 @@ async fn from_balance<A: Adapters>(turn: &mut Turn<'_, A>, tariff: TariffCode, d
             if bought.applied == Applied::Done
                 && let Some(p) = &promo
             {
-                tracing::info!(event = "PROMOCODE_CONSUMED", code = p.code.as_str(), purchase_id = bought.purchase_id.get());
+                tracing::info!(
+                    event = "PROMOCODE_CONSUMED",
+                    code = p.code.as_str(),
+                    purchase_id = bought.purchase_id.get()
+                );
             }
             reward_referrer(turn, bought.purchase_id).await;
             let msg = Msg::Purchased { until: bought.expires_at, amount: bought.amount, balance: bought.balance };
@@ -427,7 +465,13 @@ async fn payable_now<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable) -> O
 
 /// Telegram asks whether a Stars invoice may still be paid: yes only when what it pays for is
 /// still pending, not expired, the payer's own, and the price matches.
-pub async fn pre_checkout<A: Adapters>(turn: &mut Turn<'_, A>, query_id: &str, payload: &str, currency: &str, total: u32) {
+pub async fn pre_checkout<A: Adapters>(
+    turn: &mut Turn<'_, A>,
+    query_id: &str,
+    payload: &str,
+    currency: &str,
+    total: u32,
+) {
     let payable = Payable::from_payload(payload);
     let ok = match payable {
         Some(payable) => payable_now(turn, payable)
@@ -448,7 +492,11 @@ pub async fn pre_checkout<A: Adapters>(turn: &mut Turn<'_, A>, query_id: &str, p
 /// payload names. The conversation waiting for it ends.
 pub async fn paid<A: Adapters>(turn: &mut Turn<'_, A>, step: Option<State>, payment: &Payment) -> Next {
     let Some(payable) = Payable::from_payload(&payment.payload) else {
-        tracing::warn!(event = "PAYMENT_UNMATCHED", charge_id_len = payment.charge_id.len(), "payment with a foreign payload");
+        tracing::warn!(
+            event = "PAYMENT_UNMATCHED",
+            charge_id_len = payment.charge_id.len(),
+            "payment with a foreign payload"
+        );
         turn.say_keys(Msg::PaymentUnmatched, back());
         return Next::Keep;
     };
@@ -466,10 +514,12 @@ pub async fn paid<A: Adapters>(turn: &mut Turn<'_, A>, step: Option<State>, paym
     };
     let amount = provider_payment.amount;
     match payable {
-        Payable::Purchase(purchase) => match turn.app.store.finalize_purchase(purchase, provider_payment, turn.now()).await {
-            Ok(outcome) => finalized(turn, purchase, outcome, amount).await,
-            Err(e) => unmatched(turn, payable, &e),
-        },
+        Payable::Purchase(purchase) => {
+            match turn.app.store.finalize_purchase(purchase, provider_payment, turn.now()).await {
+                Ok(outcome) => finalized(turn, purchase, outcome, amount).await,
+                Err(e) => unmatched(turn, payable, &e),
+            }
+        }
         Payable::TopUp(topup) => paid_top_up(turn, topup, provider_payment, amount).await,
     }
     let waiting_for_it = match &step {

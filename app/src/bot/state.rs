@@ -64,7 +64,10 @@ mod tests {
         let stored = FsmRecord { version: 1, data: Some(bytes) };
         assert_eq!(fsm::decode::<Record>(&stored), Loaded::Resumed(record));
         // A record written by an older bot that no longer decodes resets the user.
-        let old = FsmRecord { version: 1, data: Some(br#"{"f":1,"s":{"lang":"en","conversation":{"nonce":1,"step":{"c":"gone"}}}}"#.to_vec()) };
+        let old = FsmRecord {
+            version: 1,
+            data: Some(br#"{"f":1,"s":{"lang":"en","conversation":{"nonce":1,"step":{"c":"gone"}}}}"#.to_vec()),
+        };
         assert_eq!(fsm::decode::<Record>(&old), Loaded::Reset);
     }
 }

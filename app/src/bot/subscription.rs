@@ -57,7 +57,8 @@ pub async fn show<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
         ActivationStatus::Pending => Msg::KeyPending,
         ActivationStatus::Failed => Msg::KeyFailed,
     };
-    let mut keys = vec![vec![(Msg::BtnAutoRenew { state: on_off(!sub.auto_renew) }, Action::Nav(Nav::ToggleAutoRenew))]];
+    let mut keys =
+        vec![vec![(Msg::BtnAutoRenew { state: on_off(!sub.auto_renew) }, Action::Nav(Nav::ToggleAutoRenew))]];
     if sub.activation_status == ActivationStatus::Active {
         keys[0].insert(0, (Msg::BtnReissue, Action::Nav(Nav::ReissueKey)));
     }

@@ -23,10 +23,17 @@ use crate::runtime::wiring::Adapters;
 pub enum Step {
     /// Waiting for the amount.
     Amount,
-    Confirm { amount: Money },
+    Confirm {
+        amount: Money,
+    },
     /// Waiting for the card or wallet.
-    Requisites { amount: Money },
-    FinalConfirm { amount: Money, requisites: Requisites },
+    Requisites {
+        amount: Money,
+    },
+    FinalConfirm {
+        amount: Money,
+        requisites: Requisites,
+    },
 }
 
 impl Step {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::fsm::check_size;
-use super::limits::{self, Algorithm, FLOOD_MAX, FLOOD_WINDOW, FSM_TTL, LEASE_TTL, UPDATE_DONE_TTL, algorithms};
+use super::limits::{self, Algorithm, FSM_TTL, Flood, LEASE_TTL, UPDATE_DONE_TTL, algorithms};
 use crate::domain::UserId;
 use crate::ports::coordination::*;
 use crate::ports::{Clock, Ids};
@@ -102,17 +102,30 @@ pub struct LegacyCoordination {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
     lease_ttl: Duration,
+    flood: Flood,
     inner: Mutex<Inner>,
 }
 
 impl LegacyCoordination {
     pub fn new(clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> LegacyCoordination {
-        LegacyCoordination { clock, ids, lease_ttl: LEASE_TTL, inner: Mutex::new(Inner::default()) }
+        LegacyCoordination {
+            clock,
+            ids,
+            lease_ttl: LEASE_TTL,
+            flood: Flood::default(),
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     /// Overrides how long a handler holds its chat's lease (tests and the simulation shorten it).
     pub fn with_lease_ttl(mut self, lease_ttl: Duration) -> Self {
         self.lease_ttl = lease_ttl;
+        self
+    }
+
+    /// Overrides the per-user flood limit (tests that drive one user faster than a person can).
+    pub fn with_flood(mut self, flood: Flood) -> Self {
+        self.flood = flood;
         self
     }
 
@@ -146,7 +159,7 @@ fn micros(d: Duration) -> u64 {
 impl Coordination for LegacyCoordination {
     async fn begin_update(&self, user: UserId, update_id: i64) -> CoordResult<BeginOutcome> {
         let token = self.ids.token();
-        let lease_ttl = self.lease_ttl;
+        let (lease_ttl, flood) = (self.lease_ttl, self.flood);
         Ok(self.with(|inner, now| {
             if inner.seen.get(&(user, update_id)).is_some_and(|&until| until > now) {
                 return BeginOutcome::Duplicate;
@@ -156,7 +169,7 @@ impl Coordination for LegacyCoordination {
             }
             let tat = inner.flood.entry(user).or_default();
             if let Decision::Denied { retry_after } =
-                algorithms::gcra(tat, micros(now), FLOOD_MAX, micros(FLOOD_WINDOW))
+                algorithms::gcra(tat, micros(now), flood.max, micros(flood.window))
             {
                 inner.mark((user, update_id), now + UPDATE_DONE_TTL);
                 return BeginOutcome::Flooded { retry_after };

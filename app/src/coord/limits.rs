@@ -60,6 +60,20 @@ pub fn limit(action: LimitedAction) -> Limit {
 pub const FLOOD_MAX: u32 = 20;
 pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 
+/// The flood limit an instance applies (the constants above, unless a test drives one user
+/// faster than a person can).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flood {
+    pub max: u32,
+    pub window: Duration,
+}
+
+impl Default for Flood {
+    fn default() -> Flood {
+        Flood { max: FLOOD_MAX, window: FLOOD_WINDOW }
+    }
+}
+
 /// How long one update's handler may hold its chat's lease. Handlers make a few store and
 /// Telegram calls, each bounded by its own timeout (10 s at most); 30 s covers a slow one while
 /// a crashed instance blocks its chats for no longer than that.

@@ -9,7 +9,7 @@ use redis::{Script, Value};
 use super::connector::{Dialer, RedisConnector};
 use super::fsm::check_size;
 use super::keys::KeySpace;
-use super::limits::{self, Algorithm, FENCE_TTL, FLOOD_MAX, FLOOD_WINDOW, FSM_TTL, LEASE_TTL, UPDATE_DONE_TTL};
+use super::limits::{self, Algorithm, FENCE_TTL, FSM_TTL, Flood, LEASE_TTL, UPDATE_DONE_TTL};
 use crate::domain::UserId;
 use crate::ports::coordination::*;
 use crate::ports::{Clock, Ids};
@@ -45,6 +45,7 @@ pub struct RedisCoordination<D: Dialer> {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
     lease_ttl: Duration,
+    flood: Flood,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -100,12 +101,26 @@ impl<D: Dialer> RedisCoordination<D> {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn Ids>,
     ) -> RedisCoordination<D> {
-        RedisCoordination { connector, keys, scripts: Scripts::new(), clock, ids, lease_ttl: LEASE_TTL }
+        RedisCoordination {
+            connector,
+            keys,
+            scripts: Scripts::new(),
+            clock,
+            ids,
+            lease_ttl: LEASE_TTL,
+            flood: Flood::default(),
+        }
     }
 
     /// Overrides how long a handler holds its chat's lease (tests and the simulation shorten it).
     pub fn with_lease_ttl(mut self, lease_ttl: Duration) -> Self {
         self.lease_ttl = lease_ttl;
+        self
+    }
+
+    /// Overrides the per-user flood limit (tests that drive one user faster than a person can).
+    pub fn with_flood(mut self, flood: Flood) -> Self {
+        self.flood = flood;
         self
     }
 
@@ -168,8 +183,8 @@ impl<D: Dialer> Coordination for RedisCoordination<D> {
             .arg(&token)
             .arg(ms(self.lease_ttl))
             .arg(ms(UPDATE_DONE_TTL))
-            .arg(FLOOD_WINDOW.as_micros() as u64 / u64::from(FLOOD_MAX))
-            .arg(FLOOD_WINDOW.as_micros() as u64);
+            .arg(self.flood.window.as_micros() as u64 / u64::from(self.flood.max.max(1)))
+            .arg(self.flood.window.as_micros() as u64);
         let reply = self.run(invocation).await?;
         let items = array(&reply);
         match (items.first().and_then(text), items.get(1).and_then(int)) {

@@ -38,7 +38,9 @@ pub enum Step {
     DisablePromo,
     /// Waiting for the broadcast's text.
     BroadcastText,
-    BroadcastConfirm { text: String },
+    BroadcastConfirm {
+        text: String,
+    },
 }
 
 impl Step {

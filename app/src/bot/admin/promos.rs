@@ -134,10 +134,12 @@ pub fn text<A: Adapters>(turn: &mut Turn<'_, A>, draft: Draft, text: &str) -> Ne
             Some(n) => ask(turn, Draft::Percent { code, validity, max_uses: Some(n) }),
             None => again(turn, Msg::AdminPromoMaxUsesInvalid, Draft::MaxUses { code, validity }),
         },
-        Draft::Percent { code, validity, max_uses } => match Percent::parse(text).ok().filter(|p| *p != Percent::ZERO) {
-            Some(percent) => ask(turn, Draft::Confirm { code, validity, max_uses, percent }),
-            None => again(turn, Msg::AdminPromoPercentInvalid, Draft::Percent { code, validity, max_uses }),
-        },
+        Draft::Percent { code, validity, max_uses } => {
+            match Percent::parse(text).ok().filter(|p| *p != Percent::ZERO) {
+                Some(percent) => ask(turn, Draft::Confirm { code, validity, max_uses, percent }),
+                None => again(turn, Msg::AdminPromoPercentInvalid, Draft::Percent { code, validity, max_uses }),
+            }
+        }
         other => {
             turn.say(Msg::NotUnderstood);
             ask(turn, other)

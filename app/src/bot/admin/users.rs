@@ -95,7 +95,11 @@ pub async fn find<A: Adapters>(turn: &mut Turn<'_, A>, text: &str) -> Next {
     };
     let op = |msg: Msg, op: UserOp| (msg, Action::AdminUser { op, user: user.id });
     let keys = vec![
-        vec![op(Msg::BtnCredit, UserOp::Credit), op(Msg::BtnDebit, UserOp::Debit), op(Msg::BtnReissue, UserOp::Reissue)],
+        vec![
+            op(Msg::BtnCredit, UserOp::Credit),
+            op(Msg::BtnDebit, UserOp::Debit),
+            op(Msg::BtnReissue, UserOp::Reissue),
+        ],
         back().remove(0),
     ];
     turn.say_keys(msg, keys);
@@ -178,7 +182,8 @@ pub async fn reissue_text<A: Adapters>(turn: &mut Turn<'_, A>, text: &str) -> Ne
 async fn reissue<A: Adapters>(turn: &mut Turn<'_, A>, user: UserId) -> Next {
     audit(turn, "reissue_key", Some(user)).await;
     let app = turn.app;
-    let outcome = reissue_key(&app.coordination, &app.store, &app.vpn, app.clock.as_ref(), user, REISSUE_LOCK_TTL).await;
+    let outcome =
+        reissue_key(&app.coordination, &app.store, &app.vpn, app.clock.as_ref(), user, REISSUE_LOCK_TTL).await;
     let msg = match outcome {
         Ok(ReissueOutcome::Reissued { .. }) => Msg::AdminReissued { user: user.get() },
         Ok(ReissueOutcome::Busy) => Msg::ReissueBusy,

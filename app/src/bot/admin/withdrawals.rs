@@ -82,6 +82,12 @@ pub async fn decide<A: Adapters>(turn: &mut Turn<'_, A>, withdrawal: WithdrawalI
 
 /// The user hears of the decision (again, when a redelivered decision is replayed: replies are
 /// at-least-once).
-async fn notify<A: Adapters>(turn: &mut Turn<'_, A>, user: crate::domain::UserId, id: i64, amount: Money, status: WithdrawalStatus) {
+async fn notify<A: Adapters>(
+    turn: &mut Turn<'_, A>,
+    user: crate::domain::UserId,
+    id: i64,
+    amount: Money,
+    status: WithdrawalStatus,
+) {
     turn.tell(user, Msg::WithdrawDecided { id, amount, verdict: verdict(status) }, Vec::new()).await;
 }

@@ -1,0 +1,337 @@
+//! Bad input at every step, and the bot under the coordination's hard cases: an update
+//! delivered twice, an update redelivered after its money committed but before its state did, a
+//! conversation continued by another instance, Redis unreachable, rate limits, a state that no
+//! longer decodes. Each refusal gets a clear reply and writes nothing.
+
+use atlas::bot::text::Msg;
+use atlas::domain::{Language, Money};
+use atlas::runtime::intake::Handled;
+use atlas_tests::bot::{BotHarness, Replies, texts};
+use atlas_tests::redis_support::raw;
+use atlas_tests::{assert_ledger_invariants, count, snapshot, uid};
+use redis::AsyncCommands as _;
+
+const ADMIN: i64 = 1;
+const USER: i64 = 700;
+
+fn money(text: &str) -> Money {
+    Money::parse(text).unwrap()
+}
+
+/// Brings a funded user to the amount step of a withdrawal.
+async fn at_withdraw_amount(bot: &BotHarness, user: i64) {
+    bot.send_text(user, "/start").await;
+    bot.fund(user, "1000").await;
+    bot.press_msg(user, &Msg::BtnWithdraw).await;
+}
+
+/// Every kind of bad amount, at each step that asks for one: a clear reason, and nothing written.
+#[tokio::test]
+async fn bad_amounts_get_a_reason_and_write_nothing() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_withdraw_amount(&bot, USER).await;
+    let cases: Vec<(String, Msg)> = vec![
+        ("abc".into(), Msg::AmountNotNumber),
+        ("-5".into(), Msg::AmountNegative),
+        ("0".into(), Msg::AmountZero),
+        ("0.00".into(), Msg::AmountZero),
+        ("99999999999".into(), Msg::AmountTooLarge { max: money("1000000") }),
+        ("1.001".into(), Msg::AmountTooPrecise),
+        ("1e3".into(), Msg::AmountNotNumber),
+        ("١٢٣".into(), Msg::AmountNotNumber),
+        ("\u{200F}150".into(), Msg::AmountNotNumber),
+        ("   ".into(), Msg::AmountEmpty),
+        ("7".repeat(4096), Msg::AmountTooLarge { max: money("1000000") }),
+        ("50".into(), Msg::WithdrawBelowMin { min: money("100") }),
+        ("1000.01".into(), Msg::WithdrawAboveBalance { balance: money("1000") }),
+    ];
+    for (text, reason) in cases {
+        let before = snapshot(&bot.db).await;
+        let r = bot.send_text(USER, &text).await;
+        assert!(texts(&r).starts_with(&bot.says(USER, &reason)), "{text:?}: {}", texts(&r));
+        assert_eq!(before, snapshot(&bot.db).await, "{text:?} wrote something");
+    }
+    // Still at the amount step: a good amount goes on.
+    let r = bot.send_text(USER, "100").await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::WithdrawConfirmAmount { amount: money("100") }));
+    // The same bad input at the top-up step and at an admin's amount step.
+    bot.press_msg(USER, &Msg::BtnTopUp).await;
+    let r = bot.send_text(USER, "1,2,3").await;
+    assert!(texts(&r).starts_with(&bot.says(USER, &Msg::AmountNotNumber)));
+    bot.send_text(ADMIN, "/start").await;
+    bot.press_data(ADMIN, "a:cr").await;
+    bot.send_text(ADMIN, &USER.to_string()).await;
+    let r = bot.send_text(ADMIN, "0.001").await;
+    assert!(texts(&r).starts_with(&bot.says(ADMIN, &Msg::AmountTooPrecise)));
+}
+
+/// Requisites: too short, too long, control characters; RTL marks and other scripts are fine.
+#[tokio::test]
+async fn bad_requisites_get_a_reason_and_write_nothing() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_withdraw_amount(&bot, USER).await;
+    bot.send_text(USER, "200").await;
+    bot.press_msg(USER, &Msg::BtnConfirm).await;
+    let length = Msg::RequisitesLength { min: 5, max: 256 };
+    for (text, reason) in [
+        ("abc".to_owned(), length.clone()),
+        ("x".repeat(257), length.clone()),
+        ("card\u{7}1234".to_owned(), Msg::RequisitesControl),
+    ] {
+        let before = snapshot(&bot.db).await;
+        let r = bot.send_text(USER, &text).await;
+        assert!(texts(&r).starts_with(&bot.says(USER, &reason)), "{text:?}: {}", texts(&r));
+        assert_eq!(before, snapshot(&bot.db).await);
+    }
+    let r = bot.send_text(USER, "\u{200F}كارت 4276 <b>").await;
+    assert!(texts(&r).contains("&lt;b&gt;"), "requisites are escaped when shown: {}", texts(&r));
+}
+
+/// Stickers and photos where text is expected, and at the menu; commands in the middle of a
+/// conversation (/start and /cancel always work, and /cancel closes a pending payment).
+#[tokio::test]
+async fn non_text_and_commands_mid_conversation() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_withdraw_amount(&bot, USER).await;
+    let r = bot.deliver(USER, &bot.sticker_json(bot.next_id(), USER)).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::SendText));
+    let r = bot.send_text(USER, "/cancel").await;
+    assert!(texts(&r).starts_with(&bot.says(USER, &Msg::Cancelled)));
+    let r = bot.deliver(USER, &bot.sticker_json(bot.next_id(), USER)).await;
+    assert!(texts(&r).starts_with(&bot.says(USER, &Msg::NotUnderstood)));
+    let r = bot.send_text(USER, "150").await;
+    assert!(texts(&r).starts_with(&bot.says(USER, &Msg::NotUnderstood)), "no conversation: {}", texts(&r));
+    let r = bot.send_text(USER, "/frobnicate").await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::UnknownCommand));
+    // A crypto purchase waiting for its payment: /cancel closes it and gives back its promo use.
+    atlas_tests::create_promo(&bot.db, "ONCE", 10, Some(1), None).await;
+    bot.press_msg(USER, &Msg::BtnPromo).await;
+    bot.send_text(USER, "ONCE").await;
+    bot.press(USER, "Basic").await;
+    bot.press_msg(USER, &Msg::BtnPeriod { days: 30, price: money("199") }).await;
+    bot.press_msg(USER, &Msg::BtnPayCrypto).await;
+    assert_eq!(count(&bot.db, "SELECT used_count::bigint FROM promo_codes").await, 1);
+    let r = bot.send_text(USER, "/start").await;
+    assert!(texts(&r).contains("Welcome"));
+    bot.press_msg(USER, &Msg::BtnBuy).await;
+    bot.press(USER, "Basic").await;
+    bot.press_msg(USER, &Msg::BtnPeriod { days: 30, price: money("199") }).await;
+    bot.press_msg(USER, &Msg::BtnPayCrypto).await;
+    bot.send_text(USER, "/cancel").await;
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM pending_purchases ORDER BY id").fetch_all(bot.db.pool()).await.unwrap();
+    assert_eq!(statuses, ["pending", "cancelled"], "/start leaves an invoice open; /cancel closes the waiting one");
+}
+
+/// Stale buttons (from an earlier conversation, or an earlier message of this one) and forged or
+/// malformed callback data: a clear reply, nothing written, never a panic.
+#[tokio::test]
+async fn stale_and_forged_buttons_write_nothing() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_withdraw_amount(&bot, USER).await;
+    bot.send_text(USER, "300").await;
+    let first_confirm = bot.button(USER, &bot.says(USER, &Msg::BtnConfirm)).unwrap();
+    bot.send_text(USER, "/cancel").await;
+    bot.press_msg(USER, &Msg::BtnWithdraw).await;
+    bot.send_text(USER, "200").await;
+    bot.press_msg(USER, &Msg::BtnConfirm).await;
+    bot.send_text(USER, "4276 0000 1111 2222").await;
+    let before = snapshot(&bot.db).await;
+    // The confirm button of the first (cancelled) conversation.
+    let r = bot.press_data(USER, &first_confirm).await;
+    assert!(texts(&r).starts_with(&bot.says(USER, &Msg::StaleButton)), "{}", texts(&r));
+    assert_eq!(before, snapshot(&bot.db).await);
+    for data in ["", "s", "s:1:ok", "s:0:pay:b", "s:99999:ok", "a:dec:0:y", "🙂", &"x".repeat(300), "m:extra", "\u{0}"]
+    {
+        let r = bot.press_data(USER, data).await;
+        assert!(texts(&r).starts_with(&bot.says(USER, &Msg::StaleButton)), "{data:?}: {}", texts(&r));
+    }
+    assert_eq!(before, snapshot(&bot.db).await, "a stale or forged button wrote something");
+}
+
+/// The same update delivered twice (a redelivery racing the first): handled once, one money
+/// effect, and the user sees the reply once.
+#[tokio::test]
+async fn an_update_delivered_twice_is_handled_once() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_withdraw_amount(&bot, USER).await;
+    bot.send_text(USER, "300").await;
+    bot.press_msg(USER, &Msg::BtnConfirm).await;
+    bot.send_text(USER, "4276 0000 1111 2222").await;
+    let confirm = bot.button(USER, &bot.says(USER, &Msg::BtnConfirm)).unwrap();
+    let json = bot.callback_json(bot.next_id(), USER, &confirm);
+    let other = bot.second_instance();
+    let ((a, ra), (b, rb)) = tokio::join!(bot.deliver_to(&bot.app, USER, &json), bot.deliver_to(&other, USER, &json));
+    let handled = [a, b];
+    assert_eq!(handled.iter().filter(|h| **h == Handled::Committed).count(), 1, "{handled:?}");
+    assert_eq!(handled.iter().filter(|h| **h == Handled::Duplicate).count(), 1, "{handled:?}");
+    assert_eq!(ra.len() + rb.len(), 1, "the user sees the reply once");
+    assert_eq!(count(&bot.db, "SELECT count(*) FROM withdrawal_requests").await, 1);
+    assert_eq!(bot.balance(USER).await, 70_000);
+}
+
+/// An update whose money committed, but whose instance died before the Redis commit: Redis
+/// forgot it was handled and still holds the old state, so Telegram's redelivery runs the
+/// handler again from that state. The store's idempotency key makes the second run charge
+/// nothing; replies are at-least-once (the user sees the confirmation twice).
+#[tokio::test]
+async fn a_redelivery_after_the_money_committed_moves_no_money() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_withdraw_amount(&bot, USER).await;
+    bot.send_text(USER, "300").await;
+    bot.press_msg(USER, &Msg::BtnConfirm).await;
+    bot.send_text(USER, "4276 0000 1111 2222").await;
+    let (first, second) = press_twice_losing_the_commit(&bot, USER, &Msg::BtnConfirm).await;
+    assert_eq!(texts(&first), texts(&second), "the redelivery says the same");
+    assert_eq!(count(&bot.db, "SELECT count(*) FROM withdrawal_requests").await, 1, "one request");
+    assert_eq!(count(&bot.db, "SELECT count(*) FROM balance_ledger WHERE kind = 'withdrawal_hold'").await, 1);
+    assert_eq!(bot.balance(USER).await, 70_000);
+    // The same holds for a purchase from the balance ...
+    bot.press_msg(USER, &Msg::BtnBuy).await;
+    bot.press(USER, "Basic").await;
+    bot.press_msg(USER, &Msg::BtnPeriod { days: 30, price: money("199") }).await;
+    press_twice_losing_the_commit(&bot, USER, &Msg::BtnPayBalance { balance: money("700") }).await;
+    assert_eq!(count(&bot.db, "SELECT count(*) FROM balance_ledger WHERE kind = 'purchase'").await, 1);
+    assert_eq!(bot.balance(USER).await, 70_000 - 19_900);
+    // ... for an admin's balance adjustment ...
+    bot.send_text(ADMIN, "/start").await;
+    bot.send_text(ADMIN, "/admin").await;
+    bot.press_msg(ADMIN, &Msg::BtnAdminCredit).await;
+    bot.send_text(ADMIN, &USER.to_string()).await;
+    bot.send_text(ADMIN, "50").await;
+    press_twice_losing_the_commit(&bot, ADMIN, &Msg::BtnConfirm).await;
+    assert_eq!(bot.balance(USER).await, 70_000 - 19_900 + 5_000, "credited once");
+    assert_eq!(count(&bot.db, "SELECT count(*) FROM admin_audit_log WHERE action = 'admin_credit'").await, 1);
+    // ... and for the decision on the withdrawal.
+    bot.press_msg(ADMIN, &Msg::BtnAdmin).await;
+    bot.press_msg(ADMIN, &Msg::BtnAdminWithdrawals).await;
+    press_twice_losing_the_commit(&bot, ADMIN, &Msg::BtnApprove).await;
+    assert_eq!(count(&bot.db, "SELECT count(*) FROM admin_audit_log WHERE action = 'withdrawal_approve'").await, 1);
+    assert_ledger_invariants(&bot.db).await.unwrap();
+}
+
+/// Presses `button` in `user`'s last message, then plays an instance that died after the money
+/// moved but before its commit reached Redis: the update marker is gone and the conversation
+/// record is the one from before, so the same update is handled again. Returns both replies.
+async fn press_twice_losing_the_commit(bot: &BotHarness, user: i64, button: &Msg) -> (Replies, Replies) {
+    let mut redis = raw().await;
+    let fsm_key = bot.keys.fsm(uid(user));
+    let state_before: Vec<(String, Vec<u8>)> = redis.hgetall(&fsm_key).await.unwrap();
+    let data = bot.button(user, &bot.says(user, button)).unwrap_or_else(|| panic!("no {button:?} button"));
+    let id = bot.next_id();
+    let json = bot.callback_json(id, user, &data);
+    let first = bot.deliver(user, &json).await;
+    let _: () = redis.del(bot.keys.update(uid(user), id)).await.unwrap();
+    let _: () = redis.hset_multiple(&fsm_key, &state_before).await.unwrap();
+    let second = bot.deliver(user, &json).await;
+    (first, second)
+}
+
+/// An instance is dropped in the middle of a withdrawal; another instance (over the same Redis)
+/// takes the user's next updates and finishes it.
+#[tokio::test]
+async fn a_second_instance_finishes_a_withdrawal_the_first_started() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    bot.set_language(USER, Language::Ru);
+    at_withdraw_amount(&bot, USER).await;
+    bot.send_text(USER, "400").await;
+    let first = bot.second_instance();
+    let confirm = bot.button(USER, &bot.says(USER, &Msg::BtnConfirm)).unwrap();
+    let (_, r) = bot.deliver_to(&first, USER, &bot.callback_json(bot.next_id(), USER, &confirm)).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::WithdrawAskRequisites));
+    drop(first);
+    let second = bot.second_instance();
+    let (_, r) = bot.deliver_to(&second, USER, &bot.text_json(bot.next_id(), USER, "4276 0000 1111 2222")).await;
+    assert!(texts(&r).contains("400.00"), "{}", texts(&r));
+    let confirm = bot.button(USER, &bot.says(USER, &Msg::BtnConfirm)).unwrap();
+    let (handled, _) = bot.deliver_to(&second, USER, &bot.callback_json(bot.next_id(), USER, &confirm)).await;
+    assert_eq!(handled, Handled::Committed);
+    assert_eq!(bot.balance(USER).await, 60_000);
+    assert_eq!(count(&bot.db, "SELECT count(*) FROM withdrawal_requests").await, 1);
+}
+
+/// Redis unreachable: the menu still answers (degraded, without state), but every money action
+/// is refused with "try again later" and nothing is written.
+#[tokio::test]
+async fn without_redis_money_actions_are_refused_and_nothing_is_written() {
+    let bot = BotHarness::with_redis(&[ADMIN], Some("redis://127.0.0.1:1")).await;
+    bot.fund(USER, "1000").await;
+    let (handled, r) = bot.deliver_to(&bot.app, USER, &bot.text_json(bot.next_id(), USER, "/start")).await;
+    assert_eq!(handled, Handled::Degraded);
+    assert!(texts(&r).contains("Welcome"));
+    // Without a conversation record every update is a first contact: the sender is registered
+    // (or their username refreshed), which moves no money.
+    bot.deliver_to(&bot.app, ADMIN, &bot.text_json(bot.next_id(), ADMIN, "/start")).await;
+    let before = snapshot(&bot.db).await;
+    let try_later = bot.says(USER, &Msg::TryLater);
+    for data in ["s:1:pay:b", "s:1:ok", "a:dec:1:y"] {
+        let (_, r) = bot.deliver_to(&bot.app, USER, &bot.callback_json(bot.next_id(), USER, data)).await;
+        let said = texts(&r);
+        assert!(said.starts_with(&try_later) || said.starts_with(&bot.says(USER, &Msg::AdminOnly)), "{data}: {said}");
+    }
+    let (_, r) = bot.deliver_to(&bot.app, USER, &bot.text_json(bot.next_id(), USER, "250")).await;
+    assert_eq!(texts(&r), try_later);
+    // An admin's money action, without Redis, is refused too.
+    let (_, r) = bot.deliver_to(&bot.app, ADMIN, &bot.callback_json(bot.next_id(), ADMIN, "a:dec:1:y")).await;
+    assert_eq!(texts(&r), try_later);
+    // Reading the balance still works.
+    let (_, r) = bot.deliver_to(&bot.app, USER, &bot.callback_json(bot.next_id(), USER, "bal")).await;
+    assert!(texts(&r).contains("1000.00"));
+    assert_eq!(before, snapshot(&bot.db).await, "something was written without Redis");
+}
+
+/// The audit's limits, across instances: promo attempts 10 per minute, withdrawal requests 3 per
+/// hour, payment attempts 5 per minute; a refusal says when to try again.
+#[tokio::test]
+async fn rate_limits_say_when_to_retry() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    bot.send_text(USER, "/start").await;
+    let other = bot.second_instance();
+    for attempt in 0..10 {
+        bot.press_msg(USER, &Msg::BtnPromo).await;
+        let json = bot.text_json(bot.next_id(), USER, &format!("NOPE{attempt}"));
+        let app = if attempt % 2 == 0 { &bot.app } else { &other };
+        let (_, r) = bot.deliver_to(app, USER, &json).await;
+        assert!(texts(&r).starts_with(&bot.says(USER, &Msg::PromoNotFound)), "{}", texts(&r));
+    }
+    let r = bot.send_text(USER, "NOPE10").await;
+    assert!(texts(&r).starts_with(&bot.says(USER, &Msg::RateLimited { minutes: 1 })), "{}", texts(&r));
+    // Withdrawal requests: the fourth in an hour is refused, and holds nothing.
+    bot.fund(USER, "1000").await;
+    for n in 0..4 {
+        bot.press_msg(USER, &Msg::BtnWithdraw).await;
+        bot.send_text(USER, "100").await;
+        bot.press_msg(USER, &Msg::BtnConfirm).await;
+        bot.send_text(USER, "4276 0000 1111 2222").await;
+        let r = bot.press_msg(USER, &Msg::BtnConfirm).await;
+        if n == 3 {
+            assert!(texts(&r).starts_with(&bot.says(USER, &Msg::RateLimited { minutes: 60 })), "{}", texts(&r));
+        }
+    }
+    assert_eq!(count(&bot.db, "SELECT count(*) FROM withdrawal_requests").await, 3);
+    // Payment attempts: the sixth in a minute is refused.
+    for n in 0..6 {
+        bot.press_msg(USER, &Msg::BtnTopUp).await;
+        bot.send_text(USER, "10").await;
+        let r = bot.press_msg(USER, &Msg::BtnPayCrypto).await;
+        if n == 5 {
+            assert!(texts(&r).starts_with(&bot.says(USER, &Msg::RateLimited { minutes: 1 })), "{}", texts(&r));
+        }
+    }
+    assert_eq!(count(&bot.db, "SELECT count(*) FROM topups").await, 5);
+}
+
+/// A conversation record written by an older bot (or corrupted) resets the user to the menu with
+/// an apology; it never locks them out.
+#[tokio::test]
+async fn a_record_that_no_longer_decodes_resets_to_the_menu() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_withdraw_amount(&bot, USER).await;
+    let mut redis = raw().await;
+    let _: () =
+        redis.hset(bot.keys.fsm(uid(USER)), "d", br#"{"f":1,"s":{"from":"an older bot"}}"#.to_vec()).await.unwrap();
+    let r = bot.send_text(USER, "300").await;
+    assert!(texts(&r).starts_with(&bot.says(USER, &Msg::ResetNotice)), "{}", texts(&r));
+    let r = bot.press_msg(USER, &Msg::BtnBalance).await;
+    assert!(texts(&r).contains("1000.00"), "the user is not locked out: {}", texts(&r));
+}
