@@ -65,7 +65,8 @@ async fn bad_amounts_get_a_reason_and_write_nothing() {
     assert!(texts(&r).starts_with(&bot.says(ADMIN, &Msg::AmountTooPrecise)));
 }
 
-/// Requisites: too short, too long, control characters; RTL marks and other scripts are fine.
+/// Requisites: too short, too long, control characters, direction overrides; direction marks and
+/// other scripts are fine.
 #[tokio::test]
 async fn bad_requisites_get_a_reason_and_write_nothing() {
     let bot = BotHarness::new(&[ADMIN]).await;
@@ -77,6 +78,7 @@ async fn bad_requisites_get_a_reason_and_write_nothing() {
         ("abc".to_owned(), length.clone()),
         ("x".repeat(257), length.clone()),
         ("card\u{7}1234".to_owned(), Msg::RequisitesControl),
+        ("4276 \u{202E}2222 1111".to_owned(), Msg::RequisitesControl),
     ] {
         let before = snapshot(&bot.db).await;
         let r = bot.send_text(USER, &text).await;

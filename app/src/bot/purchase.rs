@@ -415,10 +415,7 @@ async fn check<A: Adapters>(turn: &mut Turn<'_, A>, purchase: PurchaseId) -> Nex
         Checked::Pending => {
             let keys = pay::processing_keys(turn, Method::Crypto);
             turn.say_keys(Msg::PaymentPending, keys);
-            match processing {
-                Next::Go(step) => Next::Go(step),
-                other => other,
-            }
+            processing
         }
         Checked::Expired => {
             if let Err(e) = turn.app.store.close_pending_purchase(purchase, Closure::Expired).await {

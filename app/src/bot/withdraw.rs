@@ -232,18 +232,52 @@ mod tests {
             }
         }
 
+        /// Numbers as people type them, against an independent reading in 128-bit arithmetic.
         #[test]
-        fn numeric_looking_amounts_parse_or_say_why(whole in "[-+]?[0-9]{0,12}", sep in "[.,]?", frac in "[0-9]{0,4}") {
-            let text = format!("{whole}{sep}{frac}");
-            let _ = amount_error(&match Money::parse(&text) { Ok(_) => return Ok(()), Err(e) => e });
+        fn numeric_looking_amounts_read_as_written(sign in "[-+]?", whole in "[0-9]{0,12}", sep in "[.,]?", frac in "[0-9]{0,4}") {
+            let frac = if sep.is_empty() { String::new() } else { frac };
+            let text = format!("{sign}{whole}{sep}{frac}");
+            let expected = if text.is_empty() {
+                Err(AmountError::Empty)
+            } else if whole.is_empty() && frac.is_empty() {
+                Err(AmountError::NotANumber)
+            } else if frac.len() > 2 {
+                Err(AmountError::TooManyDecimals)
+            } else {
+                let value = |s: &str| if s.is_empty() { 0 } else { s.parse::<i128>().unwrap() };
+                let minor = value(&whole) * 100 + value(&format!("{frac:0<2}"));
+                if sign == "-" && minor != 0 {
+                    Err(AmountError::Negative)
+                } else if minor == 0 {
+                    Err(AmountError::Zero)
+                } else if minor > i128::from(AMOUNT_MAX.minor()) {
+                    Err(AmountError::TooLarge)
+                } else {
+                    Ok(minor)
+                }
+            };
+            prop_assert_eq!(Money::parse(&text).map(|m| i128::from(m.minor())), expected.clone(), "{:?}", text);
+            if let Err(e) = expected {
+                // Every refusal has its own words.
+                let _reply: Msg = amount_error(&e);
+            }
         }
 
+        /// Requisites, with control characters, direction marks and overrides mixed in: what is
+        /// accepted is within the length bounds and cannot reorder how it is displayed.
         #[test]
-        fn requisites_parse_or_say_why(text in "\\PC{0,300}") {
-            if let Ok(r) = Requisites::parse(&text) {
-                let len = r.as_str().chars().count();
-                prop_assert!((REQUISITES_LEN_MIN..=REQUISITES_LEN_MAX).contains(&len));
-                prop_assert!(!r.as_str().chars().any(char::is_control));
+        fn requisites_parse_or_say_why(text in "(\\PC|[\\x00-\\x1f\\x7f\\x{200E}\\x{200F}\\x{202A}-\\x{202E}\\x{2066}-\\x{2069}]){0,300}") {
+            let has_bad = text.trim().chars().any(|c| c.is_control() || ('\u{202A}'..='\u{202E}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c));
+            match Requisites::parse(&text) {
+                Ok(r) => {
+                    let len = r.as_str().chars().count();
+                    prop_assert!((REQUISITES_LEN_MIN..=REQUISITES_LEN_MAX).contains(&len));
+                    prop_assert!(!has_bad, "accepted {:?}", text);
+                }
+                Err(RequisitesError::ControlCharacters) => prop_assert!(has_bad),
+                Err(RequisitesError::Length) => {
+                    prop_assert!(!(REQUISITES_LEN_MIN..=REQUISITES_LEN_MAX).contains(&text.trim().chars().count()));
+                }
             }
         }
     }

@@ -32,10 +32,18 @@ pub enum RequisitesError {
     ControlCharacters,
 }
 
+/// Bidirectional embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069): they
+/// reorder how the rest is displayed, so an admin could read a card number other than the one
+/// stored. Plain direction marks (U+200E, U+200F, U+061C) only place neutral characters and stay
+/// allowed for right-to-left scripts.
+fn reorders_display(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 impl Requisites {
     pub fn parse(input: &str) -> Result<Requisites, RequisitesError> {
         let text = input.trim();
-        if text.chars().any(char::is_control) {
+        if text.chars().any(|c| c.is_control() || reorders_display(c)) {
             return Err(RequisitesError::ControlCharacters);
         }
         if !(REQUISITES_LEN_MIN..=REQUISITES_LEN_MAX).contains(&text.chars().count()) {
