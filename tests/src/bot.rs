@@ -44,6 +44,16 @@ pub enum Sent {
     PreCheckout { id: String, refusal: Option<String> },
 }
 
+impl Sent {
+    /// Whom it was sent to (answers to queries go to no one in particular).
+    pub fn to(&self) -> Option<UserId> {
+        match self {
+            Sent::Message { to, .. } | Sent::Invoice { to, .. } => Some(*to),
+            Sent::CallbackAnswered { .. } | Sent::PreCheckout { .. } => None,
+        }
+    }
+}
+
 /// The Messenger of the tests: records everything, in order.
 #[derive(Clone, Default)]
 pub struct RecordingMessenger {
@@ -363,16 +373,16 @@ impl BotHarness {
     }
 
     pub fn messages(&self, user: i64) -> Vec<OutgoingMessage> {
-        self.messenger
-            .sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|s| match s {
-                Sent::Message { to, message } if to.get() == user => Some(message.clone()),
-                _ => None,
-            })
-            .collect()
+        self.sent_to(user, |sent| match sent {
+            Sent::Message { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+    }
+
+    /// What was sent to `user`, picked by `pick`, in order.
+    fn sent_to<T>(&self, user: i64, pick: impl Fn(&Sent) -> Option<T>) -> Vec<T> {
+        let sent = self.messenger.sent.lock().unwrap();
+        sent.iter().filter(|s| s.to() == UserId::new(user)).filter_map(pick).collect()
     }
 
     pub fn last(&self, user: i64) -> Option<OutgoingMessage> {
@@ -417,16 +427,10 @@ impl BotHarness {
 
     /// The Stars invoices sent to `user`.
     pub fn invoices(&self, user: i64) -> Vec<StarsInvoice> {
-        self.messenger
-            .sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|s| match s {
-                Sent::Invoice { to, invoice } if to.get() == user => Some(invoice.clone()),
-                _ => None,
-            })
-            .collect()
+        self.sent_to(user, |sent| match sent {
+            Sent::Invoice { invoice, .. } => Some(invoice.clone()),
+            _ => None,
+        })
     }
 
     pub fn pre_checkout_answers(&self) -> Vec<(String, Option<String>)> {

@@ -6,9 +6,10 @@ use super::action::{Action, Nav};
 use super::menu::back;
 use super::text::{Msg, Word};
 use super::{Next, Turn};
-use crate::domain::{ActivationStatus, TariffCode};
+use crate::domain::{ActivationStatus, TariffCode, UserId};
 use crate::ports::coordination::LimitedAction;
 use crate::ports::store::{Subscriptions, TrialError};
+use crate::ports::vpn::PanelKey;
 use crate::runtime::wiring::Adapters;
 use crate::services::reissue::{REISSUE_LOCK_TTL, ReissueOutcome, reissue_key};
 
@@ -93,13 +94,25 @@ pub async fn reissue<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
     if !turn.allow(LimitedAction::KeyReissue).await {
         return Next::Done;
     }
+    let user = turn.user();
+    reissue_for(turn, user, |key| Msg::Reissued { uri: key.access_uri }, Msg::NoSubscription).await
+}
+
+/// Reissues `user`'s key through the shared use case (the Redis lock with fencing) and says how
+/// it went: `done` words a success, `none` a user without a subscription.
+pub async fn reissue_for<A: Adapters>(
+    turn: &mut Turn<'_, A>,
+    user: UserId,
+    done: impl FnOnce(PanelKey) -> Msg,
+    none: Msg,
+) -> Next {
     let app = turn.app;
     let outcome =
-        reissue_key(&app.coordination, &app.store, &app.vpn, app.clock.as_ref(), turn.user(), REISSUE_LOCK_TTL).await;
+        reissue_key(&app.coordination, &app.store, &app.vpn, app.clock.as_ref(), user, REISSUE_LOCK_TTL).await;
     let msg = match outcome {
-        Ok(ReissueOutcome::Reissued { key, .. }) => Msg::Reissued { uri: key.access_uri },
+        Ok(ReissueOutcome::Reissued { key, .. }) => done(key),
         Ok(ReissueOutcome::Busy) => Msg::ReissueBusy,
-        Ok(ReissueOutcome::NoSubscription) => Msg::NoSubscription,
+        Ok(ReissueOutcome::NoSubscription) => none,
         Ok(ReissueOutcome::Fenced) => Msg::ReissueFenced,
         Ok(ReissueOutcome::TryLater) => Msg::TryLater,
         Err(e) => {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Next, Step, Turn, audit, back, go};
 use crate::bot::action::{Action, UserOp};
+use crate::bot::subscription::reissue_for;
 use crate::bot::text::{Msg, Word};
 use crate::bot::withdraw::amount_error;
 use crate::bot::{cancel_keys, confirm_keys};
@@ -13,7 +14,6 @@ use crate::domain::{Money, User, UserId, Username};
 use crate::ports::coordination::LimitedAction;
 use crate::ports::store::{Accounts, AdminAdjustment, AdminTools, BalanceError, Direction, Subscriptions, UserQuery};
 use crate::runtime::wiring::Adapters;
-use crate::services::reissue::{REISSUE_LOCK_TTL, ReissueOutcome, reissue_key};
 
 /// A credit or debit in progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,20 +181,6 @@ pub async fn reissue_text<A: Adapters>(turn: &mut Turn<'_, A>, text: &str) -> Ne
 
 async fn reissue<A: Adapters>(turn: &mut Turn<'_, A>, user: UserId) -> Next {
     audit(turn, "reissue_key", Some(user)).await;
-    let app = turn.app;
-    let outcome =
-        reissue_key(&app.coordination, &app.store, &app.vpn, app.clock.as_ref(), user, REISSUE_LOCK_TTL).await;
-    let msg = match outcome {
-        Ok(ReissueOutcome::Reissued { .. }) => Msg::AdminReissued { user: user.get() },
-        Ok(ReissueOutcome::Busy) => Msg::ReissueBusy,
-        Ok(ReissueOutcome::NoSubscription) => Msg::AdminNoSubscription { user: user.get() },
-        Ok(ReissueOutcome::Fenced) => Msg::ReissueFenced,
-        Ok(ReissueOutcome::TryLater) => Msg::TryLater,
-        Err(e) => {
-            turn.failed("reissue_key", &e);
-            return Next::Done;
-        }
-    };
-    turn.say_keys(msg, back());
-    Next::Done
+    let (done, none) = (Msg::AdminReissued { user: user.get() }, Msg::AdminNoSubscription { user: user.get() });
+    reissue_for(turn, user, |_| done, none).await
 }
