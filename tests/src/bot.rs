@@ -229,6 +229,8 @@ pub struct BotHarness {
     redis: Option<String>,
     next_update: Arc<AtomicI64>,
     languages: Arc<Mutex<BTreeMap<i64, Language>>>,
+    /// The language of users not in `languages`.
+    default_language: Arc<Mutex<Language>>,
 }
 
 /// A user's view of one update's replies.
@@ -259,6 +261,7 @@ impl BotHarness {
             redis,
             next_update: Arc::new(AtomicI64::new(1_000)),
             languages: Arc::default(),
+            default_language: Arc::default(),
         }
     }
 
@@ -269,9 +272,14 @@ impl BotHarness {
         build(&self.db, &self.keys, &self.messenger, &self.panel, &self.crypto, &self.clock, &self.admins, 2, redis)
     }
 
-    /// The language a user's Telegram client reports (default English).
+    /// The language a user's Telegram client reports (default: [`BotHarness::everyone_speaks`]).
     pub fn set_language(&self, user: i64, language: Language) {
         self.languages.lock().unwrap().insert(user, language);
+    }
+
+    /// The language of every user not given one by `set_language` (English at first).
+    pub fn everyone_speaks(&self, language: Language) {
+        *self.default_language.lock().unwrap() = language;
     }
 
     pub fn next_id(&self) -> i64 {
@@ -279,7 +287,7 @@ impl BotHarness {
     }
 
     fn from(&self, user: i64) -> String {
-        let code = self.languages.lock().unwrap().get(&user).copied().unwrap_or(Language::En).code();
+        let code = self.language(user).code();
         format!(
             r#"{{"id":{user},"is_bot":false,"first_name":"User{user}","username":"user{user}","language_code":"{code}"}}"#
         )
@@ -391,7 +399,8 @@ impl BotHarness {
 
     /// The user's language in this harness (what their Telegram client reports).
     pub fn language(&self, user: i64) -> Language {
-        self.languages.lock().unwrap().get(&user).copied().unwrap_or(Language::En)
+        let default = *self.default_language.lock().unwrap();
+        self.languages.lock().unwrap().get(&user).copied().unwrap_or(default)
     }
 
     /// Presses the button whose label is `msg` in the user's language.
@@ -485,4 +494,20 @@ fn build(
 /// The text of replies, joined (for `contains` checks).
 pub fn texts(replies: &[OutgoingMessage]) -> String {
     replies.iter().map(|m| m.text.as_str()).collect::<Vec<_>>().join("\n---\n")
+}
+
+/// Two tests of one flow `async fn flow(language: Language)`: in English and in Russian.
+#[macro_export]
+macro_rules! in_both_languages {
+    ($($flow:ident => $english:ident, $russian:ident;)+) => {$(
+        #[tokio::test]
+        async fn $english() {
+            $flow(atlas::domain::Language::En).await;
+        }
+
+        #[tokio::test]
+        async fn $russian() {
+            $flow(atlas::domain::Language::Ru).await;
+        }
+    )+};
 }

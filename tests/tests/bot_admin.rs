@@ -3,7 +3,7 @@
 //! nothing).
 
 use atlas::bot::text::{Msg, Word};
-use atlas::domain::{Money, Percent};
+use atlas::domain::{Language, Money, Percent};
 use atlas::ports::store::Subscriptions;
 use atlas_tests::bot::{BotHarness, texts};
 use atlas_tests::{assert_ledger_invariants, count, snapshot, uid};
@@ -25,9 +25,9 @@ async fn audit_actions(bot: &BotHarness) -> Vec<(String, Option<i64>, Option<Str
 
 /// AdminCreatePromocode, step by step, with a wrong answer at each typed step; then the code
 /// works for a user; then it is disabled.
-#[tokio::test]
-async fn an_admin_creates_and_disables_a_promo_code() {
+async fn an_admin_creates_and_disables_a_promo_code(language: Language) {
     let bot = BotHarness::new(&[ADMIN]).await;
+    bot.everyone_speaks(language);
     bot.send_text(ADMIN, "/start").await;
     let r = bot.send_text(ADMIN, "/admin").await;
     assert_eq!(texts(&r), bot.says(ADMIN, &Msg::AdminMenu));
@@ -85,9 +85,9 @@ async fn an_admin_creates_and_disables_a_promo_code() {
 
 /// Find a user by @username, credit them, debit them (AdminDebitBalance: amount → confirmation),
 /// a debit above the balance refused; reissue their key; every action in the audit log.
-#[tokio::test]
-async fn an_admin_finds_a_user_adjusts_the_balance_and_reissues_the_key() {
+async fn an_admin_finds_a_user_adjusts_the_balance_and_reissues_the_key(language: Language) {
     let bot = BotHarness::new(&[ADMIN]).await;
+    bot.everyone_speaks(language);
     bot.send_text(ADMIN, "/start").await;
     bot.send_text(USER, "/start").await;
     bot.send_text(ADMIN, "/admin").await;
@@ -143,9 +143,9 @@ async fn an_admin_finds_a_user_adjusts_the_balance_and_reissues_the_key() {
 }
 
 /// A broadcast is composed, previewed and queued as a job once; statistics show the shop.
-#[tokio::test]
-async fn an_admin_queues_a_broadcast_and_reads_the_statistics() {
+async fn an_admin_queues_a_broadcast_and_reads_the_statistics(language: Language) {
     let bot = BotHarness::new(&[ADMIN]).await;
+    bot.everyone_speaks(language);
     bot.send_text(ADMIN, "/start").await;
     bot.send_text(USER, "/start").await;
     bot.send_text(ADMIN, "/admin").await;
@@ -153,8 +153,9 @@ async fn an_admin_queues_a_broadcast_and_reads_the_statistics() {
     let r = bot.send_text(ADMIN, "New servers in <Frankfurt> & Tokyo!").await;
     assert!(texts(&r).contains("&lt;Frankfurt&gt; &amp; Tokyo"), "the preview is escaped: {}", texts(&r));
     let r = bot.press_msg(ADMIN, &Msg::BtnConfirm).await;
-    assert!(texts(&r).starts_with(&bot.says(ADMIN, &Msg::AdminBroadcastQueued { id: 1 })[..10]), "{}", texts(&r));
-    let stored: String = sqlx::query_scalar("SELECT text FROM broadcasts").fetch_one(bot.db.pool()).await.unwrap();
+    let (id, stored): (i64, String) =
+        sqlx::query_as("SELECT id, text FROM broadcasts").fetch_one(bot.db.pool()).await.unwrap();
+    assert!(texts(&r).starts_with(&bot.says(ADMIN, &Msg::AdminBroadcastQueued { id })), "{}", texts(&r));
     assert_eq!(stored, "New servers in <Frankfurt> & Tokyo!");
     let r = bot.press_msg(ADMIN, &Msg::BtnAdminStats).await;
     let stats = Msg::AdminStats { users: 2, active: 0, trials: 0, pending: 0, purchases: 0, revenue: Money::ZERO };
@@ -163,9 +164,9 @@ async fn an_admin_queues_a_broadcast_and_reads_the_statistics() {
 
 /// Two admins decide one withdrawal at the same moment, on two instances: one decision wins,
 /// the other admin is told it was already decided; the money moves once.
-#[tokio::test]
-async fn two_admins_deciding_one_withdrawal_one_wins() {
+async fn two_admins_deciding_one_withdrawal_one_wins(language: Language) {
     let bot = BotHarness::new(&[ADMIN, ADMIN2]).await;
+    bot.everyone_speaks(language);
     for admin in [ADMIN, ADMIN2] {
         bot.send_text(admin, "/start").await;
     }
@@ -227,4 +228,11 @@ async fn forged_admin_actions_are_refused_and_write_nothing() {
     // The admin list is checked on the typed steps too: a non-admin cannot reach them at all.
     let r = bot.send_text(USER, "501").await;
     assert!(texts(&r).starts_with(&bot.says(USER, &Msg::NotUnderstood)));
+}
+
+atlas_tests::in_both_languages! {
+    an_admin_creates_and_disables_a_promo_code => promo_codes_in_english, promo_codes_in_russian;
+    an_admin_finds_a_user_adjusts_the_balance_and_reissues_the_key => users_and_balances_in_english, users_and_balances_in_russian;
+    an_admin_queues_a_broadcast_and_reads_the_statistics => broadcast_and_statistics_in_english, broadcast_and_statistics_in_russian;
+    two_admins_deciding_one_withdrawal_one_wins => two_admins_on_one_withdrawal_in_english, two_admins_on_one_withdrawal_in_russian;
 }

@@ -49,16 +49,6 @@ async fn withdraw_in(language: Language) {
     assert_ledger_invariants(&bot.db).await.unwrap();
 }
 
-#[tokio::test]
-async fn withdrawal_from_start_to_finish_in_english() {
-    withdraw_in(Language::En).await;
-}
-
-#[tokio::test]
-async fn withdrawal_from_start_to_finish_in_russian() {
-    withdraw_in(Language::Ru).await;
-}
-
 /// PromoCodeInput from the menu, then a purchase from the balance with the discount; the
 /// referrer who invited the buyer earns their share.
 async fn promo_purchase_in(language: Language) {
@@ -99,21 +89,11 @@ async fn promo_purchase_in(language: Language) {
     assert_ledger_invariants(&bot.db).await.unwrap();
 }
 
-#[tokio::test]
-async fn promo_code_then_purchase_from_balance_in_english() {
-    promo_purchase_in(Language::En).await;
-}
-
-#[tokio::test]
-async fn promo_code_then_purchase_from_balance_in_russian() {
-    promo_purchase_in(Language::Ru).await;
-}
-
 /// A purchase paid in crypto: the invoice is recorded before the link is shown; "check" says
 /// pending until the provider says paid; then the period is on and the conversation over.
-#[tokio::test]
-async fn purchase_paid_in_crypto() {
+async fn purchase_paid_in_crypto(language: Language) {
     let bot = BotHarness::new(&[ADMIN]).await;
+    bot.everyone_speaks(language);
     let user = 300;
     bot.send_text(user, "/start").await;
     bot.press_msg(user, &Msg::BtnBuy).await;
@@ -141,11 +121,10 @@ async fn purchase_paid_in_crypto() {
 
 /// A purchase paid in Telegram Stars: the invoice in Stars, the pre-checkout answered (yes while
 /// payable), the payment counted once by its charge id even when Telegram delivers it twice.
-#[tokio::test]
-async fn purchase_paid_in_stars_counts_each_charge_once() {
+async fn purchase_paid_in_stars_counts_each_charge_once(language: Language) {
     let bot = BotHarness::new(&[ADMIN]).await;
+    bot.everyone_speaks(language);
     let user = 310;
-    bot.set_language(user, Language::Ru);
     bot.send_text(user, "/start").await;
     bot.press_msg(user, &Msg::BtnBuy).await;
     bot.press(user, "Basic").await;
@@ -182,9 +161,9 @@ async fn purchase_paid_in_stars_counts_each_charge_once() {
 }
 
 /// Top-up of the balance: by crypto (checked) and by Stars (paid in the chat).
-#[tokio::test]
-async fn top_up_by_crypto_and_by_stars() {
+async fn top_up_by_crypto_and_by_stars(language: Language) {
     let bot = BotHarness::new(&[ADMIN]).await;
+    bot.everyone_speaks(language);
     let user = 320;
     bot.send_text(user, "/start").await;
     bot.press_msg(user, &Msg::BtnTopUp).await;
@@ -208,9 +187,9 @@ async fn top_up_by_crypto_and_by_stars() {
 }
 
 /// The one trial, the subscription screen, a new key on request with its cooldown, auto-renewal.
-#[tokio::test]
-async fn trial_subscription_key_and_auto_renewal() {
+async fn trial_subscription_key_and_auto_renewal(language: Language) {
     let bot = BotHarness::new(&[ADMIN]).await;
+    bot.everyone_speaks(language);
     let user = 330;
     bot.send_text(user, "/start").await;
     let r = bot.press_msg(user, &Msg::BtnSubscription).await;
@@ -272,4 +251,13 @@ async fn referral_support_and_language() {
     assert_eq!(bot.db.store.user(uid(user)).await.unwrap().unwrap().language, Language::Ru);
     let r = bot.send_text(user, "/menu").await;
     assert!(texts(&r).contains("Главное меню"), "{}", texts(&r));
+}
+
+atlas_tests::in_both_languages! {
+    withdraw_in => withdrawal_from_start_to_finish_in_english, withdrawal_from_start_to_finish_in_russian;
+    promo_purchase_in => promo_code_then_purchase_from_balance_in_english, promo_code_then_purchase_from_balance_in_russian;
+    purchase_paid_in_crypto => purchase_paid_in_crypto_in_english, purchase_paid_in_crypto_in_russian;
+    purchase_paid_in_stars_counts_each_charge_once => purchase_paid_in_stars_in_english, purchase_paid_in_stars_in_russian;
+    top_up_by_crypto_and_by_stars => top_up_in_english, top_up_in_russian;
+    trial_subscription_key_and_auto_renewal => trial_subscription_and_key_in_english, trial_subscription_and_key_in_russian;
 }
