@@ -58,11 +58,17 @@ impl Sent {
 #[derive(Clone, Default)]
 pub struct RecordingMessenger {
     pub sent: Arc<Mutex<Vec<Sent>>>,
+    /// While set, every message times out undelivered (an instance cut off before it could reply).
+    pub unreachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RecordingMessenger {
     fn push(&self, sent: Sent) {
         self.sent.lock().unwrap().push(sent);
+    }
+
+    fn delivers(&self) -> Result<(), MessengerError> {
+        if self.unreachable.load(Ordering::Relaxed) { Err(MessengerError::Timeout) } else { Ok(()) }
     }
 }
 
@@ -72,6 +78,7 @@ impl Messenger for RecordingMessenger {
         for button in message.keyboard.iter().flatten() {
             assert!(button.callback_data.len() <= 64, "callback data over 64 bytes: {}", button.callback_data);
         }
+        self.delivers()?;
         self.push(Sent::Message { to, message });
         Ok(1)
     }
@@ -82,6 +89,7 @@ impl Messenger for RecordingMessenger {
     }
 
     async fn send_invoice(&self, to: UserId, invoice: StarsInvoice) -> Result<i32, MessengerError> {
+        self.delivers()?;
         self.push(Sent::Invoice { to, invoice });
         Ok(1)
     }
@@ -261,7 +269,7 @@ impl BotHarness {
             redis,
             next_update: Arc::new(AtomicI64::new(1_000)),
             languages: Arc::default(),
-            default_language: Arc::default(),
+            default_language: Arc::new(Mutex::new(Language::En)),
         }
     }
 

@@ -10,6 +10,7 @@ use atlas_tests::bot::{BotHarness, Replies, texts};
 use atlas_tests::redis_support::raw;
 use atlas_tests::{assert_ledger_invariants, count, snapshot, uid};
 use redis::AsyncCommands as _;
+use std::sync::atomic::Ordering;
 
 const ADMIN: i64 = 1;
 const USER: i64 = 700;
@@ -172,10 +173,11 @@ async fn an_update_delivered_twice_is_handled_once() {
     assert_eq!(bot.balance(USER).await, 70_000);
 }
 
-/// An update whose money committed, but whose instance died before the Redis commit: Redis
-/// forgot it was handled and still holds the old state, so Telegram's redelivery runs the
-/// handler again from that state. The store's idempotency key makes the second run charge
-/// nothing; replies are at-least-once (the user sees the confirmation twice).
+/// An update whose money committed, but whose instance died before its replies and its Redis
+/// commit: Redis forgot it was handled and still holds the old state, so Telegram's redelivery
+/// runs the handler again from that state, and so does the user's second press of the same
+/// button. The store's idempotency key (by step) makes both charge nothing; replies are
+/// at-least-once (the confirmation, and the admins' notice, come with the later runs).
 #[tokio::test]
 async fn a_redelivery_after_the_money_committed_moves_no_money() {
     let bot = BotHarness::new(&[ADMIN]).await;
@@ -183,8 +185,11 @@ async fn a_redelivery_after_the_money_committed_moves_no_money() {
     bot.send_text(USER, "300").await;
     bot.press_msg(USER, &Msg::BtnConfirm).await;
     bot.send_text(USER, "4276 0000 1111 2222").await;
-    let (first, second) = press_twice_losing_the_commit(&bot, USER, &Msg::BtnConfirm).await;
-    assert_eq!(texts(&first), texts(&second), "the redelivery says the same");
+    let (redelivered, pressed_again) = press_twice_losing_the_commit(&bot, USER, &Msg::BtnConfirm).await;
+    assert!(texts(&redelivered).contains("300.00"), "the redelivery confirms: {}", texts(&redelivered));
+    assert_eq!(texts(&redelivered), texts(&pressed_again), "the second press says the same");
+    let told = bot.messages(ADMIN).iter().filter(|m| m.text.contains("4276 0000 1111 2222")).count();
+    assert!(told >= 1, "the admins hear of the request even though the first run died before telling them");
     assert_eq!(count(&bot.db, "SELECT count(*) FROM withdrawal_requests").await, 1, "one request");
     assert_eq!(count(&bot.db, "SELECT count(*) FROM balance_ledger WHERE kind = 'withdrawal_hold'").await, 1);
     assert_eq!(bot.balance(USER).await, 70_000);
@@ -212,9 +217,11 @@ async fn a_redelivery_after_the_money_committed_moves_no_money() {
     assert_ledger_invariants(&bot.db).await.unwrap();
 }
 
-/// Presses `button` in `user`'s last message, then plays an instance that died after the money
-/// moved but before its commit reached Redis: the update marker is gone and the conversation
-/// record is the one from before, so the same update is handled again. Returns both replies.
+/// Presses `button` in `user`'s last message on an instance that dies after the money moved,
+/// before its replies went out and before its commit reached Redis: the update marker is gone
+/// and the conversation record is the one from before. Then the same update is redelivered, and
+/// the user, who saw nothing, presses the button again (a new update). Returns the replies of
+/// the redelivery and of the second press.
 async fn press_twice_losing_the_commit(bot: &BotHarness, user: i64, button: &Msg) -> (Replies, Replies) {
     let mut redis = raw().await;
     let fsm_key = bot.keys.fsm(uid(user));
@@ -222,11 +229,18 @@ async fn press_twice_losing_the_commit(bot: &BotHarness, user: i64, button: &Msg
     let data = bot.button(user, &bot.says(user, button)).unwrap_or_else(|| panic!("no {button:?} button"));
     let id = bot.next_id();
     let json = bot.callback_json(id, user, &data);
-    let first = bot.deliver(user, &json).await;
-    let _: () = redis.del(bot.keys.update(uid(user), id)).await.unwrap();
-    let _: () = redis.hset_multiple(&fsm_key, &state_before).await.unwrap();
-    let second = bot.deliver(user, &json).await;
-    (first, second)
+    bot.messenger.unreachable.store(true, Ordering::Relaxed);
+    assert!(bot.deliver(user, &json).await.is_empty(), "the dying instance's replies never arrive");
+    bot.messenger.unreachable.store(false, Ordering::Relaxed);
+    let lose_the_commit = async |redis: &mut redis::aio::MultiplexedConnection| {
+        let _: () = redis.del(bot.keys.update(uid(user), id)).await.unwrap();
+        let _: () = redis.hset_multiple(&fsm_key, &state_before).await.unwrap();
+    };
+    lose_the_commit(&mut redis).await;
+    let redelivered = bot.deliver(user, &json).await;
+    lose_the_commit(&mut redis).await;
+    let pressed_again = bot.deliver(user, &bot.callback_json(bot.next_id(), user, &data)).await;
+    (redelivered, pressed_again)
 }
 
 /// An instance is dropped in the middle of a withdrawal; another instance (over the same Redis)
@@ -269,7 +283,10 @@ async fn without_redis_money_actions_are_refused_and_nothing_is_written() {
     for data in ["s:1:pay:b", "s:1:ok", "a:dec:1:y"] {
         let (_, r) = bot.deliver_to(&bot.app, USER, &bot.callback_json(bot.next_id(), USER, data)).await;
         let said = texts(&r);
-        assert!(said.starts_with(&try_later) || said.starts_with(&bot.says(USER, &Msg::AdminOnly)), "{data}: {said}");
+        assert!(
+            said.starts_with(&try_later) || said.starts_with(&bot.says(USER, &Msg::AdminOnly)),
+            "{data}: {said:?} vs {try_later:?}"
+        );
     }
     let (_, r) = bot.deliver_to(&bot.app, USER, &bot.text_json(bot.next_id(), USER, "250")).await;
     assert_eq!(texts(&r), try_later);

@@ -7,9 +7,9 @@
 //! state (`coord::fsm`, versioned; a record that no longer decodes resets the user to the menu
 //! with an apology), dispatches the update, sends the replies through the Messenger, and returns
 //! the new state for the intake function to commit by CAS. Store calls that move money carry an
-//! idempotency key derived from the update id (`upd:<id>:<step>`), so an update handled twice
-//! (redelivered after its money committed but before its state did) moves money once; replies
-//! are at-least-once.
+//! idempotency key derived from the step they confirm (`step:<user>:<nonce>:<operation>`, see
+//! [`Turn::key`]), so an update handled twice, or a button pressed again after an earlier press
+//! moved the money but never committed its state, moves money once; replies are at-least-once.
 
 pub mod account;
 pub mod action;
@@ -66,6 +66,8 @@ pub struct Turn<'a, A: Adapters> {
     pub coordinated: bool,
     /// Whether this update already registered the user (a fresh conversation does).
     registered: bool,
+    /// The nonce of the step whose button this update pressed, if it pressed one.
+    answering: Option<u32>,
     outbox: Vec<Outgoing>,
 }
 
@@ -95,9 +97,17 @@ impl<'a, A: Adapters> Turn<'a, A> {
         Action::Step { nonce: self.nonce(), input }
     }
 
-    /// The idempotency key of one money operation of this update.
+    /// The idempotency key of one money operation of this update. An answer to a step (its
+    /// confirm or pay button) is keyed by the step: every press of that message's button — the
+    /// update redelivered, or pressed again while an earlier press is paused or died after the
+    /// money moved — asks for the same operation and gets its first result. Anything else (an
+    /// admin's decision button, which the store decides only once anyway) is keyed by the update.
     pub fn key(&self, operation: &str) -> IdempotencyKey {
-        IdempotencyKey::parse(&format!("upd:{}:{operation}", self.update.id)).expect("a key of fixed shape")
+        let key = match self.answering {
+            Some(nonce) => format!("step:{}:{nonce}:{operation}", self.update.user),
+            None => format!("upd:{}:{operation}", self.update.id),
+        };
+        IdempotencyKey::parse(&key).expect("a key of fixed shape")
     }
 
     /// The correlation id of this update (in logs and the admin audit log).
@@ -207,6 +217,7 @@ async fn handle_in_span<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<
         lang: Language::default(),
         coordinated: fsm.is_some(),
         registered: false,
+        answering: None,
         outbox: Vec::new(),
     };
     let (before, reset) = match loaded {
@@ -349,7 +360,10 @@ async fn callback<A: Adapters>(
             Next::Keep
         }
         Action::Step { nonce, input } => match conversation {
-            Some(c) if c.nonce == nonce => step_input(turn, c.step, input).await,
+            Some(c) if c.nonce == nonce => {
+                turn.answering = Some(nonce);
+                step_input(turn, c.step, input).await
+            }
             _ => stale(turn),
         },
     }

@@ -16,7 +16,7 @@ use crate::domain::{
     AMOUNT_MAX, AmountError, Money, REQUISITES_LEN_MAX, REQUISITES_LEN_MIN, Requisites, RequisitesError,
 };
 use crate::ports::coordination::LimitedAction;
-use crate::ports::store::{Accounts, Applied, WithdrawalError, Withdrawals};
+use crate::ports::store::{Accounts, WithdrawalError, Withdrawals};
 use crate::runtime::wiring::Adapters;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,9 +189,9 @@ async fn create<A: Adapters>(turn: &mut Turn<'_, A>, amount: Money, requisites: 
         };
     let id = created.withdrawal.get();
     turn.say_keys(Msg::WithdrawCreated { id, amount, balance: created.balance }, back());
-    if created.applied == Applied::Done {
-        notify_admins(turn, created.withdrawal, amount, &requisites).await;
-    }
+    // Also when the store answers with an earlier press's request: that press may have died
+    // before its messages went out, and admins must hear of every request (at least once).
+    notify_admins(turn, created.withdrawal, amount, &requisites).await;
     Next::Done
 }
 
