@@ -27,8 +27,10 @@ CREATE TABLE topups (
     method           TEXT NOT NULL CHECK (method IN ('crypto', 'stars')),
     status           TEXT NOT NULL CHECK (status IN ('pending', 'paid', 'cancelled', 'expired')),
     idempotency_key  TEXT UNIQUE CHECK (length(idempotency_key) BETWEEN 8 AND 128),
-    -- The provider's invoice (Crypto Pay's invoice_id), once made.
+    -- The provider's invoice (Crypto Pay's invoice_id) and where it is paid, once made.
     invoice_id       TEXT UNIQUE CHECK (length(invoice_id) BETWEEN 1 AND 128),
+    invoice_url      TEXT CHECK (length(invoice_url) BETWEEN 1 AND 2048),
+    CHECK ((invoice_id IS NULL) = (invoice_url IS NULL)),
     created_at       TIMESTAMPTZ NOT NULL,
     expires_at       TIMESTAMPTZ NOT NULL,
     paid_at          TIMESTAMPTZ,
@@ -37,7 +39,9 @@ CREATE TABLE topups (
 CREATE INDEX topups_open_idx ON topups (expires_at) WHERE status = 'pending';
 
 ALTER TABLE pending_purchases
-    ADD COLUMN invoice_id TEXT UNIQUE CHECK (length(invoice_id) BETWEEN 1 AND 128);
+    ADD COLUMN invoice_id TEXT UNIQUE CHECK (length(invoice_id) BETWEEN 1 AND 128),
+    ADD COLUMN invoice_url TEXT CHECK (length(invoice_url) BETWEEN 1 AND 2048),
+    ADD CHECK ((invoice_id IS NULL) = (invoice_url IS NULL));
 
 -- A payment for a top-up names it (the ledger's 'topup' entry references the payment as before).
 -- A top-up may be paid more than once (a Stars invoice forwarded and paid twice): every payment

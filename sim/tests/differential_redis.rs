@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use atlas::coord::connector::{RedisConnector, RedisTarget, TcpDialer};
 use atlas::coord::keys::KeySpace;
+use atlas::coord::limits::Flood;
 use atlas::coord::redis::RedisCoordination;
 use atlas::domain::UserId;
 use atlas::ports::coordination::*;
@@ -17,6 +18,13 @@ use atlas::runtime::live::SystemClock;
 use atlas_sim::clock::SimClock;
 use atlas_sim::redis_host::RedisState;
 use atlas_sim::world::{self, Network};
+
+/// A flood limit the operations reach, so that both sides' flood answers are compared.
+const TIGHT_FLOOD: Flood = Flood { max: 3, window: Duration::from_secs(60) };
+
+fn admission(update: i64) -> Admission {
+    if update % 2 == 0 { Admission::Exempt } else { Admission::Counted }
+}
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -55,8 +63,8 @@ fn ops(seed: u64) -> Vec<Op> {
         .map(|_| {
             let user = pick(3) as i64 + 1;
             match pick(7) {
-                0 | 1 => Op::Begin { user, update: pick(6) as i64 + 1 },
-                2 => Op::Commit { user, write: pick(3) as u8 },
+                0 | 1 => Op::Begin { user, update: pick(12) as i64 + 1 },
+                2 => Op::Commit { user, write: pick(4) as u8 },
                 3 => Op::Acquire { user },
                 4 => Op::Release { user },
                 5 => Op::Rate { user, action: pick(5) as u8 },
@@ -87,21 +95,27 @@ async fn apply(c: &impl Coordination, ops: &[Op]) -> Vec<String> {
     let uid = |n: i64| UserId::new(n).unwrap();
     for op in ops {
         let answer = match op {
-            Op::Begin { user, update } => match c.begin_update(uid(*user), *update).await.unwrap() {
-                BeginOutcome::Proceed(t) => {
-                    let s = format!("proceed v{} {:?}", t.fsm.version, t.fsm.data);
-                    tickets.insert(*user, t);
-                    s
+            // Even update ids are payments (never dropped by the flood limit), odd ones are not.
+            Op::Begin { user, update } => {
+                match c.begin_update(uid(*user), *update, admission(*update)).await.unwrap() {
+                    BeginOutcome::Proceed(t) => {
+                        let s = format!("proceed v{} {:?}", t.fsm.version, t.fsm.data);
+                        tickets.insert(*user, t);
+                        s
+                    }
+                    BeginOutcome::Busy { .. } => "busy".into(),
+                    // Its wait depends on each side's clock.
+                    BeginOutcome::Flooded { .. } => "flooded".into(),
+                    other => format!("{other:?}"),
                 }
-                BeginOutcome::Busy { .. } => "busy".into(),
-                other => format!("{other:?}"),
-            },
+            }
             Op::Commit { user, write } => match tickets.get(user) {
                 None => "no ticket".into(),
                 Some(t) => {
                     let write = match write {
                         0 => FsmWrite::Set(format!("s{}", t.update_id).into_bytes()),
                         1 => FsmWrite::Clear,
+                        2 => FsmWrite::Retry,
                         _ => FsmWrite::Keep,
                     };
                     format!("{:?}", c.commit_update(uid(*user), t, write).await.unwrap())
@@ -161,7 +175,7 @@ fn real_answers(keys: &KeySpace, ops: &[Op]) -> Vec<String> {
         clock.clone(),
         ids.clone(),
     );
-    let c = RedisCoordination::new(connector, keys.clone(), clock, ids);
+    let c = RedisCoordination::new(connector, keys.clone(), clock, ids).with_flood(TIGHT_FLOOD);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(apply(&c, ops))
 }
@@ -173,7 +187,8 @@ fn sim_answers(seed: u64, ops: Vec<Op>) -> Vec<String> {
     let out = answers.clone();
     sim.client("atlas-0", async move {
         let clock: std::sync::Arc<dyn atlas::ports::Clock> = std::sync::Arc::new(SimClock::default());
-        let c = world::redis_coordination(clock, world::instance_ids(seed, 0, Duration::ZERO), Duration::from_secs(30));
+        let c = world::redis_coordination(clock, world::instance_ids(seed, 0, Duration::ZERO), Duration::from_secs(30))
+            .with_flood(TIGHT_FLOOD);
         *out.borrow_mut() = apply(&c, &ops).await;
         Ok(())
     });

@@ -354,7 +354,7 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
                 info.method,
                 info.status,
                 info.expires_at,
-                info.invoice_id
+                info.invoice
             )
         }
         Op::Attach { topup, index, invoice } => {
@@ -366,7 +366,8 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
                 Payable::Purchase(id)
             };
             // An invoice id names one thing at the provider: keep them apart per payable kind.
-            let invoice = format!("{}-{invoice}-{index}", if topup { "t" } else { "p" });
+            let invoice_id = format!("{}-{invoice}-{index}", if topup { "t" } else { "p" });
+            let invoice = Invoice { pay_url: format!("https://pay.example/{invoice_id}"), invoice_id };
             format!("{:?}", s.attach_invoice(payable, &invoice).await)
         }
         Op::Finalize { purchase, stars, payment: p, exact } => {

@@ -32,8 +32,9 @@ use atlas::runtime::wiring::{Adapters, App, Parts, Rules, assemble};
 use atlas::store::PgStore;
 use chrono::{DateTime, Utc};
 
-use crate::TestDb;
-use crate::redis_support::{fresh_keys, ids, instance};
+use crate::redis_support::{fresh_keys, ids, instance, raw};
+use crate::{TestDb, uid};
+use redis::AsyncCommands as _;
 
 /// What the bot sent through the Messenger.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,28 +122,33 @@ impl VpnProvider for FakePanel {
     }
 }
 
-/// A crypto provider in memory: one invoice per payable; a test marks it paid.
+/// A crypto provider in memory that behaves as Crypto Pay does: every create makes a new invoice
+/// (there is no idempotent create); a test marks one paid.
 #[derive(Clone, Default)]
 pub struct FakeCrypto {
-    pub invoices: Arc<Mutex<BTreeMap<String, FakeInvoice>>>,
+    /// Every invoice made, in order.
+    pub invoices: Arc<Mutex<Vec<FakeInvoice>>>,
 }
 
-/// One invoice the fake provider issued, by its id.
 #[derive(Clone, Debug)]
 pub struct FakeInvoice {
+    pub id: String,
     pub payable: Payable,
     pub amount: Money,
     pub paid: bool,
 }
 
 impl FakeCrypto {
-    /// Marks the invoice of `payable` paid, as the provider would after the user paid.
+    /// The user pays the first invoice made for `payable` (the link they were shown first).
     pub fn pay(&self, payable: Payable) {
-        for invoice in self.invoices.lock().unwrap().values_mut() {
-            if invoice.payable == payable {
-                invoice.paid = true;
-            }
-        }
+        let mut invoices = self.invoices.lock().unwrap();
+        let invoice = invoices.iter_mut().find(|i| i.payable == payable).expect("an invoice for it");
+        invoice.paid = true;
+    }
+
+    /// How many invoices were made for `payable`.
+    pub fn made_for(&self, payable: Payable) -> usize {
+        self.invoices.lock().unwrap().iter().filter(|i| i.payable == payable).count()
     }
 }
 
@@ -157,13 +163,15 @@ impl PaymentProvider for FakeCrypto {
         amount: Money,
         _description: &str,
     ) -> Result<Invoice, PaymentProviderError> {
-        let invoice_id = format!("inv-{}", payable.payload().replace(':', "-"));
-        self.invoices.lock().unwrap().entry(invoice_id.clone()).or_insert(FakeInvoice { payable, amount, paid: false });
-        Ok(Invoice { pay_url: format!("https://pay.example/{invoice_id}"), invoice_id })
+        let mut invoices = self.invoices.lock().unwrap();
+        let id = format!("inv-{}", invoices.len() + 1);
+        invoices.push(FakeInvoice { id: id.clone(), payable, amount, paid: false });
+        Ok(Invoice { pay_url: format!("https://pay.example/{id}"), invoice_id: id })
     }
 
     async fn invoice_status(&self, invoice_id: &str) -> Result<InvoiceStatus, PaymentProviderError> {
-        Ok(match self.invoices.lock().unwrap().get(invoice_id) {
+        let invoices = self.invoices.lock().unwrap();
+        Ok(match invoices.iter().find(|i| i.id == invoice_id) {
             Some(FakeInvoice { amount, paid: true, .. }) => InvoiceStatus::Paid {
                 payment_id: ProviderPaymentId::parse(&format!("pay-{invoice_id}")).unwrap(),
                 amount: *amount,
@@ -440,6 +448,32 @@ impl BotHarness {
     /// The user's balance in minor units, read from PostgreSQL.
     pub async fn balance(&self, user: i64) -> i64 {
         crate::balance(&self.db, UserId::new(user).unwrap()).await
+    }
+
+    /// Presses `button` in `user`'s last message on an instance that dies after the money moved,
+    /// before its replies went out and before its commit reached Redis: the update marker is gone
+    /// and the conversation record is the one from before. Then the same update is redelivered, and
+    /// the user, who saw nothing, presses the button again (a new update). Returns the replies of
+    /// the redelivery and of the second press.
+    pub async fn press_losing_the_commit(&self, user: i64, button: &Msg) -> (Replies, Replies) {
+        let mut redis = raw().await;
+        let fsm_key = self.keys.fsm(uid(user));
+        let state_before: Vec<(String, Vec<u8>)> = redis.hgetall(&fsm_key).await.unwrap();
+        let data = self.button(user, &self.says(user, button)).unwrap_or_else(|| panic!("no {button:?} button"));
+        let id = self.next_id();
+        let json = self.callback_json(id, user, &data);
+        self.messenger.unreachable.store(true, Ordering::Relaxed);
+        assert!(self.deliver(user, &json).await.is_empty(), "the dying instance's replies never arrive");
+        self.messenger.unreachable.store(false, Ordering::Relaxed);
+        let lose_the_commit = async |redis: &mut redis::aio::MultiplexedConnection| {
+            let _: () = redis.del(self.keys.update(uid(user), id)).await.unwrap();
+            let _: () = redis.hset_multiple(&fsm_key, &state_before).await.unwrap();
+        };
+        lose_the_commit(&mut redis).await;
+        let redelivered = self.deliver(user, &json).await;
+        lose_the_commit(&mut redis).await;
+        let pressed_again = self.deliver(user, &self.callback_json(self.next_id(), user, &data)).await;
+        (redelivered, pressed_again)
     }
 
     /// The Stars invoices sent to `user`.

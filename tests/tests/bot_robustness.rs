@@ -6,11 +6,10 @@
 use atlas::bot::text::Msg;
 use atlas::domain::{Language, Money};
 use atlas::runtime::intake::Handled;
-use atlas_tests::bot::{BotHarness, Replies, texts};
+use atlas_tests::bot::{BotHarness, texts};
 use atlas_tests::redis_support::raw;
 use atlas_tests::{assert_ledger_invariants, count, snapshot, uid};
 use redis::AsyncCommands as _;
-use std::sync::atomic::Ordering;
 
 const ADMIN: i64 = 1;
 const USER: i64 = 700;
@@ -185,7 +184,7 @@ async fn a_redelivery_after_the_money_committed_moves_no_money() {
     bot.send_text(USER, "300").await;
     bot.press_msg(USER, &Msg::BtnConfirm).await;
     bot.send_text(USER, "4276 0000 1111 2222").await;
-    let (redelivered, pressed_again) = press_twice_losing_the_commit(&bot, USER, &Msg::BtnConfirm).await;
+    let (redelivered, pressed_again) = bot.press_losing_the_commit(USER, &Msg::BtnConfirm).await;
     assert!(texts(&redelivered).contains("300.00"), "the redelivery confirms: {}", texts(&redelivered));
     assert_eq!(texts(&redelivered), texts(&pressed_again), "the second press says the same");
     let told = bot.messages(ADMIN).iter().filter(|m| m.text.contains("4276 0000 1111 2222")).count();
@@ -197,7 +196,7 @@ async fn a_redelivery_after_the_money_committed_moves_no_money() {
     bot.press_msg(USER, &Msg::BtnBuy).await;
     bot.press(USER, "Basic").await;
     bot.press_msg(USER, &Msg::BtnPeriod { days: 30, price: money("199") }).await;
-    press_twice_losing_the_commit(&bot, USER, &Msg::BtnPayBalance { balance: money("700") }).await;
+    bot.press_losing_the_commit(USER, &Msg::BtnPayBalance { balance: money("700") }).await;
     assert_eq!(count(&bot.db, "SELECT count(*) FROM balance_ledger WHERE kind = 'purchase'").await, 1);
     assert_eq!(bot.balance(USER).await, 70_000 - 19_900);
     // ... for an admin's balance adjustment ...
@@ -206,41 +205,15 @@ async fn a_redelivery_after_the_money_committed_moves_no_money() {
     bot.press_msg(ADMIN, &Msg::BtnAdminCredit).await;
     bot.send_text(ADMIN, &USER.to_string()).await;
     bot.send_text(ADMIN, "50").await;
-    press_twice_losing_the_commit(&bot, ADMIN, &Msg::BtnConfirm).await;
+    bot.press_losing_the_commit(ADMIN, &Msg::BtnConfirm).await;
     assert_eq!(bot.balance(USER).await, 70_000 - 19_900 + 5_000, "credited once");
     assert_eq!(count(&bot.db, "SELECT count(*) FROM admin_audit_log WHERE action = 'admin_credit'").await, 1);
     // ... and for the decision on the withdrawal.
     bot.press_msg(ADMIN, &Msg::BtnAdmin).await;
     bot.press_msg(ADMIN, &Msg::BtnAdminWithdrawals).await;
-    press_twice_losing_the_commit(&bot, ADMIN, &Msg::BtnApprove).await;
+    bot.press_losing_the_commit(ADMIN, &Msg::BtnApprove).await;
     assert_eq!(count(&bot.db, "SELECT count(*) FROM admin_audit_log WHERE action = 'withdrawal_approve'").await, 1);
     assert_ledger_invariants(&bot.db).await.unwrap();
-}
-
-/// Presses `button` in `user`'s last message on an instance that dies after the money moved,
-/// before its replies went out and before its commit reached Redis: the update marker is gone
-/// and the conversation record is the one from before. Then the same update is redelivered, and
-/// the user, who saw nothing, presses the button again (a new update). Returns the replies of
-/// the redelivery and of the second press.
-async fn press_twice_losing_the_commit(bot: &BotHarness, user: i64, button: &Msg) -> (Replies, Replies) {
-    let mut redis = raw().await;
-    let fsm_key = bot.keys.fsm(uid(user));
-    let state_before: Vec<(String, Vec<u8>)> = redis.hgetall(&fsm_key).await.unwrap();
-    let data = bot.button(user, &bot.says(user, button)).unwrap_or_else(|| panic!("no {button:?} button"));
-    let id = bot.next_id();
-    let json = bot.callback_json(id, user, &data);
-    bot.messenger.unreachable.store(true, Ordering::Relaxed);
-    assert!(bot.deliver(user, &json).await.is_empty(), "the dying instance's replies never arrive");
-    bot.messenger.unreachable.store(false, Ordering::Relaxed);
-    let lose_the_commit = async |redis: &mut redis::aio::MultiplexedConnection| {
-        let _: () = redis.del(bot.keys.update(uid(user), id)).await.unwrap();
-        let _: () = redis.hset_multiple(&fsm_key, &state_before).await.unwrap();
-    };
-    lose_the_commit(&mut redis).await;
-    let redelivered = bot.deliver(user, &json).await;
-    lose_the_commit(&mut redis).await;
-    let pressed_again = bot.deliver(user, &bot.callback_json(bot.next_id(), user, &data)).await;
-    (redelivered, pressed_again)
 }
 
 /// An instance is dropped in the middle of a withdrawal; another instance (over the same Redis)

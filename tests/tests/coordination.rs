@@ -9,7 +9,7 @@ use std::time::Duration;
 use atlas::coord::fsm::{self, Loaded};
 use atlas::coord::keys::KeySpace;
 use atlas::coord::legacy::LegacyCoordination;
-use atlas::coord::limits::{FLOOD_MAX, FSM_DATA_MAX_BYTES};
+use atlas::coord::limits::{FLOOD_MAX, FLOOD_WINDOW, FSM_DATA_MAX_BYTES};
 use atlas::ports::Coordination;
 use atlas::ports::coordination::*;
 use atlas::ports::store::*;
@@ -42,33 +42,37 @@ fn proceed(outcome: BeginOutcome) -> UpdateTicket {
 /// The intake contract: dedupe, per-chat serialization, CAS commits, lease expiry.
 async fn intake_contract(c: &impl Coordination) {
     let user = uid(42);
-    let first = proceed(c.begin_update(user, 1).await.unwrap());
+    let first = proceed(c.begin_update(user, 1, Admission::Counted).await.unwrap());
     assert_eq!(first.fsm, FsmRecord::default());
     // The same update again, while in progress: never handled twice.
-    assert_eq!(c.begin_update(user, 1).await.unwrap(), BeginOutcome::Duplicate);
+    assert_eq!(c.begin_update(user, 1, Admission::Counted).await.unwrap(), BeginOutcome::Duplicate);
     // Another update of the same chat waits for the lease.
     assert!(
-        matches!(c.begin_update(user, 2).await.unwrap(), BeginOutcome::Busy { retry_after } if retry_after <= SHORT_LEASE)
+        matches!(c.begin_update(user, 2, Admission::Counted).await.unwrap(), BeginOutcome::Busy { retry_after } if retry_after <= SHORT_LEASE)
     );
     // Another chat is independent.
-    let other = proceed(c.begin_update(uid(43), 2).await.unwrap());
+    let other = proceed(c.begin_update(uid(43), 2, Admission::Counted).await.unwrap());
     assert_eq!(c.commit_update(uid(43), &other, FsmWrite::Keep).await.unwrap(), CommitOutcome::Committed);
 
     assert_eq!(
         c.commit_update(user, &first, FsmWrite::Set(b"state-1".to_vec())).await.unwrap(),
         CommitOutcome::Committed
     );
-    assert_eq!(c.begin_update(user, 1).await.unwrap(), BeginOutcome::Duplicate, "a done update stays done");
-    let second = proceed(c.begin_update(user, 2).await.unwrap());
+    assert_eq!(
+        c.begin_update(user, 1, Admission::Counted).await.unwrap(),
+        BeginOutcome::Duplicate,
+        "a done update stays done"
+    );
+    let second = proceed(c.begin_update(user, 2, Admission::Counted).await.unwrap());
     assert_eq!(second.fsm, FsmRecord { version: 1, data: Some(b"state-1".to_vec()) });
     assert_eq!(c.commit_update(user, &second, FsmWrite::Clear).await.unwrap(), CommitOutcome::Committed);
     // Clearing keeps the version growing: the record's history is linear.
-    let third = proceed(c.begin_update(user, 3).await.unwrap());
+    let third = proceed(c.begin_update(user, 3, Admission::Counted).await.unwrap());
     assert_eq!(third.fsm, FsmRecord { version: 2, data: None });
 
     // The third handler stalls past its lease; the next update takes the chat.
     tokio::time::sleep(SHORT_LEASE + Duration::from_millis(100)).await;
-    let fourth = proceed(c.begin_update(user, 4).await.unwrap());
+    let fourth = proceed(c.begin_update(user, 4, Admission::Counted).await.unwrap());
     assert_eq!(
         c.commit_update(user, &third, FsmWrite::Set(b"stale".to_vec())).await.unwrap(),
         CommitOutcome::LeaseLost
@@ -78,14 +82,14 @@ async fn intake_contract(c: &impl Coordination) {
         CommitOutcome::Committed
     );
     // The stalled handler's update was never marked done, so its redelivery is handled.
-    let retried = proceed(c.begin_update(user, 3).await.unwrap());
+    let retried = proceed(c.begin_update(user, 3, Admission::Counted).await.unwrap());
     assert_eq!(retried.fsm.data.as_deref(), Some(&b"state-3"[..]));
     // A lease that expired with nobody taking it still cannot commit.
     tokio::time::sleep(SHORT_LEASE + Duration::from_millis(100)).await;
     assert_eq!(c.commit_update(user, &retried, FsmWrite::Clear).await.unwrap(), CommitOutcome::LeaseLost);
 
     // Oversized state is refused and the lease stays with its holder.
-    let fifth = proceed(c.begin_update(user, 5).await.unwrap());
+    let fifth = proceed(c.begin_update(user, 5, Admission::Counted).await.unwrap());
     let oversized = FsmWrite::Set(vec![b'x'; FSM_DATA_MAX_BYTES + 1]);
     assert!(matches!(c.commit_update(user, &fifth, oversized).await, Err(CoordinationError::Invalid(_))));
     assert_eq!(c.commit_update(user, &fifth, FsmWrite::Keep).await.unwrap(), CommitOutcome::Committed);
@@ -105,12 +109,45 @@ async fn intake_in_memory() {
 async fn flood_contract(c: &impl Coordination) {
     let user = uid(7);
     for update in 0..i64::from(FLOOD_MAX) {
-        let ticket = proceed(c.begin_update(user, update).await.unwrap());
+        let ticket = proceed(c.begin_update(user, update, Admission::Counted).await.unwrap());
         c.commit_update(user, &ticket, FsmWrite::Keep).await.unwrap();
     }
     let spam = i64::from(FLOOD_MAX);
-    assert!(matches!(c.begin_update(user, spam).await.unwrap(), BeginOutcome::Flooded { .. }));
-    assert_eq!(c.begin_update(user, spam).await.unwrap(), BeginOutcome::Duplicate);
+    assert!(matches!(c.begin_update(user, spam, Admission::Counted).await.unwrap(), BeginOutcome::Flooded { .. }));
+    assert_eq!(c.begin_update(user, spam, Admission::Counted).await.unwrap(), BeginOutcome::Duplicate);
+    // A payment arriving while the user is over the limit is never dropped, and does not push
+    // the limit further out: the next plain update is refused no longer than before.
+    let payment = proceed(c.begin_update(user, spam + 1, Admission::Exempt).await.unwrap());
+    c.commit_update(user, &payment, FsmWrite::Keep).await.unwrap();
+    let BeginOutcome::Flooded { retry_after } = c.begin_update(user, spam + 2, Admission::Counted).await.unwrap()
+    else {
+        panic!("still over the limit");
+    };
+    assert!(retry_after <= FLOOD_WINDOW / FLOOD_MAX, "{retry_after:?}");
+}
+
+/// A handler that cannot handle its update now hands it back: the record is untouched and the
+/// update is not marked done, so its redelivery is handled.
+async fn retry_contract(c: &impl Coordination) {
+    let user = uid(8);
+    let first = proceed(c.begin_update(user, 1, Admission::Counted).await.unwrap());
+    c.commit_update(user, &first, FsmWrite::Set(b"before".to_vec())).await.unwrap();
+    let paid = proceed(c.begin_update(user, 2, Admission::Exempt).await.unwrap());
+    assert_eq!(c.commit_update(user, &paid, FsmWrite::Retry).await.unwrap(), CommitOutcome::Committed);
+    let again = proceed(c.begin_update(user, 2, Admission::Exempt).await.unwrap());
+    assert_eq!(again.fsm, FsmRecord { version: 1, data: Some(b"before".to_vec()) }, "the record is untouched");
+    assert_eq!(c.commit_update(user, &again, FsmWrite::Keep).await.unwrap(), CommitOutcome::Committed);
+    assert_eq!(c.begin_update(user, 2, Admission::Exempt).await.unwrap(), BeginOutcome::Duplicate, "handled now");
+}
+
+#[tokio::test]
+async fn retry_on_redis() {
+    retry_contract(&redis_instance(&fresh_keys(), 3)).await;
+}
+
+#[tokio::test]
+async fn retry_in_memory() {
+    retry_contract(&memory_instance(3)).await;
 }
 
 #[tokio::test]
@@ -301,11 +338,11 @@ async fn a_corrupt_record_resets_the_conversation_without_blocking_the_user() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    let ticket = proceed(c.begin_update(user, 1).await.unwrap());
+    let ticket = proceed(c.begin_update(user, 1, Admission::Counted).await.unwrap());
     assert_eq!(fsm::decode::<String>(&ticket.fsm), Loaded::Reset);
     let fresh = fsm::encode(&"main menu".to_owned()).unwrap();
     assert_eq!(c.commit_update(user, &ticket, FsmWrite::Set(fresh)).await.unwrap(), CommitOutcome::Committed);
-    let next = proceed(c.begin_update(user, 2).await.unwrap());
+    let next = proceed(c.begin_update(user, 2, Admission::Counted).await.unwrap());
     assert_eq!(fsm::decode::<String>(&next.fsm), Loaded::Resumed("main menu".to_owned()));
     assert_eq!(next.fsm.version, 8);
 
@@ -319,9 +356,9 @@ async fn every_key_has_a_ttl() {
     let keys = fresh_keys();
     let c = instance(&keys, clock(), 17);
     let user = uid(11);
-    let ticket = proceed(c.begin_update(user, 1).await.unwrap());
+    let ticket = proceed(c.begin_update(user, 1, Admission::Counted).await.unwrap());
     c.commit_update(user, &ticket, FsmWrite::Set(b"s".to_vec())).await.unwrap();
-    let ticket = proceed(c.begin_update(user, 2).await.unwrap()); // leaves a lease and an in-progress marker
+    let ticket = proceed(c.begin_update(user, 2, Admission::Counted).await.unwrap()); // leaves a lease and an in-progress marker
     for action in [LimitedAction::PromoAttempt, LimitedAction::AdminCommand, LimitedAction::TrialActivation] {
         c.check_rate(user, action).await.unwrap();
     }
@@ -344,13 +381,13 @@ async fn a_record_that_vanished_under_a_live_handler_is_rewritten_and_keep_refre
     let c = redis_instance(&keys, 18);
     let user = uid(4);
     let mut raw = raw().await;
-    let first = proceed(c.begin_update(user, 1).await.unwrap());
+    let first = proceed(c.begin_update(user, 1, Admission::Counted).await.unwrap());
     c.commit_update(user, &first, FsmWrite::Set(b"a".to_vec())).await.unwrap();
-    let second = proceed(c.begin_update(user, 2).await.unwrap());
+    let second = proceed(c.begin_update(user, 2, Admission::Counted).await.unwrap());
     // The record expires (or Redis loses it) while the handler runs: its state is not lost.
     let _: () = raw.del(keys.fsm(user)).await.unwrap();
     assert_eq!(c.commit_update(user, &second, FsmWrite::Set(b"b".to_vec())).await.unwrap(), CommitOutcome::Committed);
-    let third = proceed(c.begin_update(user, 3).await.unwrap());
+    let third = proceed(c.begin_update(user, 3, Admission::Counted).await.unwrap());
     assert_eq!(third.fsm, FsmRecord { version: 2, data: Some(b"b".to_vec()) });
     // A commit that changes nothing still keeps an active conversation alive.
     let _: () = raw.pexpire(keys.fsm(user), 5_000).await.unwrap();

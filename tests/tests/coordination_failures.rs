@@ -9,7 +9,7 @@ use atlas::coord::health::{self, Readiness};
 use atlas::coord::legacy::LegacyCoordination;
 use atlas::coord::policy::{Guarded, Intake, RateVerdict};
 use atlas::coord::redis::RedisCoordination;
-use atlas::ports::coordination::{BeginOutcome, LimitedAction};
+use atlas::ports::coordination::{Admission, BeginOutcome, LimitedAction};
 use atlas_tests::proxy::Proxy;
 use atlas_tests::redis_support::{clock, fresh_keys, ids, target};
 use atlas_tests::uid;
@@ -41,7 +41,7 @@ async fn redis_outage_fails_money_closed_and_recovers_by_itself() {
         assert_eq!(guarded.check_rate(user, action).await, RateVerdict::TryLater, "{action:?} must fail closed");
     }
     assert_eq!(guarded.check_rate(user, LimitedAction::AdminCommand).await, RateVerdict::Allowed, "local limiter");
-    assert_eq!(guarded.begin_update(user, 1).await, Intake::Degraded);
+    assert_eq!(guarded.begin_update(user, 1, Admission::Counted).await, Intake::Degraded);
     assert!(!health::check(guarded.shared(), &readiness).await);
     assert!(!readiness.redis_ok());
 
@@ -53,7 +53,10 @@ async fn redis_outage_fails_money_closed_and_recovers_by_itself() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(health::check(guarded.shared(), &readiness).await);
-    assert!(matches!(guarded.begin_update(user, 2).await, Intake::Coordinated(BeginOutcome::Proceed(_))));
+    assert!(matches!(
+        guarded.begin_update(user, 2, Admission::Counted).await,
+        Intake::Coordinated(BeginOutcome::Proceed(_))
+    ));
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use atlas::coord::legacy::LegacyCoordination;
 use atlas::coord::policy::Guarded;
-use atlas::ports::coordination::{FsmWrite, Role};
+use atlas::ports::coordination::{Admission, FsmWrite, Role};
 use atlas::runtime::intake::{Handled, handle_update};
 use atlas::runtime::leader;
 use atlas_tests::redis_support::{clock, fresh_keys, ids, instance};
@@ -40,11 +40,11 @@ async fn every_update_is_applied_once_in_order_across_two_instances() {
     for update in 1..=15i64 {
         // Each update reaches both instances at once (a redelivery racing the first delivery).
         let (ra, rb) = tokio::join!(
-            handle_update(&a, user, update, |ctx| async move {
+            handle_update(&a, user, update, Admission::Counted, |ctx| async move {
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 append(&ctx)
             }),
-            handle_update(&b, user, update, |ctx| async move { append(&ctx) }),
+            handle_update(&b, user, update, Admission::Counted, |ctx| async move { append(&ctx) }),
         );
         let outcomes = [ra, rb];
         assert_eq!(outcomes.iter().filter(|h| **h == Handled::Committed).count(), 1, "update {update}: {outcomes:?}");
@@ -52,7 +52,7 @@ async fn every_update_is_applied_once_in_order_across_two_instances() {
     }
     let seen = Rc::new(RefCell::new(None));
     let read = seen.clone();
-    let handled = handle_update(&a, user, 16, |ctx| async move {
+    let handled = handle_update(&a, user, 16, Admission::Counted, |ctx| async move {
         *read.borrow_mut() = ctx.fsm.clone();
         FsmWrite::Keep
     })
@@ -70,12 +70,12 @@ async fn a_state_too_large_to_store_keeps_the_old_one_and_frees_the_chat() {
     let a = guarded(&keys, 6);
     let user = uid(8);
     let set = |text: &'static [u8]| move |_| async move { FsmWrite::Set(text.to_vec()) };
-    assert_eq!(handle_update(&a, user, 1, set(b"small")).await, Handled::Committed);
-    let huge = handle_update(&a, user, 2, |_| async { FsmWrite::Set(vec![b'x'; 100_000]) }).await;
+    assert_eq!(handle_update(&a, user, 1, Admission::Counted, set(b"small")).await, Handled::Committed);
+    let huge = handle_update(&a, user, 2, Admission::Counted, |_| async { FsmWrite::Set(vec![b'x'; 100_000]) }).await;
     assert_eq!(huge, Handled::StateRefused, "the chat is released with the old state");
     let seen = Rc::new(RefCell::new(None));
     let read = seen.clone();
-    let next = handle_update(&a, user, 3, |ctx| async move {
+    let next = handle_update(&a, user, 3, Admission::Counted, |ctx| async move {
         *read.borrow_mut() = ctx.fsm;
         FsmWrite::Keep
     })

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use atlas::coord::connector::{RedisConnector, RedisTarget, TcpDialer};
 use atlas::coord::redis::RedisCoordination;
 use atlas::ports::Coordination;
-use atlas::ports::coordination::{BeginOutcome, FsmWrite};
+use atlas::ports::coordination::{Admission, BeginOutcome, FsmWrite};
 use atlas_tests::redis_support::{clock, fresh_keys, ids};
 use atlas_tests::{uid, unique_name};
 
@@ -145,7 +145,7 @@ async fn rediss_connects_to_a_server_signed_by_the_configured_ca() {
     let trusted = coordination(server.port, Some(&ca));
     trusted.ping().await.expect("PING over TLS");
     let user = uid(1);
-    let BeginOutcome::Proceed(ticket) = trusted.begin_update(user, 1).await.unwrap() else {
+    let BeginOutcome::Proceed(ticket) = trusted.begin_update(user, 1, Admission::Counted).await.unwrap() else {
         panic!("a fresh chat proceeds")
     };
     assert_eq!(

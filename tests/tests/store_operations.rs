@@ -767,12 +767,15 @@ async fn a_pending_top_up_is_credited_once_per_payment() {
     let replay =
         s.create_topup(user, money("250"), PaymentProviderKind::Crypto, idem("upd:1:topup"), ttl, t0()).await.unwrap();
     assert_eq!((replay.applied, replay.topup), (Applied::Duplicate, opened.topup));
-    s.attach_invoice(Payable::TopUp(opened.topup), "inv-1").await.unwrap();
-    s.attach_invoice(Payable::TopUp(opened.topup), "inv-1").await.unwrap();
-    assert!(matches!(
-        s.attach_invoice(Payable::TopUp(opened.topup), "inv-2").await,
-        Err(InvoiceError::AlreadyAttached)
-    ));
+    let invoice = |id: &str, url: &str| Invoice { invoice_id: id.to_owned(), pay_url: url.to_owned() };
+    s.attach_invoice(Payable::TopUp(opened.topup), &invoice("inv-1", "https://pay/1")).await.unwrap();
+    s.attach_invoice(Payable::TopUp(opened.topup), &invoice("inv-1", "https://pay/1")).await.unwrap();
+    for other in [invoice("inv-2", "https://pay/2"), invoice("inv-1", "https://pay/other")] {
+        assert!(matches!(
+            s.attach_invoice(Payable::TopUp(opened.topup), &other).await,
+            Err(InvoiceError::AlreadyAttached)
+        ));
+    }
     refused_without_writes!(
         &db,
         s.finalize_topup(opened.topup, crypto("c-1", "249"), t0()),
@@ -782,7 +785,7 @@ async fn a_pending_top_up_is_credited_once_per_payment() {
     let again = s.finalize_topup(opened.topup, crypto("c-1", "250"), t0()).await.unwrap();
     assert_eq!((paid.applied, again.applied, again.balance), (Applied::Done, Applied::Duplicate, minor(25_000)));
     let info = s.topup(opened.topup).await.unwrap().unwrap();
-    assert_eq!((info.status, info.invoice_id.as_deref()), (PurchaseStatus::Paid, Some("inv-1")));
+    assert_eq!((info.status, info.invoice), (PurchaseStatus::Paid, Some(invoice("inv-1", "https://pay/1"))));
     refused_without_writes!(
         &db,
         s.close_topup(opened.topup, Closure::Cancelled),

@@ -5,14 +5,14 @@ use serde::{Deserialize, Serialize};
 
 use super::action::{Action, Method, Nav, StepInput};
 use super::menu::back;
-use super::pay::{self, Checked};
+use super::pay;
 use super::state::Step;
 use super::text::Msg;
 use super::withdraw::amount_error;
 use super::{Next, Turn, cancel_keys};
 use crate::domain::{AMOUNT_MAX, Money, Payable, ShopPolicy, TopUpId};
 use crate::ports::coordination::LimitedAction;
-use crate::ports::store::{Accounts, Applied, Closure, TopUpError};
+use crate::ports::store::{Accounts, Applied, TopUpError};
 use crate::runtime::wiring::Adapters;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +89,6 @@ pub async fn top_up_input<A: Adapters>(turn: &mut Turn<'_, A>, step: TopUpStep, 
         (TopUpStep::Method { amount }, StepInput::Pay(method @ (Method::Crypto | Method::Stars))) => {
             open(turn, amount, method).await
         }
-        (TopUpStep::Processing { topup, method: Method::Crypto }, StepInput::CheckPayment) => check(turn, topup).await,
         _ => super::stale(turn),
     }
 }
@@ -127,53 +126,12 @@ async fn open<A: Adapters>(turn: &mut Turn<'_, A>, amount: Money, method: Method
     Next::Go(Step::TopUp(TopUpStep::Processing { topup: opened.topup, method }))
 }
 
-async fn check<A: Adapters>(turn: &mut Turn<'_, A>, topup: TopUpId) -> Next {
-    let processing = Step::TopUp(TopUpStep::Processing { topup, method: Method::Crypto });
-    let info = match turn.app.store.topup(topup).await {
-        Ok(Some(info)) if info.user == turn.user() => info,
-        Ok(_) => return super::stale(turn),
-        Err(e) => {
-            turn.failed("topup", &e);
-            return Next::Keep;
-        }
-    };
-    match pay::check_crypto(turn, info.invoice_id.as_deref()).await {
-        Checked::Paid(payment) => {
-            let amount = payment.amount;
-            match turn.app.store.finalize_topup(topup, payment, turn.now()).await {
-                Ok(credited) => {
-                    turn.say_keys(Msg::TopUpCredited { amount, balance: credited.balance }, back());
-                    Next::Done
-                }
-                Err(e) => {
-                    tracing::warn!(event = "PAYMENT_UNMATCHED", topup_id = topup.get(), error = %e, "crypto payment refused");
-                    turn.say_keys(Msg::PaymentUnmatched, back());
-                    Next::Done
-                }
-            }
-        }
-        Checked::Pending => {
-            let keys = pay::processing_keys(turn, Method::Crypto);
-            turn.say_keys(Msg::PaymentPending, keys);
-            Next::Go(processing)
-        }
-        Checked::Expired => {
-            if let Err(e) = turn.app.store.close_topup(topup, Closure::Expired).await {
-                tracing::info!(error = %e, "expired top-up not closed");
-            }
-            turn.say_keys(Msg::InvoiceExpired, back());
-            Next::Done
-        }
-        Checked::Unknown => Next::Keep,
-    }
-}
-
-/// Leaving a top-up while its invoice waits: the top-up is cancelled (a payment that still
-/// comes is credited all the same).
-pub async fn cancel_top_up<A: Adapters>(turn: &mut Turn<'_, A>, step: TopUpStep) {
-    if let TopUpStep::Processing { topup, .. } = step
-        && let Err(e) = turn.app.store.close_topup(topup, Closure::Cancelled).await
-    {
-        tracing::info!(error = %e, "top-up not cancelled");
+/// Leaving a top-up while its invoice waits: the top-up is closed, unless its crypto invoice
+/// turns out to be paid (a payment that still comes is credited all the same). `false`: it was
+/// paid (the user was told).
+pub async fn cancel_top_up<A: Adapters>(turn: &mut Turn<'_, A>, step: TopUpStep) -> bool {
+    match step {
+        TopUpStep::Processing { topup, method } => pay::cancel(turn, Payable::TopUp(topup), method).await,
+        _ => true,
     }
 }

@@ -5,7 +5,7 @@
 //! Buttons that name a user or a withdrawal are admin buttons: the router checks the admin list
 //! before it reads them.
 
-use crate::domain::{Language, TariffCode, UserId, WithdrawalId};
+use crate::domain::{Language, Payable, TariffCode, UserId, WithdrawalId};
 
 /// The Bot API's limit on callback data.
 pub const CALLBACK_DATA_BYTES_MAX: usize = 64;
@@ -22,6 +22,9 @@ pub enum Action {
     AdminUser { op: UserOp, user: UserId },
     /// A step of the current conversation, valid only while its nonce is the conversation's.
     Step { nonce: u32, input: StepInput },
+    /// "Check payment" of a crypto invoice: valid on any message that shows the invoice, for its
+    /// payer only (the router checks whose it is).
+    Check(Payable),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +91,6 @@ pub enum StepInput {
     EnterPromo,
     Confirm,
     Cancel,
-    CheckPayment,
     Unit(PromoUnit),
     Unlimited,
 }
@@ -158,6 +160,7 @@ impl Action {
             }
             Action::AdminUser { op, user } => format!("a:u:{}:{user}", name_of(&USER_OPS, *op)),
             Action::Step { nonce, input } => format!("s:{nonce}:{}", input.data()),
+            Action::Check(payable) => format!("chk:{}", payable.payload()),
         };
         assert!(data.len() <= CALLBACK_DATA_BYTES_MAX, "callback data {data:?} is too long");
         data
@@ -185,6 +188,7 @@ impl Action {
                 },
             },
             ["a", "u", op, user] => Action::AdminUser { op: value_of(&USER_OPS, op)?, user: UserId::new(id(user)?)? },
+            ["chk", kind, id] => Action::Check(Payable::from_payload(&format!("{kind}:{id}"))?),
             ["s", nonce, rest @ ..] => {
                 let nonce = u32::try_from(id(nonce).or_else(|| (*nonce == "0").then_some(0))?).ok()?;
                 Action::Step { nonce, input: StepInput::parse(rest)? }
@@ -205,7 +209,6 @@ impl StepInput {
             StepInput::EnterPromo => "promo".into(),
             StepInput::Confirm => "ok".into(),
             StepInput::Cancel => "no".into(),
-            StepInput::CheckPayment => "chk".into(),
             StepInput::Unit(unit) => format!("u:{}", name_of(&UNITS, *unit)),
             StepInput::Unlimited => "unl".into(),
         }
@@ -219,7 +222,6 @@ impl StepInput {
             ["promo"] => StepInput::EnterPromo,
             ["ok"] => StepInput::Confirm,
             ["no"] => StepInput::Cancel,
-            ["chk"] => StepInput::CheckPayment,
             ["u", unit] => StepInput::Unit(value_of(&UNITS, unit)?),
             ["unl"] => StepInput::Unlimited,
             _ => return None,
@@ -232,12 +234,15 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::domain::{PurchaseId, TopUpId};
 
     fn every_kind() -> Vec<Action> {
         let mut all: Vec<Action> = NAV.iter().map(|(n, _)| Action::Nav(*n)).collect();
         all.extend(ADMIN.iter().map(|(n, _)| Action::Admin(*n)));
         all.push(Action::Decide { withdrawal: WithdrawalId::new(i64::MAX / 1000).unwrap(), approve: false });
         all.push(Action::AdminUser { op: UserOp::Debit, user: UserId::new(9_007_199_254_740_991).unwrap() });
+        all.push(Action::Check(Payable::Purchase(PurchaseId::new(i64::MAX).unwrap())));
+        all.push(Action::Check(Payable::TopUp(TopUpId::new(1).unwrap())));
         let tariff = TariffCode::parse(&"a".repeat(32)).unwrap();
         for input in [
             StepInput::Tariff(tariff),
@@ -246,7 +251,6 @@ mod tests {
             StepInput::EnterPromo,
             StepInput::Confirm,
             StepInput::Cancel,
-            StepInput::CheckPayment,
             StepInput::Unit(PromoUnit::Never),
             StepInput::Unlimited,
         ] {
@@ -283,6 +287,12 @@ mod tests {
             "s:4294967296:ok",
             "s:1:p:0",
             "s:1:pay:z",
+            "chk",
+            "chk:p",
+            "chk:x:5",
+            "chk:p:05",
+            "chk:t:0",
+            "chk:p:5:6",
             "lang:de",
             "buy ",
         ] {

@@ -47,6 +47,14 @@ pub enum Incoming {
     Paid(Payment),
 }
 
+impl Incoming {
+    /// A payment or a pre-checkout query: money is moving, so the update is never dropped by
+    /// the flood limit.
+    pub fn is_payment(&self) -> bool {
+        matches!(self, Incoming::PreCheckout { .. } | Incoming::Paid(_))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payment {
     pub payload: String,

@@ -48,6 +48,9 @@ pub enum Next {
     Done,
     /// At this step, whose buttons carry this update's nonce.
     Go(Step),
+    /// The update could not be handled now and must not be lost (a payment the store could not
+    /// count): nothing is committed and the update is delivered again.
+    Retry,
 }
 
 /// A message on its way: to whom, in which language, what.
@@ -237,6 +240,10 @@ async fn handle_in_span<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<
     }
     let next = dispatch(&mut turn, &mut record).await;
     match next {
+        Next::Retry => {
+            turn.send_all().await;
+            return FsmWrite::Retry;
+        }
         Next::Keep => {}
         Next::Done => record.conversation = None,
         Next::Go(step) => record.conversation = Some(Conversation { nonce: turn.nonce(), step }),
@@ -313,10 +320,12 @@ fn not_understood<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
     Next::Keep
 }
 
+/// A button from an earlier message or conversation, or forged: said so, and the conversation
+/// in progress (if any) goes on.
 fn stale<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
     turn.say(Msg::StaleButton);
     turn.menu();
-    Next::Done
+    Next::Keep
 }
 
 /// Whether the step waits for the user to type something.
@@ -359,6 +368,14 @@ async fn callback<A: Adapters>(
             turn.say(Msg::TryLater);
             Next::Keep
         }
+        Action::Check(_) if !turn.coordinated => {
+            turn.say(Msg::TryLater);
+            Next::Keep
+        }
+        Action::Check(payable) => {
+            let waiting = conversation.is_some_and(|c| c.step.waits_for(payable));
+            pay::check(turn, payable, waiting).await
+        }
         Action::Step { nonce, input } => match conversation {
             Some(c) if c.nonce == nonce => {
                 turn.answering = Some(nonce);
@@ -382,14 +399,17 @@ async fn step_input<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, input: Step
     }
 }
 
-/// Cancel, from any step: a pending payment is closed first (its promo use given back).
+/// Cancel, from any step: a pending payment is closed first (its promo use given back), unless
+/// it turns out to be paid (then the user hears that instead).
 async fn cancel<A: Adapters>(turn: &mut Turn<'_, A>, step: Step) -> Next {
-    match step {
+    let cancelled = match step {
         Step::Purchase(step) => purchase::cancel(turn, step).await,
         Step::TopUp(step) => account::cancel_top_up(turn, step).await,
-        _ => {}
+        _ => true,
+    };
+    if cancelled {
+        turn.say(Msg::Cancelled);
     }
-    turn.say(Msg::Cancelled);
     turn.menu();
     Next::Done
 }

@@ -1,14 +1,22 @@
 //! Paying with a provider, for a purchase and for a top-up alike: the invoice (a Crypto Pay
-//! link, recorded on what it pays before it is shown; or a Telegram Stars invoice), a check of
-//! a crypto invoice, and a Stars payment read back into money.
+//! link, recorded on what it pays before it is shown and shown again rather than made twice; or
+//! a Telegram Stars invoice), the check of a crypto invoice (a button bound to what it pays, not
+//! to a conversation step, so it works from any message that shows the invoice), and counting a
+//! provider payment once, whichever way it arrives.
 
-use super::action::{Method, StepInput};
+use chrono::{DateTime, Utc};
+
+use super::action::{Action, Method, StepInput};
+use super::menu::back;
+use super::state::Step;
 use super::text::Msg;
-use super::{Keys, Turn};
-use crate::domain::{Money, Payable, PaymentProviderKind, ProviderPaymentId};
+use super::{Keys, Next, Turn, account, purchase};
+use crate::domain::{Money, Payable, PaymentProviderKind, ProviderPaymentId, PurchaseStatus, UserId};
 use crate::ports::messenger::StarsInvoice;
 use crate::ports::payments::InvoiceStatus;
-use crate::ports::store::{ProviderPayment, Purchases};
+use crate::ports::store::{
+    Accounts, Closure, Invoice, InvoiceError, PaymentError, ProviderPayment, Purchases, StoreError,
+};
 use crate::ports::{Messenger, PaymentProvider};
 use crate::runtime::wiring::Adapters;
 
@@ -23,13 +31,60 @@ pub fn provider(method: Method) -> Option<PaymentProviderKind> {
     }
 }
 
-/// The buttons under a pending invoice: check (crypto only) and cancel.
-pub fn processing_keys<A: Adapters>(turn: &Turn<'_, A>, method: Method) -> Keys {
+/// What a purchase or a top-up waiting for a provider looks like to the payment code.
+#[derive(Clone, Debug)]
+pub struct Bill {
+    pub user: UserId,
+    pub amount: Money,
+    pub status: PurchaseStatus,
+    pub expires_at: DateTime<Utc>,
+    pub invoice: Option<Invoice>,
+}
+
+impl Bill {
+    /// Whether `user` may pay it now.
+    pub fn payable_by(&self, user: UserId, now: DateTime<Utc>) -> bool {
+        self.user == user && self.status == PurchaseStatus::Pending && self.expires_at > now
+    }
+}
+
+pub async fn bill<A: Adapters>(turn: &Turn<'_, A>, payable: Payable) -> Result<Option<Bill>, StoreError> {
+    Ok(match payable {
+        Payable::Purchase(id) => turn.app.store.purchase(id).await?.map(|p| Bill {
+            user: p.user,
+            amount: p.amount,
+            status: p.status,
+            expires_at: p.expires_at,
+            invoice: p.invoice,
+        }),
+        Payable::TopUp(id) => turn.app.store.topup(id).await?.map(|t| Bill {
+            user: t.user,
+            amount: t.amount,
+            status: t.status,
+            expires_at: t.expires_at,
+            invoice: t.invoice,
+        }),
+    })
+}
+
+/// The step that waits for `payable`'s payment.
+pub fn processing(payable: Payable, method: Method) -> Step {
+    match payable {
+        Payable::Purchase(purchase) => Step::Purchase(purchase::Step::Processing { purchase, method }),
+        Payable::TopUp(topup) => Step::TopUp(account::TopUpStep::Processing { topup, method }),
+    }
+}
+
+/// The buttons under a pending invoice: check (crypto only) and, while its step is the
+/// conversation's, cancel.
+fn processing_keys<A: Adapters>(turn: &Turn<'_, A>, payable: Payable, method: Method, waiting: bool) -> Keys {
     let mut row = Vec::new();
     if method == Method::Crypto {
-        row.push((Msg::BtnCheckPayment, turn.step(StepInput::CheckPayment)));
+        row.push((Msg::BtnCheckPayment, Action::Check(payable)));
     }
-    row.push((Msg::BtnCancel, turn.step(StepInput::Cancel)));
+    if waiting {
+        row.push((Msg::BtnCancel, turn.step(StepInput::Cancel)));
+    }
     vec![row]
 }
 
@@ -46,20 +101,8 @@ pub async fn invoice<A: Adapters>(
     match method {
         Method::Balance => unreachable!("a balance payment has no invoice"),
         Method::Crypto => {
-            let invoice = match turn.app.crypto.create_invoice(payable, amount, &description).await {
-                Ok(invoice) => invoice,
-                Err(e) => {
-                    tracing::warn!(error = %e, "crypto invoice not created");
-                    turn.say(Msg::PaymentUnavailable);
-                    return false;
-                }
-            };
-            // Recorded before it is shown: a payment then always finds what it paid.
-            if let Err(e) = turn.app.store.attach_invoice(payable, &invoice.invoice_id).await {
-                turn.failed("attach_invoice", &e);
-                return false;
-            }
-            let keys = processing_keys(turn, method);
+            let Some(invoice) = crypto_invoice(turn, payable, amount, &description).await else { return false };
+            let keys = processing_keys(turn, payable, method, true);
             turn.say_keys(Msg::InvoiceCrypto { amount, url: invoice.pay_url }, keys);
             true
         }
@@ -72,37 +115,203 @@ pub async fn invoice<A: Adapters>(
                 turn.say(Msg::PaymentUnavailable);
                 return false;
             }
-            let keys = processing_keys(turn, method);
+            let keys = processing_keys(turn, payable, method, true);
             turn.say_keys(Msg::InvoiceStars { stars }, keys);
             true
         }
     }
 }
 
-/// What a crypto invoice's provider says of it.
-pub enum Checked {
+/// The crypto invoice of `payable`: the one already recorded (an earlier press or delivery of
+/// this update made it), or a new one, recorded before it is shown so that a payment always
+/// finds what it paid. Crypto Pay has no idempotent create: when two runs race, the one
+/// recorded second shows the first's invoice and leaves its own to expire unpaid.
+async fn crypto_invoice<A: Adapters>(
+    turn: &mut Turn<'_, A>,
+    payable: Payable,
+    amount: Money,
+    description: &str,
+) -> Option<Invoice> {
+    match bill(turn, payable).await {
+        Ok(Some(Bill { invoice: Some(invoice), .. })) => return Some(invoice),
+        Ok(_) => {}
+        Err(e) => {
+            turn.failed("bill", &e);
+            return None;
+        }
+    }
+    let made = match turn.app.crypto.create_invoice(payable, amount, description).await {
+        Ok(invoice) => invoice,
+        Err(e) => {
+            tracing::warn!(error = %e, "crypto invoice not created");
+            turn.say(Msg::PaymentUnavailable);
+            return None;
+        }
+    };
+    match turn.app.store.attach_invoice(payable, &made).await {
+        Ok(()) => Some(made),
+        Err(InvoiceError::AlreadyAttached) => {
+            tracing::info!(
+                event = "INVOICE_ORPHANED",
+                payable = %payable.payload(),
+                invoice_id = made.invoice_id.as_str(),
+                "another run recorded its invoice first; this one expires unpaid"
+            );
+            match bill(turn, payable).await {
+                Ok(Some(Bill { invoice: Some(invoice), .. })) => Some(invoice),
+                other => {
+                    turn.failed("bill", &format!("{other:?}"));
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            turn.failed("attach_invoice", &e);
+            None
+        }
+    }
+}
+
+/// How counting a payment went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// Counted (or refused as not ours), and the payer was told.
+    Told,
+    /// The store could not be asked: nothing was counted and nothing said. The payment must be
+    /// counted later (the update retried, the check pressed again).
+    StoreFailed,
+}
+
+/// Counts a provider payment for `payable` once (by its payment id) and tells the payer.
+pub async fn settle<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, payment: ProviderPayment) -> Settled {
+    let amount = payment.amount;
+    let now = turn.now();
+    let refused = match payable {
+        Payable::Purchase(purchase) => match turn.app.store.finalize_purchase(purchase, payment, now).await {
+            Ok(outcome) => {
+                purchase::finalized(turn, purchase, outcome, amount).await;
+                return Settled::Told;
+            }
+            Err(e) => e,
+        },
+        Payable::TopUp(topup) => match turn.app.store.finalize_topup(topup, payment, now).await {
+            Ok(credited) => {
+                turn.say_keys(Msg::TopUpCredited { amount, balance: credited.balance }, back());
+                return Settled::Told;
+            }
+            Err(e) => e,
+        },
+    };
+    if let PaymentError::Unexpected(e) = &refused {
+        tracing::warn!(payable = %payable.payload(), error = %e, "payment not counted yet: the store failed");
+        return Settled::StoreFailed;
+    }
+    unmatched(turn, payable, &refused);
+    Settled::Told
+}
+
+/// A payment the store refused to count: nothing was credited; the user is asked to write to
+/// support, and the event is logged for an operator.
+pub fn unmatched<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, e: &dyn std::fmt::Display) {
+    tracing::warn!(event = "PAYMENT_UNMATCHED", payable = %payable.payload(), error = %e, "payment refused by the store");
+    turn.say_keys(Msg::PaymentUnmatched, back());
+}
+
+/// What the provider says of a crypto invoice.
+enum Checked {
     Paid(ProviderPayment),
     Pending,
     Expired,
-    /// The provider could not be asked (the user was told).
-    Unknown,
 }
 
-pub async fn check_crypto<A: Adapters>(turn: &mut Turn<'_, A>, invoice_id: Option<&str>) -> Checked {
-    let Some(invoice_id) = invoice_id else {
-        return Checked::Pending;
-    };
-    match turn.app.crypto.invoice_status(invoice_id).await {
+async fn ask_provider<A: Adapters>(turn: &Turn<'_, A>, invoice: &Invoice) -> Option<Checked> {
+    match turn.app.crypto.invoice_status(&invoice.invoice_id).await {
         Ok(InvoiceStatus::Paid { payment_id, amount }) => {
-            Checked::Paid(ProviderPayment { provider: PaymentProviderKind::Crypto, payment_id, amount })
+            Some(Checked::Paid(ProviderPayment { provider: PaymentProviderKind::Crypto, payment_id, amount }))
         }
-        Ok(InvoiceStatus::Pending) => Checked::Pending,
-        Ok(InvoiceStatus::Expired) => Checked::Expired,
+        Ok(InvoiceStatus::Pending) => Some(Checked::Pending),
+        Ok(InvoiceStatus::Expired) => Some(Checked::Expired),
         Err(e) => {
             tracing::warn!(error = %e, "crypto invoice not checked");
-            turn.say(Msg::TryLater);
-            Checked::Unknown
+            None
         }
+    }
+}
+
+/// "Check payment" of a crypto invoice, pressed on any message that shows it. `waiting`: the
+/// conversation is the step that waits for this payment (it ends when the payment is settled
+/// or the invoice expired); otherwise the conversation is left as it is.
+pub async fn check<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, waiting: bool) -> Next {
+    // A settled payment or a closed invoice ends the step that waited for it, and only that.
+    let ended = if waiting { Next::Done } else { Next::Keep };
+    let bill = match bill(turn, payable).await {
+        Ok(Some(bill)) if bill.user == turn.user() => bill,
+        Ok(_) => return super::stale(turn),
+        Err(e) => {
+            tracing::warn!(error = %e, "bill not read");
+            turn.say(Msg::TryLater);
+            return Next::Keep;
+        }
+    };
+    let Some(invoice) = bill.invoice.clone() else {
+        turn.say(Msg::PaymentPending);
+        return Next::Keep;
+    };
+    let Some(checked) = ask_provider(turn, &invoice).await else {
+        turn.say(Msg::TryLater);
+        return Next::Keep;
+    };
+    match checked {
+        Checked::Paid(payment) => match settle(turn, payable, payment).await {
+            Settled::Told => ended,
+            Settled::StoreFailed => {
+                turn.say(Msg::TryLater);
+                Next::Keep
+            }
+        },
+        Checked::Pending if bill.status == PurchaseStatus::Pending => {
+            let keys = processing_keys(turn, payable, Method::Crypto, waiting);
+            turn.say_keys(Msg::PaymentPending, keys);
+            // Fresh buttons need a fresh step: its Cancel button carries this update's nonce.
+            if waiting { Next::Go(processing(payable, Method::Crypto)) } else { Next::Keep }
+        }
+        Checked::Pending => {
+            let keys = processing_keys(turn, payable, Method::Crypto, false);
+            turn.say_keys(Msg::InvoiceCancelled, keys);
+            ended
+        }
+        Checked::Expired => {
+            if bill.status == PurchaseStatus::Pending {
+                close(turn, payable, Closure::Expired).await;
+            }
+            turn.say_keys(Msg::InvoiceExpired, back());
+            ended
+        }
+    }
+}
+
+/// Closes a pending purchase or top-up (a purchase's promo use is given back). A crypto invoice
+/// is asked first: one that was paid meanwhile is counted instead, and `false` is returned (the
+/// user was told).
+pub async fn cancel<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, method: Method) -> bool {
+    if method == Method::Crypto
+        && let Ok(Some(Bill { invoice: Some(invoice), .. })) = bill(turn, payable).await
+        && let Some(Checked::Paid(payment)) = ask_provider(turn, &invoice).await
+        && settle(turn, payable, payment).await == Settled::Told
+    {
+        return false;
+    }
+    close(turn, payable, Closure::Cancelled).await;
+    true
+}
+
+async fn close<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, closure: Closure) {
+    let closed = match payable {
+        Payable::Purchase(id) => turn.app.store.close_pending_purchase(id, closure).await.err().map(|e| e.to_string()),
+        Payable::TopUp(id) => turn.app.store.close_topup(id, closure).await.err().map(|e| e.to_string()),
+    };
+    if let Some(e) = closed {
+        tracing::info!(payable = %payable.payload(), error = e.as_str(), "not closed");
     }
 }
 

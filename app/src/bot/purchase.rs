@@ -11,18 +11,16 @@ use serde::{Deserialize, Serialize};
 use super::action::{Action, Method, Nav, StepInput};
 use super::incoming::Payment;
 use super::menu::back;
-use super::pay::{self, Checked};
+use super::pay;
 use super::state::Step as State;
 use super::text::Msg;
 use super::{Keys, Next, Turn, cancel_keys};
-use crate::domain::{
-    Money, Payable, Percent, PromoCode, PurchaseId, PurchaseStatus, TariffCode, TariffPeriod, TopUpId,
-};
+use crate::domain::{Money, Payable, Percent, PromoCode, PurchaseId, TariffCode, TariffPeriod};
 use crate::ports::Messenger;
 use crate::ports::coordination::LimitedAction;
 use crate::ports::store::{
-    Accounts, Applied, Closure, FinalizeOutcome, PaymentError, PromoError, PromoRefusal, Promos, PurchaseError,
-    PurchaseRequest, Purchases, Subscriptions,
+    Accounts, Applied, FinalizeOutcome, PromoError, PromoRefusal, Promos, PurchaseError, PurchaseRequest, Purchases,
+    Subscriptions,
 };
 use crate::runtime::wiring::Adapters;
 
@@ -175,7 +173,6 @@ pub async fn input<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, input: StepI
         (Step::Method { tariff, days, promo }, StepInput::Pay(method)) => {
             by_provider(turn, tariff, days, promo, method).await
         }
-        (Step::Processing { purchase, method: Method::Crypto }, StepInput::CheckPayment) => check(turn, purchase).await,
         _ => super::stale(turn),
     }
 }
@@ -376,7 +373,12 @@ async fn reward_referrer<A: Adapters>(turn: &mut Turn<'_, A>, purchase: Purchase
 }
 
 /// What a finalized purchase tells its buyer.
-async fn finalized<A: Adapters>(turn: &mut Turn<'_, A>, purchase: PurchaseId, outcome: FinalizeOutcome, amount: Money) {
+pub(super) async fn finalized<A: Adapters>(
+    turn: &mut Turn<'_, A>,
+    purchase: PurchaseId,
+    outcome: FinalizeOutcome,
+    amount: Money,
+) {
     match outcome {
         FinalizeOutcome::Finalized { expires_at } => {
             reward_referrer(turn, purchase).await;
@@ -393,71 +395,13 @@ async fn finalized<A: Adapters>(turn: &mut Turn<'_, A>, purchase: PurchaseId, ou
     }
 }
 
-async fn check<A: Adapters>(turn: &mut Turn<'_, A>, purchase: PurchaseId) -> Next {
-    let processing = go(Step::Processing { purchase, method: Method::Crypto });
-    let info = match turn.app.store.purchase(purchase).await {
-        Ok(Some(info)) if info.user == turn.user() => info,
-        Ok(_) => return super::stale(turn),
-        Err(e) => {
-            turn.failed("purchase", &e);
-            return Next::Keep;
-        }
-    };
-    match pay::check_crypto(turn, info.invoice_id.as_deref()).await {
-        Checked::Paid(payment) => {
-            let amount = payment.amount;
-            match turn.app.store.finalize_purchase(purchase, payment, turn.now()).await {
-                Ok(outcome) => finalized(turn, purchase, outcome, amount).await,
-                Err(e) => unmatched(turn, Payable::Purchase(purchase), &e),
-            }
-            Next::Done
-        }
-        Checked::Pending => {
-            let keys = pay::processing_keys(turn, Method::Crypto);
-            turn.say_keys(Msg::PaymentPending, keys);
-            processing
-        }
-        Checked::Expired => {
-            if let Err(e) = turn.app.store.close_pending_purchase(purchase, Closure::Expired).await {
-                tracing::info!(error = %e, "expired purchase not closed");
-            }
-            turn.say_keys(Msg::InvoiceExpired, back());
-            Next::Done
-        }
-        Checked::Unknown => Next::Keep,
-    }
-}
-
-/// A payment the store refused to count: nothing was credited; the user is asked to write to
-/// support, and the event is logged for an operator.
-fn unmatched<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, e: &PaymentError) {
-    tracing::warn!(event = "PAYMENT_UNMATCHED", payable = %payable.payload(), error = %e, "payment refused by the store");
-    turn.say_keys(Msg::PaymentUnmatched, back());
-}
-
 /// Leaving a purchase while its invoice waits: the purchase is cancelled and its promo use given
-/// back (a payment that still comes goes to the balance).
-pub async fn cancel<A: Adapters>(turn: &mut Turn<'_, A>, step: Step) {
-    if let Step::Processing { purchase, .. } = step
-        && let Err(e) = turn.app.store.close_pending_purchase(purchase, Closure::Cancelled).await
-    {
-        tracing::info!(error = %e, "purchase not cancelled");
+/// back, unless its crypto invoice turns out to be paid. `false`: it was paid (the user was told).
+pub async fn cancel<A: Adapters>(turn: &mut Turn<'_, A>, step: Step) -> bool {
+    match step {
+        Step::Processing { purchase, method } => pay::cancel(turn, Payable::Purchase(purchase), method).await,
+        _ => true,
     }
-}
-
-/// What a pending payable costs and whether it may be paid now by this user.
-async fn payable_now<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable) -> Option<Money> {
-    let (user, amount, status, expires_at) = match payable {
-        Payable::Purchase(id) => {
-            let p = turn.app.store.purchase(id).await.ok()??;
-            (p.user, p.amount, p.status, p.expires_at)
-        }
-        Payable::TopUp(id) => {
-            let t = turn.app.store.topup(id).await.ok()??;
-            (t.user, t.amount, t.status, t.expires_at)
-        }
-    };
-    (user == turn.user() && status == PurchaseStatus::Pending && expires_at > turn.now()).then_some(amount)
 }
 
 /// Telegram asks whether a Stars invoice may still be paid: yes only when what it pays for is
@@ -469,16 +413,21 @@ pub async fn pre_checkout<A: Adapters>(
     currency: &str,
     total: u32,
 ) {
-    let payable = Payable::from_payload(payload);
-    let ok = match payable {
-        Some(payable) => payable_now(turn, payable)
-            .await
-            .is_some_and(|amount| currency == pay::STARS_CURRENCY && total == turn.app.rules.shop.stars(amount)),
-        None => false,
+    let bill = match Payable::from_payload(payload) {
+        Some(payable) => pay::bill(turn, payable).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "bill not read; the payment is refused and can be tried again");
+            None
+        }),
+        None => None,
     };
+    let ok = bill.is_some_and(|bill| {
+        bill.payable_by(turn.user(), turn.now())
+            && currency == pay::STARS_CURRENCY
+            && total == turn.app.rules.shop.stars(bill.amount)
+    });
     let refusal = (!ok).then(|| turn.text(&Msg::PreCheckoutRefused));
     if !ok {
-        tracing::info!(event = "PRE_CHECKOUT_REFUSED", payload_len = payload.len(), "invoice no longer payable");
+        tracing::info!(event = "PRE_CHECKOUT_REFUSED", payload_len = payload.len(), "invoice not payable");
     }
     if let Err(e) = turn.app.messenger.answer_pre_checkout(query_id, refusal.as_deref()).await {
         tracing::warn!(error = %e, "pre-checkout not answered");
@@ -486,7 +435,9 @@ pub async fn pre_checkout<A: Adapters>(
 }
 
 /// A Stars payment went through: counted once by its charge id, for the purchase or top-up its
-/// payload names. The conversation waiting for it ends.
+/// payload names. The conversation waiting for it ends. Telegram has taken the Stars and will
+/// not send this update again once it is handled: when the store cannot be asked, the update
+/// is handed back to be delivered again ([`Next::Retry`]) rather than lost.
 pub async fn paid<A: Adapters>(turn: &mut Turn<'_, A>, step: Option<State>, payment: &Payment) -> Next {
     let Some(payable) = Payable::from_payload(&payment.payload) else {
         tracing::warn!(
@@ -497,44 +448,21 @@ pub async fn paid<A: Adapters>(turn: &mut Turn<'_, A>, step: Option<State>, paym
         turn.say_keys(Msg::PaymentUnmatched, back());
         return Next::Keep;
     };
-    let expected = match payable {
-        Payable::Purchase(id) => turn.app.store.purchase(id).await.ok().flatten().map(|p| p.amount),
-        Payable::TopUp(id) => turn.app.store.topup(id).await.ok().flatten().map(|t| t.amount),
+    let expected = match pay::bill(turn, payable).await {
+        Ok(bill) => bill.map(|b| b.amount),
+        Err(e) => {
+            tracing::warn!(error = %e, payable = %payable.payload(), "payment not counted yet: the store failed");
+            return Next::Retry;
+        }
     };
-    let payment_of = |turn: &Turn<'_, A>, expected: Money| {
-        pay::stars_payment(turn, &payment.currency, payment.total, &payment.charge_id, expected)
-    };
-    let Some(provider_payment) = expected.and_then(|expected| payment_of(turn, expected)) else {
-        tracing::warn!(event = "PAYMENT_UNMATCHED", payable = %payable.payload(), "payment for nothing known");
-        turn.say_keys(Msg::PaymentUnmatched, back());
+    let provider_payment = expected
+        .and_then(|expected| pay::stars_payment(turn, &payment.currency, payment.total, &payment.charge_id, expected));
+    let Some(provider_payment) = provider_payment else {
+        pay::unmatched(turn, payable, &"payment for nothing known");
         return Next::Keep;
     };
-    let amount = provider_payment.amount;
-    match payable {
-        Payable::Purchase(purchase) => {
-            match turn.app.store.finalize_purchase(purchase, provider_payment, turn.now()).await {
-                Ok(outcome) => finalized(turn, purchase, outcome, amount).await,
-                Err(e) => unmatched(turn, payable, &e),
-            }
-        }
-        Payable::TopUp(topup) => paid_top_up(turn, topup, provider_payment, amount).await,
+    if pay::settle(turn, payable, provider_payment).await == pay::Settled::StoreFailed {
+        return Next::Retry;
     }
-    let waiting_for_it = match &step {
-        Some(State::Purchase(Step::Processing { purchase, .. })) => payable == Payable::Purchase(*purchase),
-        Some(State::TopUp(super::account::TopUpStep::Processing { topup, .. })) => payable == Payable::TopUp(*topup),
-        _ => false,
-    };
-    if waiting_for_it { Next::Done } else { Next::Keep }
-}
-
-async fn paid_top_up<A: Adapters>(
-    turn: &mut Turn<'_, A>,
-    topup: TopUpId,
-    payment: crate::ports::store::ProviderPayment,
-    amount: Money,
-) {
-    match turn.app.store.finalize_topup(topup, payment, turn.now()).await {
-        Ok(credited) => turn.say_keys(Msg::TopUpCredited { amount, balance: credited.balance }, back()),
-        Err(e) => unmatched(turn, Payable::TopUp(topup), &e),
-    }
+    if step.is_some_and(|step| step.waits_for(payable)) { Next::Done } else { Next::Keep }
 }

@@ -41,6 +41,18 @@ pub enum Step {
     Admin(admin::Step),
 }
 
+impl Step {
+    /// Whether this is the step waiting for `payable`'s payment.
+    pub fn waits_for(&self, payable: crate::domain::Payable) -> bool {
+        use crate::domain::Payable;
+        match (self, payable) {
+            (Step::Purchase(purchase::Step::Processing { purchase, .. }), Payable::Purchase(id)) => *purchase == id,
+            (Step::TopUp(account::TopUpStep::Processing { topup, .. }), Payable::TopUp(id)) => *topup == id,
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

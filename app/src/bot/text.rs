@@ -228,6 +228,7 @@ messages! {
     PaymentPending => "payment-pending",
     PaymentUnavailable => "payment-unavailable",
     InvoiceExpired => "invoice-expired",
+    InvoiceCancelled => "invoice-cancelled",
     TopUpCredited { amount: Money, balance: Money } => "top-up-credited",
 
     ChooseTariff => "choose-tariff",

@@ -157,7 +157,7 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl Coordination for LegacyCoordination {
-    async fn begin_update(&self, user: UserId, update_id: i64) -> CoordResult<BeginOutcome> {
+    async fn begin_update(&self, user: UserId, update_id: i64, admission: Admission) -> CoordResult<BeginOutcome> {
         let token = self.ids.token();
         let (lease_ttl, flood) = (self.lease_ttl, self.flood);
         Ok(self.with(|inner, now| {
@@ -170,6 +170,7 @@ impl Coordination for LegacyCoordination {
             let tat = inner.flood.entry(user).or_default();
             if let Decision::Denied { retry_after } =
                 algorithms::gcra(tat, micros(now), flood.max, micros(flood.window))
+                && admission == Admission::Counted
             {
                 inner.mark((user, update_id), now + UPDATE_DONE_TTL);
                 return BeginOutcome::Flooded { retry_after };
@@ -191,6 +192,10 @@ impl Coordination for LegacyCoordination {
                 return CommitOutcome::LeaseLost;
             }
             inner.leases.remove(&user);
+            if write == FsmWrite::Retry {
+                inner.seen.remove(&(user, ticket.update_id));
+                return CommitOutcome::Committed;
+            }
             inner.mark((user, ticket.update_id), now + UPDATE_DONE_TTL);
             let record = inner.live_record(user, now);
             if matches!(write, FsmWrite::Keep) {
@@ -297,7 +302,9 @@ mod tests {
         let advance = |d: Duration| clock.0.fetch_add(d.as_millis() as u64, Ordering::Relaxed);
         for n in 1..=200 {
             let user = UserId::new(n).unwrap();
-            let BeginOutcome::Proceed(ticket) = c.begin_update(user, n).await.unwrap() else { panic!() };
+            let BeginOutcome::Proceed(ticket) = c.begin_update(user, n, Admission::Counted).await.unwrap() else {
+                panic!()
+            };
             c.commit_update(user, &ticket, FsmWrite::Set(b"state".to_vec())).await.unwrap();
             c.check_rate(user, LimitedAction::PromoAttempt).await.unwrap();
             c.acquire_lock(LockName::KeyReissue(user), Duration::from_secs(30)).await.unwrap();
@@ -307,7 +314,9 @@ mod tests {
         // a held lock. The sweep must keep all of it and drop everything else.
         advance(FSM_TTL + Duration::from_secs(86_400));
         let keeper = UserId::new(1).unwrap();
-        let BeginOutcome::Proceed(ticket) = c.begin_update(keeper, 9_999).await.unwrap() else { panic!() };
+        let BeginOutcome::Proceed(ticket) = c.begin_update(keeper, 9_999, Admission::Counted).await.unwrap() else {
+            panic!()
+        };
         assert_eq!(ticket.fsm, FsmRecord::default(), "the record outlived its TTL");
         c.commit_update(keeper, &ticket, FsmWrite::Set(b"alive".to_vec())).await.unwrap();
         for _ in 0..limits::limit(LimitedAction::PromoAttempt).max {
@@ -324,13 +333,17 @@ mod tests {
             "the live window was swept"
         );
         assert_eq!(c.acquire_lock(LockName::KeyReissue(keeper), Duration::from_secs(30)).await.unwrap(), None);
-        let BeginOutcome::Proceed(ticket) = c.begin_update(keeper, 10_000).await.unwrap() else { panic!() };
+        let BeginOutcome::Proceed(ticket) = c.begin_update(keeper, 10_000, Admission::Counted).await.unwrap() else {
+            panic!()
+        };
         assert_eq!(ticket.fsm.data.as_deref(), Some(&b"alive"[..]), "the live record was swept");
         // A conversation kept alive by updates that change nothing does not expire.
         c.commit_update(keeper, &ticket, FsmWrite::Keep).await.unwrap();
         for update in 10_001..10_010 {
             advance(FSM_TTL / 2);
-            let BeginOutcome::Proceed(t) = c.begin_update(keeper, update).await.unwrap() else { panic!() };
+            let BeginOutcome::Proceed(t) = c.begin_update(keeper, update, Admission::Counted).await.unwrap() else {
+                panic!()
+            };
             assert_eq!(t.fsm.data.as_deref(), Some(&b"alive"[..]), "an active conversation expired");
             c.commit_update(keeper, &t, FsmWrite::Keep).await.unwrap();
         }

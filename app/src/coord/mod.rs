@@ -31,10 +31,10 @@ pub enum AnyCoordination<D: Dialer> {
 }
 
 impl<D: Dialer> Coordination for AnyCoordination<D> {
-    async fn begin_update(&self, user: UserId, update_id: i64) -> CoordResult<BeginOutcome> {
+    async fn begin_update(&self, user: UserId, update_id: i64, admission: Admission) -> CoordResult<BeginOutcome> {
         match self {
-            AnyCoordination::Redis(c) => c.begin_update(user, update_id).await,
-            AnyCoordination::Legacy(c) => c.begin_update(user, update_id).await,
+            AnyCoordination::Redis(c) => c.begin_update(user, update_id, admission).await,
+            AnyCoordination::Legacy(c) => c.begin_update(user, update_id, admission).await,
         }
     }
 

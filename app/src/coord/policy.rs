@@ -24,8 +24,8 @@ use super::legacy::LegacyCoordination;
 use super::limits::{self, WhenUnavailable};
 use crate::domain::UserId;
 use crate::ports::coordination::{
-    BeginOutcome, CommitOutcome, CoordinationError, Decision, FsmWrite, Leadership, LimitedAction, LockGuard, LockName,
-    Role, UpdateTicket,
+    Admission, BeginOutcome, CommitOutcome, CoordinationError, Decision, FsmWrite, Leadership, LimitedAction,
+    LockGuard, LockName, Role, UpdateTicket,
 };
 use crate::ports::{Clock, Coordination};
 
@@ -104,8 +104,8 @@ impl<C: Coordination> Guarded<C> {
     }
 
     /// Rule 2.
-    pub async fn begin_update(&self, user: UserId, update_id: i64) -> Intake {
-        match self.shared.begin_update(user, update_id).await {
+    pub async fn begin_update(&self, user: UserId, update_id: i64, admission: Admission) -> Intake {
+        match self.shared.begin_update(user, update_id, admission).await {
             Ok(outcome) => {
                 if let BeginOutcome::Proceed(ticket) = &outcome {
                     assert_eq!(ticket.update_id, update_id, "a ticket for another update");

@@ -172,7 +172,7 @@ impl<D: Dialer> RedisCoordination<D> {
 }
 
 impl<D: Dialer> Coordination for RedisCoordination<D> {
-    async fn begin_update(&self, user: UserId, update_id: i64) -> CoordResult<BeginOutcome> {
+    async fn begin_update(&self, user: UserId, update_id: i64, admission: Admission) -> CoordResult<BeginOutcome> {
         let token = self.ids.token();
         let mut invocation = self.scripts.begin_update.prepare_invoke();
         invocation
@@ -184,7 +184,8 @@ impl<D: Dialer> Coordination for RedisCoordination<D> {
             .arg(ms(self.lease_ttl))
             .arg(ms(UPDATE_DONE_TTL))
             .arg(self.flood.window.as_micros() as u64 / u64::from(self.flood.max.max(1)))
-            .arg(self.flood.window.as_micros() as u64);
+            .arg(self.flood.window.as_micros() as u64)
+            .arg(if admission == Admission::Exempt { "1" } else { "0" });
         let reply = self.run(invocation).await?;
         let items = array(&reply);
         match (items.first().and_then(text), items.get(1).and_then(int)) {
@@ -214,6 +215,7 @@ impl<D: Dialer> Coordination for RedisCoordination<D> {
             }
             FsmWrite::Clear => ("clear", b""),
             FsmWrite::Keep => ("keep", b""),
+            FsmWrite::Retry => ("retry", b""),
         };
         let mut invocation = self.scripts.commit_update.prepare_invoke();
         invocation

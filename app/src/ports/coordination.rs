@@ -49,6 +49,20 @@ pub enum FsmWrite {
     Clear,
     /// Nothing changed (a read-only command, or the handler failed): only release the lease.
     Keep,
+    /// The update could not be handled now and must not be lost (money received while the
+    /// store failed): the record stays as it was, the lease is released and the update is
+    /// forgotten, so that its redelivery is handled.
+    Retry,
+}
+
+/// Whether an update counts against the user's flood limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted; dropped over the limit.
+    Counted,
+    /// Never dropped by the flood limit: money received (a payment, a pre-checkout query that
+    /// Telegram waits on). Still counted while the user is within the limit.
+    Exempt,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,9 +200,14 @@ pub enum CoordinationError {
 pub type CoordResult<T> = Result<T, CoordinationError>;
 
 pub trait Coordination: Send + Sync + 'static {
-    /// Dedupe the update, take the chat's lease, check the flood limit, return the FSM record:
-    /// one round trip.
-    fn begin_update(&self, user: UserId, update_id: i64) -> impl Future<Output = CoordResult<BeginOutcome>> + Send;
+    /// Dedupe the update, take the chat's lease, check the flood limit (unless `admission`
+    /// exempts the update), return the FSM record: one round trip.
+    fn begin_update(
+        &self,
+        user: UserId,
+        update_id: i64,
+        admission: Admission,
+    ) -> impl Future<Output = CoordResult<BeginOutcome>> + Send;
 
     /// Compare-and-set the FSM record on the ticket's version and lease token, release the
     /// lease and mark the update done: one round trip. A ticket whose lease expired MUST get

@@ -10,7 +10,7 @@ use crate::coord::limits::LEASE_TTL;
 use crate::coord::policy::{CommitVerdict, Guarded, Intake};
 use crate::domain::UserId;
 use crate::ports::Coordination;
-use crate::ports::coordination::{BeginOutcome, FsmRecord, FsmWrite};
+use crate::ports::coordination::{Admission, BeginOutcome, FsmRecord, FsmWrite};
 
 /// How long, in total, an update waits for its chat's lease before it is given up. A handler may
 /// hold the lease for all of `LEASE_TTL` (a few slow store and Telegram calls); waiting that long
@@ -44,6 +44,18 @@ pub enum Handled {
     Degraded,
     /// Redis failed between begin and commit: the handler ran, its state was not saved.
     CommitFailed,
+    /// The handler could not handle the update now (money received while the store failed):
+    /// nothing was committed and the update was forgotten. The intake path must have it
+    /// delivered again (a webhook answers with an error; the poller keeps it for a retry).
+    Retry,
+}
+
+impl Handled {
+    /// Whether the update must be delivered again: it was not handled, and dropping it could
+    /// lose something (a chat that stayed busy, a handler that asked for a retry).
+    pub fn wants_redelivery(&self) -> bool {
+        matches!(self, Handled::Retry | Handled::GaveUp)
+    }
 }
 
 /// The context a handler gets: which update, and the state it starts from (`None` when the
@@ -56,7 +68,13 @@ pub struct UpdateContext {
 }
 
 /// Runs `handler` for one update under the coordination protocol.
-pub async fn handle_update<C, H, Fut>(coordination: &Guarded<C>, user: UserId, update_id: i64, handler: H) -> Handled
+pub async fn handle_update<C, H, Fut>(
+    coordination: &Guarded<C>,
+    user: UserId,
+    update_id: i64,
+    admission: Admission,
+    handler: H,
+) -> Handled
 where
     C: Coordination,
     H: FnOnce(UpdateContext) -> Fut,
@@ -65,10 +83,10 @@ where
     const _: () = assert!(BUSY_WAIT_TOTAL.as_secs() > LEASE_TTL.as_secs(), "wait out at least one whole lease");
     let mut waited = Duration::ZERO;
     let ticket = loop {
-        match coordination.begin_update(user, update_id).await {
+        match coordination.begin_update(user, update_id, admission).await {
             Intake::Degraded => {
-                handler(UpdateContext { user, update_id, fsm: None }).await;
-                return Handled::Degraded;
+                let write = handler(UpdateContext { user, update_id, fsm: None }).await;
+                return if write == FsmWrite::Retry { Handled::Retry } else { Handled::Degraded };
             }
             Intake::Coordinated(BeginOutcome::Proceed(ticket)) => break ticket,
             Intake::Coordinated(BeginOutcome::Duplicate) => return Handled::Duplicate,
@@ -85,7 +103,9 @@ where
         }
     };
     let write = handler(UpdateContext { user, update_id, fsm: Some(ticket.fsm.clone()) }).await;
+    let retry = write == FsmWrite::Retry;
     match coordination.commit_update(user, &ticket, write).await {
+        CommitVerdict::Committed if retry => Handled::Retry,
         CommitVerdict::Committed => Handled::Committed,
         CommitVerdict::StateRefused => Handled::StateRefused,
         CommitVerdict::LeaseLost => {
@@ -103,7 +123,8 @@ pub async fn process<A: crate::runtime::wiring::Adapters>(
     app: &crate::runtime::wiring::App<A>,
     update: &crate::bot::incoming::Update,
 ) -> Handled {
-    handle_update(&app.coordination, update.user, update.id, |ctx| async move {
+    let admission = if update.incoming.is_payment() { Admission::Exempt } else { Admission::Counted };
+    handle_update(&app.coordination, update.user, update.id, admission, |ctx| async move {
         crate::bot::handle(app, update, ctx.fsm.as_ref()).await
     })
     .await

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use atlas::domain::UserId;
-use atlas::ports::coordination::FsmWrite;
+use atlas::ports::coordination::{Admission, FsmWrite};
 use atlas::ports::{Ids, SeededIds};
 use atlas::runtime::intake::handle_update;
 use atlas::runtime::wiring::App;
@@ -79,7 +79,7 @@ async fn handle(ctx: InstanceCtx, app: Rc<App<SimWorld>>, ids: Rc<SeededIds>, d:
     let (history, index) = (ctx.history.clone(), ctx.index);
     let work = between(ids.as_ref(), handler_ms);
     let user = UserId::new(d.chat).expect("chat ids are positive");
-    let outcome = handle_update(&app.coordination, user, d.update, |update| {
+    let outcome = handle_update(&app.coordination, user, d.update, Admission::Counted, |update| {
         let ctx = ctx.clone();
         async move {
             let fsm = update.fsm.unwrap_or_default();

@@ -6,7 +6,7 @@
 use std::rc::Rc;
 
 use atlas::domain::{IdempotencyKey, UserId};
-use atlas::ports::coordination::FsmWrite;
+use atlas::ports::coordination::{Admission, FsmWrite};
 use atlas::ports::store::{Applied, PurchaseError, PurchaseRequest, Purchases};
 use atlas::runtime::intake::handle_update;
 use atlas::runtime::wiring::App;
@@ -25,7 +25,7 @@ pub async fn run(ctx: InstanceCtx, app: Rc<App<SimWorld>>, deliveries: Rc<Vec<De
         let (ctx, app, d) = (ctx.clone(), app.clone(), *d);
         tokio::task::spawn_local(async move {
             let user = UserId::new(d.chat).expect("positive");
-            handle_update(&app.coordination, user, d.update, |_| async {
+            handle_update(&app.coordination, user, d.update, Admission::Counted, |_| async {
                 let request = PurchaseRequest {
                     user,
                     tariff: seed::tariff(),

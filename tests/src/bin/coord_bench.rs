@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use atlas::ports::Coordination;
-use atlas::ports::coordination::{BeginOutcome, FsmWrite};
+use atlas::ports::coordination::{Admission, BeginOutcome, FsmWrite};
 use atlas_tests::redis_support::{clock, fresh_keys, instance};
 use atlas_tests::uid;
 
@@ -28,7 +28,7 @@ const USERS: i64 = 100_000;
 /// One ordinary update: begin, a state change, commit. Returns whether it ran (not busy).
 async fn update(c: &impl Coordination, n: i64) -> anyhow::Result<bool> {
     let user = uid(n % USERS + 1);
-    match c.begin_update(user, n).await? {
+    match c.begin_update(user, n, Admission::Counted).await? {
         BeginOutcome::Proceed(ticket) => {
             c.commit_update(user, &ticket, FsmWrite::Set(format!("state-{n}").into_bytes())).await?;
             Ok(true)

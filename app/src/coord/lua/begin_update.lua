@@ -5,6 +5,7 @@
 -- KEYS: 1 fsm record (hash v, d)   2 chat lease   3 update marker   4 flood limit (GCRA TAT)
 -- ARGV: 1 lease token   2 lease ttl ms   3 done ttl ms
 --       4 flood emission interval us   5 flood window us
+--       6 '1' when the update is exempt from the flood limit (money received), else '0'
 -- Returns {'dup'} | {'busy', ms until the lease ends} | {'flood', retry ms}
 --       | {'ok', fsm version, fsm data or nil}
 local t = redis.call('TIME')
@@ -29,12 +30,14 @@ if tat < now then
   tat = now
 end
 local new_tat = tat + emission
-if new_tat - now > window then
+if new_tat - now > window and ARGV[6] ~= '1' then
   -- Dropped for good: a redelivery of this update is dropped as well.
   redis.call('SET', KEYS[3], 'flood', 'PX', ARGV[3])
   return {'flood', math.ceil((new_tat - now - window) / 1000)}
 end
-redis.call('SET', KEYS[4], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+if new_tat - now <= window then
+  redis.call('SET', KEYS[4], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+end
 
 -- The marker lives as long as the lease: if this handler dies, the update can be retried.
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])

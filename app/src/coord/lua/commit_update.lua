@@ -3,13 +3,19 @@
 -- A handler whose lease expired writes nothing, even if nobody took the lease since.
 --
 -- KEYS: 1 fsm record   2 chat lease   3 update marker
--- ARGV: 1 lease token   2 expected version   3 mode: 'set' | 'clear' | 'keep'
+-- ARGV: 1 lease token   2 expected version   3 mode: 'set' | 'clear' | 'keep' | 'retry'
 --       4 data (for 'set')   5 fsm ttl ms   6 done ttl ms
+-- 'retry': the handler could not handle the update now; the record stays as it was and the
+-- update is forgotten, so that its redelivery is handled.
 -- Returns 'ok' | 'lease_lost' | 'conflict'
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return 'lease_lost'
 end
 redis.call('DEL', KEYS[2])
+if ARGV[3] == 'retry' then
+  redis.call('DEL', KEYS[3])
+  return 'ok'
+end
 redis.call('SET', KEYS[3], 'done', 'PX', ARGV[6])
 local version = tonumber(redis.call('HGET', KEYS[1], 'v') or 0)
 if ARGV[3] == 'keep' then

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Applied, CloseError, StoreError};
+use super::{Applied, CloseError, Invoice, StoreError};
 use crate::domain::{
     IdempotencyKey, Language, Money, PaymentProviderKind, ProviderPaymentId, PurchaseStatus, TopUpId, User, UserId,
     Username,
@@ -115,7 +115,8 @@ pub struct TopUpInfo {
     pub method: PaymentProviderKind,
     pub status: PurchaseStatus,
     pub expires_at: DateTime<Utc>,
-    pub invoice_id: Option<String>,
+    /// The provider's invoice, once made.
+    pub invoice: Option<Invoice>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

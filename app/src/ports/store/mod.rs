@@ -24,6 +24,9 @@ pub use purchases::*;
 pub use subscriptions::*;
 pub use withdrawals::*;
 
+/// A provider's invoice, as purchases and top-ups keep it.
+pub use crate::ports::payments::Invoice;
+
 /// Errors every operation may return besides its own refusals.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::ProviderPayment;
-use super::{Applied, PaymentError, PromoRefusal, StoreError};
+use super::{Applied, Invoice, PaymentError, PromoRefusal, StoreError};
 use crate::domain::{
     IdempotencyKey, Money, Payable, PaymentProviderKind, Percent, PromoCode, PurchaseId, PurchaseStatus, TariffCode,
     TariffPeriod, UserId,
@@ -125,7 +125,8 @@ pub struct PurchaseInfo {
     pub method: Option<PaymentProviderKind>,
     pub status: PurchaseStatus,
     pub expires_at: DateTime<Utc>,
-    pub invoice_id: Option<String>,
+    /// The provider's invoice, once made.
+    pub invoice: Option<Invoice>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,11 +180,12 @@ pub trait Purchases: Send + Sync + 'static {
     fn purchase(&self, purchase: PurchaseId) -> impl Future<Output = Result<Option<PurchaseInfo>, StoreError>> + Send;
 
     /// Records the provider's invoice for a purchase or top-up (once: the same id again is
-    /// accepted, another one refused), so a payment can be matched to it and polled.
+    /// accepted, another one refused), so a payment can be matched to it and polled, and its
+    /// link shown again.
     fn attach_invoice(
         &self,
         payable: Payable,
-        invoice_id: &str,
+        invoice: &Invoice,
     ) -> impl Future<Output = Result<(), InvoiceError>> + Send;
 
     /// Rewards the buyer's referrer for a paid purchase; at most once per purchase.

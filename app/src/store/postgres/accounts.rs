@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
+use super::purchases::invoice;
 use super::{Failure, PgStore, Refusal, applied_code, text_code, timed};
 use crate::domain::{
     IdempotencyKey, Language, Money, PaymentProviderKind, PurchaseStatus, TopUpId, User, UserId, Username,
@@ -86,6 +87,7 @@ struct TopUpInfoRow {
     status: PurchaseStatus,
     expires_at: DateTime<Utc>,
     invoice_id: Option<String>,
+    invoice_url: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -274,7 +276,8 @@ impl Accounts for PgStore {
     }
 
     async fn topup(&self, topup: TopUpId) -> Result<Option<TopUpInfo>, StoreError> {
-        let sql = "SELECT id, user_id, amount, method, status, expires_at, invoice_id FROM topups WHERE id = $1";
+        let sql =
+            "SELECT id, user_id, amount, method, status, expires_at, invoice_id, invoice_url FROM topups WHERE id = $1";
         let row: Option<TopUpInfoRow> =
             timed(sqlx::query_as(sql).bind(topup.get()).fetch_optional(self.pool())).await?;
         Ok(row.map(|r| TopUpInfo {
@@ -284,7 +287,7 @@ impl Accounts for PgStore {
             method: r.method,
             status: r.status,
             expires_at: r.expires_at,
-            invoice_id: r.invoice_id,
+            invoice: invoice(r.invoice_id, r.invoice_url),
         }))
     }
 

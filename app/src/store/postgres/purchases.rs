@@ -81,9 +81,15 @@ struct PurchaseInfoRow {
     status: PurchaseStatus,
     expires_at: DateTime<Utc>,
     invoice_id: Option<String>,
+    invoice_url: Option<String>,
 }
 
 text_code!(AttachCode { Attached = "attached", Other = "other", Unknown = "unknown" });
+
+/// The stored invoice of a purchase or top-up (the schema keeps its id and link together).
+pub(super) fn invoice(invoice_id: Option<String>, pay_url: Option<String>) -> Option<Invoice> {
+    Some(Invoice { invoice_id: invoice_id?, pay_url: pay_url? })
+}
 
 fn purchase_error(failure: Failure) -> PurchaseError {
     match failure {
@@ -240,7 +246,7 @@ impl Purchases for PgStore {
 
     async fn purchase(&self, purchase: PurchaseId) -> Result<Option<PurchaseInfo>, StoreError> {
         let sql = "SELECT p.id, p.user_id, t.code AS tariff, p.period_days, p.amount, p.method, p.status, p.expires_at,
-                p.invoice_id
+                p.invoice_id, p.invoice_url
             FROM pending_purchases p JOIN tariffs t ON t.id = p.tariff_id WHERE p.id = $1";
         let row: Option<PurchaseInfoRow> =
             timed(sqlx::query_as(sql).bind(purchase.get()).fetch_optional(self.pool())).await?;
@@ -263,11 +269,11 @@ impl Purchases for PgStore {
             method,
             status: row.status,
             expires_at: row.expires_at,
-            invoice_id: row.invoice_id,
+            invoice: invoice(row.invoice_id, row.invoice_url),
         }))
     }
 
-    async fn attach_invoice(&self, payable: Payable, invoice_id: &str) -> Result<(), InvoiceError> {
+    async fn attach_invoice(&self, payable: Payable, invoice: &Invoice) -> Result<(), InvoiceError> {
         let (table, id) = match payable {
             Payable::Purchase(id) => ("pending_purchases", id.get()),
             Payable::TopUp(id) => ("topups", id.get()),
@@ -275,19 +281,18 @@ impl Purchases for PgStore {
         // One statement: attach unless another invoice is there, and say which happened. `table`
         // is one of two fixed names.
         let sql = format!(
-            "WITH attached AS (UPDATE {table} SET invoice_id = $2
-                WHERE id = $1 AND (invoice_id IS NULL OR invoice_id = $2) RETURNING id)
+            "WITH attached AS (UPDATE {table} SET invoice_id = $2, invoice_url = $3
+                WHERE id = $1 AND (invoice_id IS NULL OR (invoice_id = $2 AND invoice_url = $3)) RETURNING id)
             SELECT CASE WHEN EXISTS (SELECT 1 FROM attached) THEN 'attached'
                         WHEN EXISTS (SELECT 1 FROM {table} WHERE id = $1) THEN 'other' ELSE 'unknown' END"
         );
-        let code: AttachCode =
-            timed(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).bind(invoice_id).fetch_one(self.pool()))
-                .await
-                .map_err(|failure| match failure {
-                    // The invoice id is unique per table: an id another row holds is a provider bug.
-                    Failure::Unexpected(e) => InvoiceError::Unexpected(e.context("attach_invoice")),
-                    refused => refused.unexpected("attach_invoice"),
-                })?;
+        let query =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).bind(&invoice.invoice_id).bind(&invoice.pay_url);
+        let code: AttachCode = timed(query.fetch_one(self.pool())).await.map_err(|failure| match failure {
+            // The invoice id is unique per table: an id another row holds is a provider bug.
+            Failure::Unexpected(e) => InvoiceError::Unexpected(e.context("attach_invoice")),
+            refused => refused.unexpected("attach_invoice"),
+        })?;
         match code {
             AttachCode::Attached => Ok(()),
             AttachCode::Other => Err(InvoiceError::AlreadyAttached),

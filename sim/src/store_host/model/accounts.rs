@@ -154,7 +154,7 @@ impl Accounts for SimStore {
                 method: provider,
                 status: PurchaseStatus::Pending,
                 idempotency_key: key,
-                invoice_id: None,
+                invoice: None,
                 expires_at,
             };
             m.topups.insert(id, row);
@@ -173,7 +173,7 @@ impl Accounts for SimStore {
                     method: t.method,
                     status: t.status,
                     expires_at: t.expires_at,
-                    invoice_id: t.invoice_id.clone(),
+                    invoice: t.invoice.clone(),
                 })
             })
             .await?)

@@ -80,7 +80,7 @@ struct PurchaseRow {
     status: PurchaseStatus,
     expires_at: DateTime<Utc>,
     paid_at: Option<DateTime<Utc>>,
-    invoice_id: Option<String>,
+    invoice: Option<Invoice>,
 }
 
 struct PaymentRow {
@@ -109,7 +109,7 @@ struct TopUpRow {
     method: PaymentProviderKind,
     status: PurchaseStatus,
     idempotency_key: Option<String>,
-    invoice_id: Option<String>,
+    invoice: Option<Invoice>,
     expires_at: DateTime<Utc>,
 }
 
@@ -447,7 +447,7 @@ impl Model {
             status,
             expires_at,
             paid_at: (status == PurchaseStatus::Paid).then_some(now),
-            invoice_id: None,
+            invoice: None,
         };
         self.purchases.insert(id, row);
         if let (Some((promo_id, _)), Some(code)) = (promo, &r.promo) {

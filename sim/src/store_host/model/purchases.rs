@@ -186,24 +186,24 @@ impl Purchases for SimStore {
                     method: p.method,
                     status: p.status,
                     expires_at: p.expires_at,
-                    invoice_id: p.invoice_id.clone(),
+                    invoice: p.invoice.clone(),
                 })
             })
             .await?)
     }
 
-    async fn attach_invoice(&self, payable: Payable, invoice_id: &str) -> Result<(), InvoiceError> {
-        let invoice_id = invoice_id.to_owned();
+    async fn attach_invoice(&self, payable: Payable, invoice: &Invoice) -> Result<(), InvoiceError> {
+        let invoice = invoice.clone();
         self.exec(move |m: &mut Model| {
             let slot = match payable {
-                Payable::Purchase(id) => m.purchases.get_mut(&id).map(|p| &mut p.invoice_id),
-                Payable::TopUp(id) => m.topups.get_mut(&id).map(|t| &mut t.invoice_id),
+                Payable::Purchase(id) => m.purchases.get_mut(&id).map(|p| &mut p.invoice),
+                Payable::TopUp(id) => m.topups.get_mut(&id).map(|t| &mut t.invoice),
             };
             let slot = slot.ok_or(InvoiceError::Unknown)?;
             match slot {
-                Some(existing) if *existing != invoice_id => Err(InvoiceError::AlreadyAttached),
+                Some(existing) if *existing != invoice => Err(InvoiceError::AlreadyAttached),
                 _ => {
-                    *slot = Some(invoice_id);
+                    *slot = Some(invoice);
                     Ok(())
                 }
             }

@@ -1,0 +1,144 @@
+//! Money that came in is never stranded: a crypto invoice is made once and shown again, can be
+//! checked from any message that shows it, is counted when it turns out paid at cancel time, and
+//! counts toward the balance when its order was closed; a Stars payment that the store cannot
+//! count now is handed back to be delivered again rather than lost.
+
+use atlas::bot::text::Msg;
+use atlas::domain::{Money, Payable, PurchaseId};
+use atlas::ports::store::Subscriptions;
+use atlas::runtime::intake::Handled;
+use atlas_tests::bot::{BotHarness, texts};
+use atlas_tests::{assert_ledger_invariants, count, uid};
+
+const ADMIN: i64 = 1;
+const USER: i64 = 700;
+
+fn money(text: &str) -> Money {
+    Money::parse(text).unwrap()
+}
+
+/// The user at the payment step of a 30-day Basic period (199.00).
+async fn at_payment_step(bot: &BotHarness) {
+    bot.send_text(USER, "/start").await;
+    bot.press_msg(USER, &Msg::BtnBuy).await;
+    bot.press(USER, "Basic").await;
+    bot.press_msg(USER, &Msg::BtnPeriod { days: 30, price: money("199") }).await;
+}
+
+async fn the_purchase(bot: &BotHarness) -> (Payable, String) {
+    let (id, status): (i64, String) =
+        sqlx::query_as("SELECT id, status FROM pending_purchases").fetch_one(bot.db.pool()).await.unwrap();
+    (Payable::Purchase(PurchaseId::new(id).unwrap()), status)
+}
+
+/// "Pay with crypto" handled again (the first run's commit lost), and pressed again: the
+/// invoice recorded by the first run is shown each time; Crypto Pay is asked once.
+#[tokio::test]
+async fn a_crypto_invoice_is_made_once_and_shown_again() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_payment_step(&bot).await;
+    let (redelivered, pressed_again) = bot.press_losing_the_commit(USER, &Msg::BtnPayCrypto).await;
+    let (payable, _) = the_purchase(&bot).await;
+    assert_eq!(bot.crypto.made_for(payable), 1, "one invoice at the provider");
+    for replies in [&redelivered, &pressed_again] {
+        assert!(texts(replies).contains("https://pay.example/inv-1"), "{}", texts(replies));
+    }
+    assert_eq!(count(&bot.db, "SELECT count(*) FROM pending_purchases").await, 1);
+    bot.crypto.pay(payable);
+    let r = bot.press_msg(USER, &Msg::BtnCheckPayment).await;
+    let sub = bot.db.store.subscription(uid(USER)).await.unwrap().expect("paid");
+    assert_eq!(texts(&r), bot.says(USER, &Msg::Paid { until: sub.expires_at }));
+}
+
+/// Cancel pressed after the user paid: the payment is counted instead of the order cancelled.
+#[tokio::test]
+async fn cancel_counts_an_invoice_that_was_paid_meanwhile() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_payment_step(&bot).await;
+    bot.press_msg(USER, &Msg::BtnPayCrypto).await;
+    let (payable, _) = the_purchase(&bot).await;
+    bot.crypto.pay(payable);
+    let r = bot.press_msg(USER, &Msg::BtnCancel).await;
+    let sub = bot.db.store.subscription(uid(USER)).await.unwrap().expect("paid");
+    assert!(texts(&r).starts_with(&bot.says(USER, &Msg::Paid { until: sub.expires_at })), "{}", texts(&r));
+    assert!(!texts(&r).contains(&bot.says(USER, &Msg::Cancelled)));
+    assert_eq!(the_purchase(&bot).await.1, "paid");
+    assert_ledger_invariants(&bot.db).await.unwrap();
+}
+
+/// An order cancelled before it was paid: its invoice, paid anyway and checked from its message,
+/// goes to the balance; before it is paid, the check says the order was cancelled.
+#[tokio::test]
+async fn a_paid_invoice_of_a_cancelled_order_goes_to_the_balance() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_payment_step(&bot).await;
+    bot.press_msg(USER, &Msg::BtnPayCrypto).await;
+    let r = bot.send_text(USER, "/cancel").await;
+    assert!(texts(&r).starts_with(&bot.says(USER, &Msg::Cancelled)));
+    let (payable, status) = the_purchase(&bot).await;
+    assert_eq!(status, "cancelled");
+    let r = bot.press_msg(USER, &Msg::BtnCheckPayment).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::InvoiceCancelled));
+    bot.crypto.pay(payable);
+    let r = bot.press_msg(USER, &Msg::BtnCheckPayment).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::PaidToBalance { amount: money("199") }));
+    assert_eq!(bot.balance(USER).await, 19_900);
+    assert!(bot.db.store.subscription(uid(USER)).await.unwrap().is_none());
+    // Checked again: counted once.
+    bot.press_msg(USER, &Msg::BtnCheckPayment).await;
+    assert_eq!(bot.balance(USER).await, 19_900);
+    assert_ledger_invariants(&bot.db).await.unwrap();
+}
+
+/// Somebody else's check button (forged data naming another user's purchase) reveals and
+/// counts nothing.
+#[tokio::test]
+async fn another_users_check_button_is_refused() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_payment_step(&bot).await;
+    bot.press_msg(USER, &Msg::BtnPayCrypto).await;
+    let (payable, _) = the_purchase(&bot).await;
+    bot.crypto.pay(payable);
+    bot.send_text(701, "/start").await;
+    let r = bot.press_data(701, &format!("chk:{}", payable.payload())).await;
+    assert!(texts(&r).starts_with(&bot.says(701, &Msg::StaleButton)), "{}", texts(&r));
+    assert!(!texts(&r).contains("pay.example"));
+    assert_eq!(the_purchase(&bot).await.1, "pending");
+    assert_eq!(count(&bot.db, "SELECT count(*) FROM payments").await, 0);
+}
+
+/// A Stars payment arrives while the store cannot count it: the update is handed back (not
+/// marked handled) and nothing is said; delivered again once the store is back, it is counted
+/// once.
+#[tokio::test]
+async fn a_stars_payment_the_store_cannot_count_is_delivered_again() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_payment_step(&bot).await;
+    bot.press_msg(USER, &Msg::BtnPayStars { stars: 133 }).await;
+    let invoice = bot.invoices(USER).pop().unwrap();
+    let paid = bot.payment_json(bot.next_id(), USER, &invoice.payload, 133, "charge-1");
+    sqlx::query("ALTER TABLE payments RENAME TO payments_away").execute(bot.db.pool()).await.unwrap();
+    let (handled, replies) = bot.deliver_to(&bot.app, USER, &paid).await;
+    assert_eq!(handled, Handled::Retry);
+    assert!(handled.wants_redelivery());
+    assert!(replies.is_empty(), "{}", texts(&replies));
+    sqlx::query("ALTER TABLE payments_away RENAME TO payments").execute(bot.db.pool()).await.unwrap();
+    let r = bot.deliver(USER, &paid).await;
+    let sub = bot.db.store.subscription(uid(USER)).await.unwrap().expect("paid");
+    assert_eq!(texts(&r), bot.says(USER, &Msg::Paid { until: sub.expires_at }));
+    assert_eq!(count(&bot.db, "SELECT count(*) FROM payments").await, 1);
+    assert_ledger_invariants(&bot.db).await.unwrap();
+}
+
+/// A stale button in the middle of a conversation is refused, and the conversation goes on.
+#[tokio::test]
+async fn a_stale_button_leaves_the_conversation_in_progress() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    bot.send_text(USER, "/start").await;
+    bot.fund(USER, "500").await;
+    bot.press_msg(USER, &Msg::BtnWithdraw).await;
+    let r = bot.press_data(USER, "s:1:ok").await;
+    assert!(texts(&r).starts_with(&bot.says(USER, &Msg::StaleButton)));
+    let r = bot.send_text(USER, "150").await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::WithdrawConfirmAmount { amount: money("150") }));
+}
