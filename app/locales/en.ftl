@@ -12,6 +12,7 @@ unknown-command = Unknown command. /start opens the menu.
 send-text = Please send the answer as a text message.
 stale-button = That button is no longer active. Here is the current menu.
 try-later = The service is busy right now. Nothing was charged. Please try again in a minute.
+too-long-to-keep = That is too long for me to keep. Please send something shorter.
 rate-limited = Too many attempts. Please try again in { $minutes } { $minutes ->
         [one] minute
        *[other] minutes
@@ -243,7 +244,9 @@ admin-promo-already-off = Promo code <code>{ $code }</code> was already disabled
 admin-promo-unknown = There is no promo code <code>{ $code }</code>.
 admin-reissued = ✅ A new key was issued to user { $user }.
 admin-no-subscription = User { $user } has no subscription.
-admin-broadcast-ask = Send the text of the broadcast (up to 4096 characters).
+admin-broadcast-ask = Send the text of the broadcast (up to { $max } characters).
+admin-broadcast-empty = The broadcast needs some text. Send the text of the broadcast.
+admin-broadcast-too-long = That text has { $length } characters; a broadcast may have at most { $max }. Please send a shorter one.
 admin-broadcast-confirm = The broadcast will read:
     { $text }
     Send it to every user?

@@ -249,17 +249,22 @@ async fn handle_in_span<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<
         Next::Go(step) => record.conversation = Some(Conversation { nonce: turn.nonce(), step }),
     }
     record.lang = turn.lang;
-    turn.send_all().await;
-    if !turn.coordinated || before.as_ref() == Some(&record) {
-        return FsmWrite::Keep;
-    }
-    match fsm::encode(&record) {
-        Ok(bytes) => FsmWrite::Set(bytes),
-        Err(e) => {
-            tracing::error!(error = %e, "conversation state does not encode; kept as it was");
-            FsmWrite::Keep
+    let write = if !turn.coordinated || before.as_ref() == Some(&record) {
+        FsmWrite::Keep
+    } else {
+        match fsm::encode(&record) {
+            Ok(bytes) => FsmWrite::Set(bytes),
+            Err(e) => {
+                // Its replies would show buttons with no state behind them: they are not sent.
+                tracing::warn!(error = %e, "conversation state not stored; kept as it was");
+                turn.outbox.clear();
+                turn.say(Msg::TooLongToKeep);
+                FsmWrite::Keep
+            }
         }
-    }
+    };
+    turn.send_all().await;
+    write
 }
 
 async fn dispatch<A: Adapters>(turn: &mut Turn<'_, A>, record: &mut Record) -> Next {

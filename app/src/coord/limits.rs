@@ -87,8 +87,10 @@ pub const UPDATE_DONE_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const FSM_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The largest encoded conversation state accepted. States carry a few ids, amounts and short
-/// texts (requisites up to 256 characters); 4 KiB is far above any legitimate one.
-pub const FSM_DATA_MAX_BYTES: usize = 4096;
+/// texts; the largest is an admin's broadcast draft (3,500 characters, up to 4 bytes each in
+/// UTF-8). A state over the limit is never stored: the router says so instead of showing
+/// buttons that would have no state behind them.
+pub const FSM_DATA_MAX_BYTES: usize = 16 * 1024;
 
 /// How long a fencing counter or leader epoch is kept after its last use. Losing it is safe
 /// (tokens are floored at Redis TIME in microseconds), so this only bounds memory.

@@ -2,22 +2,35 @@
 //! (the broadcast worker sends it to every user, resumably, within Telegram's limits).
 
 use super::{Next, Step, Turn, back, go};
-use crate::bot::incoming::TEXT_CHARS_MAX;
 use crate::bot::text::Msg;
 use crate::bot::{cancel_keys, confirm_keys};
 use crate::ports::store::{AdminTools, BroadcastError};
 use crate::runtime::wiring::Adapters;
 
+/// The longest broadcast: its preview (with a header) stays within Telegram's 4,096 characters,
+/// and its draft within the conversation state's limit whatever the script.
+pub const BROADCAST_CHARS_MAX: usize = 3_500;
+
 pub fn start<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
     let keys = cancel_keys(turn);
-    turn.say_keys(Msg::AdminBroadcastAsk, keys);
+    turn.say_keys(Msg::AdminBroadcastAsk { max: BROADCAST_CHARS_MAX as u64 }, keys);
     go(Step::BroadcastText)
 }
 
 pub fn text<A: Adapters>(turn: &mut Turn<'_, A>, text: &str) -> Next {
     let text = text.trim();
-    if text.is_empty() || text.chars().count() > TEXT_CHARS_MAX {
-        return start(turn);
+    let length = text.chars().count();
+    let refusal = if text.is_empty() {
+        Some(Msg::AdminBroadcastEmpty)
+    } else if length > BROADCAST_CHARS_MAX {
+        Some(Msg::AdminBroadcastTooLong { length: length as u64, max: BROADCAST_CHARS_MAX as u64 })
+    } else {
+        None
+    };
+    if let Some(refusal) = refusal {
+        let keys = cancel_keys(turn);
+        turn.say_keys(refusal, keys);
+        return go(Step::BroadcastText);
     }
     let keys = confirm_keys(turn);
     turn.say_keys(Msg::AdminBroadcastConfirm { text: text.to_owned() }, keys);
