@@ -531,7 +531,13 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         Op::Again => "nothing to repeat".into(),
         Op::Broadcast { text, key: k } => {
             let text = ["Hello, everyone", "Maintenance tonight"][text];
-            match s.create_broadcast(uid(99), text, key("broadcast", 0, k), now).await {
+            let broadcast = NewBroadcast {
+                admin: uid(99),
+                text: text.to_owned(),
+                correlation_id: Some("upd:1".into()),
+                idempotency_key: key("broadcast", 0, k),
+            };
+            match s.create_broadcast(broadcast, now).await {
                 Ok(o) => {
                     let index = match ids.broadcasts.iter().position(|b| *b == o.broadcast) {
                         Some(i) => i,

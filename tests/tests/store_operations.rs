@@ -826,13 +826,16 @@ async fn admin_tools_find_log_disable_and_queue() {
     assert!(matches!(s.validate_promo(user, &spring, t0()).await, Err(PromoError::Refused(PromoRefusal::Disabled))));
     let unknown = PromoCode::parse("NOPE").unwrap();
     assert!(matches!(s.disable_promo(&unknown, uid(7), None, t0()).await, Err(PromoDisableError::NotFound)));
-    let queued = s.create_broadcast(uid(7), "Hello", idem("upd:3:broadcast"), t0()).await.unwrap();
-    let again = s.create_broadcast(uid(7), "Hello", idem("upd:3:broadcast"), t0()).await.unwrap();
+    let broadcast = |text: &str| NewBroadcast {
+        admin: uid(7),
+        text: text.to_owned(),
+        correlation_id: Some("upd:3".into()),
+        idempotency_key: idem("upd:3:broadcast"),
+    };
+    let queued = s.create_broadcast(broadcast("Hello"), t0()).await.unwrap();
+    let again = s.create_broadcast(broadcast("Hello"), t0()).await.unwrap();
     assert_eq!((again.applied, again.broadcast), (Applied::Duplicate, queued.broadcast));
-    assert!(matches!(
-        s.create_broadcast(uid(7), "Other", idem("upd:3:broadcast"), t0()).await,
-        Err(BroadcastError::IdempotencyKeyReused)
-    ));
+    assert!(matches!(s.create_broadcast(broadcast("Other"), t0()).await, Err(BroadcastError::IdempotencyKeyReused)));
     let action =
         AdminAction { admin: uid(7), action: "find_user", target: Some(user), correlation_id: Some("upd:4".into()) };
     s.record_admin_action(action, t0()).await.unwrap();
@@ -843,6 +846,7 @@ async fn admin_tools_find_log_disable_and_queue() {
             .unwrap();
     let actions: Vec<&str> = audit.iter().map(|(a, _)| a.as_str()).collect();
     assert_eq!(actions, ["promo_create", "promo_disable", "broadcast", "find_user"]);
+    assert_eq!(audit[2].1.as_deref(), Some("upd:3"), "the correlation id, not the idempotency key");
     assert_eq!(audit[3].1.as_deref(), Some("upd:4"));
     let stats = s.stats(t0()).await.unwrap();
     assert_eq!((stats.users, stats.pending_withdrawals), (1, 0));

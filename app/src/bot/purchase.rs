@@ -19,7 +19,7 @@ use crate::domain::{Money, Payable, Percent, PromoCode, PurchaseId, TariffCode, 
 use crate::ports::Messenger;
 use crate::ports::coordination::LimitedAction;
 use crate::ports::store::{
-    Accounts, Applied, FinalizeOutcome, PromoError, PromoRefusal, Promos, PurchaseError, PurchaseRequest, Purchases,
+    Accounts, FinalizeOutcome, PromoError, PromoRefusal, Promos, PurchaseError, PurchaseRequest, Purchases,
     Subscriptions,
 };
 use crate::runtime::wiring::Adapters;
@@ -318,15 +318,6 @@ async fn from_balance<A: Adapters>(
     let request = request(turn, tariff.clone(), days, &promo, "buy");
     match turn.app.store.purchase_from_balance(request, turn.now()).await {
         Ok(bought) => {
-            if bought.applied == Applied::Done
-                && let Some(p) = &promo
-            {
-                tracing::info!(
-                    event = "PROMOCODE_CONSUMED",
-                    code = p.code.as_str(),
-                    purchase_id = bought.purchase_id.get()
-                );
-            }
             reward_referrer(turn, bought.purchase_id).await;
             let msg = Msg::Purchased { until: bought.expires_at, amount: bought.amount, balance: bought.balance };
             turn.say_keys(msg, subscription_keys());

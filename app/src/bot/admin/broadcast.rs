@@ -4,7 +4,7 @@
 use super::{Next, Step, Turn, back, go};
 use crate::bot::text::Msg;
 use crate::bot::{cancel_keys, confirm_keys};
-use crate::ports::store::{AdminTools, BroadcastError};
+use crate::ports::store::{AdminTools, BroadcastError, NewBroadcast};
 use crate::runtime::wiring::Adapters;
 
 /// The longest broadcast: its preview (with a header) stays within Telegram's 4,096 characters,
@@ -38,8 +38,13 @@ pub fn text<A: Adapters>(turn: &mut Turn<'_, A>, text: &str) -> Next {
 }
 
 pub async fn confirm<A: Adapters>(turn: &mut Turn<'_, A>, text: &str) -> Next {
-    let key = Some(turn.key("broadcast"));
-    match turn.app.store.create_broadcast(turn.user(), text, key, turn.now()).await {
+    let broadcast = NewBroadcast {
+        admin: turn.user(),
+        text: text.to_owned(),
+        correlation_id: Some(turn.correlation()),
+        idempotency_key: Some(turn.key("broadcast")),
+    };
+    match turn.app.store.create_broadcast(broadcast, turn.now()).await {
         Ok(queued) => turn.say_keys(Msg::AdminBroadcastQueued { id: queued.broadcast.get() }, back()),
         Err(e @ (BroadcastError::IdempotencyKeyReused | BroadcastError::Unexpected(_))) => {
             turn.failed("create_broadcast", &e)

@@ -68,9 +68,17 @@ pub trait AdminTools: Send + Sync + 'static {
     /// Queues a broadcast to every user (with its audit row); a replayed key returns the first.
     fn create_broadcast(
         &self,
-        admin: UserId,
-        text: &str,
-        idempotency_key: Option<IdempotencyKey>,
+        broadcast: NewBroadcast,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<BroadcastQueued, BroadcastError>> + Send;
+}
+
+/// A broadcast as an admin confirms it.
+#[derive(Clone, Debug)]
+pub struct NewBroadcast {
+    pub admin: UserId,
+    pub text: String,
+    /// Written to the admin audit log with the job.
+    pub correlation_id: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
 }

@@ -88,11 +88,10 @@ impl AdminTools for PgStore {
 
     async fn create_broadcast(
         &self,
-        admin: UserId,
-        text: &str,
-        idempotency_key: Option<IdempotencyKey>,
+        broadcast: NewBroadcast,
         now: DateTime<Utc>,
     ) -> Result<BroadcastQueued, BroadcastError> {
+        let NewBroadcast { admin, text, correlation_id, idempotency_key } = broadcast;
         // The job and its audit row in one statement; a replayed key finds the job (and checks
         // it is the same broadcast).
         let sql = "WITH queued AS (
@@ -100,7 +99,7 @@ impl AdminTools for PgStore {
                 VALUES ($1, $2, $3, 'pending', $4) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id),
             logged AS (
                 INSERT INTO admin_audit_log (admin_id, action, details, correlation_id, created_at)
-                SELECT $1, 'broadcast', jsonb_build_object('broadcast_id', id), $3, $4 FROM queued)
+                SELECT $1, 'broadcast', jsonb_build_object('broadcast_id', id), $5, $4 FROM queued)
             SELECT 'queued' AS outcome, id FROM queued
             UNION ALL
             SELECT 'duplicate', id FROM broadcasts
@@ -108,9 +107,10 @@ impl AdminTools for PgStore {
         let row: Option<QueuedRow> = timed(
             sqlx::query_as(sql)
                 .bind(admin.get())
-                .bind(text)
+                .bind(&text)
                 .bind(idempotency_key.as_ref().map(IdempotencyKey::as_str))
                 .bind(now)
+                .bind(correlation_id)
                 .fetch_optional(self.pool()),
         )
         .await

@@ -52,6 +52,8 @@ text_code!(FinalizeCode { Finalized = "finalized", Duplicate = "duplicate", Cred
 struct FinalizeRow {
     outcome: FinalizeCode,
     expires_at: Option<DateTime<Utc>>,
+    /// The purchase's promo code, if it had one.
+    promo: Option<String>,
 }
 
 text_code!(ReferralCode {
@@ -159,6 +161,13 @@ impl Purchases for PgStore {
                 promo = request.promo.is_some(),
                 "purchase paid from balance"
             );
+            if let Some(code) = &request.promo {
+                tracing::info!(
+                    event = "PROMOCODE_CONSUMED",
+                    code = code.as_str(),
+                    purchase_id = outcome.purchase_id.get()
+                );
+            }
         }
         Ok(outcome)
     }
@@ -202,13 +211,17 @@ impl Purchases for PgStore {
         now: DateTime<Utc>,
     ) -> Result<FinalizeOutcome, PaymentError> {
         let row: FinalizeRow = timed(
-            sqlx::query_as("SELECT outcome, expires_at FROM atlas_finalize_purchase($1, $2, $3, $4, $5)")
-                .bind(purchase.get())
-                .bind(payment.provider.code())
-                .bind(payment.payment_id.as_str())
-                .bind(payment.amount.minor())
-                .bind(now)
-                .fetch_one(self.pool()),
+            sqlx::query_as(
+                "SELECT f.outcome, f.expires_at, c.code AS promo
+                FROM atlas_finalize_purchase($1, $2, $3, $4, $5) f
+                LEFT JOIN pending_purchases p ON p.id = $1 LEFT JOIN promo_codes c ON c.id = p.promo_id",
+            )
+            .bind(purchase.get())
+            .bind(payment.provider.code())
+            .bind(payment.payment_id.as_str())
+            .bind(payment.amount.minor())
+            .bind(now)
+            .fetch_one(self.pool()),
         )
         .await
         .map_err(payment_error)?;
@@ -220,7 +233,27 @@ impl Purchases for PgStore {
             (FinalizeCode::Duplicate, _) => FinalizeOutcome::Duplicate,
             (FinalizeCode::CreditedToBalance, _) => FinalizeOutcome::CreditedToBalance,
         };
-        tracing::info!(event = "PAYMENT_RECEIVED", amount = payment.amount.minor(), outcome = ?outcome);
+        match outcome {
+            FinalizeOutcome::Finalized { .. } => {
+                tracing::info!(event = "PAYMENT_RECEIVED", amount = payment.amount.minor(), "purchase paid");
+                if let Some(code) = &row.promo {
+                    tracing::info!(event = "PROMOCODE_CONSUMED", code = code.as_str(), purchase_id = purchase.get());
+                }
+            }
+            FinalizeOutcome::CreditedToBalance => {
+                tracing::info!(
+                    event = "PAYMENT_RECEIVED",
+                    amount = payment.amount.minor(),
+                    "order closed: to the balance"
+                );
+                tracing::info!(
+                    event = "BALANCE_INCREASED",
+                    amount = payment.amount.minor(),
+                    "payment for a closed order"
+                );
+            }
+            FinalizeOutcome::Duplicate => {}
+        }
         Ok(outcome)
     }
 

@@ -1,6 +1,6 @@
 //! Admin tools in the model: finding users, the audit log, the shop's figures, broadcasts.
 
-use atlas::domain::{BroadcastId, IdempotencyKey, PurchaseStatus, User, UserId, WithdrawalStatus};
+use atlas::domain::{BroadcastId, PurchaseStatus, User, WithdrawalStatus};
 use atlas::ports::store::*;
 use chrono::{DateTime, Utc};
 
@@ -68,12 +68,10 @@ impl AdminTools for SimStore {
 
     async fn create_broadcast(
         &self,
-        admin: UserId,
-        text: &str,
-        idempotency_key: Option<IdempotencyKey>,
+        broadcast: NewBroadcast,
         _now: DateTime<Utc>,
     ) -> Result<BroadcastQueued, BroadcastError> {
-        let text = text.to_owned();
+        let NewBroadcast { admin, text, idempotency_key, .. } = broadcast;
         self.exec(move |m: &mut Model| {
             let key = idempotency_key.map(|k| k.as_str().to_owned());
             if let Some((id, b)) = m.broadcasts.iter().find(|(_, b)| key.is_some() && b.idempotency_key == key) {
