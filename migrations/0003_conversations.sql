@@ -3,10 +3,11 @@
 -- update handled twice moves money once), top-ups paid by a provider, invoices attached to what
 -- they pay for, admin broadcasts as jobs, and an audit row for every admin action.
 
--- Usernames, for an admin's "find a user", as last seen at /start. Telegram usernames are
--- letters, digits and '_'; found case-insensitively.
+-- Usernames, for an admin's "find a user", as last seen. Telegram usernames are letters, digits
+-- and '_', unique case-insensitively at any moment, but they change hands: the user who shows
+-- up with a name takes it from whoever had it before, so a search never finds a former holder.
 ALTER TABLE users ADD COLUMN username TEXT CHECK (username ~ '^[A-Za-z0-9_]{1,32}$');
-CREATE INDEX users_username_idx ON users (lower(username)) WHERE username IS NOT NULL;
+CREATE UNIQUE INDEX users_username_idx ON users (lower(username)) WHERE username IS NOT NULL;
 
 -- The key of the update that confirmed a withdrawal, and of the one that decided it: a
 -- redelivered confirmation finds its request, a redelivered decision its decision.

@@ -421,7 +421,7 @@ impl BotHarness {
 
     /// Presses the button whose label is `msg` in the user's language.
     pub async fn press_msg(&self, user: i64, msg: &Msg) -> Replies {
-        let label = render(self.language(user), msg);
+        let label = atlas::bot::text::label(self.language(user), msg);
         self.press(user, &label).await
     }
 

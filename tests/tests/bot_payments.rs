@@ -84,8 +84,9 @@ async fn a_paid_invoice_of_a_cancelled_order_goes_to_the_balance() {
     assert_eq!(texts(&r), bot.says(USER, &Msg::PaidToBalance { amount: money("199") }));
     assert_eq!(bot.balance(USER).await, 19_900);
     assert!(bot.db.store.subscription(uid(USER)).await.unwrap().is_none());
-    // Checked again: counted once.
-    bot.press_msg(USER, &Msg::BtnCheckPayment).await;
+    // Checked again: counted once, and said as the first time.
+    let r = bot.press_msg(USER, &Msg::BtnCheckPayment).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::PaidToBalance { amount: money("199") }));
     assert_eq!(bot.balance(USER).await, 19_900);
     assert_ledger_invariants(&bot.db).await.unwrap();
 }

@@ -334,7 +334,10 @@ async fn provider_purchase_is_finalized_once_and_late_money_is_kept() {
 
     let done = s.finalize_purchase(id, crypto("tx-1", "179.10"), t0()).await.unwrap();
     assert_eq!(done, FinalizeOutcome::Finalized { expires_at: t0() + Duration::days(30) });
-    assert_eq!(s.finalize_purchase(id, crypto("tx-1", "179.10"), t0()).await.unwrap(), FinalizeOutcome::Duplicate);
+    assert_eq!(
+        s.finalize_purchase(id, crypto("tx-1", "179.10"), t0()).await.unwrap(),
+        FinalizeOutcome::Duplicate { to_balance: false }
+    );
     // A second, different payment for a paid purchase is money received: it goes to the balance.
     assert_eq!(
         s.finalize_purchase(id, crypto("tx-2", "179.10"), t0()).await.unwrap(),
@@ -819,6 +822,12 @@ async fn admin_tools_find_log_disable_and_queue() {
     let found = s.find_user(UserQuery::Username(Username::parse("@alice_5").unwrap())).await.unwrap().unwrap();
     assert_eq!((found.id, found.language), (user, Language::En), "the first language is kept");
     assert!(s.find_user(UserQuery::Id(uid(6))).await.unwrap().is_none());
+    // The name changes hands: the user who shows up with it now is the one found, and the
+    // former holder no longer carries it.
+    s.register_user(uid(6), Language::En, None, Username::parse("ALICE_5"), t0()).await.unwrap();
+    let found = s.find_user(UserQuery::Username(Username::parse("alice_5").unwrap())).await.unwrap().unwrap();
+    assert_eq!(found.id, uid(6));
+    assert_eq!(s.user(user).await.unwrap().unwrap().username, None);
     create_promo(&db, "SPRING", 10, None, None).await;
     let spring = PromoCode::parse("spring").unwrap();
     assert_eq!(s.disable_promo(&spring, uid(7), Some("upd:2".into()), t0()).await.unwrap(), Applied::Done);
@@ -849,5 +858,5 @@ async fn admin_tools_find_log_disable_and_queue() {
     assert_eq!(audit[2].1.as_deref(), Some("upd:3"), "the correlation id, not the idempotency key");
     assert_eq!(audit[3].1.as_deref(), Some("upd:4"));
     let stats = s.stats(t0()).await.unwrap();
-    assert_eq!((stats.users, stats.pending_withdrawals), (1, 0));
+    assert_eq!((stats.users, stats.pending_withdrawals), (2, 0));
 }

@@ -180,7 +180,10 @@ async fn concurrent_money_operations_keep_every_invariant() {
         })
         .collect();
     assert_eq!(finals.iter().filter(|f| matches!(f, FinalizeOutcome::Finalized { .. })).count(), 1);
-    assert_eq!(finals.iter().filter(|f| matches!(f, FinalizeOutcome::Duplicate)).count(), CALLBACK_DELIVERIES - 1);
+    assert_eq!(
+        finals.iter().filter(|f| matches!(f, FinalizeOutcome::Duplicate { .. })).count(),
+        CALLBACK_DELIVERIES - 1
+    );
 
     // Double-tapped purchases: one purchase per key; the replay names the same purchase.
     let mut by_key: BTreeMap<&str, Vec<&PurchaseOutcome>> = BTreeMap::new();

@@ -221,6 +221,33 @@ mod tests {
         )
     }
 
+    proptest::proptest! {
+        /// Whatever a message says, it becomes a command only when it is `/name` (letters,
+        /// digits, `_`; a `@bot` suffix dropped), and the command keeps its arguments trimmed.
+        #[test]
+        fn commands_are_read_only_from_their_own_shape(text in "/?[a-zA-Z_@0-9 ]{0,12}[^\\x00]{0,12}") {
+            match command(&text) {
+                Some(Incoming::Command { command: parsed, args }) => {
+                    let rest = text.strip_prefix('/').unwrap();
+                    let (head, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+                    let name = head.split('@').next().unwrap();
+                    proptest::prop_assert!(!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                    proptest::prop_assert_eq!(parsed, Command::parse(name));
+                    proptest::prop_assert_eq!(args, tail.trim());
+                }
+                Some(other) => proptest::prop_assert!(false, "not a command: {:?}", other),
+                None => {
+                    let looks_like_one = text.strip_prefix('/').is_some_and(|rest| {
+                        let head = rest.split(char::is_whitespace).next().unwrap_or("");
+                        let name = head.split('@').next().unwrap_or("");
+                        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    });
+                    proptest::prop_assert!(!looks_like_one, "refused {:?}", text);
+                }
+            }
+        }
+    }
+
     #[test]
     fn telegram_json_becomes_our_update() {
         let u = parse(message("/start ref_7").as_bytes()).unwrap().unwrap();

@@ -127,7 +127,7 @@ impl<'a, A: Adapters> Turn<'a, A> {
             .into_iter()
             .map(|row| {
                 row.into_iter()
-                    .map(|(label, action)| Button { label: render(lang, &label), callback_data: action.data() })
+                    .map(|(label, action)| Button { label: text::label(lang, &label), callback_data: action.data() })
                     .collect()
             })
             .collect();
@@ -184,11 +184,16 @@ impl<'a, A: Adapters> Turn<'a, A> {
     /// The gate of every action that moves money: refused without coordination (Redis
     /// unreachable), and counted against its limit.
     pub async fn allow_money(&mut self, action: LimitedAction) -> bool {
+        self.coordinated_or_later() && self.allow(action).await
+    }
+
+    /// Money moves only with coordination: without it (Redis unreachable) the user is told to
+    /// try again later. For actions whose limit was already counted (an admin's, at the gate).
+    pub fn coordinated_or_later(&mut self) -> bool {
         if !self.coordinated {
             self.say(Msg::TryLater);
-            return false;
         }
-        self.allow(action).await
+        self.coordinated
     }
 
     async fn send_all(&mut self) {

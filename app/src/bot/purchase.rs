@@ -119,7 +119,8 @@ pub async fn promo_entered<A: Adapters>(turn: &mut Turn<'_, A>, at: Option<(Tari
         None => Next::Go(State::PromoInput),
     };
     if !turn.allow(LimitedAction::PromoAttempt).await {
-        return again(&at);
+        // Said when to retry; the question and its Cancel button stand.
+        return Next::Keep;
     }
     let Ok(code) = PromoCode::parse(text) else {
         let keys = cancel_keys(turn);
@@ -375,14 +376,18 @@ pub(super) async fn finalized<A: Adapters>(
             reward_referrer(turn, purchase).await;
             turn.say_keys(Msg::Paid { until: expires_at }, subscription_keys());
         }
-        FinalizeOutcome::Duplicate => {
+        // Counted before (a redelivery, a second check): said again as it was the first time.
+        FinalizeOutcome::Duplicate { to_balance: false } => {
             reward_referrer(turn, purchase).await;
             match turn.app.store.subscription(turn.user()).await {
                 Ok(Some(sub)) => turn.say_keys(Msg::Paid { until: sub.expires_at }, subscription_keys()),
-                _ => turn.say_keys(Msg::PaidToBalance { amount }, back()),
+                Ok(None) => turn.failed("subscription", &"a paid purchase without a subscription"),
+                Err(e) => turn.failed("subscription", &e),
             }
         }
-        FinalizeOutcome::CreditedToBalance => turn.say_keys(Msg::PaidToBalance { amount }, back()),
+        FinalizeOutcome::Duplicate { to_balance: true } | FinalizeOutcome::CreditedToBalance => {
+            turn.say_keys(Msg::PaidToBalance { amount }, back());
+        }
     }
 }
 

@@ -363,6 +363,17 @@ pub fn render(lang: Language, msg: &Msg) -> String {
     text
 }
 
+/// `msg` as a button's label: plain text, not HTML (Telegram shows a label as it is), so its
+/// arguments appear as they were written.
+pub fn label(lang: Language, msg: &Msg) -> String {
+    unescape(&render(lang, msg))
+}
+
+/// Undoes [`escape`]: the catalogs' labels carry no markup, only escaped arguments.
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&amp;", "&")
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -456,6 +467,21 @@ mod tests {
         assert!(ru.contains("5 минут"), "{ru}");
         assert!(render(Language::Ru, &Msg::RateLimited { minutes: 2 }).contains("2 минуты"));
         assert!(render(Language::En, &Msg::RateLimited { minutes: 1 }).contains("1 minute"));
+    }
+
+    /// Labels are plain text: the catalogs' labels carry no markup, and an argument shows as
+    /// it was written.
+    #[test]
+    fn labels_are_plain_text() {
+        for lang in [Language::Ru, Language::En] {
+            for msg in Msg::samples().iter().filter(|m| m.key().starts_with("btn-")) {
+                let (text, _) = render_checked(lang, msg);
+                let without_args = text.replace(&escape(&String::sample()), "");
+                assert!(!without_args.contains('<') && !without_args.contains('&'), "{}: {text}", msg.key());
+            }
+            let tariff = Msg::BtnTariff { title: "Fast & <Safe>".into() };
+            assert!(label(lang, &tariff).contains("Fast & <Safe>"), "{}", label(lang, &tariff));
+        }
     }
 
     #[test]

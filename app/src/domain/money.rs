@@ -220,6 +220,20 @@ mod tests {
         assert_eq!(Money::parse("1000000").unwrap().minor(), AMOUNT_MAX_MINOR);
     }
 
+    proptest::proptest! {
+        /// A share as an admin types it: a whole number from 0 to 100, with an optional `%`.
+        #[test]
+        fn percents_read_as_written(text in "[ ]?[0-9]{0,4}[ ]?%?[ ]?") {
+            let digits = text.trim().trim_end_matches('%').trim();
+            let expected = if digits.is_empty() || digits.len() > 3 {
+                None
+            } else {
+                digits.parse::<u16>().ok().filter(|n| *n <= 100)
+            };
+            proptest::prop_assert_eq!(Percent::parse(&text).ok().map(|p| u16::from(p.get())), expected, "{:?}", text);
+        }
+    }
+
     #[test]
     fn refuses_bad_amounts() {
         assert_eq!(Money::parse(""), Err(AmountError::Empty));

@@ -231,10 +231,11 @@ impl Payable {
         }
     }
 
-    /// Reads a payload back; anything else (a forged or foreign payload) is `None`.
+    /// Reads a payload back; anything else (a forged or foreign payload, or ours written
+    /// another way) is `None`.
     pub fn from_payload(payload: &str) -> Option<Payable> {
         let (kind, id) = payload.split_once(':')?;
-        if id.is_empty() || id.len() > 19 || !id.chars().all(|c| c.is_ascii_digit()) {
+        if id.is_empty() || id.len() > 19 || id.starts_with('0') || !id.chars().all(|c| c.is_ascii_digit()) {
             return None;
         }
         let id: i64 = id.parse().ok()?;
@@ -322,8 +323,38 @@ mod tests {
         assert!(Username::parse("").is_none());
         let p = Payable::Purchase(PurchaseId::new(77).unwrap());
         assert_eq!(Payable::from_payload(&p.payload()), Some(p));
-        for bad in ["", "p:", "p:0", "p:-1", "x:5", "p:5:6", "t:99999999999999999999", "p: 5"] {
+        for bad in ["", "p:", "p:0", "p:05", "p:-1", "x:5", "p:5:6", "t:99999999999999999999", "p: 5"] {
             assert_eq!(Payable::from_payload(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// A payload we did not make is never read as one of ours; one we made always is.
+        #[test]
+        fn payloads_read_back_exactly_what_was_written(text in "\\PC{0,40}", id in 1i64..i64::MAX, top_up: bool) {
+            if let Some(payable) = Payable::from_payload(&text) {
+                proptest::prop_assert_eq!(payable.payload(), text);
+            }
+            let payable = if top_up { Payable::TopUp(TopUpId::new(id).unwrap()) } else { Payable::Purchase(PurchaseId::new(id).unwrap()) };
+            proptest::prop_assert_eq!(Payable::from_payload(&payable.payload()), Some(payable));
+        }
+
+        /// A username is what Telegram allows (letters, digits, `_`, up to 32), with an optional `@`.
+        #[test]
+        fn usernames_keep_only_what_telegram_allows(text in "@?[A-Za-z0-9_ .é-]{0,40}") {
+            match Username::parse(&text) {
+                Some(name) => {
+                    let bare = text.trim().trim_start_matches('@');
+                    proptest::prop_assert_eq!(name.as_str(), bare);
+                    proptest::prop_assert!((1..=32).contains(&bare.len()));
+                    proptest::prop_assert!(bare.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                }
+                None => {
+                    let bare = text.trim().trim_start_matches('@');
+                    let allowed = (1..=32).contains(&bare.len()) && bare.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    proptest::prop_assert!(!allowed, "refused {:?}", text);
+                }
+            }
         }
     }
 

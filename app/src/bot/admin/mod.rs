@@ -92,7 +92,7 @@ fn menu_keys() -> Keys {
 /// `/admin`.
 pub async fn open<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
     if !gate(turn, "admin_menu").await {
-        return Next::Done;
+        return Next::Keep;
     }
     audit(turn, "admin_menu", None).await;
     turn.say_keys(Msg::AdminMenu, menu_keys());
@@ -102,7 +102,7 @@ pub async fn open<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
 /// A button of the admin menu.
 pub async fn nav<A: Adapters>(turn: &mut Turn<'_, A>, nav: AdminNav) -> Next {
     if !gate(turn, "admin_nav").await {
-        return Next::Done;
+        return Next::Keep;
     }
     match nav {
         AdminNav::Menu => {
@@ -125,7 +125,7 @@ pub async fn nav<A: Adapters>(turn: &mut Turn<'_, A>, nav: AdminNav) -> Next {
 /// An admin's decision from a withdrawal's buttons.
 pub async fn decide<A: Adapters>(turn: &mut Turn<'_, A>, withdrawal: WithdrawalId, approve: bool) -> Next {
     if !gate(turn, "decide_withdrawal").await {
-        return Next::Done;
+        return Next::Keep;
     }
     withdrawals::decide(turn, withdrawal, approve).await
 }
@@ -133,14 +133,14 @@ pub async fn decide<A: Adapters>(turn: &mut Turn<'_, A>, withdrawal: WithdrawalI
 /// An admin's action from a found user's buttons.
 pub async fn user_op<A: Adapters>(turn: &mut Turn<'_, A>, op: UserOp, user: UserId) -> Next {
     if !gate(turn, "user_op").await {
-        return Next::Done;
+        return Next::Keep;
     }
     users::op(turn, op, user).await
 }
 
 pub async fn text<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, text: &str) -> Next {
     if !gate(turn, "admin_text").await {
-        return Next::Done;
+        return Next::Keep;
     }
     match step {
         Step::FindUser => users::find(turn, text).await,
@@ -158,7 +158,7 @@ pub async fn text<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, text: &str) -
 
 pub async fn input<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, input: StepInput) -> Next {
     if !gate(turn, "admin_step").await {
-        return Next::Done;
+        return Next::Keep;
     }
     match (step, input) {
         (Step::Adjust(adjust), StepInput::Confirm) => users::adjust_confirm(turn, adjust).await,

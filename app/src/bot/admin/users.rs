@@ -11,7 +11,6 @@ use crate::bot::text::{Msg, Word};
 use crate::bot::withdraw::amount_error;
 use crate::bot::{cancel_keys, confirm_keys};
 use crate::domain::{Money, User, UserId, Username};
-use crate::ports::coordination::LimitedAction;
 use crate::ports::store::{Accounts, AdminAdjustment, AdminTools, BalanceError, Direction, Subscriptions, UserQuery};
 use crate::runtime::wiring::Adapters;
 
@@ -146,7 +145,8 @@ pub async fn adjust_text<A: Adapters>(turn: &mut Turn<'_, A>, adjust: Adjust, te
 
 pub async fn adjust_confirm<A: Adapters>(turn: &mut Turn<'_, A>, adjust: Adjust) -> Next {
     let (Some(user), Some(amount)) = (adjust.user, adjust.amount) else { return crate::bot::stale(turn) };
-    if !turn.allow_money(LimitedAction::AdminCommand).await {
+    // The admin limit was counted at the gate.
+    if !turn.coordinated_or_later() {
         return Next::Done;
     }
     let adjustment = AdminAdjustment {

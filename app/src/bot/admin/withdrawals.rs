@@ -54,7 +54,8 @@ pub async fn list<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
 }
 
 pub async fn decide<A: Adapters>(turn: &mut Turn<'_, A>, withdrawal: WithdrawalId, approve: bool) -> Next {
-    if !turn.allow_money(crate::ports::coordination::LimitedAction::AdminCommand).await {
+    // The admin limit was counted at the gate.
+    if !turn.coordinated_or_later() {
         return Next::Done;
     }
     let decision = WithdrawalDecision {

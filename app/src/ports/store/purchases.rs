@@ -89,7 +89,8 @@ pub enum FinalizeOutcome {
     /// The purchase was pending and is now paid; the subscription runs until `expires_at`.
     Finalized { expires_at: DateTime<Utc> },
     /// This provider payment was already recorded for this purchase: nothing changed.
-    Duplicate,
+    /// `to_balance`: it had gone to the balance (the purchase was no longer pending then).
+    Duplicate { to_balance: bool },
     /// The purchase was no longer pending (already paid by another payment, cancelled or
     /// expired): the money went to the user's balance instead.
     CreditedToBalance,

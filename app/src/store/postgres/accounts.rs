@@ -126,9 +126,16 @@ impl Accounts for PgStore {
         now: DateTime<Utc>,
     ) -> Result<User, StoreError> {
         // The referrer is kept only if it already exists and is not the user: a forged deep
-        // link cannot point at nobody or at oneself. Only the username follows a known user. The
-        // read is a second statement: when two instances register the same user at once, the
-        // loser's insert does nothing, and only a fresh snapshot sees the winner's row.
+        // link cannot point at nobody or at oneself. Only the username follows a known user, and
+        // it is taken from a former holder first (usernames change hands). The read is a further
+        // statement: when two instances register the same user at once, the loser's insert does
+        // nothing, and only a fresh snapshot sees the winner's row.
+        let name = username.as_ref().map(Username::as_str);
+        let mut tx = timed(self.pool().begin()).await?;
+        if name.is_some() {
+            let release = "UPDATE users SET username = NULL WHERE lower(username) = lower($2) AND telegram_id <> $1";
+            timed(sqlx::query(release).bind(user.get()).bind(name).execute(&mut *tx)).await?;
+        }
         let sql = "INSERT INTO users (telegram_id, language, referrer_id, username, created_at)
             SELECT $1, $2, (SELECT telegram_id FROM users WHERE telegram_id = $3 AND telegram_id <> $1), $4, $5
             ON CONFLICT (telegram_id) DO UPDATE SET username = EXCLUDED.username
@@ -138,11 +145,12 @@ impl Accounts for PgStore {
                 .bind(user.get())
                 .bind(language.code())
                 .bind(referrer.map(UserId::get))
-                .bind(username.as_ref().map(Username::as_str))
+                .bind(name)
                 .bind(now)
-                .execute(self.pool()),
+                .execute(&mut *tx),
         )
         .await?;
+        timed(tx.commit()).await?;
         let row: UserRow =
             timed(sqlx::query_as("SELECT * FROM users WHERE telegram_id = $1").bind(user.get()).fetch_one(self.pool()))
                 .await?;

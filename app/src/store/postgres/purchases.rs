@@ -54,6 +54,10 @@ struct FinalizeRow {
     expires_at: Option<DateTime<Utc>>,
     /// The purchase's promo code, if it had one.
     promo: Option<String>,
+    /// What an earlier recording of this payment paid for ('purchase', or 'topup' when it went
+    /// to the balance). Only a duplicate has one: the statement's snapshot predates the row the
+    /// function writes now.
+    earlier_purpose: Option<String>,
 }
 
 text_code!(ReferralCode {
@@ -212,8 +216,9 @@ impl Purchases for PgStore {
     ) -> Result<FinalizeOutcome, PaymentError> {
         let row: FinalizeRow = timed(
             sqlx::query_as(
-                "SELECT f.outcome, f.expires_at, c.code AS promo
+                "SELECT f.outcome, f.expires_at, c.code AS promo, earlier.purpose AS earlier_purpose
                 FROM atlas_finalize_purchase($1, $2, $3, $4, $5) f
+                LEFT JOIN payments earlier ON earlier.id = f.payment_id
                 LEFT JOIN pending_purchases p ON p.id = $1 LEFT JOIN promo_codes c ON c.id = p.promo_id",
             )
             .bind(purchase.get())
@@ -230,7 +235,10 @@ impl Purchases for PgStore {
             (FinalizeCode::Finalized, None) => {
                 return Err(anyhow::anyhow!("a finalized purchase came back without an expiry").into());
             }
-            (FinalizeCode::Duplicate, _) => FinalizeOutcome::Duplicate,
+            (FinalizeCode::Duplicate, _) => match row.earlier_purpose.as_deref() {
+                Some(purpose) => FinalizeOutcome::Duplicate { to_balance: purpose == "topup" },
+                None => return Err(anyhow::anyhow!("a duplicate payment came back without its record").into()),
+            },
             (FinalizeCode::CreditedToBalance, _) => FinalizeOutcome::CreditedToBalance,
         };
         match outcome {
@@ -252,7 +260,7 @@ impl Purchases for PgStore {
                     "payment for a closed order"
                 );
             }
-            FinalizeOutcome::Duplicate => {}
+            FinalizeOutcome::Duplicate { .. } => {}
         }
         Ok(outcome)
     }

@@ -23,6 +23,17 @@ impl Accounts for SimStore {
     ) -> Result<User, StoreError> {
         Ok(self
             .exec(move |m: &mut Model| {
+                // A username changes hands: whoever had it before loses it.
+                if let Some(name) = &username {
+                    let taken = |other: &Option<Username>| {
+                        other.as_ref().is_some_and(|o| o.as_str().eq_ignore_ascii_case(name.as_str()))
+                    };
+                    for (id, row) in m.users.iter_mut() {
+                        if *id != user && taken(&row.username) {
+                            row.username = None;
+                        }
+                    }
+                }
                 match m.users.get_mut(&user) {
                     Some(row) => row.username = username,
                     None => {

@@ -122,7 +122,7 @@ impl Purchases for SimStore {
                 if existing.purchase != Some(purchase) || existing.amount != p.amount.minor() {
                     return Err(PaymentError::PaymentIdReused);
                 }
-                return Ok(FinalizeOutcome::Duplicate);
+                return Ok(FinalizeOutcome::Duplicate { to_balance: existing.topup });
             }
             if method != Some(p.provider) {
                 return Err(PaymentError::MethodMismatch);
