@@ -128,6 +128,7 @@ invoice-top-up = Balance top-up of { $amount } ₽
 payment-pending = We have not received the payment yet. If you have just paid, check again in a minute.
 payment-unavailable = This payment method is not available right now. Please choose another one.
 invoice-expired = The invoice has expired. Start again if you still want to pay.
+order-already-paid = This order is already paid.
 invoice-cancelled = This order was cancelled, so its invoice is no longer expected. If you pay it anyway, press “I paid, check” afterwards: the money will go to your balance.
 top-up-credited = ✅ { $amount } ₽ added. Your balance: <b>{ $balance } ₽</b>
 

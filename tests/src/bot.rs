@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atlas::bot::incoming;
-use atlas::bot::text::{Msg, render};
+use atlas::bot::text::{Msg, label, render};
 use atlas::coord::connector::{RedisConnector, RedisTarget, TcpDialer};
 use atlas::coord::keys::KeySpace;
 use atlas::coord::limits::Flood;
@@ -128,6 +128,8 @@ impl VpnProvider for FakePanel {
 pub struct FakeCrypto {
     /// Every invoice made, in order.
     pub invoices: Arc<Mutex<Vec<FakeInvoice>>>,
+    /// While set, every call fails as an unreachable provider's would.
+    pub unreachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Clone, Debug)]
@@ -170,6 +172,9 @@ impl PaymentProvider for FakeCrypto {
     }
 
     async fn invoice_status(&self, invoice_id: &str) -> Result<InvoiceStatus, PaymentProviderError> {
+        if self.unreachable.load(Ordering::Relaxed) {
+            return Err(PaymentProviderError::Timeout);
+        }
         let invoices = self.invoices.lock().unwrap();
         Ok(match invoices.iter().find(|i| i.id == invoice_id) {
             Some(FakeInvoice { amount, paid: true, .. }) => InvoiceStatus::Paid {
@@ -450,28 +455,40 @@ impl BotHarness {
         crate::balance(&self.db, UserId::new(user).unwrap()).await
     }
 
-    /// Presses `button` in `user`'s last message on an instance that dies after the money moved,
-    /// before its replies went out and before its commit reached Redis: the update marker is gone
-    /// and the conversation record is the one from before. Then the same update is redelivered, and
-    /// the user, who saw nothing, presses the button again (a new update). Returns the replies of
-    /// the redelivery and of the second press.
-    pub async fn press_losing_the_commit(&self, user: i64, button: &Msg) -> (Replies, Replies) {
+    /// Presses `button` (in the latest message that has it) on an instance that dies after its
+    /// store calls, before its replies went out and before its commit reached Redis: the
+    /// update marker is gone and the conversation record is the one from before. Returns the
+    /// update, for a redelivery.
+    pub async fn press_and_die(&self, user: i64, button: &Msg) -> String {
         let mut redis = raw().await;
         let fsm_key = self.keys.fsm(uid(user));
         let state_before: Vec<(String, Vec<u8>)> = redis.hgetall(&fsm_key).await.unwrap();
-        let data = self.button(user, &self.says(user, button)).unwrap_or_else(|| panic!("no {button:?} button"));
+        let data =
+            self.button(user, &label(self.language(user), button)).unwrap_or_else(|| panic!("no {button:?} button"));
         let id = self.next_id();
         let json = self.callback_json(id, user, &data);
         self.messenger.unreachable.store(true, Ordering::Relaxed);
         assert!(self.deliver(user, &json).await.is_empty(), "the dying instance's replies never arrive");
         self.messenger.unreachable.store(false, Ordering::Relaxed);
-        let lose_the_commit = async |redis: &mut redis::aio::MultiplexedConnection| {
-            let _: () = redis.del(self.keys.update(uid(user), id)).await.unwrap();
-            let _: () = redis.hset_multiple(&fsm_key, &state_before).await.unwrap();
-        };
-        lose_the_commit(&mut redis).await;
+        let _: () = redis.del(self.keys.update(uid(user), id)).await.unwrap();
+        let _: () = redis.hset_multiple(&fsm_key, &state_before).await.unwrap();
+        json
+    }
+
+    /// [`BotHarness::press_and_die`], then the same update redelivered (and lost again the same
+    /// way), then the user, who saw nothing, presses the button again (a new update). Returns
+    /// the replies of the redelivery and of the second press.
+    pub async fn press_losing_the_commit(&self, user: i64, button: &Msg) -> (Replies, Replies) {
+        let mut redis = raw().await;
+        let fsm_key = self.keys.fsm(uid(user));
+        let state_before: Vec<(String, Vec<u8>)> = redis.hgetall(&fsm_key).await.unwrap();
+        let data = self.button(user, &label(self.language(user), button)).unwrap();
+        let json = self.press_and_die(user, button).await;
+        let update: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let id = update["update_id"].as_i64().unwrap();
         let redelivered = self.deliver(user, &json).await;
-        lose_the_commit(&mut redis).await;
+        let _: () = redis.del(self.keys.update(uid(user), id)).await.unwrap();
+        let _: () = redis.hset_multiple(&fsm_key, &state_before).await.unwrap();
         let pressed_again = self.deliver(user, &self.callback_json(self.next_id(), user, &data)).await;
         (redelivered, pressed_again)
     }

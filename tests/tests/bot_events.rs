@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use atlas::bot::text::Msg;
 use atlas::domain::{Money, Payable, PurchaseId};
 use atlas_tests::bot::BotHarness;
-use atlas_tests::create_promo;
+use atlas_tests::{count, create_promo};
 
 const ADMIN: i64 = 1;
 const USER: i64 = 800;
@@ -77,6 +77,14 @@ async fn every_money_movement_is_a_named_event_with_its_correlation_id() {
         sqlx::query_scalar("SELECT max(id) FROM pending_purchases").fetch_one(bot.db.pool()).await.unwrap();
     bot.crypto.pay(Payable::Purchase(PurchaseId::new(purchase).unwrap()));
     bot.press_msg(FRIEND, &Msg::BtnCheckPayment).await;
+    // A top-up in Stars, its payment delivered twice.
+    bot.press_msg(FRIEND, &Msg::BtnTopUp).await;
+    bot.send_text(FRIEND, "30").await;
+    bot.press_msg(FRIEND, &Msg::BtnPayStars { stars: 20 }).await;
+    let invoice = bot.invoices(FRIEND).pop().unwrap();
+    for _ in 0..2 {
+        bot.deliver(FRIEND, &bot.payment_json(bot.next_id(), FRIEND, &invoice.payload, 20, "stars-1")).await;
+    }
     // The friend withdraws; the admin approves.
     bot.press_msg(FRIEND, &Msg::BtnWithdraw).await;
     bot.send_text(FRIEND, "200").await;
@@ -115,6 +123,8 @@ async fn every_money_movement_is_a_named_event_with_its_correlation_id() {
             assert!(line.contains("correlation_id=upd:"), "{event} without its update's correlation id: {line}");
         }
     }
+    let received = lines.iter().filter(|l| l.contains("event=\"PAYMENT_RECEIVED\"")).count() as i64;
+    assert_eq!(received, count(&bot.db, "SELECT count(*) FROM payments").await, "one PAYMENT_RECEIVED per payment");
     let digits: String = CARD.chars().filter(char::is_ascii_digit).collect();
     for line in &lines {
         assert!(!line.contains(CARD) && !line.contains(&digits), "requisites in the log: {line}");

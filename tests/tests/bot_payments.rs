@@ -143,3 +143,46 @@ async fn a_stale_button_leaves_the_conversation_in_progress() {
     let r = bot.send_text(USER, "150").await;
     assert_eq!(texts(&r), bot.says(USER, &Msg::WithdrawConfirmAmount { amount: money("150") }));
 }
+
+/// "Pay with crypto" pressed on an instance that died, then "Pay with Stars" on the same
+/// message: two orders, each with its own way to pay, and the Stars one is paid and counted.
+#[tokio::test]
+async fn the_other_payment_method_of_the_same_step_is_another_order() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_payment_step(&bot).await;
+    bot.press_and_die(USER, &Msg::BtnPayCrypto).await;
+    bot.press_msg(USER, &Msg::BtnPayStars { stars: 133 }).await;
+    let methods: Vec<String> =
+        sqlx::query_scalar("SELECT method FROM pending_purchases ORDER BY id").fetch_all(bot.db.pool()).await.unwrap();
+    assert_eq!(methods, ["crypto", "stars"]);
+    let invoice = bot.invoices(USER).pop().unwrap();
+    bot.deliver(USER, &bot.pre_checkout_json(bot.next_id(), USER, &invoice.payload, 133)).await;
+    assert_eq!(bot.pre_checkout_answers().last().unwrap().1, None, "the Stars order may be paid");
+    let r = bot.deliver(USER, &bot.payment_json(bot.next_id(), USER, &invoice.payload, 133, "charge-9")).await;
+    let sub = bot.db.store.subscription(uid(USER)).await.unwrap().expect("paid");
+    assert_eq!(texts(&r), bot.says(USER, &Msg::Paid { until: sub.expires_at }));
+    // The crypto order's payload, paid in Stars, is refused before any money moves.
+    let crypto = Payable::Purchase(PurchaseId::new(1).unwrap()).payload();
+    bot.deliver(USER, &bot.pre_checkout_json(bot.next_id(), USER, &crypto, 133)).await;
+    assert!(bot.pre_checkout_answers().last().unwrap().1.is_some(), "a crypto order is not paid in Stars");
+}
+
+/// Cancel while the provider cannot be asked: nothing is cancelled (the user may have paid),
+/// the user is asked to try again, and the order waits; asked again, the payment is counted.
+#[tokio::test]
+async fn cancel_without_the_provider_cancels_nothing() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    at_payment_step(&bot).await;
+    bot.press_msg(USER, &Msg::BtnPayCrypto).await;
+    let (payable, _) = the_purchase(&bot).await;
+    bot.crypto.pay(payable);
+    bot.crypto.unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = bot.press_msg(USER, &Msg::BtnCancel).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::TryLater));
+    assert_eq!(the_purchase(&bot).await.1, "pending");
+    bot.crypto.unreachable.store(false, std::sync::atomic::Ordering::Relaxed);
+    let r = bot.send_text(USER, "/cancel").await;
+    let sub = bot.db.store.subscription(uid(USER)).await.unwrap().expect("paid");
+    assert!(texts(&r).starts_with(&bot.says(USER, &Msg::Paid { until: sub.expires_at })), "{}", texts(&r));
+    assert_eq!(the_purchase(&bot).await.1, "paid");
+}

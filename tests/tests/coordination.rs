@@ -44,8 +44,9 @@ async fn intake_contract(c: &impl Coordination) {
     let user = uid(42);
     let first = proceed(c.begin_update(user, 1, Admission::Counted).await.unwrap());
     assert_eq!(first.fsm, FsmRecord::default());
-    // The same update again, while in progress: never handled twice.
-    assert_eq!(c.begin_update(user, 1, Admission::Counted).await.unwrap(), BeginOutcome::Duplicate);
+    // The same update again, while in progress: never handled twice, and not settled either
+    // (the handler may still hand it back).
+    assert_eq!(c.begin_update(user, 1, Admission::Counted).await.unwrap(), BeginOutcome::InProgress);
     // Another update of the same chat waits for the lease.
     assert!(
         matches!(c.begin_update(user, 2, Admission::Counted).await.unwrap(), BeginOutcome::Busy { retry_after } if retry_after <= SHORT_LEASE)

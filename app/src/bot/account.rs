@@ -99,7 +99,8 @@ async fn open<A: Adapters>(turn: &mut Turn<'_, A>, amount: Money, method: Method
     }
     let provider = pay::provider(method).expect("a provider method");
     let ttl = turn.app.rules.shop.purchase_ttl;
-    let key = Some(turn.key("topup"));
+    // One key per method: pressing the other method's button of the same step is another top-up.
+    let key = Some(turn.key(&format!("topup:{}", provider.code())));
     let opened = match turn.app.store.create_topup(turn.user(), amount, provider, key, ttl, turn.now()).await {
         Ok(opened) => opened,
         Err(TopUpError::UserBanned) => {
@@ -127,11 +128,10 @@ async fn open<A: Adapters>(turn: &mut Turn<'_, A>, amount: Money, method: Method
 }
 
 /// Leaving a top-up while its invoice waits: the top-up is closed, unless its crypto invoice
-/// turns out to be paid (a payment that still comes is credited all the same). `false`: it was
-/// paid (the user was told).
-pub async fn cancel_top_up<A: Adapters>(turn: &mut Turn<'_, A>, step: TopUpStep) -> bool {
+/// turns out to be paid (a payment that still comes is credited all the same).
+pub async fn cancel_top_up<A: Adapters>(turn: &mut Turn<'_, A>, step: TopUpStep) -> pay::Cancelled {
     match step {
         TopUpStep::Processing { topup, method } => pay::cancel(turn, Payable::TopUp(topup), method).await,
-        _ => true,
+        _ => pay::Cancelled::Closed,
     }
 }

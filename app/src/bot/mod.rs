@@ -410,15 +410,18 @@ async fn step_input<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, input: Step
 }
 
 /// Cancel, from any step: a pending payment is closed first (its promo use given back), unless
-/// it turns out to be paid (then the user hears that instead).
+/// it turns out to be paid (then the user hears that instead) or cannot be decided now (then the
+/// conversation waits, and the user is asked to try again).
 async fn cancel<A: Adapters>(turn: &mut Turn<'_, A>, step: Step) -> Next {
     let cancelled = match step {
         Step::Purchase(step) => purchase::cancel(turn, step).await,
         Step::TopUp(step) => account::cancel_top_up(turn, step).await,
-        _ => true,
+        _ => pay::Cancelled::Closed,
     };
-    if cancelled {
-        turn.say(Msg::Cancelled);
+    match cancelled {
+        pay::Cancelled::NotNow => return Next::Keep,
+        pay::Cancelled::Closed => turn.say(Msg::Cancelled),
+        pay::Cancelled::WasPaid => {}
     }
     turn.menu();
     Next::Done

@@ -15,7 +15,7 @@ use crate::domain::{Money, Payable, PaymentProviderKind, ProviderPaymentId, Purc
 use crate::ports::messenger::StarsInvoice;
 use crate::ports::payments::InvoiceStatus;
 use crate::ports::store::{
-    Accounts, Closure, Invoice, InvoiceError, PaymentError, ProviderPayment, Purchases, StoreError,
+    Accounts, CloseError, Closure, Invoice, InvoiceError, PaymentError, ProviderPayment, Purchases, StoreError,
 };
 use crate::ports::{Messenger, PaymentProvider};
 use crate::runtime::wiring::Adapters;
@@ -35,6 +35,8 @@ pub fn provider(method: Method) -> Option<PaymentProviderKind> {
 #[derive(Clone, Debug)]
 pub struct Bill {
     pub user: UserId,
+    /// How it is paid (`None`: from the balance).
+    pub method: Option<PaymentProviderKind>,
     pub amount: Money,
     pub status: PurchaseStatus,
     pub expires_at: DateTime<Utc>,
@@ -42,9 +44,12 @@ pub struct Bill {
 }
 
 impl Bill {
-    /// Whether `user` may pay it now.
-    pub fn payable_by(&self, user: UserId, now: DateTime<Utc>) -> bool {
-        self.user == user && self.status == PurchaseStatus::Pending && self.expires_at > now
+    /// Whether `user` may pay it now with `provider`.
+    pub fn payable_by(&self, user: UserId, provider: PaymentProviderKind, now: DateTime<Utc>) -> bool {
+        self.user == user
+            && self.method == Some(provider)
+            && self.status == PurchaseStatus::Pending
+            && self.expires_at > now
     }
 }
 
@@ -52,6 +57,7 @@ pub async fn bill<A: Adapters>(turn: &Turn<'_, A>, payable: Payable) -> Result<O
     Ok(match payable {
         Payable::Purchase(id) => turn.app.store.purchase(id).await?.map(|p| Bill {
             user: p.user,
+            method: p.method,
             amount: p.amount,
             status: p.status,
             expires_at: p.expires_at,
@@ -59,6 +65,7 @@ pub async fn bill<A: Adapters>(turn: &Turn<'_, A>, payable: Payable) -> Result<O
         }),
         Payable::TopUp(id) => turn.app.store.topup(id).await?.map(|t| Bill {
             user: t.user,
+            method: Some(t.method),
             amount: t.amount,
             status: t.status,
             expires_at: t.expires_at,
@@ -97,11 +104,30 @@ pub async fn invoice<A: Adapters>(
     method: Method,
     description: Msg,
 ) -> bool {
+    let bill = match bill(turn, payable).await {
+        Ok(Some(bill)) => bill,
+        Ok(None) => {
+            turn.failed("bill", &"the order just opened is not there");
+            return false;
+        }
+        Err(e) => {
+            turn.failed("bill", &e);
+            return false;
+        }
+    };
+    if bill.status != PurchaseStatus::Pending || bill.expires_at <= turn.now() {
+        // The same button pressed again long after an earlier press opened the order: it has
+        // closed meanwhile, and its invoice can no longer be paid.
+        turn.say_keys(Msg::InvoiceExpired, back());
+        return false;
+    }
     let description = turn.text(&description);
     match method {
         Method::Balance => unreachable!("a balance payment has no invoice"),
         Method::Crypto => {
-            let Some(invoice) = crypto_invoice(turn, payable, amount, &description).await else { return false };
+            let Some(invoice) = crypto_invoice(turn, payable, amount, &description, bill.invoice).await else {
+                return false;
+            };
             let keys = processing_keys(turn, payable, method, true);
             turn.say_keys(Msg::InvoiceCrypto { amount, url: invoice.pay_url }, keys);
             true
@@ -122,7 +148,7 @@ pub async fn invoice<A: Adapters>(
     }
 }
 
-/// The crypto invoice of `payable`: the one already recorded (an earlier press or delivery of
+/// The crypto invoice of `payable`: the one already `recorded` (an earlier press or delivery of
 /// this update made it), or a new one, recorded before it is shown so that a payment always
 /// finds what it paid. Crypto Pay has no idempotent create: when two runs race, the one
 /// recorded second shows the first's invoice and leaves its own to expire unpaid.
@@ -131,14 +157,10 @@ async fn crypto_invoice<A: Adapters>(
     payable: Payable,
     amount: Money,
     description: &str,
+    recorded: Option<Invoice>,
 ) -> Option<Invoice> {
-    match bill(turn, payable).await {
-        Ok(Some(Bill { invoice: Some(invoice), .. })) => return Some(invoice),
-        Ok(_) => {}
-        Err(e) => {
-            turn.failed("bill", &e);
-            return None;
-        }
+    if let Some(invoice) = recorded {
+        return Some(invoice);
     }
     let made = match turn.app.crypto.create_invoice(payable, amount, description).await {
         Ok(invoice) => invoice,
@@ -185,6 +207,7 @@ pub enum Settled {
 /// Counts a provider payment for `payable` once (by its payment id) and tells the payer.
 pub async fn settle<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, payment: ProviderPayment) -> Settled {
     let amount = payment.amount;
+    let payment_id = payment.payment_id.clone();
     let now = turn.now();
     let refused = match payable {
         Payable::Purchase(purchase) => match turn.app.store.finalize_purchase(purchase, payment, now).await {
@@ -206,14 +229,15 @@ pub async fn settle<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, payme
         tracing::warn!(payable = %payable.payload(), error = %e, "payment not counted yet: the store failed");
         return Settled::StoreFailed;
     }
-    unmatched(turn, payable, &refused);
+    unmatched(turn, &payable.payload(), payment_id.as_str(), &refused);
     Settled::Told
 }
 
-/// A payment the store refused to count: nothing was credited; the user is asked to write to
-/// support, and the event is logged for an operator.
-pub fn unmatched<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, e: &dyn std::fmt::Display) {
-    tracing::warn!(event = "PAYMENT_UNMATCHED", payable = %payable.payload(), error = %e, "payment refused by the store");
+/// A payment that cannot be counted: nothing was credited; the user is asked to write to
+/// support, and the event is logged for an operator with what a refund needs (the provider's
+/// payment id, e.g. Telegram's charge id: an id, not a secret).
+pub fn unmatched<A: Adapters>(turn: &mut Turn<'_, A>, payload: &str, payment_id: &str, why: &dyn std::fmt::Display) {
+    tracing::warn!(event = "PAYMENT_UNMATCHED", payload, payment_id, reason = %why, "payment not counted");
     turn.say_keys(Msg::PaymentUnmatched, back());
 }
 
@@ -281,8 +305,10 @@ pub async fn check<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, waitin
             ended
         }
         Checked::Expired => {
-            if bill.status == PurchaseStatus::Pending {
-                close(turn, payable, Closure::Expired).await;
+            if bill.status == PurchaseStatus::Pending
+                && let Err(e) = close(turn, payable, Closure::Expired).await
+            {
+                tracing::info!(payable = %payable.payload(), error = %e, "expired invoice's order not closed");
             }
             turn.say_keys(Msg::InvoiceExpired, back());
             ended
@@ -290,28 +316,69 @@ pub async fn check<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, waitin
     }
 }
 
-/// Closes a pending purchase or top-up (a purchase's promo use is given back). A crypto invoice
-/// is asked first: one that was paid meanwhile is counted instead, and `false` is returned (the
-/// user was told).
-pub async fn cancel<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, method: Method) -> bool {
-    if method == Method::Crypto
-        && let Ok(Some(Bill { invoice: Some(invoice), .. })) = bill(turn, payable).await
-        && let Some(Checked::Paid(payment)) = ask_provider(turn, &invoice).await
-        && settle(turn, payable, payment).await == Settled::Told
-    {
-        return false;
-    }
-    close(turn, payable, Closure::Cancelled).await;
-    true
+/// How cancelling a waiting payment went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cancelled {
+    /// Closed (a purchase's promo use given back), or closed already.
+    Closed,
+    /// It turned out paid, and was counted (the user was told).
+    WasPaid,
+    /// Nothing could be decided now (the provider or the store did not answer; the user was
+    /// told to try again): the order still waits.
+    NotNow,
 }
 
-async fn close<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, closure: Closure) {
-    let closed = match payable {
-        Payable::Purchase(id) => turn.app.store.close_pending_purchase(id, closure).await.err().map(|e| e.to_string()),
-        Payable::TopUp(id) => turn.app.store.close_topup(id, closure).await.err().map(|e| e.to_string()),
-    };
-    if let Some(e) = closed {
-        tracing::info!(payable = %payable.payload(), error = e.as_str(), "not closed");
+/// Closes a pending purchase or top-up (a purchase's promo use is given back). A crypto invoice
+/// is asked first: one that was paid meanwhile is counted instead. When the provider or the
+/// store cannot be asked, nothing is closed: a paid order is never cancelled unseen.
+pub async fn cancel<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, method: Method) -> Cancelled {
+    if method == Method::Crypto {
+        let invoice = match bill(turn, payable).await {
+            Ok(bill) => bill.and_then(|b| b.invoice),
+            Err(e) => {
+                tracing::warn!(error = %e, "bill not read; not cancelled");
+                turn.say(Msg::TryLater);
+                return Cancelled::NotNow;
+            }
+        };
+        if let Some(invoice) = invoice {
+            match ask_provider(turn, &invoice).await {
+                None => {
+                    turn.say(Msg::TryLater);
+                    return Cancelled::NotNow;
+                }
+                Some(Checked::Paid(payment)) => {
+                    return match settle(turn, payable, payment).await {
+                        Settled::Told => Cancelled::WasPaid,
+                        Settled::StoreFailed => {
+                            turn.say(Msg::TryLater);
+                            Cancelled::NotNow
+                        }
+                    };
+                }
+                Some(Checked::Pending | Checked::Expired) => {}
+            }
+        }
+    }
+    match close(turn, payable, Closure::Cancelled).await {
+        Ok(()) => Cancelled::Closed,
+        Err(CloseError::NotPending(PurchaseStatus::Paid)) => {
+            turn.say_keys(Msg::OrderAlreadyPaid, back());
+            Cancelled::WasPaid
+        }
+        Err(CloseError::NotPending(_)) => Cancelled::Closed,
+        Err(e) => {
+            tracing::warn!(payable = %payable.payload(), error = %e, "not cancelled");
+            turn.say(Msg::TryLater);
+            Cancelled::NotNow
+        }
+    }
+}
+
+async fn close<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, closure: Closure) -> Result<(), CloseError> {
+    match payable {
+        Payable::Purchase(id) => turn.app.store.close_pending_purchase(id, closure).await,
+        Payable::TopUp(id) => turn.app.store.close_topup(id, closure).await,
     }
 }
 

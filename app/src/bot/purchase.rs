@@ -15,7 +15,7 @@ use super::pay;
 use super::state::Step as State;
 use super::text::Msg;
 use super::{Keys, Next, Turn, cancel_keys};
-use crate::domain::{Money, Payable, Percent, PromoCode, PurchaseId, TariffCode, TariffPeriod};
+use crate::domain::{Money, Payable, PaymentProviderKind, Percent, PromoCode, PurchaseId, TariffCode, TariffPeriod};
 use crate::ports::Messenger;
 use crate::ports::coordination::LimitedAction;
 use crate::ports::store::{
@@ -343,7 +343,9 @@ async fn by_provider<A: Adapters>(
         return Next::Done;
     }
     let provider = pay::provider(method).expect("a provider method");
-    let request = request(turn, tariff.clone(), days, &promo, "open");
+    // One key per method: the other method's button of the same step opens another purchase
+    // (one purchase never gets a Stars invoice and a crypto one).
+    let request = request(turn, tariff.clone(), days, &promo, &format!("open:{}", provider.code()));
     let ttl = turn.app.rules.shop.purchase_ttl;
     let pending = match turn.app.store.create_pending_purchase(request, provider, ttl, turn.now()).await {
         Ok(pending) => pending,
@@ -392,11 +394,11 @@ pub(super) async fn finalized<A: Adapters>(
 }
 
 /// Leaving a purchase while its invoice waits: the purchase is cancelled and its promo use given
-/// back, unless its crypto invoice turns out to be paid. `false`: it was paid (the user was told).
-pub async fn cancel<A: Adapters>(turn: &mut Turn<'_, A>, step: Step) -> bool {
+/// back, unless its crypto invoice turns out to be paid.
+pub async fn cancel<A: Adapters>(turn: &mut Turn<'_, A>, step: Step) -> pay::Cancelled {
     match step {
         Step::Processing { purchase, method } => pay::cancel(turn, Payable::Purchase(purchase), method).await,
-        _ => true,
+        _ => pay::Cancelled::Closed,
     }
 }
 
@@ -417,7 +419,7 @@ pub async fn pre_checkout<A: Adapters>(
         None => None,
     };
     let ok = bill.is_some_and(|bill| {
-        bill.payable_by(turn.user(), turn.now())
+        bill.payable_by(turn.user(), PaymentProviderKind::Stars, turn.now())
             && currency == pay::STARS_CURRENCY
             && total == turn.app.rules.shop.stars(bill.amount)
     });
@@ -436,12 +438,8 @@ pub async fn pre_checkout<A: Adapters>(
 /// is handed back to be delivered again ([`Next::Retry`]) rather than lost.
 pub async fn paid<A: Adapters>(turn: &mut Turn<'_, A>, step: Option<State>, payment: &Payment) -> Next {
     let Some(payable) = Payable::from_payload(&payment.payload) else {
-        tracing::warn!(
-            event = "PAYMENT_UNMATCHED",
-            charge_id_len = payment.charge_id.len(),
-            "payment with a foreign payload"
-        );
-        turn.say_keys(Msg::PaymentUnmatched, back());
+        let payload: String = payment.payload.chars().take(128).collect();
+        pay::unmatched(turn, &payload, &payment.charge_id, &"a payload that is not ours");
         return Next::Keep;
     };
     let expected = match pay::bill(turn, payable).await {
@@ -454,7 +452,7 @@ pub async fn paid<A: Adapters>(turn: &mut Turn<'_, A>, step: Option<State>, paym
     let provider_payment = expected
         .and_then(|expected| pay::stars_payment(turn, &payment.currency, payment.total, &payment.charge_id, expected));
     let Some(provider_payment) = provider_payment else {
-        pay::unmatched(turn, payable, &"payment for nothing known");
+        pay::unmatched(turn, &payable.payload(), &payment.charge_id, &"for nothing known, or in another currency");
         return Next::Keep;
     };
     if pay::settle(turn, payable, provider_payment).await == pay::Settled::StoreFailed {

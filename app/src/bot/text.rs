@@ -230,6 +230,7 @@ messages! {
     PaymentUnavailable => "payment-unavailable",
     InvoiceExpired => "invoice-expired",
     InvoiceCancelled => "invoice-cancelled",
+    OrderAlreadyPaid => "order-already-paid",
     TopUpCredited { amount: Money, balance: Money } => "top-up-credited",
 
     ChooseTariff => "choose-tariff",

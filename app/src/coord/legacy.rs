@@ -29,14 +29,24 @@ const SEEN_UPDATES_MAX: usize = 1_000_000;
 /// calls it costs little per call.
 const SWEEP_EVERY_CALLS: u64 = 1_024;
 
+/// What an update's mark says, as `begin_update.lua`'s marker values do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mark {
+    /// Being handled under a lease (`p:<token>`).
+    Taken,
+    /// Handled, or dropped for good (`done`, `flood`).
+    Done,
+}
+
 #[derive(Default)]
 struct Inner {
     /// Conversation records with the deadline of their TTL.
     fsm: BTreeMap<UserId, (FsmRecord, Duration)>,
     /// Chat leases: holder token and deadline.
     leases: BTreeMap<UserId, (String, Duration)>,
-    /// Update ids taken, with the deadline of the mark; pruned in order of insertion.
-    seen: BTreeMap<(UserId, i64), Duration>,
+    /// Update ids taken, with the deadline of the mark and whether it is done (or still being
+    /// handled under a lease); pruned in order of insertion.
+    seen: BTreeMap<(UserId, i64), (Duration, Mark)>,
     seen_order: VecDeque<(UserId, i64)>,
     flood: BTreeMap<UserId, u64>,
     windows: BTreeMap<(UserId, LimitedAction), VecDeque<u64>>,
@@ -57,7 +67,7 @@ impl Inner {
         // oldest is gone or expired (amortized O(1); a live mark holds the ones behind it until
         // it expires, and SEEN_UPDATES_MAX bounds them all).
         while let Some(key) = self.seen_order.front() {
-            if self.seen.get(key).is_some_and(|until| *until > now) {
+            if self.seen.get(key).is_some_and(|(until, _)| *until > now) {
                 break;
             }
             self.seen.remove(key);
@@ -72,8 +82,8 @@ impl Inner {
         });
     }
 
-    fn mark(&mut self, key: (UserId, i64), until: Duration) {
-        if self.seen.insert(key, until).is_none() {
+    fn mark(&mut self, key: (UserId, i64), until: Duration, mark: Mark) {
+        if self.seen.insert(key, (until, mark)).is_none() {
             self.seen_order.push_back(key);
         }
         while self.seen_order.len() > SEEN_UPDATES_MAX {
@@ -161,8 +171,10 @@ impl Coordination for LegacyCoordination {
         let token = self.ids.token();
         let (lease_ttl, flood) = (self.lease_ttl, self.flood);
         Ok(self.with(|inner, now| {
-            if inner.seen.get(&(user, update_id)).is_some_and(|&until| until > now) {
-                return BeginOutcome::Duplicate;
+            match inner.seen.get(&(user, update_id)) {
+                Some((until, Mark::Done)) if *until > now => return BeginOutcome::Duplicate,
+                Some((until, Mark::Taken)) if *until > now => return BeginOutcome::InProgress,
+                _ => {}
             }
             if let Some((_, until)) = inner.live_lease(user, now) {
                 return BeginOutcome::Busy { retry_after: *until - now };
@@ -172,11 +184,11 @@ impl Coordination for LegacyCoordination {
                 algorithms::gcra(tat, micros(now), flood.max, micros(flood.window))
                 && admission == Admission::Counted
             {
-                inner.mark((user, update_id), now + UPDATE_DONE_TTL);
+                inner.mark((user, update_id), now + UPDATE_DONE_TTL, Mark::Done);
                 return BeginOutcome::Flooded { retry_after };
             }
             inner.leases.insert(user, (token.clone(), now + lease_ttl));
-            inner.mark((user, update_id), now + lease_ttl);
+            inner.mark((user, update_id), now + lease_ttl, Mark::Taken);
             let fsm = inner.live_record(user, now);
             BeginOutcome::Proceed(UpdateTicket { update_id, lease_token: token, fsm })
         }))
@@ -196,7 +208,7 @@ impl Coordination for LegacyCoordination {
                 inner.seen.remove(&(user, ticket.update_id));
                 return CommitOutcome::Committed;
             }
-            inner.mark((user, ticket.update_id), now + UPDATE_DONE_TTL);
+            inner.mark((user, ticket.update_id), now + UPDATE_DONE_TTL, Mark::Done);
             let record = inner.live_record(user, now);
             if matches!(write, FsmWrite::Keep) {
                 // As `commit_update.lua`: every update refreshes the conversation's TTL.

@@ -190,6 +190,7 @@ impl<D: Dialer> Coordination for RedisCoordination<D> {
         let items = array(&reply);
         match (items.first().and_then(text), items.get(1).and_then(int)) {
             (Some("dup"), _) => Ok(BeginOutcome::Duplicate),
+            (Some("taken"), _) => Ok(BeginOutcome::InProgress),
             (Some("busy"), Some(n)) => Ok(BeginOutcome::Busy { retry_after: after_ms(n) }),
             (Some("flood"), Some(n)) => Ok(BeginOutcome::Flooded { retry_after: after_ms(n) }),
             (Some("ok"), Some(version)) => {

@@ -28,8 +28,11 @@ pub struct UpdateTicket {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BeginOutcome {
     Proceed(UpdateTicket),
-    /// This update id was already taken by some instance: drop it.
+    /// This update id was already handled (or dropped for good): drop it.
     Duplicate,
+    /// This update id is being handled right now by some handler, which may still hand it back
+    /// (`FsmWrite::Retry`) or die: the update must be delivered again later, not dropped.
+    InProgress,
     /// Another handler of this chat holds the lease: retry shortly.
     Busy {
         retry_after: Duration,

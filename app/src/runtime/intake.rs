@@ -34,8 +34,11 @@ pub enum Handled {
     LeaseLost,
     /// The handler ran but the record changed behind the lease: nothing was written.
     Conflict,
-    /// Already taken by some instance: the handler did not run.
+    /// Already handled (or dropped for good): the handler did not run.
     Duplicate,
+    /// Being handled right now elsewhere: the handler did not run here. That run may still hand
+    /// the update back, so it must be delivered again later.
+    InProgress,
     /// Over the flood limit: dropped, the handler did not run.
     Flooded,
     /// The chat stayed busy through every retry: the handler did not run.
@@ -54,7 +57,7 @@ impl Handled {
     /// Whether the update must be delivered again: it was not handled, and dropping it could
     /// lose something (a chat that stayed busy, a handler that asked for a retry).
     pub fn wants_redelivery(&self) -> bool {
-        matches!(self, Handled::Retry | Handled::GaveUp)
+        matches!(self, Handled::Retry | Handled::GaveUp | Handled::InProgress)
     }
 }
 
@@ -90,6 +93,7 @@ where
             }
             Intake::Coordinated(BeginOutcome::Proceed(ticket)) => break ticket,
             Intake::Coordinated(BeginOutcome::Duplicate) => return Handled::Duplicate,
+            Intake::Coordinated(BeginOutcome::InProgress) => return Handled::InProgress,
             Intake::Coordinated(BeginOutcome::Flooded { .. }) => return Handled::Flooded,
             Intake::Coordinated(BeginOutcome::Busy { retry_after }) => {
                 if waited >= BUSY_WAIT_TOTAL {
@@ -104,8 +108,13 @@ where
     };
     let write = handler(UpdateContext { user, update_id, fsm: Some(ticket.fsm.clone()) }).await;
     let retry = write == FsmWrite::Retry;
-    match coordination.commit_update(user, &ticket, write).await {
-        CommitVerdict::Committed if retry => Handled::Retry,
+    let verdict = coordination.commit_update(user, &ticket, write).await;
+    if retry {
+        // Handed back: to be delivered again whatever became of the commit (a lost lease or a
+        // failed commit leaves the marker to expire with the lease, so the redelivery runs).
+        return Handled::Retry;
+    }
+    match verdict {
         CommitVerdict::Committed => Handled::Committed,
         CommitVerdict::StateRefused => Handled::StateRefused,
         CommitVerdict::LeaseLost => {

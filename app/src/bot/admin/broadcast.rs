@@ -7,8 +7,9 @@ use crate::bot::{cancel_keys, confirm_keys};
 use crate::ports::store::{AdminTools, BroadcastError, NewBroadcast};
 use crate::runtime::wiring::Adapters;
 
-/// The longest broadcast: its preview (with a header) stays within Telegram's 4,096 characters,
-/// and its draft within the conversation state's limit whatever the script.
+/// The longest broadcast, counted as Telegram counts (UTF-16 code units, so an emoji is two):
+/// its preview (with a header) stays within Telegram's 4,096, and its draft within the
+/// conversation state's limit whatever the script.
 pub const BROADCAST_CHARS_MAX: usize = 3_500;
 
 pub fn start<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
@@ -19,7 +20,7 @@ pub fn start<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
 
 pub fn text<A: Adapters>(turn: &mut Turn<'_, A>, text: &str) -> Next {
     let text = text.trim();
-    let length = text.chars().count();
+    let length = text.encode_utf16().count();
     let refusal = if text.is_empty() {
         Some(Msg::AdminBroadcastEmpty)
     } else if length > BROADCAST_CHARS_MAX {

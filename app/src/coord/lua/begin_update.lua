@@ -6,13 +6,18 @@
 -- ARGV: 1 lease token   2 lease ttl ms   3 done ttl ms
 --       4 flood emission interval us   5 flood window us
 --       6 '1' when the update is exempt from the flood limit (money received), else '0'
--- Returns {'dup'} | {'busy', ms until the lease ends} | {'flood', retry ms}
+-- Returns {'dup'} | {'taken'} | {'busy', ms until the lease ends} | {'flood', retry ms}
 --       | {'ok', fsm version, fsm data or nil}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
--- Taken before (in progress under a lease, or done): never handled twice.
-if redis.call('EXISTS', KEYS[3]) == 1 then
+-- Taken before: never handled twice. Done (or dropped for good) is a duplicate; in progress
+-- under a lease ('p:<token>') is not settled yet: that handler may still hand it back.
+local marker = redis.call('GET', KEYS[3])
+if marker then
+  if string.sub(marker, 1, 2) == 'p:' then
+    return {'taken'}
+  end
   return {'dup'}
 end
 

@@ -199,6 +199,7 @@ impl Accounts for PgStore {
         let outcome =
             TopUpOutcome { applied: row.outcome.into(), payment_row_id: row.payment_id, balance: row.balance };
         if outcome.applied == Applied::Done {
+            tracing::info!(event = "PAYMENT_RECEIVED", amount = payment.amount.minor(), "payment to the balance");
             tracing::info!(
                 event = "BALANCE_INCREASED",
                 amount = payment.amount.minor(),
@@ -319,6 +320,7 @@ impl Accounts for PgStore {
         .map_err(payment_error)?;
         let credited = TopUpCredited { applied: row.outcome.into(), user: row.user_id, balance: row.balance };
         if credited.applied == Applied::Done {
+            tracing::info!(event = "PAYMENT_RECEIVED", amount = payment.amount.minor(), "top-up paid");
             tracing::info!(
                 event = "BALANCE_INCREASED",
                 user_id = credited.user.get(),

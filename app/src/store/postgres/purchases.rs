@@ -52,12 +52,9 @@ text_code!(FinalizeCode { Finalized = "finalized", Duplicate = "duplicate", Cred
 struct FinalizeRow {
     outcome: FinalizeCode,
     expires_at: Option<DateTime<Utc>>,
+    payment_id: i64,
     /// The purchase's promo code, if it had one.
     promo: Option<String>,
-    /// What an earlier recording of this payment paid for ('purchase', or 'topup' when it went
-    /// to the balance). Only a duplicate has one: the statement's snapshot predates the row the
-    /// function writes now.
-    earlier_purpose: Option<String>,
 }
 
 text_code!(ReferralCode {
@@ -216,9 +213,8 @@ impl Purchases for PgStore {
     ) -> Result<FinalizeOutcome, PaymentError> {
         let row: FinalizeRow = timed(
             sqlx::query_as(
-                "SELECT f.outcome, f.expires_at, c.code AS promo, earlier.purpose AS earlier_purpose
+                "SELECT f.outcome, f.expires_at, f.payment_id, c.code AS promo
                 FROM atlas_finalize_purchase($1, $2, $3, $4, $5) f
-                LEFT JOIN payments earlier ON earlier.id = f.payment_id
                 LEFT JOIN pending_purchases p ON p.id = $1 LEFT JOIN promo_codes c ON c.id = p.promo_id",
             )
             .bind(purchase.get())
@@ -235,10 +231,19 @@ impl Purchases for PgStore {
             (FinalizeCode::Finalized, None) => {
                 return Err(anyhow::anyhow!("a finalized purchase came back without an expiry").into());
             }
-            (FinalizeCode::Duplicate, _) => match row.earlier_purpose.as_deref() {
-                Some(purpose) => FinalizeOutcome::Duplicate { to_balance: purpose == "topup" },
-                None => return Err(anyhow::anyhow!("a duplicate payment came back without its record").into()),
-            },
+            (FinalizeCode::Duplicate, _) => {
+                // Where the payment went the first time. A statement of its own: this one's
+                // snapshot may predate the first recording when the two raced (the function
+                // saw it only after waiting for the user's lock).
+                let purpose: String = timed(
+                    sqlx::query_scalar("SELECT purpose FROM payments WHERE id = $1")
+                        .bind(row.payment_id)
+                        .fetch_one(self.pool()),
+                )
+                .await
+                .map_err(|failure| failure.unexpected::<PaymentError>("finalize_purchase"))?;
+                FinalizeOutcome::Duplicate { to_balance: purpose == "topup" }
+            }
             (FinalizeCode::CreditedToBalance, _) => FinalizeOutcome::CreditedToBalance,
         };
         match outcome {
