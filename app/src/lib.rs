@@ -10,6 +10,7 @@
 pub mod bot;
 pub mod coord;
 pub mod domain;
+pub mod net;
 pub mod ports;
 pub mod runtime;
 pub mod services;

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisConnectionInfo};
-use tokio::io::{AsyncRead, AsyncWrite};
 use url::Url;
 
 use crate::ports::coordination::CoordinationError;
@@ -29,8 +28,7 @@ pub const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 pub const BACKOFF_MAX: Duration = Duration::from_millis(2_000);
 
 /// A stream to Redis: anything that reads and writes.
-pub trait RedisIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> RedisIo for T {}
+pub use crate::net::Io as RedisIo;
 
 /// Opens a stream to the Redis server. Live: TCP, optionally TLS; simulation: turmoil TCP.
 pub trait Dialer: Send + Sync + 'static {
@@ -81,44 +79,19 @@ impl TcpDialer {
     /// A dialer for `target`; for `rediss://` it trusts the web PKI roots, plus the CA
     /// certificates in `extra_ca_pem` if given (a managed Redis with a private CA).
     pub fn new(target: &RedisTarget, extra_ca_pem: Option<&[u8]>) -> Result<TcpDialer, String> {
-        let tls = if target.tls {
-            let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            if let Some(pem) = extra_ca_pem {
-                use rustls::pki_types::pem::PemObject as _;
-                let mut added = 0;
-                for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
-                    let cert = cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
-                    roots.add(cert).map_err(|e| format!("unusable CA certificate: {e}"))?;
-                    added += 1;
-                }
-                if added == 0 {
-                    return Err("no certificate in the CA file".into());
-                }
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
-        } else {
-            None
-        };
+        let tls = if target.tls { Some(crate::net::tls::client_config(extra_ca_pem, &[])?) } else { None };
         Ok(TcpDialer { host: target.host.clone(), port: target.port, tls })
     }
 }
 
 impl Dialer for TcpDialer {
     async fn dial(&self) -> std::io::Result<Box<dyn RedisIo>> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
-        tcp.set_nodelay(true)?;
-        let Some(tls) = &self.tls else {
-            return Ok(Box::new(tcp));
-        };
-        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        Ok(Box::new(tls.connect(name, tcp).await?))
+        use crate::net::Network as _;
+        let tcp = crate::net::TcpNetwork.connect(&self.host, self.port).await?;
+        match &self.tls {
+            Some(tls) => crate::net::tls::wrap(tls, &self.host, tcp).await,
+            None => Ok(tcp),
+        }
     }
 }
 
