@@ -15,3 +15,4 @@ pub mod ports;
 pub mod runtime;
 pub mod services;
 pub mod store;
+pub mod telegram;

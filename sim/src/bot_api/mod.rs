@@ -1,0 +1,232 @@
+//! A fake Telegram Bot API server: what the bot's live Telegram adapter talks to in the
+//! end-to-end tests (on a real TCP port) and in the whole-bot simulation (on a turmoil
+//! listener). It speaks the real Bot API JSON — every answer parses into teloxide's types, which
+//! is how the bot reads it — keeps updates for a poller (getUpdates with offsets and long
+//! polling, a second concurrent getUpdates ends the first with 409) or pushes them to a webhook
+//! with Telegram's semantics (one update in flight per chat queue, in order; redelivery with
+//! backoff on a non-2xx answer or a timeout), injects 429s, 5xx and hangs on request, and records
+//! every call.
+//!
+//! The server's behaviour follows `../shared/spec/providers.md` §4 (Telegram's open-source
+//! server): update queues keyed by chat for messages and by user for callback and pre-checkout
+//! queries; 409 texts as Telegram words them.
+
+mod routes;
+pub mod updates;
+mod webhook;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+
+pub use webhook::deliver_webhooks;
+
+/// The bot the fake answers for (`getMe`).
+pub const BOT_ID: i64 = 123_456_789;
+pub const BOT_USERNAME: &str = "atlas_test_bot";
+
+/// One call the bot made: the method (as named in the URL) and its JSON body.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub method: String,
+    pub body: Value,
+}
+
+/// A fault the next call of a method meets instead of its answer.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// HTTP 429 with `retry_after` seconds.
+    TooManyRequests { retry_after: u64 },
+    /// HTTP 500.
+    ServerError,
+    /// No answer for this long (the client's timeout decides what happens), then the real one.
+    Hang(Duration),
+}
+
+/// How a webhook is pushed to.
+#[derive(Clone, Debug)]
+pub struct Webhook {
+    pub url: url::Url,
+    pub secret: Option<String>,
+    pub max_connections: usize,
+}
+
+/// The webhook's delivery timings (Telegram's: 1 s doubling to a minute or two; tests shorten).
+#[derive(Clone, Copy, Debug)]
+pub struct Redelivery {
+    pub first: Duration,
+    pub max: Duration,
+    /// How long the server waits for the bot's answer to one update.
+    pub answer_timeout: Duration,
+}
+
+impl Default for Redelivery {
+    fn default() -> Self {
+        Redelivery {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            answer_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    next_update_id: i64,
+    /// Updates not yet confirmed (polling) or not yet delivered (webhook), by id.
+    pending: BTreeMap<i64, Value>,
+    webhook: Option<Webhook>,
+    /// Each getUpdates takes a new ticket; a waiting one whose ticket is no longer the newest
+    /// was terminated by another.
+    poll_ticket: u64,
+    calls: Vec<Call>,
+    /// Messages delivered to a chat (the bodies of answered sendMessage calls), in order.
+    delivered_messages: Vec<Value>,
+    faults: BTreeMap<String, VecDeque<Fault>>,
+    /// Users who blocked the bot: sends to them answer 403.
+    blocked: Vec<i64>,
+    next_message_id: BTreeMap<i64, i32>,
+    /// Updates the webhook answered with 2xx, in order.
+    delivered: Vec<i64>,
+    /// Webhook answers that were not 2xx (or no answer), for the tests to see redelivery.
+    failed_deliveries: u64,
+    last_error: Option<String>,
+}
+
+/// The fake server's state, shared by its routes and its webhook pusher.
+#[derive(Clone)]
+pub struct FakeBotApi {
+    token: Arc<str>,
+    state: Arc<Mutex<State>>,
+    /// Woken when an update arrives (long polls and the webhook pusher wait on it).
+    arrived: Arc<Notify>,
+    redelivery: Redelivery,
+}
+
+impl FakeBotApi {
+    /// A fake for the bot with `token` (requests with another token answer 401).
+    pub fn new(token: &str, redelivery: Redelivery) -> FakeBotApi {
+        let state = State { next_update_id: 10_000, ..State::default() };
+        FakeBotApi {
+            token: token.into(),
+            state: Arc::new(Mutex::new(state)),
+            arrived: Arc::new(Notify::new()),
+            redelivery,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The routes of the Bot API, to serve on any listener (`atlas::net::server::serve`).
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.clone())
+    }
+
+    /// Queues an update (an object without `update_id`; the fake numbers it) and returns its id.
+    pub fn push(&self, mut update: Value) -> i64 {
+        let id = {
+            let mut state = self.state();
+            state.next_update_id += 1;
+            let id = state.next_update_id;
+            update["update_id"] = Value::from(id);
+            state.pending.insert(id, update);
+            id
+        };
+        self.arrived.notify_waiters();
+        id
+    }
+
+    /// Queues the very same update again (same id): a redelivery Telegram makes on its own.
+    pub fn push_again(&self, update_id: i64, update: Value) {
+        let mut update = update;
+        update["update_id"] = Value::from(update_id);
+        self.state().pending.insert(update_id, update);
+        self.arrived.notify_waiters();
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state().calls.clone()
+    }
+
+    /// The calls of one method.
+    pub fn calls_of(&self, method: &str) -> Vec<Value> {
+        self.state().calls.iter().filter(|c| c.method.eq_ignore_ascii_case(method)).map(|c| c.body.clone()).collect()
+    }
+
+    /// The texts delivered to `chat` (refused calls are not), in order.
+    pub fn texts_to(&self, chat: i64) -> Vec<String> {
+        self.messages_to(chat).into_iter().filter_map(|body| body["text"].as_str().map(str::to_owned)).collect()
+    }
+
+    /// The messages delivered to `chat` (sendMessage bodies), in order.
+    pub fn messages_to(&self, chat: i64) -> Vec<Value> {
+        self.state().delivered_messages.iter().filter(|body| body["chat_id"].as_i64() == Some(chat)).cloned().collect()
+    }
+
+    /// Callback data of the buttons of the last message delivered to `chat` whose button label
+    /// contains `label`.
+    pub fn button(&self, chat: i64, label: &str) -> Option<String> {
+        self.messages_to(chat).iter().rev().find_map(|body| {
+            let rows = body["reply_markup"]["inline_keyboard"].as_array()?;
+            rows.iter()
+                .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+                .find(|b| b["text"].as_str().is_some_and(|t| t.contains(label)))
+                .and_then(|b| b["callback_data"].as_str().map(str::to_owned))
+        })
+    }
+
+    /// The next call of `method` meets `fault`.
+    pub fn inject(&self, method: &str, fault: Fault) {
+        self.state().faults.entry(method.to_ascii_lowercase()).or_default().push_back(fault);
+    }
+
+    /// `user` blocks the bot: sending to them answers 403.
+    pub fn block(&self, user: i64) {
+        self.state().blocked.push(user);
+    }
+
+    /// Updates not yet confirmed or delivered.
+    pub fn pending(&self) -> usize {
+        self.state().pending.len()
+    }
+
+    /// Update ids the webhook accepted (2xx), in order.
+    pub fn delivered(&self) -> Vec<i64> {
+        self.state().delivered.clone()
+    }
+
+    /// Webhook deliveries that failed (non-2xx or no answer) and were retried.
+    pub fn failed_deliveries(&self) -> u64 {
+        self.state().failed_deliveries
+    }
+
+    /// The webhook as the bot set it.
+    pub fn webhook(&self) -> Option<Webhook> {
+        self.state().webhook.clone()
+    }
+}
+
+/// The queue an update belongs to: one update in flight per queue (Telegram's webhook keeps
+/// each in order). Messages queue by chat, callback and pre-checkout queries by user, apart.
+pub fn queue_of(update: &Value) -> i64 {
+    let user = |v: &Value| v["from"]["id"].as_i64().unwrap_or(0);
+    if let Some(message) = update.get("message") {
+        return message["chat"]["id"].as_i64().unwrap_or(0);
+    }
+    if let Some(query) = update.get("callback_query") {
+        return user(query) + (3 << 33);
+    }
+    if let Some(query) = update.get("pre_checkout_query") {
+        return user(query) + (4 << 33);
+    }
+    if let Some(member) = update.get("my_chat_member") {
+        return member["chat"]["id"].as_i64().unwrap_or(0);
+    }
+    0
+}
