@@ -12,6 +12,7 @@ pub mod coord;
 pub mod domain;
 pub mod net;
 pub mod ports;
+pub mod providers;
 pub mod runtime;
 pub mod services;
 pub mod store;

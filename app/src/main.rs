@@ -12,6 +12,7 @@ use atlas::runtime::{Settings, preflight, telemetry, wiring};
 const USAGE: &str = "usage: atlas-bot <command>
 
 commands:
+  run            run the bot: take updates (webhook or polling), answer, until SIGTERM/SIGINT
   check-config   print the effective settings (secrets redacted) and exit
   migrate        apply the database migrations and exit
   preflight      check that PostgreSQL and (with COORDINATION=redis) Redis answer, and exit
@@ -20,10 +21,9 @@ Settings come from APP_ENV-prefixed variables (e.g. PROD_DATABASE_URL) and an op
 file in the working directory; see README.md.";
 
 fn main() -> ExitCode {
-    telemetry::init();
     let command = std::env::args().nth(1);
     let settings = match command.as_deref() {
-        Some("check-config" | "migrate" | "preflight") => match Settings::load(Some(Path::new(".env"))) {
+        Some("run" | "check-config" | "migrate" | "preflight") => match Settings::load(Some(Path::new(".env"))) {
             Ok(settings) => settings,
             Err(errors) => {
                 eprintln!("configuration is invalid:\n{errors}");
@@ -39,7 +39,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    telemetry::init(settings.app_env);
     match command.as_deref() {
+        Some("run") => run(&settings),
         Some("check-config") => {
             for line in settings.redacted_lines() {
                 println!("{line}");
@@ -66,6 +68,61 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `atlas-bot run`: 0 after a clean shutdown, 1 when the bot cannot start or meets another
+/// poller (`POLLING_CONFLICT_DETECTED`). A second SIGTERM/SIGINT exits at once (130).
+fn run(settings: &Settings) -> ExitCode {
+    let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            eprintln!("metrics unavailable: {e}");
+            None
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(wiring::run_live(settings, metrics, async {
+        stop_signal().await;
+        tracing::info!("stop signal received; a second one exits at once");
+        tokio::spawn(async {
+            stop_signal().await;
+            eprintln!("second stop signal: exiting now");
+            std::process::exit(130);
+        });
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = err.as_str(), "the bot stopped with an error");
+            eprintln!("atlas-bot run: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGTERM cannot be watched");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
 

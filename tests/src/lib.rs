@@ -6,6 +6,7 @@
 //! one `ci/test` makes sure is running.
 
 pub mod bot;
+pub mod e2e;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

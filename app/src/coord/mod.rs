@@ -79,4 +79,11 @@ impl<D: Dialer> Coordination for AnyCoordination<D> {
             AnyCoordination::Legacy(c) => c.resign(leadership).await,
         }
     }
+
+    async fn ping(&self) -> CoordResult<()> {
+        match self {
+            AnyCoordination::Redis(c) => Coordination::ping(c).await,
+            AnyCoordination::Legacy(c) => c.ping().await,
+        }
+    }
 }

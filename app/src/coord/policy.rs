@@ -184,6 +184,12 @@ impl<C: Coordination> Guarded<C> {
     }
 
     /// Gives up a lease on shutdown; a failure is left to the lease's TTL.
+    /// Whether the shared coordination answers (the fallback is not asked: `/readyz` reports
+    /// Redis itself).
+    pub async fn ping(&self) -> Result<(), CoordinationError> {
+        self.shared.ping().await
+    }
+
     pub async fn resign(&self, leadership: &Leadership) {
         if let Err(e) = self.shared.resign(leadership).await {
             tracing::warn!(error = %e, role = leadership.role.name(), "lease not resigned; it ends at its TTL");

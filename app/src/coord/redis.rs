@@ -284,4 +284,8 @@ impl<D: Dialer> Coordination for RedisCoordination<D> {
     async fn resign(&self, leadership: &Leadership) -> CoordResult<()> {
         self.release(self.keys.leader(leadership.role), &leadership.token).await.map(drop)
     }
+
+    async fn ping(&self) -> CoordResult<()> {
+        RedisCoordination::ping(self).await
+    }
 }

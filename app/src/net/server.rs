@@ -33,6 +33,10 @@ pub async fn serve<L: Listener>(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "HTTP server listening"),
+        Err(e) => tracing::warn!(error = %e, "HTTP server listening on an unknown address"),
+    }
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     tokio::pin!(shutdown);

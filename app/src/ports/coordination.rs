@@ -246,6 +246,10 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// Gives up a lease (on shutdown), so a standby takes over without waiting for the TTL.
     fn resign(&self, leadership: &Leadership) -> impl Future<Output = CoordResult<()>> + Send;
+
+    /// Whether the coordination can serve this instance now (for `/readyz` and start-up): Redis
+    /// answers and accepts a write.
+    fn ping(&self) -> impl Future<Output = CoordResult<()>> + Send;
 }
 
 #[cfg(test)]

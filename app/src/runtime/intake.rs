@@ -54,6 +54,23 @@ pub enum Handled {
 }
 
 impl Handled {
+    /// The outcome's name, as metrics and logs show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Handled::Committed => "committed",
+            Handled::StateRefused => "state_refused",
+            Handled::LeaseLost => "lease_lost",
+            Handled::Conflict => "conflict",
+            Handled::Duplicate => "duplicate",
+            Handled::InProgress => "in_progress",
+            Handled::Flooded => "flooded",
+            Handled::GaveUp => "gave_up",
+            Handled::Degraded => "degraded",
+            Handled::CommitFailed => "commit_failed",
+            Handled::Retry => "retry",
+        }
+    }
+
     /// Whether the update must be delivered again: it was not handled, and dropping it could
     /// lose something (a chat that stayed busy, a handler that asked for a retry).
     pub fn wants_redelivery(&self) -> bool {
@@ -133,8 +150,13 @@ pub async fn process<A: crate::runtime::wiring::Adapters>(
     update: &crate::bot::incoming::Update,
 ) -> Handled {
     let admission = if update.incoming.is_payment() { Admission::Exempt } else { Admission::Counted };
-    handle_update(&app.coordination, update.user, update.id, admission, |ctx| async move {
+    let started = app.clock.monotonic();
+    let handled = handle_update(&app.coordination, update.user, update.id, admission, |ctx| async move {
         crate::bot::handle(app, update, ctx.fsm.as_ref()).await
     })
-    .await
+    .await;
+    metrics::counter!("atlas_updates_total", "outcome" => handled.name()).increment(1);
+    let seconds = app.clock.monotonic().saturating_sub(started).as_secs_f64();
+    metrics::histogram!("atlas_update_seconds").record(seconds);
+    handled
 }

@@ -3,12 +3,17 @@
 //! randomness, start-up checks and logging. Only this module knows the settings; the layers below
 //! take what they need as arguments.
 
+pub mod gate;
+pub mod http;
 pub mod intake;
 pub mod leader;
 pub mod live;
+pub mod poller;
 pub mod preflight;
+pub mod run;
 pub mod settings;
 pub mod telemetry;
+pub mod webhook;
 pub mod wiring;
 
 pub use settings::{AppEnv, CoordinationSetting, Settings};

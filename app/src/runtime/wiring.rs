@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use super::run::{RunConfig, RunError, run};
 use super::settings::{CoordinationSetting, RedisSettings, Settings};
 use crate::coord::AnyCoordination;
 use crate::coord::connector::{RedisConnector, RedisTarget, TcpDialer};
@@ -21,8 +22,13 @@ use crate::coord::legacy::LegacyCoordination;
 use crate::coord::policy::Guarded;
 use crate::coord::redis::RedisCoordination;
 use crate::domain::{ShopPolicy, UserId};
+use crate::net::client::HttpClient;
+use crate::net::{TcpListener, TcpNetwork};
 use crate::ports::{Clock, Coordination, Ids, Messenger, PaymentProvider, Store, VpnProvider};
+use crate::providers::unavailable::Unavailable;
 use crate::store::PgStore;
+use crate::telegram::api::BotApi;
+use crate::telegram::messenger::TelegramMessenger;
 
 /// The adapter types of one world.
 pub trait Adapters: 'static {
@@ -163,5 +169,73 @@ pub async fn ping_redis(
     coordination.ping().await.map_err(|e| {
         let var = settings.app_env.variable(super::settings::Var::RedisUrl);
         format!("cannot reach Redis at {} ({var}): {e}", redis.url)
+    })
+}
+
+/// The live world: PostgreSQL, Redis (or the legacy design), Telegram over TCP. The VPN panel
+/// and the crypto provider run as [`Unavailable`] until their live clients exist.
+pub struct LiveWorld;
+
+impl Adapters for LiveWorld {
+    type Store = PgStore;
+    type Coordination = LiveCoordination;
+    type Vpn = Unavailable;
+    type Messenger = TelegramMessenger<TcpNetwork>;
+    type Crypto = Unavailable;
+}
+
+/// `atlas-bot run`: builds the live adapters from the settings, checks that everything the bot
+/// cannot work without answers (the error names the variable to fix), and runs the instance
+/// until `shutdown` resolves.
+pub async fn run_live(
+    settings: &Settings,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    use super::settings::Var;
+    let name = |var| settings.app_env.variable(var);
+    let clock: Arc<dyn Clock> = Arc::new(super::live::SystemClock::new());
+    let ids: Arc<dyn Ids> = Arc::new(super::live::OsIds::new().map_err(|e| e.to_string())?);
+    let Some(token) = settings.telegram.bot_token.as_ref() else {
+        return Err(format!("{}: is required to run the bot", name(Var::BotToken)));
+    };
+    let store = live_store(settings, settings.database.max_connections).await?;
+    crate::ports::store::Health::ready(&store).await.map_err(|e| {
+        format!("PostgreSQL at {} ({}) is not ready: {e}", settings.database.url, name(Var::DatabaseUrl))
+    })?;
+    let coordination = live_coordination(settings, clock.clone(), ids.clone())?;
+    if let (CoordinationSetting::Redis(redis), AnyCoordination::Redis(c)) = (&settings.coordination, &coordination) {
+        ping_redis(settings, redis, c).await?;
+    }
+    let http = HttpClient::new(TcpNetwork, None)?;
+    let token = secrecy::SecretString::from(token.expose().to_owned());
+    let telegram = Arc::new(BotApi::new(http, settings.server.telegram_api.clone(), token));
+    let missing = |what| Unavailable { why: what };
+    let parts: Parts<LiveWorld> = Parts {
+        store,
+        coordination,
+        vpn: missing("the VPN panel client is not built yet"),
+        messenger: TelegramMessenger::new(telegram.clone(), clock.clone()),
+        crypto: missing("the crypto payment client is not built yet"),
+        clock,
+        ids,
+    };
+    let listener = TcpListener::bind(settings.server.http_listen)
+        .await
+        .map_err(|e| format!("{}: cannot listen on {}: {e}", name(Var::HttpListen), settings.server.http_listen))?;
+    let config = RunConfig {
+        intake: settings.server.intake.clone(),
+        updates_in_flight_max: settings.server.updates_in_flight_max,
+        shutdown_timeout: settings.server.shutdown_timeout,
+    };
+    run(parts, Rules::from_settings(settings), telegram, metrics, config, listener, shutdown).await.map_err(|e| match e
+    {
+        RunError::Telegram(e) => format!(
+            "{} (with {} and {}): {e}",
+            "Telegram refused the start",
+            name(Var::BotToken),
+            name(Var::TelegramApiUrl)
+        ),
+        other => other.to_string(),
     })
 }

@@ -42,7 +42,13 @@ pub enum Applied {
     Duplicate,
 }
 
-/// The whole store: what an instance of the bot is given.
-pub trait Store: Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices + AdminTools {}
+/// Whether the store can serve this instance (for `/readyz` and start-up).
+pub trait Health: Send + Sync + 'static {
+    /// The database answers and every migration this build knows is applied.
+    fn ready(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+}
 
-impl<T: Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices + AdminTools> Store for T {}
+/// The whole store: what an instance of the bot is given.
+pub trait Store: Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices + AdminTools + Health {}
+
+impl<T: Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices + AdminTools + Health> Store for T {}

@@ -92,12 +92,32 @@ pub struct ProviderSettings {
     pub crypto_pay_token: Option<SecretString>,
 }
 
+/// How updates come in.
+#[derive(Clone, Debug)]
+pub enum Intake {
+    /// Telegram POSTs each update to `url` (any number of instances behind it), with `secret`.
+    Webhook { url: Url, secret: SecretString, max_connections: u8 },
+    /// One instance at a time (elected) fetches updates with getUpdates.
+    Polling,
+}
+
+/// The running process: how updates come in, where it listens, how it stops.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub intake: Intake,
+    pub telegram_api: Url,
+    pub http_listen: std::net::SocketAddr,
+    pub updates_in_flight_max: usize,
+    pub shutdown_timeout: Duration,
+}
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub app_env: AppEnv,
     pub database: DatabaseSettings,
     pub coordination: CoordinationSetting,
     pub telegram: TelegramSettings,
+    pub server: ServerSettings,
     pub providers: ProviderSettings,
     pub shop: ShopPolicy,
 }
@@ -174,11 +194,12 @@ impl Settings {
         let database = database(&mut r);
         let coordination = coordination(&mut r);
         let telegram = telegram(&mut r);
+        let server = server(&mut r, &telegram);
         let providers = providers(&mut r);
         let shop = shop(&mut r);
-        match (database, coordination, shop) {
-            (Some(database), Some(coordination), Some(shop)) if r.errors.is_empty() => {
-                Ok(Settings { app_env, database, coordination, telegram, providers, shop })
+        match (database, coordination, server, shop) {
+            (Some(database), Some(coordination), Some(server), Some(shop)) if r.errors.is_empty() => {
+                Ok(Settings { app_env, database, coordination, telegram, server, providers, shop })
             }
             _ => {
                 assert!(!r.errors.is_empty(), "a setting is missing but no problem was recorded");
@@ -224,6 +245,7 @@ impl Settings {
                 return self.telegram.bot_token.as_ref().map_or_else(unset, |t| format!("{}:<redacted>", t.bot_id()));
             }
             Var::VpnPanelToken => self.providers.vpn_panel_token.is_some(),
+            Var::WebhookSecret => matches!(self.server.intake, Intake::Webhook { .. }),
             Var::CryptoPayToken => self.providers.crypto_pay_token.is_some(),
             other => unreachable!("{other:?} is not a secret of the table"),
         };
@@ -255,7 +277,19 @@ impl Settings {
             Var::PurchaseTtlMinutes => (self.shop.purchase_ttl.as_secs() / 60).to_string(),
             Var::StarPrice => self.shop.star_price.to_string(),
             Var::SupportContact => self.telegram.support_contact.clone(),
-            secret @ (Var::BotToken | Var::VpnPanelToken | Var::CryptoPayToken) => {
+            Var::Intake => match self.server.intake {
+                Intake::Webhook { .. } => "webhook".to_owned(),
+                Intake::Polling => "polling".to_owned(),
+            },
+            Var::WebhookMaxConnections => match &self.server.intake {
+                Intake::Webhook { max_connections, .. } => max_connections.to_string(),
+                Intake::Polling => "<unused: INTAKE=polling>".to_owned(),
+            },
+            Var::TelegramApiUrl => self.server.telegram_api.to_string(),
+            Var::HttpListen => self.server.http_listen.to_string(),
+            Var::UpdatesInFlightMax => self.server.updates_in_flight_max.to_string(),
+            Var::ShutdownTimeout => self.server.shutdown_timeout.as_secs().to_string(),
+            secret @ (Var::BotToken | Var::VpnPanelToken | Var::CryptoPayToken | Var::WebhookSecret) => {
                 unreachable!("{secret:?} is secret: shown by secret_shown")
             }
         }
@@ -309,7 +343,9 @@ fn telegram(r: &mut Reader<'_>) -> TelegramSettings {
         r.required(Var::BotToken, values::bot_token)
     };
     let admins = r.parsed(Var::AdminIds, values::admin_ids).unwrap_or_default();
-    let webhook_url = r.parsed(Var::WebhookUrl, |v| values::url_with_scheme(v, &["https"]).map(|u| u.url().clone()));
+    // Telegram calls webhooks over HTTPS only; locally a test's fake Bot API may call plain HTTP.
+    let schemes: &[&str] = if r.env == AppEnv::Local { &["https", "http"] } else { &["https"] };
+    let webhook_url = r.parsed(Var::WebhookUrl, |v| values::url_with_scheme(v, schemes).map(|u| u.url().clone()));
     let support_contact = r
         .parsed(Var::SupportContact, |v| {
             let ok = (2..=128).contains(&v.chars().count()) && !v.chars().any(char::is_control);
@@ -317,6 +353,56 @@ fn telegram(r: &mut Reader<'_>) -> TelegramSettings {
         })
         .unwrap_or_default();
     TelegramSettings { bot_token, admins, support_contact, webhook_url }
+}
+
+fn server(r: &mut Reader<'_>, telegram: &TelegramSettings) -> Option<ServerSettings> {
+    let webhook = r
+        .parsed(Var::Intake, |v| match v {
+            "webhook" => Ok(true),
+            "polling" => Ok(false),
+            _ => Err("must be webhook or polling".into()),
+        })
+        .unwrap_or(telegram.webhook_url.is_some());
+    let secret = r.parsed(Var::WebhookSecret, |v| {
+        let ok = (1..=256).contains(&v.len()) && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if ok { Ok(SecretString::from(v.to_owned())) } else { Err("must be 1 to 256 of A-Z a-z 0-9 _ -".into()) }
+    });
+    let max_connections = r.parsed(Var::WebhookMaxConnections, |v| values::number(v, 1u8, 100));
+    let telegram_api =
+        r.parsed(Var::TelegramApiUrl, |v| values::url_with_scheme(v, &["http", "https"]).map(|u| u.url().clone()));
+    let http_listen =
+        r.parsed(Var::HttpListen, |v| v.parse().map_err(|_| "must be an address such as 0.0.0.0:8080".into()));
+    let updates_in_flight_max = r.parsed(Var::UpdatesInFlightMax, |v| values::number(v, 1usize, 10_000));
+    let shutdown_timeout = r.parsed(Var::ShutdownTimeout, |v| values::number(v, 1u64, 300).map(Duration::from_secs));
+    let intake = if webhook {
+        match (&telegram.webhook_url, secret) {
+            (Some(url), Some(secret)) => {
+                Intake::Webhook { url: url.clone(), secret, max_connections: max_connections? }
+            }
+            (url, secret) => {
+                if url.is_none() {
+                    r.fail(Var::WebhookUrl, "is required with INTAKE=webhook");
+                }
+                if secret.is_none() && r.raw(Var::WebhookSecret).is_none() {
+                    r.fail(Var::WebhookSecret, "is required with INTAKE=webhook (Telegram proves each update with it)");
+                }
+                return None;
+            }
+        }
+    } else {
+        if telegram.webhook_url.is_some() {
+            r.fail(Var::Intake, "is polling but WEBHOOK_URL is set: unset one of them");
+            return None;
+        }
+        Intake::Polling
+    };
+    Some(ServerSettings {
+        intake,
+        telegram_api: telegram_api?,
+        http_listen: http_listen?,
+        updates_in_flight_max: updates_in_flight_max?,
+        shutdown_timeout: shutdown_timeout?,
+    })
 }
 
 fn providers(r: &mut Reader<'_>) -> ProviderSettings {

@@ -81,6 +81,8 @@ fn secrets_never_print() {
     let mut vars: Vec<(String, String)> = vec![
         ("LOCAL_DATABASE_URL".into(), "postgres://atlas:hunter2@db/atlas".into()),
         ("LOCAL_REDIS_URL".into(), "redis://:sekret@cache".into()),
+        // A webhook, so that its secret is held and not merely ignored.
+        ("LOCAL_WEBHOOK_URL".into(), "https://bot.example/tg".into()),
     ];
     let mut secrets = vec!["hunter2".to_owned(), "sekret".to_owned()];
     for &var in Var::ALL.iter().filter(|v| v.spec().secret) {
@@ -141,4 +143,40 @@ fn the_table_defaults_are_the_effective_defaults() {
 fn the_old_name_of_the_legacy_design_says_what_to_set() {
     let err = settings(&[("LOCAL_DATABASE_URL", "postgres://db/atlas"), ("LOCAL_COORDINATION", "memory")]).unwrap_err();
     assert!(err.to_string().contains("LOCAL_COORDINATION: memory is now called legacy"), "{err}");
+}
+
+#[test]
+fn the_intake_follows_the_webhook_url_and_needs_its_secret() {
+    let db = ("LOCAL_DATABASE_URL", "postgres://db/atlas");
+    let polling = settings(&[db]).unwrap();
+    assert!(matches!(polling.server.intake, Intake::Polling));
+    assert_eq!(polling.server.http_listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(polling.server.telegram_api.as_str(), "https://api.telegram.org/");
+    let webhook =
+        settings(&[db, ("LOCAL_WEBHOOK_URL", "https://bot.example/tg/hook"), ("LOCAL_WEBHOOK_SECRET", "s3cr3t_-")])
+            .unwrap();
+    let Intake::Webhook { url, max_connections, .. } = &webhook.server.intake else { panic!("a webhook") };
+    assert_eq!((url.path(), *max_connections), ("/tg/hook", 40));
+    let err = settings(&[db, ("LOCAL_WEBHOOK_URL", "https://bot.example/tg")]).unwrap_err();
+    assert!(err.to_string().contains("LOCAL_WEBHOOK_SECRET: is required"), "{err}");
+    let err = settings(&[db, ("LOCAL_INTAKE", "webhook"), ("LOCAL_WEBHOOK_SECRET", "x")]).unwrap_err();
+    assert!(err.to_string().contains("LOCAL_WEBHOOK_URL: is required"), "{err}");
+    let err =
+        settings(&[db, ("LOCAL_INTAKE", "polling"), ("LOCAL_WEBHOOK_URL", "https://bot.example/tg")]).unwrap_err();
+    assert!(err.to_string().contains("LOCAL_INTAKE"), "{err}");
+    let err = settings(&[
+        ("APP_ENV", "stage"),
+        ("STAGE_DATABASE_URL", "postgres://db/atlas"),
+        ("STAGE_BOT_TOKEN", TOKEN),
+        ("STAGE_WEBHOOK_URL", "http://bot.example/tg"),
+        ("STAGE_WEBHOOK_SECRET", "bad secret!"),
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("STAGE_WEBHOOK_URL") && err.to_string().contains("STAGE_WEBHOOK_SECRET"), "{err}");
+    assert!(!err.to_string().contains("bad secret!"), "a secret is never echoed:\n{err}");
+    let err = settings(&[db, ("LOCAL_HTTP_LISTEN", "everywhere"), ("LOCAL_SHUTDOWN_TIMEOUT", "0")]).unwrap_err();
+    assert!(
+        err.to_string().contains("LOCAL_HTTP_LISTEN") && err.to_string().contains("LOCAL_SHUTDOWN_TIMEOUT"),
+        "{err}"
+    );
 }

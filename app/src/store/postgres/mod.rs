@@ -81,6 +81,23 @@ impl PgStore {
     }
 }
 
+impl crate::ports::store::Health for PgStore {
+    async fn ready(&self) -> Result<(), crate::ports::store::StoreError> {
+        // sqlx records each applied migration's version; a database missing one of this build's
+        // (or the table itself) is not ready.
+        let applied: Vec<i64> = timed(
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(&self.pool),
+        )
+        .await?;
+        let missing: Vec<i64> = MIGRATOR.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect();
+        if !missing.is_empty() {
+            return Err(anyhow::anyhow!("migrations not applied: {missing:?} (run `atlas-bot migrate`)").into());
+        }
+        Ok(())
+    }
+}
+
 /// A refusal raised by a SQL function (`RAISE EXCEPTION 'CODE'`), or by a constraint that backs
 /// one. Each operation maps the refusals it expects into its error; any other is a bug and
 /// becomes `Unexpected`.

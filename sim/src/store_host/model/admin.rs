@@ -88,3 +88,10 @@ impl AdminTools for SimStore {
         .await?
     }
 }
+
+impl Health for SimStore {
+    /// Ready when the store host answers (its model has every table a migration would make).
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(self.exec(|_: &mut Model| ()).await?)
+    }
+}

@@ -1,0 +1,42 @@
+//! A provider that is not there: every call fails at once with a refusal that says so. The bot
+//! turns it into "this payment method is not available right now" (crypto) or a key that is not
+//! issued yet (VPN), and logs the cause; nothing is charged.
+
+use crate::domain::{Money, Payable, PaymentProviderKind, SubscriptionId};
+use crate::ports::payments::{Invoice, InvoiceStatus, PaymentProvider, PaymentProviderError};
+use crate::ports::vpn::{PanelKey, VpnError, VpnProvider};
+
+/// A service this instance runs without, and why.
+#[derive(Clone, Debug)]
+pub struct Unavailable {
+    pub why: &'static str,
+}
+
+impl VpnProvider for Unavailable {
+    async fn create_key(&self, _subscription: SubscriptionId, _label: &str) -> Result<PanelKey, VpnError> {
+        Err(VpnError::Refused(self.why.to_owned()))
+    }
+
+    async fn revoke_key(&self, _panel_key_id: &str) -> Result<(), VpnError> {
+        Err(VpnError::Refused(self.why.to_owned()))
+    }
+}
+
+impl PaymentProvider for Unavailable {
+    fn kind(&self) -> PaymentProviderKind {
+        PaymentProviderKind::Crypto
+    }
+
+    async fn create_invoice(
+        &self,
+        _payable: Payable,
+        _amount: Money,
+        _description: &str,
+    ) -> Result<Invoice, PaymentProviderError> {
+        Err(PaymentProviderError::Unexpected(anyhow::anyhow!("{}", self.why)))
+    }
+
+    async fn invoice_status(&self, _invoice_id: &str) -> Result<InvoiceStatus, PaymentProviderError> {
+        Err(PaymentProviderError::Unexpected(anyhow::anyhow!("{}", self.why)))
+    }
+}

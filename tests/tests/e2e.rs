@@ -1,0 +1,206 @@
+//! `atlas-bot run`, the real binary, on real PostgreSQL and Redis against the fake Bot API:
+//! conversations through Telegram JSON by webhook and by polling, several instances, a killed
+//! poller, a foreign poller, SIGTERM with an update in flight, one update at two instances, the
+//! promo limit across instances, the operator's endpoints, and no secret in any log line.
+
+use std::time::Duration;
+
+use atlas::net::TcpNetwork;
+use atlas::net::client::HttpClient;
+use atlas::ports::store::Accounts as _;
+use atlas_sim::bot_api::{Fault, updates};
+use atlas_tests::e2e::{Bot, DB_PASSWORD, Mode, PATIENCE, Shop, TOKEN_SECRET, WEBHOOK_SECRET};
+use atlas_tests::{create_promo, uid};
+use bytes::Bytes;
+use hyper::Method;
+
+const ADMIN: i64 = 1;
+const USER: i64 = 700;
+
+/// Credits `user` through the store, as a paid top-up would.
+async fn fund(shop: &Shop, user: i64, amount: &str) {
+    let store = &shop.db.store;
+    store.register_user(uid(user), atlas::domain::Language::En, None, None, chrono::Utc::now()).await.unwrap();
+    let payment = atlas::ports::store::ProviderPayment {
+        provider: atlas::domain::PaymentProviderKind::Crypto,
+        payment_id: atlas::domain::ProviderPaymentId::parse(&format!("fund-{user}-{amount}")).unwrap(),
+        amount: atlas::domain::Money::parse(amount).unwrap(),
+    };
+    store.top_up(uid(user), payment, chrono::Utc::now()).await.unwrap();
+}
+
+/// POSTs an update straight to a bot's webhook route, as Telegram (or a load balancer) would.
+async fn post_update(bot: &Bot, update: &serde_json::Value, secret: &str) -> u16 {
+    let client = HttpClient::new(TcpNetwork, None).unwrap();
+    let url = url::Url::parse(&format!("http://{}/telegram/hook", bot.addr)).unwrap();
+    let headers =
+        [("content-type", "application/json".to_owned()), ("x-telegram-bot-api-secret-token", secret.to_owned())];
+    let body = Bytes::from(update.to_string());
+    client.request(Method::POST, &url, &headers, body, Duration::from_secs(30)).await.unwrap().status.as_u16()
+}
+
+fn assert_no_secret(bot: &Bot) {
+    for line in bot.log() {
+        assert!(!line.contains(TOKEN_SECRET), "the bot token leaked: {line}");
+        assert!(!line.contains(DB_PASSWORD), "the database password leaked: {line}");
+        assert!(!line.contains(WEBHOOK_SECRET), "the webhook secret leaked: {line}");
+    }
+}
+
+/// By webhook: a whole withdrawal through Telegram JSON; the operator's endpoints; SIGTERM ends
+/// the process with status 0; no secret in any log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_by_webhook_then_a_clean_stop() {
+    let shop = Shop::new(Mode::Webhook, &[ADMIN]).await;
+    let mut bot = shop.start().await;
+    let webhook = shop.telegram.webhook().expect("the bot set its webhook");
+    assert_eq!(webhook.url.path(), "/telegram/hook");
+    assert_eq!(webhook.secret.as_deref(), Some(WEBHOOK_SECRET));
+    fund(&shop, USER, "1000").await;
+    shop.send_text(ADMIN, "/start");
+    shop.send_text(USER, "/start");
+    shop.told(USER, "Welcome").await;
+    shop.press(USER, "Withdraw");
+    shop.told(USER, "How much").await;
+    shop.send_text(USER, "250");
+    shop.told(USER, "250.00").await;
+    shop.press(USER, "Confirm");
+    shop.told(USER, "card").await;
+    shop.send_text(USER, "4276 1234 5678 9012");
+    shop.told(USER, "4276 1234 5678 9012").await;
+    shop.press(USER, "Confirm");
+    shop.told(USER, "Withdrawal request #1").await;
+    shop.told(ADMIN, "4276 1234 5678 9012").await;
+    shop.settled().await;
+    let held: i64 = sqlx::query_scalar("SELECT balance FROM users WHERE telegram_id = $1")
+        .bind(USER)
+        .fetch_one(shop.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(held, 75_000);
+    assert_eq!(bot.get("/healthz").await.0, 200);
+    assert_eq!(bot.get("/readyz").await, (200, "ready".to_owned()));
+    let (status, metrics) = bot.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("atlas_updates_total{outcome=\"committed\"}"), "{metrics}");
+    assert!(metrics.contains("atlas_telegram_calls_total"), "{metrics}");
+    // A forged update (without the secret) is refused and handled not.
+    assert_eq!(post_update(&bot, &updates::text(USER, "en", "/start"), "wrong").await, 401);
+    bot.terminate();
+    assert_eq!(bot.exit_code().await, Some(0));
+    assert!(shop.telegram.webhook().is_some(), "the webhook is never deleted on stop");
+    assert_no_secret(&bot);
+}
+
+/// SIGTERM while an update is being handled: it finishes (its reply goes out), then the process
+/// exits with status 0; new updates meanwhile are answered 503 for Telegram to deliver again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_update_in_flight_finish() {
+    let shop = Shop::new(Mode::Webhook, &[ADMIN]).await;
+    let mut bot = shop.start().await;
+    shop.telegram.inject("sendMessage", Fault::Hang(Duration::from_secs(2)));
+    shop.send_text(USER, "/start");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while shop.telegram.calls_of("sendMessage").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the update was never handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bot.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = bot.get("/readyz").await;
+    assert_eq!(status, 503, "draining is not ready");
+    assert_eq!(post_update(&bot, &updates::text(USER + 1, "en", "/start"), WEBHOOK_SECRET).await, 503);
+    assert_eq!(bot.exit_code().await, Some(0));
+    assert!(shop.telegram.texts_to(USER).iter().any(|t| t.contains("Welcome")), "the update in flight finished");
+    assert!(shop.telegram.texts_to(USER + 1).is_empty(), "the late update was left for redelivery");
+}
+
+/// The same update POSTed to two instances at once: handled once, the user answered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_update_at_two_instances_is_handled_once() {
+    let shop = Shop::new(Mode::Webhook, &[ADMIN]).await;
+    let (a, b) = (shop.start().await, shop.start().await);
+    let mut update = updates::text(USER, "en", "/start");
+    update["update_id"] = serde_json::json!(77);
+    let (sa, sb) = tokio::join!(post_update(&a, &update, WEBHOOK_SECRET), post_update(&b, &update, WEBHOOK_SECRET));
+    assert!([sa, sb].contains(&200), "{sa} {sb}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let welcomes = shop.telegram.texts_to(USER).iter().filter(|t| t.contains("Welcome")).count();
+    assert_eq!(welcomes, 1, "{sa} {sb}");
+}
+
+/// Promo attempts spread over two instances: 10 a minute in all, the rest told when to retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_promo_limit_holds_across_instances() {
+    let shop = Shop::new(Mode::Webhook, &[ADMIN]).await;
+    let (a, b) = (shop.start().await, shop.start().await);
+    create_promo(&shop.db, "REAL", 10, None, None).await;
+    let mut id = 1_000;
+    let mut post = async |bot: &Bot, update: serde_json::Value| {
+        id += 1;
+        let mut update = update;
+        update["update_id"] = serde_json::json!(id);
+        assert_eq!(post_update(bot, &update, WEBHOOK_SECRET).await, 200);
+    };
+    post(&a, updates::text(USER, "en", "/start")).await;
+    post(&a, updates::callback(USER, "en", "q1", "pr")).await;
+    // The conversation waits for a code after each refusal: 14 codes, alternately at each
+    // instance (16 updates in all stay within the flood limit of 20 per 10 s).
+    for n in 0..14 {
+        let bot = if n % 2 == 0 { &a } else { &b };
+        post(bot, updates::text(USER, "en", "NOSUCHCODE")).await;
+    }
+    let told = shop.telegram.texts_to(USER);
+    let not_found = told.iter().filter(|t| t.contains("no such promo code") || t.contains("not found")).count();
+    let limited = told.iter().filter(|t| t.contains("Too many attempts")).count();
+    assert_eq!((not_found, limited), (10, 4), "{told:#?}");
+}
+
+/// By polling, two instances: one polls; killed with SIGKILL in the middle of a withdrawal, the
+/// other takes over within the lease and the user finishes; no update is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_poller_is_replaced_and_the_withdrawal_goes_on() {
+    let shop = Shop::new(Mode::Polling, &[ADMIN]).await;
+    let (a, b) = (shop.start().await, shop.start().await);
+    fund(&shop, USER, "1000").await;
+    shop.send_text(USER, "/start");
+    shop.told(USER, "Welcome").await;
+    let poller_is_a = a.log().iter().any(|l| l.contains("polling for updates"));
+    let (mut poller, standby) = if poller_is_a { (a, b) } else { (b, a) };
+    shop.press(USER, "Withdraw");
+    shop.told(USER, "How much").await;
+    shop.send_text(USER, "300");
+    shop.told(USER, "300.00").await;
+    poller.kill();
+    shop.press(USER, "Confirm");
+    shop.told(USER, "card").await;
+    standby.wait_for_log("polling for updates").await;
+    shop.send_text(USER, "4276 1234 5678 9012");
+    shop.told(USER, "4276 1234 5678 9012").await;
+    shop.press(USER, "Confirm");
+    shop.told(USER, "Withdrawal request #1").await;
+    shop.settled().await;
+    let requests: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM withdrawal_requests").fetch_one(shop.db.pool()).await.unwrap();
+    assert_eq!(requests, 1);
+    let asked_amount = shop.telegram.texts_to(USER).iter().filter(|t| t.contains("How much")).count();
+    assert_eq!(asked_amount, 1, "no update was handled twice");
+    drop(poller);
+}
+
+/// Another process polling the same bot: the poller meets a 409, logs
+/// POLLING_CONFLICT_DETECTED and the process exits with status 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_poller_stops_the_bot_with_status_1() {
+    let shop = Shop::new(Mode::Polling, &[ADMIN]).await;
+    let mut bot = shop.start().await;
+    bot.wait_for_log("polling for updates").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = HttpClient::new(TcpNetwork, None).unwrap();
+    let url = shop.api_url.join(&format!("/bot{}/getUpdates", atlas_tests::e2e::TOKEN)).unwrap();
+    let body = Bytes::from(r#"{"timeout":1}"#);
+    let headers = [("content-type", "application/json".to_owned())];
+    let _ = client.request(Method::POST, &url, &headers, body, Duration::from_secs(5)).await;
+    assert_eq!(bot.exit_code().await, Some(1));
+    assert!(bot.log().iter().any(|l| l.contains("POLLING_CONFLICT_DETECTED")), "{:#?}", bot.log());
+}
