@@ -7,6 +7,9 @@
 -- and '_', unique case-insensitively at any moment, but they change hands: the user who shows
 -- up with a name takes it from whoever had it before, so a search never finds a former holder.
 ALTER TABLE users ADD COLUMN username TEXT CHECK (username ~ '^[A-Za-z0-9_]{1,32}$');
+-- When the user blocked the bot (Telegram answered 403, or told us): nobody writes to them
+-- until they come back (unblock, or /start).
+ALTER TABLE users ADD COLUMN blocked_at TIMESTAMPTZ;
 CREATE UNIQUE INDEX users_username_idx ON users (lower(username)) WHERE username IS NOT NULL;
 
 -- The key of the update that confirmed a withdrawal, and of the one that decided it: a

@@ -135,6 +135,10 @@ enum Op {
         user: i64,
         en: bool,
     },
+    Reachable {
+        user: i64,
+        reachable: bool,
+    },
     ReferralStats {
         user: i64,
     },
@@ -179,7 +183,7 @@ fn ops(seed: u64) -> Vec<Op> {
             if n(6) == 0 {
                 return Op::Again;
             }
-            match n(33) {
+            match n(34) {
                 0 | 1 => Op::TopUp { user, payment: n(8), amount: amounts[n(6) as usize] },
                 2 => Op::Adjust { user, credit: n(2) == 0, amount: amounts[n(6) as usize], key: opt(3) },
                 3 => Op::CreatePromo {
@@ -220,6 +224,7 @@ fn ops(seed: u64) -> Vec<Op> {
                 29 => Op::OpenTopUp { user, stars: n(2) == 0, amount: amounts[n(6) as usize], key: opt(3) },
                 30 => Op::PayTopUp { topup: n(4) as usize, stars: n(2) == 0, payment: n(6), exact: n(4) != 0 },
                 31 => Op::CloseTopUp { topup: n(4) as usize, cancel: n(2) == 0 },
+                32 => Op::Reachable { user, reachable: n(2) == 0 },
                 _ => [
                     Op::RecordAdmin { target: opt(USERS as u64).map(|u| u as i64 + 1) },
                     Op::Stats { days_later: [0, 1, 40][n(3) as usize] },
@@ -276,7 +281,10 @@ fn payment(stars: bool, id: String, amount: Money, exact: bool) -> ProviderPayme
 }
 
 fn shown(u: &User) -> String {
-    format!("user {} @{:?} {:?} balance {} referrer {:?}", u.id, u.username, u.language, u.balance, u.referrer)
+    format!(
+        "user {} @{:?} {:?} balance {} referrer {:?} blocked {}",
+        u.id, u.username, u.language, u.balance, u.referrer, u.blocked
+    )
 }
 
 /// Runs one operation on any store and describes the answer, ids renamed.
@@ -495,6 +503,10 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
             format!("{:?}", s.set_language(uid(user), language).await.unwrap())
         }
         Op::ReferralStats { user } => format!("{:?}", s.referral_stats(uid(user)).await.unwrap()),
+        Op::Reachable { user, reachable } => {
+            s.set_reachable(uid(user), reachable, now).await.unwrap();
+            s.user(uid(user)).await.unwrap().map_or("no user".into(), |u| format!("blocked {}", u.blocked))
+        }
         Op::OpenTopUp { user, stars, amount, key: k } => {
             let amount = Money::parse(amount).unwrap();
             let ttl = StdDuration::from_secs(600);
@@ -620,7 +632,7 @@ async fn the_model_answers_like_postgresql() {
 fn every_operation_is_drawn() {
     let drawn: std::collections::BTreeSet<String> =
         (0..SEEDS).flat_map(ops).map(|op| format!("{op:?}").split([' ', '{']).next().unwrap().to_owned()).collect();
-    assert_eq!(drawn.len(), 34, "operations drawn: {drawn:?}");
+    assert_eq!(drawn.len(), 35, "operations drawn: {drawn:?}");
 }
 
 /// `Model` is the database behind a `SimStore`: a fresh one is a migrated, empty database.

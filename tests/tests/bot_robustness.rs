@@ -5,6 +5,7 @@
 
 use atlas::bot::text::Msg;
 use atlas::domain::{Language, Money};
+use atlas::ports::store::Accounts as _;
 use atlas::runtime::intake::Handled;
 use atlas_tests::bot::{BotHarness, texts};
 use atlas_tests::redis_support::raw;
@@ -327,4 +328,37 @@ async fn a_record_that_no_longer_decodes_resets_to_the_menu() {
     assert!(texts(&r).starts_with(&bot.says(USER, &Msg::ResetNotice)), "{}", texts(&r));
     let r = bot.press_msg(USER, &Msg::BtnBalance).await;
     assert!(texts(&r).contains("1000.00"), "the user is not locked out: {}", texts(&r));
+}
+
+/// A user who blocked the bot: the first send to them fails with Telegram's 403 and marks them;
+/// after that nobody writes to them (an admin's withdrawal notice is skipped) until Telegram
+/// says they came back.
+#[tokio::test]
+async fn a_user_who_blocked_the_bot_is_not_written_to_until_they_return() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    bot.send_text(ADMIN, "/start").await;
+    bot.messenger.blocked.lock().unwrap().push(ADMIN);
+    let withdraw = async |amount: &str| {
+        at_withdraw_amount(&bot, USER).await;
+        bot.send_text(USER, amount).await;
+        bot.press_msg(USER, &Msg::BtnConfirm).await;
+        bot.send_text(USER, "4276 0000 1111 2222").await;
+        bot.press_msg(USER, &Msg::BtnConfirm).await;
+    };
+    withdraw("150").await;
+    assert_eq!(*bot.messenger.refused.lock().unwrap(), [ADMIN], "the first notice met the 403");
+    assert!(bot.db.store.user(uid(ADMIN)).await.unwrap().unwrap().blocked);
+    withdraw("160").await;
+    assert_eq!(bot.messenger.refused.lock().unwrap().len(), 1, "a blocked admin is not written to again");
+    // Telegram says the admin unblocked the bot.
+    bot.messenger.blocked.lock().unwrap().clear();
+    let r = bot.deliver(ADMIN, &bot.membership_json(bot.next_id(), ADMIN, "member")).await;
+    assert!(r.is_empty(), "a membership change is not answered");
+    assert!(!bot.db.store.user(uid(ADMIN)).await.unwrap().unwrap().blocked);
+    withdraw("170").await;
+    assert!(bot.messages(ADMIN).iter().any(|m| m.text.contains("170.00")), "told again");
+    // And blocking it is recorded without a word sent.
+    let r = bot.deliver(USER, &bot.membership_json(bot.next_id(), USER, "kicked")).await;
+    assert!(r.is_empty());
+    assert!(bot.db.store.user(uid(USER)).await.unwrap().unwrap().blocked);
 }

@@ -45,6 +45,10 @@ pub enum Incoming {
     },
     /// A payment went through.
     Paid(Payment),
+    /// The user blocked the bot (`true`) or came back (`false`): Telegram's `my_chat_member`.
+    Membership {
+        blocked: bool,
+    },
 }
 
 impl Incoming {
@@ -178,6 +182,18 @@ pub fn from_telegram(update: &TgUpdate) -> Option<Update> {
                 message_id: query.message.as_ref().map(|m| m.id().0),
             };
             (&query.from, incoming)
+        }
+        UpdateKind::MyChatMember(member) => {
+            if !member.chat.is_private() {
+                return None;
+            }
+            use teloxide_core::types::ChatMemberKind;
+            let blocked = match member.new_chat_member.kind {
+                ChatMemberKind::Banned(_) | ChatMemberKind::Left => true,
+                ChatMemberKind::Member(_) => false,
+                _ => return None,
+            };
+            (&member.from, Incoming::Membership { blocked })
         }
         UpdateKind::PreCheckoutQuery(query) => {
             let incoming = Incoming::PreCheckout {

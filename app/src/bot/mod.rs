@@ -31,7 +31,7 @@ use crate::coord::policy::RateVerdict;
 use crate::domain::{IdempotencyKey, Language, UserId};
 use crate::ports::Messenger;
 use crate::ports::coordination::{FsmRecord, FsmWrite, LimitedAction};
-use crate::ports::messenger::{Button, OutgoingMessage};
+use crate::ports::messenger::{Button, MessengerError, OutgoingMessage};
 use crate::ports::store::Accounts;
 use crate::runtime::wiring::{Adapters, App};
 use action::{Action, StepInput};
@@ -143,9 +143,13 @@ impl<'a, A: Adapters> Turn<'a, A> {
         self.outbox.push(Outgoing { to: self.update.user, message });
     }
 
-    /// A message to another user, in their language.
+    /// A message to another user, in their language; not to one who blocked the bot.
     pub async fn tell(&mut self, to: UserId, msg: Msg, keys: Keys) {
         let lang = match self.app.store.user(to).await {
+            Ok(Some(user)) if user.blocked => {
+                tracing::info!(to = to.get(), "not told: the bot is blocked");
+                return;
+            }
             Ok(Some(user)) => user.language,
             _ => Language::default(),
         };
@@ -198,8 +202,16 @@ impl<'a, A: Adapters> Turn<'a, A> {
 
     async fn send_all(&mut self) {
         for out in std::mem::take(&mut self.outbox) {
-            if let Err(e) = self.app.messenger.send(out.to, out.message).await {
-                tracing::warn!(to = out.to.get(), error = %e, "reply not sent");
+            match self.app.messenger.send(out.to, out.message).await {
+                Ok(_) => {}
+                Err(MessengerError::ChatUnreachable) => {
+                    // They blocked the bot: nobody writes to them until they come back.
+                    tracing::info!(event = "USER_UNREACHABLE", to = out.to.get(), "reply not sent: the bot is blocked");
+                    if let Err(e) = self.app.store.set_reachable(out.to, false, self.now()).await {
+                        tracing::warn!(error = %e, "reachability not recorded");
+                    }
+                }
+                Err(e) => tracing::warn!(to = out.to.get(), error = %e, "reply not sent"),
             }
         }
     }
@@ -215,6 +227,32 @@ pub async fn handle<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<&Fsm
         correlation_id = %format!("upd:{}", update.id)
     );
     handle_in_span(app, update, fsm).instrument(span).await
+}
+
+/// Answers a pre-checkout query. Telegram waits at most 10 seconds for it, and it needs no
+/// conversation state (only the store: is the order still payable by this user at this price),
+/// so it does not wait for the chat's lease: it is answered at once, by whichever instance
+/// receives it. Answering a redelivered query again is harmless (Telegram refuses the second).
+pub async fn answer_pre_checkout<A: Adapters>(app: &App<A>, update: &Update) {
+    let Incoming::PreCheckout { query_id, payload, currency, total } = &update.incoming else {
+        return;
+    };
+    let span = tracing::info_span!(
+        "update",
+        update_id = update.id,
+        user_id = update.user.get(),
+        correlation_id = %format!("upd:{}", update.id)
+    );
+    let mut turn = Turn {
+        app,
+        update,
+        lang: update.language.unwrap_or_default(),
+        coordinated: false,
+        registered: false,
+        answering: None,
+        outbox: Vec::new(),
+    };
+    purchase::pre_checkout(&mut turn, query_id, payload, currency, *total).instrument(span).await;
 }
 
 async fn handle_in_span<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<&FsmRecord>) -> FsmWrite {
@@ -321,6 +359,15 @@ async fn dispatch<A: Adapters>(turn: &mut Turn<'_, A>, record: &mut Record) -> N
             Next::Keep
         }
         Incoming::Paid(payment) => purchase::paid(turn, conversation.map(|c| c.step), &payment).await,
+        Incoming::Membership { blocked } => {
+            let event = if blocked { "USER_BLOCKED_BOT" } else { "USER_RETURNED" };
+            tracing::info!(event, "membership changed");
+            turn.outbox.clear();
+            if let Err(e) = turn.app.store.set_reachable(turn.user(), !blocked, turn.now()).await {
+                tracing::warn!(error = %e, "reachability not recorded");
+            }
+            Next::Keep
+        }
     }
 }
 

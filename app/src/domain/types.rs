@@ -136,6 +136,8 @@ pub struct User {
     pub referrer: Option<UserId>,
     pub trial_used: bool,
     pub banned: bool,
+    /// The user blocked the bot: nothing is sent to them until they come back.
+    pub blocked: bool,
     /// Equal to the sum of the user's ledger entries.
     pub balance: Money,
     pub created_at: DateTime<Utc>,

@@ -47,6 +47,8 @@ pub enum Handled {
     Degraded,
     /// Redis failed between begin and commit: the handler ran, its state was not saved.
     CommitFailed,
+    /// A pre-checkout query, answered at once outside the conversation (no lease, no state).
+    Answered,
     /// The handler could not handle the update now (money received while the store failed):
     /// nothing was committed and the update was forgotten. The intake path must have it
     /// delivered again (a webhook answers with an error; the poller keeps it for a retry).
@@ -68,6 +70,7 @@ impl Handled {
             Handled::Degraded => "degraded",
             Handled::CommitFailed => "commit_failed",
             Handled::Retry => "retry",
+            Handled::Answered => "answered",
         }
     }
 
@@ -151,10 +154,15 @@ pub async fn process<A: crate::runtime::wiring::Adapters>(
 ) -> Handled {
     let admission = if update.incoming.is_payment() { Admission::Exempt } else { Admission::Counted };
     let started = app.clock.monotonic();
-    let handled = handle_update(&app.coordination, update.user, update.id, admission, |ctx| async move {
-        crate::bot::handle(app, update, ctx.fsm.as_ref()).await
-    })
-    .await;
+    let handled = if matches!(update.incoming, crate::bot::incoming::Incoming::PreCheckout { .. }) {
+        crate::bot::answer_pre_checkout(app, update).await;
+        Handled::Answered
+    } else {
+        handle_update(&app.coordination, update.user, update.id, admission, |ctx| async move {
+            crate::bot::handle(app, update, ctx.fsm.as_ref()).await
+        })
+        .await
+    };
     metrics::counter!("atlas_updates_total", "outcome" => handled.name()).increment(1);
     let seconds = app.clock.monotonic().saturating_sub(started).as_secs_f64();
     metrics::histogram!("atlas_update_seconds").record(seconds);

@@ -151,6 +151,15 @@ pub trait Accounts: Send + Sync + 'static {
     /// The user's chosen language; `false` for an unknown user.
     fn set_language(&self, user: UserId, language: Language) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Records whether the user can be written to: `false` when they blocked the bot (Telegram
+    /// said so), `true` when they came back. Unknown users are ignored.
+    fn set_reachable(
+        &self,
+        user: UserId,
+        reachable: bool,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// How many users this one invited, and what their purchases earned this one.
     fn referral_stats(&self, user: UserId) -> impl Future<Output = Result<ReferralStats, StoreError>> + Send;
 

@@ -22,6 +22,7 @@ pub(super) struct UserRow {
     referrer_id: Option<UserId>,
     trial_used: bool,
     banned: bool,
+    blocked_at: Option<DateTime<Utc>>,
     balance: Money,
     created_at: DateTime<Utc>,
 }
@@ -35,6 +36,7 @@ impl From<UserRow> for User {
             referrer: row.referrer_id,
             trial_used: row.trial_used,
             banned: row.banned,
+            blocked: row.blocked_at.is_some(),
             balance: row.balance,
             created_at: row.created_at,
         }
@@ -136,10 +138,11 @@ impl Accounts for PgStore {
             let release = "UPDATE users SET username = NULL WHERE lower(username) = lower($2) AND telegram_id <> $1";
             timed(sqlx::query(release).bind(user.get()).bind(name).execute(&mut *tx)).await?;
         }
+        // A user who registers (sends /start) is reachable again, if they had blocked the bot.
         let sql = "INSERT INTO users (telegram_id, language, referrer_id, username, created_at)
             SELECT $1, $2, (SELECT telegram_id FROM users WHERE telegram_id = $3 AND telegram_id <> $1), $4, $5
-            ON CONFLICT (telegram_id) DO UPDATE SET username = EXCLUDED.username
-                WHERE users.username IS DISTINCT FROM EXCLUDED.username";
+            ON CONFLICT (telegram_id) DO UPDATE SET username = EXCLUDED.username, blocked_at = NULL
+                WHERE users.username IS DISTINCT FROM EXCLUDED.username OR users.blocked_at IS NOT NULL";
         timed(
             sqlx::query(sql)
                 .bind(user.get())
@@ -169,6 +172,13 @@ impl Accounts for PgStore {
         let sql = "UPDATE users SET language = $2 WHERE telegram_id = $1";
         let done = timed(sqlx::query(sql).bind(user.get()).bind(language.code()).execute(self.pool())).await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_reachable(&self, user: UserId, reachable: bool, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let sql = "UPDATE users SET blocked_at = CASE WHEN $2 THEN NULL ELSE coalesce(blocked_at, $3) END
+            WHERE telegram_id = $1";
+        timed(sqlx::query(sql).bind(user.get()).bind(reachable).bind(now).execute(self.pool())).await?;
+        Ok(())
     }
 
     async fn referral_stats(&self, user: UserId) -> Result<ReferralStats, StoreError> {

@@ -35,7 +35,10 @@ impl Accounts for SimStore {
                     }
                 }
                 match m.users.get_mut(&user) {
-                    Some(row) => row.username = username,
+                    Some(row) => {
+                        row.username = username;
+                        row.blocked = false;
+                    }
                     None => {
                         let referrer = referrer.filter(|r| *r != user && m.users.contains_key(r));
                         let row = UserRow {
@@ -44,6 +47,7 @@ impl Accounts for SimStore {
                             referrer,
                             trial_used: false,
                             banned: false,
+                            blocked: false,
                             balance: 0,
                             created_at: now,
                         };
@@ -67,6 +71,16 @@ impl Accounts for SimStore {
                     true
                 }
                 None => false,
+            })
+            .await?)
+    }
+
+    async fn set_reachable(&self, user: UserId, reachable: bool, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                if let Some(row) = m.users.get_mut(&user) {
+                    row.blocked = !reachable;
+                }
             })
             .await?)
     }

@@ -29,6 +29,7 @@ struct UserRow {
     referrer: Option<UserId>,
     trial_used: bool,
     banned: bool,
+    blocked: bool,
     balance: i64,
     created_at: DateTime<Utc>,
 }
@@ -287,6 +288,7 @@ impl Model {
             referrer: u.referrer,
             trial_used: u.trial_used,
             banned: u.banned,
+            blocked: u.blocked,
             balance: money(u.balance),
             created_at: u.created_at,
         })
