@@ -204,3 +204,53 @@ async fn a_foreign_poller_stops_the_bot_with_status_1() {
     assert_eq!(bot.exit_code().await, Some(1));
     assert!(bot.log().iter().any(|l| l.contains("POLLING_CONFLICT_DETECTED")), "{:#?}", bot.log());
 }
+
+/// A purchase in Telegram Stars through the real binary: the invoice, the pre-checkout answered
+/// at once, the payment counted; and a user who blocked the bot is marked and left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stars_purchase_and_a_user_who_blocked_the_bot() {
+    let shop = Shop::new(Mode::Webhook, &[ADMIN]).await;
+    let _bot = shop.start().await;
+    shop.send_text(USER, "/start");
+    shop.told(USER, "Welcome").await;
+    shop.press(USER, "Buy");
+    shop.told(USER, "Choose a plan").await;
+    shop.press(USER, "Basic");
+    shop.told(USER, "choose a period").await;
+    shop.press(USER, "30 days");
+    shop.told(USER, "How do you want to pay").await;
+    shop.press(USER, "Stars");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let invoice = loop {
+        if let Some(invoice) = shop.telegram.calls_of("sendInvoice").pop() {
+            break invoice;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no invoice: {:?}", shop.telegram.texts_to(USER));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let payload = invoice["payload"].as_str().unwrap().to_owned();
+    let stars = invoice["prices"][0]["amount"].as_u64().unwrap() as u32;
+    shop.telegram.push(updates::pre_checkout(USER, "en", "pc-1", &payload, stars));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while shop.telegram.calls_of("answerPreCheckoutQuery").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the pre-checkout query was never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(shop.telegram.calls_of("answerPreCheckoutQuery")[0]["ok"], true);
+    shop.telegram.push(updates::paid(USER, "en", &payload, stars, "charge-e2e"));
+    shop.told(USER, "Payment received").await;
+    let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(shop.db.pool()).await.unwrap();
+    assert_eq!(paid, 1);
+    // The user blocks the bot: Telegram says so, and the bot records it without a word.
+    let before = shop.telegram.calls_of("sendMessage").len();
+    shop.telegram.push(updates::membership(USER, "en", "kicked"));
+    shop.settled().await;
+    let blocked: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT blocked_at FROM users WHERE telegram_id = $1")
+            .bind(USER)
+            .fetch_one(shop.db.pool())
+            .await
+            .unwrap();
+    assert!(blocked.is_some());
+    assert_eq!(shop.telegram.calls_of("sendMessage").len(), before);
+}
