@@ -20,6 +20,9 @@ commands:
 Settings come from APP_ENV-prefixed variables (e.g. PROD_DATABASE_URL) and an optional .env
 file in the working directory; see README.md.";
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let command = std::env::args().nth(1);
     let settings = match command.as_deref() {

@@ -357,6 +357,9 @@ fn render_checked(lang: Language, msg: &Msg) -> (String, Vec<String>) {
 /// `msg` in `lang`. A message that fails to render (the tests make sure none does) is logged
 /// and shown as well as Fluent could.
 pub fn render(lang: Language, msg: &Msg) -> String {
+    if let Some(fixed) = fixed(lang, msg) {
+        return fixed.html.clone();
+    }
     let (text, errors) = render_checked(lang, msg);
     if !errors.is_empty() {
         tracing::error!(key = msg.key(), lang = lang.code(), ?errors, "message rendered with errors");
@@ -367,7 +370,35 @@ pub fn render(lang: Language, msg: &Msg) -> String {
 /// `msg` as a button's label: plain text, not HTML (Telegram shows a label as it is), so its
 /// arguments appear as they were written.
 pub fn label(lang: Language, msg: &Msg) -> String {
+    if let Some(fixed) = fixed(lang, msg) {
+        return fixed.label.clone();
+    }
     unescape(&render(lang, msg))
+}
+
+/// A message without arguments, rendered once: as HTML and as a label.
+struct Fixed {
+    html: String,
+    label: String,
+}
+
+/// The rendering of `msg` when it has no arguments (most buttons, many short replies: a menu
+/// alone has a dozen labels), from a table filled once; `None` for a message with arguments.
+fn fixed(lang: Language, msg: &Msg) -> Option<&'static Fixed> {
+    static FIXED: OnceLock<std::collections::BTreeMap<(&'static str, &'static str), Fixed>> = OnceLock::new();
+    let table = FIXED.get_or_init(|| {
+        let mut table = std::collections::BTreeMap::new();
+        for msg in Msg::samples().iter().filter(|m| m.args().is_empty()) {
+            for lang in [Language::Ru, Language::En] {
+                let (html, _) = render_checked(lang, msg);
+                let label = unescape(&html);
+                table.insert((lang.code(), msg.key()), Fixed { html, label });
+            }
+        }
+        table
+    });
+    // Only messages without arguments are in the table (a key names one message).
+    table.get(&(lang.code(), msg.key()))
 }
 
 /// Undoes [`escape`]: the catalogs' labels carry no markup, only escaped arguments.

@@ -215,7 +215,11 @@ pub async fn run_live(
         store,
         coordination,
         vpn: missing("the VPN panel client is not built yet"),
-        messenger: TelegramMessenger::new(telegram.clone(), clock.clone()),
+        messenger: if settings.server.send_limits {
+            TelegramMessenger::new(telegram.clone(), clock.clone())
+        } else {
+            TelegramMessenger::unlimited(telegram.clone(), clock.clone())
+        },
         crypto: missing("the crypto payment client is not built yet"),
         clock,
         ids,

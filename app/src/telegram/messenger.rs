@@ -41,16 +41,24 @@ const STARS: &str = "XTR";
 pub struct TelegramMessenger<N: Network> {
     api: Arc<BotApi<N>>,
     clock: Arc<dyn Clock>,
-    limits: Mutex<SendLimits>,
+    /// `None`: no sending limits of our own (a local Bot API server, a load benchmark).
+    limits: Option<Mutex<SendLimits>>,
 }
 
 impl<N: Network> TelegramMessenger<N> {
+    /// A messenger that keeps Telegram's sending limits.
     pub fn new(api: Arc<BotApi<N>>, clock: Arc<dyn Clock>) -> TelegramMessenger<N> {
-        TelegramMessenger { api, clock, limits: Mutex::new(SendLimits::default()) }
+        TelegramMessenger { api, clock, limits: Some(Mutex::new(SendLimits::default())) }
     }
 
-    fn limits(&self) -> std::sync::MutexGuard<'_, SendLimits> {
-        self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    /// A messenger that sends as fast as the server answers (Telegram's own 429s are still
+    /// honoured): only against a local Bot API server or in a load benchmark.
+    pub fn unlimited(api: Arc<BotApi<N>>, clock: Arc<dyn Clock>) -> TelegramMessenger<N> {
+        TelegramMessenger { api, clock, limits: None }
+    }
+
+    fn limits(&self) -> Option<std::sync::MutexGuard<'_, SendLimits>> {
+        self.limits.as_ref().map(|limits| limits.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Sends one call to a chat under the limits, honouring 429s and repeating transient
@@ -67,11 +75,14 @@ impl<N: Network> TelegramMessenger<N> {
             attempt += 1;
             let now = self.clock.monotonic();
             let left = deadline.saturating_sub(now);
-            if let Some(chat) = chat {
-                let Some(wait) = self.limits().reserve(chat, now, left) else {
-                    return Err(MessengerError::RetryAfter(left));
-                };
-                tokio::time::sleep(wait).await;
+            let reserved = match (chat, self.limits()) {
+                (Some(chat), Some(mut limits)) => Some(limits.reserve(chat, now, left)),
+                _ => None,
+            };
+            match reserved {
+                Some(None) => return Err(MessengerError::RetryAfter(left)),
+                Some(Some(wait)) if !wait.is_zero() => tokio::time::sleep(wait).await,
+                _ => {}
             }
             let left = deadline.saturating_sub(self.clock.monotonic());
             let error = match self.api.call_within(payload, left.max(Duration::from_millis(1))).await {
@@ -87,8 +98,8 @@ impl<N: Network> TelegramMessenger<N> {
             let now = self.clock.monotonic();
             let wait = match &error {
                 TelegramError::RetryAfter(after) => {
-                    if let Some(chat) = chat {
-                        self.limits().pause_until(chat, now + *after);
+                    if let (Some(chat), Some(mut limits)) = (chat, self.limits()) {
+                        limits.pause_until(chat, now + *after);
                     }
                     *after
                 }

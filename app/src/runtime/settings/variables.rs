@@ -68,6 +68,7 @@ variables! {
     WebhookSecret => ("WEBHOOK_SECRET", "with `INTAKE=webhook`", Words("—"), "1–256 of `A-Z a-z 0-9 _ -`; Telegram sends it back with every update", true),
     WebhookMaxConnections => ("WEBHOOK_MAX_CONNECTIONS", "no", Value("40"), "connections Telegram may open to the webhook at once (1–100)", false),
     TelegramApiUrl => ("TELEGRAM_API_URL", "no", Value("https://api.telegram.org"), "the Bot API server (a local Bot API server, or a test's fake)", false),
+    SendLimits => ("SEND_LIMITS", "no", Value("on"), "`on`: keep Telegram's sending limits (per chat a burst, then about 1 a second; 30 a second in all); `off` only against a local Bot API server or in a load benchmark", false),
     HttpListen => ("HTTP_LISTEN", "no", Value("0.0.0.0:8080"), "address of the HTTP server: the webhook route, `/healthz`, `/readyz`, `/metrics`", false),
     UpdatesInFlightMax => ("UPDATES_IN_FLIGHT_MAX", "no", Value("256"), "updates one instance handles at once; over it the webhook answers 503 and Telegram delivers again (1–10000)", false),
     ShutdownTimeout => ("SHUTDOWN_TIMEOUT", "no", Value("25"), "seconds in-flight updates and workers get to finish after SIGTERM (1–300)", false),
