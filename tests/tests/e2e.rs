@@ -83,7 +83,14 @@ async fn a_withdrawal_by_webhook_then_a_clean_stop() {
     let (status, metrics) = bot.get("/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("atlas_updates_total{outcome=\"committed\"}"), "{metrics}");
-    assert!(metrics.contains("atlas_telegram_calls_total"), "{metrics}");
+    for name in [
+        "atlas_telegram_calls_total",
+        "atlas_update_seconds",
+        "atlas_redis_call_seconds",
+        "atlas_postgres_call_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
     // A forged update (without the secret) is refused and handled not.
     assert_eq!(post_update(&bot, &updates::text(USER, "en", "/start"), "wrong").await, 401);
     bot.terminate();

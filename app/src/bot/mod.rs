@@ -175,6 +175,7 @@ impl<'a, A: Adapters> Turn<'a, A> {
             RateVerdict::Allowed => true,
             RateVerdict::Denied { retry_after } => {
                 tracing::info!(event = "RATE_LIMITED", action = action.name(), "attempt refused");
+                metrics::counter!("atlas_rate_limited_total", "action" => action.name()).increment(1);
                 self.say(Msg::RateLimited { minutes: retry_after.as_secs().div_ceil(60).max(1) });
                 false
             }

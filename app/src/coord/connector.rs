@@ -225,7 +225,11 @@ impl<D: Dialer> RedisConnector<D> {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let (generation, connection) = self.connection().await?;
-        match tokio::time::timeout(CALL_TIMEOUT, call(connection)).await {
+        let started = self.clock.monotonic();
+        let answered = tokio::time::timeout(CALL_TIMEOUT, call(connection)).await;
+        let seconds = self.clock.monotonic().saturating_sub(started).as_secs_f64();
+        metrics::histogram!("atlas_redis_call_seconds").record(seconds);
+        match answered {
             Ok(Ok(value)) => {
                 self.succeeded();
                 Ok(value)

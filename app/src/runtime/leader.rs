@@ -45,6 +45,7 @@ pub async fn lead<C, W, Fut>(
                 }
                 _ => {}
             }
+            metrics::gauge!("atlas_leader", "role" => role.name()).set(if renewed.is_some() { 1.0 } else { 0.0 });
             current = renewed;
             next_renew = clock.monotonic() + renew_every;
         }
@@ -60,6 +61,7 @@ pub async fn lead<C, W, Fut>(
                 if let Some(held) = &current {
                     coordination.resign(held).await;
                 }
+                metrics::gauge!("atlas_leader", "role" => role.name()).set(0.0);
                 return;
             }
             _ = tokio::time::sleep(wake) => {}

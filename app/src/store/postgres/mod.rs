@@ -230,7 +230,11 @@ fn decode_raised(code: &str, detail: Option<&str>) -> Option<Refusal> {
 /// Runs a query with the call timeout. A call that outlives it has an unknown outcome (the
 /// server stopped answering); the server's own statement timeout fires first otherwise.
 async fn timed<T>(query: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, Failure> {
-    match tokio::time::timeout(STORE_CALL_TIMEOUT, query).await {
+    // The live store only (the simulation's store is a model): the OS clock is fine here.
+    let started = std::time::Instant::now();
+    let answered = tokio::time::timeout(STORE_CALL_TIMEOUT, query).await;
+    metrics::histogram!("atlas_postgres_call_seconds").record(started.elapsed().as_secs_f64());
+    match answered {
         Ok(result) => result.map_err(classify),
         Err(_) => Err(Failure::Unexpected(anyhow::anyhow!(
             "no answer from PostgreSQL within {} s (the outcome is unknown)",
