@@ -362,3 +362,18 @@ async fn a_user_who_blocked_the_bot_is_not_written_to_until_they_return() {
     assert!(r.is_empty());
     assert!(bot.db.store.user(uid(USER)).await.unwrap().unwrap().blocked);
 }
+
+/// A reply that may not have reached its user (a timeout, flood control longer than the send
+/// budget) hands the update back: nothing is committed, and delivered again it is handled.
+#[tokio::test]
+async fn an_undelivered_reply_hands_the_update_back() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    bot.send_text(USER, "/start").await;
+    let json = bot.callback_json(bot.next_id(), USER, "wd");
+    bot.messenger.unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (handled, _) = bot.deliver_to(&bot.app, USER, &json).await;
+    assert_eq!(handled, Handled::Retry);
+    bot.messenger.unreachable.store(false, std::sync::atomic::Ordering::Relaxed);
+    let r = bot.deliver(USER, &json).await;
+    assert!(!r.is_empty(), "handled when it comes again");
+}

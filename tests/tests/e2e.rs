@@ -261,3 +261,44 @@ async fn a_stars_purchase_and_a_user_who_blocked_the_bot() {
     assert!(blocked.is_some());
     assert_eq!(shop.telegram.calls_of("sendMessage").len(), before);
 }
+
+/// SIGTERM in polling mode while an update is being handled: the batch is finished (the reply
+/// goes out), the lease is resigned, the process exits 0, and a standby does not handle the
+/// update again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_polling_finishes_the_batch_in_hand() {
+    let shop = Shop::new(Mode::Polling, &[ADMIN]).await;
+    let mut poller = shop.start().await;
+    poller.wait_for_log("polling for updates").await;
+    let standby = shop.start().await;
+    shop.telegram.inject("sendMessage", Fault::Hang(Duration::from_secs(2)));
+    shop.send_text(USER, "/start");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while shop.telegram.calls_of("sendMessage").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the update was never handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    poller.terminate();
+    assert_eq!(poller.exit_code().await, Some(0));
+    standby.wait_for_log("polling for updates").await;
+    shop.send_text(USER + 1, "/start");
+    shop.told(USER + 1, "Welcome").await;
+    let welcomes = shop.telegram.texts_to(USER).iter().filter(|t| t.contains("Welcome")).count();
+    assert_eq!(welcomes, 1, "finished once, not handled again by the standby");
+}
+
+/// A webhook set by another deployment: the poller does not delete it; it stops the bot with
+/// POLLING_CONFLICT_DETECTED and status 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_of_another_deployment_stops_the_poller() {
+    let shop = Shop::new(Mode::Polling, &[ADMIN]).await;
+    let client = HttpClient::new(TcpNetwork, None).unwrap();
+    let url = shop.api_url.join(&format!("/bot{}/setWebhook", atlas_tests::e2e::TOKEN)).unwrap();
+    let body = Bytes::from(r#"{"url":"https://elsewhere.example/hook"}"#);
+    let headers = [("content-type", "application/json".to_owned())];
+    client.request(Method::POST, &url, &headers, body, Duration::from_secs(5)).await.unwrap();
+    let mut bot = shop.start().await;
+    assert_eq!(bot.exit_code().await, Some(1));
+    assert!(bot.log().iter().any(|l| l.contains("POLLING_CONFLICT_DETECTED")), "{:#?}", bot.log());
+    assert!(shop.telegram.webhook().is_some(), "the other deployment's webhook is left alone");
+}

@@ -52,10 +52,10 @@ pub enum Incoming {
 }
 
 impl Incoming {
-    /// A payment or a pre-checkout query: money is moving, so the update is never dropped by
-    /// the flood limit.
-    pub fn is_payment(&self) -> bool {
-        matches!(self, Incoming::PreCheckout { .. } | Incoming::Paid(_))
+    /// Never dropped by the flood limit: a payment or a pre-checkout query (money is moving),
+    /// and a membership change (whether the user can be written to must not be lost).
+    pub fn is_exempt(&self) -> bool {
+        matches!(self, Incoming::PreCheckout { .. } | Incoming::Paid(_) | Incoming::Membership { .. })
     }
 }
 

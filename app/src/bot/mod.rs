@@ -24,7 +24,6 @@ pub mod text;
 pub mod withdraw;
 
 use chrono::{DateTime, Utc};
-use tracing::Instrument as _;
 
 use crate::coord::fsm::{self, Loaded};
 use crate::coord::policy::RateVerdict;
@@ -201,33 +200,50 @@ impl<'a, A: Adapters> Turn<'a, A> {
         self.coordinated
     }
 
-    async fn send_all(&mut self) {
+    /// Sends the replies; `false` when one may not have reached its user for a reason that
+    /// passes (Telegram's flood control outlasted the send budget, a timeout): then the update
+    /// is handed back to be delivered again, and its replies sent again (at least once).
+    async fn send_all(&mut self) -> bool {
+        let mut delivered = true;
         for out in std::mem::take(&mut self.outbox) {
             match self.app.messenger.send(out.to, out.message).await {
                 Ok(_) => {}
-                Err(MessengerError::ChatUnreachable) => {
-                    // They blocked the bot: nobody writes to them until they come back.
-                    tracing::info!(event = "USER_UNREACHABLE", to = out.to.get(), "reply not sent: the bot is blocked");
-                    if let Err(e) = self.app.store.set_reachable(out.to, false, self.now()).await {
-                        tracing::warn!(error = %e, "reachability not recorded");
-                    }
+                Err(MessengerError::ChatUnreachable) => self.unreachable(out.to).await,
+                Err(e @ (MessengerError::RetryAfter(_) | MessengerError::Timeout)) => {
+                    tracing::warn!(event = "REPLY_NOT_DELIVERED", to = out.to.get(), error = %e, "the update will come again");
+                    delivered = false;
                 }
                 Err(e) => tracing::warn!(to = out.to.get(), error = %e, "reply not sent"),
             }
         }
+        delivered
+    }
+
+    /// `user` blocked the bot: nobody writes to them until they come back.
+    pub async fn unreachable(&self, user: UserId) {
+        tracing::info!(event = "USER_UNREACHABLE", to = user.get(), "not sent: the bot is blocked");
+        if let Err(e) = self.app.store.set_reachable(user, false, self.now()).await {
+            tracing::warn!(error = %e, "reachability not recorded");
+        }
     }
 }
 
-/// Handles one update: the function the intake function runs. `fsm` is the record the begin
-/// returned (`None` when the update is handled degraded, without Redis).
-pub async fn handle<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<&FsmRecord>) -> FsmWrite {
-    let span = tracing::info_span!(
+/// The span of all of one update's work (the intake function's begin and commit included): every
+/// log line inside carries the update's correlation id.
+pub fn span(update: &Update) -> tracing::Span {
+    tracing::info_span!(
         "update",
         update_id = update.id,
         user_id = update.user.get(),
         correlation_id = %format!("upd:{}", update.id)
-    );
-    handle_in_span(app, update, fsm).instrument(span).await
+    )
+}
+
+/// Handles one update: the function the intake function runs (inside the update's [`span`]).
+/// `fsm` is the record the begin returned (`None` when the update is handled degraded, without
+/// Redis).
+pub async fn handle<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<&FsmRecord>) -> FsmWrite {
+    handle_in_span(app, update, fsm).await
 }
 
 /// Answers a pre-checkout query. Telegram waits at most 10 seconds for it, and it needs no
@@ -238,12 +254,6 @@ pub async fn answer_pre_checkout<A: Adapters>(app: &App<A>, update: &Update) {
     let Incoming::PreCheckout { query_id, payload, currency, total } = &update.incoming else {
         return;
     };
-    let span = tracing::info_span!(
-        "update",
-        update_id = update.id,
-        user_id = update.user.get(),
-        correlation_id = %format!("upd:{}", update.id)
-    );
     let mut turn = Turn {
         app,
         update,
@@ -253,7 +263,7 @@ pub async fn answer_pre_checkout<A: Adapters>(app: &App<A>, update: &Update) {
         answering: None,
         outbox: Vec::new(),
     };
-    purchase::pre_checkout(&mut turn, query_id, payload, currency, *total).instrument(span).await;
+    purchase::pre_checkout(&mut turn, query_id, payload, currency, *total).await;
 }
 
 async fn handle_in_span<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<&FsmRecord>) -> FsmWrite {
@@ -307,7 +317,10 @@ async fn handle_in_span<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<
             }
         }
     };
-    turn.send_all().await;
+    if !turn.send_all().await {
+        // Handed back whole: its money operations are keyed, its replies are at least once.
+        return FsmWrite::Retry;
+    }
     write
 }
 

@@ -136,10 +136,17 @@ pub async fn invoice<A: Adapters>(
             let stars = turn.app.rules.shop.stars(amount);
             let invoice =
                 StarsInvoice { title: turn.text(&Msg::InvoiceTitle), description, payload: payable.payload(), stars };
-            if let Err(e) = turn.app.messenger.send_invoice(turn.user(), invoice).await {
-                tracing::warn!(error = %e, "stars invoice not sent");
-                turn.say(Msg::PaymentUnavailable);
-                return false;
+            match turn.app.messenger.send_invoice(turn.user(), invoice).await {
+                Ok(_) => {}
+                Err(crate::ports::messenger::MessengerError::ChatUnreachable) => {
+                    turn.unreachable(turn.user()).await;
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stars invoice not sent");
+                    turn.say(Msg::PaymentUnavailable);
+                    return false;
+                }
             }
             let keys = processing_keys(turn, payable, method, true);
             turn.say_keys(Msg::InvoiceStars { stars }, keys);

@@ -28,10 +28,21 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Serves `router` on `listener` until `shutdown` resolves, then waits (at most `drain`) for the
 /// connections to finish what they are doing.
 pub async fn serve<L: Listener>(
-    mut listener: L,
+    listener: L,
     router: axum::Router,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+) {
+    serve_until(listener, router, shutdown, async move { drain }).await;
+}
+
+/// [`serve`], with the drain time known only when the server stops (what is left of a
+/// shutdown timeout).
+pub async fn serve_until<L: Listener>(
+    mut listener: L,
+    router: axum::Router,
+    shutdown: impl Future,
+    drain: impl Future<Output = Duration>,
 ) {
     match listener.local_addr() {
         Ok(addr) => tracing::info!(%addr, "HTTP server listening"),
@@ -42,11 +53,11 @@ pub async fn serve<L: Listener>(
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
-            () = &mut shutdown => break,
+            _ = &mut shutdown => break,
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
         let accepted = tokio::select! {
-            () = &mut shutdown => break,
+            _ = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
         let (stream, _peer) = match accepted {
@@ -58,9 +69,11 @@ pub async fn serve<L: Listener>(
             }
         };
         let service = TowerToHyperService::new(router.clone());
+        // No Date header: it would read the OS clock, which the simulation does not control.
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
+            .auto_date_header(false)
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
@@ -71,6 +84,7 @@ pub async fn serve<L: Listener>(
             drop(slot);
         });
     }
+    let drain = drain.await;
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!(?drain, "connections still open after the drain time; closing");
     }

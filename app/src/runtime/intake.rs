@@ -152,17 +152,20 @@ pub async fn process<A: crate::runtime::wiring::Adapters>(
     app: &crate::runtime::wiring::App<A>,
     update: &crate::bot::incoming::Update,
 ) -> Handled {
-    let admission = if update.incoming.is_payment() { Admission::Exempt } else { Admission::Counted };
+    use tracing::Instrument as _;
+    let admission = if update.incoming.is_exempt() { Admission::Exempt } else { Admission::Counted };
     let started = app.clock.monotonic();
-    let handled = if matches!(update.incoming, crate::bot::incoming::Incoming::PreCheckout { .. }) {
-        crate::bot::answer_pre_checkout(app, update).await;
-        Handled::Answered
-    } else {
+    let work = async {
+        if matches!(update.incoming, crate::bot::incoming::Incoming::PreCheckout { .. }) {
+            crate::bot::answer_pre_checkout(app, update).await;
+            return Handled::Answered;
+        }
         handle_update(&app.coordination, update.user, update.id, admission, |ctx| async move {
             crate::bot::handle(app, update, ctx.fsm.as_ref()).await
         })
         .await
     };
+    let handled = work.instrument(crate::bot::span(update)).await;
     metrics::counter!("atlas_updates_total", "outcome" => handled.name()).increment(1);
     let seconds = app.clock.monotonic().saturating_sub(started).as_secs_f64();
     metrics::histogram!("atlas_update_seconds").record(seconds);

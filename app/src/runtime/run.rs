@@ -22,7 +22,7 @@ use teloxide_core::payloads::{GetMe, SetWebhook};
 use super::gate::Gate;
 use super::poller::{ALLOWED_UPDATES, PollerError, poll};
 use super::settings::Intake;
-use super::wiring::{Adapters, Parts, Rules, assemble};
+use super::wiring::{Adapters, App, Parts, Rules, assemble};
 use super::{http, webhook};
 use crate::net::{Listener, Network};
 use crate::telegram::api::{BotApi, TelegramError};
@@ -56,33 +56,42 @@ pub async fn run<A: Adapters, N: Network, L: Listener>(
     listener: L,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let me = at_start(|| telegram.call(&GetMe {})).await?;
+    tokio::pin!(shutdown);
+    let start = async {
+        let me = at_start(|| telegram.call(&GetMe {})).await?;
+        tracing::info!(bot_id = me.user.id.0, "Telegram answers for the bot");
+        if let Intake::Webhook { url, secret, max_connections } = &config.intake {
+            let mut request = SetWebhook::new(url.clone());
+            request.secret_token = Some(secrecy::ExposeSecret::expose_secret(secret).to_owned());
+            request.max_connections = Some(*max_connections);
+            request.allowed_updates = Some(ALLOWED_UPDATES.to_vec());
+            at_start(|| telegram.call(&request)).await?;
+            tracing::info!(path = url.path(), "webhook set");
+        }
+        Ok::<_, RunError>(me)
+    };
+    // A stop signal during the start ends it cleanly: nothing was taken yet.
+    let me = tokio::select! {
+        started = start => started?,
+        () = &mut shutdown => {
+            tracing::info!("stopped before the start completed");
+            return Ok(());
+        }
+    };
     rules.bot_username = me.user.username.clone();
-    tracing::info!(bot_id = me.user.id.0, "Telegram answers for the bot");
-    if let Intake::Webhook { url, secret, max_connections } = &config.intake {
-        let mut request = SetWebhook::new(url.clone());
-        request.secret_token = Some(secrecy::ExposeSecret::expose_secret(secret).to_owned());
-        request.max_connections = Some(*max_connections);
-        request.allowed_updates = Some(ALLOWED_UPDATES.to_vec());
-        at_start(|| telegram.call(&request)).await?;
-        tracing::info!(path = url.path(), "webhook set");
-    }
     let app = Arc::new(assemble(parts, rules));
     let gate = Arc::new(Gate::new(config.updates_in_flight_max));
     let mut router = http::router(app.clone(), gate.clone(), metrics);
     if let Intake::Webhook { url, secret, .. } = &config.intake {
         router = router.merge(webhook::router(url.path(), app.clone(), secret.clone(), gate.clone()));
     }
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let drain = config.shutdown_timeout;
-    let server = tokio::spawn(crate::net::server::serve(
-        listener,
-        router,
-        async move {
-            let _ = server_stopped.await;
-        },
-        drain,
-    ));
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<Duration>();
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<Duration>();
+    let server = tokio::spawn(async move {
+        // The server drains with whatever is left of the shutdown timeout.
+        let drain = async move { drain_rx.await.unwrap_or(Duration::ZERO) };
+        crate::net::server::serve_until(listener, router, server_stopped, drain).await;
+    });
     let (stop_intake, intake_stopped) = tokio::sync::watch::channel(false);
     let intake = async {
         match config.intake {
@@ -100,22 +109,25 @@ pub async fn run<A: Adapters, N: Network, L: Listener>(
             }
         }
     };
-    tokio::pin!(intake, shutdown);
+    tokio::pin!(intake);
     let outcome = tokio::select! {
         () = &mut shutdown => None,
         ended = &mut intake => Some(ended),
     };
     tracing::info!("shutting down: no new updates; those in flight finish");
+    let deadline = app.clock.monotonic() + config.shutdown_timeout;
     gate.drain();
     stop_intake.send_replace(true);
+    let left = |app: &App<A>| deadline.saturating_sub(app.clock.monotonic());
     let outcome = match outcome {
         Some(ended) => ended,
-        None => intake.await,
+        None => tokio::time::timeout(left(&app), intake).await.unwrap_or(Ok(())),
     };
-    if !gate.idle(config.shutdown_timeout).await {
+    if !gate.idle(left(&app)).await {
         tracing::warn!(in_flight = gate.in_flight(), "updates still in flight at the shutdown timeout");
     }
-    let _ = stop_server.send(());
+    let _ = drain_tx.send(left(&app));
+    let _ = stop_server.send(Duration::ZERO);
     let _ = server.await;
     tracing::info!("stopped");
     outcome.map_err(RunError::from)
@@ -135,7 +147,12 @@ where
             Ok(value) => return Ok(value),
             Err(e) if e.is_transient() && attempt < START_ATTEMPTS => {
                 tracing::warn!(error = %e, attempt, "Telegram did not answer at start; trying again");
-                tokio::time::sleep(pause).await;
+                // Many instances starting at once may be told to wait: they wait as told.
+                let told = match &e {
+                    TelegramError::RetryAfter(after) => *after,
+                    _ => Duration::ZERO,
+                };
+                tokio::time::sleep(pause.max(told)).await;
                 pause *= 2;
             }
             Err(e) => return Err(RunError::Telegram(e)),

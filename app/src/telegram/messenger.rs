@@ -29,6 +29,10 @@ use crate::ports::messenger::{Messenger, MessengerError, OutgoingMessage, StarsI
 /// inside it.
 pub const SEND_BUDGET: Duration = Duration::from_secs(10);
 
+/// The least time a call is given: a slot that would leave less of the budget than this is not
+/// reserved (the call would time out for want of time, after using up the slot).
+pub const CALL_TIME_MIN: Duration = Duration::from_secs(2);
+
 /// Tries of one call after transient failures (5xx, a dropped connection, a timeout).
 pub const SEND_ATTEMPTS: u32 = 3;
 
@@ -76,7 +80,7 @@ impl<N: Network> TelegramMessenger<N> {
             let now = self.clock.monotonic();
             let left = deadline.saturating_sub(now);
             let reserved = match (chat, self.limits()) {
-                (Some(chat), Some(mut limits)) => Some(limits.reserve(chat, now, left)),
+                (Some(chat), Some(mut limits)) => Some(limits.reserve(chat, now, left.saturating_sub(CALL_TIME_MIN))),
                 _ => None,
             };
             match reserved {
