@@ -48,11 +48,13 @@ impl Origin {
         Ok(Origin { https, host: host.trim_matches(['[', ']']).to_owned(), port })
     }
 
-    /// The `Host` header: the port only when it is not the scheme's default.
+    /// The `Host` header: the port only when it is not the scheme's default; an IPv6 address
+    /// in brackets.
     fn host_header(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         match (self.https, self.port) {
-            (true, 443) | (false, 80) => self.host.clone(),
-            _ => format!("{}:{}", self.host, self.port),
+            (true, 443) | (false, 80) => host,
+            _ => format!("{host}:{}", self.port),
         }
     }
 }
@@ -199,4 +201,19 @@ fn clone_request(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
     *copy.uri_mut() = request.uri().clone();
     *copy.headers_mut() = request.headers().clone();
     copy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_header_names_the_origin() {
+        let origin = |url: &str| Origin::of(&Url::parse(url).unwrap()).unwrap().host_header();
+        assert_eq!(origin("https://api.telegram.org/bot1:x/getMe"), "api.telegram.org");
+        assert_eq!(origin("http://127.0.0.1:8081/x"), "127.0.0.1:8081");
+        assert_eq!(origin("http://[::1]:8081/x"), "[::1]:8081");
+        assert_eq!(origin("https://[2001:db8::1]/x"), "[2001:db8::1]");
+        assert!(Origin::of(&Url::parse("ftp://example.org/").unwrap()).is_err());
+    }
 }
