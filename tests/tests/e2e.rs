@@ -71,6 +71,10 @@ async fn a_withdrawal_by_webhook_then_a_clean_stop() {
     shop.press(USER, "Confirm");
     shop.told(USER, "Withdrawal request #1").await;
     shop.told(ADMIN, "4276 1234 5678 9012").await;
+    // The admin approves from the notice's button; the user hears of it.
+    shop.press(ADMIN, "Approve");
+    shop.told(ADMIN, "approved").await;
+    shop.told(USER, "has been paid out").await;
     shop.settled().await;
     let held: i64 = sqlx::query_scalar("SELECT balance FROM users WHERE telegram_id = $1")
         .bind(USER)
