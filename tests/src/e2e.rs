@@ -198,6 +198,18 @@ impl Shop {
         }
     }
 
+    /// Waits until the bot has called `method` at least once, and returns the latest call's body.
+    pub async fn called(&self, method: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(body) = self.telegram.calls_of(method).pop() {
+                return body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the bot never called {method}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until every pushed update was taken (confirmed by a poller or accepted by the
     /// webhook).
     pub async fn settled(&self) {

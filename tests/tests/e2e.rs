@@ -9,7 +9,7 @@ use atlas::net::TcpNetwork;
 use atlas::net::client::HttpClient;
 use atlas::ports::store::Accounts as _;
 use atlas_sim::bot_api::{Fault, updates};
-use atlas_tests::e2e::{Bot, DB_PASSWORD, Mode, PATIENCE, Shop, TOKEN_SECRET, WEBHOOK_SECRET};
+use atlas_tests::e2e::{Bot, DB_PASSWORD, Mode, Shop, TOKEN_SECRET, WEBHOOK_SECRET};
 use atlas_tests::{create_promo, uid};
 use bytes::Bytes;
 use hyper::Method;
@@ -111,11 +111,7 @@ async fn sigterm_lets_the_update_in_flight_finish() {
     let mut bot = shop.start().await;
     shop.telegram.inject("sendMessage", Fault::Hang(Duration::from_secs(2)));
     shop.send_text(USER, "/start");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while shop.telegram.calls_of("sendMessage").is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the update was never handled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    shop.called("sendMessage").await;
     bot.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, _) = bot.get("/readyz").await;
@@ -231,23 +227,11 @@ async fn a_stars_purchase_and_a_user_who_blocked_the_bot() {
     shop.press(USER, "30 days");
     shop.told(USER, "How do you want to pay").await;
     shop.press(USER, "Stars");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let invoice = loop {
-        if let Some(invoice) = shop.telegram.calls_of("sendInvoice").pop() {
-            break invoice;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no invoice: {:?}", shop.telegram.texts_to(USER));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let invoice = shop.called("sendInvoice").await;
     let payload = invoice["payload"].as_str().unwrap().to_owned();
     let stars = invoice["prices"][0]["amount"].as_u64().unwrap() as u32;
     shop.telegram.push(updates::pre_checkout(USER, "en", "pc-1", &payload, stars));
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while shop.telegram.calls_of("answerPreCheckoutQuery").is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the pre-checkout query was never answered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(shop.telegram.calls_of("answerPreCheckoutQuery")[0]["ok"], true);
+    assert_eq!(shop.called("answerPreCheckoutQuery").await["ok"], true);
     shop.telegram.push(updates::paid(USER, "en", &payload, stars, "charge-e2e"));
     shop.told(USER, "Payment received").await;
     let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(shop.db.pool()).await.unwrap();
@@ -277,11 +261,7 @@ async fn sigterm_while_polling_finishes_the_batch_in_hand() {
     let standby = shop.start().await;
     shop.telegram.inject("sendMessage", Fault::Hang(Duration::from_secs(2)));
     shop.send_text(USER, "/start");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while shop.telegram.calls_of("sendMessage").is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the update was never handled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    shop.called("sendMessage").await;
     poller.terminate();
     assert_eq!(poller.exit_code().await, Some(0));
     standby.wait_for_log("polling for updates").await;
