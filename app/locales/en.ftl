@@ -260,3 +260,16 @@ admin-stats = <b>Statistics</b>
 unlimited = unlimited
 no-expiry = never
 no-username = (no username)
+
+# Sent by the background workers.
+reminder-before = ⏳ Your subscription ends in { $hours } h, on { $until }. Renew it in “Buy” to keep your key working.
+trial-ends-soon = ⏳ Your free trial ends in { $hours } h, on { $until }. Choose a plan in “Buy” to keep your VPN.
+trial-ended = Your free trial is over. Choose a plan in “Buy” to keep your VPN.
+key-ready = 🔑 Your key is ready (tap to copy):
+    <code>{ $uri }</code>
+key-activation-failed = We could not create your key. Our team has been told and will fix it soon; your days are kept.
+admin-activation-failed = ⚠️ No key could be made for user { $user } (subscription { $subscription }) after every attempt: { $error }
+renewed = ✅ Your subscription was renewed from your balance ({ $amount } ₽). It is valid until { $until }.
+renewal-short = Your subscription could not be renewed: your balance is too low. Top up and buy a period in “Buy” to keep your VPN.
+renewal-unavailable = Your plan is no longer sold, so it could not be renewed. Choose another plan in “Buy”.
+broadcast = { $text }

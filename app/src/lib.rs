@@ -17,3 +17,4 @@ pub mod runtime;
 pub mod services;
 pub mod store;
 pub mod telegram;
+pub mod workers;

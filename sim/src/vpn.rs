@@ -66,4 +66,9 @@ impl VpnProvider for SimVpn {
         lock(&self.ctx.history).push(revoked);
         Ok(())
     }
+
+    async fn list_keys(&self) -> Result<Vec<String>, VpnError> {
+        self.call_time().await;
+        Ok(self.panel().keys.iter().filter(|(_, (_, alive))| *alive).map(|(id, _)| id.clone()).collect())
+    }
 }

@@ -114,19 +114,36 @@ impl Messenger for RecordingMessenger {
 pub struct FakePanel {
     /// Panel key id -> (subscription, alive).
     pub keys: Arc<Mutex<BTreeMap<String, (SubscriptionId, bool)>>>,
+    /// While set, every create fails as a panel that is down.
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
+    /// Every create asked for, in order.
+    pub creates: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakePanel {
+    /// The keys alive at the panel.
+    pub fn alive(&self) -> Vec<String> {
+        self.keys.lock().unwrap().iter().filter(|(_, (_, alive))| *alive).map(|(id, _)| id.clone()).collect()
+    }
 }
 
 impl VpnProvider for FakePanel {
     async fn create_key(&self, subscription: SubscriptionId, label: &str) -> Result<PanelKey, VpnError> {
+        self.creates.lock().unwrap().push(label.to_owned());
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(VpnError::Timeout);
+        }
         self.keys.lock().unwrap().entry(label.to_owned()).or_insert((subscription, true));
         Ok(PanelKey { panel_key_id: label.to_owned(), access_uri: format!("ss://{label}@vpn.example:443") })
     }
 
     async fn revoke_key(&self, panel_key_id: &str) -> Result<(), VpnError> {
-        if let Some(key) = self.keys.lock().unwrap().get_mut(panel_key_id) {
-            key.1 = false;
-        }
+        self.keys.lock().unwrap().remove(panel_key_id);
         Ok(())
+    }
+
+    async fn list_keys(&self) -> Result<Vec<String>, VpnError> {
+        Ok(self.keys.lock().unwrap().iter().filter(|(_, (_, alive))| *alive).map(|(id, _)| id.clone()).collect())
     }
 }
 
@@ -177,6 +194,14 @@ impl PaymentProvider for FakeCrypto {
         let id = format!("inv-{}", invoices.len() + 1);
         invoices.push(FakeInvoice { id: id.clone(), payable, amount, paid: false });
         Ok(Invoice { pay_url: format!("https://pay.example/{id}"), invoice_id: id })
+    }
+
+    async fn invoice_statuses(&self, ids: &[String]) -> Result<Vec<(String, InvoiceStatus)>, PaymentProviderError> {
+        let mut out = Vec::new();
+        for id in ids {
+            out.push((id.clone(), self.invoice_status(id).await?));
+        }
+        Ok(out)
     }
 
     async fn invoice_status(&self, invoice_id: &str) -> Result<InvoiceStatus, PaymentProviderError> {

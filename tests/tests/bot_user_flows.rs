@@ -225,7 +225,7 @@ async fn trial_subscription_key_and_auto_renewal(language: Language) {
     let fresh = bot.db.store.current_key(sub.id).await.unwrap().unwrap();
     assert_ne!(fresh, key);
     assert_eq!(texts(&r), bot.says(user, &Msg::Reissued { uri: fresh.access_uri.clone() }));
-    assert!(!bot.panel.keys.lock().unwrap()[&key.panel_key_id].1, "the old key is revoked at the panel");
+    assert!(!bot.panel.alive().contains(&key.panel_key_id), "the old key is revoked at the panel");
     // A second new key within the cooldown is refused with when to try again.
     let r = bot.press_data(user, "rk").await;
     assert_eq!(texts(&r), bot.says(user, &Msg::RateLimited { minutes: 10 }));

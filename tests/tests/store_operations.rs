@@ -575,7 +575,8 @@ async fn activation_attempts_are_bounded_and_finish_once() {
     let b = user_with_balance(s, 2, "500").await;
     s.purchase_from_balance(purchase(a, None, None), t0()).await.unwrap();
     s.purchase_from_balance(purchase(b, None, None), t0()).await.unwrap();
-    let pending = s.pending_activations(10).await.unwrap();
+    let pending: Vec<SubscriptionId> =
+        s.pending_activations(t0(), 10).await.unwrap().into_iter().map(|p| p.subscription).collect();
     assert_eq!(pending.len(), 2);
     let key = || {
         ActivationResult::Succeeded(PanelKey {
@@ -591,14 +592,25 @@ async fn activation_attempts_are_bounded_and_finish_once() {
             s.record_activation(pending[1], fail(), t0()).await.unwrap(),
             ActivationOutcome::WillRetry { attempts: attempt }
         );
+        // A failed attempt waits out its backoff before the next.
+        let backoff = Duration::from_std(activation_backoff(attempt)).unwrap();
+        let b_sub = pending[1];
+        let waiting =
+            |at| async move { s.pending_activations(at, 10).await.unwrap().iter().any(|p| p.subscription == b_sub) };
+        assert!(!waiting(t0() + backoff - Duration::seconds(1)).await, "attempt {attempt}");
+        assert!(waiting(t0() + backoff).await, "attempt {attempt}");
     }
     assert_eq!(s.record_activation(pending[1], fail(), t0()).await.unwrap(), ActivationOutcome::GaveUp);
     assert_eq!(s.record_activation(pending[1], fail(), t0()).await.unwrap(), ActivationOutcome::NotPending);
     assert_eq!(s.subscription(b).await.unwrap().unwrap().activation_status, ActivationStatus::Failed);
-    assert!(s.pending_activations(10).await.unwrap().is_empty());
-    // Buying again gives a failed activation a fresh set of attempts.
+    assert!(s.pending_activations(t0() + Duration::days(1), 10).await.unwrap().is_empty());
+    // Buying again gives a failed activation a fresh set of attempts, at once.
     s.purchase_from_balance(purchase(b, None, None), t0()).await.unwrap();
-    assert_eq!(s.pending_activations(10).await.unwrap(), vec![pending[1]]);
+    let again = s.pending_activations(t0(), 10).await.unwrap();
+    assert_eq!(again.iter().map(|p| p.subscription).collect::<Vec<_>>(), vec![pending[1]]);
+    assert_eq!(again[0].label, KeyLabel::Activation { subscription: pending[1], generation: 0 });
+    // A subscription that has ended gets no key.
+    assert!(s.pending_activations(t0() + Duration::days(400), 10).await.unwrap().is_empty());
     assert_eq!(count(&db, "SELECT count(*) FROM vpn_keys WHERE status = 'active'").await, 1);
 }
 

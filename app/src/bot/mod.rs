@@ -15,7 +15,7 @@ pub mod account;
 pub mod action;
 pub mod admin;
 pub mod incoming;
-mod menu;
+pub mod menu;
 mod pay;
 pub mod purchase;
 pub mod state;
@@ -122,15 +122,7 @@ impl<'a, A: Adapters> Turn<'a, A> {
     }
 
     fn message(&self, lang: Language, msg: &Msg, keys: Keys) -> OutgoingMessage {
-        let keyboard = keys
-            .into_iter()
-            .map(|row| {
-                row.into_iter()
-                    .map(|(label, action)| Button { label: text::label(lang, &label), callback_data: action.data() })
-                    .collect()
-            })
-            .collect();
-        OutgoingMessage { text: render(lang, msg), keyboard }
+        outgoing(lang, msg, keys)
     }
 
     pub fn say(&mut self, msg: Msg) {
@@ -226,6 +218,19 @@ impl<'a, A: Adapters> Turn<'a, A> {
             tracing::warn!(error = %e, "reachability not recorded");
         }
     }
+}
+
+/// `msg` in `lang` with its buttons, as Telegram gets it.
+pub fn outgoing(lang: Language, msg: &Msg, keys: Keys) -> OutgoingMessage {
+    let keyboard = keys
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|(label, action)| Button { label: text::label(lang, &label), callback_data: action.data() })
+                .collect()
+        })
+        .collect();
+    OutgoingMessage { text: render(lang, msg), keyboard }
 }
 
 /// The span of all of one update's work (the intake function's begin and commit included): every

@@ -328,7 +328,7 @@ async fn from_balance<A: Adapters>(
     }
 }
 
-fn subscription_keys() -> Keys {
+pub fn subscription_keys() -> Keys {
     vec![vec![(Msg::BtnSubscription, Action::Nav(Nav::Subscription)), (Msg::BtnMenu, Action::Nav(Nav::Menu))]]
 }
 

@@ -267,12 +267,18 @@ impl WithdrawalStatus {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum NoticeKind {
     ExpiryReminder,
     TrialNotice,
     RenewalFailed,
     Expired,
+    /// The subscription's key is ready (first activation, or a new one after it ended).
+    KeyReady,
+    /// The key could not be made after every attempt.
+    ActivationFailed,
+    /// Renewed from the balance.
+    Renewed,
 }
 
 impl NoticeKind {
@@ -282,6 +288,9 @@ impl NoticeKind {
             NoticeKind::TrialNotice => "trial_notice",
             NoticeKind::RenewalFailed => "renewal_failed",
             NoticeKind::Expired => "expired",
+            NoticeKind::KeyReady => "key_ready",
+            NoticeKind::ActivationFailed => "activation_failed",
+            NoticeKind::Renewed => "renewed",
         }
     }
 }

@@ -149,13 +149,21 @@ pub enum Role {
     Reminders,
     TrialNotices,
     ExpiryCleanup,
+    /// Sending admin broadcasts.
+    Broadcasts,
     /// The Telegram long-polling loop (only one poller per bot, or Telegram answers 409).
     Poller,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] =
-        [Role::PaymentWatcher, Role::Reminders, Role::TrialNotices, Role::ExpiryCleanup, Role::Poller];
+    pub const ALL: [Role; 6] = [
+        Role::PaymentWatcher,
+        Role::Reminders,
+        Role::TrialNotices,
+        Role::ExpiryCleanup,
+        Role::Broadcasts,
+        Role::Poller,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -163,6 +171,7 @@ impl Role {
             Role::Reminders => "reminders",
             Role::TrialNotices => "trial_notices",
             Role::ExpiryCleanup => "expiry_cleanup",
+            Role::Broadcasts => "broadcasts",
             Role::Poller => "poller",
         }
     }
@@ -276,7 +285,8 @@ mod tests {
             Role::Reminders => 1,
             Role::TrialNotices => 2,
             Role::ExpiryCleanup => 3,
-            Role::Poller => 4,
+            Role::Broadcasts => 4,
+            Role::Poller => 5,
         };
         let mut seen: Vec<usize> = Role::ALL.iter().map(|r| role_index(*r)).collect();
         seen.sort_unstable();

@@ -48,4 +48,12 @@ pub trait PaymentProvider: Send + Sync + 'static {
         &self,
         invoice_id: &str,
     ) -> impl Future<Output = Result<InvoiceStatus, PaymentProviderError>> + Send;
+
+    /// The status of several invoices at once (the payment watcher's poll; Crypto Pay answers
+    /// up to 1,000 ids in one `getInvoices`). An invoice the provider does not list is missing
+    /// from the answer.
+    fn invoice_statuses(
+        &self,
+        invoice_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, InvoiceStatus)>, PaymentProviderError>> + Send;
 }

@@ -39,4 +39,7 @@ pub trait VpnProvider: Send + Sync + 'static {
 
     /// Revokes a key. Revoking a key that is already revoked or unknown MUST succeed.
     fn revoke_key(&self, panel_key_id: &str) -> impl Future<Output = Result<(), VpnError>> + Send;
+
+    /// The ids of every key the panel holds (the reconciler revokes ours that nobody owns).
+    fn list_keys(&self) -> impl Future<Output = Result<Vec<String>, VpnError>> + Send;
 }

@@ -20,6 +20,10 @@ impl VpnProvider for Unavailable {
     async fn revoke_key(&self, _panel_key_id: &str) -> Result<(), VpnError> {
         Err(VpnError::Refused(self.why.to_owned()))
     }
+
+    async fn list_keys(&self) -> Result<Vec<String>, VpnError> {
+        Err(VpnError::Refused(self.why.to_owned()))
+    }
 }
 
 impl PaymentProvider for Unavailable {
@@ -37,6 +41,10 @@ impl PaymentProvider for Unavailable {
     }
 
     async fn invoice_status(&self, _invoice_id: &str) -> Result<InvoiceStatus, PaymentProviderError> {
+        Err(PaymentProviderError::Unexpected(anyhow::anyhow!("{}", self.why)))
+    }
+
+    async fn invoice_statuses(&self, _ids: &[String]) -> Result<Vec<(String, InvoiceStatus)>, PaymentProviderError> {
         Err(PaymentProviderError::Unexpected(anyhow::anyhow!("{}", self.why)))
     }
 }

@@ -15,5 +15,6 @@ pub mod settings;
 pub mod telemetry;
 pub mod webhook;
 pub mod wiring;
+pub mod workers;
 
 pub use settings::{AppEnv, CoordinationSetting, Settings};

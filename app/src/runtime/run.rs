@@ -23,6 +23,7 @@ use super::gate::Gate;
 use super::poller::{ALLOWED_UPDATES, PollerError, poll};
 use super::settings::Intake;
 use super::wiring::{Adapters, App, Parts, Rules, assemble};
+use super::workers::{WorkerConfig, run_workers};
 use super::{http, webhook};
 use crate::net::{Listener, Network};
 use crate::telegram::api::{BotApi, TelegramError};
@@ -36,6 +37,7 @@ pub struct RunConfig {
     pub intake: Intake,
     pub updates_in_flight_max: usize,
     pub shutdown_timeout: Duration,
+    pub workers: WorkerConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,8 @@ pub async fn run<A: Adapters, N: Network, L: Listener>(
         let drain = async move { drain_rx.await.unwrap_or(Duration::ZERO) };
         crate::net::server::serve_until(listener, router, server_stopped, drain).await;
     });
+    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+    let workers = tokio::spawn(run_workers(app.clone(), config.workers.clone(), workers_stopped));
     let (stop_intake, intake_stopped) = tokio::sync::watch::channel(false);
     let intake = async {
         match config.intake {
@@ -118,6 +122,7 @@ pub async fn run<A: Adapters, N: Network, L: Listener>(
     let deadline = app.clock.monotonic() + config.shutdown_timeout;
     gate.drain();
     stop_intake.send_replace(true);
+    stop_workers.send_replace(true);
     let left = |app: &App<A>| deadline.saturating_sub(app.clock.monotonic());
     let outcome = match outcome {
         Some(ended) => ended,
@@ -125,6 +130,10 @@ pub async fn run<A: Adapters, N: Network, L: Listener>(
     };
     if !gate.idle(left(&app)).await {
         tracing::warn!(in_flight = gate.in_flight(), "updates still in flight at the shutdown timeout");
+    }
+    // Workers finish the tick in hand and resign their leases, within the same bound.
+    if tokio::time::timeout(left(&app), workers).await.is_err() {
+        tracing::warn!("background work still running at the shutdown timeout");
     }
     let _ = drain_tx.send(left(&app));
     let _ = stop_server.send(Duration::ZERO);

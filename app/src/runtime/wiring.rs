@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use super::run::{RunConfig, RunError, run};
 use super::settings::{CoordinationSetting, RedisSettings, Settings};
+use super::workers::WorkerConfig;
 use crate::coord::AnyCoordination;
 use crate::coord::connector::{RedisConnector, RedisTarget, TcpDialer};
 use crate::coord::keys::KeySpace;
@@ -231,6 +232,7 @@ pub async fn run_live(
         intake: settings.server.intake.clone(),
         updates_in_flight_max: settings.server.updates_in_flight_max,
         shutdown_timeout: settings.server.shutdown_timeout,
+        workers: WorkerConfig { enabled: settings.server.workers, ..WorkerConfig::default() },
     };
     run(parts, Rules::from_settings(settings), telegram, metrics, config, listener, shutdown).await.map_err(|e| match e
     {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::coord::policy::{Guarded, LockVerdict};
-use crate::domain::{SubscriptionId, UserId};
+use crate::domain::{KeyLabel, SubscriptionId, UserId};
 use crate::ports::coordination::LockName;
 use crate::ports::store::KeyError;
 use crate::ports::vpn::PanelKey;
@@ -44,7 +44,7 @@ pub enum ReissueError {
 /// fencing token, so a retried create returns the same key, and a checker can tell whose key it
 /// is.
 pub fn panel_label(subscription: SubscriptionId, fencing_token: u64) -> String {
-    format!("reissue-{subscription}-{fencing_token}")
+    KeyLabel::Reissue { subscription, token: fencing_token }.to_string()
 }
 
 pub async fn reissue_key<C, S, V>(

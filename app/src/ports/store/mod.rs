@@ -2,7 +2,7 @@
 //! audit found in the old system (parts 2-4). Split by who uses it: [`Accounts`] (users and
 //! balances), [`Purchases`] (the catalogue, purchases, provider payments, referral rewards),
 //! [`Promos`], [`Withdrawals`], [`Subscriptions`] (trial, auto-renewal, activation, keys) and
-//! [`Notices`] and [`AdminTools`]; [`Store`] is all of them. Live: PostgreSQL (`crate::store::PgStore`); simulation:
+//! [`Notices`], [`AdminTools`] and [`Broadcasts`]; [`Store`] is all of them. Live: PostgreSQL (`crate::store::PgStore`); simulation:
 //! a model behind an RPC, kept honest by a differential test.
 //!
 //! Every operation that takes `now` uses it for what it stores and decides (expiry, promo
@@ -10,6 +10,7 @@
 
 mod accounts;
 mod admin;
+mod broadcasts;
 mod notices;
 mod promos;
 mod purchases;
@@ -18,6 +19,7 @@ mod withdrawals;
 
 pub use accounts::*;
 pub use admin::*;
+pub use broadcasts::*;
 pub use notices::*;
 pub use promos::*;
 pub use purchases::*;
@@ -49,6 +51,12 @@ pub trait Health: Send + Sync + 'static {
 }
 
 /// The whole store: what an instance of the bot is given.
-pub trait Store: Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices + AdminTools + Health {}
+pub trait Store:
+    Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices + AdminTools + Broadcasts + Health
+{
+}
 
-impl<T: Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices + AdminTools + Health> Store for T {}
+impl<T> Store for T where
+    T: Accounts + Purchases + Promos + Withdrawals + Subscriptions + Notices + AdminTools + Broadcasts + Health
+{
+}

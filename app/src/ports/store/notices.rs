@@ -6,7 +6,11 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use crate::domain::{NoticeKind, NoticeThreshold, SubscriptionId};
+use crate::domain::{Language, NoticeKind, NoticeThreshold, SubscriptionId, UserId};
+
+/// How long after its end a period still gets its end notice (a bot that was down for longer
+/// does not greet users with stale news).
+pub const END_NOTICE_WINDOW_HOURS: u16 = 24;
 
 pub trait Notices: Send + Sync + 'static {
     /// Claims the right to send one notice; `false` if it was claimed before (by any instance).
@@ -17,4 +21,26 @@ pub trait Notices: Send + Sync + 'static {
         threshold: NoticeThreshold,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Notices due now that nobody claimed yet, soonest expiry first, at most `limit`: for trials
+    /// (`trial`) or paid subscriptions without auto-renewal, the nearest of `before_hours` that
+    /// the time left is within, and the end itself for a period that ended within the last day.
+    /// Users who blocked the bot or are banned get none.
+    fn due_notices(
+        &self,
+        trial: bool,
+        before_hours: Vec<u16>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<DueNotice>, StoreError>> + Send;
+}
+
+/// A notice to claim and send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DueNotice {
+    pub subscription: SubscriptionId,
+    pub user: UserId,
+    pub language: Language,
+    pub kind: NoticeKind,
+    pub threshold: NoticeThreshold,
 }

@@ -35,6 +35,17 @@ pub enum PurchaseError {
     Unexpected(#[from] anyhow::Error),
 }
 
+/// A purchase or top-up waiting for a provider's payment, for the payment watcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenPayable {
+    pub payable: Payable,
+    pub user: UserId,
+    pub method: PaymentProviderKind,
+    pub amount: Money,
+    pub expires_at: DateTime<Utc>,
+    pub invoice: Option<Invoice>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CloseError {
     #[error("unknown purchase")]
@@ -196,4 +207,12 @@ pub trait Purchases: Send + Sync + 'static {
         percent: Percent,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<ReferralOutcome, ReferralError>> + Send;
+
+    /// Purchases and top-ups waiting for a provider's payment, purchases first, each by id,
+    /// after `after` (a cursor: the last one of the previous page), at most `limit`.
+    fn open_payables(
+        &self,
+        after: Option<Payable>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<OpenPayable>, StoreError>> + Send;
 }

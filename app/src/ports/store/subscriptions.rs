@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use crate::domain::{Money, Subscription, SubscriptionId, TariffCode, UserId};
+use crate::domain::{KeyFacts, KeyLabel, Money, Subscription, SubscriptionId, TariffCode, UserId};
 use crate::ports::vpn::PanelKey;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +82,30 @@ pub enum ActivationOutcome {
     NotPending,
 }
 
+/// A subscription whose key is to be made: the panel is asked for `label`, so a retried attempt
+/// (another worker, or this one after a crash) gets the same key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingActivation {
+    pub subscription: SubscriptionId,
+    pub user: UserId,
+    pub label: KeyLabel,
+}
+
+/// A key taken from a subscription that ended: revoked in the store, to be revoked at the panel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetiredKey {
+    pub subscription: SubscriptionId,
+    pub user: UserId,
+    pub panel_key_id: String,
+}
+
+/// A key revoked in the store and not yet at the panel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyToRevoke {
+    pub key_id: i64,
+    pub panel_key_id: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyInstalled {
     pub key_id: i64,
@@ -123,11 +147,16 @@ pub trait Subscriptions: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Subscription, TrialError>> + Send;
 
-    /// Subscriptions whose first key is still to be created, oldest first, at most `limit`.
-    fn pending_activations(&self, limit: u32) -> impl Future<Output = Result<Vec<SubscriptionId>, StoreError>> + Send;
+    /// Subscriptions whose key is still to be made and that have not ended, whose last failed
+    /// attempt has waited out its backoff, oldest first, at most `limit`.
+    fn pending_activations(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<PendingActivation>, StoreError>> + Send;
 
     /// Records one activation attempt (only while pending; attempts are bounded by
-    /// `ACTIVATION_ATTEMPTS_MAX`).
+    /// `ACTIVATION_ATTEMPTS_MAX`, and a failed one waits `activation_backoff` before the next).
     fn record_activation(
         &self,
         subscription: SubscriptionId,
@@ -153,4 +182,41 @@ pub trait Subscriptions: Send + Sync + 'static {
         key: PanelKey,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<KeyInstalled, KeyError>> + Send;
+
+    /// Takes the keys of subscriptions that ended more than `grace` ago (at most `limit`): each is
+    /// revoked in the store, and the subscription's activation goes back to pending so that a
+    /// later purchase or renewal gets a new key. The panel follows ([`Self::keys_to_revoke`]).
+    fn retire_ended(
+        &self,
+        now: DateTime<Utc>,
+        grace: Duration,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<RetiredKey>, StoreError>> + Send;
+
+    /// Keys revoked in the store but not yet at the panel (an ended subscription's, a reissue's
+    /// replaced key whose revocation failed), at most `limit`.
+    fn keys_to_revoke(&self, limit: u32) -> impl Future<Output = Result<Vec<KeyToRevoke>, StoreError>> + Send;
+
+    /// Records that the panel revoked these keys.
+    fn revoked_at_panel(
+        &self,
+        key_ids: Vec<i64>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// For the reconciler: which of these panel ids the store has recorded (and whether each is
+    /// a subscription's active key), and what it knows of these subscriptions' keys.
+    fn key_census(
+        &self,
+        panel_key_ids: Vec<String>,
+        subscriptions: Vec<SubscriptionId>,
+    ) -> impl Future<Output = Result<KeyCensus, StoreError>> + Send;
+}
+
+/// What the store knows of keys found at the panel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyCensus {
+    /// Panel ids the store has a row for, with whether that row is active.
+    pub recorded: Vec<(String, bool)>,
+    pub facts: Vec<KeyFacts>,
 }

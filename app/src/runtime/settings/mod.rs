@@ -108,6 +108,8 @@ pub struct ServerSettings {
     pub telegram_api: Url,
     /// Whether the Messenger keeps Telegram's sending limits (off only for a local server).
     pub send_limits: bool,
+    /// Whether this instance runs the background workers.
+    pub workers: bool,
     pub http_listen: std::net::SocketAddr,
     pub updates_in_flight_max: usize,
     pub shutdown_timeout: Duration,
@@ -289,6 +291,7 @@ impl Settings {
             },
             Var::TelegramApiUrl => self.server.telegram_api.to_string(),
             Var::SendLimits => if self.server.send_limits { "on" } else { "off" }.to_owned(),
+            Var::Workers => if self.server.workers { "on" } else { "off" }.to_owned(),
             Var::HttpListen => self.server.http_listen.to_string(),
             Var::UpdatesInFlightMax => self.server.updates_in_flight_max.to_string(),
             Var::ShutdownTimeout => self.server.shutdown_timeout.as_secs().to_string(),
@@ -373,11 +376,13 @@ fn server(r: &mut Reader<'_>, telegram: &TelegramSettings) -> Option<ServerSetti
     let max_connections = r.parsed(Var::WebhookMaxConnections, |v| values::number(v, 1u8, 100));
     let telegram_api =
         r.parsed(Var::TelegramApiUrl, |v| values::url_with_scheme(v, &["http", "https"]).map(|u| u.url().clone()));
-    let send_limits = r.parsed(Var::SendLimits, |v| match v {
+    let on_off = |v: &str| match v {
         "on" => Ok(true),
         "off" => Ok(false),
         _ => Err("must be on or off".into()),
-    });
+    };
+    let send_limits = r.parsed(Var::SendLimits, on_off);
+    let workers = r.parsed(Var::Workers, on_off);
     let http_listen =
         r.parsed(Var::HttpListen, |v| v.parse().map_err(|_| "must be an address such as 0.0.0.0:8080".into()));
     let updates_in_flight_max = r.parsed(Var::UpdatesInFlightMax, |v| values::number(v, 1usize, 10_000));
@@ -408,6 +413,7 @@ fn server(r: &mut Reader<'_>, telegram: &TelegramSettings) -> Option<ServerSetti
         intake,
         telegram_api: telegram_api?,
         send_limits: send_limits?,
+        workers: workers?,
         http_listen: http_listen?,
         updates_in_flight_max: updates_in_flight_max?,
         shutdown_timeout: shutdown_timeout?,

@@ -71,6 +71,7 @@ variables! {
     SendLimits => ("SEND_LIMITS", "no", Value("on"), "`on`: keep Telegram's sending limits (per chat a burst, then about 1 a second; 30 a second in all); `off` only against a local Bot API server or in a load benchmark", false),
     HttpListen => ("HTTP_LISTEN", "no", Value("0.0.0.0:8080"), "address of the HTTP server: the webhook route, `/healthz`, `/readyz`, `/metrics`", false),
     UpdatesInFlightMax => ("UPDATES_IN_FLIGHT_MAX", "no", Value("256"), "updates one instance handles at once; over it the webhook answers 503 and Telegram delivers again (1–10000)", false),
+    Workers => ("WORKERS", "no", Value("on"), "`on`: this instance runs the background work (payment watcher, reminders, notices, expiry cleanup, broadcasts under leader leases; auto-renewal and key activation on every instance); `off` for an instance that only answers updates", false),
     ShutdownTimeout => ("SHUTDOWN_TIMEOUT", "no", Value("25"), "seconds in-flight updates and workers get to finish after SIGTERM (1–300)", false),
     VpnPanelUrl => ("VPN_PANEL_URL", "no", Words("—"), "the VPN panel's API (`http://` or `https://`)", false),
     VpnPanelToken => ("VPN_PANEL_TOKEN", "no", Words("—"), "the panel's API token (secret)", true),

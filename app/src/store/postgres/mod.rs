@@ -6,6 +6,7 @@
 
 mod accounts;
 mod admin;
+mod broadcasts;
 mod notices;
 mod promos;
 mod purchases;

@@ -11,7 +11,7 @@ use super::accounts::payment_error;
 use super::{Failure, PgStore, Refusal, applied_code, text_code, timed};
 use crate::domain::{
     Money, Payable, PaymentProviderKind, Percent, PromoCode, PurchaseId, PurchaseStatus, TariffCode, TariffPeriod,
-    UserId,
+    TopUpId, UserId,
 };
 use crate::ports::store::*;
 
@@ -90,6 +90,39 @@ struct PurchaseInfoRow {
 text_code!(AttachCode { Attached = "attached", Other = "other", Unknown = "unknown" });
 
 /// The stored invoice of a purchase or top-up (the schema keeps its id and link together).
+/// A row of `open_payables`.
+#[derive(FromRow)]
+struct OpenRow {
+    kind: String,
+    id: i64,
+    user_id: UserId,
+    method: String,
+    amount: i64,
+    expires_at: DateTime<Utc>,
+    invoice_id: Option<String>,
+    invoice_url: Option<String>,
+}
+
+impl OpenRow {
+    fn into_open(self) -> anyhow::Result<OpenPayable> {
+        let payable = match self.kind.as_str() {
+            "p" => Payable::Purchase(PurchaseId::new(self.id).context("stored purchase id")?),
+            _ => Payable::TopUp(TopUpId::new(self.id).context("stored top-up id")?),
+        };
+        let method = PaymentProviderKind::from_code(&self.method)
+            .with_context(|| format!("stored payment method {:?}", self.method))?;
+        Ok(OpenPayable {
+            payable,
+            user: self.user_id,
+            method,
+            // A provider's order is never free (the store refuses a free one).
+            amount: Money::positive(self.amount).map_err(|e| anyhow::anyhow!("stored amount {}: {e}", self.amount))?,
+            expires_at: self.expires_at,
+            invoice: invoice(self.invoice_id, self.invoice_url),
+        })
+    }
+}
+
 pub(super) fn invoice(invoice_id: Option<String>, pay_url: Option<String>) -> Option<Invoice> {
     Some(Invoice { invoice_id: invoice_id?, pay_url: pay_url? })
 }
@@ -380,5 +413,25 @@ impl Purchases for PgStore {
             ReferralCode::NoReferrer => ReferralOutcome::NoReferrer,
             ReferralCode::NothingToReward => ReferralOutcome::NothingToReward,
         })
+    }
+
+    async fn open_payables(&self, after: Option<Payable>, limit: u32) -> Result<Vec<OpenPayable>, StoreError> {
+        // Purchases ('p') before top-ups ('t'), each by id: the order of `Payable`.
+        let (after_kind, after_id) = match after {
+            None => ("", 0),
+            Some(Payable::Purchase(id)) => ("p", id.get()),
+            Some(Payable::TopUp(id)) => ("t", id.get()),
+        };
+        let sql = "SELECT * FROM (
+                SELECT 'p' AS kind, id, user_id, method, amount, expires_at, invoice_id, invoice_url
+                    FROM pending_purchases WHERE status = 'pending' AND method <> 'balance'
+                UNION ALL
+                SELECT 't', id, user_id, method, amount, expires_at, invoice_id, invoice_url
+                    FROM topups WHERE status = 'pending') open
+            WHERE (kind, id) > ($1, $2) ORDER BY kind, id LIMIT $3";
+        let rows: Vec<OpenRow> =
+            timed(sqlx::query_as(sql).bind(after_kind).bind(after_id).bind(i64::from(limit)).fetch_all(self.pool()))
+                .await?;
+        rows.into_iter().map(OpenRow::into_open).collect::<anyhow::Result<_>>().map_err(StoreError::from)
     }
 }

@@ -8,7 +8,8 @@ use sqlx::FromRow;
 
 use super::{Failure, PgStore, Refusal, text_code, timed};
 use crate::domain::{
-    ACTIVATION_ATTEMPTS_MAX, ActivationStatus, Money, Subscription, SubscriptionId, TariffCode, UserId,
+    ACTIVATION_ATTEMPTS_MAX, ActivationStatus, KeyFacts, KeyLabel, Money, Subscription, SubscriptionId, TariffCode,
+    UserId,
 };
 use crate::ports::store::*;
 use crate::ports::vpn::PanelKey;
@@ -184,11 +185,22 @@ impl Subscriptions for PgStore {
         Ok(row.into_subscription()?)
     }
 
-    async fn pending_activations(&self, limit: u32) -> Result<Vec<SubscriptionId>, StoreError> {
-        let sql = "SELECT id FROM subscriptions WHERE activation_status = 'pending' ORDER BY id LIMIT $1";
-        let ids: Vec<i64> = timed(sqlx::query_scalar(sql).bind(i64::from(limit)).fetch_all(self.pool())).await?;
-        ids.into_iter()
-            .map(|id| SubscriptionId::new(id).ok_or_else(|| anyhow::anyhow!("stored subscription id {id}").into()))
+    async fn pending_activations(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<PendingActivation>, StoreError> {
+        // The generation is the number of keys the subscription ever had: the same while an
+        // attempt is retried, a new one after the previous key was retired.
+        let sql = "SELECT s.id, s.user_id,
+                (SELECT count(*) FROM vpn_keys k WHERE k.subscription_id = s.id)::INT AS generation
+            FROM subscriptions s
+            WHERE s.activation_status = 'pending' AND s.expires_at > $1
+              AND (s.activation_next_at IS NULL OR s.activation_next_at <= $1)
+            ORDER BY s.activation_next_at NULLS FIRST, s.id LIMIT $2";
+        let rows: Vec<(SubscriptionId, UserId, i32)> =
+            timed(sqlx::query_as(sql).bind(now).bind(i64::from(limit)).fetch_all(self.pool())).await?;
+        rows.into_iter()
+            .map(|(subscription, user, generation)| {
+                let generation = u32::try_from(generation).context("negative key count")?;
+                Ok(PendingActivation { subscription, user, label: KeyLabel::Activation { subscription, generation } })
+            })
             .collect()
     }
 
@@ -223,6 +235,8 @@ impl Subscriptions for PgStore {
                 let sql = "UPDATE subscriptions
                     SET activation_attempts = activation_attempts + 1,
                         activation_status = CASE WHEN activation_attempts + 1 >= $3 THEN 'failed' ELSE 'pending' END,
+                        -- domain::activation_backoff of the new count (the old count is read here)
+                        activation_next_at = $4 + make_interval(secs => least(30 * power(2, activation_attempts), 600)),
                         activation_error = left($2, 500), updated_at = $4
                     WHERE id = $1 AND activation_status = 'pending'
                     RETURNING activation_status, activation_attempts";
@@ -289,5 +303,79 @@ impl Subscriptions for PgStore {
         .await
         .map_err(key_error)?;
         Ok(KeyInstalled { key_id: row.key_id, replaced_panel_key_id: row.replaced_panel_key_id })
+    }
+
+    async fn retire_ended(
+        &self,
+        now: DateTime<Utc>,
+        grace: Duration,
+        limit: u32,
+    ) -> Result<Vec<RetiredKey>, StoreError> {
+        let grace = i32::try_from(grace.as_secs()).context("grace out of range")?;
+        let rows: Vec<(SubscriptionId, UserId, String)> = timed(
+            sqlx::query_as("SELECT * FROM atlas_retire_ended($1, $2, $3)")
+                .bind(now)
+                .bind(grace)
+                .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+                .fetch_all(self.pool()),
+        )
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(subscription, user, panel_key_id)| RetiredKey { subscription, user, panel_key_id })
+            .collect())
+    }
+
+    async fn keys_to_revoke(&self, limit: u32) -> Result<Vec<KeyToRevoke>, StoreError> {
+        let sql = "SELECT id, panel_key_id FROM vpn_keys
+            WHERE status = 'revoked' AND panel_revoked_at IS NULL ORDER BY id LIMIT $1";
+        let rows: Vec<(i64, String)> = timed(sqlx::query_as(sql).bind(i64::from(limit)).fetch_all(self.pool())).await?;
+        Ok(rows.into_iter().map(|(key_id, panel_key_id)| KeyToRevoke { key_id, panel_key_id }).collect())
+    }
+
+    async fn revoked_at_panel(&self, key_ids: Vec<i64>, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let sql = "UPDATE vpn_keys SET panel_revoked_at = $2
+            WHERE id = ANY($1) AND status = 'revoked' AND panel_revoked_at IS NULL";
+        timed(sqlx::query(sql).bind(key_ids).bind(now).execute(self.pool())).await?;
+        Ok(())
+    }
+
+    async fn key_census(
+        &self,
+        panel_key_ids: Vec<String>,
+        subscriptions: Vec<SubscriptionId>,
+    ) -> Result<KeyCensus, StoreError> {
+        let recorded: Vec<(String, bool)> = timed(
+            sqlx::query_as(
+                "SELECT panel_key_id, bool_or(status = 'active') FROM vpn_keys
+                    WHERE panel_key_id = ANY($1) GROUP BY panel_key_id ORDER BY panel_key_id",
+            )
+            .bind(panel_key_ids)
+            .fetch_all(self.pool()),
+        )
+        .await?;
+        let ids: Vec<i64> = subscriptions.iter().map(|s| s.get()).collect();
+        let rows: Vec<(SubscriptionId, i64, i32, bool)> = timed(
+            sqlx::query_as(
+                "SELECT s.id, s.key_fence, (SELECT count(*) FROM vpn_keys k WHERE k.subscription_id = s.id)::INT,
+                        s.activation_status = 'pending'
+                    FROM subscriptions s WHERE s.id = ANY($1) ORDER BY s.id",
+            )
+            .bind(ids)
+            .fetch_all(self.pool()),
+        )
+        .await?;
+        let facts = rows
+            .into_iter()
+            .map(|(subscription, fence, keys, activation_pending)| {
+                Ok(KeyFacts {
+                    subscription,
+                    key_fence: u64::try_from(fence).context("a stored fencing token is negative")?,
+                    keys_recorded: u32::try_from(keys).context("negative key count")?,
+                    activation_pending,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(KeyCensus { recorded, facts })
     }
 }

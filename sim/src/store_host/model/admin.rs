@@ -81,7 +81,10 @@ impl AdminTools for SimStore {
                 return Ok(BroadcastQueued { applied: Applied::Duplicate, broadcast: *id });
             }
             let id = m.next(BroadcastId::new);
-            m.broadcasts.insert(id, BroadcastRow { admin, text, idempotency_key: key });
+            m.broadcasts.insert(
+                id,
+                BroadcastRow { admin, text, idempotency_key: key, done: false, last_user_id: 0, sent_count: 0 },
+            );
             m.audit(admin, "broadcast", None, None, None);
             Ok(BroadcastQueued { applied: Applied::Done, broadcast: id })
         })

@@ -10,6 +10,7 @@
 
 mod accounts;
 mod admin;
+mod broadcasts;
 mod notices;
 mod promos;
 mod purchases;
@@ -52,13 +53,17 @@ struct SubRow {
     last_auto_renewal_at: Option<DateTime<Utc>>,
     activation_status: ActivationStatus,
     activation_attempts: i32,
+    activation_next_at: Option<DateTime<Utc>>,
     key_fence: i64,
 }
 
 struct KeyRow {
+    id: i64,
     subscription: SubscriptionId,
     key: atlas::ports::vpn::PanelKey,
     active: bool,
+    /// Revoked at the panel too (only for a revoked key).
+    panel_revoked: bool,
 }
 
 struct PromoRow {
@@ -128,6 +133,9 @@ struct BroadcastRow {
     admin: UserId,
     text: String,
     idempotency_key: Option<String>,
+    done: bool,
+    last_user_id: i64,
+    sent_count: u32,
 }
 
 /// The whole database.
@@ -154,6 +162,7 @@ pub struct Model {
     ledger_refs: BTreeSet<(&'static str, String)>,
     renewals: BTreeSet<(SubscriptionId, DateTime<Utc>)>,
     notices: BTreeSet<(SubscriptionId, &'static str, String)>,
+    deliveries: BTreeSet<(BroadcastId, UserId)>,
     audit_log: Vec<AuditRow>,
     next_id: i64,
 }
@@ -208,6 +217,7 @@ impl Model {
             ledger_refs: BTreeSet::new(),
             renewals: BTreeSet::new(),
             notices: BTreeSet::new(),
+            deliveries: BTreeSet::new(),
             audit_log: Vec::new(),
             next_id: 1,
         }
@@ -264,6 +274,13 @@ impl Model {
     /// The sum of a user's ledger entries (for checkers: it must equal the balance).
     pub fn ledger_sum(&self, user: UserId) -> i64 {
         self.ledger.iter().filter(|e| e.0 == user).map(|e| e.1).sum()
+    }
+
+    /// Records a new active key of a subscription.
+    fn push_key(&mut self, subscription: SubscriptionId, key: atlas::ports::vpn::PanelKey) -> i64 {
+        let id = self.next(Some);
+        self.keys.push(KeyRow { id, subscription, key, active: true, panel_revoked: false });
+        id
     }
 
     /// Active keys by subscription, for checkers.
@@ -364,6 +381,7 @@ impl Model {
             if s.activation_status == ActivationStatus::Failed {
                 s.activation_status = ActivationStatus::Pending;
                 s.activation_attempts = 0;
+                s.activation_next_at = None;
             }
             return s.expires_at;
         }
@@ -392,6 +410,7 @@ impl Model {
             last_auto_renewal_at: None,
             activation_status: ActivationStatus::Pending,
             activation_attempts: 0,
+            activation_next_at: None,
             key_fence: 0,
         };
         self.subscriptions.insert(id, row);

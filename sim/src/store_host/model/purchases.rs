@@ -238,4 +238,32 @@ impl Purchases for SimStore {
         })
         .await?
     }
+
+    async fn open_payables(&self, after: Option<Payable>, limit: u32) -> Result<Vec<OpenPayable>, StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                let purchases = m.purchases.iter().filter_map(|(id, p)| {
+                    let method = p.method.filter(|_| p.status == PurchaseStatus::Pending)?;
+                    Some(OpenPayable {
+                        payable: Payable::Purchase(*id),
+                        user: p.user,
+                        method,
+                        amount: money(p.amount),
+                        expires_at: p.expires_at,
+                        invoice: p.invoice.clone(),
+                    })
+                });
+                let topups =
+                    m.topups.iter().filter(|(_, t)| t.status == PurchaseStatus::Pending).map(|(id, t)| OpenPayable {
+                        payable: Payable::TopUp(*id),
+                        user: t.user,
+                        method: t.method,
+                        amount: money(t.amount),
+                        expires_at: t.expires_at,
+                        invoice: t.invoice.clone(),
+                    });
+                purchases.chain(topups).filter(|o| after.is_none_or(|a| o.payable > a)).take(limit as usize).collect()
+            })
+            .await?)
+    }
 }

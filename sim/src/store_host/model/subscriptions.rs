@@ -9,7 +9,7 @@ use atlas::ports::store::*;
 use atlas::ports::vpn::PanelKey;
 use chrono::{DateTime, Utc};
 
-use super::{KeyRow, Model, UserRefusal, money};
+use super::{Model, UserRefusal, money};
 use crate::history::{Event, StoreAnswer};
 use crate::store_host::SimStore;
 
@@ -118,11 +118,27 @@ impl Subscriptions for SimStore {
         .await?
     }
 
-    async fn pending_activations(&self, limit: u32) -> Result<Vec<SubscriptionId>, StoreError> {
+    async fn pending_activations(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<PendingActivation>, StoreError> {
         Ok(self
             .exec(move |m: &mut Model| {
-                let pending = m.subscriptions.values().filter(|s| s.activation_status == ActivationStatus::Pending);
-                pending.map(|s| s.id).take(limit as usize).collect()
+                let mut due: Vec<&super::SubRow> = m
+                    .subscriptions
+                    .values()
+                    .filter(|s| {
+                        s.activation_status == ActivationStatus::Pending
+                            && s.expires_at > now
+                            && s.activation_next_at.is_none_or(|at| at <= now)
+                    })
+                    .collect();
+                due.sort_by_key(|s| (s.activation_next_at.is_some(), s.activation_next_at, s.id));
+                due.into_iter()
+                    .take(limit as usize)
+                    .map(|s| {
+                        let generation = m.keys.iter().filter(|k| k.subscription == s.id).count() as u32;
+                        let label = KeyLabel::Activation { subscription: s.id, generation };
+                        PendingActivation { subscription: s.id, user: s.user, label }
+                    })
+                    .collect()
             })
             .await?)
     }
@@ -131,7 +147,7 @@ impl Subscriptions for SimStore {
         &self,
         subscription: SubscriptionId,
         result: ActivationResult,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<ActivationOutcome, StoreError> {
         Ok(self
             .exec(move |m: &mut Model| {
@@ -142,11 +158,12 @@ impl Subscriptions for SimStore {
                 match result {
                     ActivationResult::Succeeded(key) => {
                         s.activation_status = ActivationStatus::Active;
-                        m.keys.push(KeyRow { subscription, key, active: true });
+                        m.push_key(subscription, key);
                         ActivationOutcome::Activated
                     }
                     ActivationResult::Failed { .. } => {
                         s.activation_attempts += 1;
+                        s.activation_next_at = Some(now + activation_backoff(s.activation_attempts));
                         if s.activation_attempts >= ACTIVATION_ATTEMPTS_MAX {
                             s.activation_status = ActivationStatus::Failed;
                             ActivationOutcome::GaveUp
@@ -203,13 +220,99 @@ impl Subscriptions for SimStore {
                     k.active = false;
                     replaced = Some(k.key.panel_key_id.clone());
                 }
-                m.keys.push(KeyRow { subscription, key, active: true });
-                let key_id = m.next(Some);
+                let key_id = m.push_key(subscription, key);
                 Ok(KeyInstalled { key_id, replaced_panel_key_id: replaced })
             })
             .await;
         let answer = answer(&result);
         self.note(Event::KeyInstall { instance: self.instance, subscription, token: fencing_token, answer });
         result?
+    }
+
+    async fn retire_ended(
+        &self,
+        now: DateTime<Utc>,
+        grace: Duration,
+        limit: u32,
+    ) -> Result<Vec<RetiredKey>, StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                let before = now - chrono::Duration::seconds(grace.as_secs() as i64);
+                let mut ended: Vec<(DateTime<Utc>, SubscriptionId, UserId)> = m
+                    .subscriptions
+                    .values()
+                    .filter(|s| s.expires_at <= before && s.activation_status == ActivationStatus::Active)
+                    .map(|s| (s.expires_at, s.id, s.user))
+                    .collect();
+                ended.sort();
+                ended.truncate(limit as usize);
+                let mut retired = Vec::new();
+                for (_, id, user) in ended {
+                    let s = m.subscriptions.get_mut(&id).expect("found");
+                    s.activation_status = ActivationStatus::Pending;
+                    s.activation_attempts = 0;
+                    s.activation_next_at = None;
+                    for k in m.keys.iter_mut().filter(|k| k.subscription == id && k.active) {
+                        k.active = false;
+                        retired.push(RetiredKey { subscription: id, user, panel_key_id: k.key.panel_key_id.clone() });
+                    }
+                }
+                retired
+            })
+            .await?)
+    }
+
+    async fn keys_to_revoke(&self, limit: u32) -> Result<Vec<KeyToRevoke>, StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                let mut keys: Vec<KeyToRevoke> = m
+                    .keys
+                    .iter()
+                    .filter(|k| !k.active && !k.panel_revoked)
+                    .map(|k| KeyToRevoke { key_id: k.id, panel_key_id: k.key.panel_key_id.clone() })
+                    .collect();
+                keys.sort_by_key(|k| k.key_id);
+                keys.truncate(limit as usize);
+                keys
+            })
+            .await?)
+    }
+
+    async fn revoked_at_panel(&self, key_ids: Vec<i64>, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                for k in m.keys.iter_mut().filter(|k| !k.active && key_ids.contains(&k.id)) {
+                    k.panel_revoked = true;
+                }
+            })
+            .await?)
+    }
+
+    async fn key_census(
+        &self,
+        panel_key_ids: Vec<String>,
+        subscriptions: Vec<SubscriptionId>,
+    ) -> Result<KeyCensus, StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                let mut recorded: std::collections::BTreeMap<String, bool> = std::collections::BTreeMap::new();
+                for k in m.keys.iter().filter(|k| panel_key_ids.contains(&k.key.panel_key_id)) {
+                    *recorded.entry(k.key.panel_key_id.clone()).or_default() |= k.active;
+                }
+                let mut facts: Vec<KeyFacts> = m
+                    .subscriptions
+                    .values()
+                    .filter(|s| subscriptions.contains(&s.id))
+                    .map(|s| KeyFacts {
+                        subscription: s.id,
+                        key_fence: s.key_fence as u64,
+                        keys_recorded: m.keys.iter().filter(|k| k.subscription == s.id).count() as u32,
+                        activation_pending: s.activation_status == ActivationStatus::Pending,
+                    })
+                    .collect();
+                facts.sort_by_key(|f| f.subscription);
+                KeyCensus { recorded: recorded.into_iter().collect(), facts }
+            })
+            .await?)
     }
 }

@@ -1,0 +1,76 @@
+//! Key activation, on every instance: each pending subscription that has not ended gets its key
+//! at the panel under a label of its own (`KeyLabel::Activation`: a retried or concurrent
+//! attempt asks for the same id and gets the same key), recorded only while it is still pending.
+//! A failed attempt waits out a backoff; after the last one the subscription is marked failed,
+//! the user is told and the admins are notified.
+
+use super::notify::{tell, tell_admins};
+use super::{Lease, Tally};
+use crate::bot::menu::back;
+use crate::bot::text::Msg;
+use crate::ports::VpnProvider;
+use crate::ports::store::{ActivationOutcome, ActivationResult, Subscriptions};
+use crate::runtime::wiring::{Adapters, App};
+
+pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, limit: u32) -> Tally {
+    let mut tally = Tally::default();
+    let pending = match app.store.pending_activations(app.clock.now(), limit).await {
+        Ok(pending) => pending,
+        Err(e) => {
+            tracing::warn!(error = %e, "pending activations not read");
+            tally.failed += 1;
+            return tally;
+        }
+    };
+    for item in pending {
+        if !lease.holds() {
+            break;
+        }
+        let label = item.label.to_string();
+        let result = match app.vpn.create_key(item.subscription, &label).await {
+            Ok(key) => ActivationResult::Succeeded(key),
+            Err(e) => ActivationResult::Failed { error: e.to_string() },
+        };
+        let made = match &result {
+            ActivationResult::Succeeded(key) => Some(key.clone()),
+            ActivationResult::Failed { .. } => None,
+        };
+        let error = match &result {
+            ActivationResult::Failed { error } => error.clone(),
+            ActivationResult::Succeeded(_) => String::new(),
+        };
+        let outcome = match app.store.record_activation(item.subscription, result, app.clock.now()).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // The key (if made) is asked for again under the same label next time.
+                tracing::warn!(subscription_id = item.subscription.get(), error = %e, "activation not recorded");
+                tally.failed += 1;
+                continue;
+            }
+        };
+        let subscription_id = item.subscription.get();
+        match outcome {
+            ActivationOutcome::Activated => {
+                let key = made.expect("activated with a key");
+                tracing::info!(event = "KEY_ACTIVATED", subscription_id, user_id = item.user.get(), label);
+                tell(app, item.user, &Msg::KeyReady { uri: key.access_uri }, back()).await;
+                tally.done += 1;
+            }
+            // Another worker recorded it first, under the same label: the same key. Nothing
+            // to revoke (it is the user's key); a key of an older attempt is the reconciler's.
+            ActivationOutcome::NotPending => tally.skipped += 1,
+            ActivationOutcome::WillRetry { attempts } => {
+                tracing::warn!(event = "KEY_ACTIVATION_RETRY", subscription_id, attempts, error, "panel refused");
+                tally.failed += 1;
+            }
+            ActivationOutcome::GaveUp => {
+                tracing::error!(event = "KEY_ACTIVATION_FAILED", subscription_id, error, "no key after every attempt");
+                tell(app, item.user, &Msg::KeyActivationFailed, back()).await;
+                let msg = Msg::AdminActivationFailed { user: item.user.get(), subscription: subscription_id, error };
+                tell_admins(app, &msg).await;
+                tally.failed += 1;
+            }
+        }
+    }
+    tally
+}

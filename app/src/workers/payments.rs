@@ -1,0 +1,166 @@
+//! The payment watcher, leader-only: every purchase and top-up waiting for a provider is looked
+//! at in pages (a cursor walks them, so none waits behind a long list). A crypto invoice is asked
+//! of the provider in one call per page: paid → counted once by its payment id (the same store
+//! operation as the user's "Check payment" and the `invoice_paid` webhook), with the referrer
+//! rewarded and the user told; expired, or past our own expiry → closed (a purchase gives its
+//! promo use back; money that arrives later still goes to the balance). An order without an
+//! invoice (Stars, or a crypto order whose invoice was never made) is closed once it expired.
+//! Nothing is closed that the provider could not be asked about.
+
+use chrono::{DateTime, Utc};
+
+use super::notify::tell;
+use super::{Lease, Tally};
+use crate::bot::menu::back;
+use crate::bot::purchase::subscription_keys;
+use crate::bot::text::Msg;
+use crate::domain::{Payable, PaymentProviderKind};
+use crate::ports::PaymentProvider;
+use crate::ports::payments::InvoiceStatus;
+use crate::ports::store::{
+    Accounts, Applied, CloseError, Closure, FinalizeOutcome, OpenPayable, PaymentError, ProviderPayment, Purchases,
+};
+use crate::runtime::wiring::{Adapters, App};
+
+/// Looks at one page of at most `limit` open orders after `cursor`, and moves the cursor (back
+/// to the start after the last page).
+pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, cursor: &mut Option<Payable>, limit: u32) -> Tally {
+    let mut tally = Tally::default();
+    let page = match app.store.open_payables(*cursor, limit).await {
+        Ok(page) => page,
+        Err(e) => {
+            tracing::warn!(error = %e, "open orders not read");
+            tally.failed += 1;
+            return tally;
+        }
+    };
+    *cursor = if page.len() < limit as usize { None } else { page.last().map(|o| o.payable) };
+    let invoice_ids: Vec<String> = page
+        .iter()
+        .filter(|o| o.method == PaymentProviderKind::Crypto)
+        .filter_map(|o| o.invoice.as_ref().map(|i| i.invoice_id.clone()))
+        .collect();
+    let statuses = if invoice_ids.is_empty() {
+        Some(Vec::new())
+    } else {
+        match app.crypto.invoice_statuses(&invoice_ids).await {
+            Ok(statuses) => Some(statuses),
+            Err(e) => {
+                tracing::warn!(event = "PAYMENT_POLL_FAILED", error = %e, "crypto invoices not checked");
+                tally.failed += 1;
+                None
+            }
+        }
+    };
+    let now = app.clock.now();
+    for open in page {
+        if !lease.holds() {
+            break;
+        }
+        let status = match &open.invoice {
+            Some(invoice) if open.method == PaymentProviderKind::Crypto => match &statuses {
+                // The provider could not be asked: nothing is decided about this one.
+                None => continue,
+                Some(list) => list.iter().find(|(id, _)| *id == invoice.invoice_id).map(|(_, s)| s.clone()),
+            },
+            _ => None,
+        };
+        match decide(&open, status, now) {
+            Decision::Wait => tally.skipped += 1,
+            Decision::Close => match close(app, open.payable).await {
+                Ok(()) => {
+                    tracing::info!(event = "ORDER_EXPIRED", payable = %open.payable.payload(), "closed unpaid");
+                    tally.done += 1;
+                }
+                Err(CloseError::NotPending(_)) => tally.skipped += 1,
+                Err(e) => {
+                    tracing::warn!(payable = %open.payable.payload(), error = %e, "expired order not closed");
+                    tally.failed += 1;
+                }
+            },
+            Decision::Count(payment) => match count(app, &open, payment).await {
+                Counted::Now => tally.done += 1,
+                Counted::Before => tally.skipped += 1,
+                Counted::Failed => tally.failed += 1,
+            },
+        }
+    }
+    tally
+}
+
+enum Decision {
+    Wait,
+    Close,
+    Count(ProviderPayment),
+}
+
+/// What to do with an open order, given what the provider says of its invoice (`None`: it has
+/// no crypto invoice, or the provider does not list it).
+fn decide(open: &OpenPayable, status: Option<InvoiceStatus>, now: DateTime<Utc>) -> Decision {
+    match status {
+        Some(InvoiceStatus::Paid { payment_id, amount }) => {
+            Decision::Count(ProviderPayment { provider: PaymentProviderKind::Crypto, payment_id, amount })
+        }
+        Some(InvoiceStatus::Expired) => Decision::Close,
+        Some(InvoiceStatus::Pending) | None if open.expires_at <= now => Decision::Close,
+        Some(InvoiceStatus::Pending) | None => Decision::Wait,
+    }
+}
+
+async fn close<A: Adapters>(app: &App<A>, payable: Payable) -> Result<(), CloseError> {
+    match payable {
+        Payable::Purchase(id) => app.store.close_pending_purchase(id, Closure::Expired).await,
+        Payable::TopUp(id) => app.store.close_topup(id, Closure::Expired).await,
+    }
+}
+
+enum Counted {
+    Now,
+    /// Counted before (the user's check or the webhook was first): they were told then.
+    Before,
+    Failed,
+}
+
+async fn count<A: Adapters>(app: &App<A>, open: &OpenPayable, payment: ProviderPayment) -> Counted {
+    let (amount, payment_id) = (payment.amount, payment.payment_id.clone());
+    let now = app.clock.now();
+    let refused = match open.payable {
+        Payable::Purchase(purchase) => match app.store.finalize_purchase(purchase, payment, now).await {
+            Ok(FinalizeOutcome::Finalized { expires_at }) => {
+                let percent = app.rules.shop.referral_percent;
+                if let Err(e) = app.store.grant_referral_reward(purchase, percent, now).await {
+                    tracing::warn!(error = %e, purchase_id = purchase.get(), "referral reward not granted");
+                }
+                tell(app, open.user, &Msg::Paid { until: expires_at }, subscription_keys()).await;
+                return Counted::Now;
+            }
+            Ok(FinalizeOutcome::CreditedToBalance) => {
+                tell(app, open.user, &Msg::PaidToBalance { amount }, back()).await;
+                return Counted::Now;
+            }
+            Ok(FinalizeOutcome::Duplicate { .. }) => return Counted::Before,
+            Err(e) => e,
+        },
+        Payable::TopUp(topup) => match app.store.finalize_topup(topup, payment, now).await {
+            Ok(credited) if credited.applied == Applied::Done => {
+                tell(app, open.user, &Msg::TopUpCredited { amount, balance: credited.balance }, back()).await;
+                return Counted::Now;
+            }
+            Ok(_) => return Counted::Before,
+            Err(e) => e,
+        },
+    };
+    match refused {
+        PaymentError::Unexpected(e) => {
+            tracing::warn!(payable = %open.payable.payload(), error = %e, "payment not counted yet: the store failed");
+        }
+        refusal => tracing::warn!(
+            event = "PAYMENT_UNMATCHED",
+            payable = %open.payable.payload(),
+            payment_id = payment_id.as_str(),
+            reason = %refusal,
+            "payment not counted"
+        ),
+    }
+    Counted::Failed
+}

@@ -1,0 +1,89 @@
+-- What the background workers need: activation with backoff, keys retired when a subscription
+-- ends, the notices the workers send, the reminder scan's index, and broadcast deliveries
+-- claimed once per recipient.
+
+-- An activation attempt that failed waits before the next one (the worker backs off); NULL:
+-- try now.
+ALTER TABLE subscriptions ADD COLUMN activation_next_at TIMESTAMPTZ;
+DROP INDEX subscriptions_activation_idx;
+CREATE INDEX subscriptions_activation_idx ON subscriptions (activation_next_at NULLS FIRST, id)
+    WHERE activation_status = 'pending';
+
+-- The reminder scan and the expiry cleanup walk subscriptions by expiry.
+CREATE INDEX subscriptions_expiry_idx ON subscriptions (expires_at, id);
+
+-- Notices the workers send besides reminders: the key is ready, the key could not be made,
+-- the subscription was renewed from the balance.
+ALTER TABLE notice_deliveries DROP CONSTRAINT notice_deliveries_kind_check;
+ALTER TABLE notice_deliveries ADD CONSTRAINT notice_deliveries_kind_check CHECK (kind IN (
+    'expiry_reminder', 'trial_notice', 'renewal_failed', 'expired', 'key_ready', 'activation_failed',
+    'renewed'));
+
+-- One row per (broadcast, recipient), claimed before the message is sent: two senders (a
+-- paused leader waking up) never send one recipient the same broadcast twice.
+CREATE TABLE broadcast_deliveries (
+    broadcast_id  BIGINT NOT NULL REFERENCES broadcasts (id),
+    user_id       BIGINT NOT NULL REFERENCES users (telegram_id),
+    claimed_at    TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (broadcast_id, user_id)
+);
+ALTER TABLE broadcasts ADD COLUMN sent_count INT NOT NULL DEFAULT 0 CHECK (sent_count >= 0);
+CREATE INDEX broadcasts_open_idx ON broadcasts (id) WHERE status <> 'done';
+
+-- A key revoked in the store is revoked at the panel afterwards (an outbox): the expiry cleanup
+-- and a reissue write 'revoked' here first, and the cleanup worker revokes at the panel every key
+-- not yet revoked there, so a panel that failed once is asked again. Keys revoked before this
+-- migration were revoked at the panel by the reissue that replaced them.
+ALTER TABLE vpn_keys ADD COLUMN panel_revoked_at TIMESTAMPTZ;
+UPDATE vpn_keys SET panel_revoked_at = revoked_at WHERE status = 'revoked';
+CREATE INDEX vpn_keys_panel_revoke_idx ON vpn_keys (id) WHERE status = 'revoked' AND panel_revoked_at IS NULL;
+
+-- Subscriptions that ended more than `p_grace_seconds` ago and still have an active key, at most
+-- `p_limit`: each key is revoked here (the panel follows, see above) and activation goes back to
+-- pending, so a later purchase or renewal gets a new key. Locked rows are skipped (another
+-- instance is retiring them, or a purchase is extending them).
+CREATE FUNCTION atlas_retire_ended(p_now TIMESTAMPTZ, p_grace_seconds INT, p_limit INT)
+RETURNS TABLE (subscription_id BIGINT, user_id BIGINT, panel_key_id TEXT)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH ended AS (
+        SELECT s.id, s.user_id FROM subscriptions s
+            WHERE s.expires_at <= p_now - make_interval(secs => p_grace_seconds)
+              AND s.activation_status = 'active'
+            ORDER BY s.expires_at, s.id
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED
+    ), pending AS (
+        UPDATE subscriptions s
+            SET activation_status = 'pending', activation_attempts = 0, activation_error = NULL,
+                activation_next_at = NULL, updated_at = p_now
+            FROM ended WHERE s.id = ended.id
+            RETURNING s.id
+    )
+    UPDATE vpn_keys k SET status = 'revoked', revoked_at = p_now
+        FROM ended WHERE k.subscription_id = ended.id AND k.status = 'active'
+        RETURNING ended.id, ended.user_id, k.panel_key_id;
+END $$;
+
+-- As in 0002, and a failed activation's backoff is forgotten with its attempts.
+CREATE OR REPLACE FUNCTION atlas_extend_subscription(p_user BIGINT, p_tariff BIGINT, p_days INT, p_now TIMESTAMPTZ)
+RETURNS subscriptions LANGUAGE plpgsql AS $$
+DECLARE
+    v_sub subscriptions;
+BEGIN
+    INSERT INTO subscriptions AS s (user_id, tariff_id, period_days, expires_at, created_at, updated_at)
+        VALUES (p_user, p_tariff, p_days, p_now + make_interval(days => p_days), p_now, p_now)
+        ON CONFLICT (user_id) DO UPDATE SET
+            tariff_id = EXCLUDED.tariff_id,
+            period_days = EXCLUDED.period_days,
+            expires_at = GREATEST(s.expires_at, p_now) + make_interval(days => p_days),
+            is_trial = FALSE,
+            activation_status = CASE WHEN s.activation_status = 'failed' THEN 'pending' ELSE s.activation_status END,
+            activation_attempts = CASE WHEN s.activation_status = 'failed' THEN 0 ELSE s.activation_attempts END,
+            activation_next_at = CASE WHEN s.activation_status = 'failed' THEN NULL ELSE s.activation_next_at END,
+            updated_at = p_now
+        RETURNING * INTO v_sub;
+    RETURN v_sub;
+END $$;
