@@ -14,6 +14,7 @@ pub mod checkers;
 pub mod clock;
 pub mod crypto;
 pub mod dialer;
+pub mod fakes;
 pub mod history;
 pub mod instance;
 pub mod messenger;

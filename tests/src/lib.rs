@@ -7,6 +7,7 @@
 
 pub mod bot;
 pub mod e2e;
+pub mod providers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use atlas::bot::text::Msg;
 use atlas::domain::{IdempotencyKey, KeyLabel, Language, Money, Payable, PaymentProviderKind, TariffCode, UserId};
 use atlas::ports::coordination::{Leadership, Role};
-use atlas::ports::store::{Accounts, AdminTools, NewBroadcast, PurchaseRequest, Purchases, Subscriptions};
+use atlas::ports::store::{Accounts, AdminTools, NewBroadcast, Notices, PurchaseRequest, Purchases, Subscriptions};
 use atlas::ports::{Clock, PaymentProvider};
 use atlas::workers::{Lease, activation, broadcast, cleanup, notices, payments, renewal};
 use atlas_tests::bot::BotHarness;
@@ -343,4 +343,28 @@ async fn ended_keys_are_revoked_and_orphans_reconciled() {
     let key = bot.db.store.current_key(sub1).await.unwrap().unwrap();
     assert_eq!(key.panel_key_id, KeyLabel::Activation { subscription: sub1, generation: 1 }.to_string());
     let _ = UserId::new(1);
+}
+
+#[tokio::test]
+async fn leaders_that_found_the_same_reminders_send_each_once() {
+    // Two instances that each believe they lead (a paused leader waking up) found the same due
+    // reminders; they deliver afterwards: the claim in the store lets each out once.
+    let bot = BotHarness::new(&[]).await;
+    for user in 1..=5 {
+        buy(&bot, user).await;
+    }
+    bot.clock.advance(Duration::from_secs(30 * 24 * 3600 - 20 * 3600));
+    let live = lease(&bot, true);
+    let held = Lease::Held(&live, &*bot.clock);
+    let second = bot.second_instance();
+    let scan = || bot.db.store.due_notices(false, vec![72, 24, 3], bot.clock.now(), 100);
+    let (found_a, found_b) = (scan().await.unwrap(), scan().await.unwrap());
+    assert_eq!(found_a.len(), 5);
+    assert_eq!(found_a, found_b);
+    let a = notices::deliver(&bot.app, held, found_a).await;
+    let b = notices::deliver(&second, held, found_b).await;
+    assert_eq!((a.done, b.done, b.skipped), (5, 0, 5));
+    for user in 1..=5 {
+        assert_eq!(bot.messages(user).iter().filter(|m| m.text.contains("⏳")).count(), 1, "user {user}");
+    }
 }

@@ -94,6 +94,13 @@ impl<N: Network> HttpClient<N> {
         Ok(HttpClient { network, tls, idle: Mutex::new(BTreeMap::new()) })
     }
 
+    /// A client over `network` that trusts only the certificate whose SHA-256 is `sha256` (a
+    /// server with a self-signed certificate, such as an Outline panel).
+    pub fn pinned(network: N, sha256: [u8; 32]) -> Result<HttpClient<N>, String> {
+        let tls = tls::pinned_config(sha256, &[b"http/1.1"])?;
+        Ok(HttpClient { network, tls, idle: Mutex::new(BTreeMap::new()) })
+    }
+
     /// Sends one request and reads the whole response, all within `timeout`.
     pub async fn request(
         &self,

@@ -48,3 +48,64 @@ impl PaymentProvider for Unavailable {
         Err(PaymentProviderError::Unexpected(anyhow::anyhow!("{}", self.why)))
     }
 }
+
+/// A provider that is configured (`Live`) or not (`Unavailable`): the live world's adapter type.
+pub enum OrUnavailable<P> {
+    Live(P),
+    Unavailable(Unavailable),
+}
+
+impl<P: VpnProvider> VpnProvider for OrUnavailable<P> {
+    async fn create_key(&self, subscription: SubscriptionId, label: &str) -> Result<PanelKey, VpnError> {
+        match self {
+            OrUnavailable::Live(p) => p.create_key(subscription, label).await,
+            OrUnavailable::Unavailable(u) => u.create_key(subscription, label).await,
+        }
+    }
+
+    async fn revoke_key(&self, panel_key_id: &str) -> Result<(), VpnError> {
+        match self {
+            OrUnavailable::Live(p) => p.revoke_key(panel_key_id).await,
+            OrUnavailable::Unavailable(u) => u.revoke_key(panel_key_id).await,
+        }
+    }
+
+    async fn list_keys(&self) -> Result<Vec<String>, VpnError> {
+        match self {
+            OrUnavailable::Live(p) => p.list_keys().await,
+            OrUnavailable::Unavailable(u) => u.list_keys().await,
+        }
+    }
+}
+
+impl<P: PaymentProvider> PaymentProvider for OrUnavailable<P> {
+    fn kind(&self) -> PaymentProviderKind {
+        PaymentProviderKind::Crypto
+    }
+
+    async fn create_invoice(
+        &self,
+        payable: Payable,
+        amount: Money,
+        description: &str,
+    ) -> Result<Invoice, PaymentProviderError> {
+        match self {
+            OrUnavailable::Live(p) => p.create_invoice(payable, amount, description).await,
+            OrUnavailable::Unavailable(u) => u.create_invoice(payable, amount, description).await,
+        }
+    }
+
+    async fn invoice_status(&self, invoice_id: &str) -> Result<InvoiceStatus, PaymentProviderError> {
+        match self {
+            OrUnavailable::Live(p) => p.invoice_status(invoice_id).await,
+            OrUnavailable::Unavailable(u) => u.invoice_status(invoice_id).await,
+        }
+    }
+
+    async fn invoice_statuses(&self, ids: &[String]) -> Result<Vec<(String, InvoiceStatus)>, PaymentProviderError> {
+        match self {
+            OrUnavailable::Live(p) => p.invoice_statuses(ids).await,
+            OrUnavailable::Unavailable(u) => u.invoice_statuses(ids).await,
+        }
+    }
+}

@@ -8,6 +8,7 @@ pub mod http;
 pub mod intake;
 pub mod leader;
 pub mod live;
+pub mod payment_webhook;
 pub mod poller;
 pub mod preflight;
 pub mod run;

@@ -24,7 +24,7 @@ use super::poller::{ALLOWED_UPDATES, PollerError, poll};
 use super::settings::Intake;
 use super::wiring::{Adapters, App, Parts, Rules, assemble};
 use super::workers::{WorkerConfig, run_workers};
-use super::{http, webhook};
+use super::{http, payment_webhook, webhook};
 use crate::net::{Listener, Network};
 use crate::telegram::api::{BotApi, TelegramError};
 
@@ -38,6 +38,8 @@ pub struct RunConfig {
     pub updates_in_flight_max: usize,
     pub shutdown_timeout: Duration,
     pub workers: WorkerConfig,
+    /// Crypto Pay's `invoice_paid` webhook: its path and the token that signs it.
+    pub payment_webhook: Option<(String, secrecy::SecretString)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,9 @@ pub async fn run<A: Adapters, N: Network, L: Listener>(
     let mut router = http::router(app.clone(), gate.clone(), metrics);
     if let Intake::Webhook { url, secret, .. } = &config.intake {
         router = router.merge(webhook::router(url.path(), app.clone(), secret.clone(), gate.clone()));
+    }
+    if let Some((path, token)) = &config.payment_webhook {
+        router = router.merge(payment_webhook::router(path, app.clone(), token.clone()));
     }
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<Duration>();
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<Duration>();

@@ -26,7 +26,10 @@ use crate::domain::{ShopPolicy, UserId};
 use crate::net::client::HttpClient;
 use crate::net::{TcpListener, TcpNetwork};
 use crate::ports::{Clock, Coordination, Ids, Messenger, PaymentProvider, Store, VpnProvider};
-use crate::providers::unavailable::Unavailable;
+use crate::providers::cryptopay::CryptoPayClient;
+use crate::providers::outline::OutlineClient;
+use crate::providers::resilience::Resilience;
+use crate::providers::unavailable::{OrUnavailable, Unavailable};
 use crate::store::PgStore;
 use crate::telegram::api::BotApi;
 use crate::telegram::messenger::TelegramMessenger;
@@ -173,16 +176,54 @@ pub async fn ping_redis(
     })
 }
 
-/// The live world: PostgreSQL, Redis (or the legacy design), Telegram over TCP. The VPN panel
-/// and the crypto provider run as [`Unavailable`] until their live clients exist.
+/// The live world: PostgreSQL, Redis (or the legacy design), Telegram, the Outline panel and
+/// Crypto Pay over TCP; a provider that is not configured runs as [`Unavailable`].
 pub struct LiveWorld;
 
 impl Adapters for LiveWorld {
     type Store = PgStore;
     type Coordination = LiveCoordination;
-    type Vpn = Unavailable;
+    type Vpn = OrUnavailable<OutlineClient<TcpNetwork>>;
     type Messenger = TelegramMessenger<TcpNetwork>;
-    type Crypto = Unavailable;
+    type Crypto = OrUnavailable<CryptoPayClient<TcpNetwork>>;
+}
+
+/// The VPN panel of the settings: Outline over TCP, its certificate pinned for `https`.
+pub fn live_vpn(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+) -> Result<OrUnavailable<OutlineClient<TcpNetwork>>, String> {
+    use super::settings::Var;
+    let providers = &settings.providers;
+    let Some(url) = &providers.vpn_panel_url else {
+        return Ok(OrUnavailable::Unavailable(Unavailable { why: "no VPN panel is configured (VPN_PANEL_URL)" }));
+    };
+    let http = match providers.vpn_panel_cert_sha256 {
+        Some(pin) if url.expose().scheme() == "https" => HttpClient::pinned(TcpNetwork, pin),
+        _ => HttpClient::new(TcpNetwork, None),
+    }
+    .map_err(|e| format!("{}: {e}", settings.app_env.variable(Var::VpnPanelCertSha256)))?;
+    let resilience = Resilience::new("the VPN panel", clock, ids);
+    Ok(OrUnavailable::Live(OutlineClient::new(http, url.expose().clone(), resilience)))
+}
+
+/// Crypto Pay of the settings, when its token is set.
+pub fn live_crypto(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+) -> Result<OrUnavailable<CryptoPayClient<TcpNetwork>>, String> {
+    let providers = &settings.providers;
+    let Some(token) = &providers.crypto_pay_token else {
+        return Ok(OrUnavailable::Unavailable(Unavailable {
+            why: "crypto payments are not configured (CRYPTO_PAY_TOKEN)",
+        }));
+    };
+    let http = HttpClient::new(TcpNetwork, None)?;
+    let resilience = Resilience::new("Crypto Pay", clock, ids);
+    let (api, ttl) = (providers.crypto_pay_api.clone(), settings.shop.purchase_ttl);
+    Ok(OrUnavailable::Live(CryptoPayClient::new(http, api, token.clone(), ttl, resilience)))
 }
 
 /// `atlas-bot run`: builds the live adapters from the settings, checks that everything the bot
@@ -211,17 +252,16 @@ pub async fn run_live(
     let http = HttpClient::new(TcpNetwork, None)?;
     let token = secrecy::SecretString::from(token.expose().to_owned());
     let telegram = Arc::new(BotApi::new(http, settings.server.telegram_api.clone(), token));
-    let missing = |what| Unavailable { why: what };
     let parts: Parts<LiveWorld> = Parts {
         store,
         coordination,
-        vpn: missing("the VPN panel client is not built yet"),
+        vpn: live_vpn(settings, clock.clone(), ids.clone())?,
         messenger: if settings.server.send_limits {
             TelegramMessenger::new(telegram.clone(), clock.clone())
         } else {
             TelegramMessenger::unlimited(telegram.clone(), clock.clone())
         },
-        crypto: missing("the crypto payment client is not built yet"),
+        crypto: live_crypto(settings, clock.clone(), ids.clone())?,
         clock,
         ids,
     };
@@ -233,6 +273,11 @@ pub async fn run_live(
         updates_in_flight_max: settings.server.updates_in_flight_max,
         shutdown_timeout: settings.server.shutdown_timeout,
         workers: WorkerConfig { enabled: settings.server.workers, ..WorkerConfig::default() },
+        payment_webhook: settings
+            .providers
+            .crypto_pay_token
+            .clone()
+            .map(|token| (settings.providers.crypto_pay_webhook_path.clone(), token)),
     };
     run(parts, Rules::from_settings(settings), telegram, metrics, config, listener, shutdown).await.map_err(|e| match e
     {

@@ -13,15 +13,19 @@ use crate::runtime::wiring::{Adapters, App};
 /// Sends at most `limit` due notices: for trials (`trial`) or paid subscriptions, `before_hours`
 /// ahead of the end and at the end.
 pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, trial: bool, before_hours: &[u16], limit: u32) -> Tally {
-    let mut tally = Tally::default();
-    let due = match app.store.due_notices(trial, before_hours.to_vec(), app.clock.now(), limit).await {
-        Ok(due) => due,
+    match app.store.due_notices(trial, before_hours.to_vec(), app.clock.now(), limit).await {
+        Ok(due) => deliver(app, lease, due).await,
         Err(e) => {
             tracing::warn!(error = %e, "due notices not read");
-            tally.failed += 1;
-            return tally;
+            Tally { failed: 1, ..Tally::default() }
         }
-    };
+    }
+}
+
+/// Claims and sends notices found due (maybe a while ago, by a leader that paused since): the
+/// claim, not the scan, is what lets each out once.
+pub async fn deliver<A: Adapters>(app: &App<A>, lease: Lease<'_>, due: Vec<DueNotice>) -> Tally {
+    let mut tally = Tally::default();
     for notice in due {
         if !lease.holds() {
             break;

@@ -14,7 +14,7 @@ use super::{Lease, Tally};
 use crate::bot::menu::back;
 use crate::bot::purchase::subscription_keys;
 use crate::bot::text::Msg;
-use crate::domain::{Payable, PaymentProviderKind};
+use crate::domain::{Payable, PaymentProviderKind, UserId};
 use crate::ports::PaymentProvider;
 use crate::ports::payments::InvoiceStatus;
 use crate::ports::store::{
@@ -78,10 +78,10 @@ pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, cursor: &mut Opti
                     tally.failed += 1;
                 }
             },
-            Decision::Count(payment) => match count(app, &open, payment).await {
+            Decision::Count(payment) => match count(app, open.payable, open.user, payment).await {
                 Counted::Now => tally.done += 1,
                 Counted::Before => tally.skipped += 1,
-                Counted::Failed => tally.failed += 1,
+                Counted::Refused | Counted::Failed => tally.failed += 1,
             },
         }
     }
@@ -114,28 +114,60 @@ async fn close<A: Adapters>(app: &App<A>, payable: Payable) -> Result<(), CloseE
     }
 }
 
-enum Counted {
+/// How counting a provider's payment went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counted {
+    /// Counted now, and the payer told.
     Now,
-    /// Counted before (the user's check or the webhook was first): they were told then.
+    /// Counted before (the user's check, the watcher or the webhook was first): told then.
     Before,
+    /// Refused (not ours, a mismatch: logged as `PAYMENT_UNMATCHED`); nothing credited.
+    Refused,
+    /// The store did not answer: nothing credited; it must be counted later.
     Failed,
 }
 
-async fn count<A: Adapters>(app: &App<A>, open: &OpenPayable, payment: ProviderPayment) -> Counted {
+/// Counts a provider's payment for `payable` (the `invoice_paid` webhook), once by its payment id.
+pub async fn settle<A: Adapters>(app: &App<A>, payable: Payable, payment: ProviderPayment) -> Counted {
+    let user = match payable {
+        Payable::Purchase(id) => app.store.purchase(id).await.map(|p| p.map(|p| p.user)),
+        Payable::TopUp(id) => app.store.topup(id).await.map(|t| t.map(|t| t.user)),
+    };
+    match user {
+        Ok(Some(user)) => count(app, payable, user, payment).await,
+        Ok(None) => {
+            tracing::warn!(
+                event = "PAYMENT_UNMATCHED",
+                payable = %payable.payload(),
+                payment_id = payment.payment_id.as_str(),
+                reason = "no such order",
+                "payment not counted"
+            );
+            Counted::Refused
+        }
+        Err(e) => {
+            tracing::warn!(payable = %payable.payload(), error = %e, "payment not counted yet: the store failed");
+            Counted::Failed
+        }
+    }
+}
+
+async fn count<A: Adapters>(app: &App<A>, payable: Payable, user: UserId, payment: ProviderPayment) -> Counted {
     let (amount, payment_id) = (payment.amount, payment.payment_id.clone());
     let now = app.clock.now();
-    let refused = match open.payable {
+    let open_user = user;
+    let refused = match payable {
         Payable::Purchase(purchase) => match app.store.finalize_purchase(purchase, payment, now).await {
             Ok(FinalizeOutcome::Finalized { expires_at }) => {
                 let percent = app.rules.shop.referral_percent;
                 if let Err(e) = app.store.grant_referral_reward(purchase, percent, now).await {
                     tracing::warn!(error = %e, purchase_id = purchase.get(), "referral reward not granted");
                 }
-                tell(app, open.user, &Msg::Paid { until: expires_at }, subscription_keys()).await;
+                tell(app, open_user, &Msg::Paid { until: expires_at }, subscription_keys()).await;
                 return Counted::Now;
             }
             Ok(FinalizeOutcome::CreditedToBalance) => {
-                tell(app, open.user, &Msg::PaidToBalance { amount }, back()).await;
+                tell(app, open_user, &Msg::PaidToBalance { amount }, back()).await;
                 return Counted::Now;
             }
             Ok(FinalizeOutcome::Duplicate { .. }) => return Counted::Before,
@@ -143,7 +175,7 @@ async fn count<A: Adapters>(app: &App<A>, open: &OpenPayable, payment: ProviderP
         },
         Payable::TopUp(topup) => match app.store.finalize_topup(topup, payment, now).await {
             Ok(credited) if credited.applied == Applied::Done => {
-                tell(app, open.user, &Msg::TopUpCredited { amount, balance: credited.balance }, back()).await;
+                tell(app, open_user, &Msg::TopUpCredited { amount, balance: credited.balance }, back()).await;
                 return Counted::Now;
             }
             Ok(_) => return Counted::Before,
@@ -152,15 +184,18 @@ async fn count<A: Adapters>(app: &App<A>, open: &OpenPayable, payment: ProviderP
     };
     match refused {
         PaymentError::Unexpected(e) => {
-            tracing::warn!(payable = %open.payable.payload(), error = %e, "payment not counted yet: the store failed");
+            tracing::warn!(payable = %payable.payload(), error = %e, "payment not counted yet: the store failed");
+            Counted::Failed
         }
-        refusal => tracing::warn!(
-            event = "PAYMENT_UNMATCHED",
-            payable = %open.payable.payload(),
-            payment_id = payment_id.as_str(),
-            reason = %refusal,
-            "payment not counted"
-        ),
+        refusal => {
+            tracing::warn!(
+                event = "PAYMENT_UNMATCHED",
+                payable = %payable.payload(),
+                payment_id = payment_id.as_str(),
+                reason = %refusal,
+                "payment not counted"
+            );
+            Counted::Refused
+        }
     }
-    Counted::Failed
 }

@@ -87,9 +87,13 @@ pub struct TelegramSettings {
 
 #[derive(Clone, Debug)]
 pub struct ProviderSettings {
-    pub vpn_panel_url: Option<SecretUrl>,
-    pub vpn_panel_token: Option<SecretString>,
+    /// Outline's management API, its secret path included.
+    pub vpn_panel_url: Option<values::PrivateUrl>,
+    /// The panel's certificate, pinned (required for `https`).
+    pub vpn_panel_cert_sha256: Option<[u8; 32]>,
     pub crypto_pay_token: Option<SecretString>,
+    pub crypto_pay_api: Url,
+    pub crypto_pay_webhook_path: String,
 }
 
 /// How updates come in.
@@ -201,8 +205,8 @@ impl Settings {
         let server = server(&mut r, &telegram);
         let providers = providers(&mut r);
         let shop = shop(&mut r);
-        match (database, coordination, server, shop) {
-            (Some(database), Some(coordination), Some(server), Some(shop)) if r.errors.is_empty() => {
+        match (database, coordination, server, providers, shop) {
+            (Some(database), Some(coordination), Some(server), Some(providers), Some(shop)) if r.errors.is_empty() => {
                 Ok(Settings { app_env, database, coordination, telegram, server, providers, shop })
             }
             _ => {
@@ -248,7 +252,7 @@ impl Settings {
             Var::BotToken => {
                 return self.telegram.bot_token.as_ref().map_or_else(unset, |t| format!("{}:<redacted>", t.bot_id()));
             }
-            Var::VpnPanelToken => self.providers.vpn_panel_token.is_some(),
+            Var::VpnPanelUrl => self.providers.vpn_panel_url.is_some(),
             Var::WebhookSecret => matches!(self.server.intake, Intake::Webhook { .. }),
             Var::CryptoPayToken => self.providers.crypto_pay_token.is_some(),
             other => unreachable!("{other:?} is not a secret of the table"),
@@ -274,7 +278,9 @@ impl Settings {
             Var::Coordination => if redis.is_some() { "redis" } else { "legacy" }.to_owned(),
             Var::AdminIds => self.telegram.admins.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             Var::WebhookUrl => self.telegram.webhook_url.as_ref().map_or_else(unset, ToString::to_string),
-            Var::VpnPanelUrl => self.providers.vpn_panel_url.as_ref().map_or_else(unset, ToString::to_string),
+            Var::VpnPanelCertSha256 => self.providers.vpn_panel_cert_sha256.map_or_else(unset, hex::encode),
+            Var::CryptoPayApiUrl => self.providers.crypto_pay_api.to_string(),
+            Var::CryptoPayWebhookPath => self.providers.crypto_pay_webhook_path.clone(),
             Var::ReferralPercent => self.shop.referral_percent.get().to_string(),
             Var::WithdrawalMin => self.shop.withdrawal_min.to_string(),
             Var::TrialDays => self.shop.trial_days.to_string(),
@@ -295,7 +301,7 @@ impl Settings {
             Var::HttpListen => self.server.http_listen.to_string(),
             Var::UpdatesInFlightMax => self.server.updates_in_flight_max.to_string(),
             Var::ShutdownTimeout => self.server.shutdown_timeout.as_secs().to_string(),
-            secret @ (Var::BotToken | Var::VpnPanelToken | Var::CryptoPayToken | Var::WebhookSecret) => {
+            secret @ (Var::BotToken | Var::VpnPanelUrl | Var::CryptoPayToken | Var::WebhookSecret) => {
                 unreachable!("{secret:?} is secret: shown by secret_shown")
             }
         }
@@ -420,12 +426,32 @@ fn server(r: &mut Reader<'_>, telegram: &TelegramSettings) -> Option<ServerSetti
     })
 }
 
-fn providers(r: &mut Reader<'_>) -> ProviderSettings {
-    ProviderSettings {
-        vpn_panel_url: r.parsed(Var::VpnPanelUrl, |v| values::url_with_scheme(v, &["http", "https"])),
-        vpn_panel_token: r.raw(Var::VpnPanelToken).map(SecretString::from),
-        crypto_pay_token: r.raw(Var::CryptoPayToken).map(SecretString::from),
+fn providers(r: &mut Reader<'_>) -> Option<ProviderSettings> {
+    let vpn_panel_url = r.parsed(Var::VpnPanelUrl, values::private_url);
+    let cert = r.parsed(Var::VpnPanelCertSha256, crate::net::tls::parse_fingerprint);
+    let crypto_pay_api =
+        r.parsed(Var::CryptoPayApiUrl, |v| values::url_with_scheme(v, &["http", "https"]).map(|u| u.url().clone()));
+    let crypto_pay_webhook_path = r.parsed(Var::CryptoPayWebhookPath, |v| {
+        let ok =
+            v.starts_with('/') && v.len() > 1 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+        if ok { Ok(v.to_owned()) } else { Err("must be a path such as /crypto-pay/webhook".into()) }
+    });
+    if vpn_panel_url.as_ref().is_some_and(|u| u.expose().scheme() == "https") && cert.is_none() {
+        if r.raw(Var::VpnPanelCertSha256).is_none() {
+            r.fail(
+                Var::VpnPanelCertSha256,
+                "is required with an https VPN_PANEL_URL (Outline's certificate is self-signed)",
+            );
+        }
+        return None;
     }
+    Some(ProviderSettings {
+        vpn_panel_url,
+        vpn_panel_cert_sha256: cert,
+        crypto_pay_token: r.raw(Var::CryptoPayToken).map(SecretString::from),
+        crypto_pay_api: crypto_pay_api?,
+        crypto_pay_webhook_path: crypto_pay_webhook_path?,
+    })
 }
 
 fn shop(r: &mut Reader<'_>) -> Option<ShopPolicy> {

@@ -86,8 +86,14 @@ fn secrets_never_print() {
     ];
     let mut secrets = vec!["hunter2".to_owned(), "sekret".to_owned()];
     for &var in Var::ALL.iter().filter(|v| v.spec().secret) {
-        let value = if var == Var::BotToken { TOKEN.to_owned() } else { format!("secret{}value", var.spec().key) };
-        secrets.push(value.split_once(':').map_or(value.clone(), |(_, s)| s.to_owned()));
+        let secret = format!("secret{}value", var.spec().key);
+        let value = match var {
+            Var::BotToken => TOKEN.to_owned(),
+            // Outline's API URL: the secret is its path.
+            Var::VpnPanelUrl => format!("http://panel.example:8443/{secret}"),
+            _ => secret.clone(),
+        };
+        secrets.push(if var == Var::BotToken { value.split_once(':').unwrap().1.to_owned() } else { secret });
         vars.push((AppEnv::Local.variable(var), value));
     }
     assert!(secrets.len() >= 5, "the table marks the bot token and both provider tokens secret");
@@ -98,7 +104,7 @@ fn secrets_never_print() {
         assert!(!shown.contains(secret.as_str()), "{secret} leaked:\n{shown}");
     }
     assert!(shown.contains("LOCAL_DATABASE_URL=postgres://atlas:***@db/atlas"), "{shown}");
-    assert!(shown.contains("LOCAL_VPN_PANEL_TOKEN=<set, redacted>"), "{shown}");
+    assert!(shown.contains("LOCAL_VPN_PANEL_URL=<set, redacted>"), "{shown}");
 }
 
 #[test]

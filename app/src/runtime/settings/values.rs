@@ -76,6 +76,28 @@ pub fn url_with_scheme(value: &str, schemes: &[&str]) -> Result<SecretUrl, Strin
     Ok(SecretUrl(url))
 }
 
+/// A URL whose path is a credential (Outline's management API: `https://host:port/<secret>`):
+/// shown as its origin only.
+#[derive(Clone)]
+pub struct PrivateUrl(Url);
+
+impl PrivateUrl {
+    /// The whole URL: only for the client that calls it.
+    pub fn expose(&self) -> &Url {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PrivateUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PrivateUrl({}/<redacted>)", self.0.origin().ascii_serialization())
+    }
+}
+
+pub fn private_url(value: &str) -> Result<PrivateUrl, String> {
+    url_with_scheme(value, &["http", "https"]).map(|u| PrivateUrl(u.0))
+}
+
 pub fn bot_token(value: &str) -> Result<BotToken, String> {
     let shape = "must look like <bot id>:<secret> as given by @BotFather";
     let (id, secret) = value.split_once(':').ok_or(shape)?;

@@ -73,9 +73,11 @@ variables! {
     UpdatesInFlightMax => ("UPDATES_IN_FLIGHT_MAX", "no", Value("256"), "updates one instance handles at once; over it the webhook answers 503 and Telegram delivers again (1–10000)", false),
     Workers => ("WORKERS", "no", Value("on"), "`on`: this instance runs the background work (payment watcher, reminders, notices, expiry cleanup, broadcasts under leader leases; auto-renewal and key activation on every instance); `off` for an instance that only answers updates", false),
     ShutdownTimeout => ("SHUTDOWN_TIMEOUT", "no", Value("25"), "seconds in-flight updates and workers get to finish after SIGTERM (1–300)", false),
-    VpnPanelUrl => ("VPN_PANEL_URL", "no", Words("—"), "the VPN panel's API (`http://` or `https://`)", false),
-    VpnPanelToken => ("VPN_PANEL_TOKEN", "no", Words("—"), "the panel's API token (secret)", true),
-    CryptoPayToken => ("CRYPTO_PAY_TOKEN", "no", Words("—"), "the crypto payment provider's token (secret)", true),
+    VpnPanelUrl => ("VPN_PANEL_URL", "no", Words("— (keys cannot be issued)"), "the Outline server's management API URL as its installer prints it (`apiUrl`, with the secret path; secret)", true),
+    VpnPanelCertSha256 => ("VPN_PANEL_CERT_SHA256", "with an `https://` `VPN_PANEL_URL`", Words("—"), "the SHA-256 of the panel's certificate as the installer prints it (`certSha256`, 64 hex digits): the only certificate the client accepts", false),
+    CryptoPayToken => ("CRYPTO_PAY_TOKEN", "no", Words("— (crypto payments off)"), "the Crypto Pay app's API token (secret)", true),
+    CryptoPayApiUrl => ("CRYPTO_PAY_API_URL", "no", Value("https://pay.crypt.bot"), "the Crypto Pay API (`https://testnet-pay.crypt.bot` for the testnet)", false),
+    CryptoPayWebhookPath => ("CRYPTO_PAY_WEBHOOK_PATH", "no", Value("/crypto-pay/webhook"), "the path on `HTTP_LISTEN` of Crypto Pay's `invoice_paid` webhook (set the same URL in @CryptoBot's app settings)", false),
 }
 
 /// The README's configuration table, rendered from this file.
