@@ -87,3 +87,62 @@ BEGIN
         RETURNING * INTO v_sub;
     RETURN v_sub;
 END $$;
+
+-- atlas_auto_renew_next for up to `p_limit` due subscriptions in one transaction (the renewal
+-- worker's batch): the same claim per (subscription, period), the same outcomes, one commit.
+-- A user busy with a purchase is skipped ('busy') and tried on a later tick.
+CREATE FUNCTION atlas_auto_renew_batch(p_now TIMESTAMPTZ, p_horizon_seconds INT, p_limit INT)
+RETURNS TABLE (outcome TEXT, subscription_id BIGINT, user_id BIGINT, amount BIGINT, expires_at TIMESTAMPTZ)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_sub subscriptions;
+    v_price BIGINT;
+    v_balance BIGINT;
+    v_claim BIGINT;
+    v_outcome TEXT;
+BEGIN
+    FOR v_sub IN
+        SELECT s.* FROM subscriptions s
+            WHERE s.auto_renew AND NOT s.is_trial
+              AND s.expires_at <= p_now + make_interval(secs => p_horizon_seconds)
+              AND NOT EXISTS (SELECT 1 FROM auto_renewals r
+                              WHERE r.subscription_id = s.id AND r.period_start = s.expires_at)
+            ORDER BY s.expires_at, s.id
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED
+    LOOP
+        IF NOT pg_try_advisory_xact_lock(v_sub.user_id) THEN
+            RETURN QUERY SELECT 'busy'::TEXT, v_sub.id, v_sub.user_id, 0::BIGINT, v_sub.expires_at;
+            CONTINUE;
+        END IF;
+        SELECT tp.price INTO v_price FROM tariff_periods tp JOIN tariffs t ON t.id = tp.tariff_id
+            WHERE t.id = v_sub.tariff_id AND tp.days = v_sub.period_days AND t.is_active;
+        SELECT balance INTO v_balance FROM users WHERE telegram_id = v_sub.user_id;
+        v_outcome := CASE WHEN v_price IS NULL THEN 'tariff_unavailable'
+                          WHEN v_balance < v_price THEN 'insufficient_funds'
+                          ELSE 'renewed' END;
+        v_claim := NULL;
+        INSERT INTO auto_renewals (subscription_id, period_start, outcome, amount, created_at)
+            VALUES (v_sub.id, v_sub.expires_at, v_outcome,
+                    CASE WHEN v_outcome = 'renewed' THEN v_price ELSE 0 END, p_now)
+            ON CONFLICT (subscription_id, period_start) DO NOTHING
+            RETURNING id INTO v_claim;
+        IF v_claim IS NULL THEN
+            RETURN QUERY SELECT 'busy'::TEXT, v_sub.id, v_sub.user_id, 0::BIGINT, v_sub.expires_at;
+            CONTINUE;
+        END IF;
+        IF v_outcome <> 'renewed' THEN
+            RETURN QUERY SELECT v_outcome, v_sub.id, v_sub.user_id, 0::BIGINT, v_sub.expires_at;
+            CONTINUE;
+        END IF;
+        INSERT INTO balance_ledger (user_id, amount, kind, reference, created_at)
+            VALUES (v_sub.user_id, -v_price, 'auto_renewal', 'renewal:' || v_claim, p_now);
+        UPDATE subscriptions
+            SET expires_at = GREATEST(expires_at, p_now) + make_interval(days => period_days),
+                last_auto_renewal_at = p_now, updated_at = p_now
+            WHERE id = v_sub.id
+            RETURNING * INTO v_sub;
+        RETURN QUERY SELECT 'renewed'::TEXT, v_sub.id, v_sub.user_id, v_price, v_sub.expires_at;
+    END LOOP;
+END $$;

@@ -13,45 +13,53 @@ use crate::bot::text::Msg;
 use crate::ports::store::{RenewalOutcome, Subscriptions};
 use crate::runtime::wiring::{Adapters, App};
 
+/// Subscriptions renewed in one store call (one transaction).
+pub const RENEWAL_BATCH: u32 = 50;
+
 /// Renews at most `limit` subscriptions due within `horizon` (renewing early loses nothing: the
 /// new period starts at the old expiry).
 pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, horizon: Duration, limit: u32) -> Tally {
     let mut tally = Tally::default();
-    for _ in 0..limit {
-        if !lease.holds() {
-            break;
-        }
-        let outcome = match app.store.auto_renew_next(app.clock.now(), horizon).await {
-            Ok(Some(outcome)) => outcome,
-            Ok(None) => break,
+    let mut left = limit;
+    while left > 0 && lease.holds() {
+        let batch = left.min(RENEWAL_BATCH);
+        let outcomes = match app.store.auto_renew_batch(app.clock.now(), horizon, batch).await {
+            Ok(outcomes) => outcomes,
             Err(e) => {
                 tracing::warn!(error = %e, "auto-renewal failed");
                 tally.failed += 1;
                 break;
             }
         };
-        match outcome {
-            RenewalOutcome::Renewed { user, amount, expires_at, .. } => {
-                tell(app, user, &Msg::Renewed { until: expires_at, amount }, subscription_keys()).await;
-                tally.done += 1;
-            }
-            RenewalOutcome::InsufficientFunds { subscription, user } => {
-                tracing::info!(event = "RENEWAL_SHORT", subscription_id = subscription.get(), user_id = user.get());
-                tell(app, user, &Msg::RenewalShort, back()).await;
-                tally.done += 1;
-            }
-            RenewalOutcome::TariffUnavailable { subscription, user } => {
-                tracing::info!(
-                    event = "RENEWAL_UNAVAILABLE",
-                    subscription_id = subscription.get(),
-                    user_id = user.get()
-                );
-                tell(app, user, &Msg::RenewalUnavailable, back()).await;
-                tally.done += 1;
-            }
-            // The user has a purchase in flight: the next tick tries again.
-            RenewalOutcome::Busy => tally.skipped += 1,
+        left -= batch;
+        let last = (outcomes.len() as u32) < batch;
+        for outcome in outcomes {
+            tell_outcome(app, outcome, &mut tally).await;
+        }
+        if last {
+            break;
         }
     }
     tally
+}
+
+async fn tell_outcome<A: Adapters>(app: &App<A>, outcome: RenewalOutcome, tally: &mut Tally) {
+    match outcome {
+        RenewalOutcome::Renewed { user, amount, expires_at, .. } => {
+            tell(app, user, &Msg::Renewed { until: expires_at, amount }, subscription_keys()).await;
+            tally.done += 1;
+        }
+        RenewalOutcome::InsufficientFunds { subscription, user } => {
+            tracing::info!(event = "RENEWAL_SHORT", subscription_id = subscription.get(), user_id = user.get());
+            tell(app, user, &Msg::RenewalShort, back()).await;
+            tally.done += 1;
+        }
+        RenewalOutcome::TariffUnavailable { subscription, user } => {
+            tracing::info!(event = "RENEWAL_UNAVAILABLE", subscription_id = subscription.get(), user_id = user.get());
+            tell(app, user, &Msg::RenewalUnavailable, back()).await;
+            tally.done += 1;
+        }
+        // The user has a purchase in flight: a later tick tries again.
+        RenewalOutcome::Busy => tally.skipped += 1,
+    }
 }

@@ -138,6 +138,26 @@ pub trait Subscriptions: Send + Sync + 'static {
         horizon: Duration,
     ) -> impl Future<Output = Result<Option<RenewalOutcome>, StoreError>> + Send;
 
+    /// [`Self::auto_renew_next`] for up to `limit` due subscriptions at once (one transaction
+    /// on PostgreSQL); `Busy` outcomes are users with a purchase in flight, tried later.
+    fn auto_renew_batch(
+        &self,
+        now: DateTime<Utc>,
+        horizon: Duration,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<RenewalOutcome>, StoreError>> + Send {
+        async move {
+            let mut outcomes = Vec::new();
+            for _ in 0..limit {
+                match self.auto_renew_next(now, horizon).await? {
+                    Some(outcome) => outcomes.push(outcome),
+                    None => break,
+                }
+            }
+            Ok(outcomes)
+        }
+    }
+
     /// Grants the one free trial.
     fn activate_trial(
         &self,

@@ -7,7 +7,7 @@
 mod accounts;
 mod admin;
 mod broadcasts;
-mod notices;
+pub mod notices;
 mod promos;
 mod purchases;
 mod subscriptions;

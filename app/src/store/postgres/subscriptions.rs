@@ -67,6 +67,27 @@ struct RenewalRow {
     expires_at: DateTime<Utc>,
 }
 
+impl RenewalRow {
+    fn into_outcome(self) -> RenewalOutcome {
+        let (subscription, user) = (self.subscription_id, self.user_id);
+        match self.outcome {
+            RenewalCode::Renewed => {
+                tracing::info!(
+                    event = "BALANCE_DECREASED",
+                    user_id = user.get(),
+                    subscription_id = subscription.get(),
+                    amount = self.amount.minor(),
+                    "auto-renewal"
+                );
+                RenewalOutcome::Renewed { subscription, user, amount: self.amount, expires_at: self.expires_at }
+            }
+            RenewalCode::InsufficientFunds => RenewalOutcome::InsufficientFunds { subscription, user },
+            RenewalCode::TariffUnavailable => RenewalOutcome::TariffUnavailable { subscription, user },
+            RenewalCode::Busy => RenewalOutcome::Busy,
+        }
+    }
+}
+
 /// What a failed activation attempt leaves.
 #[derive(FromRow)]
 struct AttemptRow {
@@ -137,25 +158,25 @@ impl Subscriptions for PgStore {
                 .fetch_optional(self.pool()),
         )
         .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let (subscription, user) = (row.subscription_id, row.user_id);
-        Ok(Some(match row.outcome {
-            RenewalCode::Renewed => {
-                tracing::info!(
-                    event = "BALANCE_DECREASED",
-                    user_id = user.get(),
-                    subscription_id = subscription.get(),
-                    amount = row.amount.minor(),
-                    "auto-renewal"
-                );
-                RenewalOutcome::Renewed { subscription, user, amount: row.amount, expires_at: row.expires_at }
-            }
-            RenewalCode::InsufficientFunds => RenewalOutcome::InsufficientFunds { subscription, user },
-            RenewalCode::TariffUnavailable => RenewalOutcome::TariffUnavailable { subscription, user },
-            RenewalCode::Busy => RenewalOutcome::Busy,
-        }))
+        Ok(row.map(RenewalRow::into_outcome))
+    }
+
+    async fn auto_renew_batch(
+        &self,
+        now: DateTime<Utc>,
+        horizon: Duration,
+        limit: u32,
+    ) -> Result<Vec<RenewalOutcome>, StoreError> {
+        let horizon = i32::try_from(horizon.as_secs()).context("renewal horizon out of range")?;
+        let rows: Vec<RenewalRow> = timed(
+            sqlx::query_as("SELECT * FROM atlas_auto_renew_batch($1, $2, $3)")
+                .bind(now)
+                .bind(horizon)
+                .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+                .fetch_all(self.pool()),
+        )
+        .await?;
+        Ok(rows.into_iter().map(RenewalRow::into_outcome).collect())
     }
 
     async fn activate_trial(
