@@ -66,6 +66,8 @@ pub enum Mode {
 /// One deployment: its database, its Redis key space, its fake Telegram.
 pub struct Shop {
     pub db: TestDb,
+    /// The fake Outline panel and Crypto Pay the instances use.
+    pub providers: crate::providers::Providers,
     pub telegram: FakeBotApi,
     pub api_url: url::Url,
     pub mode: Mode,
@@ -109,6 +111,7 @@ impl Shop {
         let prefix = format!("e2e{:08x}", getrandom::u32().unwrap_or(0));
         Shop {
             db,
+            providers: crate::providers::Providers::start().await,
             telegram,
             api_url,
             mode,
@@ -141,6 +144,11 @@ impl Shop {
             .env("LOCAL_TELEGRAM_API_URL", self.api_url.as_str())
             .env("LOCAL_HTTP_LISTEN", format!("127.0.0.1:{port}"))
             .env("LOCAL_SHUTDOWN_TIMEOUT", "10")
+            .env("LOCAL_WORKER_INTERVAL", "1")
+            .env("LOCAL_VPN_PANEL_URL", self.providers.outline_url.as_str())
+            .env("LOCAL_VPN_PANEL_CERT_SHA256", hex::encode(self.providers.pin))
+            .env("LOCAL_CRYPTO_PAY_TOKEN", crate::providers::CRYPTO_TOKEN)
+            .env("LOCAL_CRYPTO_PAY_API_URL", self.providers.crypto_url.as_str())
             .env("LOCAL_ADMIN_IDS", self.admins.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

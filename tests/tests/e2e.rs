@@ -286,3 +286,119 @@ async fn a_webhook_of_another_deployment_stops_the_poller() {
     assert!(bot.log().iter().any(|l| l.contains("POLLING_CONFLICT_DETECTED")), "{:#?}", bot.log());
     assert!(shop.telegram.webhook().is_some(), "the other deployment's webhook is left alone");
 }
+
+/// A purchase paid in crypto: the invoice is made at Crypto Pay, the `invoice_paid` webhook is
+/// delivered twice to two instances, the payment is counted once, and the activation worker makes
+/// the key at the Outline panel (over TLS, its certificate pinned), which the user then sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crypto_purchase_paid_by_webhook_gets_its_key_from_the_panel() {
+    let shop = Shop::new(Mode::Webhook, &[ADMIN]).await;
+    let (a, b) = (shop.start().await, shop.start().await);
+    shop.send_text(USER, "/start");
+    shop.told(USER, "Welcome").await;
+    shop.press(USER, "Buy");
+    shop.told(USER, "Choose a plan").await;
+    shop.press(USER, "Basic");
+    shop.told(USER, "choose a period").await;
+    shop.press(USER, "30 days");
+    shop.told(USER, "How do you want to pay").await;
+    shop.press(USER, "Crypto");
+    shop.told(USER, "in crypto here").await;
+    let invoices = shop.providers.crypto.invoices();
+    assert_eq!(invoices.len(), 1, "one invoice made");
+    shop.providers.crypto.pay(invoices[0].id);
+    let (body, signature) = shop.providers.crypto.webhook(1, invoices[0].id);
+    let client = HttpClient::new(TcpNetwork, None).unwrap();
+    let deliver = async |bot: &Bot| {
+        let url = url::Url::parse(&format!("http://{}/crypto-pay/webhook", bot.addr)).unwrap();
+        let headers = [
+            ("content-type", "application/json".to_owned()),
+            (atlas::providers::cryptopay::SIGNATURE_HEADER, signature.clone()),
+        ];
+        let body = Bytes::from(body.clone());
+        client.request(Method::POST, &url, &headers, body, Duration::from_secs(30)).await.unwrap().status.as_u16()
+    };
+    let (sa, sb) = tokio::join!(deliver(&a), deliver(&b));
+    assert_eq!((sa, sb), (200, 200));
+    shop.told(USER, "Payment received").await;
+    let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE provider = 'crypto'")
+        .fetch_one(shop.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(paid, 1, "counted once");
+    // The key is made at the panel by whichever instance's activation worker got there first.
+    let ready = shop.told(USER, "Your key is ready").await;
+    assert_eq!(shop.providers.outline.keys().len(), 1);
+    assert!(ready.contains("ss://"), "{ready}");
+    let told = shop.telegram.texts_to(USER);
+    assert_eq!(told.iter().filter(|t| t.contains("Payment received")).count(), 1, "{told:#?}");
+    assert_eq!(told.iter().filter(|t| t.contains("Your key is ready")).count(), 1, "{told:#?}");
+    for bot in [&a, &b] {
+        assert_no_secret(bot);
+        for line in bot.log() {
+            assert!(!line.contains(atlas_tests::providers::OUTLINE_PREFIX), "the panel's secret path leaked: {line}");
+            assert!(!line.contains(atlas_tests::providers::CRYPTO_TOKEN), "the Crypto Pay token leaked: {line}");
+        }
+    }
+}
+
+/// Two admins reissue one user's key on two instances at the same moment: exactly one reissue
+/// (the other admin is told one is in progress), the old key revoked at the panel, one new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_admins_reissuing_one_key_on_two_instances_make_one_key() {
+    const ADMIN2: i64 = 2;
+    let shop = Shop::new(Mode::Webhook, &[ADMIN, ADMIN2]).await;
+    fund(&shop, USER, "500").await;
+    let request = atlas::ports::store::PurchaseRequest {
+        user: uid(USER),
+        tariff: atlas::domain::TariffCode::parse("basic").unwrap(),
+        days: 30,
+        promo: None,
+        idempotency_key: None,
+    };
+    atlas::ports::store::Purchases::purchase_from_balance(&shop.db.store, request, chrono::Utc::now()).await.unwrap();
+    let (a, b) = (shop.start().await, shop.start().await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while shop.providers.outline.keys().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the first key was never made");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first_key = shop.providers.outline.keys()[0].clone();
+    // Both admins open the reissue step.
+    let mut id = 5_000;
+    for (admin, bot) in [(ADMIN, &a), (ADMIN2, &b)] {
+        for step in ["/start", "Admin", "Reissue a key"] {
+            id += 1;
+            let mut update = if step == "/start" {
+                updates::text(admin, "en", step)
+            } else {
+                let data = shop.telegram.button(admin, step).expect("the button");
+                updates::callback(admin, "en", &format!("q{id}"), &data)
+            };
+            update["update_id"] = serde_json::json!(id);
+            assert_eq!(post_update(bot, &update, WEBHOOK_SECRET).await, 200);
+        }
+        shop.told(admin, "Send the user's Telegram id").await;
+    }
+    // The panel is slow to make the first new key, so the two reissues overlap.
+    shop.providers.outline.inject(atlas_sim::fakes::Fault::Hang(Duration::from_millis(1500)));
+    let mut first = updates::text(ADMIN, "en", &USER.to_string());
+    first["update_id"] = serde_json::json!(6_001);
+    let mut second = updates::text(ADMIN2, "en", &USER.to_string());
+    second["update_id"] = serde_json::json!(6_002);
+    let later = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        post_update(&b, &second, WEBHOOK_SECRET).await
+    };
+    let (sa, sb) = tokio::join!(post_update(&a, &first, WEBHOOK_SECRET), later);
+    assert_eq!((sa, sb), (200, 200));
+    shop.told(ADMIN, "A new key was issued").await;
+    shop.told(ADMIN2, "already being made").await;
+    let keys = shop.providers.outline.keys();
+    assert_eq!(keys.len(), 1, "one key alive at the panel: {keys:?}");
+    assert_ne!(keys[0], first_key, "the old key was revoked");
+    assert!(keys[0].starts_with("reissue-"), "{keys:?}");
+    let reissues =
+        shop.providers.outline.calls().iter().filter(|(m, id)| m == "PUT" && id.starts_with("reissue-")).count();
+    assert_eq!(reissues, 1, "one reissue reached the panel");
+}

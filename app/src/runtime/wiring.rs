@@ -272,7 +272,11 @@ pub async fn run_live(
         intake: settings.server.intake.clone(),
         updates_in_flight_max: settings.server.updates_in_flight_max,
         shutdown_timeout: settings.server.shutdown_timeout,
-        workers: WorkerConfig { enabled: settings.server.workers, ..WorkerConfig::default() },
+        workers: WorkerConfig {
+            enabled: settings.server.workers,
+            interval: settings.server.worker_interval,
+            ..WorkerConfig::default()
+        },
         payment_webhook: settings
             .providers
             .crypto_pay_token

@@ -114,6 +114,8 @@ pub struct ServerSettings {
     pub send_limits: bool,
     /// Whether this instance runs the background workers.
     pub workers: bool,
+    /// The pause between two rounds of a worker that found less than a batch.
+    pub worker_interval: Duration,
     pub http_listen: std::net::SocketAddr,
     pub updates_in_flight_max: usize,
     pub shutdown_timeout: Duration,
@@ -298,6 +300,7 @@ impl Settings {
             Var::TelegramApiUrl => self.server.telegram_api.to_string(),
             Var::SendLimits => if self.server.send_limits { "on" } else { "off" }.to_owned(),
             Var::Workers => if self.server.workers { "on" } else { "off" }.to_owned(),
+            Var::WorkerInterval => self.server.worker_interval.as_secs().to_string(),
             Var::HttpListen => self.server.http_listen.to_string(),
             Var::UpdatesInFlightMax => self.server.updates_in_flight_max.to_string(),
             Var::ShutdownTimeout => self.server.shutdown_timeout.as_secs().to_string(),
@@ -389,6 +392,7 @@ fn server(r: &mut Reader<'_>, telegram: &TelegramSettings) -> Option<ServerSetti
     };
     let send_limits = r.parsed(Var::SendLimits, on_off);
     let workers = r.parsed(Var::Workers, on_off);
+    let worker_interval = r.parsed(Var::WorkerInterval, |v| values::number(v, 1u64, 3600).map(Duration::from_secs));
     let http_listen =
         r.parsed(Var::HttpListen, |v| v.parse().map_err(|_| "must be an address such as 0.0.0.0:8080".into()));
     let updates_in_flight_max = r.parsed(Var::UpdatesInFlightMax, |v| values::number(v, 1usize, 10_000));
@@ -420,6 +424,7 @@ fn server(r: &mut Reader<'_>, telegram: &TelegramSettings) -> Option<ServerSetti
         telegram_api: telegram_api?,
         send_limits: send_limits?,
         workers: workers?,
+        worker_interval: worker_interval?,
         http_listen: http_listen?,
         updates_in_flight_max: updates_in_flight_max?,
         shutdown_timeout: shutdown_timeout?,

@@ -72,6 +72,7 @@ variables! {
     HttpListen => ("HTTP_LISTEN", "no", Value("0.0.0.0:8080"), "address of the HTTP server: the webhook route, `/healthz`, `/readyz`, `/metrics`", false),
     UpdatesInFlightMax => ("UPDATES_IN_FLIGHT_MAX", "no", Value("256"), "updates one instance handles at once; over it the webhook answers 503 and Telegram delivers again (1–10000)", false),
     Workers => ("WORKERS", "no", Value("on"), "`on`: this instance runs the background work (payment watcher, reminders, notices, expiry cleanup, broadcasts under leader leases; auto-renewal and key activation on every instance); `off` for an instance that only answers updates", false),
+    WorkerInterval => ("WORKER_INTERVAL", "no", Value("10"), "seconds between two rounds of a background worker that found less than a batch (1–3600)", false),
     ShutdownTimeout => ("SHUTDOWN_TIMEOUT", "no", Value("25"), "seconds in-flight updates and workers get to finish after SIGTERM (1–300)", false),
     VpnPanelUrl => ("VPN_PANEL_URL", "no", Words("— (keys cannot be issued)"), "the Outline server's management API URL as its installer prints it (`apiUrl`, with the secret path; secret)", true),
     VpnPanelCertSha256 => ("VPN_PANEL_CERT_SHA256", "with an `https://` `VPN_PANEL_URL`", Words("—"), "the SHA-256 of the panel's certificate as the installer prints it (`certSha256`, 64 hex digits): the only certificate the client accepts", false),
