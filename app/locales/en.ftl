@@ -273,3 +273,4 @@ renewed = ✅ Your subscription was renewed from your balance ({ $amount } ₽).
 renewal-short = Your subscription could not be renewed: your balance is too low. Top up and buy a period in “Buy” to keep your VPN.
 renewal-unavailable = Your plan is no longer sold, so it could not be renewed. Choose another plan in “Buy”.
 broadcast = { $text }
+payment-refunded = We could not match your payment to an order, so the Stars were returned to you. Nothing was charged.

@@ -51,4 +51,9 @@ impl Messenger for SimMessenger {
         self.call().await;
         Ok(())
     }
+
+    async fn refund_stars(&self, _user: UserId, _charge_id: &str) -> Result<(), MessengerError> {
+        self.call().await;
+        Ok(())
+    }
 }

@@ -43,6 +43,7 @@ pub enum Sent {
     Invoice { to: UserId, invoice: StarsInvoice },
     CallbackAnswered { id: String },
     PreCheckout { id: String, refusal: Option<String> },
+    Refund { to: UserId, charge_id: String },
 }
 
 impl Sent {
@@ -50,6 +51,7 @@ impl Sent {
     pub fn to(&self) -> Option<UserId> {
         match self {
             Sent::Message { to, .. } | Sent::Invoice { to, .. } => Some(*to),
+            Sent::Refund { to, .. } => Some(*to),
             Sent::CallbackAnswered { .. } | Sent::PreCheckout { .. } => None,
         }
     }
@@ -105,6 +107,12 @@ impl Messenger for RecordingMessenger {
 
     async fn answer_pre_checkout(&self, query_id: &str, refusal: Option<&str>) -> Result<(), MessengerError> {
         self.push(Sent::PreCheckout { id: query_id.to_owned(), refusal: refusal.map(str::to_owned) });
+        Ok(())
+    }
+
+    async fn refund_stars(&self, user: UserId, charge_id: &str) -> Result<(), MessengerError> {
+        self.delivers()?;
+        self.push(Sent::Refund { to: user, charge_id: charge_id.to_owned() });
         Ok(())
     }
 }

@@ -161,6 +161,25 @@ async fn the_other_payment_method_of_the_same_step_is_another_order() {
     let r = bot.deliver(USER, &bot.payment_json(bot.next_id(), USER, &invoice.payload, 133, "charge-9")).await;
     let sub = bot.db.store.subscription(uid(USER)).await.unwrap().expect("paid");
     assert_eq!(texts(&r), bot.says(USER, &Msg::Paid { until: sub.expires_at }));
+    // A second Stars payment of an order whose price it does not match: given back, not counted.
+    let r = bot.deliver(USER, &bot.payment_json(bot.next_id(), USER, &invoice.payload, 7, "charge-10")).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::PaymentRefunded));
+    let refunded = |charge: &str| {
+        let sent = bot.messenger.sent.lock().unwrap();
+        sent.iter()
+            .filter(|s| matches!(s, atlas_tests::bot::Sent::Refund { charge_id, .. } if charge_id == charge))
+            .count()
+    };
+    assert_eq!(refunded("charge-10"), 1);
+    // A payment for a payload that is not ours: given back too.
+    let r = bot.deliver(USER, &bot.payment_json(bot.next_id(), USER, "x:nothing", 133, "charge-11")).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::PaymentRefunded));
+    assert_eq!(refunded("charge-11"), 1);
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE provider = 'stars'")
+        .fetch_one(bot.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(payments, 1, "only the matching payment counted");
     // The crypto order's payload, paid in Stars, is refused before any money moves.
     let crypto = Payable::Purchase(PurchaseId::new(1).unwrap()).payload();
     bot.deliver(USER, &bot.pre_checkout_json(bot.next_id(), USER, &crypto, 133)).await;

@@ -65,6 +65,15 @@ async fn messages_invoices_and_answers_go_out_as_the_bot_api_wants_them() {
     m.answer_pre_checkout("pc-1", Some("no longer payable")).await.unwrap();
     let answer = &api.calls_of("answerPreCheckoutQuery")[0];
     assert_eq!((answer["ok"].as_bool(), answer["error_message"].as_str()), (Some(false), Some("no longer payable")));
+    // A refund, and the same refund again (Telegram: CHARGE_ALREADY_REFUNDED): both done.
+    m.refund_stars(uid(42), "charge-1").await.unwrap();
+    m.refund_stars(uid(42), "charge-1").await.unwrap();
+    let refunds = api.calls_of("refundStarPayment");
+    assert_eq!(refunds.len(), 2);
+    assert_eq!(
+        (refunds[0]["user_id"].as_i64(), refunds[0]["telegram_payment_charge_id"].as_str()),
+        (Some(42), Some("charge-1"))
+    );
 }
 
 #[tokio::test]

@@ -213,7 +213,7 @@ pub enum Settled {
 
 /// Counts a provider payment for `payable` once (by its payment id) and tells the payer.
 pub async fn settle<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, payment: ProviderPayment) -> Settled {
-    let amount = payment.amount;
+    let (amount, provider) = (payment.amount, payment.provider);
     let payment_id = payment.payment_id.clone();
     let now = turn.now();
     let refused = match payable {
@@ -236,8 +236,34 @@ pub async fn settle<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, payme
         tracing::warn!(payable = %payable.payload(), error = %e, "payment not counted yet: the store failed");
         return Settled::StoreFailed;
     }
-    unmatched(turn, &payable.payload(), payment_id.as_str(), &refused);
+    if provider == PaymentProviderKind::Stars {
+        refund_stars(turn, &payable.payload(), payment_id.as_str(), &refused).await;
+    } else {
+        unmatched(turn, &payable.payload(), payment_id.as_str(), &refused);
+    }
     Settled::Told
+}
+
+/// A Stars payment that cannot be counted (for nothing we know, a price that does not match)
+/// is given back to the payer at once, and they are told; when Telegram refuses the refund,
+/// it is left for support as an unmatched payment (logged with its charge id).
+pub async fn refund_stars<A: Adapters>(
+    turn: &mut Turn<'_, A>,
+    payload: &str,
+    charge_id: &str,
+    why: &(dyn std::fmt::Display + Sync),
+) {
+    tracing::warn!(event = "PAYMENT_UNMATCHED", payload, payment_id = charge_id, reason = %why, "payment not counted");
+    match turn.app.messenger.refund_stars(turn.user(), charge_id).await {
+        Ok(()) => {
+            tracing::info!(event = "STARS_REFUNDED", payment_id = charge_id, "the payment was given back");
+            turn.say_keys(Msg::PaymentRefunded, back());
+        }
+        Err(e) => {
+            tracing::warn!(event = "STARS_REFUND_FAILED", payment_id = charge_id, error = %e, "left for support");
+            turn.say_keys(Msg::PaymentUnmatched, back());
+        }
+    }
 }
 
 /// A payment that cannot be counted: nothing was credited; the user is asked to write to

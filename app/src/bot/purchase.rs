@@ -432,6 +432,20 @@ pub async fn pre_checkout<A: Adapters>(
     }
 }
 
+/// A payment that cannot be counted: given back when it is in Stars, otherwise left for support.
+async fn refund_if_stars<A: Adapters>(
+    turn: &mut Turn<'_, A>,
+    payload: &str,
+    payment: &Payment,
+    why: &(dyn std::fmt::Display + Sync),
+) {
+    if payment.currency == pay::STARS_CURRENCY {
+        pay::refund_stars(turn, payload, &payment.charge_id, why).await;
+    } else {
+        pay::unmatched(turn, payload, &payment.charge_id, why);
+    }
+}
+
 /// A Stars payment went through: counted once by its charge id, for the purchase or top-up its
 /// payload names. The conversation waiting for it ends. Telegram has taken the Stars and will
 /// not send this update again once it is handled: when the store cannot be asked, the update
@@ -439,7 +453,7 @@ pub async fn pre_checkout<A: Adapters>(
 pub async fn paid<A: Adapters>(turn: &mut Turn<'_, A>, step: Option<State>, payment: &Payment) -> Next {
     let Some(payable) = Payable::from_payload(&payment.payload) else {
         let payload: String = payment.payload.chars().take(128).collect();
-        pay::unmatched(turn, &payload, &payment.charge_id, &"a payload that is not ours");
+        refund_if_stars(turn, &payload, payment, &"a payload that is not ours").await;
         return Next::Keep;
     };
     let expected = match pay::bill(turn, payable).await {
@@ -452,7 +466,8 @@ pub async fn paid<A: Adapters>(turn: &mut Turn<'_, A>, step: Option<State>, paym
     let provider_payment = expected
         .and_then(|expected| pay::stars_payment(turn, &payment.currency, payment.total, &payment.charge_id, expected));
     let Some(provider_payment) = provider_payment else {
-        pay::unmatched(turn, &payable.payload(), &payment.charge_id, &"for nothing known, or in another currency");
+        let why = "for nothing known, or in another currency";
+        refund_if_stars(turn, &payable.payload(), payment, &why).await;
         return Next::Keep;
     };
     if pay::settle(turn, payable, provider_payment).await == pay::Settled::StoreFailed {

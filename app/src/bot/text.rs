@@ -253,6 +253,7 @@ messages! {
     Paid { until: DateTime<Utc> } => "paid",
     PaidToBalance { amount: Money } => "paid-to-balance",
     PaymentUnmatched => "payment-unmatched",
+    PaymentRefunded => "payment-refunded",
     PreCheckoutRefused => "pre-checkout-refused",
 
     WithdrawBalanceTooLow { balance: Money, min: Money } => "withdraw-balance-too-low",

@@ -75,4 +75,8 @@ pub trait Messenger: Send + Sync + 'static {
         query_id: &str,
         refusal: Option<&str>,
     ) -> impl Future<Output = Result<(), MessengerError>> + Send;
+
+    /// Gives a Telegram Stars payment back to `user` (`refundStarPayment`). A payment refunded
+    /// before counts as refunded.
+    fn refund_stars(&self, user: UserId, charge_id: &str) -> impl Future<Output = Result<(), MessengerError>> + Send;
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use teloxide_core::payloads::{AnswerCallbackQuery, AnswerPreCheckoutQuery, SendInvoice, SendMessage};
+use teloxide_core::payloads::{
+    AnswerCallbackQuery, AnswerPreCheckoutQuery, RefundStarPayment, SendInvoice, SendMessage,
+};
 use teloxide_core::requests::Payload;
 use teloxide_core::types::{
     CallbackQueryId, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, LinkPreviewOptions, ParseMode,
@@ -187,5 +189,20 @@ impl<N: Network> Messenger for TelegramMessenger<N> {
         let mut payload = AnswerPreCheckoutQuery::new(PreCheckoutQueryId(query_id.to_owned()), refusal.is_none());
         payload.error_message = refusal.map(str::to_owned);
         self.send_to(None, &payload).await.map(|_| ())
+    }
+
+    async fn refund_stars(&self, user: UserId, charge_id: &str) -> Result<(), MessengerError> {
+        let payload = RefundStarPayment::new(
+            teloxide_core::types::UserId(user.get() as u64),
+            teloxide_core::types::TelegramTransactionId(charge_id.to_owned()),
+        );
+        match self.api.call(&payload).await {
+            Ok(_) => Ok(()),
+            // Refunded before (a redelivered update, a retry whose answer was lost).
+            Err(TelegramError::Refused { description, .. }) if description.contains("CHARGE_ALREADY_REFUNDED") => {
+                Ok(())
+            }
+            Err(e) => Err(messenger_error(e)),
+        }
     }
 }

@@ -91,6 +91,8 @@ struct State {
     next_message_id: BTreeMap<i64, i32>,
     /// Updates the webhook answered with 2xx, in order.
     delivered: Vec<i64>,
+    /// Stars payments refunded (by charge id).
+    refunded: std::collections::BTreeSet<String>,
     /// Webhook answers that were not 2xx (or no answer), for the tests to see redelivery.
     failed_deliveries: u64,
     last_error: Option<String>,

@@ -102,6 +102,7 @@ async fn call(State(api): State<FakeBotApi>, Path((bot, method)): Path<(String, 
         }
         "answercallbackquery" | "answerprecheckoutquery" => answer_query(&name, &body),
         "sendinvoice" => send_invoice(&api, &body),
+        "refundstarpayment" => refund(&api, &body),
         _ => refuse(404, "Not Found: method not found"),
     }
 }
@@ -208,6 +209,20 @@ fn send_invoice(api: &FakeBotApi, body: &Value) -> Response {
     let invoice = json!({"title": body["title"], "description": body["description"], "start_parameter": "",
         "currency": body["currency"], "total_amount": total});
     ok(message(chat, id, json!({"invoice": invoice})))
+}
+
+/// `refundStarPayment`: once per charge; a second refund is refused as Telegram refuses it.
+fn refund(api: &FakeBotApi, body: &Value) -> Response {
+    let Some(charge) = body["telegram_payment_charge_id"].as_str().filter(|c| !c.is_empty()) else {
+        return refuse(400, "Bad Request: CHARGE_ID_EMPTY");
+    };
+    if body["user_id"].as_i64().is_none() {
+        return refuse(400, "Bad Request: USER_ID_INVALID");
+    }
+    if !api.state().refunded.insert(charge.to_owned()) {
+        return refuse(400, "Bad Request: CHARGE_ALREADY_REFUNDED");
+    }
+    ok(json!(true))
 }
 
 fn answer_query(name: &str, body: &Value) -> Response {
