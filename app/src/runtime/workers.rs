@@ -121,11 +121,12 @@ pub async fn run_workers<A: Adapters>(
         let mut stop = stop.clone();
         async move {
             loop {
-                let tally = if activating {
-                    activation::tick(app, Lease::None, config.batch).await
+                let (name, tally) = if activating {
+                    ("activation", activation::tick(app, Lease::None, config.batch).await)
                 } else {
-                    renewal::tick(app, Lease::None, config.renewal_horizon, config.batch).await
+                    ("renewal", renewal::tick(app, Lease::None, config.renewal_horizon, config.batch).await)
                 };
+                counted(name, tally);
                 if tally.done >= config.batch && !*stop.borrow() {
                     continue;
                 }
@@ -145,4 +146,14 @@ pub async fn run_workers<A: Adapters>(
         everywhere(true),
         everywhere(false),
     );
+}
+
+/// `atlas_worker_items_total{worker, outcome}`: what each worker did.
+fn counted(worker: &'static str, tally: Tally) {
+    for (outcome, n) in [("done", tally.done), ("skipped", tally.skipped), ("failed", tally.failed)] {
+        if n > 0 {
+            metrics::counter!("atlas_worker_items_total", "worker" => worker, "outcome" => outcome)
+                .increment(u64::from(n));
+        }
+    }
 }
