@@ -2,9 +2,14 @@
 -- ends, the notices the workers send, the reminder scan's index, and broadcast deliveries
 -- claimed once per recipient.
 
--- An activation attempt that failed waits before the next one (the worker backs off); NULL:
--- try now.
+-- When activation may next be tried: NULL, now; a worker that takes a subscription sets it a
+-- minute ahead (its claim), a failed attempt to the end of its backoff, and a subscription that
+-- ended to 'infinity' (until a purchase or renewal brings it back). Attempts are counted per
+-- subscription, up to 10 (backoff 30 s doubling to an hour: about 3 hours in all).
 ALTER TABLE subscriptions ADD COLUMN activation_next_at TIMESTAMPTZ;
+ALTER TABLE subscriptions DROP CONSTRAINT subscriptions_activation_attempts_check;
+ALTER TABLE subscriptions ADD CONSTRAINT subscriptions_activation_attempts_check
+    CHECK (activation_attempts BETWEEN 0 AND 10);
 DROP INDEX subscriptions_activation_idx;
 CREATE INDEX subscriptions_activation_idx ON subscriptions (activation_next_at NULLS FIRST, id)
     WHERE activation_status = 'pending';
@@ -40,7 +45,7 @@ CREATE INDEX vpn_keys_panel_revoke_idx ON vpn_keys (id) WHERE status = 'revoked'
 
 -- Subscriptions that ended more than `p_grace_seconds` ago and still have an active key, at most
 -- `p_limit`: each key is revoked here (the panel follows, see above) and activation goes back to
--- pending, so a later purchase or renewal gets a new key. Locked rows are skipped (another
+-- pending, parked until a later purchase or renewal brings it back for a new key. Locked rows are skipped (another
 -- instance is retiring them, or a purchase is extending them).
 CREATE FUNCTION atlas_retire_ended(p_now TIMESTAMPTZ, p_grace_seconds INT, p_limit INT)
 RETURNS TABLE (subscription_id BIGINT, user_id BIGINT, panel_key_id TEXT)
@@ -58,8 +63,17 @@ BEGIN
     ), pending AS (
         UPDATE subscriptions s
             SET activation_status = 'pending', activation_attempts = 0, activation_error = NULL,
-                activation_next_at = NULL, updated_at = p_now
+                activation_next_at = 'infinity', updated_at = p_now
             FROM ended WHERE s.id = ended.id
+            RETURNING s.id
+    ), parked AS (
+        -- Ended before their key was made: no attempt until a purchase or renewal.
+        UPDATE subscriptions s SET activation_next_at = 'infinity', updated_at = p_now
+            WHERE s.id IN (SELECT p.id FROM subscriptions p
+                           WHERE p.activation_status = 'pending'
+                             AND p.expires_at <= p_now - make_interval(secs => p_grace_seconds)
+                             AND p.activation_next_at IS DISTINCT FROM 'infinity'
+                           LIMIT p_limit FOR UPDATE SKIP LOCKED)
             RETURNING s.id
     )
     UPDATE vpn_keys k SET status = 'revoked', revoked_at = p_now
@@ -67,7 +81,8 @@ BEGIN
         RETURNING ended.id, ended.user_id, k.panel_key_id;
 END $$;
 
--- As in 0002, and a failed activation's backoff is forgotten with its attempts.
+-- As in 0002; a subscription still waiting for its key (a failed one, one parked when it ended,
+-- one backing off) is tried again at once.
 CREATE OR REPLACE FUNCTION atlas_extend_subscription(p_user BIGINT, p_tariff BIGINT, p_days INT, p_now TIMESTAMPTZ)
 RETURNS subscriptions LANGUAGE plpgsql AS $$
 DECLARE
@@ -82,7 +97,7 @@ BEGIN
             is_trial = FALSE,
             activation_status = CASE WHEN s.activation_status = 'failed' THEN 'pending' ELSE s.activation_status END,
             activation_attempts = CASE WHEN s.activation_status = 'failed' THEN 0 ELSE s.activation_attempts END,
-            activation_next_at = CASE WHEN s.activation_status = 'failed' THEN NULL ELSE s.activation_next_at END,
+            activation_next_at = CASE WHEN s.activation_status = 'active' THEN s.activation_next_at END,
             updated_at = p_now
         RETURNING * INTO v_sub;
     RETURN v_sub;
@@ -138,11 +153,24 @@ BEGIN
         END IF;
         INSERT INTO balance_ledger (user_id, amount, kind, reference, created_at)
             VALUES (v_sub.user_id, -v_price, 'auto_renewal', 'renewal:' || v_claim, p_now);
+        -- A renewed subscription still waiting for its key (failed, or parked when it ended)
+        -- is tried again at once, as after a purchase.
         UPDATE subscriptions
             SET expires_at = GREATEST(expires_at, p_now) + make_interval(days => period_days),
-                last_auto_renewal_at = p_now, updated_at = p_now
+                last_auto_renewal_at = p_now, updated_at = p_now,
+                activation_status = CASE WHEN activation_status = 'failed' THEN 'pending' ELSE activation_status END,
+                activation_attempts = CASE WHEN activation_status = 'failed' THEN 0 ELSE activation_attempts END,
+                activation_next_at = CASE WHEN activation_status = 'active' THEN activation_next_at END
             WHERE id = v_sub.id
             RETURNING * INTO v_sub;
         RETURN QUERY SELECT 'renewed'::TEXT, v_sub.id, v_sub.user_id, v_price, v_sub.expires_at;
     END LOOP;
 END $$;
+
+-- One subscription at a time: the batch of one (the 0002 version did not bring a subscription
+-- waiting for its key back).
+CREATE OR REPLACE FUNCTION atlas_auto_renew_next(p_now TIMESTAMPTZ, p_horizon_seconds INT)
+RETURNS TABLE (outcome TEXT, subscription_id BIGINT, user_id BIGINT, amount BIGINT, expires_at TIMESTAMPTZ)
+LANGUAGE sql AS $$
+    SELECT * FROM atlas_auto_renew_batch(p_now, p_horizon_seconds, 1)
+$$;

@@ -53,7 +53,8 @@ impl VpnProvider for SimVpn {
         let instance = self.ctx.index;
         lock(&self.ctx.history).push(Event::KeyCreated { instance, subscription, label: label.to_owned() });
         self.call_time().await;
-        self.panel().keys.entry(label.to_owned()).or_insert((subscription, true));
+        // As Outline: an id that exists gives that key; a deleted id can be created again.
+        self.panel().keys.entry(label.to_owned()).or_insert((subscription, true)).1 = true;
         Ok(PanelKey { panel_key_id: label.to_owned(), access_uri: format!("vless://{label}@vpn.example") })
     }
 

@@ -106,8 +106,24 @@ enum Op {
     },
     Activate {
         user: i64,
+        generation: u32,
         ok: bool,
     },
+    ClaimActivations {
+        days_later: i64,
+    },
+    RenewBatch {
+        days_later: i64,
+    },
+    Retire {
+        days_later: i64,
+    },
+    RevokeAtPanel,
+    DueNotices {
+        trial: bool,
+        days_later: i64,
+    },
+    OpenPayables,
     Install {
         user: i64,
         token: u64,
@@ -183,7 +199,7 @@ fn ops(seed: u64) -> Vec<Op> {
             if n(6) == 0 {
                 return Op::Again;
             }
-            match n(34) {
+            match n(40) {
                 0 | 1 => Op::TopUp { user, payment: n(8), amount: amounts[n(6) as usize] },
                 2 => Op::Adjust { user, credit: n(2) == 0, amount: amounts[n(6) as usize], key: opt(3) },
                 3 => Op::CreatePromo {
@@ -208,7 +224,13 @@ fn ops(seed: u64) -> Vec<Op> {
                 13 => Op::AutoRenewSwitch { user, on: n(3) != 0 },
                 14 => Op::AutoRenew { days_later: [0, 29, 40, 100][n(4) as usize] },
                 15 => Op::Trial { user },
-                16 => Op::Activate { user, ok: n(2) == 0 },
+                16 => Op::Activate { user, generation: n(2) as u32, ok: n(2) == 0 },
+                33 => Op::ClaimActivations { days_later: [0, 1, 40][n(3) as usize] },
+                34 => Op::RenewBatch { days_later: [0, 29, 40, 100][n(4) as usize] },
+                35 => Op::Retire { days_later: [0, 31, 100][n(3) as usize] },
+                36 => Op::RevokeAtPanel,
+                37 => Op::DueNotices { trial: n(2) == 0, days_later: [0, 2, 29, 30, 31][n(5) as usize] },
+                38 => Op::OpenPayables,
                 17 => Op::Install { user, token: n(5) },
                 18 => Op::ClaimFence { user, token: n(5) },
                 19 => Op::Claim { user, threshold: n(3) },
@@ -453,7 +475,7 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
             Ok(sub) => format!("trial until {}", sub.expires_at),
             Err(e) => format!("{e:?}"),
         },
-        Op::Activate { user, ok } => {
+        Op::Activate { user, generation, ok } => {
             let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };
             let result = if ok {
                 ActivationResult::Succeeded(PanelKey {
@@ -463,7 +485,65 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
             } else {
                 ActivationResult::Failed { error: "panel down".into() }
             };
-            format!("{:?}", s.record_activation(sub.id, result, now).await.unwrap())
+            format!("{:?}", s.record_activation(sub.id, generation, result, now).await.unwrap())
+        }
+        Op::ClaimActivations { days_later } => {
+            let claimed = s.claim_activations(now + Duration::days(days_later), 5).await.unwrap();
+            let mut users: Vec<(i64, String)> = claimed
+                .iter()
+                .map(|p| {
+                    let KeyLabel::Activation { generation, .. } = p.label else { unreachable!() };
+                    (p.user.get(), format!("gen {generation}"))
+                })
+                .collect();
+            users.sort();
+            format!("{users:?}")
+        }
+        Op::RenewBatch { days_later } => {
+            let day = StdDuration::from_secs(86_400);
+            let outcomes = s.auto_renew_batch(now + Duration::days(days_later), day, 3).await.unwrap();
+            let described: Vec<String> = outcomes
+                .iter()
+                .map(|o| match o {
+                    RenewalOutcome::Renewed { user, amount, expires_at, .. } => {
+                        format!("renewed {user} {amount} {expires_at}")
+                    }
+                    RenewalOutcome::InsufficientFunds { user, .. } => format!("insufficient {user}"),
+                    RenewalOutcome::TariffUnavailable { user, .. } => format!("unavailable {user}"),
+                    RenewalOutcome::Busy => "busy".into(),
+                })
+                .collect();
+            format!("{described:?}")
+        }
+        Op::Retire { days_later } => {
+            let hour = StdDuration::from_secs(3600);
+            let retired = s.retire_ended(now + Duration::days(days_later), hour, 5).await.unwrap();
+            let mut keys: Vec<(i64, String)> = retired.iter().map(|r| (r.user.get(), r.panel_key_id.clone())).collect();
+            keys.sort();
+            format!("{keys:?}")
+        }
+        Op::RevokeAtPanel => {
+            let keys = s.keys_to_revoke(100).await.unwrap();
+            let mut ids: Vec<String> = keys.iter().map(|k| k.panel_key_id.clone()).collect();
+            ids.sort();
+            s.revoked_at_panel(keys.iter().map(|k| k.key_id).collect(), now).await.unwrap();
+            format!("{ids:?} then {:?}", s.keys_to_revoke(100).await.unwrap().len())
+        }
+        Op::DueNotices { trial, days_later } => {
+            let due = s.due_notices(trial, vec![72, 24, 3], now + Duration::days(days_later), 5).await.unwrap();
+            let shown: Vec<String> = due
+                .iter()
+                .map(|d| format!("{} {} {} {:?}", d.user, d.kind.code(), d.threshold.code(), d.language))
+                .collect();
+            format!("{shown:?}")
+        }
+        Op::OpenPayables => {
+            let open = s.open_payables(None, 20).await.unwrap();
+            let shown: Vec<String> = open
+                .iter()
+                .map(|o| format!("{} {:?} {} {} {}", o.user, o.method, o.amount, o.expires_at, o.invoice.is_some()))
+                .collect();
+            format!("{shown:?}")
         }
         Op::Install { user, token } => {
             let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };
@@ -632,7 +712,7 @@ async fn the_model_answers_like_postgresql() {
 fn every_operation_is_drawn() {
     let drawn: std::collections::BTreeSet<String> =
         (0..SEEDS).flat_map(ops).map(|op| format!("{op:?}").split([' ', '{']).next().unwrap().to_owned()).collect();
-    assert_eq!(drawn.len(), 35, "operations drawn: {drawn:?}");
+    assert_eq!(drawn.len(), 41, "operations drawn: {drawn:?}");
 }
 
 /// `Model` is the database behind a `SimStore`: a fresh one is a migrated, empty database.

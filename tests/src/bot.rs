@@ -65,6 +65,8 @@ pub struct RecordingMessenger {
     pub unreachable: Arc<std::sync::atomic::AtomicBool>,
     /// Users who blocked the bot: sending to them fails as Telegram's 403 does.
     pub blocked: Arc<Mutex<Vec<i64>>>,
+    /// While set, every message is refused with Telegram's 429 (certainly not sent).
+    pub slow_down: Arc<std::sync::atomic::AtomicBool>,
     /// Sends attempted to users who blocked the bot.
     pub refused: Arc<Mutex<Vec<i64>>>,
 }
@@ -86,6 +88,9 @@ impl Messenger for RecordingMessenger {
             assert!(button.callback_data.len() <= 64, "callback data over 64 bytes: {}", button.callback_data);
         }
         self.delivers()?;
+        if self.slow_down.load(Ordering::Relaxed) {
+            return Err(MessengerError::RetryAfter(Duration::from_secs(1)));
+        }
         if self.blocked.lock().unwrap().contains(&to.get()) {
             self.refused.lock().unwrap().push(to.get());
             return Err(MessengerError::ChatUnreachable);
@@ -124,6 +129,9 @@ pub struct FakePanel {
     pub keys: Arc<Mutex<BTreeMap<String, (SubscriptionId, bool)>>>,
     /// While set, every create fails as a panel that is down.
     pub failing: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, every create fails without reaching the panel (none configured, or its calls
+    /// paused by the circuit breaker).
+    pub unavailable: Arc<std::sync::atomic::AtomicBool>,
     /// Every create asked for, in order.
     pub creates: Arc<Mutex<Vec<String>>>,
 }
@@ -137,8 +145,13 @@ impl FakePanel {
 
 impl VpnProvider for FakePanel {
     async fn create_key(&self, subscription: SubscriptionId, label: &str) -> Result<PanelKey, VpnError> {
+        if self.unavailable.load(Ordering::Relaxed) {
+            return Err(VpnError::Unavailable("paused".into()));
+        }
         self.creates.lock().unwrap().push(label.to_owned());
         if self.failing.load(Ordering::Relaxed) {
+            // A panel that is down answers late (a timeout): concurrent workers overlap.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             return Err(VpnError::Timeout);
         }
         self.keys.lock().unwrap().entry(label.to_owned()).or_insert((subscription, true));
@@ -171,6 +184,8 @@ pub struct FakeInvoice {
     pub payable: Payable,
     pub amount: Money,
     pub paid: bool,
+    /// Expired at the provider (unpaid): it can no longer be paid.
+    pub expired: bool,
 }
 
 impl FakeCrypto {
@@ -179,6 +194,13 @@ impl FakeCrypto {
         let mut invoices = self.invoices.lock().unwrap();
         let invoice = invoices.iter_mut().find(|i| i.payable == payable).expect("an invoice for it");
         invoice.paid = true;
+    }
+
+    /// The invoices made for `payable` expire unpaid at the provider.
+    pub fn expire(&self, payable: Payable) {
+        for invoice in self.invoices.lock().unwrap().iter_mut().filter(|i| i.payable == payable && !i.paid) {
+            invoice.expired = true;
+        }
     }
 
     /// How many invoices were made for `payable`.
@@ -200,7 +222,7 @@ impl PaymentProvider for FakeCrypto {
     ) -> Result<Invoice, PaymentProviderError> {
         let mut invoices = self.invoices.lock().unwrap();
         let id = format!("inv-{}", invoices.len() + 1);
-        invoices.push(FakeInvoice { id: id.clone(), payable, amount, paid: false });
+        invoices.push(FakeInvoice { id: id.clone(), payable, amount, paid: false, expired: false });
         Ok(Invoice { pay_url: format!("https://pay.example/{id}"), invoice_id: id })
     }
 
@@ -222,6 +244,7 @@ impl PaymentProvider for FakeCrypto {
                 payment_id: ProviderPaymentId::parse(&format!("pay-{invoice_id}")).unwrap(),
                 amount: *amount,
             },
+            Some(FakeInvoice { expired: true, .. }) => InvoiceStatus::Expired,
             Some(_) => InvoiceStatus::Pending,
             None => InvoiceStatus::Expired,
         })

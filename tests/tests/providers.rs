@@ -111,10 +111,12 @@ async fn a_crash_between_the_panel_and_the_store_makes_no_second_key() {
     let bot = BotHarness::new(&[]).await;
     let p = Providers::start().await;
     buy(&bot, 1).await;
-    let pending = bot.db.store.pending_activations(bot.clock.now(), 10).await.unwrap();
-    // An instance created the key at the panel and died before recording it.
+    // An instance took the subscription, created the key at the panel and died before recording
+    // it; its claim runs out.
+    let pending = bot.db.store.claim_activations(bot.clock.now(), 10).await.unwrap();
     let dying = p.outline_client(clock(&bot), 1);
     dying.create_key(pending[0].subscription, &pending[0].label.to_string()).await.unwrap();
+    bot.clock.advance(atlas::domain::ACTIVATION_CLAIM);
     // Two instances run the activation worker afterwards, at the same moment.
     let (a, b) = (p.app(&bot, 2), p.app(&bot, 3));
     let (ta, tb) = tokio::join!(activation::tick(&a, Lease::None, 10), activation::tick(&b, Lease::None, 10));

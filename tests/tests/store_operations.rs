@@ -576,41 +576,50 @@ async fn activation_attempts_are_bounded_and_finish_once() {
     s.purchase_from_balance(purchase(a, None, None), t0()).await.unwrap();
     s.purchase_from_balance(purchase(b, None, None), t0()).await.unwrap();
     let pending: Vec<SubscriptionId> =
-        s.pending_activations(t0(), 10).await.unwrap().into_iter().map(|p| p.subscription).collect();
+        s.claim_activations(t0(), 10).await.unwrap().into_iter().map(|p| p.subscription).collect();
     assert_eq!(pending.len(), 2);
+    // Taken for a round: another worker gets none of them until the claim runs out.
+    assert!(s.claim_activations(t0(), 10).await.unwrap().is_empty());
+    let claim = Duration::from_std(ACTIVATION_CLAIM).unwrap();
+    assert_eq!(s.claim_activations(t0() + claim, 10).await.unwrap().len(), 2);
     let key = || {
         ActivationResult::Succeeded(PanelKey {
-            panel_key_id: "panel-1".into(),
+            panel_key_id: "activate-1-0".into(),
             access_uri: "vless://secret@host".into(),
         })
     };
-    assert_eq!(s.record_activation(pending[0], key(), t0()).await.unwrap(), ActivationOutcome::Activated);
-    assert_eq!(s.record_activation(pending[0], key(), t0()).await.unwrap(), ActivationOutcome::NotPending);
+    // An attempt of another generation (a late worker) writes nothing.
+    assert_eq!(s.record_activation(pending[0], 1, key(), t0()).await.unwrap(), ActivationOutcome::NotPending);
+    assert_eq!(s.record_activation(pending[0], 0, key(), t0()).await.unwrap(), ActivationOutcome::Activated);
+    assert_eq!(s.record_activation(pending[0], 0, key(), t0()).await.unwrap(), ActivationOutcome::NotPending);
     let fail = || ActivationResult::Failed { error: "panel timeout".into() };
+    let mut at = t0();
     for attempt in 1..ACTIVATION_ATTEMPTS_MAX {
         assert_eq!(
-            s.record_activation(pending[1], fail(), t0()).await.unwrap(),
+            s.record_activation(pending[1], 0, fail(), at).await.unwrap(),
             ActivationOutcome::WillRetry { attempts: attempt }
         );
         // A failed attempt waits out its backoff before the next.
         let backoff = Duration::from_std(activation_backoff(attempt)).unwrap();
         let b_sub = pending[1];
-        let waiting =
-            |at| async move { s.pending_activations(at, 10).await.unwrap().iter().any(|p| p.subscription == b_sub) };
-        assert!(!waiting(t0() + backoff - Duration::seconds(1)).await, "attempt {attempt}");
-        assert!(waiting(t0() + backoff).await, "attempt {attempt}");
+        let claims = |when| async move {
+            s.claim_activations(when, 10).await.unwrap().iter().filter(|p| p.subscription == b_sub).count()
+        };
+        assert_eq!(claims(at + backoff - Duration::seconds(1)).await, 0, "attempt {attempt}");
+        at += backoff;
+        assert_eq!(claims(at).await, 1, "attempt {attempt}");
     }
-    assert_eq!(s.record_activation(pending[1], fail(), t0()).await.unwrap(), ActivationOutcome::GaveUp);
-    assert_eq!(s.record_activation(pending[1], fail(), t0()).await.unwrap(), ActivationOutcome::NotPending);
+    assert_eq!(s.record_activation(pending[1], 0, fail(), at).await.unwrap(), ActivationOutcome::GaveUp);
+    assert_eq!(s.record_activation(pending[1], 0, fail(), at).await.unwrap(), ActivationOutcome::NotPending);
     assert_eq!(s.subscription(b).await.unwrap().unwrap().activation_status, ActivationStatus::Failed);
-    assert!(s.pending_activations(t0() + Duration::days(1), 10).await.unwrap().is_empty());
-    // Buying again gives a failed activation a fresh set of attempts, at once.
+    assert!(s.claim_activations(at + Duration::days(1), 10).await.unwrap().is_empty());
+    // Buying again gives a failed activation a fresh set of attempts, at once, under the same id.
     s.purchase_from_balance(purchase(b, None, None), t0()).await.unwrap();
-    let again = s.pending_activations(t0(), 10).await.unwrap();
+    let again = s.claim_activations(t0(), 10).await.unwrap();
     assert_eq!(again.iter().map(|p| p.subscription).collect::<Vec<_>>(), vec![pending[1]]);
     assert_eq!(again[0].label, KeyLabel::Activation { subscription: pending[1], generation: 0 });
     // A subscription that has ended gets no key.
-    assert!(s.pending_activations(t0() + Duration::days(400), 10).await.unwrap().is_empty());
+    assert!(s.claim_activations(t0() + Duration::days(400), 10).await.unwrap().is_empty());
     assert_eq!(count(&db, "SELECT count(*) FROM vpn_keys WHERE status = 'active'").await, 1);
 }
 

@@ -71,12 +71,12 @@ async fn a_panel_that_keeps_failing_ends_in_a_clear_failed_state() {
     bot.fund(ADMIN, "1").await; // the admin has started the bot
     buy(&bot, 1).await;
     bot.panel.failing.store(true, Ordering::Relaxed);
-    for attempt in 1..=5 {
+    for attempt in 1..=atlas::domain::ACTIVATION_ATTEMPTS_MAX {
         let tally = activation::tick(&bot.app, Lease::None, 10).await;
         assert_eq!(tally.failed, 1, "attempt {attempt}");
         // The next attempt waits for its backoff.
         assert_eq!(activation::tick(&bot.app, Lease::None, 10).await, Default::default(), "attempt {attempt}");
-        bot.clock.advance(Duration::from_secs(600));
+        bot.clock.advance(Duration::from_secs(3600));
     }
     let sub = bot.db.store.subscription(uid(1)).await.unwrap().unwrap();
     assert_eq!(sub.activation_status, atlas::domain::ActivationStatus::Failed);
@@ -84,7 +84,7 @@ async fn a_panel_that_keeps_failing_ends_in_a_clear_failed_state() {
     assert_eq!(bot.messages(ADMIN).iter().filter(|m| m.text.contains(&sub.id.get().to_string())).count(), 1);
     // Every attempt asked for the same key id: a retry can never make a second key.
     let creates = bot.panel.creates.lock().unwrap().clone();
-    assert_eq!(creates.len(), 5);
+    assert_eq!(creates.len(), atlas::domain::ACTIVATION_ATTEMPTS_MAX as usize);
     assert!(creates.iter().all(|c| *c == creates[0]));
     bot.panel.failing.store(false, Ordering::Relaxed);
     assert_eq!(activation::tick(&bot.app, Lease::None, 10).await.done, 0, "a failed subscription is not retried");
@@ -220,11 +220,15 @@ async fn the_watcher_counts_a_paid_invoice_once_and_closes_expired_orders() {
     );
     let until = bot.db.store.subscription(uid(1)).await.unwrap().unwrap().expires_at;
     assert_eq!(got(&bot, 1, &Msg::Paid { until }), 1, "told once, by whoever counted it");
-    // The unpaid one waits until it expires, then is closed.
+    // The unpaid one waits, past our own expiry too while Crypto Pay still offers its invoice (it
+    // was made after the order, and a payment could still come); closed once Crypto Pay says
+    // it expired.
     assert_eq!(payments::tick(&bot.app, held, &mut None, 100).await.done, 0);
     bot.clock.advance(Duration::from_secs(3601));
     let live = lease(&bot, true);
     let held = Lease::Held(&live, &*bot.clock);
+    assert_eq!(payments::tick(&bot.app, held, &mut None, 100).await.done, 0);
+    bot.crypto.expire(unpaid);
     assert_eq!(payments::tick(&bot.app, held, &mut None, 100).await.done, 1);
     let Payable::Purchase(id) = unpaid else { unreachable!() };
     assert_eq!(bot.db.store.purchase(id).await.unwrap().unwrap().status, atlas::domain::PurchaseStatus::Expired);
@@ -367,4 +371,87 @@ async fn leaders_that_found_the_same_reminders_send_each_once() {
     for user in 1..=5 {
         assert_eq!(bot.messages(user).iter().filter(|m| m.text.contains("⏳")).count(), 1, "user {user}");
     }
+}
+
+#[tokio::test]
+async fn a_panel_not_called_costs_no_attempt_and_one_instance_tries_per_round() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    buy(&bot, 1).await;
+    let second = bot.second_instance();
+    // No panel (or its calls paused): nothing is counted, however long it lasts.
+    bot.panel.unavailable.store(true, Ordering::Relaxed);
+    for _ in 0..20 {
+        tokio::join!(activation::tick(&bot.app, Lease::None, 10), activation::tick(&second, Lease::None, 10));
+        bot.clock.advance(atlas::domain::ACTIVATION_CLAIM);
+    }
+    let sub = bot.db.store.subscription(uid(1)).await.unwrap().unwrap();
+    assert_eq!((sub.activation_status, sub.activation_attempts), (atlas::domain::ActivationStatus::Pending, 0));
+    // A failing panel: two instances at once make one attempt per round.
+    bot.panel.unavailable.store(false, Ordering::Relaxed);
+    bot.panel.failing.store(true, Ordering::Relaxed);
+    let (a, b) = tokio::join!(activation::tick(&bot.app, Lease::None, 10), activation::tick(&second, Lease::None, 10));
+    assert_eq!(a.failed + b.failed, 1, "{a:?} {b:?}");
+    assert_eq!(bot.db.store.subscription(uid(1)).await.unwrap().unwrap().activation_attempts, 1);
+}
+
+#[tokio::test]
+async fn a_failed_activation_keeps_its_key_id_for_the_next_purchase() {
+    // The last attempt made the key at the panel but its answer was lost: the subscription is
+    // failed. The reconciler must not revoke that id: a purchase brings the subscription back,
+    // and its activation asks for the very same id.
+    let bot = BotHarness::new(&[]).await;
+    buy(&bot, 1).await;
+    let sub = bot.db.store.subscription(uid(1)).await.unwrap().unwrap().id;
+    let label = KeyLabel::Activation { subscription: sub, generation: 0 };
+    bot.panel.failing.store(true, Ordering::Relaxed);
+    for _ in 0..atlas::domain::ACTIVATION_ATTEMPTS_MAX {
+        activation::tick(&bot.app, Lease::None, 10).await;
+        bot.clock.advance(Duration::from_secs(3600));
+    }
+    bot.panel.failing.store(false, Ordering::Relaxed);
+    use atlas::ports::VpnProvider;
+    bot.panel.create_key(sub, &label.to_string()).await.unwrap();
+    let live = lease(&bot, true);
+    let reconciled = cleanup::reconcile(&bot.app, Lease::Held(&live, &*bot.clock), 10).await;
+    assert_eq!(reconciled.done, 0, "{reconciled:?}");
+    buy(&bot, 1).await;
+    assert_eq!(activation::tick(&bot.app, Lease::None, 10).await.done, 1);
+    let key = bot.db.store.current_key(sub).await.unwrap().unwrap();
+    assert_eq!(key.panel_key_id, label.to_string());
+    assert_eq!(bot.panel.alive(), vec![label.to_string()]);
+}
+
+#[tokio::test]
+async fn renewing_a_subscription_whose_key_failed_tries_the_key_again() {
+    let bot = BotHarness::new(&[]).await;
+    buy(&bot, 1).await;
+    bot.fund(1, "500").await;
+    bot.db.store.set_auto_renew(uid(1), true, bot.clock.now()).await.unwrap();
+    bot.panel.failing.store(true, Ordering::Relaxed);
+    for _ in 0..atlas::domain::ACTIVATION_ATTEMPTS_MAX {
+        activation::tick(&bot.app, Lease::None, 10).await;
+        bot.clock.advance(Duration::from_secs(3600));
+    }
+    let failed = bot.db.store.subscription(uid(1)).await.unwrap().unwrap();
+    assert_eq!(failed.activation_status, atlas::domain::ActivationStatus::Failed);
+    bot.panel.failing.store(false, Ordering::Relaxed);
+    bot.clock.advance(Duration::from_secs(30 * 24 * 3600));
+    let renewed = renewal::tick(&bot.app, Lease::None, Duration::from_secs(24 * 3600), 10).await;
+    assert_eq!(renewed.done, 1);
+    assert_eq!(activation::tick(&bot.app, Lease::None, 10).await.done, 1, "the renewal brought it back");
+}
+
+#[tokio::test]
+async fn a_notice_telegram_refused_to_send_now_goes_out_later() {
+    let bot = BotHarness::new(&[]).await;
+    buy(&bot, 1).await;
+    bot.clock.advance(Duration::from_secs(30 * 24 * 3600 - 20 * 3600));
+    let live = lease(&bot, true);
+    let held = Lease::Held(&live, &*bot.clock);
+    bot.messenger.slow_down.store(true, Ordering::Relaxed);
+    let refused = notices::tick(&bot.app, held, false, &[72, 24, 3], 10).await;
+    assert_eq!((refused.done, refused.failed), (0, 1));
+    bot.messenger.slow_down.store(false, Ordering::Relaxed);
+    assert_eq!(notices::tick(&bot.app, held, false, &[72, 24, 3], 10).await.done, 1, "the claim was given back");
+    assert_eq!(bot.messages(1).iter().filter(|m| m.text.contains("⏳")).count(), 1);
 }

@@ -65,25 +65,36 @@ pub struct KeyFacts {
 }
 
 /// Whether a key of ours found at the panel, that the store has no record of, is an orphan to
-/// revoke. A key still being made is not: an activation whose attempt is the current one (its
-/// retry asks for this very id), or a reissue under the newest claimed token (a newer reissue
-/// fences it first). A reissue under an older token was fenced off, an activation of an older
-/// generation was superseded, and a key of a subscription the store does not know is nobody's.
+/// revoke. A key still being made is not: an activation of the next generation (its retry asks
+/// for this very id), or a reissue under the newest claimed token (a newer reissue fences it
+/// first). A reissue under an older token was fenced off, an activation of an older generation was
+/// superseded, and a key of a subscription the store does not know is nobody's.
+///
+/// Each of these only ever stays true (the store refuses to record an activation of a
+/// generation that is not the next one, and a reissue under a token older than the fence), so a
+/// key judged an orphan cannot become somebody's key before it is revoked. The facts must come
+/// from one snapshot of the store, together with whether the key is recorded.
 pub fn is_orphan(label: KeyLabel, facts: Option<&KeyFacts>) -> bool {
     let Some(facts) = facts else {
         return true;
     };
     match label {
-        KeyLabel::Activation { generation, .. } => !(facts.activation_pending && generation == facts.keys_recorded),
+        // The next generation stays ours whatever the activation's state: a failed one comes
+        // back to pending with a purchase and asks for this very id again.
+        KeyLabel::Activation { generation, .. } => generation < facts.keys_recorded,
         KeyLabel::Reissue { token, .. } => token < facts.key_fence,
     }
 }
 
-/// How long an activation waits after its `attempts`-th failure: 30 s, doubling, at most 10 min.
+/// How long an activation waits after its `attempts`-th failure: 30 s, doubling, at most an hour.
 pub fn activation_backoff(attempts: i32) -> Duration {
-    let doublings = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(5);
-    Duration::from_secs(30 * (1u64 << doublings)).min(Duration::from_secs(600))
+    let doublings = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(7);
+    Duration::from_secs(30 * (1u64 << doublings)).min(Duration::from_secs(3600))
 }
+
+/// How long a worker holds a subscription it took for activation: longer than one panel call
+/// with its retries. A worker that dies gives it back when this passes.
+pub const ACTIVATION_CLAIM: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -126,8 +137,8 @@ mod tests {
         let reissue = |token| KeyLabel::Reissue { subscription: sub(1), token };
         assert!(!is_orphan(activation(2), Some(&facts)), "the attempt in progress");
         assert!(is_orphan(activation(1), Some(&facts)), "an older generation");
-        let active = KeyFacts { activation_pending: false, ..facts.clone() };
-        assert!(is_orphan(activation(2), Some(&active)), "made by an attempt that was recorded as failed");
+        let failed = KeyFacts { activation_pending: false, ..facts.clone() };
+        assert!(!is_orphan(activation(2), Some(&failed)), "a failed activation's id comes back with a purchase");
         assert!(!is_orphan(reissue(50), Some(&facts)), "the newest reissue, maybe still installing");
         assert!(is_orphan(reissue(49), Some(&facts)), "a fenced reissue");
         assert!(is_orphan(reissue(50), None), "nobody's key");
@@ -135,8 +146,8 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_ten_minutes() {
-        let secs: Vec<u64> = (1..=8).map(|a| activation_backoff(a).as_secs()).collect();
-        assert_eq!(secs, [30, 60, 120, 240, 480, 600, 600, 600]);
+        let secs: Vec<u64> = (1..=10).map(|a| activation_backoff(a).as_secs()).collect();
+        assert_eq!(secs, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
         assert_eq!(activation_backoff(0).as_secs(), 30);
     }
 }

@@ -11,7 +11,7 @@ pub mod types;
 pub mod withdrawal;
 
 pub use ids::{BroadcastId, PromoId, PurchaseId, SubscriptionId, TopUpId, UserId, WithdrawalId};
-pub use keys::{KeyFacts, KeyLabel, activation_backoff, is_orphan};
+pub use keys::{ACTIVATION_CLAIM, KeyFacts, KeyLabel, activation_backoff, is_orphan};
 pub use money::{AMOUNT_MAX, AmountError, Money, Percent, PercentError};
 pub use promo::{PromoCode, PromoCodeError};
 pub use shop::ShopPolicy;

@@ -169,10 +169,10 @@ impl ActivationStatus {
     }
 }
 
-/// How many times the activation worker asks the VPN panel for a first key before it gives up
-/// and marks the subscription failed for an admin to look at. The schema's CHECK uses the same
-/// bound.
-pub const ACTIVATION_ATTEMPTS_MAX: i32 = 5;
+/// How many times the activation worker asks the VPN panel for a key before it gives up and marks
+/// the subscription failed for an admin to look at (with `domain::activation_backoff`, about three
+/// hours of a failing panel). The schema's CHECK uses the same bound.
+pub const ACTIVATION_ATTEMPTS_MAX: i32 = 10;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {

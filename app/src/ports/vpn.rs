@@ -23,6 +23,10 @@ pub enum VpnError {
     Timeout,
     #[error("the VPN panel refused: {0}")]
     Refused(String),
+    /// The panel was not called: none is configured, or its calls are paused after a run of
+    /// failures. Nothing was attempted.
+    #[error("the VPN panel is not available: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

@@ -67,7 +67,7 @@ impl CryptoInvoice {
                         self.fiat.as_deref()
                     ));
                 }
-                let amount = Money::parse(&self.amount).map_err(|e| format!("amount {:?}: {e}", self.amount))?;
+                let amount = roubles(&self.amount).map_err(|e| format!("amount {:?}: {e}", self.amount))?;
                 let payment_id = ProviderPaymentId::parse(&self.invoice_id.to_string()).ok_or("invoice id")?;
                 Ok(InvoiceStatus::Paid { payment_id, amount })
             }
@@ -79,6 +79,20 @@ impl CryptoInvoice {
     pub fn payable(&self) -> Option<Payable> {
         Payable::from_payload(self.payload.as_deref()?)
     }
+}
+
+/// An amount as Crypto Pay writes it ("199", "199.5", "199.000000"): trailing zeros of the
+/// fraction say nothing and are dropped before it is read as roubles and kopecks.
+fn roubles(text: &str) -> Result<Money, String> {
+    let text = text.trim();
+    let text = match text.split_once('.') {
+        Some((whole, fraction)) => {
+            let fraction = fraction.trim_end_matches('0');
+            if fraction.is_empty() { whole.to_owned() } else { format!("{whole}.{fraction}") }
+        }
+        None => text.to_owned(),
+    };
+    Money::parse(&text).map_err(|e| e.to_string())
 }
 
 /// The `invoice_paid` webhook's body.
@@ -276,12 +290,18 @@ impl<N: Network> PaymentProvider for CryptoPayClient<N> {
                 }
                 match invoice.status() {
                     Ok(status) => out.push((id, status)),
-                    Err(why) => tracing::warn!(
-                        event = "PAYMENT_NOT_ACCEPTED",
-                        invoice_id = id.as_str(),
-                        reason = why.as_str(),
-                        "a paid invoice that is not ours to count"
-                    ),
+                    // Listed, but not something we can count (another currency, a status we do
+                    // not know): reported pending, so its order is never closed under it; an
+                    // operator sees the event.
+                    Err(why) => {
+                        tracing::warn!(
+                            event = "PAYMENT_NOT_ACCEPTED",
+                            invoice_id = id.as_str(),
+                            reason = why.as_str(),
+                            "an invoice that is not ours to count"
+                        );
+                        out.push((id, InvoiceStatus::Pending));
+                    }
                 }
             }
         }
@@ -325,6 +345,9 @@ mod tests {
         );
         assert!(invoice("paid", "USD", "199.00").status().is_err());
         assert!(invoice("paid", "RUB", "-1").status().is_err());
+        let long = invoice("paid", "RUB", "199.500000").status().unwrap();
+        assert!(matches!(long, InvoiceStatus::Paid { amount, .. } if amount == Money::parse("199.50").unwrap()));
+        assert!(invoice("paid", "RUB", "199.505").status().is_err(), "not a whole number of kopecks");
         assert!(invoice("refunded", "RUB", "1").status().is_err());
         assert_eq!(invoice("active", "RUB", "1").status().unwrap(), InvoiceStatus::Pending);
         assert_eq!(invoice("expired", "RUB", "1").status().unwrap(), InvoiceStatus::Expired);

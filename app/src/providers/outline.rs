@@ -67,7 +67,7 @@ impl CallError {
 
 fn vpn_error(name: &str, error: Option<CallError>) -> VpnError {
     match error {
-        None => VpnError::Refused(format!("{name} is failing; calls paused for a while")),
+        None => VpnError::Unavailable(format!("{name} is failing; calls paused for a while")),
         Some(CallError::Http(HttpError::Timeout(_))) => VpnError::Timeout,
         Some(CallError::Http(e)) => VpnError::Unexpected(anyhow::anyhow!("the panel is unreachable: {e}")),
         Some(CallError::Status(status)) => VpnError::Refused(format!("the panel answered {status}")),

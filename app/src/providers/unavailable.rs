@@ -14,15 +14,15 @@ pub struct Unavailable {
 
 impl VpnProvider for Unavailable {
     async fn create_key(&self, _subscription: SubscriptionId, _label: &str) -> Result<PanelKey, VpnError> {
-        Err(VpnError::Refused(self.why.to_owned()))
+        Err(VpnError::Unavailable(self.why.to_owned()))
     }
 
     async fn revoke_key(&self, _panel_key_id: &str) -> Result<(), VpnError> {
-        Err(VpnError::Refused(self.why.to_owned()))
+        Err(VpnError::Unavailable(self.why.to_owned()))
     }
 
     async fn list_keys(&self) -> Result<Vec<String>, VpnError> {
-        Err(VpnError::Refused(self.why.to_owned()))
+        Err(VpnError::Unavailable(self.why.to_owned()))
     }
 }
 

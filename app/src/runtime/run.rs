@@ -137,8 +137,10 @@ pub async fn run<A: Adapters, N: Network, L: Listener>(
         tracing::warn!(in_flight = gate.in_flight(), "updates still in flight at the shutdown timeout");
     }
     // Workers finish the tick in hand and resign their leases, within the same bound.
+    let abort = workers.abort_handle();
     if tokio::time::timeout(left(&app), workers).await.is_err() {
-        tracing::warn!("background work still running at the shutdown timeout");
+        tracing::warn!("background work still running at the shutdown timeout; stopped");
+        abort.abort();
     }
     let _ = drain_tx.send(left(&app));
     let _ = stop_server.send(Duration::ZERO);

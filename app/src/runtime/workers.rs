@@ -41,7 +41,9 @@ impl Default for WorkerConfig {
             enabled: true,
             interval: Duration::from_secs(10),
             batch: 100,
-            leader_ttl: Duration::from_secs(15),
+            // Longer than the longest tick (a page of the watcher with Crypto Pay's retries): the
+            // lease is renewed between ticks.
+            leader_ttl: Duration::from_secs(60),
             reminder_hours: vec![72, 24, 3],
             trial_hours: vec![24],
             renewal_horizon: Duration::from_secs(24 * 3600),

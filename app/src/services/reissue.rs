@@ -24,7 +24,7 @@ pub enum ReissueOutcome {
     Reissued { key: PanelKey, fencing_token: u64 },
     /// Another reissue of this user's key is running.
     Busy,
-    /// The user has no subscription to reissue a key for.
+    /// The user has no subscription running to reissue a key for.
     NoSubscription,
     /// This reissue's lock expired before it could install; a newer one won. Its key was revoked.
     Fenced,
@@ -60,7 +60,10 @@ where
     S: Store,
     V: VpnProvider,
 {
-    let Some(subscription) = store.subscription(user).await.map_err(|e| anyhow::anyhow!(e))? else {
+    // An ended subscription has no key to reissue (the expiry cleanup takes keys back; a new
+    // one comes with the next purchase).
+    let subscription = store.subscription(user).await.map_err(|e| anyhow::anyhow!(e))?;
+    let Some(subscription) = subscription.filter(|s| s.expires_at > clock.now()) else {
         return Ok(ReissueOutcome::NoSubscription);
     };
     let guard = match coordination.acquire_lock(LockName::KeyReissue(user), lock_ttl).await {

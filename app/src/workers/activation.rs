@@ -1,20 +1,25 @@
-//! Key activation, on every instance: each pending subscription that has not ended gets its key
-//! at the panel under a label of its own (`KeyLabel::Activation`: a retried or concurrent
-//! attempt asks for the same id and gets the same key), recorded only while it is still pending.
-//! A failed attempt waits out a backoff; after the last one the subscription is marked failed,
-//! the user is told and the admins are notified.
+//! Key activation, on every instance: each pending subscription that has not ended is taken by
+//! one worker for a round (`claim_activations`) and gets its key at the panel under a label of
+//! its own (`KeyLabel::Activation`: a retried or concurrent attempt asks for the same id and gets
+//! the same key), recorded only while it is still pending and of the same generation. A failed
+//! attempt waits out a backoff; after the last one the subscription is marked failed, the user is
+//! told and the admins are notified. When the panel was not called at all (none configured, or
+//! its calls paused after a run of failures) no attempt is counted: the claim runs out and a
+//! later round tries again.
 
 use super::notify::{tell, tell_admins};
 use super::{Lease, Tally};
 use crate::bot::menu::back;
 use crate::bot::text::Msg;
+use crate::domain::KeyLabel;
 use crate::ports::VpnProvider;
 use crate::ports::store::{ActivationOutcome, ActivationResult, Subscriptions};
+use crate::ports::vpn::VpnError;
 use crate::runtime::wiring::{Adapters, App};
 
 pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, limit: u32) -> Tally {
     let mut tally = Tally::default();
-    let pending = match app.store.pending_activations(app.clock.now(), limit).await {
+    let pending = match app.store.claim_activations(app.clock.now(), limit).await {
         Ok(pending) => pending,
         Err(e) => {
             tracing::warn!(error = %e, "pending activations not read");
@@ -27,8 +32,16 @@ pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, limit: u32) -> Ta
             break;
         }
         let label = item.label.to_string();
+        let KeyLabel::Activation { generation, .. } = item.label else {
+            unreachable!("an activation is made under an activation label")
+        };
         let result = match app.vpn.create_key(item.subscription, &label).await {
             Ok(key) => ActivationResult::Succeeded(key),
+            Err(VpnError::Unavailable(why)) => {
+                tracing::debug!(subscription_id = item.subscription.get(), why, "panel not called; tried later");
+                tally.skipped += 1;
+                continue;
+            }
             Err(e) => ActivationResult::Failed { error: e.to_string() },
         };
         let made = match &result {
@@ -39,7 +52,7 @@ pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, limit: u32) -> Ta
             ActivationResult::Failed { error } => error.clone(),
             ActivationResult::Succeeded(_) => String::new(),
         };
-        let outcome = match app.store.record_activation(item.subscription, result, app.clock.now()).await {
+        let outcome = match app.store.record_activation(item.subscription, generation, result, app.clock.now()).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 // The key (if made) is asked for again under the same label next time.
@@ -56,8 +69,9 @@ pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, limit: u32) -> Ta
                 tell(app, item.user, &Msg::KeyReady { uri: key.access_uri }, back()).await;
                 tally.done += 1;
             }
-            // Another worker recorded it first, under the same label: the same key. Nothing
-            // to revoke (it is the user's key); a key of an older attempt is the reconciler's.
+            // Another worker recorded it first (under the same label: the same key), or a reissue
+            // or retirement came between. Nothing to revoke here: if this key is nobody's, the
+            // reconciler finds it superseded.
             ActivationOutcome::NotPending => tally.skipped += 1,
             ActivationOutcome::WillRetry { attempts } => {
                 tracing::warn!(event = "KEY_ACTIVATION_RETRY", subscription_id, attempts, error, "panel refused");

@@ -19,6 +19,9 @@ pub const BROADCAST_PACE: Duration = Duration::from_millis(50);
 /// How often one recipient's message is tried when Telegram asks to wait.
 const TRIES: u32 = 3;
 
+/// The longest wait for Telegram's `retry_after` inside a tick; a longer one ends the tick.
+const RETRY_WAIT_MAX: Duration = Duration::from_secs(30);
+
 /// Sends the open broadcast to at most `limit` more users.
 pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, pace: Duration, limit: u32) -> Tally {
     let mut tally = Tally::default();
@@ -43,8 +46,10 @@ pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, pace: Duration, l
     let mut through = job.after_user;
     let mut sent = 0;
     let msg = Msg::Broadcast { text: job.text.clone() };
-    for recipient in &recipients {
+    let mut complete = true;
+    'recipients: for recipient in &recipients {
         if !lease.holds() {
+            complete = false;
             break;
         }
         match app.store.claim_delivery(job.id, recipient.user, app.clock.now()).await {
@@ -55,12 +60,25 @@ pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, pace: Duration, l
                             sent += 1;
                             tally.done += 1;
                         }
-                        Sent::RetryAfter(wait) if attempt < TRIES => {
+                        Sent::RetryAfter(wait) if attempt < TRIES && wait <= RETRY_WAIT_MAX => {
                             tokio::time::sleep(wait).await;
-                            continue;
+                            if lease.holds() {
+                                continue;
+                            }
+                            release(app, job.id, recipient.user).await;
+                            complete = false;
+                            break 'recipients;
+                        }
+                        Sent::RetryAfter(_) => {
+                            // Certainly not sent: given back, and this page resumes here later.
+                            tally.failed += 1;
+                            release(app, job.id, recipient.user).await;
+                            complete = false;
+                            break 'recipients;
                         }
                         Sent::Unreachable => tally.skipped += 1,
-                        Sent::RetryAfter(_) | Sent::Failed => tally.failed += 1,
+                        // Maybe sent (a timeout, a failed call): at most once.
+                        Sent::Failed => tally.failed += 1,
                     }
                     break;
                 }
@@ -70,12 +88,13 @@ pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, pace: Duration, l
             Err(e) => {
                 tracing::warn!(error = %e, "broadcast delivery not claimed");
                 tally.failed += 1;
+                complete = false;
                 break;
             }
         }
         through = recipient.user.get();
     }
-    let done = last_page && through == recipients.last().map_or(job.after_user, |r| r.user.get());
+    let done = last_page && complete;
     if let Err(e) = app.store.advance_broadcast(job.id, through, sent, done, app.clock.now()).await {
         // The claims keep every sent message from going out again when this page is redone.
         tracing::warn!(error = %e, "broadcast progress not recorded");
@@ -84,4 +103,10 @@ pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, pace: Duration, l
         tracing::info!(event = "BROADCAST_SENT", broadcast_id = job.id.get(), "sent to everyone");
     }
     tally
+}
+
+async fn release<A: Adapters>(app: &App<A>, broadcast: crate::domain::BroadcastId, user: crate::domain::UserId) {
+    if let Err(e) = app.store.release_delivery(broadcast, user).await {
+        tracing::warn!(error = %e, "broadcast claim not released; this recipient misses it");
+    }
 }

@@ -54,7 +54,18 @@ pub async fn deliver<A: Adapters>(app: &App<A>, lease: Lease<'_>, due: Vec<DueNo
         match sent {
             Sent::Sent => tally.done += 1,
             Sent::Unreachable => tally.skipped += 1,
-            Sent::RetryAfter(_) | Sent::Failed => tally.failed += 1,
+            // Certainly not sent: the claim is given back, and the tick stops (Telegram asked
+            // to slow down); the next one sends it.
+            Sent::RetryAfter(_) => {
+                tally.failed += 1;
+                let (kind, threshold) = (notice.kind, notice.threshold);
+                if let Err(e) = app.store.release_notice(notice.subscription, kind, threshold).await {
+                    tracing::warn!(error = %e, "notice claim not released; this notice is lost");
+                }
+                break;
+            }
+            // Maybe sent (a timeout, a failed call): at most once.
+            Sent::Failed => tally.failed += 1,
         }
     }
     tally

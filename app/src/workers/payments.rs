@@ -2,9 +2,10 @@
 //! at in pages (a cursor walks them, so none waits behind a long list). A crypto invoice is asked
 //! of the provider in one call per page: paid → counted once by its payment id (the same store
 //! operation as the user's "Check payment" and the `invoice_paid` webhook), with the referrer
-//! rewarded and the user told; expired, or past our own expiry → closed (a purchase gives its
-//! promo use back; money that arrives later still goes to the balance). An order without an
-//! invoice (Stars, or a crypto order whose invoice was never made) is closed once it expired.
+//! rewarded and the user told; expired at the provider → closed (a purchase gives its promo use
+//! back). An invoice the provider still offers keeps its order open, past our own expiry too.
+//! An order without an invoice the provider lists (Stars, or a crypto order whose invoice was
+//! never made) is closed once it expired.
 //! Nothing is closed that the provider could not be asked about.
 
 use chrono::{DateTime, Utc};
@@ -34,7 +35,10 @@ pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, cursor: &mut Opti
             return tally;
         }
     };
-    *cursor = if page.len() < limit as usize { None } else { page.last().map(|o| o.payable) };
+    let last_page = page.len() < limit as usize;
+    // Moves past what was looked at only: a tick stopped by the lease resumes where it stopped.
+    let mut looked_at = *cursor;
+    let mut stopped = false;
     let invoice_ids: Vec<String> = page
         .iter()
         .filter(|o| o.method == PaymentProviderKind::Crypto)
@@ -55,8 +59,10 @@ pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, cursor: &mut Opti
     let now = app.clock.now();
     for open in page {
         if !lease.holds() {
+            stopped = true;
             break;
         }
+        looked_at = Some(open.payable);
         let status = match &open.invoice {
             Some(invoice) if open.method == PaymentProviderKind::Crypto => match &statuses {
                 // The provider could not be asked: nothing is decided about this one.
@@ -85,6 +91,7 @@ pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, cursor: &mut Opti
             },
         }
     }
+    *cursor = if last_page && !stopped { None } else { looked_at };
     tally
 }
 
@@ -95,15 +102,18 @@ enum Decision {
 }
 
 /// What to do with an open order, given what the provider says of its invoice (`None`: it has
-/// no crypto invoice, or the provider does not list it).
+/// no crypto invoice, or the provider does not list it). An invoice the provider still offers is
+/// never closed under it, even past our own expiry (it was made after the order, and expires at
+/// the provider a little later): a payment can still arrive, and only an open order is polled.
 fn decide(open: &OpenPayable, status: Option<InvoiceStatus>, now: DateTime<Utc>) -> Decision {
     match status {
         Some(InvoiceStatus::Paid { payment_id, amount }) => {
             Decision::Count(ProviderPayment { provider: PaymentProviderKind::Crypto, payment_id, amount })
         }
         Some(InvoiceStatus::Expired) => Decision::Close,
-        Some(InvoiceStatus::Pending) | None if open.expires_at <= now => Decision::Close,
-        Some(InvoiceStatus::Pending) | None => Decision::Wait,
+        Some(InvoiceStatus::Pending) => Decision::Wait,
+        None if open.expires_at <= now => Decision::Close,
+        None => Decision::Wait,
     }
 }
 
@@ -170,7 +180,17 @@ async fn count<A: Adapters>(app: &App<A>, payable: Payable, user: UserId, paymen
                 tell(app, open_user, &Msg::PaidToBalance { amount }, back()).await;
                 return Counted::Now;
             }
-            Ok(FinalizeOutcome::Duplicate { .. }) => return Counted::Before,
+            Ok(FinalizeOutcome::Duplicate { to_balance }) => {
+                // Counted before; the referrer's reward may not have been granted then (a crash
+                // right after the payment): granting is idempotent.
+                if !to_balance {
+                    let percent = app.rules.shop.referral_percent;
+                    if let Err(e) = app.store.grant_referral_reward(purchase, percent, now).await {
+                        tracing::warn!(error = %e, purchase_id = purchase.get(), "referral reward not granted");
+                    }
+                }
+                return Counted::Before;
+            }
             Err(e) => e,
         },
         Payable::TopUp(topup) => match app.store.finalize_topup(topup, payment, now).await {

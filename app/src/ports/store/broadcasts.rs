@@ -45,6 +45,13 @@ pub trait Broadcasts: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Gives a claim back: the message was certainly not sent (Telegram said to slow down).
+    fn release_delivery(
+        &self,
+        broadcast: BroadcastId,
+        user: UserId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Records progress: everyone up to `through_user` is handled, `sent` more were sent;
     /// `done` closes the broadcast. Progress never moves back.
     fn advance_broadcast(

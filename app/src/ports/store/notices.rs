@@ -22,6 +22,15 @@ pub trait Notices: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Gives a claim back: the notice was certainly not sent (Telegram said to slow down), so a
+    /// later tick sends it.
+    fn release_notice(
+        &self,
+        subscription: SubscriptionId,
+        kind: NoticeKind,
+        threshold: NoticeThreshold,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Notices due now that nobody claimed yet, soonest expiry first, at most `limit`: for trials
     /// (`trial`) or paid subscriptions without auto-renewal, the nearest of `before_hours` that
     /// the time left is within, and the end itself for a period that ended within the last day.

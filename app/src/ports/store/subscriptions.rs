@@ -77,8 +77,8 @@ pub enum ActivationOutcome {
     },
     /// Failed for the last allowed time: the subscription is marked failed.
     GaveUp,
-    /// The subscription was not pending (another worker finished first): the caller revokes
-    /// the key it created, if any.
+    /// The subscription was not pending, or this was not its next generation any more
+    /// (another worker finished first, a reissue or a retirement came between): nothing written.
     NotPending,
 }
 
@@ -167,19 +167,23 @@ pub trait Subscriptions: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Subscription, TrialError>> + Send;
 
-    /// Subscriptions whose key is still to be made and that have not ended, whose last failed
-    /// attempt has waited out its backoff, oldest first, at most `limit`.
-    fn pending_activations(
+    /// Takes up to `limit` subscriptions whose key is still to be made, that have not ended and
+    /// whose last failed attempt has waited out its backoff (`SKIP LOCKED`): each is held for
+    /// `ACTIVATION_CLAIM`, so one worker of all the instances tries it this round.
+    fn claim_activations(
         &self,
         now: DateTime<Utc>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<PendingActivation>, StoreError>> + Send;
 
-    /// Records one activation attempt (only while pending; attempts are bounded by
-    /// `ACTIVATION_ATTEMPTS_MAX`, and a failed one waits `activation_backoff` before the next).
+    /// Records one activation attempt of the key of `generation`: only while the subscription
+    /// is pending and that is still its next generation (a late worker's attempt is
+    /// `NotPending`). Attempts are bounded by `ACTIVATION_ATTEMPTS_MAX`, and a failed one waits
+    /// `activation_backoff` before the next.
     fn record_activation(
         &self,
         subscription: SubscriptionId,
+        generation: u32,
         result: ActivationResult,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<ActivationOutcome, StoreError>> + Send;

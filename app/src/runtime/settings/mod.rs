@@ -205,7 +205,7 @@ impl Settings {
         let coordination = coordination(&mut r);
         let telegram = telegram(&mut r);
         let server = server(&mut r, &telegram);
-        let providers = providers(&mut r);
+        let providers = providers(&mut r, &telegram);
         let shop = shop(&mut r);
         match (database, coordination, server, providers, shop) {
             (Some(database), Some(coordination), Some(server), Some(providers), Some(shop)) if r.errors.is_empty() => {
@@ -431,15 +431,30 @@ fn server(r: &mut Reader<'_>, telegram: &TelegramSettings) -> Option<ServerSetti
     })
 }
 
-fn providers(r: &mut Reader<'_>) -> Option<ProviderSettings> {
-    let vpn_panel_url = r.parsed(Var::VpnPanelUrl, values::private_url);
+fn providers(r: &mut Reader<'_>, telegram: &TelegramSettings) -> Option<ProviderSettings> {
+    // Outline's API path is a credential: never in the clear outside a developer's machine.
+    let local = r.env == AppEnv::Local;
+    let vpn_panel_url = r.parsed(Var::VpnPanelUrl, |v| {
+        let url = values::private_url(v)?;
+        if url.expose().scheme() == "http" && !local {
+            return Err("must start with https:// (http:// only with APP_ENV=local)".into());
+        }
+        Ok(url)
+    });
     let cert = r.parsed(Var::VpnPanelCertSha256, crate::net::tls::parse_fingerprint);
     let crypto_pay_api =
         r.parsed(Var::CryptoPayApiUrl, |v| values::url_with_scheme(v, &["http", "https"]).map(|u| u.url().clone()));
+    let telegram_path = telegram.webhook_url.as_ref().map(|u| u.path().to_owned());
     let crypto_pay_webhook_path = r.parsed(Var::CryptoPayWebhookPath, |v| {
         let ok =
             v.starts_with('/') && v.len() > 1 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
-        if ok { Ok(v.to_owned()) } else { Err("must be a path such as /crypto-pay/webhook".into()) }
+        if !ok {
+            return Err("must be a path such as /crypto-pay/webhook".into());
+        }
+        if ["/healthz", "/readyz", "/metrics"].contains(&v) || telegram_path.as_deref() == Some(v) {
+            return Err("is already a route of HTTP_LISTEN (an endpoint, or WEBHOOK_URL's path)".into());
+        }
+        Ok(v.to_owned())
     });
     if vpn_panel_url.as_ref().is_some_and(|u| u.expose().scheme() == "https") && cert.is_none() {
         if r.raw(Var::VpnPanelCertSha256).is_none() {

@@ -186,3 +186,32 @@ fn the_intake_follows_the_webhook_url_and_needs_its_secret() {
         "{err}"
     );
 }
+
+#[test]
+fn providers_are_refused_naming_the_variable() {
+    let base = [
+        ("APP_ENV", "stage"),
+        ("STAGE_DATABASE_URL", "postgres://db/atlas"),
+        ("STAGE_REDIS_URL", "redis://r"),
+        ("STAGE_BOT_TOKEN", TOKEN),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut vars = base.to_vec();
+        vars.extend_from_slice(extra);
+        settings(&vars)
+    };
+    let pin = "4EFF7BB90BCE5D4A172D338DC91B5B9975E197E39E3FA4FC42353763C4E58765";
+    let ok = with(&[("STAGE_VPN_PANEL_URL", "https://1.2.3.4:51083/xlUG4F5"), ("STAGE_VPN_PANEL_CERT_SHA256", pin)]);
+    assert_eq!(ok.unwrap().providers.vpn_panel_cert_sha256.map(hex::encode).unwrap(), pin.to_lowercase());
+    let no_pin = with(&[("STAGE_VPN_PANEL_URL", "https://1.2.3.4:51083/xlUG4F5")]).unwrap_err().to_string();
+    assert!(no_pin.contains("STAGE_VPN_PANEL_CERT_SHA256: is required"), "{no_pin}");
+    let bad_pin = with(&[("STAGE_VPN_PANEL_URL", "https://h/x"), ("STAGE_VPN_PANEL_CERT_SHA256", "abc")]);
+    assert!(bad_pin.unwrap_err().to_string().contains("STAGE_VPN_PANEL_CERT_SHA256: must be 64 hex digits"));
+    let clear = with(&[("STAGE_VPN_PANEL_URL", "http://1.2.3.4:51083/xlUG4F5")]).unwrap_err().to_string();
+    assert!(clear.contains("STAGE_VPN_PANEL_URL: must start with https://"), "{clear}");
+    assert!(!clear.contains("xlUG4F5"), "the secret path is not echoed: {clear}");
+    for taken in ["/metrics", "/healthz"] {
+        let err = with(&[("STAGE_CRYPTO_PAY_WEBHOOK_PATH", taken)]).unwrap_err().to_string();
+        assert!(err.contains("STAGE_CRYPTO_PAY_WEBHOOK_PATH: is already a route"), "{err}");
+    }
+}

@@ -34,6 +34,12 @@ impl Broadcasts for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn release_delivery(&self, broadcast: BroadcastId, user: UserId) -> Result<(), StoreError> {
+        let sql = "DELETE FROM broadcast_deliveries WHERE broadcast_id = $1 AND user_id = $2";
+        timed(sqlx::query(sql).bind(broadcast.get()).bind(user.get()).execute(self.pool())).await?;
+        Ok(())
+    }
+
     async fn advance_broadcast(
         &self,
         broadcast: BroadcastId,

@@ -50,6 +50,18 @@ impl Notices for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn release_notice(
+        &self,
+        subscription: SubscriptionId,
+        kind: NoticeKind,
+        threshold: NoticeThreshold,
+    ) -> Result<(), StoreError> {
+        let sql = "DELETE FROM notice_deliveries WHERE subscription_id = $1 AND kind = $2 AND threshold = $3";
+        timed(sqlx::query(sql).bind(subscription.get()).bind(kind.code()).bind(threshold.code()).execute(self.pool()))
+            .await?;
+        Ok(())
+    }
+
     async fn due_notices(
         &self,
         trial: bool,

@@ -8,8 +8,8 @@ use sqlx::FromRow;
 
 use super::{Failure, PgStore, Refusal, text_code, timed};
 use crate::domain::{
-    ACTIVATION_ATTEMPTS_MAX, ActivationStatus, KeyFacts, KeyLabel, Money, Subscription, SubscriptionId, TariffCode,
-    UserId,
+    ACTIVATION_ATTEMPTS_MAX, ACTIVATION_CLAIM, ActivationStatus, KeyFacts, KeyLabel, Money, Subscription,
+    SubscriptionId, TariffCode, UserId,
 };
 use crate::ports::store::*;
 use crate::ports::vpn::PanelKey;
@@ -206,17 +206,22 @@ impl Subscriptions for PgStore {
         Ok(row.into_subscription()?)
     }
 
-    async fn pending_activations(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<PendingActivation>, StoreError> {
+    async fn claim_activations(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<PendingActivation>, StoreError> {
         // The generation is the number of keys the subscription ever had: the same while an
-        // attempt is retried, a new one after the previous key was retired.
-        let sql = "SELECT s.id, s.user_id,
-                (SELECT count(*) FROM vpn_keys k WHERE k.subscription_id = s.id)::INT AS generation
-            FROM subscriptions s
-            WHERE s.activation_status = 'pending' AND s.expires_at > $1
-              AND (s.activation_next_at IS NULL OR s.activation_next_at <= $1)
-            ORDER BY s.activation_next_at NULLS FIRST, s.id LIMIT $2";
-        let rows: Vec<(SubscriptionId, UserId, i32)> =
-            timed(sqlx::query_as(sql).bind(now).bind(i64::from(limit)).fetch_all(self.pool())).await?;
+        // attempt is retried, a new one after the previous key was retired or replaced.
+        let sql = "WITH due AS (
+                SELECT s.id FROM subscriptions s
+                WHERE s.activation_status = 'pending' AND s.expires_at > $1
+                  AND (s.activation_next_at IS NULL OR s.activation_next_at <= $1)
+                ORDER BY s.activation_next_at NULLS FIRST, s.id LIMIT $2
+                FOR UPDATE SKIP LOCKED)
+            UPDATE subscriptions s SET activation_next_at = $1 + make_interval(secs => $3)
+            FROM due WHERE s.id = due.id
+            RETURNING s.id, s.user_id, (SELECT count(*) FROM vpn_keys k WHERE k.subscription_id = s.id)::INT";
+        let claim = ACTIVATION_CLAIM.as_secs_f64();
+        let mut rows: Vec<(SubscriptionId, UserId, i32)> =
+            timed(sqlx::query_as(sql).bind(now).bind(i64::from(limit)).bind(claim).fetch_all(self.pool())).await?;
+        rows.sort_by_key(|row| row.0);
         rows.into_iter()
             .map(|(subscription, user, generation)| {
                 let generation = u32::try_from(generation).context("negative key count")?;
@@ -229,16 +234,21 @@ impl Subscriptions for PgStore {
     async fn record_activation(
         &self,
         subscription: SubscriptionId,
+        generation: u32,
         result: ActivationResult,
         now: DateTime<Utc>,
     ) -> Result<ActivationOutcome, StoreError> {
+        let generation = i64::from(generation);
         match result {
             ActivationResult::Succeeded(key) => {
                 // Only a pending subscription is activated, and its key is written in the same
                 // statement; a second worker finds it active and gets NotPending.
                 let sql = "WITH activated AS (
-                        UPDATE subscriptions SET activation_status = 'active', activation_error = NULL, updated_at = $4
-                        WHERE id = $1 AND activation_status = 'pending' RETURNING id, key_fence)
+                        UPDATE subscriptions s SET activation_status = 'active', activation_error = NULL,
+                            activation_next_at = NULL, updated_at = $4
+                        WHERE id = $1 AND activation_status = 'pending'
+                          AND (SELECT count(*) FROM vpn_keys k WHERE k.subscription_id = s.id) = $5
+                        RETURNING id, key_fence)
                     INSERT INTO vpn_keys (subscription_id, panel_key_id, access_uri, fencing_token, status, created_at)
                     SELECT id, $2, $3, key_fence, 'active', $4 FROM activated RETURNING id";
                 let key: Option<i64> = timed(
@@ -247,19 +257,21 @@ impl Subscriptions for PgStore {
                         .bind(key.panel_key_id)
                         .bind(key.access_uri)
                         .bind(now)
+                        .bind(generation)
                         .fetch_optional(self.pool()),
                 )
                 .await?;
                 Ok(if key.is_some() { ActivationOutcome::Activated } else { ActivationOutcome::NotPending })
             }
             ActivationResult::Failed { error } => {
-                let sql = "UPDATE subscriptions
+                let sql = "UPDATE subscriptions s
                     SET activation_attempts = activation_attempts + 1,
                         activation_status = CASE WHEN activation_attempts + 1 >= $3 THEN 'failed' ELSE 'pending' END,
                         -- domain::activation_backoff of the new count (the old count is read here)
-                        activation_next_at = $4 + make_interval(secs => least(30 * power(2, activation_attempts), 600)),
+                        activation_next_at = $4 + make_interval(secs => least(30 * power(2, activation_attempts), 3600)),
                         activation_error = left($2, 500), updated_at = $4
                     WHERE id = $1 AND activation_status = 'pending'
+                      AND (SELECT count(*) FROM vpn_keys k WHERE k.subscription_id = s.id) = $5
                     RETURNING activation_status, activation_attempts";
                 let row: Option<AttemptRow> = timed(
                     sqlx::query_as(sql)
@@ -267,6 +279,7 @@ impl Subscriptions for PgStore {
                         .bind(error)
                         .bind(ACTIVATION_ATTEMPTS_MAX)
                         .bind(now)
+                        .bind(generation)
                         .fetch_optional(self.pool()),
                 )
                 .await?;
@@ -366,13 +379,20 @@ impl Subscriptions for PgStore {
         panel_key_ids: Vec<String>,
         subscriptions: Vec<SubscriptionId>,
     ) -> Result<KeyCensus, StoreError> {
+        // Both reads from one snapshot: a key recorded between them would otherwise look like an
+        // unrecorded key of a superseded generation.
+        let mut tx = self.pool().begin().await.context("begin the key census")?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .context("key census isolation")?;
         let recorded: Vec<(String, bool)> = timed(
             sqlx::query_as(
                 "SELECT panel_key_id, bool_or(status = 'active') FROM vpn_keys
                     WHERE panel_key_id = ANY($1) GROUP BY panel_key_id ORDER BY panel_key_id",
             )
             .bind(panel_key_ids)
-            .fetch_all(self.pool()),
+            .fetch_all(&mut *tx),
         )
         .await?;
         let ids: Vec<i64> = subscriptions.iter().map(|s| s.get()).collect();
@@ -383,9 +403,10 @@ impl Subscriptions for PgStore {
                     FROM subscriptions s WHERE s.id = ANY($1) ORDER BY s.id",
             )
             .bind(ids)
-            .fetch_all(self.pool()),
+            .fetch_all(&mut *tx),
         )
         .await?;
+        tx.commit().await.context("end the key census")?;
         let facts = rows
             .into_iter()
             .map(|(subscription, fence, keys, activation_pending)| {

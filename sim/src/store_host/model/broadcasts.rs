@@ -39,6 +39,14 @@ impl Broadcasts for SimStore {
         Ok(self.exec(move |m: &mut Model| m.deliveries.insert((broadcast, user))).await?)
     }
 
+    async fn release_delivery(&self, broadcast: BroadcastId, user: UserId) -> Result<(), StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                m.deliveries.remove(&(broadcast, user));
+            })
+            .await?)
+    }
+
     async fn advance_broadcast(
         &self,
         broadcast: BroadcastId,

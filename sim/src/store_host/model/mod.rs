@@ -57,6 +57,20 @@ struct SubRow {
     key_fence: i64,
 }
 
+impl SubRow {
+    /// After a purchase or renewal: a subscription still waiting for its key (failed, parked
+    /// when it ended, backing off) is tried again at once.
+    fn revive_activation(&mut self) {
+        if self.activation_status == ActivationStatus::Failed {
+            self.activation_status = ActivationStatus::Pending;
+            self.activation_attempts = 0;
+        }
+        if self.activation_status == ActivationStatus::Pending {
+            self.activation_next_at = None;
+        }
+    }
+}
+
 struct KeyRow {
     id: i64,
     subscription: SubscriptionId,
@@ -378,11 +392,7 @@ impl Model {
             s.period_days = days;
             s.expires_at = s.expires_at.max(now) + period;
             s.is_trial = false;
-            if s.activation_status == ActivationStatus::Failed {
-                s.activation_status = ActivationStatus::Pending;
-                s.activation_attempts = 0;
-                s.activation_next_at = None;
-            }
+            s.revive_activation();
             return s.expires_at;
         }
         self.new_subscription(user, tariff_id, days, now, false);

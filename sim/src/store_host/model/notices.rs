@@ -19,6 +19,19 @@ impl Notices for SimStore {
         Ok(self.exec(move |m: &mut Model| m.notices.insert((subscription, kind.code(), threshold.code()))).await?)
     }
 
+    async fn release_notice(
+        &self,
+        subscription: SubscriptionId,
+        kind: NoticeKind,
+        threshold: NoticeThreshold,
+    ) -> Result<(), StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                m.notices.remove(&(subscription, kind.code(), threshold.code()));
+            })
+            .await?)
+    }
+
     async fn due_notices(
         &self,
         trial: bool,

@@ -85,6 +85,7 @@ impl Subscriptions for SimStore {
                 let s = m.subscriptions.get_mut(&id).expect("found");
                 s.expires_at = s.expires_at.max(now) + chrono::Duration::days(i64::from(days));
                 s.last_auto_renewal_at = Some(now);
+                s.revive_activation();
                 Some(RenewalOutcome::Renewed { subscription: id, user, amount: money(price), expires_at: s.expires_at })
             })
             .await?)
@@ -118,10 +119,10 @@ impl Subscriptions for SimStore {
         .await?
     }
 
-    async fn pending_activations(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<PendingActivation>, StoreError> {
+    async fn claim_activations(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<PendingActivation>, StoreError> {
         Ok(self
             .exec(move |m: &mut Model| {
-                let mut due: Vec<&super::SubRow> = m
+                let mut due: Vec<(Option<DateTime<Utc>>, SubscriptionId)> = m
                     .subscriptions
                     .values()
                     .filter(|s| {
@@ -129,16 +130,28 @@ impl Subscriptions for SimStore {
                             && s.expires_at > now
                             && s.activation_next_at.is_none_or(|at| at <= now)
                     })
+                    .map(|s| (s.activation_next_at, s.id))
                     .collect();
-                due.sort_by_key(|s| (s.activation_next_at.is_some(), s.activation_next_at, s.id));
-                due.into_iter()
-                    .take(limit as usize)
-                    .map(|s| {
-                        let generation = m.keys.iter().filter(|k| k.subscription == s.id).count() as u32;
-                        let label = KeyLabel::Activation { subscription: s.id, generation };
-                        PendingActivation { subscription: s.id, user: s.user, label }
+                // NULLS FIRST, then the earliest.
+                due.sort_by_key(|(at, id)| (at.is_some(), *at, *id));
+                due.truncate(limit as usize);
+                let claim = chrono::Duration::from_std(ACTIVATION_CLAIM).expect("a short claim");
+                let mut taken: Vec<PendingActivation> = due
+                    .into_iter()
+                    .map(|(_, id)| {
+                        let s = m.subscriptions.get_mut(&id).expect("found");
+                        s.activation_next_at = Some(now + claim);
+                        let user = s.user;
+                        let generation = m.keys.iter().filter(|k| k.subscription == id).count() as u32;
+                        PendingActivation {
+                            subscription: id,
+                            user,
+                            label: KeyLabel::Activation { subscription: id, generation },
+                        }
                     })
-                    .collect()
+                    .collect();
+                taken.sort_by_key(|p| p.subscription);
+                taken
             })
             .await?)
     }
@@ -146,18 +159,22 @@ impl Subscriptions for SimStore {
     async fn record_activation(
         &self,
         subscription: SubscriptionId,
+        generation: u32,
         result: ActivationResult,
         now: DateTime<Utc>,
     ) -> Result<ActivationOutcome, StoreError> {
         Ok(self
             .exec(move |m: &mut Model| {
+                let keys = m.keys.iter().filter(|k| k.subscription == subscription).count() as u32;
                 let pending = |s: &&mut super::SubRow| s.activation_status == ActivationStatus::Pending;
-                let Some(s) = m.subscriptions.get_mut(&subscription).filter(pending) else {
+                let Some(s) = m.subscriptions.get_mut(&subscription).filter(pending).filter(|_| keys == generation)
+                else {
                     return ActivationOutcome::NotPending;
                 };
                 match result {
                     ActivationResult::Succeeded(key) => {
                         s.activation_status = ActivationStatus::Active;
+                        s.activation_next_at = None;
                         m.push_key(subscription, key);
                         ActivationOutcome::Activated
                     }
@@ -246,12 +263,27 @@ impl Subscriptions for SimStore {
                     .collect();
                 ended.sort();
                 ended.truncate(limit as usize);
+                let mut parked: Vec<SubscriptionId> = m
+                    .subscriptions
+                    .values()
+                    .filter(|s| {
+                        s.activation_status == ActivationStatus::Pending
+                            && s.expires_at <= before
+                            && s.activation_next_at != Some(DateTime::<Utc>::MAX_UTC)
+                    })
+                    .map(|s| s.id)
+                    .collect();
+                parked.truncate(limit as usize);
+                for id in parked {
+                    m.subscriptions.get_mut(&id).expect("found").activation_next_at = Some(DateTime::<Utc>::MAX_UTC);
+                }
                 let mut retired = Vec::new();
                 for (_, id, user) in ended {
                     let s = m.subscriptions.get_mut(&id).expect("found");
                     s.activation_status = ActivationStatus::Pending;
                     s.activation_attempts = 0;
-                    s.activation_next_at = None;
+                    // 'infinity': parked until a purchase or renewal.
+                    s.activation_next_at = Some(DateTime::<Utc>::MAX_UTC);
                     for k in m.keys.iter_mut().filter(|k| k.subscription == id && k.active) {
                         k.active = false;
                         retired.push(RetiredKey { subscription: id, user, panel_key_id: k.key.panel_key_id.clone() });
