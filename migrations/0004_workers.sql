@@ -2,20 +2,28 @@
 -- ends, the notices the workers send, the reminder scan's index, and broadcast deliveries
 -- claimed once per recipient.
 
--- When activation may next be tried: NULL, now; a worker that takes a subscription sets it a
+-- When activation may next be tried: '-infinity', now (so the scan is one index range that stops
+-- at now); a worker that takes a subscription sets it a
 -- minute ahead (its claim), a failed attempt to the end of its backoff, and a subscription that
 -- ended to 'infinity' (until a purchase or renewal brings it back). Attempts are counted per
 -- subscription, up to 10 (backoff 30 s doubling to an hour: about 3 hours in all).
-ALTER TABLE subscriptions ADD COLUMN activation_next_at TIMESTAMPTZ;
+ALTER TABLE subscriptions ADD COLUMN activation_next_at TIMESTAMPTZ NOT NULL DEFAULT '-infinity';
 ALTER TABLE subscriptions DROP CONSTRAINT subscriptions_activation_attempts_check;
 ALTER TABLE subscriptions ADD CONSTRAINT subscriptions_activation_attempts_check
     CHECK (activation_attempts BETWEEN 0 AND 10);
 DROP INDEX subscriptions_activation_idx;
-CREATE INDEX subscriptions_activation_idx ON subscriptions (activation_next_at NULLS FIRST, id)
+CREATE INDEX subscriptions_activation_idx ON subscriptions (activation_next_at, id)
     WHERE activation_status = 'pending';
+
+-- The payment watcher grants referral rewards a stopped process left out, over recent payments.
+CREATE INDEX pending_purchases_paid_idx ON pending_purchases (paid_at) WHERE status = 'paid';
 
 -- The reminder scan and the expiry cleanup walk subscriptions by expiry.
 CREATE INDEX subscriptions_expiry_idx ON subscriptions (expires_at, id);
+-- The expiry cleanup looks only at subscriptions with a key, and at pending ones not parked.
+CREATE INDEX subscriptions_active_expiry_idx ON subscriptions (expires_at, id) WHERE activation_status = 'active';
+CREATE INDEX subscriptions_unparked_idx ON subscriptions (expires_at, id)
+    WHERE activation_status = 'pending' AND activation_next_at <> 'infinity';
 
 -- Notices the workers send besides reminders: the key is ready, the key could not be made,
 -- the subscription was renewed from the balance.
@@ -67,13 +75,15 @@ BEGIN
             FROM ended WHERE s.id = ended.id
             RETURNING s.id
     ), parked AS (
-        -- Ended before their key was made: no attempt until a purchase or renewal.
-        UPDATE subscriptions s SET activation_next_at = 'infinity', updated_at = p_now
+        -- Ended before their key was made: no attempt until a purchase or renewal, which then
+        -- starts a fresh set of attempts.
+        UPDATE subscriptions s
+            SET activation_next_at = 'infinity', activation_attempts = 0, activation_error = NULL, updated_at = p_now
             WHERE s.id IN (SELECT p.id FROM subscriptions p
                            WHERE p.activation_status = 'pending'
                              AND p.expires_at <= p_now - make_interval(secs => p_grace_seconds)
-                             AND p.activation_next_at IS DISTINCT FROM 'infinity'
-                           LIMIT p_limit FOR UPDATE SKIP LOCKED)
+                             AND p.activation_next_at <> 'infinity'
+                           ORDER BY p.id LIMIT p_limit FOR UPDATE SKIP LOCKED)
             RETURNING s.id
     )
     UPDATE vpn_keys k SET status = 'revoked', revoked_at = p_now
@@ -97,7 +107,7 @@ BEGIN
             is_trial = FALSE,
             activation_status = CASE WHEN s.activation_status = 'failed' THEN 'pending' ELSE s.activation_status END,
             activation_attempts = CASE WHEN s.activation_status = 'failed' THEN 0 ELSE s.activation_attempts END,
-            activation_next_at = CASE WHEN s.activation_status = 'active' THEN s.activation_next_at END,
+            activation_next_at = CASE WHEN s.activation_status = 'active' THEN s.activation_next_at ELSE '-infinity' END,
             updated_at = p_now
         RETURNING * INTO v_sub;
     RETURN v_sub;
@@ -160,7 +170,7 @@ BEGIN
                 last_auto_renewal_at = p_now, updated_at = p_now,
                 activation_status = CASE WHEN activation_status = 'failed' THEN 'pending' ELSE activation_status END,
                 activation_attempts = CASE WHEN activation_status = 'failed' THEN 0 ELSE activation_attempts END,
-                activation_next_at = CASE WHEN activation_status = 'active' THEN activation_next_at END
+                activation_next_at = CASE WHEN activation_status = 'active' THEN activation_next_at ELSE '-infinity' END
             WHERE id = v_sub.id
             RETURNING * INTO v_sub;
         RETURN QUERY SELECT 'renewed'::TEXT, v_sub.id, v_sub.user_id, v_price, v_sub.expires_at;

@@ -124,6 +124,9 @@ enum Op {
         days_later: i64,
     },
     OpenPayables,
+    Unrewarded {
+        days_later: i64,
+    },
     Install {
         user: i64,
         token: u64,
@@ -199,7 +202,7 @@ fn ops(seed: u64) -> Vec<Op> {
             if n(6) == 0 {
                 return Op::Again;
             }
-            match n(40) {
+            match n(41) {
                 0 | 1 => Op::TopUp { user, payment: n(8), amount: amounts[n(6) as usize] },
                 2 => Op::Adjust { user, credit: n(2) == 0, amount: amounts[n(6) as usize], key: opt(3) },
                 3 => Op::CreatePromo {
@@ -231,6 +234,7 @@ fn ops(seed: u64) -> Vec<Op> {
                 36 => Op::RevokeAtPanel,
                 37 => Op::DueNotices { trial: n(2) == 0, days_later: [0, 2, 29, 30, 31][n(5) as usize] },
                 38 => Op::OpenPayables,
+                39 => Op::Unrewarded { days_later: [0, 1, 8][n(3) as usize] },
                 17 => Op::Install { user, token: n(5) },
                 18 => Op::ClaimFence { user, token: n(5) },
                 19 => Op::Claim { user, threshold: n(3) },
@@ -537,6 +541,12 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
                 .collect();
             format!("{shown:?}")
         }
+        Op::Unrewarded { days_later } => {
+            let week = StdDuration::from_secs(7 * 86_400);
+            let percent = Percent::new(10).unwrap();
+            let found = s.unrewarded_purchases(now + Duration::days(days_later), week, percent, 10).await.unwrap();
+            format!("{:?}", found.iter().map(|id| ids.purchases.iter().position(|(p, _)| p == id)).collect::<Vec<_>>())
+        }
         Op::OpenPayables => {
             let open = s.open_payables(None, 20).await.unwrap();
             let shown: Vec<String> = open
@@ -712,7 +722,7 @@ async fn the_model_answers_like_postgresql() {
 fn every_operation_is_drawn() {
     let drawn: std::collections::BTreeSet<String> =
         (0..SEEDS).flat_map(ops).map(|op| format!("{op:?}").split([' ', '{']).next().unwrap().to_owned()).collect();
-    assert_eq!(drawn.len(), 41, "operations drawn: {drawn:?}");
+    assert_eq!(drawn.len(), 42, "operations drawn: {drawn:?}");
 }
 
 /// `Model` is the database behind a `SimStore`: a fresh one is a migrated, empty database.

@@ -455,3 +455,27 @@ async fn a_notice_telegram_refused_to_send_now_goes_out_later() {
     assert_eq!(notices::tick(&bot.app, held, false, &[72, 24, 3], 10).await.done, 1, "the claim was given back");
     assert_eq!(bot.messages(1).iter().filter(|m| m.text.contains("⏳")).count(), 1);
 }
+
+#[tokio::test]
+async fn a_referral_reward_left_out_by_a_stopped_process_is_granted_by_the_watcher() {
+    let bot = BotHarness::new(&[]).await;
+    bot.fund(50, "1").await;
+    bot.db.store.register_user(uid(1), Language::En, Some(uid(50)), None, bot.clock.now()).await.unwrap();
+    let payable = crypto_purchase(&bot, 1, "purchase-one-1").await;
+    // The payment was counted, and the process stopped before rewarding the referrer.
+    let Payable::Purchase(id) = payable else { unreachable!() };
+    let payment = atlas::ports::store::ProviderPayment {
+        provider: PaymentProviderKind::Crypto,
+        payment_id: atlas::domain::ProviderPaymentId::parse("paid-1").unwrap(),
+        amount: Money::parse("199").unwrap(),
+    };
+    bot.db.store.finalize_purchase(id, payment, bot.clock.now()).await.unwrap();
+    let before = bot.balance(50).await;
+    let live = lease(&bot, true);
+    let held = Lease::Held(&live, &*bot.clock);
+    payments::tick(&bot.app, held, &mut None, 100).await;
+    assert_eq!(bot.balance(50).await - before, 1_990, "10% of 199 roubles");
+    payments::tick(&bot.app, held, &mut None, 100).await;
+    assert_eq!(bot.balance(50).await - before, 1_990, "once");
+    assert_ledger_invariants(&bot.db).await.unwrap();
+}

@@ -236,7 +236,9 @@ pub async fn settle<A: Adapters>(turn: &mut Turn<'_, A>, payable: Payable, payme
         tracing::warn!(payable = %payable.payload(), error = %e, "payment not counted yet: the store failed");
         return Settled::StoreFailed;
     }
-    if provider == PaymentProviderKind::Stars {
+    // A charge id the store already holds was counted (maybe at another price, by an instance
+    // with another STAR_PRICE): never given back.
+    if provider == PaymentProviderKind::Stars && !matches!(refused, PaymentError::PaymentIdReused) {
         refund_stars(turn, &payable.payload(), payment_id.as_str(), &refused).await;
     } else {
         unmatched(turn, &payable.payload(), payment_id.as_str(), &refused);

@@ -42,7 +42,8 @@ impl Default for WorkerConfig {
             interval: Duration::from_secs(10),
             batch: 100,
             // Longer than the longest tick (a page of the watcher with Crypto Pay's retries): the
-            // lease is renewed between ticks.
+            // lease is renewed between rounds of work; a round that runs past it stops at its
+            // next effect (`Lease::holds`) and the lease is renewed or lost.
             leader_ttl: Duration::from_secs(60),
             reminder_hours: vec![72, 24, 3],
             trial_hours: vec![24],
@@ -87,14 +88,20 @@ pub async fn run_workers<A: Adapters>(
                     let batch = config.batch;
                     // A full batch is followed at once by the next, while the lease holds.
                     loop {
-                        let full = |tally: Tally| tally.done >= batch;
+                        let full = |tally: Tally| {
+                            counted(role.name(), tally);
+                            tally.done >= batch
+                        };
                         let more = match role {
                             // The watcher walks every page of open orders.
                             Role::PaymentWatcher => {
                                 let mut at = *cursor.lock().unwrap_or_else(|p| p.into_inner());
-                                payments::tick(app, lease, &mut at, batch).await;
+                                let tally = payments::tick(app, lease, &mut at, batch).await;
+                                full(tally);
                                 *cursor.lock().unwrap_or_else(|p| p.into_inner()) = at;
-                                at.is_some()
+                                // A page that failed (the store, the provider) waits for the
+                                // next interval instead of spinning.
+                                at.is_some() && tally.failed == 0
                             }
                             Role::Reminders => {
                                 full(notices::tick(app, lease, false, &config.reminder_hours, batch).await)

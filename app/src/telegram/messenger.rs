@@ -77,6 +77,13 @@ impl<N: Network> TelegramMessenger<N> {
         let deadline = self.clock.monotonic() + SEND_BUDGET;
         let mut pause = RETRY_PAUSE_FIRST;
         let mut attempt = 0;
+        // Whether an earlier attempt may have been delivered (it failed after it was sent): then
+        // a later "slow down" must not tell the caller that nothing went out.
+        let mut maybe_sent = false;
+        let give_up = |error: MessengerError, maybe_sent: bool| match error {
+            MessengerError::RetryAfter(_) if maybe_sent => MessengerError::Timeout,
+            other => other,
+        };
         loop {
             attempt += 1;
             let now = self.clock.monotonic();
@@ -86,7 +93,7 @@ impl<N: Network> TelegramMessenger<N> {
                 _ => None,
             };
             match reserved {
-                Some(None) => return Err(MessengerError::RetryAfter(left)),
+                Some(None) => return Err(give_up(MessengerError::RetryAfter(left), maybe_sent)),
                 Some(Some(wait)) if !wait.is_zero() => tokio::time::sleep(wait).await,
                 _ => {}
             }
@@ -114,11 +121,12 @@ impl<N: Network> TelegramMessenger<N> {
                     pause *= 2;
                     this
                 }
-                _ => return Err(messenger_error(error)),
+                _ => return Err(give_up(messenger_error(error), maybe_sent)),
             };
             if now + wait >= deadline {
-                return Err(messenger_error(error));
+                return Err(give_up(messenger_error(error), maybe_sent));
             }
+            maybe_sent |= !matches!(error, TelegramError::RetryAfter(_));
             tracing::debug!(method = P::NAME, attempt, ?wait, error = %error, "Telegram call repeated");
             tokio::time::sleep(wait).await;
         }

@@ -17,17 +17,41 @@ use crate::ports::store::{ActivationOutcome, ActivationResult, Subscriptions};
 use crate::ports::vpn::VpnError;
 use crate::runtime::wiring::{Adapters, App};
 
+/// Subscriptions taken at once: few enough that the last is tried well within the claim
+/// (`ACTIVATION_CLAIM`, a minute; one panel call with its retries takes up to ~16 s).
+pub const CLAIM_BATCH: u32 = 3;
+
+/// Activates at most `limit` subscriptions, taking them a few at a time.
 pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, limit: u32) -> Tally {
     let mut tally = Tally::default();
-    let pending = match app.store.claim_activations(app.clock.now(), limit).await {
-        Ok(pending) => pending,
-        Err(e) => {
-            tracing::warn!(error = %e, "pending activations not read");
-            tally.failed += 1;
-            return tally;
+    let mut left = limit;
+    while left > 0 && lease.holds() {
+        let take = left.min(CLAIM_BATCH);
+        let claimed = match app.store.claim_activations(app.clock.now(), take).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e, "pending activations not read");
+                tally.failed += 1;
+                break;
+            }
+        };
+        let last = (claimed.len() as u32) < take;
+        left -= take;
+        activate(app, lease, claimed, &mut tally).await;
+        if last {
+            break;
         }
-    };
-    for item in pending {
+    }
+    tally
+}
+
+async fn activate<A: Adapters>(
+    app: &App<A>,
+    lease: Lease<'_>,
+    claimed: Vec<crate::ports::store::PendingActivation>,
+    tally: &mut Tally,
+) {
+    for item in claimed {
         if !lease.holds() {
             break;
         }
@@ -86,5 +110,4 @@ pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, limit: u32) -> Ta
             }
         }
     }
-    tally
 }

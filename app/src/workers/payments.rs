@@ -27,6 +27,9 @@ use crate::runtime::wiring::{Adapters, App};
 /// to the start after the last page).
 pub async fn tick<A: Adapters>(app: &App<A>, lease: Lease<'_>, cursor: &mut Option<Payable>, limit: u32) -> Tally {
     let mut tally = Tally::default();
+    if cursor.is_none() {
+        rewards(app, lease, limit, &mut tally).await;
+    }
     let page = match app.store.open_payables(*cursor, limit).await {
         Ok(page) => page,
         Err(e) => {
@@ -216,6 +219,38 @@ async fn count<A: Adapters>(app: &App<A>, payable: Payable, user: UserId, paymen
                 "payment not counted"
             );
             Counted::Refused
+        }
+    }
+}
+
+/// How far back the watcher looks for a referral reward a stopped process left out.
+pub const REWARD_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Grants the referral rewards of recent payments that have none (the process stopped between
+/// counting a payment and rewarding its referrer); granting is idempotent.
+async fn rewards<A: Adapters>(app: &App<A>, lease: Lease<'_>, limit: u32, tally: &mut Tally) {
+    let percent = app.rules.shop.referral_percent;
+    let missing = match app.store.unrewarded_purchases(app.clock.now(), REWARD_WINDOW, percent, limit).await {
+        Ok(missing) => missing,
+        Err(e) => {
+            tracing::warn!(error = %e, "purchases without their referral reward not read");
+            tally.failed += 1;
+            return;
+        }
+    };
+    for purchase in missing {
+        if !lease.holds() {
+            break;
+        }
+        match app.store.grant_referral_reward(purchase, percent, app.clock.now()).await {
+            Ok(outcome) => {
+                tracing::info!(event = "REFERRAL_REWARD_CAUGHT_UP", purchase_id = purchase.get(), ?outcome);
+                tally.done += 1;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, purchase_id = purchase.get(), "referral reward not granted");
+                tally.failed += 1;
+            }
         }
     }
 }

@@ -208,6 +208,17 @@ pub trait Purchases: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<ReferralOutcome, ReferralError>> + Send;
 
+    /// Purchases paid within `window` before `now` whose buyer has a referrer, that earn a
+    /// reward at `percent` and have none yet (the process stopped between the payment and the
+    /// reward), oldest first, at most `limit`: the payment watcher grants them.
+    fn unrewarded_purchases(
+        &self,
+        now: DateTime<Utc>,
+        window: Duration,
+        percent: Percent,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<PurchaseId>, StoreError>> + Send;
+
     /// Purchases and top-ups waiting for a provider's payment, purchases first, each by id,
     /// after `after` (a cursor: the last one of the previous page), at most `limit`.
     fn open_payables(

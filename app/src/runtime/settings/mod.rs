@@ -442,8 +442,10 @@ fn providers(r: &mut Reader<'_>, telegram: &TelegramSettings) -> Option<Provider
         Ok(url)
     });
     let cert = r.parsed(Var::VpnPanelCertSha256, crate::net::tls::parse_fingerprint);
+    // The API token travels in a header: never in the clear outside a developer's machine.
+    let schemes: &[&str] = if local { &["https", "http"] } else { &["https"] };
     let crypto_pay_api =
-        r.parsed(Var::CryptoPayApiUrl, |v| values::url_with_scheme(v, &["http", "https"]).map(|u| u.url().clone()));
+        r.parsed(Var::CryptoPayApiUrl, |v| values::url_with_scheme(v, schemes).map(|u| u.url().clone()));
     let telegram_path = telegram.webhook_url.as_ref().map(|u| u.path().to_owned());
     let crypto_pay_webhook_path = r.parsed(Var::CryptoPayWebhookPath, |v| {
         let ok =

@@ -415,6 +415,30 @@ impl Purchases for PgStore {
         })
     }
 
+    async fn unrewarded_purchases(
+        &self,
+        now: DateTime<Utc>,
+        window: Duration,
+        percent: Percent,
+        limit: u32,
+    ) -> Result<Vec<PurchaseId>, StoreError> {
+        let sql = "SELECT p.id FROM pending_purchases p JOIN users u ON u.telegram_id = p.user_id
+            WHERE p.status = 'paid' AND p.paid_at > $1 - make_interval(secs => $2) AND p.paid_at <= $1
+              AND u.referrer_id IS NOT NULL AND p.amount * $3 / 100 > 0
+              AND NOT EXISTS (SELECT 1 FROM referral_rewards r WHERE r.purchase_id = p.id)
+            ORDER BY p.id LIMIT $4";
+        let ids: Vec<PurchaseId> = timed(
+            sqlx::query_scalar(sql)
+                .bind(now)
+                .bind(window.as_secs_f64())
+                .bind(i64::from(percent.get()))
+                .bind(i64::from(limit))
+                .fetch_all(self.pool()),
+        )
+        .await?;
+        Ok(ids)
+    }
+
     async fn open_payables(&self, after: Option<Payable>, limit: u32) -> Result<Vec<OpenPayable>, StoreError> {
         // Purchases ('p') before top-ups ('t'), each by id: the order of `Payable`.
         let (after_kind, after_id) = match after {

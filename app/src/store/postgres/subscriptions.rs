@@ -212,8 +212,8 @@ impl Subscriptions for PgStore {
         let sql = "WITH due AS (
                 SELECT s.id FROM subscriptions s
                 WHERE s.activation_status = 'pending' AND s.expires_at > $1
-                  AND (s.activation_next_at IS NULL OR s.activation_next_at <= $1)
-                ORDER BY s.activation_next_at NULLS FIRST, s.id LIMIT $2
+                  AND s.activation_next_at <= $1
+                ORDER BY s.activation_next_at, s.id LIMIT $2
                 FOR UPDATE SKIP LOCKED)
             UPDATE subscriptions s SET activation_next_at = $1 + make_interval(secs => $3)
             FROM due WHERE s.id = due.id
@@ -245,7 +245,7 @@ impl Subscriptions for PgStore {
                 // statement; a second worker finds it active and gets NotPending.
                 let sql = "WITH activated AS (
                         UPDATE subscriptions s SET activation_status = 'active', activation_error = NULL,
-                            activation_next_at = NULL, updated_at = $4
+                            activation_next_at = '-infinity', updated_at = $4
                         WHERE id = $1 AND activation_status = 'pending'
                           AND (SELECT count(*) FROM vpn_keys k WHERE k.subscription_id = s.id) = $5
                         RETURNING id, key_fence)

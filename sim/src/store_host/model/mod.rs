@@ -53,6 +53,7 @@ struct SubRow {
     last_auto_renewal_at: Option<DateTime<Utc>>,
     activation_status: ActivationStatus,
     activation_attempts: i32,
+    /// `None` is the schema's `-infinity`: try now.
     activation_next_at: Option<DateTime<Utc>>,
     key_fence: i64,
 }

@@ -239,6 +239,32 @@ impl Purchases for SimStore {
         .await?
     }
 
+    async fn unrewarded_purchases(
+        &self,
+        now: DateTime<Utc>,
+        window: std::time::Duration,
+        percent: Percent,
+        limit: u32,
+    ) -> Result<Vec<PurchaseId>, StoreError> {
+        Ok(self
+            .exec(move |m: &mut Model| {
+                let since = now - chrono::Duration::from_std(window).expect("a window of days");
+                m.purchases
+                    .iter()
+                    .filter(|(id, p)| {
+                        p.status == PurchaseStatus::Paid
+                            && p.paid_at.is_some_and(|at| at > since && at <= now)
+                            && m.users[&p.user].referrer.is_some()
+                            && p.amount * i64::from(percent.get()) / 100 > 0
+                            && !m.rewards.contains_key(id)
+                    })
+                    .map(|(id, _)| *id)
+                    .take(limit as usize)
+                    .collect()
+            })
+            .await?)
+    }
+
     async fn open_payables(&self, after: Option<Payable>, limit: u32) -> Result<Vec<OpenPayable>, StoreError> {
         Ok(self
             .exec(move |m: &mut Model| {

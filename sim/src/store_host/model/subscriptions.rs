@@ -275,7 +275,9 @@ impl Subscriptions for SimStore {
                     .collect();
                 parked.truncate(limit as usize);
                 for id in parked {
-                    m.subscriptions.get_mut(&id).expect("found").activation_next_at = Some(DateTime::<Utc>::MAX_UTC);
+                    let s = m.subscriptions.get_mut(&id).expect("found");
+                    s.activation_next_at = Some(DateTime::<Utc>::MAX_UTC);
+                    s.activation_attempts = 0;
                 }
                 let mut retired = Vec::new();
                 for (_, id, user) in ended {
