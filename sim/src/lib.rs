@@ -18,6 +18,7 @@ pub mod fakes;
 pub mod history;
 pub mod instance;
 pub mod messenger;
+pub mod net;
 pub mod redis_host;
 pub mod runner;
 pub mod scenario;
