@@ -7,7 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use atlas::coord::redis::RedisCoordination;
+use atlas::coord::AnyCoordination;
+use atlas::coord::legacy::LegacyCoordination;
 use atlas::net::client::HttpClient;
 use atlas::ports::{Clock, Ids, SeededIds};
 use atlas::providers::cryptopay::{CryptoPayClient, SIGNATURE_HEADER};
@@ -41,7 +42,7 @@ struct WholeBot;
 
 impl Adapters for WholeBot {
     type Store = SimStore;
-    type Coordination = RedisCoordination<SimDialer>;
+    type Coordination = AnyCoordination<SimDialer>;
     type Vpn = OutlineClient<SimNetwork>;
     type Messenger = TelegramMessenger<SimNetwork>;
     type Crypto = CryptoPayClient<SimNetwork>;
@@ -51,15 +52,29 @@ fn url(text: &str) -> url::Url {
     url::Url::parse(text).unwrap()
 }
 
-async fn bot(link: StoreLink) -> turmoil::Result {
+/// The shop's rules of these runs: the seed's, with user 1 an admin.
+fn rules() -> atlas::runtime::wiring::Rules {
+    let mut rules = atlas_sim::seed::rules();
+    rules.admins = vec![atlas::domain::UserId::new(1).unwrap()];
+    rules
+}
+
+/// One instance of the bot: coordination on the sim Redis, or the old design in its memory.
+async fn bot(link: StoreLink, instance: u64, webhook: &str, legacy: bool) -> turmoil::Result {
     let clock: Arc<dyn Clock> = Arc::new(SimClock::default());
-    let ids: Arc<dyn Ids> = Arc::new(SeededIds::new(7));
+    // A restarted process draws new tokens, as one seeded from the OS would.
+    let started = atlas_sim::clock::sim_now().as_millis() as u64;
+    let ids: Arc<dyn Ids> = Arc::new(SeededIds::new(7 ^ (instance << 32) ^ started));
     let http = || HttpClient::new(SimNetwork, None).unwrap();
     let telegram = Arc::new(BotApi::new(http(), url("http://telegram:8081"), SecretString::from(TOKEN.to_owned())));
     let resilience = |name| Resilience::new(name, clock.clone(), ids.clone());
     let parts: Parts<WholeBot> = Parts {
-        store: SimStore::new(link, 0, Default::default()),
-        coordination: redis_coordination(clock.clone(), ids.clone(), Duration::from_secs(10)),
+        store: SimStore::new(link, instance as usize, Default::default()),
+        coordination: if legacy {
+            AnyCoordination::Legacy(LegacyCoordination::new(clock.clone(), ids.clone()))
+        } else {
+            AnyCoordination::Redis(redis_coordination(clock.clone(), ids.clone(), Duration::from_secs(10)))
+        },
         vpn: OutlineClient::new(http(), url("http://outline:8443/secretpath"), resilience("the VPN panel")),
         messenger: TelegramMessenger::new(telegram.clone(), clock.clone()),
         crypto: CryptoPayClient::new(
@@ -74,7 +89,7 @@ async fn bot(link: StoreLink) -> turmoil::Result {
     };
     let config = RunConfig {
         intake: Intake::Webhook {
-            url: url("http://bot:8080/telegram/hook"),
+            url: url(webhook),
             secret: SecretString::from(WEBHOOK_SECRET.to_owned()),
             max_connections: 4,
         },
@@ -84,19 +99,33 @@ async fn bot(link: StoreLink) -> turmoil::Result {
         payment_webhook: Some(("/crypto-pay/webhook".into(), SecretString::from(CRYPTO_TOKEN.to_owned()))),
     };
     let listener = SimListener::bind(8080).await?;
-    run(parts, atlas_sim::seed::rules(), telegram, None, config, listener, std::future::pending()).await?;
+    run(parts, rules(), telegram, None, config, listener, std::future::pending()).await?;
     Ok(())
 }
 
-/// Waits (in simulated time) until `check` holds.
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
+/// `chat` presses the button labelled `label` in its latest message that has one, once it is there.
+async fn press(api: &FakeBotApi, chat: i64, label: &str) -> Result<(), String> {
     for _ in 0..600 {
-        if check() {
-            return;
+        if let Some(data) = api.button(chat, label) {
+            // Unique within a run, and the same in a replay.
+            let n = api.calls().len();
+            api.push(updates::callback(chat, "en", &format!("q{n}"), &data));
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("never: {what}");
+    Err(format!("no button {label} for {chat}; told {:#?}", api.texts_to(chat)))
+}
+
+/// Waits (in simulated time) until `check` holds.
+async fn until(what: &str, mut check: impl FnMut() -> bool) -> Result<(), String> {
+    for _ in 0..600 {
+        if check() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("never: {what}"))
 }
 
 /// One run of the purchase: what the user was told, and every Bot API call the bot made.
@@ -144,7 +173,7 @@ fn purchase(seed: u64) -> (Vec<String>, Vec<String>) {
         }
     });
     let link = shared.store.clone();
-    sim.host("bot", move || bot(link.clone()));
+    sim.host("bot", move || bot(link.clone(), 0, "http://bot:8080/telegram/hook", false));
     let told: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = told.clone();
     let calls: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -154,22 +183,16 @@ fn purchase(seed: u64) -> (Vec<String>, Vec<String>) {
             let api = telegram.clone();
             move || api.texts_to(USER).iter().any(|t| t.contains(needle))
         };
-        let mut queries = 0;
-        let mut press = |label: &str| {
-            queries += 1;
-            let data = telegram.button(USER, label).unwrap_or_else(|| panic!("no button {label}"));
-            telegram.push(updates::callback(USER, "en", &format!("q{queries}"), &data));
-        };
         telegram.push(updates::text(USER, "en", "/start"));
-        until("welcomed", says("Welcome")).await;
-        press("Buy");
-        until("tariffs", says("Choose a plan")).await;
-        press("Basic");
-        until("periods", says("choose a period")).await;
-        press("30 days");
-        until("methods", says("How do you want to pay")).await;
-        press("Crypto");
-        until("the invoice", says("in crypto here")).await;
+        until("welcomed", says("Welcome")).await?;
+        press(&telegram, USER, "Buy").await?;
+        until("tariffs", says("Choose a plan")).await?;
+        press(&telegram, USER, "Basic").await?;
+        until("periods", says("choose a period")).await?;
+        press(&telegram, USER, "30 days").await?;
+        until("methods", says("How do you want to pay")).await?;
+        press(&telegram, USER, "Crypto").await?;
+        until("the invoice", says("in crypto here")).await?;
         let invoice = crypto.invoices()[0].id;
         crypto.pay(invoice);
         // Crypto Pay delivers its webhook twice: counted once.
@@ -182,8 +205,8 @@ fn purchase(seed: u64) -> (Vec<String>, Vec<String>) {
                 client.request(Method::POST, &hook, &headers, Bytes::from(body), Duration::from_secs(10)).await?;
             assert_eq!(answer.status, 200);
         }
-        until("paid", says("Payment received")).await;
-        until("the key", says("Your key is ready")).await;
+        until("paid", says("Payment received")).await?;
+        until("the key", says("Your key is ready")).await?;
         assert_eq!(outline.keys().len(), 1, "one key at the panel");
         *seen.lock().unwrap() = telegram.texts_to(USER);
         *made.lock().unwrap() = telegram.calls().iter().map(|c| format!("{} {}", c.method, c.body)).collect();
@@ -208,4 +231,161 @@ fn the_whole_bot_replays_exactly() {
     let (told, calls) = purchase(3);
     assert!(calls.len() > 10, "{calls:#?}");
     assert_eq!(purchase(3), (told, calls));
+}
+
+/// A load balancer in front of the instances: each request to the next instance in turn, and to
+/// another one when an instance does not answer (as a health-checking balancer would).
+async fn balancer(instances: Vec<&'static str>) -> turmoil::Result {
+    use axum::extract::{Request, State};
+    use axum::response::IntoResponse;
+    struct Lb {
+        instances: Vec<&'static str>,
+        next: std::sync::atomic::AtomicUsize,
+        client: HttpClient<SimNetwork>,
+    }
+    async fn forward(State(lb): State<Arc<Lb>>, request: Request) -> axum::response::Response {
+        let (parts, body) = request.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, 1 << 20).await else {
+            return hyper::StatusCode::BAD_REQUEST.into_response();
+        };
+        let headers: Vec<(&'static str, String)> = ["content-type", "x-telegram-bot-api-secret-token"]
+            .into_iter()
+            .filter_map(|name| Some((name, parts.headers.get(name)?.to_str().ok()?.to_owned())))
+            .collect();
+        let first = lb.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for k in 0..lb.instances.len() {
+            let host = lb.instances[(first + k) % lb.instances.len()];
+            let to = url(&format!("http://{host}:8080{}", parts.uri.path()));
+            if let Ok(answer) =
+                lb.client.request(parts.method.clone(), &to, &headers, body.clone(), Duration::from_secs(20)).await
+            {
+                return (answer.status, answer.body).into_response();
+            }
+        }
+        hyper::StatusCode::BAD_GATEWAY.into_response()
+    }
+    let lb = Arc::new(Lb { instances, next: Default::default(), client: HttpClient::new(SimNetwork, None).unwrap() });
+    let router = axum::Router::new().fallback(forward).with_state(lb);
+    atlas::net::server::serve(SimListener::bind(8080).await?, router, std::future::pending::<()>(), Duration::ZERO)
+        .await;
+    Ok(())
+}
+
+/// Two instances behind a balancer; the one that served the withdrawal's first steps is killed
+/// in the middle of it (and started again later): the user finishes on the other and the admin
+/// approves. Returns the user's balance and ledger sum, or what the user never saw.
+fn withdrawal_across_a_killed_instance(legacy: bool) -> Result<(i64, i64), String> {
+    const ADMIN: i64 = 1;
+    let mut sim = builder(5, Duration::from_secs(300), Duration::from_millis(10), Default::default()).build();
+    let shared = Shared::default();
+    add_redis(&mut sim, shared.redis.clone());
+    let link = shared.store.clone();
+    sim.host(STORE_HOST, move || atlas_sim::store_host::serve(link.clone()));
+    let redelivery = Redelivery {
+        first: Duration::from_millis(200),
+        max: Duration::from_secs(2),
+        answer_timeout: Duration::from_secs(30),
+    };
+    let telegram = FakeBotApi::new(TOKEN, redelivery);
+    let api = telegram.clone();
+    sim.host("telegram", move || {
+        let api = api.clone();
+        async move {
+            let listener = SimListener::bind(8081).await?;
+            tokio::spawn(deliver_webhooks(
+                api.clone(),
+                HttpClient::new(SimNetwork, None).unwrap(),
+                std::future::pending(),
+            ));
+            atlas::net::server::serve(listener, api.router(), std::future::pending::<()>(), Duration::ZERO).await;
+            Ok(())
+        }
+    });
+    for host in ["outline", "cryptopay"] {
+        sim.host(host, move || async move {
+            let listener = SimListener::bind(if host == "outline" { 8443 } else { 80 }).await?;
+            let router = if host == "outline" {
+                FakeOutline::new("secretpath").router()
+            } else {
+                FakeCryptoPay::new(CRYPTO_TOKEN).router()
+            };
+            atlas::net::server::serve(listener, router, std::future::pending::<()>(), Duration::ZERO).await;
+            Ok(())
+        });
+    }
+    for (index, name) in [(1u64, "bot1"), (2, "bot2")] {
+        let link = shared.store.clone();
+        sim.host(name, move || bot(link.clone(), index, "http://lb:8080/telegram/hook", legacy));
+    }
+    sim.host("lb", || balancer(vec!["bot1", "bot2"]));
+    let crash = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let crash_now = crash.clone();
+    let link = shared.store.clone();
+    let user = atlas::domain::UserId::new(USER).unwrap();
+    sim.client("user", async move {
+        use atlas::ports::store::Accounts as _;
+        let store = SimStore::direct_on(link);
+        let now = SimClock::default().now();
+        store.register_user(user, atlas::domain::Language::En, None, None, now).await?;
+        let payment = atlas::ports::store::ProviderPayment {
+            provider: atlas::domain::PaymentProviderKind::Crypto,
+            payment_id: atlas::domain::ProviderPaymentId::parse("fund-1").unwrap(),
+            amount: atlas::domain::Money::parse("1000").unwrap(),
+        };
+        store.top_up(user, payment, now).await?;
+        let told = |chat: i64, needle: &'static str| {
+            let api = telegram.clone();
+            move || api.texts_to(chat).iter().any(|t| t.contains(needle))
+        };
+        telegram.push(updates::text(ADMIN, "en", "/start"));
+        telegram.push(updates::text(USER, "en", "/start"));
+        until("welcomed", told(USER, "Welcome")).await?;
+        press(&telegram, USER, "Withdraw").await?;
+        until("asked how much", told(USER, "How much")).await?;
+        telegram.push(updates::text(USER, "en", "250"));
+        until("the amount", told(USER, "250.00")).await?;
+        // An instance dies in the middle of the withdrawal.
+        crash_now.store(true, std::sync::atomic::Ordering::Relaxed);
+        press(&telegram, USER, "Confirm").await?;
+        until("asked for requisites", told(USER, "card")).await?;
+        telegram.push(updates::text(USER, "en", "4276 1234 5678 9012"));
+        until("the requisites", told(USER, "4276 1234 5678 9012")).await?;
+        press(&telegram, USER, "Confirm").await?;
+        until("the request", told(USER, "Withdrawal request #")).await?;
+        until("the admin's notice", told(ADMIN, "4276 1234 5678 9012")).await?;
+        press(&telegram, ADMIN, "Approve").await?;
+        until("paid out", told(USER, "has been paid out")).await?;
+        Ok(())
+    });
+    let mut restart_at = None;
+    loop {
+        if crash.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            sim.crash("bot1");
+            restart_at = Some(sim.elapsed() + Duration::from_secs(20));
+        }
+        if restart_at.is_some_and(|at| sim.elapsed() >= at) {
+            sim.bounce("bot1");
+            restart_at = None;
+        }
+        if sim.step().map_err(|e| e.to_string())? {
+            break;
+        }
+    }
+    let balance = shared.store.with_model(|m| m.balance_of(user).unwrap().minor());
+    Ok((balance, shared.store.with_model(|m| m.ledger_sum(user))))
+}
+
+#[test]
+fn a_withdrawal_survives_its_instance_killed_in_the_middle() {
+    let (balance, ledger) = withdrawal_across_a_killed_instance(false).unwrap();
+    assert_eq!(balance, 75_000, "one withdrawal of 250 held and paid");
+    assert_eq!(ledger, balance, "the ledger adds up");
+}
+
+/// The audit's hazard through the bot itself: with the old design (each process keeps its own
+/// conversation state) the user's next step lands on the other instance, which does not know it.
+#[test]
+fn with_the_legacy_design_the_conversation_is_lost_across_instances() {
+    let lost = withdrawal_across_a_killed_instance(true).unwrap_err();
+    assert!(lost.contains("never"), "{lost}");
 }
