@@ -128,9 +128,25 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) -> Result<(), String
     Err(format!("never: {what}"))
 }
 
-/// One run of the purchase: what the user was told, and every Bot API call the bot made.
-fn purchase(seed: u64) -> (Vec<String>, Vec<String>) {
-    let mut sim = builder(seed, Duration::from_secs(120), Duration::from_millis(10), Default::default()).build();
+/// The hosts every run has: the sim Redis, the store, and the fake Bot API, Outline panel and
+/// Crypto Pay, each serving its router on a simulated port.
+struct World<'a> {
+    sim: turmoil::Sim<'a>,
+    shared: Shared,
+    telegram: FakeBotApi,
+    outline: FakeOutline,
+    crypto: FakeCryptoPay,
+}
+
+/// Serves `router` on `port` of the current simulated host.
+async fn serving(port: u16, router: axum::Router) -> turmoil::Result {
+    let listener = SimListener::bind(port).await?;
+    atlas::net::server::serve(listener, router, std::future::pending::<()>(), Duration::ZERO).await;
+    Ok(())
+}
+
+fn world<'a>(seed: u64, duration: Duration) -> World<'a> {
+    let mut sim = builder(seed, duration, Duration::from_millis(10), Default::default()).build();
     let shared = Shared::default();
     add_redis(&mut sim, shared.redis.clone());
     let link = shared.store.clone();
@@ -145,33 +161,23 @@ fn purchase(seed: u64) -> (Vec<String>, Vec<String>) {
     sim.host("telegram", move || {
         let api = api.clone();
         async move {
-            let listener = SimListener::bind(8081).await?;
-            let pusher = api.clone();
-            tokio::spawn(deliver_webhooks(pusher, HttpClient::new(SimNetwork, None).unwrap(), std::future::pending()));
-            atlas::net::server::serve(listener, api.router(), std::future::pending::<()>(), Duration::ZERO).await;
-            Ok(())
+            let pusher = HttpClient::new(SimNetwork, None).unwrap();
+            tokio::spawn(deliver_webhooks(api.clone(), pusher, std::future::pending()));
+            serving(8081, api.router()).await
         }
     });
     let outline = FakeOutline::new("secretpath");
     let panel = outline.clone();
-    sim.host("outline", move || {
-        let panel = panel.clone();
-        async move {
-            let listener = SimListener::bind(8443).await?;
-            atlas::net::server::serve(listener, panel.router(), std::future::pending::<()>(), Duration::ZERO).await;
-            Ok(())
-        }
-    });
+    sim.host("outline", move || serving(8443, panel.router()));
     let crypto = FakeCryptoPay::new(CRYPTO_TOKEN);
     let books = crypto.clone();
-    sim.host("cryptopay", move || {
-        let books = books.clone();
-        async move {
-            let listener = SimListener::bind(80).await?;
-            atlas::net::server::serve(listener, books.router(), std::future::pending::<()>(), Duration::ZERO).await;
-            Ok(())
-        }
-    });
+    sim.host("cryptopay", move || serving(80, books.router()));
+    World { sim, shared, telegram, outline, crypto }
+}
+
+/// One run of the purchase: what the user was told, and every Bot API call the bot made.
+fn purchase(seed: u64) -> (Vec<String>, Vec<String>) {
+    let World { mut sim, shared, telegram, outline, crypto } = world(seed, Duration::from_secs(120));
     let link = shared.store.clone();
     sim.host("bot", move || bot(link.clone(), 0, "http://bot:8080/telegram/hook", false));
     let told: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -276,43 +282,7 @@ async fn balancer(instances: Vec<&'static str>) -> turmoil::Result {
 /// approves. Returns the user's balance and ledger sum, or what the user never saw.
 fn withdrawal_across_a_killed_instance(legacy: bool) -> Result<(i64, i64), String> {
     const ADMIN: i64 = 1;
-    let mut sim = builder(5, Duration::from_secs(300), Duration::from_millis(10), Default::default()).build();
-    let shared = Shared::default();
-    add_redis(&mut sim, shared.redis.clone());
-    let link = shared.store.clone();
-    sim.host(STORE_HOST, move || atlas_sim::store_host::serve(link.clone()));
-    let redelivery = Redelivery {
-        first: Duration::from_millis(200),
-        max: Duration::from_secs(2),
-        answer_timeout: Duration::from_secs(30),
-    };
-    let telegram = FakeBotApi::new(TOKEN, redelivery);
-    let api = telegram.clone();
-    sim.host("telegram", move || {
-        let api = api.clone();
-        async move {
-            let listener = SimListener::bind(8081).await?;
-            tokio::spawn(deliver_webhooks(
-                api.clone(),
-                HttpClient::new(SimNetwork, None).unwrap(),
-                std::future::pending(),
-            ));
-            atlas::net::server::serve(listener, api.router(), std::future::pending::<()>(), Duration::ZERO).await;
-            Ok(())
-        }
-    });
-    for host in ["outline", "cryptopay"] {
-        sim.host(host, move || async move {
-            let listener = SimListener::bind(if host == "outline" { 8443 } else { 80 }).await?;
-            let router = if host == "outline" {
-                FakeOutline::new("secretpath").router()
-            } else {
-                FakeCryptoPay::new(CRYPTO_TOKEN).router()
-            };
-            atlas::net::server::serve(listener, router, std::future::pending::<()>(), Duration::ZERO).await;
-            Ok(())
-        });
-    }
+    let World { mut sim, shared, telegram, .. } = world(5, Duration::from_secs(300));
     for (index, name) in [(1u64, "bot1"), (2, "bot2")] {
         let link = shared.store.clone();
         sim.host(name, move || bot(link.clone(), index, "http://lb:8080/telegram/hook", legacy));

@@ -524,6 +524,41 @@ impl BotHarness {
         self.db.store.top_up(id, payment, self.clock.now()).await.unwrap();
     }
 
+    /// `user` (registered, funded) buys 30 days of the basic tariff from the balance.
+    pub async fn buy(&self, user: i64) {
+        use atlas::ports::store::{PurchaseRequest, Purchases};
+        self.fund(user, "500").await;
+        let request = PurchaseRequest {
+            user: UserId::new(user).unwrap(),
+            tariff: atlas::domain::TariffCode::parse("basic").unwrap(),
+            days: 30,
+            promo: None,
+            idempotency_key: None,
+        };
+        self.db.store.purchase_from_balance(request, self.clock.now()).await.unwrap();
+    }
+
+    /// `user` (registered) opens a crypto purchase of 30 days of the basic tariff, its invoice made
+    /// by `crypto` and recorded, as the conversation does.
+    pub async fn crypto_order(&self, user: i64, crypto: &impl PaymentProvider) -> (Payable, Invoice) {
+        use atlas::ports::store::{PurchaseRequest, Purchases};
+        self.fund(user, "1").await;
+        let request = PurchaseRequest {
+            user: UserId::new(user).unwrap(),
+            tariff: atlas::domain::TariffCode::parse("basic").unwrap(),
+            days: 30,
+            promo: None,
+            idempotency_key: None,
+        };
+        let ttl = Duration::from_secs(3600);
+        let kind = PaymentProviderKind::Crypto;
+        let pending = self.db.store.create_pending_purchase(request, kind, ttl, self.clock.now()).await.unwrap();
+        let payable = Payable::Purchase(pending.purchase_id);
+        let invoice = crypto.create_invoice(payable, pending.amount, "test").await.unwrap();
+        self.db.store.attach_invoice(payable, &invoice).await.unwrap();
+        (payable, invoice)
+    }
+
     /// The user's balance in minor units, read from PostgreSQL.
     pub async fn balance(&self, user: i64) -> i64 {
         crate::balance(&self.db, UserId::new(user).unwrap()).await

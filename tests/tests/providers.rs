@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atlas::bot::text::Msg;
-use atlas::domain::{KeyLabel, Money, Payable, PaymentProviderKind, PurchaseStatus, TariffCode};
+use atlas::domain::{KeyLabel, Money, Payable, PurchaseStatus};
 use atlas::net::client::HttpClient;
 use atlas::net::{TcpListener, TcpNetwork};
 use atlas::ports::payments::InvoiceStatus;
-use atlas::ports::store::{PurchaseRequest, Purchases, Subscriptions};
+use atlas::ports::store::{Purchases, Subscriptions};
 use atlas::ports::vpn::VpnError;
 use atlas::ports::{Clock, PaymentProvider, VpnProvider};
 use atlas::providers::cryptopay::SIGNATURE_HEADER;
@@ -94,23 +94,11 @@ async fn outline_faults_are_retried_a_bounded_number_of_times() {
     assert!(matches!(panel.list_keys().await, Err(VpnError::Timeout)));
 }
 
-async fn buy(bot: &BotHarness, user: i64) {
-    bot.fund(user, "500").await;
-    let request = PurchaseRequest {
-        user: uid(user),
-        tariff: TariffCode::parse("basic").unwrap(),
-        days: 30,
-        promo: None,
-        idempotency_key: None,
-    };
-    bot.db.store.purchase_from_balance(request, bot.clock.now()).await.unwrap();
-}
-
 #[tokio::test]
 async fn a_crash_between_the_panel_and_the_store_makes_no_second_key() {
     let bot = BotHarness::new(&[]).await;
     let p = Providers::start().await;
-    buy(&bot, 1).await;
+    bot.buy(1).await;
     // An instance took the subscription, created the key at the panel and died before recording
     // it; its claim runs out.
     let pending = bot.db.store.claim_activations(bot.clock.now(), 10).await.unwrap();
@@ -171,20 +159,7 @@ async fn crypto_pay_invoices_are_polled_and_only_roubles_count() {
 
 /// Opens a crypto purchase through the store and its invoice through the client.
 async fn crypto_purchase(bot: &BotHarness, p: &Providers, user: i64) -> (Payable, i64) {
-    bot.fund(user, "1").await;
-    let request = PurchaseRequest {
-        user: uid(user),
-        tariff: TariffCode::parse("basic").unwrap(),
-        days: 30,
-        promo: None,
-        idempotency_key: None,
-    };
-    let ttl = Duration::from_secs(3600);
-    let pending =
-        bot.db.store.create_pending_purchase(request, PaymentProviderKind::Crypto, ttl, bot.clock.now()).await.unwrap();
-    let payable = Payable::Purchase(pending.purchase_id);
-    let invoice = p.crypto_client(clock(bot), 9).create_invoice(payable, pending.amount, "test").await.unwrap();
-    bot.db.store.attach_invoice(payable, &invoice).await.unwrap();
+    let (payable, invoice) = bot.crypto_order(user, &p.crypto_client(clock(bot), 9)).await;
     (payable, invoice.invoice_id.parse().unwrap())
 }
 

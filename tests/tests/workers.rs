@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use atlas::bot::text::Msg;
-use atlas::domain::{IdempotencyKey, KeyLabel, Language, Money, Payable, PaymentProviderKind, TariffCode, UserId};
+use atlas::domain::{KeyLabel, Language, Money, Payable, PaymentProviderKind, TariffCode, UserId};
+use atlas::ports::Clock;
 use atlas::ports::coordination::{Leadership, Role};
-use atlas::ports::store::{Accounts, AdminTools, NewBroadcast, Notices, PurchaseRequest, Purchases, Subscriptions};
-use atlas::ports::{Clock, PaymentProvider};
+use atlas::ports::store::{Accounts, AdminTools, NewBroadcast, Notices, Purchases, Subscriptions};
 use atlas::workers::{Lease, activation, broadcast, cleanup, notices, payments, renewal};
 use atlas_tests::bot::BotHarness;
 use atlas_tests::{assert_ledger_invariants, count, uid};
@@ -33,23 +33,11 @@ fn got(bot: &BotHarness, user: i64, msg: &Msg) -> usize {
     bot.messages(user).iter().filter(|m| m.text == text).count()
 }
 
-async fn buy(bot: &BotHarness, user: i64) {
-    bot.fund(user, "500").await;
-    let request = PurchaseRequest {
-        user: uid(user),
-        tariff: TariffCode::parse("basic").unwrap(),
-        days: 30,
-        promo: None,
-        idempotency_key: None,
-    };
-    bot.db.store.purchase_from_balance(request, bot.clock.now()).await.unwrap();
-}
-
 #[tokio::test]
 async fn two_instances_activate_each_key_once_and_tell_the_user_once() {
     let bot = BotHarness::new(&[ADMIN]).await;
     for user in 1..=3 {
-        buy(&bot, user).await;
+        bot.buy(user).await;
     }
     let second = bot.second_instance();
     let (a, b) = tokio::join!(activation::tick(&bot.app, Lease::None, 10), activation::tick(&second, Lease::None, 10));
@@ -69,7 +57,7 @@ async fn two_instances_activate_each_key_once_and_tell_the_user_once() {
 async fn a_panel_that_keeps_failing_ends_in_a_clear_failed_state() {
     let bot = BotHarness::new(&[ADMIN]).await;
     bot.fund(ADMIN, "1").await; // the admin has started the bot
-    buy(&bot, 1).await;
+    bot.buy(1).await;
     bot.panel.failing.store(true, Ordering::Relaxed);
     for attempt in 1..=atlas::domain::ACTIVATION_ATTEMPTS_MAX {
         let tally = activation::tick(&bot.app, Lease::None, 10).await;
@@ -94,7 +82,7 @@ async fn a_panel_that_keeps_failing_ends_in_a_clear_failed_state() {
 async fn auto_renewal_on_two_instances_charges_each_period_once() {
     let bot = BotHarness::new(&[]).await;
     for user in 1..=6 {
-        buy(&bot, user).await;
+        bot.buy(user).await;
         bot.db.store.set_auto_renew(uid(user), true, bot.clock.now()).await.unwrap();
     }
     // User 6 cannot pay for the next period.
@@ -131,8 +119,8 @@ async fn auto_renewal_on_two_instances_charges_each_period_once() {
 #[tokio::test]
 async fn each_reminder_goes_out_once_and_a_paused_leader_sends_none() {
     let bot = BotHarness::new(&[]).await;
-    buy(&bot, 1).await;
-    buy(&bot, 2).await;
+    bot.buy(1).await;
+    bot.buy(2).await;
     bot.db.store.set_auto_renew(uid(2), true, bot.clock.now()).await.unwrap();
     let until = bot.db.store.subscription(uid(1)).await.unwrap().unwrap().expires_at;
     let hours = [72, 24, 3];
@@ -183,29 +171,15 @@ async fn a_trial_gets_its_notices_once() {
     assert_eq!(notices::tick(&bot.app, held, true, &[24], 10).await.done, 0);
 }
 
-async fn crypto_purchase(bot: &BotHarness, user: i64, key: &str) -> Payable {
-    bot.fund(user, "1").await;
-    let request = PurchaseRequest {
-        user: uid(user),
-        tariff: TariffCode::parse("basic").unwrap(),
-        days: 30,
-        promo: None,
-        idempotency_key: IdempotencyKey::parse(key),
-    };
-    let ttl = Duration::from_secs(3600);
-    let pending =
-        bot.db.store.create_pending_purchase(request, PaymentProviderKind::Crypto, ttl, bot.clock.now()).await.unwrap();
-    let payable = Payable::Purchase(pending.purchase_id);
-    let invoice = bot.crypto.create_invoice(payable, pending.amount, "test").await.unwrap();
-    bot.db.store.attach_invoice(payable, &invoice).await.unwrap();
-    payable
+async fn crypto_purchase(bot: &BotHarness, user: i64) -> Payable {
+    bot.crypto_order(user, &bot.crypto).await.0
 }
 
 #[tokio::test]
 async fn the_watcher_counts_a_paid_invoice_once_and_closes_expired_orders() {
     let bot = BotHarness::new(&[]).await;
-    let paid = crypto_purchase(&bot, 1, "purchase-one-1").await;
-    let unpaid = crypto_purchase(&bot, 2, "purchase-two-2").await;
+    let paid = crypto_purchase(&bot, 1).await;
+    let unpaid = crypto_purchase(&bot, 2).await;
     bot.crypto.pay(paid);
     let live = lease(&bot, true);
     let held = Lease::Held(&live, &*bot.clock);
@@ -238,7 +212,7 @@ async fn the_watcher_counts_a_paid_invoice_once_and_closes_expired_orders() {
 #[tokio::test]
 async fn an_unreachable_provider_closes_nothing() {
     let bot = BotHarness::new(&[]).await;
-    let payable = crypto_purchase(&bot, 1, "purchase-one-1").await;
+    let payable = crypto_purchase(&bot, 1).await;
     bot.clock.advance(Duration::from_secs(3601));
     bot.crypto.unreachable.store(true, Ordering::Relaxed);
     let live = lease(&bot, true);
@@ -252,7 +226,7 @@ async fn an_unreachable_provider_closes_nothing() {
 async fn the_watcher_walks_every_page() {
     let bot = BotHarness::new(&[]).await;
     for user in 1..=5 {
-        let payable = crypto_purchase(&bot, user, &format!("purchase-key-{user}")).await;
+        let payable = crypto_purchase(&bot, user).await;
         bot.crypto.pay(payable);
     }
     let live = lease(&bot, true);
@@ -301,8 +275,8 @@ async fn a_broadcast_reaches_everyone_once_resumes_and_skips_the_blocked() {
 #[tokio::test]
 async fn ended_keys_are_revoked_and_orphans_reconciled() {
     let bot = BotHarness::new(&[]).await;
-    buy(&bot, 1).await;
-    buy(&bot, 2).await;
+    bot.buy(1).await;
+    bot.buy(2).await;
     activation::tick(&bot.app, Lease::None, 10).await;
     let sub1 = bot.db.store.subscription(uid(1)).await.unwrap().unwrap().id;
     let sub2 = bot.db.store.subscription(uid(2)).await.unwrap().unwrap().id;
@@ -342,7 +316,7 @@ async fn ended_keys_are_revoked_and_orphans_reconciled() {
     assert!(!bot.panel.alive().iter().any(|k| k.starts_with("activate-")));
     assert_eq!(cleanup::tick(&bot.app, held, Duration::from_secs(3600), 10).await.done, 0);
     // Buying again gets a new key under the next generation.
-    buy(&bot, 1).await;
+    bot.buy(1).await;
     activation::tick(&bot.app, Lease::None, 10).await;
     let key = bot.db.store.current_key(sub1).await.unwrap().unwrap();
     assert_eq!(key.panel_key_id, KeyLabel::Activation { subscription: sub1, generation: 1 }.to_string());
@@ -355,7 +329,7 @@ async fn leaders_that_found_the_same_reminders_send_each_once() {
     // reminders; they deliver afterwards: the claim in the store lets each out once.
     let bot = BotHarness::new(&[]).await;
     for user in 1..=5 {
-        buy(&bot, user).await;
+        bot.buy(user).await;
     }
     bot.clock.advance(Duration::from_secs(30 * 24 * 3600 - 20 * 3600));
     let live = lease(&bot, true);
@@ -376,7 +350,7 @@ async fn leaders_that_found_the_same_reminders_send_each_once() {
 #[tokio::test]
 async fn a_panel_not_called_costs_no_attempt_and_one_instance_tries_per_round() {
     let bot = BotHarness::new(&[ADMIN]).await;
-    buy(&bot, 1).await;
+    bot.buy(1).await;
     let second = bot.second_instance();
     // No panel (or its calls paused): nothing is counted, however long it lasts.
     bot.panel.unavailable.store(true, Ordering::Relaxed);
@@ -400,7 +374,7 @@ async fn a_failed_activation_keeps_its_key_id_for_the_next_purchase() {
     // failed. The reconciler must not revoke that id: a purchase brings the subscription back,
     // and its activation asks for the very same id.
     let bot = BotHarness::new(&[]).await;
-    buy(&bot, 1).await;
+    bot.buy(1).await;
     let sub = bot.db.store.subscription(uid(1)).await.unwrap().unwrap().id;
     let label = KeyLabel::Activation { subscription: sub, generation: 0 };
     bot.panel.failing.store(true, Ordering::Relaxed);
@@ -414,7 +388,7 @@ async fn a_failed_activation_keeps_its_key_id_for_the_next_purchase() {
     let live = lease(&bot, true);
     let reconciled = cleanup::reconcile(&bot.app, Lease::Held(&live, &*bot.clock), 10).await;
     assert_eq!(reconciled.done, 0, "{reconciled:?}");
-    buy(&bot, 1).await;
+    bot.buy(1).await;
     assert_eq!(activation::tick(&bot.app, Lease::None, 10).await.done, 1);
     let key = bot.db.store.current_key(sub).await.unwrap().unwrap();
     assert_eq!(key.panel_key_id, label.to_string());
@@ -424,7 +398,7 @@ async fn a_failed_activation_keeps_its_key_id_for_the_next_purchase() {
 #[tokio::test]
 async fn renewing_a_subscription_whose_key_failed_tries_the_key_again() {
     let bot = BotHarness::new(&[]).await;
-    buy(&bot, 1).await;
+    bot.buy(1).await;
     bot.fund(1, "500").await;
     bot.db.store.set_auto_renew(uid(1), true, bot.clock.now()).await.unwrap();
     bot.panel.failing.store(true, Ordering::Relaxed);
@@ -444,7 +418,7 @@ async fn renewing_a_subscription_whose_key_failed_tries_the_key_again() {
 #[tokio::test]
 async fn a_notice_telegram_refused_to_send_now_goes_out_later() {
     let bot = BotHarness::new(&[]).await;
-    buy(&bot, 1).await;
+    bot.buy(1).await;
     bot.clock.advance(Duration::from_secs(30 * 24 * 3600 - 20 * 3600));
     let live = lease(&bot, true);
     let held = Lease::Held(&live, &*bot.clock);
@@ -461,7 +435,7 @@ async fn a_referral_reward_left_out_by_a_stopped_process_is_granted_by_the_watch
     let bot = BotHarness::new(&[]).await;
     bot.fund(50, "1").await;
     bot.db.store.register_user(uid(1), Language::En, Some(uid(50)), None, bot.clock.now()).await.unwrap();
-    let payable = crypto_purchase(&bot, 1, "purchase-one-1").await;
+    let payable = crypto_purchase(&bot, 1).await;
     // The payment was counted, and the process stopped before rewarding the referrer.
     let Payable::Purchase(id) = payable else { unreachable!() };
     let payment = atlas::ports::store::ProviderPayment {
