@@ -526,32 +526,18 @@ impl BotHarness {
 
     /// `user` (registered, funded) buys 30 days of the basic tariff from the balance.
     pub async fn buy(&self, user: i64) {
-        use atlas::ports::store::{PurchaseRequest, Purchases};
+        use atlas::ports::store::Purchases;
         self.fund(user, "500").await;
-        let request = PurchaseRequest {
-            user: UserId::new(user).unwrap(),
-            tariff: atlas::domain::TariffCode::parse("basic").unwrap(),
-            days: 30,
-            promo: None,
-            idempotency_key: None,
-        };
-        self.db.store.purchase_from_balance(request, self.clock.now()).await.unwrap();
+        self.db.store.purchase_from_balance(basic_30_days(user), self.clock.now()).await.unwrap();
     }
 
     /// `user` (registered) opens a crypto purchase of 30 days of the basic tariff, its invoice made
     /// by `crypto` and recorded, as the conversation does.
     pub async fn crypto_order(&self, user: i64, crypto: &impl PaymentProvider) -> (Payable, Invoice) {
-        use atlas::ports::store::{PurchaseRequest, Purchases};
+        use atlas::ports::store::Purchases;
         self.fund(user, "1").await;
-        let request = PurchaseRequest {
-            user: UserId::new(user).unwrap(),
-            tariff: atlas::domain::TariffCode::parse("basic").unwrap(),
-            days: 30,
-            promo: None,
-            idempotency_key: None,
-        };
-        let ttl = Duration::from_secs(3600);
-        let kind = PaymentProviderKind::Crypto;
+        let (ttl, kind) = (Duration::from_secs(3600), PaymentProviderKind::Crypto);
+        let request = basic_30_days(user);
         let pending = self.db.store.create_pending_purchase(request, kind, ttl, self.clock.now()).await.unwrap();
         let payable = Payable::Purchase(pending.purchase_id);
         let invoice = crypto.create_invoice(payable, pending.amount, "test").await.unwrap();
@@ -658,6 +644,17 @@ fn build(
         ids: ids(seed),
     };
     assemble(parts, rules(admins))
+}
+
+/// 30 days of the basic tariff for `user`, without a promo code or idempotency key.
+fn basic_30_days(user: i64) -> atlas::ports::store::PurchaseRequest {
+    atlas::ports::store::PurchaseRequest {
+        user: UserId::new(user).unwrap(),
+        tariff: atlas::domain::TariffCode::parse("basic").unwrap(),
+        days: 30,
+        promo: None,
+        idempotency_key: None,
+    }
 }
 
 /// The text of replies, joined (for `contains` checks).
