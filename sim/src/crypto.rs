@@ -40,14 +40,6 @@ impl PaymentProvider for SimCrypto {
         Ok(Invoice { pay_url: format!("https://pay.sim/{invoice_id}"), invoice_id })
     }
 
-    async fn invoice_statuses(&self, ids: &[String]) -> Result<Vec<(String, InvoiceStatus)>, PaymentProviderError> {
-        let mut out = Vec::new();
-        for id in ids {
-            out.push((id.clone(), self.invoice_status(id).await?));
-        }
-        Ok(out)
-    }
-
     async fn invoice_status(&self, invoice_id: &str) -> Result<InvoiceStatus, PaymentProviderError> {
         let invoices = self.invoices();
         Ok(match invoices.invoices.get(invoice_id) {

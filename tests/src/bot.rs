@@ -226,14 +226,6 @@ impl PaymentProvider for FakeCrypto {
         Ok(Invoice { pay_url: format!("https://pay.example/{id}"), invoice_id: id })
     }
 
-    async fn invoice_statuses(&self, ids: &[String]) -> Result<Vec<(String, InvoiceStatus)>, PaymentProviderError> {
-        let mut out = Vec::new();
-        for id in ids {
-            out.push((id.clone(), self.invoice_status(id).await?));
-        }
-        Ok(out)
-    }
-
     async fn invoice_status(&self, invoice_id: &str) -> Result<InvoiceStatus, PaymentProviderError> {
         if self.unreachable.load(Ordering::Relaxed) {
             return Err(PaymentProviderError::Timeout);

@@ -190,6 +190,19 @@ impl Shop {
         self.telegram.push(updates::callback(from, "en", &format!("cb{n}"), data))
     }
 
+    /// `user` starts the bot and walks the purchase of 30 days of Basic up to the choice of how
+    /// to pay.
+    pub async fn to_payment_choice(&self, user: i64) {
+        self.send_text(user, "/start");
+        self.told(user, "Welcome").await;
+        for (button, next) in
+            [("Buy", "Choose a plan"), ("Basic", "choose a period"), ("30 days", "How do you want to pay")]
+        {
+            self.press(user, button);
+            self.told(user, next).await;
+        }
+    }
+
     /// Waits until `chat` has been told something containing `needle`, and returns it.
     pub async fn told(&self, chat: i64, needle: &str) -> String {
         let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -258,6 +258,20 @@ pub async fn drop_database(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the pgbench spend baseline (`../shared/bench/pg-spend-baseline.sh SECONDS HOT_IDS`) and
+/// returns its transactions per second.
+pub fn pgbench_spend(script: &str, seconds: u64, hot_ids: u32) -> anyhow::Result<f64> {
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(seconds.to_string())
+        .arg(hot_ids.to_string())
+        .output()
+        .context("run the pgbench baseline")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text.rsplit(':').next().and_then(|t| t.trim().trim_end_matches("tps").trim().parse().ok());
+    tps.with_context(|| format!("no tps in baseline output: {text}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
 /// Redis for the coordination tests: `ATLAS_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
 /// Each test uses a key prefix of its own, and every key has a TTL, so runs never meet.
 pub mod redis_support {

@@ -218,14 +218,7 @@ async fn a_foreign_poller_stops_the_bot_with_status_1() {
 async fn a_stars_purchase_and_a_user_who_blocked_the_bot() {
     let shop = Shop::new(Mode::Webhook, &[ADMIN]).await;
     let _bot = shop.start().await;
-    shop.send_text(USER, "/start");
-    shop.told(USER, "Welcome").await;
-    shop.press(USER, "Buy");
-    shop.told(USER, "Choose a plan").await;
-    shop.press(USER, "Basic");
-    shop.told(USER, "choose a period").await;
-    shop.press(USER, "30 days");
-    shop.told(USER, "How do you want to pay").await;
+    shop.to_payment_choice(USER).await;
     shop.press(USER, "Stars");
     let invoice = shop.called("sendInvoice").await;
     let payload = invoice["payload"].as_str().unwrap().to_owned();
@@ -294,14 +287,7 @@ async fn a_webhook_of_another_deployment_stops_the_poller() {
 async fn a_crypto_purchase_paid_by_webhook_gets_its_key_from_the_panel() {
     let shop = Shop::new(Mode::Webhook, &[ADMIN]).await;
     let (a, b) = (shop.start().await, shop.start().await);
-    shop.send_text(USER, "/start");
-    shop.told(USER, "Welcome").await;
-    shop.press(USER, "Buy");
-    shop.told(USER, "Choose a plan").await;
-    shop.press(USER, "Basic");
-    shop.told(USER, "choose a period").await;
-    shop.press(USER, "30 days");
-    shop.told(USER, "How do you want to pay").await;
+    shop.to_payment_choice(USER).await;
     shop.press(USER, "Crypto");
     shop.told(USER, "in crypto here").await;
     let invoices = shop.providers.crypto.invoices();

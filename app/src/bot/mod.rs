@@ -136,13 +136,9 @@ impl<'a, A: Adapters> Turn<'a, A> {
 
     /// A message to another user, in their language; not to one who blocked the bot.
     pub async fn tell(&mut self, to: UserId, msg: Msg, keys: Keys) {
-        let lang = match self.app.store.user(to).await {
-            Ok(Some(user)) if user.blocked => {
-                tracing::info!(to = to.get(), "not told: the bot is blocked");
-                return;
-            }
-            Ok(Some(user)) => user.language,
-            _ => Language::default(),
+        let Some(lang) = reachable_language(&self.app.store, to).await else {
+            tracing::info!(to = to.get(), "not told: the bot is blocked");
+            return;
         };
         let message = self.message(lang, &msg, keys);
         self.outbox.push(Outgoing { to, message });
@@ -216,6 +212,20 @@ impl<'a, A: Adapters> Turn<'a, A> {
         tracing::info!(event = "USER_UNREACHABLE", to = user.get(), "not sent: the bot is blocked");
         if let Err(e) = self.app.store.set_reachable(user, false, self.now()).await {
             tracing::warn!(error = %e, "reachability not recorded");
+        }
+    }
+}
+
+/// The language to write to `to` in, or `None` when they blocked the bot. A user the store
+/// does not know, or cannot read now, gets the default language.
+pub async fn reachable_language<S: Accounts>(store: &S, to: UserId) -> Option<Language> {
+    match store.user(to).await {
+        Ok(Some(user)) if user.blocked => None,
+        Ok(Some(user)) => Some(user.language),
+        Ok(None) => Some(Language::default()),
+        Err(e) => {
+            tracing::warn!(to = to.get(), error = %e, "user not read; told in the default language");
+            Some(Language::default())
         }
     }
 }

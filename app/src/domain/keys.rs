@@ -60,8 +60,6 @@ pub struct KeyFacts {
     pub key_fence: u64,
     /// How many keys were ever recorded for it (the next activation's generation).
     pub keys_recorded: u32,
-    /// Its first key (or a new one after it ended) is still to be made.
-    pub activation_pending: bool,
 }
 
 /// Whether a key of ours found at the panel, that the store has no record of, is an orphan to
@@ -132,13 +130,13 @@ mod tests {
 
     #[test]
     fn only_superseded_fenced_and_ownerless_keys_are_orphans() {
-        let facts = KeyFacts { subscription: sub(1), key_fence: 50, keys_recorded: 2, activation_pending: true };
+        let facts = KeyFacts { subscription: sub(1), key_fence: 50, keys_recorded: 2 };
         let activation = |generation| KeyLabel::Activation { subscription: sub(1), generation };
         let reissue = |token| KeyLabel::Reissue { subscription: sub(1), token };
         assert!(!is_orphan(activation(2), Some(&facts)), "the attempt in progress");
         assert!(is_orphan(activation(1), Some(&facts)), "an older generation");
-        let failed = KeyFacts { activation_pending: false, ..facts.clone() };
-        assert!(!is_orphan(activation(2), Some(&failed)), "a failed activation's id comes back with a purchase");
+        // Whatever the activation's state: a failed activation's id comes back with a purchase.
+        assert!(!is_orphan(activation(2), Some(&facts)), "a failed activation's id comes back with a purchase");
         assert!(!is_orphan(reissue(50), Some(&facts)), "the newest reissue, maybe still installing");
         assert!(is_orphan(reissue(49), Some(&facts)), "a fenced reissue");
         assert!(is_orphan(reissue(50), None), "nobody's key");

@@ -51,9 +51,17 @@ pub trait PaymentProvider: Send + Sync + 'static {
 
     /// The status of several invoices at once (the payment watcher's poll; Crypto Pay answers
     /// up to 1,000 ids in one `getInvoices`). An invoice the provider does not list is missing
-    /// from the answer.
+    /// from the answer. By default, one `invoice_status` after another.
     fn invoice_statuses(
         &self,
         invoice_ids: &[String],
-    ) -> impl Future<Output = Result<Vec<(String, InvoiceStatus)>, PaymentProviderError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(String, InvoiceStatus)>, PaymentProviderError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(invoice_ids.len());
+            for id in invoice_ids {
+                out.push((id.clone(), self.invoice_status(id).await?));
+            }
+            Ok(out)
+        }
+    }
 }

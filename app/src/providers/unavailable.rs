@@ -43,10 +43,6 @@ impl PaymentProvider for Unavailable {
     async fn invoice_status(&self, _invoice_id: &str) -> Result<InvoiceStatus, PaymentProviderError> {
         Err(PaymentProviderError::Unexpected(anyhow::anyhow!("{}", self.why)))
     }
-
-    async fn invoice_statuses(&self, _ids: &[String]) -> Result<Vec<(String, InvoiceStatus)>, PaymentProviderError> {
-        Err(PaymentProviderError::Unexpected(anyhow::anyhow!("{}", self.why)))
-    }
 }
 
 /// A provider that is configured (`Live`) or not (`Unavailable`): the live world's adapter type.

@@ -59,22 +59,14 @@ async fn activate<A: Adapters>(
         let KeyLabel::Activation { generation, .. } = item.label else {
             unreachable!("an activation is made under an activation label")
         };
-        let result = match app.vpn.create_key(item.subscription, &label).await {
-            Ok(key) => ActivationResult::Succeeded(key),
+        let (result, made, error) = match app.vpn.create_key(item.subscription, &label).await {
+            Ok(key) => (ActivationResult::Succeeded(key.clone()), Some(key), String::new()),
             Err(VpnError::Unavailable(why)) => {
                 tracing::debug!(subscription_id = item.subscription.get(), why, "panel not called; tried later");
                 tally.skipped += 1;
                 continue;
             }
-            Err(e) => ActivationResult::Failed { error: e.to_string() },
-        };
-        let made = match &result {
-            ActivationResult::Succeeded(key) => Some(key.clone()),
-            ActivationResult::Failed { .. } => None,
-        };
-        let error = match &result {
-            ActivationResult::Failed { error } => error.clone(),
-            ActivationResult::Succeeded(_) => String::new(),
+            Err(e) => (ActivationResult::Failed { error: e.to_string() }, None, e.to_string()),
         };
         let outcome = match app.store.record_activation(item.subscription, generation, result, app.clock.now()).await {
             Ok(outcome) => outcome,

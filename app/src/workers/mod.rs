@@ -34,13 +34,6 @@ pub struct Tally {
     pub failed: u32,
 }
 
-impl Tally {
-    /// Whether the tick found nothing left to do in its batch.
-    pub fn idle(&self) -> bool {
-        self.done == 0 && self.failed == 0
-    }
-}
-
 /// Whether this instance may make a leader-only effect now.
 #[derive(Clone, Copy)]
 pub enum Lease<'a> {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::bot::text::Msg;
-use crate::bot::{Keys, outgoing};
+use crate::bot::{Keys, outgoing, reachable_language};
 use crate::domain::{Language, UserId};
 use crate::ports::Messenger;
 use crate::ports::messenger::MessengerError;
@@ -44,16 +44,10 @@ pub async fn send<A: Adapters>(app: &App<A>, to: UserId, language: Language, msg
 
 /// Sends `msg` to `to` in the language they chose; not to a user who blocked the bot.
 pub async fn tell<A: Adapters>(app: &App<A>, to: UserId, msg: &Msg, keys: Keys) -> Sent {
-    let language = match Accounts::user(&app.store, to).await {
-        Ok(Some(user)) if user.blocked => return Sent::Unreachable,
-        Ok(Some(user)) => user.language,
-        Ok(None) => Language::default(),
-        Err(e) => {
-            tracing::warn!(to = to.get(), error = %e, "user not read; told in the default language");
-            Language::default()
-        }
-    };
-    send(app, to, language, msg, keys).await
+    match reachable_language(&app.store, to).await {
+        Some(language) => send(app, to, language, msg, keys).await,
+        None => Sent::Unreachable,
+    }
 }
 
 /// Tells every admin (the ones who have started the bot get it).

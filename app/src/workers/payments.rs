@@ -168,7 +168,6 @@ pub async fn settle<A: Adapters>(app: &App<A>, payable: Payable, payment: Provid
 async fn count<A: Adapters>(app: &App<A>, payable: Payable, user: UserId, payment: ProviderPayment) -> Counted {
     let (amount, payment_id) = (payment.amount, payment.payment_id.clone());
     let now = app.clock.now();
-    let open_user = user;
     let refused = match payable {
         Payable::Purchase(purchase) => match app.store.finalize_purchase(purchase, payment, now).await {
             Ok(FinalizeOutcome::Finalized { expires_at }) => {
@@ -176,11 +175,11 @@ async fn count<A: Adapters>(app: &App<A>, payable: Payable, user: UserId, paymen
                 if let Err(e) = app.store.grant_referral_reward(purchase, percent, now).await {
                     tracing::warn!(error = %e, purchase_id = purchase.get(), "referral reward not granted");
                 }
-                tell(app, open_user, &Msg::Paid { until: expires_at }, subscription_keys()).await;
+                tell(app, user, &Msg::Paid { until: expires_at }, subscription_keys()).await;
                 return Counted::Now;
             }
             Ok(FinalizeOutcome::CreditedToBalance) => {
-                tell(app, open_user, &Msg::PaidToBalance { amount }, back()).await;
+                tell(app, user, &Msg::PaidToBalance { amount }, back()).await;
                 return Counted::Now;
             }
             Ok(FinalizeOutcome::Duplicate { to_balance }) => {
@@ -198,7 +197,7 @@ async fn count<A: Adapters>(app: &App<A>, payable: Payable, user: UserId, paymen
         },
         Payable::TopUp(topup) => match app.store.finalize_topup(topup, payment, now).await {
             Ok(credited) if credited.applied == Applied::Done => {
-                tell(app, open_user, &Msg::TopUpCredited { amount, balance: credited.balance }, back()).await;
+                tell(app, user, &Msg::TopUpCredited { amount, balance: credited.balance }, back()).await;
                 return Counted::Now;
             }
             Ok(_) => return Counted::Before,

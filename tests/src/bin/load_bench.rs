@@ -159,42 +159,8 @@ async fn main() {
     if let Some(perf) = perf {
         let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
         let _ = perf.wait_with_output();
-        let report = Command::new("perf")
-            .args([
-                "report",
-                "-i",
-                "/tmp/atlas-load.perf.data",
-                "--stdio",
-                "--no-children",
-                "--sort",
-                "dso",
-                "-g",
-                "none",
-            ])
-            .output()
-            .expect("perf report runs");
-        println!("where the bot's CPU time goes (perf, by library):");
-        for line in String::from_utf8_lossy(&report.stdout).lines().filter(|l| l.contains('%')).take(12) {
-            println!("  {}", line.trim());
-        }
-        let report = Command::new("perf")
-            .args([
-                "report",
-                "-i",
-                "/tmp/atlas-load.perf.data",
-                "--stdio",
-                "--no-children",
-                "--sort",
-                "sym",
-                "-g",
-                "none",
-            ])
-            .output()
-            .expect("perf report runs");
-        println!("hottest functions:");
-        for line in String::from_utf8_lossy(&report.stdout).lines().filter(|l| l.contains('%')).take(25) {
-            println!("  {}", line.trim());
-        }
+        perf_report("dso", "where the bot's CPU time goes (perf, by library):", 12);
+        perf_report("sym", "hottest functions:", 25);
     }
     let _ = bot.kill();
     let _ = bot.wait();
@@ -301,4 +267,16 @@ async fn drive(
         all.extend(done.expect("a driver does not panic"));
     }
     all
+}
+
+/// Prints the first `lines` entries of the recorded profile sorted by `sort`, under `title`.
+fn perf_report(sort: &str, title: &str, lines: usize) {
+    let report = Command::new("perf")
+        .args(["report", "-i", "/tmp/atlas-load.perf.data", "--stdio", "--no-children", "--sort", sort, "-g", "none"])
+        .output()
+        .expect("perf report runs");
+    println!("{title}");
+    for line in String::from_utf8_lossy(&report.stdout).lines().filter(|l| l.contains('%')).take(lines) {
+        println!("  {}", line.trim());
+    }
 }

@@ -10,7 +10,6 @@
 //! - promo consumption: distinct users each redeem one hot code (reserving it on a provider
 //!   purchase: the atomic conditional UPDATE, the redemption row and the purchase row).
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ use atlas::domain::{PaymentProviderKind, PromoCode, TariffCode};
 use atlas::ports::store::PurchaseRequest;
 use atlas::ports::store::{Accounts, Purchases};
 use atlas::store::PgStore;
-use atlas_tests::{crypto, drop_database, fresh_database, t0, uid};
+use atlas_tests::{crypto, drop_database, fresh_database, pgbench_spend, t0, uid};
 
 const CLIENTS: usize = 8;
 /// Users created for the promo workload: more than 8 connections can redeem in the run.
@@ -42,18 +41,6 @@ fn args() -> anyhow::Result<Args> {
         }
     }
     Ok(args)
-}
-
-fn pgbench(script: &str, seconds: u64) -> anyhow::Result<f64> {
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(seconds.to_string())
-        .arg("1")
-        .output()
-        .context("run the pgbench baseline")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let tps = text.rsplit(':').next().and_then(|t| t.trim().trim_end_matches("tps").trim().parse().ok());
-    tps.with_context(|| format!("no tps in baseline output: {text}{}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// Runs `op` from CLIENTS tasks for `seconds`; returns completed operations per second.
@@ -158,10 +145,10 @@ async fn promo_consumption(seconds: u64) -> anyhow::Result<f64> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
-    let base_before = pgbench(&args.baseline, args.seconds)?;
+    let base_before = pgbench_spend(&args.baseline, args.seconds, 1)?;
     let purchases = balance_purchases(args.seconds).await?;
     let promos = promo_consumption(args.seconds).await?;
-    let base_after = pgbench(&args.baseline, args.seconds)?;
+    let base_after = pgbench_spend(&args.baseline, args.seconds, 1)?;
     let base = (base_before + base_after) / 2.0;
     println!("pgbench spend c8 hot_ids=1: {base_before:.0} tps before, {base_after:.0} tps after, mean {base:.0} tps");
     println!("| workload (8 connections, {}s each) | ops/s | ratio to pgbench |", args.seconds);

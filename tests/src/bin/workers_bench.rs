@@ -11,7 +11,6 @@
 //!   cargo build --release -p atlas-tests --bin workers-bench
 //!   target/release/workers-bench [--subscriptions 100000] [--scan-rows 1000000] [--seconds 15]
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use atlas::ports::store::{RenewalOutcome, Subscriptions};
 use atlas::store::PgStore;
 use atlas::store::postgres::notices::DUE_NOTICES_SQL;
 use atlas::workers::renewal::RENEWAL_BATCH;
-use atlas_tests::{drop_database, fresh_database, t0};
+use atlas_tests::{drop_database, fresh_database, pgbench_spend, t0};
 
 const WORKERS_PER_INSTANCE: usize = 4;
 
@@ -52,18 +51,6 @@ fn args() -> anyhow::Result<Args> {
         }
     }
     Ok(args)
-}
-
-fn pgbench(script: &str, seconds: u64) -> anyhow::Result<f64> {
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(seconds.to_string())
-        .arg("10000")
-        .output()
-        .context("run the pgbench baseline")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let tps = text.rsplit(':').next().and_then(|t| t.trim().trim_end_matches("tps").trim().parse().ok());
-    tps.with_context(|| format!("no tps in baseline output: {text}{}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// `n` users, each with a subscription on the basic 30-day period; `due` of them expire an
@@ -113,7 +100,7 @@ async fn renewals(args: &Args) -> anyhow::Result<()> {
     seed(&name, args.subscriptions, args.subscriptions).await?;
     let url = format!("{}/{name}", atlas_tests::server_url());
     let b = PgStore::connect(&url, WORKERS_PER_INSTANCE as u32).await?;
-    let before = pgbench(&args.baseline, args.seconds)?;
+    let before = pgbench_spend(&args.baseline, args.seconds, 10000)?;
     let renewed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -138,7 +125,7 @@ async fn renewals(args: &Args) -> anyhow::Result<()> {
         task.await??;
     }
     let elapsed = started.elapsed();
-    let after = pgbench(&args.baseline, args.seconds)?;
+    let after = pgbench_spend(&args.baseline, args.seconds, 10000)?;
     let renewed = renewed.load(Ordering::Relaxed);
     let charged: i64 = sqlx::query_scalar("SELECT count(*) FROM balance_ledger WHERE kind = 'auto_renewal'")
         .fetch_one(a.pool())

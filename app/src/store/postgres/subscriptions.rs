@@ -396,10 +396,9 @@ impl Subscriptions for PgStore {
         )
         .await?;
         let ids: Vec<i64> = subscriptions.iter().map(|s| s.get()).collect();
-        let rows: Vec<(SubscriptionId, i64, i32, bool)> = timed(
+        let rows: Vec<(SubscriptionId, i64, i32)> = timed(
             sqlx::query_as(
-                "SELECT s.id, s.key_fence, (SELECT count(*) FROM vpn_keys k WHERE k.subscription_id = s.id)::INT,
-                        s.activation_status = 'pending'
+                "SELECT s.id, s.key_fence, (SELECT count(*) FROM vpn_keys k WHERE k.subscription_id = s.id)::INT
                     FROM subscriptions s WHERE s.id = ANY($1) ORDER BY s.id",
             )
             .bind(ids)
@@ -409,12 +408,11 @@ impl Subscriptions for PgStore {
         tx.commit().await.context("end the key census")?;
         let facts = rows
             .into_iter()
-            .map(|(subscription, fence, keys, activation_pending)| {
+            .map(|(subscription, fence, keys)| {
                 Ok(KeyFacts {
                     subscription,
                     key_fence: u64::try_from(fence).context("a stored fencing token is negative")?,
                     keys_recorded: u32::try_from(keys).context("negative key count")?,
-                    activation_pending,
                 })
             })
             .collect::<anyhow::Result<_>>()?;

@@ -341,7 +341,6 @@ impl Subscriptions for SimStore {
                         subscription: s.id,
                         key_fence: s.key_fence as u64,
                         keys_recorded: m.keys.iter().filter(|k| k.subscription == s.id).count() as u32,
-                        activation_pending: s.activation_status == ActivationStatus::Pending,
                     })
                     .collect();
                 facts.sort_by_key(|f| f.subscription);
