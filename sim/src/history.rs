@@ -100,6 +100,43 @@ pub enum Event {
         text: String,
     },
     Fault(FaultEvent),
+    /// A user of a whole-bot run sent an update: what they typed or pressed.
+    Said {
+        user: i64,
+        what: String,
+    },
+    /// A user of a whole-bot run pressed a button: the callback query's id and the label.
+    Pressed {
+        user: i64,
+        query: String,
+        label: String,
+    },
+    /// A user's journey through the bot ended.
+    Journey {
+        user: i64,
+        journey: crate::scenario::Journey,
+        /// Which try (a user who got stuck starts the journey over once, from the menu).
+        attempt: u32,
+        end: JourneyEnd,
+    },
+    /// A call the bot made to a fake host, as the host recorded it (at the end of a run).
+    Call {
+        host: &'static str,
+        call: String,
+    },
+}
+
+/// How a user's journey through the bot ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JourneyEnd {
+    /// Everything the user set out to do was done.
+    Done,
+    /// The bot said no, clearly (a rate limit, a used-up code, a busy reissue): a final answer.
+    Refused(String),
+    /// The user waited in vain at `step` (0 is the first) for a reply containing `waiting_for`.
+    Stuck { step: u32, waiting_for: String },
+    /// The run ended while the journey was still going.
+    Unfinished,
 }
 
 /// What the store answered a fenced key operation.
@@ -147,6 +184,8 @@ pub enum FaultEvent {
     RedisRestarted {
         lose_data: bool,
     },
+    /// SIGTERM: the instance drains and exits.
+    Stopped(usize),
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -9,6 +9,7 @@
 //! at the bottom; then `instance`, `seed`, the hosts (`redis_host`, `store_host`, `vpn`,
 //! `dialer`) and `world`; then `workloads` and `checkers`; then `runner`.
 
+pub mod bot;
 pub mod bot_api;
 pub mod checkers;
 pub mod clock;

@@ -64,20 +64,31 @@ pub fn instance_name(index: usize) -> String {
 
 /// A fault as the stepping loop applies it.
 #[derive(Clone, Debug)]
-enum Action {
+pub(crate) enum Action {
+    /// SIGTERM (whole-bot runs apply it themselves).
+    Stop(usize),
     Crash(usize),
     Bounce(usize),
-    CrashLeader { down: Duration },
+    CrashLeader {
+        down: Duration,
+    },
     Partition(usize),
     Repair(usize),
     Hold(usize),
     Release(usize),
-    Pause { instance: usize, length: Duration },
-    PauseLeader { length: Duration },
-    RedisRestart { lose_data: bool },
+    Pause {
+        instance: usize,
+        length: Duration,
+    },
+    PauseLeader {
+        length: Duration,
+    },
+    RedisRestart {
+        lose_data: bool,
+    },
 }
 
-fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
+pub(crate) fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
     let secs = Duration::from_secs_f64;
     let mut actions = Vec::new();
     for fault in &scenario.faults {
@@ -106,6 +117,10 @@ fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
             Fault::RedisRestart { at_secs, lose_data } => {
                 actions.push((secs(at_secs), Action::RedisRestart { lose_data }))
             }
+            Fault::Stop { instance, at_secs, down_secs } => {
+                actions.push((secs(at_secs), Action::Stop(instance)));
+                actions.push((secs(at_secs + down_secs), Action::Bounce(instance)));
+            }
             Fault::Skew { .. } => {}
         }
     }
@@ -113,7 +128,7 @@ fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
     actions
 }
 
-fn skew_of(scenario: &Scenario, instance: usize) -> i64 {
+pub(crate) fn skew_of(scenario: &Scenario, instance: usize) -> i64 {
     scenario
         .faults
         .iter()
@@ -195,6 +210,7 @@ fn plan(scenario: &Scenario, seed: u64, shared: &Shared) -> Plan {
             Plan::Reissue(Rc::new(requests))
         }
         Workload::Leader { .. } => Plan::Leader,
+        Workload::Bot(_) => unreachable!("whole-bot runs are planned by `crate::bot`"),
     }
 }
 
@@ -251,15 +267,23 @@ fn progress(scenario: &Scenario, plan: &Plan, history: &History) -> Progress {
     }
 }
 
-pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResult> {
-    let scenario = std::sync::Arc::new(scenario.clone());
-    let duration = Duration::from_secs_f64(scenario.duration_secs);
-    let network = Network {
+/// The links of a run, as the scenario sets them.
+pub(crate) fn network_of(scenario: &Scenario) -> Network {
+    Network {
         min_latency: Duration::from_millis(scenario.network.min_latency_ms),
         max_latency: Duration::from_millis(scenario.network.max_latency_ms.max(scenario.network.min_latency_ms)),
         fail_rate: scenario.network.fail_rate,
         repair_rate: scenario.network.repair_rate,
-    };
+    }
+}
+
+pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResult> {
+    if let Workload::Bot(bot) = &scenario.workload {
+        return crate::bot::run(scenario, bot, seed, mode);
+    }
+    let scenario = std::sync::Arc::new(scenario.clone());
+    let duration = Duration::from_secs_f64(scenario.duration_secs);
+    let network = network_of(&scenario);
     let pauses: Pauses = Default::default();
     let history: SharedHistory = Default::default();
     let shared = Shared::default();
@@ -322,7 +346,7 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
 }
 
 /// Applies one fault; may return a follow-up (delay, action), e.g. the restart after a crash.
-fn apply(
+pub(crate) fn apply(
     sim: &mut turmoil::Sim<'_>,
     action: Action,
     history: &SharedHistory,
@@ -335,6 +359,7 @@ fn apply(
             .push(crate::history::Record { at: sim.elapsed(), event: Event::Fault(fault) })
     };
     match action {
+        Action::Stop(_) => unreachable!("validated: the stop fault is for whole-bot runs, which apply it"),
         Action::Crash(i) => {
             note(FaultEvent::Crashed(i));
             sim.crash(instance_name(i));

@@ -110,6 +110,114 @@ pub enum Workload {
     /// Admins on several instances reissue users' VPN keys; each reissue holds the user's lock
     /// for `lease_ms` while it calls the panel (which takes `panel_ms`).
     Reissue { users: u32, requests_per_user: u32, panel_ms: [u64; 2] },
+    /// The whole bot: every instance runs `atlas-bot`'s run function (webhook route or poller,
+    /// conversations, workers) over simulated HTTP, and users read its replies and press the
+    /// buttons it sent them (`crate::bot`).
+    Bot(BotWorkload),
+}
+
+/// The whole-bot workload: who uses the bot, how, and how Telegram and the providers behave.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotWorkload {
+    /// Shoppers (each with a balance to spend); two admins come on top.
+    pub users: u32,
+    /// How many journeys each shopper makes, each drawn from `journeys` by the seed.
+    pub journeys_per_user: u32,
+    pub journeys: Vec<Journey>,
+    /// A user's pause between two journeys, and before the first.
+    #[serde(default = "default_think_ms")]
+    pub think_ms: [u64; 2],
+    #[serde(default)]
+    pub intake: BotIntake,
+    /// How the balancer in front of the instances picks one for a webhook request.
+    #[serde(default)]
+    pub routing: Routing,
+    /// The share (percent) of webhook updates Telegram delivers a second time after a 2xx (its
+    /// answer lost on the way back).
+    #[serde(default)]
+    pub duplicate_percent: u8,
+    /// Crypto Pay delivers each `invoice_paid` webhook this many times (0: never; the payment
+    /// watcher finds the payment).
+    #[serde(default = "default_webhook_copies")]
+    pub crypto_webhooks: u8,
+    /// Updates an instance handles at once before it answers 503 (`UPDATES_IN_FLIGHT_MAX`).
+    #[serde(default = "default_in_flight")]
+    pub updates_in_flight_max: usize,
+    /// Shoppers start with a subscription that ends this many seconds into the run, auto-renewal
+    /// on (the renewal, reminder and activation workers all have work).
+    #[serde(default)]
+    pub expiring_at_secs: Option<f64>,
+}
+
+/// One thing a shopper does, through the bot's buttons.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Journey {
+    /// Buy a period from the balance.
+    BuyBalance,
+    /// Buy a period in crypto: the invoice paid at Crypto Pay, then its webhook or the watcher.
+    BuyCrypto,
+    /// Buy a period in Telegram Stars: pre-checkout, then the payment.
+    BuyStars,
+    /// Withdraw to a card; an admin approves it.
+    Withdraw,
+    /// Enter the run's promo code and buy with it.
+    Promo,
+    /// Two admins on two instances press "reissue" for this shopper's key at the same moment.
+    Reissue,
+    /// Send wrong promo codes as fast as possible.
+    SpamPromo,
+    /// Press three menu buttons at once without waiting (balance, referral, support).
+    Browse,
+}
+
+impl Journey {
+    pub fn name(self) -> &'static str {
+        match self {
+            Journey::BuyBalance => "buy_balance",
+            Journey::BuyCrypto => "buy_crypto",
+            Journey::BuyStars => "buy_stars",
+            Journey::Withdraw => "withdraw",
+            Journey::Promo => "promo",
+            Journey::Reissue => "reissue",
+            Journey::SpamPromo => "spam_promo",
+            Journey::Browse => "browse",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BotIntake {
+    /// Telegram pushes updates to the balancer in front of the instances.
+    #[default]
+    Webhook,
+    /// One elected instance fetches them with getUpdates.
+    Polling,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// Each request to the next instance in turn.
+    #[default]
+    RoundRobin,
+    /// A user's requests to one instance while it answers (what a deployment keeping
+    /// conversations in process memory has to do).
+    Sticky,
+}
+
+fn default_think_ms() -> [u64; 2] {
+    [200, 2_000]
+}
+
+fn default_webhook_copies() -> u8 {
+    1
+}
+
+fn default_in_flight() -> usize {
+    64
 }
 
 /// Actions by their one name (`LimitedAction::name`); an unknown name is an error, never skipped.
@@ -172,6 +280,9 @@ pub enum Fault {
     RedisRestart { at_secs: f64, lose_data: bool },
     /// Shift an instance's wall clock for the whole run.
     Skew { instance: usize, ms: i64 },
+    /// SIGTERM to an instance (it stops taking updates and finishes those in flight), and a
+    /// start again after `down_secs` (whole-bot scenarios).
+    Stop { instance: usize, at_secs: f64, down_secs: f64 },
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -185,6 +296,11 @@ pub enum Invariant {
     LeaderFailover,
     NoDoubleReissue,
     MoneyOnce,
+    LedgerConserved,
+    PromoWithinLimits,
+    Liveness,
+    RepliesInOrder,
+    NoDoubleEffect,
 }
 
 impl Invariant {
@@ -198,6 +314,11 @@ impl Invariant {
             Invariant::LeaderFailover => "leader_failover",
             Invariant::NoDoubleReissue => "no_double_reissue",
             Invariant::MoneyOnce => "money_once",
+            Invariant::LedgerConserved => "ledger_conserved",
+            Invariant::PromoWithinLimits => "promo_within_limits",
+            Invariant::Liveness => "liveness",
+            Invariant::RepliesInOrder => "replies_in_order",
+            Invariant::NoDoubleEffect => "no_double_effect",
         }
     }
 }
@@ -206,6 +327,16 @@ impl Invariant {
     /// Whether `workload` records what this invariant reads: on another workload it would hold
     /// vacuously.
     pub fn shown_by(self, workload: &Workload) -> bool {
+        if let Workload::Bot(_) = workload {
+            // What users saw, the fake hosts recorded and the store holds at the end.
+            return !matches!(
+                self,
+                Invariant::HandlersNeverOverlap
+                    | Invariant::LeaderFailover
+                    | Invariant::NoDoubleReissue
+                    | Invariant::MoneyOnce
+            );
+        }
         match self {
             Invariant::NoUpdateTwice | Invariant::HandlersNeverOverlap | Invariant::FsmSurvivesRestart => {
                 matches!(workload, Workload::Chat { .. })
@@ -214,6 +345,11 @@ impl Invariant {
             Invariant::SingleLeaderEffects | Invariant::LeaderFailover => matches!(workload, Workload::Leader { .. }),
             Invariant::NoDoubleReissue => matches!(workload, Workload::Reissue { .. }),
             Invariant::MoneyOnce => matches!(workload, Workload::Purchases { .. }),
+            Invariant::LedgerConserved
+            | Invariant::PromoWithinLimits
+            | Invariant::Liveness
+            | Invariant::RepliesInOrder
+            | Invariant::NoDoubleEffect => false,
         }
     }
 }
@@ -226,6 +362,7 @@ impl Workload {
             Workload::RateLimits { .. } => "rate_limits",
             Workload::Leader { .. } => "leader",
             Workload::Reissue { .. } => "reissue",
+            Workload::Bot(_) => "bot",
         }
     }
 }
@@ -268,11 +405,28 @@ impl Scenario {
                 Fault::Pause { instance, .. } | Fault::Skew { instance, .. } | Fault::Hold { instance, .. } => {
                     Some(*instance)
                 }
+                Fault::Stop { instance, .. } => Some(*instance),
                 _ => None,
             };
             anyhow::ensure!(
                 instance.is_none_or(|i| i < self.instances),
                 "fault {fault:?} names an instance that does not exist"
+            );
+        }
+        if let Workload::Bot(bot) = &self.workload {
+            anyhow::ensure!(!bot.journeys.is_empty(), "the bot workload needs at least one journey");
+            anyhow::ensure!(bot.users >= 1, "the bot workload needs at least one user");
+            anyhow::ensure!(bot.duplicate_percent <= 100, "duplicate_percent is a percentage");
+            for fault in &self.faults {
+                anyhow::ensure!(
+                    !matches!(fault, Fault::Pause { .. } | Fault::PauseLeader { .. } | Fault::RestartLeader { .. }),
+                    "{fault:?}: the whole-bot world has no pause or leader-picking faults (use restart, stop, partition, hold)"
+                );
+            }
+        } else {
+            anyhow::ensure!(
+                !self.faults.iter().any(|f| matches!(f, Fault::Stop { .. })),
+                "the stop fault is for whole-bot scenarios"
             );
         }
         if let Workload::RateLimits { actions, .. } = &self.workload {

@@ -84,6 +84,7 @@ impl Shop {
             first: Duration::from_millis(200),
             max: Duration::from_secs(2),
             answer_timeout: Duration::from_secs(30),
+            ..Redelivery::default()
         };
         let telegram = FakeBotApi::new(TOKEN, redelivery);
         let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();

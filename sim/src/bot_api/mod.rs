@@ -33,6 +33,8 @@ pub const BOT_USERNAME: &str = "atlas_test_bot";
 pub struct Call {
     pub method: String,
     pub body: Value,
+    /// When it came, in simulated time (zero outside a simulation).
+    pub at: Duration,
 }
 
 /// A fault the next call of a method meets instead of its answer.
@@ -61,6 +63,10 @@ pub struct Redelivery {
     pub max: Duration,
     /// How long the server waits for the bot's answer to one update.
     pub answer_timeout: Duration,
+    /// The share (percent) of accepted updates delivered once more, as Telegram does when the
+    /// bot's 2xx is lost on the way back; which ones is fixed by `seed`.
+    pub duplicate_percent: u8,
+    pub seed: u64,
 }
 
 impl Default for Redelivery {
@@ -69,6 +75,8 @@ impl Default for Redelivery {
             first: Duration::from_secs(1),
             max: Duration::from_secs(60),
             answer_timeout: Duration::from_secs(60),
+            duplicate_percent: 0,
+            seed: 0,
         }
     }
 }
@@ -83,14 +91,16 @@ struct State {
     /// was terminated by another.
     poll_ticket: u64,
     calls: Vec<Call>,
-    /// Messages delivered to a chat (the bodies of answered sendMessage calls), in order.
-    delivered_messages: Vec<Value>,
+    /// Messages delivered to each chat (the bodies of answered sendMessage calls), in order.
+    delivered_messages: BTreeMap<i64, Vec<Value>>,
     faults: BTreeMap<String, VecDeque<Fault>>,
     /// Users who blocked the bot: sends to them answer 403.
     blocked: Vec<i64>,
     next_message_id: BTreeMap<i64, i32>,
-    /// Updates the webhook answered with 2xx, in order.
+    /// Updates the webhook answered with 2xx, in order (a duplicated one twice).
     delivered: Vec<i64>,
+    /// Updates delivered a second time on purpose (`Redelivery::duplicate_percent`).
+    duplicated: std::collections::BTreeSet<i64>,
     /// Stars payments refunded (by charge id).
     refunded: std::collections::BTreeSet<String>,
     /// Webhook answers that were not 2xx (or no answer), for the tests to see redelivery.
@@ -105,6 +115,8 @@ pub struct FakeBotApi {
     state: Arc<Mutex<State>>,
     /// Woken when an update arrives (long polls and the webhook pusher wait on it).
     arrived: Arc<Notify>,
+    /// Woken when a message is delivered to a chat (simulated users wait on it).
+    told: Arc<Notify>,
     redelivery: Redelivery,
 }
 
@@ -116,6 +128,7 @@ impl FakeBotApi {
             token: token.into(),
             state: Arc::new(Mutex::new(state)),
             arrived: Arc::new(Notify::new()),
+            told: Arc::new(Notify::new()),
             redelivery,
         }
     }
@@ -168,7 +181,26 @@ impl FakeBotApi {
 
     /// The messages delivered to `chat` (sendMessage bodies), in order.
     pub fn messages_to(&self, chat: i64) -> Vec<Value> {
-        self.state().delivered_messages.iter().filter(|body| body["chat_id"].as_i64() == Some(chat)).cloned().collect()
+        self.messages_after(chat, 0)
+    }
+
+    /// How many messages were delivered to `chat`.
+    pub fn message_count(&self, chat: i64) -> usize {
+        self.state().delivered_messages.get(&chat).map_or(0, Vec::len)
+    }
+
+    /// The messages delivered to `chat` after its first `since`.
+    pub fn messages_after(&self, chat: i64, since: usize) -> Vec<Value> {
+        self.state()
+            .delivered_messages
+            .get(&chat)
+            .map_or_else(Vec::new, |all| all.get(since..).unwrap_or_default().to_vec())
+    }
+
+    /// Resolves at the next message delivered to any chat (create it before looking, so that
+    /// none is missed in between).
+    pub fn told(&self) -> tokio::sync::futures::Notified<'_> {
+        self.told.notified()
     }
 
     /// Callback data of the buttons of the last message delivered to `chat` whose button label

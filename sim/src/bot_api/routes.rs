@@ -52,7 +52,11 @@ async fn call(State(api): State<FakeBotApi>, Path((bot, method)): Path<(String, 
     let name = method.to_ascii_lowercase();
     let fault = {
         let mut state = api.state();
-        state.calls.push(Call { method: method.clone(), body: body.clone() });
+        state.calls.push(Call {
+            method: method.clone(),
+            body: body.clone(),
+            at: turmoil::sim_elapsed().unwrap_or_default(),
+        });
         state.faults.get_mut(&name).and_then(|faults| faults.pop_front())
     };
     match fault {
@@ -181,7 +185,8 @@ fn send_message(api: &FakeBotApi, body: &Value) -> Response {
         }
     }
     let id = next_message_id(api, chat);
-    api.state().delivered_messages.push(body.clone());
+    api.state().delivered_messages.entry(chat).or_default().push(body.clone());
+    api.told.notify_waiters();
     let mut content = json!({"text": text});
     if !body["reply_markup"].is_null() {
         content["reply_markup"] = body["reply_markup"].clone();

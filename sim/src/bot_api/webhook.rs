@@ -72,8 +72,16 @@ pub async fn deliver_webhooks<N: Network>(api: FakeBotApi, client: HttpClient<N>
                 let mut state = api.state();
                 match outcome {
                     Ok(()) => {
-                        state.pending.remove(&id);
+                        let update = state.pending.remove(&id);
                         state.delivered.push(id);
+                        if let Some(update) = update
+                            && duplicate(id, &api.redelivery)
+                            && state.duplicated.insert(id)
+                        {
+                            // Telegram did not get the answer: the same update comes again.
+                            state.pending.insert(id, update);
+                            api.arrived.notify_waiters();
+                        }
                         retry_at.remove(&queue);
                         backoff.remove(&queue);
                     }
@@ -90,6 +98,13 @@ pub async fn deliver_webhooks<N: Network>(api: FakeBotApi, client: HttpClient<N>
         }
     }
     sending.shutdown().await;
+}
+
+/// Whether update `id` is one Telegram delivers twice: a hash of the id and the seed against the
+/// percentage, so a run repeats.
+fn duplicate(id: i64, redelivery: &super::Redelivery) -> bool {
+    let mixed = (id as u64 ^ redelivery.seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 32) % 100 < u64::from(redelivery.duplicate_percent)
 }
 
 async fn sleep_until(at: Option<Instant>) {

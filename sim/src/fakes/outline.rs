@@ -20,6 +20,8 @@ struct Panel {
     keys: BTreeMap<String, String>,
     /// Every call: method and key id ("" for the list).
     calls: Vec<(String, String)>,
+    /// Every key id created (201), in order.
+    created: Vec<String>,
     faults: VecDeque<Fault>,
 }
 
@@ -58,6 +60,11 @@ impl FakeOutline {
     }
 
     /// Every call made, as (method, key id).
+    /// Every key id the panel created, in order (a 409 for an existing id creates nothing).
+    pub fn created(&self) -> Vec<String> {
+        self.panel().created.clone()
+    }
+
     pub fn calls(&self) -> Vec<(String, String)> {
         self.panel().calls.clone()
     }
@@ -105,6 +112,7 @@ async fn create(State(fake): State<FakeOutline>, Path(id): Path<String>) -> Resp
     }
     let url = access_url(&id);
     panel.keys.insert(id.clone(), url.clone());
+    panel.created.push(id.clone());
     (StatusCode::CREATED, axum::Json(key_json(&id, &url))).into_response()
 }
 

@@ -11,6 +11,7 @@
 mod accounts;
 mod admin;
 mod broadcasts;
+mod findings;
 mod notices;
 mod promos;
 mod purchases;

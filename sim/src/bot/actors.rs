@@ -1,0 +1,445 @@
+//! Users as actors: each shopper reads what the bot sent to their chat and presses the buttons
+//! it sent (by their labels), types what it asks for, pays at the fake providers, and waits for
+//! the reply it expects — as a person would. Admins answer the requests shoppers make (approve a
+//! withdrawal, reissue a key). Nothing here knows how the bot works inside: only its English
+//! texts and button labels.
+//!
+//! A user who waits in vain (no reply, or a reply that shows the bot lost the conversation)
+//! is stuck; they start that journey over once, from /start, as a person would.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use atlas::net::client::HttpClient;
+use atlas::ports::{Ids, SeededIds};
+use bytes::Bytes;
+use hyper::Method;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::hosts::{ADMINS, BALANCER_HOST, BOT_PORT, CRYPTO_WEBHOOK_PATH, FIRST_SHOPPER, Fakes, url};
+use crate::bot_api::updates;
+use crate::history::{self, Event, JourneyEnd, SharedHistory};
+use crate::instance::between;
+use crate::net::SimNetwork;
+use crate::scenario::{BotWorkload, Journey};
+
+/// How long a user waits for a reply before they give up on the step.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Clear answers that end a journey where it is (a limit reached, a code used up meanwhile).
+const REFUSALS: [&str; 5] =
+    ["Too many attempts", "has been used up", "already used this promo", "Not enough money", "not available right now"];
+
+/// Replies that show the bot no longer knows where the user was: waiting on is pointless.
+const LOST: [&str; 3] = ["no longer active", "did not understand", "unfinished step was reset"];
+
+/// What the users of a run share.
+pub struct Crowd {
+    pub fakes: Fakes,
+    pub history: SharedHistory,
+    pub workload: BotWorkload,
+    /// The run's promo code (created before the run).
+    pub promo: String,
+    /// One admin task at a time: admins are people.
+    desk: tokio::sync::Mutex<()>,
+    queries: Cell<u64>,
+    charges: Cell<u64>,
+}
+
+impl Crowd {
+    pub fn new(fakes: Fakes, history: SharedHistory, workload: BotWorkload, promo: String) -> Crowd {
+        Crowd {
+            fakes,
+            history,
+            workload,
+            promo,
+            desk: Default::default(),
+            queries: Cell::new(0),
+            charges: Cell::new(0),
+        }
+    }
+
+    fn note(&self, event: Event) {
+        history::lock(&self.history).push(event);
+    }
+}
+
+/// The journeys of shopper `user` in this run, drawn by the seed.
+pub fn plan(workload: &BotWorkload, seed: u64, user: i64) -> Vec<Journey> {
+    let ids = SeededIds::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ user as u64);
+    (0..workload.journeys_per_user)
+        .map(|_| workload.journeys[(ids.next_u64() % workload.journeys.len() as u64) as usize])
+        .collect()
+}
+
+/// The users host: every shopper at once; returns when all are done.
+pub async fn users(crowd: Rc<Crowd>, seed: u64) {
+    // The admins have started the bot (it can only write to people who have).
+    for admin in ADMINS {
+        let mut actor = Actor { crowd: &crowd, chat: admin, step: 0, reply_from: 0 };
+        if let Err(end) = actor.step(Act::Text("/start"), &["Welcome"]).await {
+            crowd.note(Event::Journey { user: admin, journey: Journey::Browse, attempt: 1, end });
+        }
+    }
+    let mut shoppers = Vec::new();
+    for i in 0..i64::from(crowd.workload.users) {
+        let user = FIRST_SHOPPER + i;
+        let crowd = crowd.clone();
+        shoppers.push(tokio::task::spawn_local(async move {
+            let ids = SeededIds::new(seed ^ (user as u64) << 20);
+            let think = crowd.workload.think_ms;
+            tokio::time::sleep(between(&ids, think)).await;
+            for journey in plan(&crowd.workload, seed, user) {
+                for attempt in 1..=2 {
+                    let mut actor = Actor { crowd: &crowd, chat: user, step: 0, reply_from: 0 };
+                    let end = match actor.go(journey).await {
+                        Ok(()) => JourneyEnd::Done,
+                        Err(end) => end,
+                    };
+                    let stuck = matches!(end, JourneyEnd::Stuck { .. });
+                    crowd.note(Event::Journey { user, journey, attempt, end });
+                    if !stuck {
+                        break;
+                    }
+                }
+                tokio::time::sleep(between(&ids, think)).await;
+            }
+        }));
+    }
+    for shopper in shoppers {
+        let _ = shopper.await;
+    }
+}
+
+enum Act<'s> {
+    Text(&'s str),
+    Press(&'s str),
+}
+
+/// One person at one chat, partway through a journey.
+struct Actor<'c> {
+    crowd: &'c Crowd,
+    chat: i64,
+    /// Steps taken so far in this journey.
+    step: u32,
+    /// Buttons are looked for in the messages from here on (the latest reply).
+    reply_from: usize,
+}
+
+type Step<T> = Result<T, JourneyEnd>;
+
+impl Actor<'_> {
+    fn api(&self) -> &crate::bot_api::FakeBotApi {
+        &self.crowd.fakes.telegram
+    }
+
+    fn stuck(&self, waiting_for: String) -> JourneyEnd {
+        JourneyEnd::Stuck { step: self.step, waiting_for }
+    }
+
+    /// Does `act`, then waits for a reply containing one of `expect`: which one, and its text.
+    async fn step(&mut self, act: Act<'_>, expect: &[&str]) -> Step<(usize, String)> {
+        if let Act::Press(label) = act {
+            // The reply may come as more than one message: the button may be in a later one.
+            self.until(|me| me.button(label).is_some(), &format!("a button {label:?}")).await?;
+        }
+        let since = self.api().message_count(self.chat);
+        self.act(act)?;
+        let found = self.wait(since, expect).await?;
+        self.reply_from = since;
+        self.step += 1;
+        Ok(found)
+    }
+
+    fn act(&mut self, act: Act<'_>) -> Step<()> {
+        match act {
+            Act::Text(text) => {
+                self.api().push(updates::text(self.chat, "en", text));
+                self.crowd.note(Event::Said { user: self.chat, what: text.to_owned() });
+            }
+            Act::Press(label) => {
+                let data = self.button(label).ok_or_else(|| self.stuck(format!("a button {label:?}")))?;
+                self.press(&data, label);
+            }
+        }
+        Ok(())
+    }
+
+    /// The callback data of the button labelled `label` in the latest reply that has one.
+    fn button(&self, label: &str) -> Option<String> {
+        let messages = self.api().messages_after(self.chat, self.reply_from);
+        messages.iter().rev().find_map(|m| button_in(m, label))
+    }
+
+    fn press(&self, data: &str, label: &str) {
+        let n = self.crowd.queries.get() + 1;
+        self.crowd.queries.set(n);
+        let query = format!("q{n}");
+        self.api().push(updates::callback(self.chat, "en", &query, data));
+        self.crowd.note(Event::Pressed { user: self.chat, query, label: label.to_owned() });
+    }
+
+    /// Waits for a message to this chat, after its first `since`, containing one of `expect`.
+    async fn wait(&self, since: usize, expect: &[&str]) -> Step<(usize, String)> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let told = self.api().told();
+            for message in self.api().messages_after(self.chat, since) {
+                let text = message["text"].as_str().unwrap_or_default();
+                if let Some(i) = expect.iter().position(|needle| text.contains(needle)) {
+                    return Ok((i, text.to_owned()));
+                }
+                if let Some(refusal) = REFUSALS.iter().find(|r| text.contains(*r)) {
+                    return Err(JourneyEnd::Refused((*refusal).to_owned()));
+                }
+                if LOST.iter().any(|lost| text.contains(lost)) {
+                    return Err(self.stuck(format!("{expect:?}, told {text:?}")));
+                }
+            }
+            tokio::select! {
+                () = told => {}
+                () = tokio::time::sleep_until(deadline) => return Err(self.stuck(format!("{expect:?}"))),
+            }
+        }
+    }
+
+    /// Waits until this chat has received at least `count` messages containing `needle`.
+    async fn until_told(&self, needle: &str, count: usize) -> Step<()> {
+        self.until(|me| me.told_count(needle) >= count, &format!("{needle:?} x{count}")).await
+    }
+
+    fn told_count(&self, needle: &str) -> usize {
+        self.api().texts_to(self.chat).iter().filter(|t| t.contains(needle)).count()
+    }
+
+    /// Waits (at most `PATIENCE`) until `done` holds, looking again at each message delivered.
+    async fn until(&self, done: impl Fn(&Self) -> bool, what: &str) -> Step<()> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let told = self.api().told();
+            if done(self) {
+                return Ok(());
+            }
+            tokio::select! {
+                () = told => {}
+                () = tokio::time::sleep_until(deadline) => return Err(self.stuck(what.to_owned())),
+            }
+        }
+    }
+
+    async fn go(&mut self, journey: Journey) -> Step<()> {
+        self.step(Act::Text("/start"), &["Welcome"]).await?;
+        match journey {
+            Journey::BuyBalance => self.buy("From balance").await,
+            Journey::BuyCrypto => self.buy("Crypto").await,
+            Journey::BuyStars => self.buy("Telegram Stars").await,
+            Journey::Withdraw => self.withdraw().await,
+            Journey::Promo => self.promo().await,
+            Journey::Reissue => self.reissue().await,
+            Journey::SpamPromo => self.spam_promo().await,
+            Journey::Browse => self.browse().await,
+        }
+    }
+
+    /// Buy → Basic → 30 days → `method`, pay, and wait for the key.
+    async fn buy(&mut self, method: &str) -> Step<()> {
+        self.step(Act::Press("Buy VPN"), &["Choose a plan"]).await?;
+        self.step(Act::Press("Basic"), &["choose a period"]).await?;
+        self.step(Act::Press("30 days"), &["How do you want to pay"]).await?;
+        self.pay(method).await
+    }
+
+    /// At the payment step: pay with `method` until the bot says it is paid.
+    async fn pay(&mut self, method: &str) -> Step<()> {
+        match method {
+            "Crypto" => {
+                let (_, text) = self.step(Act::Press(method), &["in crypto here"]).await?;
+                let invoice = invoice_id(&text).ok_or_else(|| self.stuck(format!("an invoice link in {text:?}")))?;
+                self.crowd.fakes.crypto.pay(invoice);
+                self.crowd.note(Event::Said { user: self.chat, what: format!("paid invoice {invoice}") });
+                let since = self.api().message_count(self.chat);
+                for update_id in 0..self.crowd.workload.crypto_webhooks {
+                    self.crypto_webhook(invoice, i64::from(update_id) + invoice * 10).await;
+                }
+                self.wait(since, &["Payment received"]).await?;
+            }
+            "Telegram Stars" => {
+                let invoices = self.invoices().len();
+                self.step(Act::Press(method), &["We sent you an invoice"]).await?;
+                let invoice = self.invoices().get(invoices).cloned().ok_or_else(|| self.stuck("an invoice".into()))?;
+                let payload = invoice["payload"].as_str().unwrap_or_default().to_owned();
+                let stars = invoice["prices"][0]["amount"].as_u64().unwrap_or(0) as u32;
+                let n = self.crowd.queries.get() + 1;
+                self.crowd.queries.set(n);
+                let query = format!("pc{n}");
+                self.api().push(updates::pre_checkout(self.chat, "en", &query, &payload, stars));
+                self.approved(&query).await?;
+                let charge = self.crowd.charges.get() + 1;
+                self.crowd.charges.set(charge);
+                let paid = updates::paid(self.chat, "en", &payload, stars, &format!("charge-{charge}"));
+                let since = self.api().message_count(self.chat);
+                self.api().push(paid);
+                self.crowd.note(Event::Said { user: self.chat, what: format!("paid {stars} stars") });
+                self.wait(since, &["Payment received"]).await?;
+            }
+            _ => {
+                self.step(Act::Press(method), &["✅ Paid"]).await?;
+            }
+        }
+        self.step += 1;
+        self.until_told("Your key is ready", 1).await
+    }
+
+    /// The Stars invoices sent to this chat.
+    fn invoices(&self) -> Vec<Value> {
+        self.api().calls_of("sendInvoice").into_iter().filter(|c| c["chat_id"].as_i64() == Some(self.chat)).collect()
+    }
+
+    /// Waits for the bot's yes to pre-checkout query `query`.
+    async fn approved(&self, query: &str) -> Step<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answers = self.api().calls_of("answerPreCheckoutQuery");
+            if let Some(answer) = answers.iter().find(|a| a["pre_checkout_query_id"] == query) {
+                return if answer["ok"] == true {
+                    Ok(())
+                } else {
+                    Err(JourneyEnd::Refused("pre-checkout refused".into()))
+                };
+            }
+            if Instant::now() >= deadline {
+                return Err(self.stuck(format!("the answer to pre-checkout {query}")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Crypto Pay's `invoice_paid` webhook, signed, through the balancer.
+    async fn crypto_webhook(&self, invoice: i64, update_id: i64) {
+        let (body, signature) = self.crowd.fakes.crypto.webhook(update_id, invoice);
+        let headers = [
+            ("content-type", "application/json".to_owned()),
+            (atlas::providers::cryptopay::SIGNATURE_HEADER, signature),
+        ];
+        let hook = url(&format!("http://{BALANCER_HOST}:{BOT_PORT}{CRYPTO_WEBHOOK_PATH}"));
+        if let Ok(client) = HttpClient::new(SimNetwork, None) {
+            // A failed delivery is Crypto Pay's to retry; the watcher finds the payment anyway.
+            let _ = client.request(Method::POST, &hook, &headers, Bytes::from(body), Duration::from_secs(10)).await;
+        }
+    }
+
+    /// Withdraw 100 to a card; the first admin approves it.
+    async fn withdraw(&mut self) -> Step<()> {
+        self.step(Act::Press("Withdraw"), &["How much"]).await?;
+        self.step(Act::Text("100"), &["Withdraw <b>"]).await?;
+        self.step(Act::Press("Confirm"), &["card or wallet"]).await?;
+        let card = format!("4276 0000 0000 {:04}", self.chat % 10_000);
+        self.step(Act::Text(&card), &["Please check"]).await?;
+        let (_, created) = self.step(Act::Press("Confirm"), &["Withdrawal request #"]).await?;
+        let id = number_after(&created, "Withdrawal request #").ok_or_else(|| self.stuck("a request number".into()))?;
+        let since = self.api().message_count(self.chat);
+        {
+            let _desk = self.crowd.desk.lock().await;
+            let admin = Actor { crowd: self.crowd, chat: ADMINS[0], step: 0, reply_from: 0 };
+            let notice = format!("Withdrawal #{id} from user {}", self.chat);
+            admin.until_told(&notice, 1).await?;
+            let data = admin
+                .api()
+                .messages_to(admin.chat)
+                .iter()
+                .rev()
+                .find(|m| m["text"].as_str().is_some_and(|t| t.contains(&notice)))
+                .and_then(|m| button_in(m, "Approve"))
+                .ok_or_else(|| self.stuck(format!("an Approve button on {notice:?}")))?;
+            let admin_since = admin.api().message_count(admin.chat);
+            admin.press(&data, "Approve");
+            admin.wait(admin_since, &["approved", "already"]).await?;
+        }
+        self.step += 1;
+        self.wait(since, &["has been paid out"]).await.map(|_| ())
+    }
+
+    /// Enter the run's promo code; if it gives a discount, buy with it from the balance.
+    async fn promo(&mut self) -> Step<()> {
+        self.step(Act::Press("Promo code"), &["Send your promo code"]).await?;
+        let code = self.crowd.promo.clone();
+        let (which, text) = self.step(Act::Text(&code), &["gives", "expired"]).await?;
+        if which > 0 {
+            return Err(JourneyEnd::Refused(text));
+        }
+        self.step(Act::Press("Basic"), &["choose a period"]).await?;
+        self.step(Act::Press("30 days"), &["How do you want to pay"]).await?;
+        self.pay("From balance").await
+    }
+
+    /// Both admins, each on whichever instance the balancer picks, ask for a new key for this
+    /// shopper at the same moment (after the shopper has one).
+    async fn reissue(&mut self) -> Step<()> {
+        if self.told_count("Your key is ready") == 0 {
+            self.buy("From balance").await?;
+        }
+        let _desk = self.crowd.desk.lock().await;
+        let mut admins: Vec<Actor<'_>> =
+            ADMINS.iter().map(|a| Actor { crowd: self.crowd, chat: *a, step: 0, reply_from: 0 }).collect();
+        for admin in &mut admins {
+            admin.step(Act::Text("/admin"), &["Admin tools"]).await?;
+            admin.step(Act::Press("Reissue a key"), &["Telegram id"]).await?;
+        }
+        let target = self.chat.to_string();
+        let sinces: Vec<usize> = admins.iter().map(|a| a.api().message_count(a.chat)).collect();
+        for admin in &mut admins {
+            admin.act(Act::Text(&target))?;
+        }
+        let answers = ["new key was issued", "already being made", "Another key change"];
+        for (admin, since) in admins.iter().zip(sinces) {
+            admin.wait(since, &answers).await?;
+        }
+        Ok(())
+    }
+
+    /// Wrong promo codes, one every 100 ms, without waiting for the answers; then the answers.
+    async fn spam_promo(&mut self) -> Step<()> {
+        self.step(Act::Press("Promo code"), &["Send your promo code"]).await?;
+        for n in 0..15 {
+            self.act(Act::Text(&format!("WRONG{}X{n}", self.chat)))?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Ok(())
+    }
+
+    /// Three menu buttons pressed at once, then their three answers.
+    async fn browse(&mut self) -> Step<()> {
+        self.until(|me| me.button("Support").is_some(), "the menu").await?;
+        let since = self.api().message_count(self.chat);
+        for label in ["Balance", "Invite friends", "Support"] {
+            self.act(Act::Press(label))?;
+        }
+        for needle in ["Your balance", "Invite friends", "Questions?"] {
+            self.wait(since, &[needle]).await?;
+        }
+        Ok(())
+    }
+}
+
+fn button_in(message: &Value, label: &str) -> Option<String> {
+    let rows = message["reply_markup"]["inline_keyboard"].as_array()?;
+    rows.iter()
+        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+        .find(|b| b["text"].as_str().is_some_and(|t| t.contains(label)))
+        .and_then(|b| b["callback_data"].as_str().map(str::to_owned))
+}
+
+/// The digits right after `prefix` in `text`.
+fn number_after(text: &str, prefix: &str) -> Option<i64> {
+    let rest = &text[text.find(prefix)? + prefix.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The Crypto Pay invoice id in the link the bot showed (`…?start=IV<id>`).
+fn invoice_id(text: &str) -> Option<i64> {
+    number_after(text, "start=IV")
+}

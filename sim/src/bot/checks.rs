@@ -1,0 +1,275 @@
+//! The invariants of a whole-bot run, judged from what users saw (the fake Bot API's record of
+//! every call the bot made), what the fake providers recorded, the users' own record of what they
+//! did, and the database at the end (DESIGN.md §5).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::bot_api::Call;
+use crate::history::{Event, FaultEvent, History, JourneyEnd};
+use crate::scenario::{Invariant, Journey};
+
+/// What a whole-bot run left behind, beside its history.
+pub struct BotRecords {
+    /// Every Bot API call the bot made, in order.
+    pub calls: Vec<Call>,
+    /// Every key the panel created, in order.
+    pub created_keys: Vec<String>,
+    /// The database's findings (`Model::money_findings`, `promo_findings`, `open_work`).
+    pub money: Vec<String>,
+    pub promo: Vec<String>,
+    pub open_work: Vec<String>,
+}
+
+/// The promo limit of `LimitedAction::PromoAttempt`: 10 checks a minute per user.
+const PROMO_CHECKS_PER_MINUTE: usize = 10;
+
+/// The bot's answers that mean a promo code was checked.
+const PROMO_CHECKED: [&str; 4] =
+    ["There is no such promo code", "gives", "has been used up", "already used this promo"];
+
+/// Messages only the background workers send, each of which a user must get at most once.
+const WORKER_MESSAGES: [&str; 6] = [
+    "Your key is ready",
+    "Your subscription ends in",
+    "Your free trial ends in",
+    "free trial is over",
+    "was renewed",
+    "could not be renewed",
+];
+
+pub fn check(invariant: Invariant, history: &History, records: &BotRecords) -> Option<String> {
+    match invariant {
+        Invariant::NoUpdateTwice => no_update_twice(history, records),
+        Invariant::RepliesInOrder => replies_in_order(history, records),
+        Invariant::FsmSurvivesRestart => fsm_survives_restart(history),
+        Invariant::Liveness => liveness(history, records),
+        Invariant::RateLimitsHold => rate_limits_hold(records),
+        Invariant::SingleLeaderEffects => single_leader_effects(records),
+        Invariant::LedgerConserved => first(&records.money),
+        Invariant::PromoWithinLimits => first(&records.promo),
+        Invariant::NoDoubleEffect => no_double_effect(history, records),
+        Invariant::HandlersNeverOverlap
+        | Invariant::LeaderFailover
+        | Invariant::NoDoubleReissue
+        | Invariant::MoneyOnce => Some(format!("{} is not checked on the whole bot", invariant.name())),
+    }
+}
+
+fn first(findings: &[String]) -> Option<String> {
+    let (head, rest) = findings.split_first()?;
+    Some(if rest.is_empty() { head.clone() } else { format!("{head} (and {} more)", rest.len()) })
+}
+
+fn is(call: &Call, method: &str) -> bool {
+    call.method.eq_ignore_ascii_case(method)
+}
+
+/// The times at which an instance lost what it was doing (a crash, a SIGTERM, Redis losing its
+/// data): an update in flight then may be handled again, which is the design (at least once).
+fn losses(history: &History) -> Vec<Duration> {
+    history
+        .records
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.event,
+                Event::Fault(
+                    FaultEvent::Crashed(_) | FaultEvent::Stopped(_) | FaultEvent::RedisRestarted { lose_data: true }
+                )
+            )
+        })
+        .map(|r| r.at)
+        .collect()
+}
+
+/// Who pressed each button: query id → (user, label, order of the press among the user's).
+fn presses(history: &History) -> BTreeMap<String, (i64, String, usize)> {
+    let mut count: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for record in &history.records {
+        if let Event::Pressed { user, query, label } = &record.event {
+            let n = count.entry(*user).or_default();
+            out.insert(query.clone(), (*user, label.clone(), *n));
+            *n += 1;
+        }
+    }
+    out
+}
+
+/// An update is handled once: each button press (callback query) is answered once, unless the
+/// instance handling it was lost between the two answers. (Pre-checkout queries are answered
+/// outside the protocol by design: a read-only check that must meet Telegram's 10 s, and a
+/// second answer changes nothing.)
+fn no_update_twice(history: &History, records: &BotRecords) -> Option<String> {
+    let losses = losses(history);
+    let presses = presses(history);
+    let mut answered: BTreeMap<String, Duration> = BTreeMap::new();
+    for call in &records.calls {
+        if !is(call, "answerCallbackQuery") {
+            continue;
+        }
+        let Some(id) = call.body["callback_query_id"].as_str() else { continue };
+        if let Some(before) = answered.insert(id.to_owned(), call.at) {
+            let excused = losses.iter().any(|lost| before <= *lost && *lost <= call.at);
+            if !excused {
+                let who = presses.get(id).map_or_else(String::new, |(u, l, _)| format!(" (user {u} pressed {l:?})"));
+                return Some(format!(
+                    "query {id}{who} answered at {:.3}s and again at {:.3}s with no instance lost between: \
+                     its update was handled twice",
+                    before.as_secs_f64(),
+                    call.at.as_secs_f64()
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// A user's button presses are answered in the order they were pressed.
+fn replies_in_order(history: &History, records: &BotRecords) -> Option<String> {
+    let presses = presses(history);
+    let mut latest: BTreeMap<i64, (usize, String)> = BTreeMap::new();
+    for call in records.calls.iter().filter(|c| is(c, "answerCallbackQuery")) {
+        let Some(id) = call.body["callback_query_id"].as_str() else { continue };
+        let Some((user, label, order)) = presses.get(id) else { continue };
+        if let Some((newest, newer)) = latest.get(user)
+            && order < newest
+        {
+            return Some(format!(
+                "user {user}: press {id} ({label:?}) answered at {:.3}s, after the later press {newer}",
+                call.at.as_secs_f64()
+            ));
+        }
+        if latest.get(user).is_none_or(|(newest, _)| order >= newest) {
+            latest.insert(*user, (*order, id.to_owned()));
+        }
+    }
+    None
+}
+
+fn journeys(history: &History) -> impl Iterator<Item = (i64, Journey, u32, &JourneyEnd)> {
+    history.records.iter().filter_map(|r| match &r.event {
+        Event::Journey { user, journey, attempt, end } => Some((*user, *journey, *attempt, end)),
+        _ => None,
+    })
+}
+
+/// A conversation goes on where it was, whichever instance takes the next step: no user is
+/// left waiting in the middle of one (step 0 is the /start that opens every journey).
+fn fsm_survives_restart(history: &History) -> Option<String> {
+    journeys(history).find_map(|(user, journey, attempt, end)| match end {
+        JourneyEnd::Stuck { step, waiting_for } if *step > 0 => Some(format!(
+            "user {user}, {} (try {attempt}): the conversation was lost at step {step}, waiting for {waiting_for}",
+            journey.name()
+        )),
+        _ => None,
+    })
+}
+
+/// Every journey reached its end (on the second try at worst), and nothing is left pending in
+/// the database: every withdrawal decided, every running subscription with its key.
+fn liveness(history: &History, records: &BotRecords) -> Option<String> {
+    let mut last: BTreeMap<(i64, usize), (Journey, &JourneyEnd)> = BTreeMap::new();
+    let mut nth: BTreeMap<i64, usize> = BTreeMap::new();
+    for (user, journey, attempt, end) in journeys(history) {
+        let n = nth.entry(user).or_default();
+        if attempt == 1 && last.contains_key(&(user, *n)) {
+            *n += 1;
+        }
+        last.insert((user, *n), (journey, end));
+    }
+    for ((user, _), (journey, end)) in &last {
+        if matches!(end, JourneyEnd::Stuck { .. } | JourneyEnd::Unfinished) {
+            return Some(format!("user {user}, {}: never finished ({end:?})", journey.name()));
+        }
+    }
+    first(&records.open_work)
+}
+
+/// Promo codes are checked at most 10 times a minute per user, across every instance.
+fn rate_limits_hold(records: &BotRecords) -> Option<String> {
+    let mut checks: BTreeMap<i64, Vec<Duration>> = BTreeMap::new();
+    for call in records.calls.iter().filter(|c| is(c, "sendMessage")) {
+        let text = call.body["text"].as_str().unwrap_or_default();
+        if PROMO_CHECKED.iter().any(|n| text.contains(n)) {
+            checks.entry(call.body["chat_id"].as_i64().unwrap_or(0)).or_default().push(call.at);
+        }
+    }
+    for (user, times) in &checks {
+        for (i, start) in times.iter().enumerate() {
+            let within = times[i..].iter().take_while(|t| **t < *start + Duration::from_secs(60)).count();
+            if within > PROMO_CHECKS_PER_MINUTE {
+                return Some(format!(
+                    "user {user}: {within} promo codes checked within a minute from {:.3}s (the limit is {PROMO_CHECKS_PER_MINUTE})",
+                    start.as_secs_f64()
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// No worker's message (key ready, reminder, trial notice, renewal) reaches a user twice.
+fn single_leader_effects(records: &BotRecords) -> Option<String> {
+    let mut seen: BTreeMap<(i64, &str), Duration> = BTreeMap::new();
+    for call in records.calls.iter().filter(|c| is(c, "sendMessage")) {
+        let text = call.body["text"].as_str().unwrap_or_default();
+        if !WORKER_MESSAGES.iter().any(|n| text.contains(n)) {
+            continue;
+        }
+        let chat = call.body["chat_id"].as_i64().unwrap_or(0);
+        if let Some(before) = seen.insert((chat, text), call.at) {
+            return Some(format!(
+                "user {chat} got {text:?} twice, at {:.3}s and {:.3}s",
+                before.as_secs_f64(),
+                call.at.as_secs_f64()
+            ));
+        }
+    }
+    None
+}
+
+/// The fake hosts saw each effect once: one key created per reissue request (two admins
+/// pressing at once make one), one "payment received" per payment made.
+fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
+    let mut reissues: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut payments: BTreeMap<i64, usize> = BTreeMap::new();
+    for record in &history.records {
+        match &record.event {
+            Event::Journey { user, journey: Journey::Reissue, .. } => *reissues.entry(*user).or_default() += 1,
+            Event::Said { user, what } if what.starts_with("paid ") => *payments.entry(*user).or_default() += 1,
+            _ => {}
+        }
+    }
+    // Keys are labelled reissue-<subscription>-<token>; shoppers have one subscription each, so
+    // count per subscription and compare with the reissue requests of its owner.
+    let mut made: BTreeMap<&str, usize> = BTreeMap::new();
+    for key in &records.created_keys {
+        if let Some(rest) = key.strip_prefix("reissue-")
+            && let Some((subscription, _)) = rest.split_once('-')
+        {
+            *made.entry(subscription).or_default() += 1;
+        }
+    }
+    let requested: usize = reissues.values().sum();
+    let created: usize = made.values().sum();
+    if created > requested {
+        let (subscription, n) = made.iter().max_by_key(|(_, n)| **n).expect("some key was made");
+        return Some(format!(
+            "the panel made {created} reissued keys for {requested} reissue requests \
+             ({n} for subscription {subscription}): two reissues ran at once"
+        ));
+    }
+    let mut received: BTreeMap<i64, usize> = BTreeMap::new();
+    for call in records.calls.iter().filter(|c| is(c, "sendMessage")) {
+        let text = call.body["text"].as_str().unwrap_or_default();
+        if text.contains("Payment received") || text.contains("went to your balance") {
+            *received.entry(call.body["chat_id"].as_i64().unwrap_or(0)).or_default() += 1;
+        }
+    }
+    received.iter().find_map(|(user, n)| {
+        let paid = payments.get(user).copied().unwrap_or(0);
+        (*n > paid).then(|| format!("user {user} was told of {n} payments received, having paid {paid} times"))
+    })
+}

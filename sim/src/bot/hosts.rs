@@ -1,0 +1,249 @@
+//! The hosts of a whole-bot run: the instances (the run function of `atlas-bot run` with the
+//! live Telegram, Outline and Crypto Pay clients over simulated TCP, the sim Redis and the store
+//! model), the fake Bot API with its webhook pusher, the fake Outline panel and Crypto Pay, and a
+//! balancer in front of the instances.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atlas::coord::AnyCoordination;
+use atlas::coord::legacy::LegacyCoordination;
+use atlas::net::client::HttpClient;
+use atlas::ports::{Clock, Ids};
+use atlas::providers::cryptopay::CryptoPayClient;
+use atlas::providers::outline::OutlineClient;
+use atlas::providers::resilience::Resilience;
+use atlas::runtime::run::{RunConfig, run};
+use atlas::runtime::settings::Intake;
+use atlas::runtime::wiring::{Adapters, Parts, Rules};
+use atlas::runtime::workers::WorkerConfig;
+use atlas::telegram::api::BotApi;
+use atlas::telegram::messenger::TelegramMessenger;
+use secrecy::SecretString;
+
+use crate::bot_api::{FakeBotApi, Redelivery, deliver_webhooks};
+use crate::clock::{SimClock, sim_now};
+use crate::dialer::SimDialer;
+use crate::fakes::cryptopay::FakeCryptoPay;
+use crate::fakes::outline::FakeOutline;
+use crate::net::{SimListener, SimNetwork};
+use crate::scenario::{BotIntake, Mode, Routing};
+use crate::store_host::{SimStore, StoreLink};
+use crate::world::{instance_ids, redis_coordination};
+
+pub const TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_";
+pub const CRYPTO_TOKEN: &str = "777:SimCryptoPayToken";
+pub const WEBHOOK_SECRET: &str = "sim-webhook-secret";
+pub const TELEGRAM_HOST: &str = "telegram";
+pub const OUTLINE_HOST: &str = "outline";
+pub const CRYPTO_HOST: &str = "cryptopay";
+pub const BALANCER_HOST: &str = "balancer";
+pub const BOT_PORT: u16 = 8080;
+pub const CRYPTO_WEBHOOK_PATH: &str = "/crypto-pay/webhook";
+pub const TELEGRAM_HOOK_PATH: &str = "/telegram/hook";
+/// The admins of every whole-bot run; shoppers are numbered from `FIRST_SHOPPER`.
+pub const ADMINS: [i64; 2] = [1, 2];
+pub const FIRST_SHOPPER: i64 = 100;
+
+/// The bot's adapters in this world: the live Telegram and provider clients over simulated TCP.
+pub struct WholeBot;
+
+impl Adapters for WholeBot {
+    type Store = SimStore;
+    type Coordination = AnyCoordination<SimDialer>;
+    type Vpn = OutlineClient<SimNetwork>;
+    type Messenger = TelegramMessenger<SimNetwork>;
+    type Crypto = CryptoPayClient<SimNetwork>;
+}
+
+pub fn url(text: &str) -> url::Url {
+    url::Url::parse(text).expect("a valid URL")
+}
+
+/// The shop's rules of these runs: the seed's, with the two admins.
+pub fn rules() -> Rules {
+    let mut rules = crate::seed::rules();
+    rules.admins = ADMINS.iter().map(|a| atlas::domain::UserId::new(*a).expect("positive")).collect();
+    rules
+}
+
+/// The fake servers of a run; each records what it saw, and survives its host's restarts.
+#[derive(Clone)]
+pub struct Fakes {
+    pub telegram: FakeBotApi,
+    pub outline: FakeOutline,
+    pub crypto: FakeCryptoPay,
+}
+
+impl Fakes {
+    pub fn new(redelivery: Redelivery) -> Fakes {
+        Fakes {
+            telegram: FakeBotApi::new(TOKEN, redelivery),
+            outline: FakeOutline::new("secretpath"),
+            crypto: FakeCryptoPay::new(CRYPTO_TOKEN),
+        }
+    }
+}
+
+/// Serves `router` on `port` of the current simulated host.
+pub async fn serving(port: u16, router: axum::Router) -> turmoil::Result {
+    let listener = SimListener::bind(port).await?;
+    atlas::net::server::serve(listener, router, std::future::pending::<()>(), Duration::ZERO).await;
+    Ok(())
+}
+
+/// Adds the fake Bot API (with its webhook pusher), the Outline panel and Crypto Pay as hosts.
+pub fn add_fakes(sim: &mut turmoil::Sim<'_>, fakes: &Fakes) {
+    let api = fakes.telegram.clone();
+    sim.host(TELEGRAM_HOST, move || {
+        let api = api.clone();
+        async move {
+            let pusher = HttpClient::new(SimNetwork, None)?;
+            tokio::spawn(deliver_webhooks(api.clone(), pusher, std::future::pending()));
+            serving(8081, api.router()).await
+        }
+    });
+    let panel = fakes.outline.clone();
+    sim.host(OUTLINE_HOST, move || serving(8443, panel.router()));
+    let books = fakes.crypto.clone();
+    sim.host(CRYPTO_HOST, move || serving(80, books.router()));
+}
+
+/// Instances told to stop (SIGTERM), by index; the runner clears one when it starts it again.
+pub type Stopping = Arc<Mutex<BTreeSet<usize>>>;
+
+/// What one instance is: its place, its design, its clock, how updates reach it.
+#[derive(Clone)]
+pub struct InstanceSpec {
+    pub index: usize,
+    pub seed: u64,
+    pub mode: Mode,
+    pub skew_ms: i64,
+    pub intake: BotIntake,
+    pub updates_in_flight_max: usize,
+    /// The chat lease (and the legacy design's), shortened like the scenario's.
+    pub lease: Duration,
+    pub stopping: Stopping,
+}
+
+/// Resolves when the runner sends this instance SIGTERM.
+async fn sigterm(stopping: Stopping, index: usize) {
+    loop {
+        if stopping.lock().unwrap_or_else(|p| p.into_inner()).contains(&index) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One instance: `atlas-bot run` with the simulation's adapters, through the same run function.
+pub async fn instance(link: StoreLink, spec: InstanceSpec) -> turmoil::Result {
+    let clock: Arc<dyn Clock> = Arc::new(SimClock { skew_ms: spec.skew_ms });
+    let ids: Arc<dyn Ids> = instance_ids(spec.seed, spec.index, sim_now());
+    let http = || HttpClient::new(SimNetwork, None);
+    let telegram = Arc::new(BotApi::new(
+        http()?,
+        url(&format!("http://{TELEGRAM_HOST}:8081")),
+        SecretString::from(TOKEN.to_owned()),
+    ));
+    let resilience = |name| Resilience::new(name, clock.clone(), ids.clone());
+    let coordination = match spec.mode {
+        Mode::Redis => AnyCoordination::Redis(redis_coordination(clock.clone(), ids.clone(), spec.lease)),
+        Mode::Legacy => {
+            AnyCoordination::Legacy(LegacyCoordination::new(clock.clone(), ids.clone()).with_lease_ttl(spec.lease))
+        }
+    };
+    let parts: Parts<WholeBot> = Parts {
+        store: SimStore::new(link, spec.index, Default::default()),
+        coordination,
+        vpn: OutlineClient::new(
+            http()?,
+            url(&format!("http://{OUTLINE_HOST}:8443/secretpath")),
+            resilience("the VPN panel"),
+        ),
+        messenger: TelegramMessenger::new(telegram.clone(), clock.clone()),
+        crypto: CryptoPayClient::new(
+            http()?,
+            url(&format!("http://{CRYPTO_HOST}:80/")),
+            SecretString::from(CRYPTO_TOKEN.to_owned()),
+            Duration::from_secs(3600),
+            resilience("Crypto Pay"),
+        ),
+        clock: clock.clone(),
+        ids,
+    };
+    let intake = match spec.intake {
+        BotIntake::Webhook => Intake::Webhook {
+            url: url(&format!("http://{BALANCER_HOST}:{BOT_PORT}{TELEGRAM_HOOK_PATH}")),
+            secret: SecretString::from(WEBHOOK_SECRET.to_owned()),
+            max_connections: 8,
+        },
+        BotIntake::Polling => Intake::Polling,
+    };
+    let config = RunConfig {
+        intake,
+        updates_in_flight_max: spec.updates_in_flight_max,
+        shutdown_timeout: Duration::from_secs(5),
+        workers: WorkerConfig { interval: Duration::from_secs(1), ..WorkerConfig::default() },
+        payment_webhook: Some((CRYPTO_WEBHOOK_PATH.into(), SecretString::from(CRYPTO_TOKEN.to_owned()))),
+    };
+    let listener = SimListener::bind(BOT_PORT).await?;
+    let shutdown = sigterm(spec.stopping.clone(), spec.index);
+    run(parts, rules(), telegram, None, config, listener, shutdown).await?;
+    Ok(())
+}
+
+/// The user an update is about (a message's sender, a button's presser), for sticky routing.
+fn user_of(body: &[u8]) -> Option<i64> {
+    let update: serde_json::Value = serde_json::from_slice(body).ok()?;
+    ["message", "callback_query", "pre_checkout_query", "my_chat_member"]
+        .iter()
+        .find_map(|kind| update.get(*kind)?["from"]["id"].as_i64())
+}
+
+/// The balancer in front of the instances: each request to an instance picked by `routing`, and
+/// to the next one when that one does not answer (as a health-checking balancer would).
+pub fn balancer(instances: Vec<String>, routing: Routing) -> impl Future<Output = turmoil::Result> {
+    use axum::extract::{Request, State};
+    use axum::response::IntoResponse;
+    struct Lb {
+        instances: Vec<String>,
+        routing: Routing,
+        next: std::sync::atomic::AtomicUsize,
+        client: HttpClient<SimNetwork>,
+    }
+    async fn forward(State(lb): State<Arc<Lb>>, request: Request) -> axum::response::Response {
+        let (parts, body) = request.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, 1 << 20).await else {
+            return hyper::StatusCode::BAD_REQUEST.into_response();
+        };
+        let headers: Vec<(&'static str, String)> =
+            ["content-type", "x-telegram-bot-api-secret-token", atlas::providers::cryptopay::SIGNATURE_HEADER]
+                .into_iter()
+                .filter_map(|name| Some((name, parts.headers.get(name)?.to_str().ok()?.to_owned())))
+                .collect();
+        let n = lb.instances.len();
+        let first = match (lb.routing, user_of(&body)) {
+            (Routing::Sticky, Some(user)) => user.rem_euclid(n as i64) as usize,
+            _ => lb.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        for k in 0..n {
+            let host = &lb.instances[(first + k) % n];
+            let to = url(&format!("http://{host}:{BOT_PORT}{}", parts.uri.path()));
+            if let Ok(answer) =
+                lb.client.request(parts.method.clone(), &to, &headers, body.clone(), Duration::from_secs(20)).await
+            {
+                return (answer.status, answer.body).into_response();
+            }
+        }
+        hyper::StatusCode::BAD_GATEWAY.into_response()
+    }
+    async move {
+        let client = HttpClient::new(SimNetwork, None)?;
+        let lb = Arc::new(Lb { instances, routing, next: Default::default(), client });
+        let router = axum::Router::new().fallback(forward).with_state(lb);
+        serving(BOT_PORT, router).await
+    }
+}

@@ -1,0 +1,238 @@
+//! The whole bot in the simulation: instances running `atlas-bot`'s own run function behind a
+//! balancer, the fake Bot API, Outline panel and Crypto Pay on their hosts, the sim Redis and the
+//! store model, and users who read the bot's replies and press its buttons. A scenario with the
+//! `bot` workload runs here; its invariants are judged from what users saw, what the fake hosts
+//! recorded and the database at the end (`checks`).
+
+pub mod actors;
+pub mod checks;
+pub mod hosts;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use atlas::domain::{Language, Money, PaymentProviderKind, Percent, PromoCode, ProviderPaymentId, UserId};
+use atlas::ports::store::Subscriptions as _;
+use atlas::ports::store::{Accounts as _, NewPromo, Promos as _, ProviderPayment, PurchaseRequest, Purchases as _};
+use chrono::TimeZone as _;
+use futures::FutureExt as _;
+
+use crate::bot_api::Redelivery;
+use crate::clock::{SIM_EPOCH_UNIX_SECS, sim_now};
+use crate::history::{self, Event, JourneyEnd, Record, SharedHistory};
+use crate::runner::{Action, Progress, RunResult, apply, instance_name, network_of, schedule, skew_of};
+use crate::scenario::{BotWorkload, Invariant, Mode, Scenario};
+use crate::store_host::{STORE_HOST, SimStore, StoreLink};
+use crate::world::{self, Shared};
+use actors::Crowd;
+use hosts::{BALANCER_HOST, FIRST_SHOPPER, Fakes, InstanceSpec, Stopping};
+
+/// What each shopper starts with on the balance (minor units: 5,000 ₽).
+const SHOPPER_BALANCE_MINOR: i64 = 500_000;
+/// The run's promo code: 20% off, for half the shoppers.
+pub const PROMO: &str = "SIMSALE";
+
+/// After the last user is done, time for what is still in flight (a duplicate delivery, a worker
+/// tick) before the run is judged.
+const SETTLE: Duration = Duration::from_secs(5);
+
+fn at(elapsed: Duration) -> chrono::DateTime<chrono::Utc> {
+    let epoch = chrono::Utc.timestamp_opt(SIM_EPOCH_UNIX_SECS, 0).single().expect("a valid epoch");
+    epoch + chrono::Duration::from_std(elapsed).unwrap_or_default()
+}
+
+/// Runs a store call on the model in place (the direct store answers at once).
+fn now<T>(call: impl std::future::Future<Output = T>) -> T {
+    call.now_or_never().expect("the direct store answers at once")
+}
+
+/// The shoppers, their balances and the promo code, arranged through the store's own operations;
+/// with `expiring_at_secs`, each shopper also holds a period ending then, auto-renewal on.
+fn seed_store(link: &StoreLink, bot: &BotWorkload) -> anyhow::Result<()> {
+    let store = SimStore::direct_on(link.clone());
+    let start = at(Duration::ZERO);
+    for i in 0..i64::from(bot.users) {
+        let user = UserId::new(FIRST_SHOPPER + i).expect("positive");
+        let payment = ProviderPayment {
+            provider: PaymentProviderKind::Crypto,
+            payment_id: ProviderPaymentId::parse(&format!("seed-{user}")).expect("valid"),
+            amount: Money::positive(SHOPPER_BALANCE_MINOR).expect("positive"),
+        };
+        if let Some(ends) = bot.expiring_at_secs {
+            // Bought one period ago, so that it ends `ends` seconds into the run.
+            let bought = start - chrono::Duration::days(i64::from(crate::seed::PERIOD_DAYS))
+                + chrono::Duration::milliseconds((ends * 1000.0) as i64);
+            now(store.register_user(user, Language::En, None, None, bought))?;
+            now(store.top_up(user, payment, bought))?;
+            let request = PurchaseRequest {
+                user,
+                tariff: crate::seed::tariff(),
+                days: crate::seed::PERIOD_DAYS,
+                promo: None,
+                idempotency_key: None,
+            };
+            now(store.purchase_from_balance(request, bought))?;
+            now(store.set_auto_renew(user, true, bought))?;
+        } else {
+            now(store.register_user(user, Language::En, None, None, start))?;
+            now(store.top_up(user, payment, start))?;
+        }
+    }
+    let promo = NewPromo {
+        code: PromoCode::parse(PROMO).expect("a valid code"),
+        discount: Percent::new(20).expect("20%"),
+        max_uses: std::num::NonZeroU32::new(bot.users.div_ceil(2)),
+        expires_at: None,
+        created_by: UserId::new(hosts::ADMINS[0]).expect("positive"),
+        correlation_id: None,
+    };
+    now(store.create_promo(promo, start)).map_err(|e| anyhow::anyhow!("the run's promo code: {e:?}"))?;
+    Ok(())
+}
+
+pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> anyhow::Result<RunResult> {
+    let duration = Duration::from_secs_f64(scenario.duration_secs);
+    let history: SharedHistory = Default::default();
+    let shared = Shared::default();
+    seed_store(&shared.store, bot)?;
+    let redelivery = Redelivery {
+        first: Duration::from_millis(200),
+        max: Duration::from_secs(2),
+        answer_timeout: Duration::from_secs(30),
+        duplicate_percent: bot.duplicate_percent,
+        seed,
+    };
+    let fakes = Fakes::new(redelivery);
+    let tick = Duration::from_millis(scenario.tick_ms);
+    let mut sim = world::builder(seed, duration + SETTLE + Duration::from_secs(1), tick, network_of(scenario)).build();
+    world::add_redis(&mut sim, shared.redis.clone());
+    let link = shared.store.clone();
+    sim.host(STORE_HOST, move || crate::store_host::serve(link.clone()));
+    hosts::add_fakes(&mut sim, &fakes);
+    let names: Vec<String> = (0..scenario.instances).map(instance_name).collect();
+    let routing = bot.routing;
+    sim.host(BALANCER_HOST, move || hosts::balancer(names.clone(), routing));
+    let stopping: Stopping = Default::default();
+    for index in 0..scenario.instances {
+        let spec = InstanceSpec {
+            index,
+            seed,
+            mode,
+            skew_ms: skew_of(scenario, index),
+            intake: bot.intake,
+            updates_in_flight_max: bot.updates_in_flight_max,
+            lease: Duration::from_millis(scenario.lease_ms),
+            stopping: stopping.clone(),
+        };
+        let link = shared.store.clone();
+        sim.host(instance_name(index), move || hosts::instance(link.clone(), spec.clone()));
+    }
+    let crowd = Rc::new(Crowd::new(fakes.clone(), history.clone(), bot.clone(), PROMO.into()));
+    let finished: Rc<Cell<Option<Duration>>> = Rc::default();
+    let done = finished.clone();
+    sim.host("users", move || {
+        let (crowd, done) = (crowd.clone(), done.clone());
+        async move {
+            actors::users(crowd, seed).await;
+            done.set(Some(sim_now()));
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+
+    let mut pending = schedule(scenario);
+    pending.reverse();
+    loop {
+        while pending.last().is_some_and(|(at, _)| *at <= sim.elapsed()) {
+            let (_, action) = pending.pop().expect("checked");
+            match action {
+                Action::Stop(i) => {
+                    history::lock(&history).push(Event::Fault(crate::history::FaultEvent::Stopped(i)));
+                    stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(i);
+                }
+                action => {
+                    if let Action::Bounce(i) = action {
+                        stopping.lock().unwrap_or_else(|p| p.into_inner()).remove(&i);
+                    }
+                    apply(&mut sim, action, &history, &shared, &Default::default());
+                }
+            }
+        }
+        let over = finished.get().is_some_and(|at| sim.elapsed() >= at + SETTLE);
+        if over || sim.elapsed() >= duration + SETTLE {
+            break;
+        }
+        sim.step().map_err(|e| anyhow::anyhow!("the simulation failed: {e}"))?;
+    }
+    let simulated = sim.elapsed();
+    drop(sim);
+    let mut history = std::mem::take(&mut *history::lock(&history));
+    unfinished(&mut history, bot, seed, simulated);
+    let records = checks::BotRecords {
+        calls: fakes.telegram.calls(),
+        created_keys: fakes.outline.created(),
+        money: shared.store.with_model(|m| m.money_findings()),
+        promo: shared.store.with_model(|m| m.promo_findings()),
+        open_work: shared.store.with_model(|m| m.open_work(at(simulated))),
+    };
+    let violations: Vec<(Invariant, String)> = scenario
+        .invariants
+        .iter()
+        .filter_map(|&inv| checks::check(inv, &history, &records).map(|why| (inv, why)))
+        .collect();
+    let progress = Progress {
+        planned: (bot.users * bot.journeys_per_user) as usize,
+        done: history
+            .records
+            .iter()
+            .filter(|r| matches!(&r.event, Event::Journey { end: JourneyEnd::Done | JourneyEnd::Refused(_), .. }))
+            .count(),
+    };
+    record_calls(&mut history, &records, &fakes);
+    Ok(RunResult { seed, mode, hash: history.hash(), history, violations, simulated, progress })
+}
+
+/// Journeys the run ended in the middle of (or before), recorded as unfinished.
+fn unfinished(history: &mut history::History, bot: &BotWorkload, seed: u64, end: Duration) {
+    for i in 0..i64::from(bot.users) {
+        let user = FIRST_SHOPPER + i;
+        let ended = history
+            .records
+            .iter()
+            .filter(|r| match &r.event {
+                Event::Journey { user: u, attempt, end, .. } => {
+                    *u == user && (*attempt == 2 || !matches!(end, JourneyEnd::Stuck { .. }))
+                }
+                _ => false,
+            })
+            .count();
+        let plan = actors::plan(bot, seed, user);
+        if let Some(journey) = plan.get(ended) {
+            let event = Event::Journey { user, journey: *journey, attempt: 1, end: JourneyEnd::Unfinished };
+            history.records.push(Record { at: end, event });
+        }
+    }
+}
+
+/// Every call the fake hosts saw goes into the history (so its hash tells runs apart, and a
+/// replay shows them).
+fn record_calls(history: &mut history::History, records: &checks::BotRecords, fakes: &Fakes) {
+    for call in &records.calls {
+        let event = Event::Call { host: hosts::TELEGRAM_HOST, call: format!("{} {}", call.method, call.body) };
+        history.records.push(Record { at: call.at, event });
+    }
+    history.records.sort_by_key(|r| r.at);
+    let end = history.records.last().map_or(Duration::ZERO, |r| r.at);
+    for (method, id) in fakes.outline.calls() {
+        history
+            .records
+            .push(Record { at: end, event: Event::Call { host: hosts::OUTLINE_HOST, call: format!("{method} {id}") } });
+    }
+    for (method, body) in fakes.crypto.calls() {
+        history.records.push(Record {
+            at: end,
+            event: Event::Call { host: hosts::CRYPTO_HOST, call: format!("{method} {body}") },
+        });
+    }
+}
