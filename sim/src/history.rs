@@ -135,6 +135,8 @@ pub enum JourneyEnd {
     Refused(String),
     /// The user waited in vain at `step` (0 is the first) for a reply containing `waiting_for`.
     Stuck { step: u32, waiting_for: String },
+    /// The user waited in vain for what a background worker owed them (their key).
+    Waited(String),
     /// The run ended while the journey was still going.
     Unfinished,
 }

@@ -27,10 +27,20 @@ use crate::scenario::{BotWorkload, Journey};
 
 /// How long a user waits for a reply before they give up on the step.
 pub const PATIENCE: Duration = Duration::from_secs(30);
+/// How long a user waits for their key after paying: an activation claimed by an instance that
+/// died is retried when its claim (60 s) runs out.
+pub const KEY_PATIENCE: Duration = Duration::from_secs(100);
 
 /// Clear answers that end a journey where it is (a limit reached, a code used up meanwhile).
-const REFUSALS: [&str; 5] =
-    ["Too many attempts", "has been used up", "already used this promo", "Not enough money", "not available right now"];
+const REFUSALS: [&str; 7] = [
+    "Too many attempts",
+    "has been used up",
+    "already used this promo",
+    "Not enough money",
+    "not available right now",
+    "The service is busy right now",
+    "Something went wrong on our side",
+];
 
 /// Replies that show the bot no longer knows where the user was: waiting on is pointless.
 const LOST: [&str; 3] = ["no longer active", "did not understand", "unfinished step was reset"];
@@ -216,7 +226,11 @@ impl Actor<'_> {
 
     /// Waits (at most `PATIENCE`) until `done` holds, looking again at each message delivered.
     async fn until(&self, done: impl Fn(&Self) -> bool, what: &str) -> Step<()> {
-        let deadline = Instant::now() + PATIENCE;
+        self.until_within(PATIENCE, done, what).await
+    }
+
+    async fn until_within(&self, patience: Duration, done: impl Fn(&Self) -> bool, what: &str) -> Step<()> {
+        let deadline = Instant::now() + patience;
         loop {
             let told = self.api().told();
             if done(self) {
@@ -288,8 +302,26 @@ impl Actor<'_> {
                 self.step(Act::Press(method), &["✅ Paid"]).await?;
             }
         }
-        self.step += 1;
-        self.until_told("Your key is ready", 1).await
+        self.key().await
+    }
+
+    /// Waits for the key: told by the activation worker, or (as the bot tells people to do)
+    /// found under "My subscription", looked at every 20 s.
+    async fn key(&mut self) -> Step<()> {
+        let deadline = Instant::now() + KEY_PATIENCE;
+        while Instant::now() < deadline {
+            let ready = |me: &Self| me.told_count("Your key is ready") >= 1;
+            if self.until_within(Duration::from_secs(20), ready, "").await.is_ok() {
+                return Ok(());
+            }
+            self.step(Act::Text("/start"), &["Welcome"]).await?;
+            let (found, _) =
+                self.step(Act::Press("My subscription"), &["Your key (tap to copy)", "being prepared"]).await?;
+            if found == 0 {
+                return Ok(());
+            }
+        }
+        Err(JourneyEnd::Waited("the key".into()))
     }
 
     /// The Stars invoices sent to this chat.
@@ -353,9 +385,18 @@ impl Actor<'_> {
                 .find(|m| m["text"].as_str().is_some_and(|t| t.contains(&notice)))
                 .and_then(|m| button_in(m, "Approve"))
                 .ok_or_else(|| self.stuck(format!("an Approve button on {notice:?}")))?;
-            let admin_since = admin.api().message_count(admin.chat);
-            admin.press(&data, "Approve");
-            admin.wait(admin_since, &["approved", "already"]).await?;
+            // An admin told to try again later (Redis away) presses again, as a person would.
+            for _ in 0..5 {
+                let admin_since = admin.api().message_count(admin.chat);
+                admin.press(&data, "Approve");
+                match admin.wait(admin_since, &["approved", "already"]).await {
+                    Err(JourneyEnd::Refused(_)) => tokio::time::sleep(Duration::from_secs(3)).await,
+                    done => {
+                        done?;
+                        break;
+                    }
+                }
+            }
         }
         self.step += 1;
         self.wait(since, &["has been paid out"]).await.map(|_| ())
@@ -380,6 +421,7 @@ impl Actor<'_> {
         if self.told_count("Your key is ready") == 0 {
             self.buy("From balance").await?;
         }
+        self.key().await?;
         let _desk = self.crowd.desk.lock().await;
         let mut admins: Vec<Actor<'_>> =
             ADMINS.iter().map(|a| Actor { crowd: self.crowd, chat: *a, step: 0, reply_from: 0 }).collect();
@@ -399,14 +441,23 @@ impl Actor<'_> {
         Ok(())
     }
 
-    /// Wrong promo codes, one every 100 ms, without waiting for the answers; then the answers.
+    /// A brute-forcer: 25 wrong promo codes, each sent as soon as the last was answered; told
+    /// to wait, they wait a little and go on; when the bot lost their place, they open the
+    /// promo prompt again.
     async fn spam_promo(&mut self) -> Step<()> {
         self.step(Act::Press("Promo code"), &["Send your promo code"]).await?;
-        for n in 0..15 {
-            self.act(Act::Text(&format!("WRONG{}X{n}", self.chat)))?;
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        for n in 0..25 {
+            let code = format!("WRONG{}X{n}", self.chat);
+            match self.step(Act::Text(&code), &["no such promo code"]).await {
+                Ok(_) => {}
+                Err(JourneyEnd::Refused(_)) => tokio::time::sleep(Duration::from_secs(2)).await,
+                Err(JourneyEnd::Stuck { .. }) => {
+                    self.step(Act::Text("/start"), &["Welcome"]).await?;
+                    self.step(Act::Press("Promo code"), &["Send your promo code"]).await?;
+                }
+                Err(other) => return Err(other),
+            }
         }
-        tokio::time::sleep(Duration::from_secs(3)).await;
         Ok(())
     }
 

@@ -179,12 +179,14 @@ fn liveness(history: &History, records: &BotRecords) -> Option<String> {
         }
         last.insert((user, *n), (journey, end));
     }
-    for ((user, _), (journey, end)) in &last {
-        if matches!(end, JourneyEnd::Stuck { .. } | JourneyEnd::Unfinished) {
-            return Some(format!("user {user}, {}: never finished ({end:?})", journey.name()));
-        }
+    let stranded = last.iter().find_map(|((user, _), (journey, end))| {
+        matches!(end, JourneyEnd::Stuck { .. } | JourneyEnd::Waited(_) | JourneyEnd::Unfinished)
+            .then(|| format!("user {user}, {}: never finished ({end:?})", journey.name()))
+    });
+    match (stranded, first(&records.open_work)) {
+        (Some(user), Some(store)) => Some(format!("{user}; in the store: {store}")),
+        (user, store) => user.or(store),
     }
-    first(&records.open_work)
 }
 
 /// Promo codes are checked at most 10 times a minute per user, across every instance.

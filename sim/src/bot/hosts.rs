@@ -191,7 +191,11 @@ pub async fn instance(link: StoreLink, spec: InstanceSpec) -> turmoil::Result {
     };
     let listener = SimListener::bind(BOT_PORT).await?;
     let shutdown = sigterm(spec.stopping.clone(), spec.index);
-    run(parts, rules(), telegram, None, config, listener, shutdown).await?;
+    if let Err(e) = run(parts, rules(), telegram, None, config, listener, shutdown).await {
+        // The process exits (as `atlas-bot run` would, with status 1); the run goes on without
+        // it, and the checkers see what its users missed.
+        tracing::error!(instance = spec.index, error = %e, "the instance exited");
+    }
     Ok(())
 }
 

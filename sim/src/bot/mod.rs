@@ -36,6 +36,9 @@ pub const PROMO: &str = "SIMSALE";
 /// After the last user is done, time for what is still in flight (a duplicate delivery, a worker
 /// tick) before the run is judged.
 const SETTLE: Duration = Duration::from_secs(5);
+/// How long past `duration_secs` users may still be at it before the run is cut (and what they
+/// were doing counted as unfinished).
+const OVERTIME: Duration = Duration::from_secs(150);
 
 fn at(elapsed: Duration) -> chrono::DateTime<chrono::Utc> {
     let epoch = chrono::Utc.timestamp_opt(SIM_EPOCH_UNIX_SECS, 0).single().expect("a valid epoch");
@@ -105,7 +108,8 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     };
     let fakes = Fakes::new(redelivery);
     let tick = Duration::from_millis(scenario.tick_ms);
-    let mut sim = world::builder(seed, duration + SETTLE + Duration::from_secs(1), tick, network_of(scenario)).build();
+    let mut sim =
+        world::builder(seed, duration + OVERTIME + Duration::from_secs(1), tick, network_of(scenario)).build();
     world::add_redis(&mut sim, shared.redis.clone());
     let link = shared.store.clone();
     sim.host(STORE_HOST, move || crate::store_host::serve(link.clone()));
@@ -159,8 +163,10 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
                 }
             }
         }
-        let over = finished.get().is_some_and(|at| sim.elapsed() >= at + SETTLE);
-        if over || sim.elapsed() >= duration + SETTLE {
+        // The run lasts `duration_secs` at least (the workers' time), and until the users are
+        // done and settled, within the overtime.
+        let done = finished.get().is_some_and(|at| sim.elapsed() >= (at + SETTLE).max(duration));
+        if done || sim.elapsed() >= duration + OVERTIME {
             break;
         }
         sim.step().map_err(|e| anyhow::anyhow!("the simulation failed: {e}"))?;

@@ -63,7 +63,10 @@ impl Model {
         }
         for s in self.subscriptions.values() {
             if s.expires_at > now && s.activation_status != ActivationStatus::Active {
-                found.push(format!("subscription {} of user {} has no key ({:?})", s.id, s.user, s.activation_status));
+                found.push(format!(
+                    "subscription {} of user {} has no key ({:?}, {} attempts, next at {:?})",
+                    s.id, s.user, s.activation_status, s.activation_attempts, s.activation_next_at
+                ));
             }
         }
         found
