@@ -416,6 +416,9 @@ impl Scenario {
         if let Workload::Bot(bot) = &self.workload {
             anyhow::ensure!(!bot.journeys.is_empty(), "the bot workload needs at least one journey");
             anyhow::ensure!(bot.users >= 1, "the bot workload needs at least one user");
+            anyhow::ensure!(bot.journeys_per_user >= 1, "the bot workload needs at least one journey per user");
+            anyhow::ensure!(bot.updates_in_flight_max >= 1, "updates_in_flight_max must be at least 1");
+            anyhow::ensure!(bot.think_ms[0] <= bot.think_ms[1], "think_ms is [low, high]");
             anyhow::ensure!(bot.duplicate_percent <= 100, "duplicate_percent is a percentage");
             for fault in &self.faults {
                 anyhow::ensure!(

@@ -239,7 +239,9 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
     let mut payments: BTreeMap<i64, usize> = BTreeMap::new();
     for record in &history.records {
         match &record.event {
-            Event::Journey { user, journey: Journey::Reissue, .. } => *reissues.entry(*user).or_default() += 1,
+            Event::Journey { user, journey: Journey::Reissue, end: JourneyEnd::Done, .. } => {
+                *reissues.entry(*user).or_default() += 1
+            }
             Event::Said { user, what } if what.starts_with("paid ") => *payments.entry(*user).or_default() += 1,
             _ => {}
         }

@@ -152,7 +152,8 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             let (_, action) = pending.pop().expect("checked");
             match action {
                 Action::Stop(i) => {
-                    history::lock(&history).push(Event::Fault(crate::history::FaultEvent::Stopped(i)));
+                    let event = Event::Fault(crate::history::FaultEvent::Stopped(i));
+                    history::lock(&history).records.push(Record { at: sim.elapsed(), event });
                     stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(i);
                 }
                 action => {
