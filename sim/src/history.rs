@@ -111,6 +111,13 @@ pub enum Event {
         query: String,
         label: String,
     },
+    /// A user of a whole-bot run paid at a provider: Crypto Pay's invoice id, or the Stars
+    /// charge id.
+    Paid {
+        user: i64,
+        provider: &'static str,
+        id: String,
+    },
     /// A user's journey through the bot ended.
     Journey {
         user: i64,

@@ -32,15 +32,12 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 pub const KEY_PATIENCE: Duration = Duration::from_secs(100);
 
 /// Clear answers that end a journey where it is (a limit reached, a code used up meanwhile).
-const REFUSALS: [&str; 7] = [
-    "Too many attempts",
-    "has been used up",
-    "already used this promo",
-    "Not enough money",
-    "not available right now",
-    "The service is busy right now",
-    "Something went wrong on our side",
-];
+const REFUSALS: [&str; 4] = ["Too many attempts", "has been used up", "already used this promo", "Not enough money"];
+
+/// Answers that ask the user to try again later: they do, a few times, then give up (stuck).
+const TRY_LATER: [&str; 3] =
+    ["The service is busy right now", "Something went wrong on our side", "not available right now"];
+const TRIES: u32 = 3;
 
 /// Replies that show the bot no longer knows where the user was: waiting on is pointless.
 const LOST: [&str; 3] = ["no longer active", "did not understand", "unfinished step was reset"];
@@ -88,7 +85,7 @@ pub fn plan(workload: &BotWorkload, seed: u64, user: i64) -> Vec<Journey> {
 pub async fn users(crowd: Rc<Crowd>, seed: u64) {
     // The admins have started the bot (it can only write to people who have).
     for admin in ADMINS {
-        let mut actor = Actor { crowd: &crowd, chat: admin, step: 0, reply_from: 0 };
+        let mut actor = actor(&crowd, admin);
         if let Err(end) = actor.step(Act::Text("/start"), &["Welcome"]).await {
             crowd.note(Event::Journey { user: admin, journey: Journey::Browse, attempt: 1, end });
         }
@@ -103,7 +100,7 @@ pub async fn users(crowd: Rc<Crowd>, seed: u64) {
             tokio::time::sleep(between(&ids, think)).await;
             for journey in plan(&crowd.workload, seed, user) {
                 for attempt in 1..=2 {
-                    let mut actor = Actor { crowd: &crowd, chat: user, step: 0, reply_from: 0 };
+                    let mut actor = actor(&crowd, user);
                     let end = match actor.go(journey).await {
                         Ok(()) => JourneyEnd::Done,
                         Err(end) => end,
@@ -123,6 +120,7 @@ pub async fn users(crowd: Rc<Crowd>, seed: u64) {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Act<'s> {
     Text(&'s str),
     Press(&'s str),
@@ -138,6 +136,11 @@ struct Actor<'c> {
     reply_from: usize,
 }
 
+/// A new actor for `chat`, at the start of a journey.
+fn actor(crowd: &Crowd, chat: i64) -> Actor<'_> {
+    Actor { crowd, chat, step: 0, reply_from: 0 }
+}
+
 type Step<T> = Result<T, JourneyEnd>;
 
 impl Actor<'_> {
@@ -149,18 +152,36 @@ impl Actor<'_> {
         JourneyEnd::Stuck { step: self.step, waiting_for }
     }
 
+    /// An admin's failure while serving this user's journey, as this journey's, at its step.
+    fn theirs(&self, admin: i64, end: JourneyEnd) -> JourneyEnd {
+        match end {
+            JourneyEnd::Stuck { waiting_for, .. } => self.stuck(format!("admin {admin}: {waiting_for}")),
+            other => other,
+        }
+    }
+
     /// Does `act`, then waits for a reply containing one of `expect`: which one, and its text.
     async fn step(&mut self, act: Act<'_>, expect: &[&str]) -> Step<(usize, String)> {
-        if let Act::Press(label) = act {
-            // The reply may come as more than one message: the button may be in a later one.
-            self.until(|me| me.button(label).is_some(), &format!("a button {label:?}")).await?;
+        for _ in 0..TRIES {
+            if let Act::Press(label) = act {
+                // The reply may come as more than one message: the button may be in a later one.
+                self.until(|me| me.button(label).is_some(), &format!("a button {label:?}")).await?;
+            }
+            let since = self.api().message_count(self.chat);
+            self.act(act)?;
+            match self.wait(since, expect).await {
+                Err(JourneyEnd::Refused(why)) if TRY_LATER.contains(&why.as_str()) => {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                found => {
+                    let found = found?;
+                    self.reply_from = since;
+                    self.step += 1;
+                    return Ok(found);
+                }
+            }
         }
-        let since = self.api().message_count(self.chat);
-        self.act(act)?;
-        let found = self.wait(since, expect).await?;
-        self.reply_from = since;
-        self.step += 1;
-        Ok(found)
+        Err(self.stuck(format!("{expect:?}, told to try later {TRIES} times")))
     }
 
     fn act(&mut self, act: Act<'_>) -> Step<()> {
@@ -201,7 +222,7 @@ impl Actor<'_> {
                 if let Some(i) = expect.iter().position(|needle| text.contains(needle)) {
                     return Ok((i, text.to_owned()));
                 }
-                if let Some(refusal) = REFUSALS.iter().find(|r| text.contains(*r)) {
+                if let Some(refusal) = REFUSALS.iter().chain(&TRY_LATER).find(|r| text.contains(*r)) {
                     return Err(JourneyEnd::Refused((*refusal).to_owned()));
                 }
                 if LOST.iter().any(|lost| text.contains(lost)) {
@@ -272,11 +293,11 @@ impl Actor<'_> {
                 let (_, text) = self.step(Act::Press(method), &["in crypto here"]).await?;
                 let invoice = invoice_id(&text).ok_or_else(|| self.stuck(format!("an invoice link in {text:?}")))?;
                 self.crowd.fakes.crypto.pay(invoice);
-                self.crowd.note(Event::Said { user: self.chat, what: format!("paid invoice {invoice}") });
+                self.crowd.note(Event::Paid { user: self.chat, provider: "crypto", id: invoice.to_string() });
                 let since = self.api().message_count(self.chat);
-                for update_id in 0..self.crowd.workload.crypto_webhooks {
-                    self.crypto_webhook(invoice, i64::from(update_id) + invoice * 10).await;
-                }
+                // Every copy at once, with the one update id Crypto Pay gives a delivery.
+                let copies = (0..self.crowd.workload.crypto_webhooks).map(|_| self.crypto_webhook(invoice, invoice));
+                futures::future::join_all(copies).await;
                 self.wait(since, &["Payment received"]).await?;
             }
             "Telegram Stars" => {
@@ -292,10 +313,11 @@ impl Actor<'_> {
                 self.approved(&query).await?;
                 let charge = self.crowd.charges.get() + 1;
                 self.crowd.charges.set(charge);
-                let paid = updates::paid(self.chat, "en", &payload, stars, &format!("charge-{charge}"));
+                let charge = format!("charge-{charge}");
+                let paid = updates::paid(self.chat, "en", &payload, stars, &charge);
                 let since = self.api().message_count(self.chat);
                 self.api().push(paid);
-                self.crowd.note(Event::Said { user: self.chat, what: format!("paid {stars} stars") });
+                self.crowd.note(Event::Paid { user: self.chat, provider: "stars", id: charge });
                 self.wait(since, &["Payment received"]).await?;
             }
             _ => {
@@ -309,11 +331,14 @@ impl Actor<'_> {
     /// found under "My subscription", looked at every 20 s.
     async fn key(&mut self) -> Step<()> {
         let deadline = Instant::now() + KEY_PATIENCE;
+        // Told once already (an earlier purchase): a longer period keeps that key, so look.
+        let mut look = self.told_count("Your key is ready") > 0;
         while Instant::now() < deadline {
             let ready = |me: &Self| me.told_count("Your key is ready") >= 1;
-            if self.until_within(Duration::from_secs(20), ready, "").await.is_ok() {
+            if !look && self.until_within(Duration::from_secs(20), ready, "").await.is_ok() {
                 return Ok(());
             }
+            look = false;
             self.step(Act::Text("/start"), &["Welcome"]).await?;
             let (found, _) =
                 self.step(Act::Press("My subscription"), &["Your key (tap to copy)", "being prepared"]).await?;
@@ -374,9 +399,9 @@ impl Actor<'_> {
         let since = self.api().message_count(self.chat);
         {
             let _desk = self.crowd.desk.lock().await;
-            let admin = Actor { crowd: self.crowd, chat: ADMINS[0], step: 0, reply_from: 0 };
+            let admin = actor(self.crowd, ADMINS[0]);
             let notice = format!("Withdrawal #{id} from user {}", self.chat);
-            admin.until_told(&notice, 1).await?;
+            admin.until_told(&notice, 1).await.map_err(|e| self.theirs(admin.chat, e))?;
             let data = admin
                 .api()
                 .messages_to(admin.chat)
@@ -390,9 +415,11 @@ impl Actor<'_> {
                 let admin_since = admin.api().message_count(admin.chat);
                 admin.press(&data, "Approve");
                 match admin.wait(admin_since, &["approved", "already"]).await {
-                    Err(JourneyEnd::Refused(_)) => tokio::time::sleep(Duration::from_secs(3)).await,
+                    Err(JourneyEnd::Refused(why)) if TRY_LATER.contains(&why.as_str()) => {
+                        tokio::time::sleep(Duration::from_secs(3)).await
+                    }
                     done => {
-                        done?;
+                        done.map_err(|e| self.theirs(admin.chat, e))?;
                         break;
                     }
                 }
@@ -423,20 +450,21 @@ impl Actor<'_> {
         }
         self.key().await?;
         let _desk = self.crowd.desk.lock().await;
-        let mut admins: Vec<Actor<'_>> =
-            ADMINS.iter().map(|a| Actor { crowd: self.crowd, chat: *a, step: 0, reply_from: 0 }).collect();
+        let mut admins: Vec<Actor<'_>> = ADMINS.iter().map(|a| actor(self.crowd, *a)).collect();
         for admin in &mut admins {
-            admin.step(Act::Text("/admin"), &["Admin tools"]).await?;
-            admin.step(Act::Press("Reissue a key"), &["Telegram id"]).await?;
+            let chat = admin.chat;
+            admin.step(Act::Text("/admin"), &["Admin tools"]).await.map_err(|e| self.theirs(chat, e))?;
+            admin.step(Act::Press("Reissue a key"), &["Telegram id"]).await.map_err(|e| self.theirs(chat, e))?;
         }
         let target = self.chat.to_string();
         let sinces: Vec<usize> = admins.iter().map(|a| a.api().message_count(a.chat)).collect();
         for admin in &mut admins {
-            admin.act(Act::Text(&target))?;
+            let chat = admin.chat;
+            admin.act(Act::Text(&target)).map_err(|e| self.theirs(chat, e))?;
         }
         let answers = ["new key was issued", "already being made", "Another key change"];
         for (admin, since) in admins.iter().zip(sinces) {
-            admin.wait(since, &answers).await?;
+            admin.wait(since, &answers).await.map_err(|e| self.theirs(admin.chat, e))?;
         }
         Ok(())
     }

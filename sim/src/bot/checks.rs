@@ -17,6 +17,12 @@ pub struct BotRecords {
     pub created_keys: Vec<String>,
     /// The database's findings (`Model::money_findings`, `promo_findings`, `open_work`).
     pub money: Vec<String>,
+    /// The provider payments the store counted: (provider, payment id, user, amount).
+    pub payments: Vec<(&'static str, String, atlas::domain::UserId, i64)>,
+    /// What Crypto Pay holds as paid: (invoice id, amount in roubles as it wrote it).
+    pub paid_invoices: Vec<(i64, String)>,
+    /// The Stars charges refunded.
+    pub refunded: Vec<String>,
     pub promo: Vec<String>,
     pub open_work: Vec<String>,
 }
@@ -46,7 +52,7 @@ pub fn check(invariant: Invariant, history: &History, records: &BotRecords) -> O
         Invariant::Liveness => liveness(history, records),
         Invariant::RateLimitsHold => rate_limits_hold(records),
         Invariant::SingleLeaderEffects => single_leader_effects(records),
-        Invariant::LedgerConserved => first(&records.money),
+        Invariant::LedgerConserved => first(&records.money).or_else(|| payments_once(history, records)),
         Invariant::PromoWithinLimits => first(&records.promo),
         Invariant::NoDoubleEffect => no_double_effect(history, records),
         Invariant::HandlersNeverOverlap
@@ -97,6 +103,46 @@ fn presses(history: &History) -> BTreeMap<String, (i64, String, usize)> {
     out
 }
 
+/// Each payment a user made at a provider was counted by the store once, for that user and (for
+/// Crypto Pay) that amount; the store counted nothing the providers did not see paid (besides
+/// the run's seed top-ups). Refunded Stars payments are not counted.
+fn payments_once(history: &History, records: &BotRecords) -> Option<String> {
+    let made: BTreeMap<(&str, &str), i64> = history
+        .records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Paid { user, provider, id } => Some(((*provider, id.as_str()), *user)),
+            _ => None,
+        })
+        .collect();
+    let invoices: BTreeMap<String, &str> =
+        records.paid_invoices.iter().map(|(id, amount)| (id.to_string(), amount.as_str())).collect();
+    for (provider, id, user, amount) in &records.payments {
+        if id.starts_with("seed-") {
+            continue;
+        }
+        match made.get(&(*provider, id.as_str())) {
+            None => return Some(format!("the store counted {provider} payment {id} that no user made")),
+            Some(payer) if *payer != user.get() => {
+                return Some(format!("{provider} payment {id} of user {payer} was counted for user {user}"));
+            }
+            Some(_) => {}
+        }
+        if *provider == "crypto" {
+            let written = invoices.get(id).copied().unwrap_or("none");
+            let minor = atlas::domain::Money::parse(written).map(|m| m.minor());
+            if minor != Ok(*amount) {
+                return Some(format!("crypto payment {id}: {amount} counted, the invoice says {written} roubles"));
+            }
+        }
+    }
+    let counted: std::collections::BTreeSet<(&str, &str)> =
+        records.payments.iter().map(|(provider, id, _, _)| (*provider, id.as_str())).collect();
+    made.keys()
+        .find(|key| !counted.contains(*key) && !records.refunded.iter().any(|r| r == key.1))
+        .map(|(provider, id)| format!("{provider} payment {id} was made but never counted"))
+}
+
 /// An update is handled once: each button press (callback query) is answered once, unless the
 /// instance handling it was lost between the two answers. (Pre-checkout queries are answered
 /// outside the protocol by design: a read-only check that must meet Telegram's 10 s, and a
@@ -130,8 +176,13 @@ fn no_update_twice(history: &History, records: &BotRecords) -> Option<String> {
 fn replies_in_order(history: &History, records: &BotRecords) -> Option<String> {
     let presses = presses(history);
     let mut latest: BTreeMap<i64, (usize, String)> = BTreeMap::new();
+    let mut answered = std::collections::BTreeSet::new();
     for call in records.calls.iter().filter(|c| is(c, "answerCallbackQuery")) {
         let Some(id) = call.body["callback_query_id"].as_str() else { continue };
+        // A second answer to one press is `no_update_twice`'s to judge.
+        if !answered.insert(id) {
+            continue;
+        }
         let Some((user, label, order)) = presses.get(id) else { continue };
         if let Some((newest, newer)) = latest.get(user)
             && order < newest
@@ -242,7 +293,7 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
             Event::Journey { user, journey: Journey::Reissue, end: JourneyEnd::Done, .. } => {
                 *reissues.entry(*user).or_default() += 1
             }
-            Event::Said { user, what } if what.starts_with("paid ") => *payments.entry(*user).or_default() += 1,
+            Event::Paid { user, .. } => *payments.entry(*user).or_default() += 1,
             _ => {}
         }
     }

@@ -180,6 +180,15 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
         calls: fakes.telegram.calls(),
         created_keys: fakes.outline.created(),
         money: shared.store.with_model(|m| m.money_findings()),
+        payments: shared.store.with_model(|m| m.provider_payments()),
+        paid_invoices: fakes
+            .crypto
+            .invoices()
+            .into_iter()
+            .filter(|i| i.status == "paid")
+            .map(|i| (i.id, i.amount))
+            .collect(),
+        refunded: fakes.telegram.refunded(),
         promo: shared.store.with_model(|m| m.promo_findings()),
         open_work: shared.store.with_model(|m| m.open_work(at(simulated))),
     };

@@ -225,6 +225,11 @@ impl FakeBotApi {
         self.state().blocked.push(user);
     }
 
+    /// The Stars payments refunded, by charge id.
+    pub fn refunded(&self) -> Vec<String> {
+        self.state().refunded.iter().cloned().collect()
+    }
+
     /// Updates not yet confirmed or delivered.
     pub fn pending(&self) -> usize {
         self.state().pending.len()

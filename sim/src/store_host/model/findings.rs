@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::Model;
-use atlas::domain::{ActivationStatus, PurchaseStatus, WithdrawalStatus};
+use atlas::domain::{ActivationStatus, PurchaseId, PurchaseStatus, UserId, WithdrawalStatus};
 
 impl Model {
     /// `ledger_conserved`: every balance equals the sum of its ledger entries and is not
@@ -33,23 +33,44 @@ impl Model {
         found
     }
 
-    /// `promo_within_limits`: no code used more than allowed, its count equal to its
-    /// redemptions (one per user, by the table's key).
+    /// `promo_within_limits`, read from the purchases themselves: the orders that hold a code
+    /// (pending or paid) are one per user and code, each has its redemption, and their number is
+    /// the code's `used_count`, at most its `max_uses`.
     pub fn promo_findings(&self) -> Vec<String> {
         let mut found = Vec::new();
         for (code, promo) in &self.promos {
-            let redeemed = self.redemptions.keys().filter(|(p, _)| *p == promo.id).count() as u32;
-            if promo.max_uses.is_some_and(|max| promo.used_count > max) {
-                found.push(format!(
-                    "code {code}: used {} times, at most {:?} allowed",
-                    promo.used_count, promo.max_uses
-                ));
+            let holding: Vec<(&PurchaseId, &UserId)> = self
+                .purchases
+                .iter()
+                .filter(|(_, p)| {
+                    p.promo == Some(promo.id) && matches!(p.status, PurchaseStatus::Pending | PurchaseStatus::Paid)
+                })
+                .map(|(id, p)| (id, &p.user))
+                .collect();
+            let users: std::collections::BTreeSet<&UserId> = holding.iter().map(|(_, u)| *u).collect();
+            if users.len() != holding.len() {
+                found.push(format!("code {code}: {} orders hold it for {} users", holding.len(), users.len()));
             }
-            if promo.used_count != redeemed {
-                found.push(format!("code {code}: used_count {} but {redeemed} redemptions", promo.used_count));
+            for (purchase, user) in &holding {
+                if self.redemptions.get(&(promo.id, **user)) != Some(*purchase) {
+                    found.push(format!("code {code}: order {purchase} of user {user} holds it without its redemption"));
+                }
+            }
+            let used = holding.len() as u32;
+            if promo.used_count != used {
+                found.push(format!("code {code}: used_count {} but {used} orders hold it", promo.used_count));
+            }
+            if promo.max_uses.is_some_and(|max| used > max) {
+                found.push(format!("code {code}: held by {used} orders, at most {:?} allowed", promo.max_uses));
             }
         }
         found
+    }
+
+    /// The provider payments counted, as (provider, payment id, user, amount in minor units),
+    /// for the checkers to hold against what the providers saw paid.
+    pub fn provider_payments(&self) -> Vec<(&'static str, String, UserId, i64)> {
+        self.payments.iter().map(|((provider, id), row)| (*provider, id.clone(), row.user, row.amount)).collect()
     }
 
     /// `liveness`, in the database: what is still waiting at `now` (a withdrawal nobody decided,
