@@ -15,6 +15,8 @@ pub struct BotRecords {
     pub calls: Vec<Call>,
     /// Every key the panel created, in order.
     pub created_keys: Vec<String>,
+    /// Each subscription's owner (subscription id as written in key labels).
+    pub owners: BTreeMap<String, i64>,
     /// The database's findings (`Model::money_findings`, `promo_findings`, `open_work`).
     pub money: Vec<String>,
     /// The provider payments the store counted: (provider, payment id, user, amount).
@@ -297,24 +299,24 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
             _ => {}
         }
     }
-    // Keys are labelled reissue-<subscription>-<token>; shoppers have one subscription each, so
-    // count per subscription and compare with the reissue requests of its owner.
-    let mut made: BTreeMap<&str, usize> = BTreeMap::new();
+    // Keys are labelled reissue-<subscription>-<token>: each user's reissued keys, against the
+    // reissue requests that user's journeys finished (two admins pressing at once are one).
+    let mut made: BTreeMap<i64, usize> = BTreeMap::new();
     for key in &records.created_keys {
         if let Some(rest) = key.strip_prefix("reissue-")
             && let Some((subscription, _)) = rest.split_once('-')
         {
-            *made.entry(subscription).or_default() += 1;
+            let owner = records.owners.get(subscription).copied().unwrap_or(0);
+            *made.entry(owner).or_default() += 1;
         }
     }
-    let requested: usize = reissues.values().sum();
-    let created: usize = made.values().sum();
-    if created > requested {
-        let (subscription, n) = made.iter().max_by_key(|(_, n)| **n).expect("some key was made");
-        return Some(format!(
-            "the panel made {created} reissued keys for {requested} reissue requests \
-             ({n} for subscription {subscription}): two reissues ran at once"
-        ));
+    for (user, n) in &made {
+        let requested = reissues.get(user).copied().unwrap_or(0);
+        if *n > requested {
+            return Some(format!(
+                "the panel made {n} reissued keys for user {user}, who asked {requested} times: two reissues ran at once"
+            ));
+        }
     }
     let mut received: BTreeMap<i64, usize> = BTreeMap::new();
     for call in records.calls.iter().filter(|c| is(c, "sendMessage")) {

@@ -51,7 +51,8 @@ fn now<T>(call: impl std::future::Future<Output = T>) -> T {
 }
 
 /// The shoppers, their balances and the promo code, arranged through the store's own operations;
-/// with `expiring_at_secs`, each shopper also holds a period ending then, auto-renewal on.
+/// with `expiring_at_secs`, each shopper also holds a period ending then (auto-renewal on for
+/// every other one).
 fn seed_store(link: &StoreLink, bot: &BotWorkload) -> anyhow::Result<()> {
     let store = SimStore::direct_on(link.clone());
     let start = at(Duration::ZERO);
@@ -76,7 +77,8 @@ fn seed_store(link: &StoreLink, bot: &BotWorkload) -> anyhow::Result<()> {
                 idempotency_key: None,
             };
             now(store.purchase_from_balance(request, bought))?;
-            now(store.set_auto_renew(user, true, bought))?;
+            // Every other shopper renews automatically; the rest are reminded, then see it end.
+            now(store.set_auto_renew(user, i % 2 == 0, bought))?;
         } else {
             now(store.register_user(user, Language::En, None, None, start))?;
             now(store.top_up(user, payment, start))?;
@@ -179,6 +181,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     let records = checks::BotRecords {
         calls: fakes.telegram.calls(),
         created_keys: fakes.outline.created(),
+        owners: shared.store.with_model(|m| m.subscription_owners()).into_iter().map(|(s, u)| (s, u.get())).collect(),
         money: shared.store.with_model(|m| m.money_findings()),
         payments: shared.store.with_model(|m| m.provider_payments()),
         paid_invoices: fakes

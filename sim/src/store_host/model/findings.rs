@@ -73,6 +73,11 @@ impl Model {
         self.payments.iter().map(|((provider, id), row)| (*provider, id.clone(), row.user, row.amount)).collect()
     }
 
+    /// Each subscription's owner, for checkers that see subscription ids at the panel.
+    pub fn subscription_owners(&self) -> Vec<(String, UserId)> {
+        self.subscriptions.values().map(|s| (s.id.to_string(), s.user)).collect()
+    }
+
     /// `liveness`, in the database: what is still waiting at `now` (a withdrawal nobody decided,
     /// a running subscription without its key).
     pub fn open_work(&self, now: DateTime<Utc>) -> Vec<String> {
