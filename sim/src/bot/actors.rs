@@ -167,8 +167,14 @@ impl Actor<'_> {
                 // The reply may come as more than one message: the button may be in a later one.
                 self.until(|me| me.button(label).is_some(), &format!("a button {label:?}")).await?;
             }
-            let since = self.api().message_count(self.chat);
-            self.act(act)?;
+            let mut since = self.api().message_count(self.chat);
+            if let Some(query) = self.act(act)? {
+                // What came before the bot took up this press answers earlier updates (one
+                // redelivered after a crash, say), not this one.
+                let answered = |me: &Self| me.api().messages_before_answer(me.chat, &query).is_some();
+                self.until(answered, &format!("the press {query} taken up")).await?;
+                since = self.api().messages_before_answer(self.chat, &query).unwrap_or(since).max(since);
+            }
             match self.wait(since, expect).await {
                 Err(JourneyEnd::Refused(why)) if TRY_LATER.contains(&why.as_str()) => {
                     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -184,18 +190,19 @@ impl Actor<'_> {
         Err(self.stuck(format!("{expect:?}, told to try later {TRIES} times")))
     }
 
-    fn act(&mut self, act: Act<'_>) -> Step<()> {
+    /// Sends what `act` says; a press's callback query id.
+    fn act(&mut self, act: Act<'_>) -> Step<Option<String>> {
         match act {
             Act::Text(text) => {
                 self.api().push(updates::text(self.chat, "en", text));
                 self.crowd.note(Event::Said { user: self.chat, what: text.to_owned() });
+                Ok(None)
             }
             Act::Press(label) => {
                 let data = self.button(label).ok_or_else(|| self.stuck(format!("a button {label:?}")))?;
-                self.press(&data, label);
+                Ok(Some(self.press(&data, label)))
             }
         }
-        Ok(())
     }
 
     /// The callback data of the button labelled `label` in the latest reply that has one.
@@ -204,12 +211,13 @@ impl Actor<'_> {
         messages.iter().rev().find_map(|m| button_in(m, label))
     }
 
-    fn press(&self, data: &str, label: &str) {
+    fn press(&self, data: &str, label: &str) -> String {
         let n = self.crowd.queries.get() + 1;
         self.crowd.queries.set(n);
         let query = format!("q{n}");
         self.api().push(updates::callback(self.chat, "en", &query, data));
-        self.crowd.note(Event::Pressed { user: self.chat, query, label: label.to_owned() });
+        self.crowd.note(Event::Pressed { user: self.chat, query: query.clone(), label: label.to_owned() });
+        query
     }
 
     /// Waits for a message to this chat, after its first `since`, containing one of `expect`.

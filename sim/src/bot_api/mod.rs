@@ -93,6 +93,13 @@ struct State {
     calls: Vec<Call>,
     /// Messages delivered to each chat (the bodies of answered sendMessage calls), in order.
     delivered_messages: BTreeMap<i64, Vec<Value>>,
+    /// Messages delivered so far, over all chats: each message's and each first answer to a
+    /// callback query's place in one order.
+    delivered_total: u64,
+    /// For each delivered message of a chat, `delivered_total` when it was delivered.
+    delivered_order: BTreeMap<i64, Vec<u64>>,
+    /// For each callback query answered, `delivered_total` at its first answer.
+    answered_at: BTreeMap<String, u64>,
     faults: BTreeMap<String, VecDeque<Fault>>,
     /// Users who blocked the bot: sends to them answer 403.
     blocked: Vec<i64>,
@@ -195,6 +202,15 @@ impl FakeBotApi {
             .delivered_messages
             .get(&chat)
             .map_or_else(Vec::new, |all| all.get(since..).unwrap_or_default().to_vec())
+    }
+
+    /// How many of `chat`'s messages were delivered before callback query `query` was first
+    /// answered (`None` while it is not): the messages from there on answer that press or later
+    /// updates, never an earlier one (the bot answers a press when it starts handling it).
+    pub fn messages_before_answer(&self, chat: i64, query: &str) -> Option<usize> {
+        let state = self.state();
+        let at = *state.answered_at.get(query)?;
+        Some(state.delivered_order.get(&chat).map_or(0, |order| order.iter().filter(|o| **o < at).count()))
     }
 
     /// Resolves at the next message delivered to any chat (create it before looking, so that

@@ -104,7 +104,16 @@ async fn call(State(api): State<FakeBotApi>, Path((bot, method)): Path<(String, 
             let text = body["text"].as_str().unwrap_or("(edited)");
             ok(message(chat, body["message_id"].as_i64().unwrap_or(1) as i32, json!({"text": text})))
         }
-        "answercallbackquery" | "answerprecheckoutquery" => answer_query(&name, &body),
+        "answercallbackquery" | "answerprecheckoutquery" => {
+            if let Some(query) = body["callback_query_id"].as_str() {
+                let mut state = api.state();
+                let order = state.delivered_total + 1;
+                state.answered_at.entry(query.to_owned()).or_insert(order);
+                drop(state);
+                api.told.notify_waiters();
+            }
+            answer_query(&name, &body)
+        }
         "sendinvoice" => send_invoice(&api, &body),
         "refundstarpayment" => refund(&api, &body),
         _ => refuse(404, "Not Found: method not found"),
@@ -185,7 +194,13 @@ fn send_message(api: &FakeBotApi, body: &Value) -> Response {
         }
     }
     let id = next_message_id(api, chat);
-    api.state().delivered_messages.entry(chat).or_default().push(body.clone());
+    {
+        let mut state = api.state();
+        state.delivered_total += 1;
+        let order = state.delivered_total;
+        state.delivered_messages.entry(chat).or_default().push(body.clone());
+        state.delivered_order.entry(chat).or_default().push(order);
+    }
     api.told.notify_waiters();
     let mut content = json!({"text": text});
     if !body["reply_markup"].is_null() {
