@@ -1,6 +1,6 @@
 //! `atlas-sim`: the command line of the simulation harness.
 //!
-//!   atlas-sim audit [--seeds N] [--dir DIR]
+//!   atlas-sim audit [--seeds N] [--dir DIR] [--jobs J]
 //!   atlas-sim run <scenario|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism]
 //!   atlas-sim replay <scenario> --seed S [--coordination redis|legacy]
 //!
@@ -17,9 +17,10 @@ use atlas_sim::runner::{PROGRESS_MIN_PERCENT, RunResult, run};
 use atlas_sim::scenario::{Legacy, Mode, Scenario};
 
 const USAGE: &str = "usage:
-  atlas-sim audit [--seeds N] [--dir DIR]
+  atlas-sim audit [--seeds N] [--dir DIR] [--jobs J]
       the audit's risk matrix as executable proof: each hazard's scenario fails on the legacy
-      design (with the seed that shows it) and holds on the Redis design over N seeds
+      design (with the seed that shows it) and holds on the Redis design over N seeds; the
+      scenarios shared over J threads (the machine's cores by default)
   atlas-sim run <scenario.toml|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism]
       run scenarios over seeds 0..N (or one seed); exit 0 only when every run holds
   atlas-sim replay <scenario.toml> --seed S [--coordination redis|legacy]
@@ -36,6 +37,7 @@ struct Options {
     check_determinism: bool,
     dir: Option<PathBuf>,
     hash_only: bool,
+    jobs: Option<usize>,
 }
 
 fn options(args: &[String]) -> anyhow::Result<Options> {
@@ -47,6 +49,7 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
         check_determinism: false,
         dir: None,
         hash_only: false,
+        jobs: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -64,6 +67,7 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
             "--check-determinism" => o.check_determinism = true,
             "--hash-only" => o.hash_only = true,
             "--dir" => o.dir = Some(value("--dir")?.into()),
+            "--jobs" => o.jobs = Some(value("--jobs")?.parse().context("--jobs takes a number")?),
             flag if flag.starts_with("--") => anyhow::bail!("unknown option {flag}"),
             path => o.target = Some(path.into()),
         }
@@ -205,71 +209,104 @@ fn cmd_replay(o: Options) -> anyhow::Result<bool> {
     Ok(result.violations.is_empty())
 }
 
+/// One row of the audit: the scenario at `path` on the legacy design (until it breaks the named
+/// invariant) and on the Redis design (every seed); the row, the simulated seconds, and whether
+/// the row proves what the scenario claims.
+/// One audit row: the line, the simulated seconds, and whether it proves its claim.
+type AuditRow = anyhow::Result<(String, f64, bool)>;
+
+fn audit_one(path: &Path, seeds_wanted: Option<u64>) -> AuditRow {
+    let scenario = Scenario::load(path)?;
+    let seeds = seeds_wanted.unwrap_or(scenario.seeds);
+    let mut simulated = 0.0;
+    // The legacy design: the first seed that breaks the invariant the scenario names (or, for
+    // a scenario whose guard is the same in both designs, every seed holding).
+    let mut shown = None;
+    let mut other = None;
+    for seed in 0..seeds {
+        let result = run(&scenario, seed, Mode::Legacy)?;
+        simulated += result.simulated.as_secs_f64();
+        let named = match &scenario.legacy {
+            Legacy::Breaks(invariant) => result.violations.iter().find(|(i, _)| i == invariant),
+            Legacy::Holds(_) => result.violations.first(),
+        };
+        if let Some((invariant, why)) = named {
+            shown = Some((seed, invariant.name(), why.clone()));
+            break;
+        }
+        if other.is_none() {
+            other = result.violations.first().map(|(i, _)| (seed, i.name()));
+        }
+    }
+    // The Redis design: every seed must hold, having got through its workload.
+    let mut failed = Vec::new();
+    for seed in 0..seeds {
+        let result = run(&scenario, seed, Mode::Redis)?;
+        simulated += result.simulated.as_secs_f64();
+        if !result.violations.is_empty() || !result.progress.enough() {
+            failed.push(seed);
+        }
+    }
+    let must_fail = matches!(scenario.legacy, Legacy::Breaks(_));
+    let legacy = match (&shown, &scenario.legacy) {
+        (Some((seed, invariant, why)), Legacy::Breaks(_)) => format!("FAILS `{invariant}` (seed {seed}): {why}"),
+        (None, Legacy::Breaks(expected)) => match other {
+            Some((seed, found)) => {
+                format!("NOT SHOWN: `{}` held on {seeds} seeds (seed {seed} broke `{found}` instead)", expected.name())
+            }
+            None => format!("NOT SHOWN: held on {seeds} seeds"),
+        },
+        (None, Legacy::Holds(why)) => format!("holds on {seeds} seeds, as expected: {why}"),
+        (Some((seed, invariant, why)), Legacy::Holds(_)) => {
+            format!("UNEXPECTEDLY FAILS `{invariant}` (seed {seed}): {why}")
+        }
+    };
+    let redis = if failed.is_empty() {
+        format!("holds on {seeds}/{seeds} seeds")
+    } else {
+        format!("FAILS on seeds {failed:?}: `{}`", replay_command(path, failed[0], Mode::Redis))
+    };
+    let proven = shown.is_some() == must_fail && failed.is_empty();
+    Ok((format!("| {} | {} | {legacy} | {redis} |", scenario.hazard, scenario.name), simulated, proven))
+}
+
 fn cmd_audit(o: Options) -> anyhow::Result<bool> {
     let dir = o.dir.clone().unwrap_or_else(default_dir);
     let started = Instant::now();
+    let files = Scenario::files(&dir)?;
+    // Runs are independent worlds, each on the thread that runs it: scenarios are shared out
+    // over `--jobs` threads (the machine's cores by default). Nothing inside a run sees them.
+    let jobs = o.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let rows: std::sync::Mutex<Vec<Option<AuditRow>>> = std::sync::Mutex::new(files.iter().map(|_| None).collect());
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(files.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(path) = files.get(i) else { break };
+                    let row = audit_one(path, o.seeds);
+                    let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    progress("audit", finished as u64, files.len() as u64);
+                    rows.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(row);
+                }
+            });
+        }
+    });
     let mut simulated = 0.0;
     let mut proven = true;
-    let mut rows = Vec::new();
-    for path in Scenario::files(&dir)? {
-        let scenario = Scenario::load(&path)?;
-        let seeds = o.seeds.unwrap_or(scenario.seeds);
-        // The legacy design: the first seed that breaks the invariant the scenario names (or, for
-        // a scenario whose guard is the same in both designs, every seed holding).
-        let mut shown = None;
-        let mut other = None;
-        for seed in 0..seeds {
-            let result = run(&scenario, seed, Mode::Legacy)?;
-            simulated += result.simulated.as_secs_f64();
-            let named = match &scenario.legacy {
-                Legacy::Breaks(invariant) => result.violations.iter().find(|(i, _)| i == invariant),
-                Legacy::Holds(_) => result.violations.first(),
-            };
-            if let Some((invariant, why)) = named {
-                shown = Some((seed, invariant.name(), why.clone()));
-                break;
-            }
-            if other.is_none() {
-                other = result.violations.first().map(|(i, _)| (seed, i.name()));
-            }
-        }
-        // The Redis design: every seed must hold, having got through its workload.
-        let mut failed = Vec::new();
-        for seed in 0..seeds {
-            let result = run(&scenario, seed, Mode::Redis)?;
-            simulated += result.simulated.as_secs_f64();
-            if !result.violations.is_empty() || !result.progress.enough() {
-                failed.push(seed);
-            }
-            progress(&scenario.name, seed + 1, seeds);
-        }
-        let must_fail = matches!(scenario.legacy, Legacy::Breaks(_));
-        let legacy = match (&shown, &scenario.legacy) {
-            (Some((seed, invariant, why)), Legacy::Breaks(_)) => format!("FAILS `{invariant}` (seed {seed}): {why}"),
-            (None, Legacy::Breaks(expected)) => match other {
-                Some((seed, found)) => format!(
-                    "NOT SHOWN: `{}` held on {seeds} seeds (seed {seed} broke `{found}` instead)",
-                    expected.name()
-                ),
-                None => format!("NOT SHOWN: held on {seeds} seeds"),
-            },
-            (None, Legacy::Holds(why)) => format!("holds on {seeds} seeds, as expected: {why}"),
-            (Some((seed, invariant, why)), Legacy::Holds(_)) => {
-                format!("UNEXPECTEDLY FAILS `{invariant}` (seed {seed}): {why}")
-            }
-        };
-        let redis = if failed.is_empty() {
-            format!("holds on {seeds}/{seeds} seeds")
-        } else {
-            format!("FAILS on seeds {failed:?}: `{}`", replay_command(&path, failed[0], Mode::Redis))
-        };
-        proven &= shown.is_some() == must_fail && failed.is_empty();
-        rows.push(format!("| {} | {} | {legacy} | {redis} |", scenario.hazard, scenario.name));
+    let mut lines = Vec::new();
+    for row in rows.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        let (line, seconds, holds) = row.expect("every scenario was run")?;
+        simulated += seconds;
+        proven &= holds;
+        lines.push(line);
     }
     println!("| hazard (audit) | scenario | legacy design (in-memory, per instance) | Redis design |");
     println!("|---|---|---|---|");
-    for row in &rows {
-        println!("{row}");
+    for line in &lines {
+        println!("{line}");
     }
     let wall = started.elapsed().as_secs_f64();
     println!();
@@ -281,7 +318,10 @@ fn cmd_audit(o: Options) -> anyhow::Result<bool> {
             "NOT PROVEN: see the rows above."
         }
     );
-    println!("{simulated:.0} simulated seconds in {wall:.1} wall seconds ({:.0}x)", simulated / wall.max(1e-9));
+    println!(
+        "{simulated:.0} simulated seconds in {wall:.1} wall seconds ({:.0}x) on {jobs} threads",
+        simulated / wall.max(1e-9)
+    );
     Ok(proven)
 }
 

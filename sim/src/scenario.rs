@@ -209,7 +209,7 @@ pub enum Routing {
 }
 
 fn default_think_ms() -> [u64; 2] {
-    [200, 2_000]
+    [100, 1_000]
 }
 
 fn default_webhook_copies() -> u8 {

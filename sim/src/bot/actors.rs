@@ -477,12 +477,12 @@ impl Actor<'_> {
         Ok(())
     }
 
-    /// A brute-forcer: 25 wrong promo codes, each sent as soon as the last was answered; told
+    /// A brute-forcer: 15 wrong promo codes, each sent as soon as the last was answered; told
     /// to wait, they wait a little and go on; when the bot lost their place, they open the
     /// promo prompt again.
     async fn spam_promo(&mut self) -> Step<()> {
         self.step(Act::Press("Promo code"), &["Send your promo code"]).await?;
-        for n in 0..25 {
+        for n in 0..15 {
             let code = format!("WRONG{}X{n}", self.chat);
             match self.step(Act::Text(&code), &["no such promo code"]).await {
                 Ok(_) => {}

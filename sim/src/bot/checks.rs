@@ -285,22 +285,18 @@ fn single_leader_effects(records: &BotRecords) -> Option<String> {
     None
 }
 
-/// The fake hosts saw each effect once: one key created per reissue request (two admins
+/// The fake hosts saw each effect once: one key created per reissue that finished (two admins
 /// pressing at once make one), one "payment received" per payment made.
 fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
-    let mut reissues: BTreeMap<i64, usize> = BTreeMap::new();
     let mut payments: BTreeMap<i64, usize> = BTreeMap::new();
     for record in &history.records {
-        match &record.event {
-            Event::Journey { user, journey: Journey::Reissue, end: JourneyEnd::Done, .. } => {
-                *reissues.entry(*user).or_default() += 1
-            }
-            Event::Paid { user, .. } => *payments.entry(*user).or_default() += 1,
-            _ => {}
+        if let Event::Paid { user, .. } = &record.event {
+            *payments.entry(*user).or_default() += 1;
         }
     }
-    // Keys are labelled reissue-<subscription>-<token>: each user's reissued keys, against the
-    // reissue requests that user's journeys finished (two admins pressing at once are one).
+    // Keys are labelled reissue-<subscription>-<token>. Each key made must be a reissue that
+    // finished and was told ("A new key was issued to user N" to an admin, "Here is your new
+    // key" to the user): a key made by a reissue that lost a race is a double effect.
     let mut made: BTreeMap<i64, usize> = BTreeMap::new();
     for key in &records.created_keys {
         if let Some(rest) = key.strip_prefix("reissue-")
@@ -310,11 +306,26 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
             *made.entry(owner).or_default() += 1;
         }
     }
+    let mut told: BTreeMap<i64, usize> = BTreeMap::new();
+    for call in records.calls.iter().filter(|c| is(c, "sendMessage")) {
+        let text = call.body["text"].as_str().unwrap_or_default();
+        let user = if let Some(rest) = text.split("A new key was issued to user ").nth(1) {
+            rest.trim_end_matches('.').parse().ok()
+        } else if text.contains("Here is your new key") {
+            call.body["chat_id"].as_i64()
+        } else {
+            None
+        };
+        if let Some(user) = user {
+            *told.entry(user).or_default() += 1;
+        }
+    }
     for (user, n) in &made {
-        let requested = reissues.get(user).copied().unwrap_or(0);
-        if *n > requested {
+        let finished = told.get(user).copied().unwrap_or(0);
+        if *n > finished {
             return Some(format!(
-                "the panel made {n} reissued keys for user {user}, who asked {requested} times: two reissues ran at once"
+                "the panel made {n} reissued keys for user {user}, of which {finished} were reissues that \
+                 finished: two reissues ran at once"
             ));
         }
     }

@@ -186,7 +186,13 @@ pub async fn instance(link: StoreLink, spec: InstanceSpec) -> turmoil::Result {
         intake,
         updates_in_flight_max: spec.updates_in_flight_max,
         shutdown_timeout: Duration::from_secs(5),
-        workers: WorkerConfig { interval: Duration::from_secs(1), ..WorkerConfig::default() },
+        // Shortened like the chat lease, so that a leader's death is over within a run: every
+        // leader-only worker's lease is twice the scenario's lease (60 s live).
+        workers: WorkerConfig {
+            interval: Duration::from_secs(1),
+            leader_ttl: spec.lease * 2,
+            ..WorkerConfig::default()
+        },
         payment_webhook: Some((CRYPTO_WEBHOOK_PATH.into(), SecretString::from(CRYPTO_TOKEN.to_owned()))),
     };
     let listener = SimListener::bind(BOT_PORT).await?;

@@ -35,7 +35,7 @@ pub const PROMO: &str = "SIMSALE";
 
 /// After the last user is done, time for what is still in flight (a duplicate delivery, a worker
 /// tick) before the run is judged.
-const SETTLE: Duration = Duration::from_secs(5);
+const SETTLE: Duration = Duration::from_secs(3);
 /// How long past `duration_secs` users may still be at it before the run is cut (and what they
 /// were doing counted as unfinished).
 const OVERTIME: Duration = Duration::from_secs(150);
