@@ -278,6 +278,9 @@ pub(crate) fn network_of(scenario: &Scenario) -> Network {
 }
 
 pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResult> {
+    if scenario.swarm {
+        return run(&crate::bot::swarm::draw(scenario, seed), seed, mode);
+    }
     if let Workload::Bot(bot) = &scenario.workload {
         return crate::bot::run(scenario, bot, seed, mode);
     }

@@ -54,6 +54,10 @@ pub struct Scenario {
     pub invariants: Vec<Invariant>,
     /// What the legacy design does in this scenario: the A/B.
     pub legacy: Legacy,
+    /// A swarm template (whole bot only): each seed draws its own topology, workload and faults
+    /// (`crate::bot::swarm`); the workload and faults written here are not used.
+    #[serde(default)]
+    pub swarm: bool,
 }
 
 /// The legacy half of the A/B.
@@ -413,12 +417,42 @@ impl Scenario {
                 "fault {fault:?} names an instance that does not exist"
             );
         }
+        anyhow::ensure!(
+            !self.swarm || matches!(self.workload, Workload::Bot(_)),
+            "swarm = true is for the whole-bot workload (kind = \"bot\")"
+        );
+        for fault in &self.faults {
+            let times: Vec<f64> = match *fault {
+                Fault::Restart { at_secs, down_secs, .. } | Fault::Stop { at_secs, down_secs, .. } => {
+                    vec![at_secs, down_secs]
+                }
+                Fault::RestartLeader { at_secs, down_secs } => vec![at_secs, down_secs],
+                Fault::Partition { at_secs, for_secs, .. }
+                | Fault::Pause { at_secs, for_secs, .. }
+                | Fault::PauseLeader { at_secs, for_secs }
+                | Fault::Hold { at_secs, for_secs, .. } => vec![at_secs, for_secs],
+                Fault::RedisRestart { at_secs, .. } => vec![at_secs],
+                Fault::Skew { .. } => vec![],
+            };
+            anyhow::ensure!(
+                times.iter().all(|t| t.is_finite() && *t >= 0.0),
+                "fault {fault:?}: times must be non-negative numbers"
+            );
+        }
         if let Workload::Bot(bot) = &self.workload {
             anyhow::ensure!(!bot.journeys.is_empty(), "the bot workload needs at least one journey");
             anyhow::ensure!(bot.users >= 1, "the bot workload needs at least one user");
             anyhow::ensure!(bot.journeys_per_user >= 1, "the bot workload needs at least one journey per user");
             anyhow::ensure!(bot.updates_in_flight_max >= 1, "updates_in_flight_max must be at least 1");
             anyhow::ensure!(bot.think_ms[0] <= bot.think_ms[1], "think_ms is [low, high]");
+            anyhow::ensure!(
+                bot.intake == BotIntake::Webhook || bot.duplicate_percent == 0,
+                "duplicate_percent is Telegram's webhook behaviour: with polling it would be ignored"
+            );
+            anyhow::ensure!(
+                bot.expiring_at_secs.is_none_or(|s| s.is_finite() && s >= 0.0),
+                "expiring_at_secs must be a non-negative number"
+            );
             anyhow::ensure!(bot.duplicate_percent <= 100, "duplicate_percent is a percentage");
             for fault in &self.faults {
                 anyhow::ensure!(

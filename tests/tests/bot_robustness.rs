@@ -271,6 +271,10 @@ async fn without_redis_money_actions_are_refused_and_nothing_is_written() {
     // Reading the balance still works.
     let (_, r) = bot.deliver_to(&bot.app, USER, &bot.callback_json(bot.next_id(), USER, "bal")).await;
     assert!(texts(&r).contains("1000.00"));
+    // A menu button that opens a conversation ("Withdraw", then the amount) does not ask a
+    // question whose answer could not be kept: try again later.
+    let (_, r) = bot.deliver_to(&bot.app, USER, &bot.callback_json(bot.next_id(), USER, "wd")).await;
+    assert_eq!(texts(&r), try_later, "a step begun without Redis");
     assert_eq!(before, snapshot(&bot.db).await, "something was written without Redis");
 }
 

@@ -307,7 +307,16 @@ async fn handle_in_span<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<
         turn.say(Msg::ResetNotice);
         record.conversation = None;
     }
-    let next = dispatch(&mut turn, &mut record).await;
+    let mut next = dispatch(&mut turn, &mut record).await;
+    if matches!(next, Next::Go(_)) && !turn.coordinated {
+        // Without Redis no conversation can be kept: a step that would wait for the user's next
+        // answer is not begun (its question would be asked and the answer not understood); the
+        // user is told to try again in a minute. (Found by the simulation's swarm: a press
+        // served during a partition from Redis.)
+        turn.outbox.clear();
+        turn.say(Msg::TryLater);
+        next = Next::Keep;
+    }
     match next {
         Next::Retry => {
             turn.send_all().await;

@@ -339,10 +339,11 @@ impl Actor<'_> {
     /// found under "My subscription", looked at every 20 s.
     async fn key(&mut self) -> Step<()> {
         let deadline = Instant::now() + KEY_PATIENCE;
+        let before = self.told_count("Your key is ready");
         // Told once already (an earlier purchase): a longer period keeps that key, so look.
-        let mut look = self.told_count("Your key is ready") > 0;
+        let mut look = before > 0;
         while Instant::now() < deadline {
-            let ready = |me: &Self| me.told_count("Your key is ready") >= 1;
+            let ready = |me: &Self| me.told_count("Your key is ready") > before;
             if !look && self.until_within(Duration::from_secs(20), ready, "").await.is_ok() {
                 return Ok(());
             }
@@ -453,10 +454,8 @@ impl Actor<'_> {
     /// Both admins, each on whichever instance the balancer picks, ask for a new key for this
     /// shopper at the same moment (after the shopper has one).
     async fn reissue(&mut self) -> Step<()> {
-        if self.told_count("Your key is ready") == 0 {
-            self.buy("From balance").await?;
-        }
-        self.key().await?;
+        // A period of their own first (a seeded one may have ended), with its key.
+        self.buy("From balance").await?;
         let _desk = self.crowd.desk.lock().await;
         let mut admins: Vec<Actor<'_>> = ADMINS.iter().map(|a| actor(self.crowd, *a)).collect();
         for admin in &mut admins {

@@ -25,6 +25,8 @@ pub struct BotRecords {
     pub paid_invoices: Vec<(i64, String)>,
     /// The Stars charges refunded.
     pub refunded: Vec<String>,
+    /// Callback queries whose webhook delivery the bot refused at least once (handed back).
+    pub handed_back: Vec<String>,
     pub promo: Vec<String>,
     pub open_work: Vec<String>,
 }
@@ -146,7 +148,8 @@ fn payments_once(history: &History, records: &BotRecords) -> Option<String> {
 }
 
 /// An update is handled once: each button press (callback query) is answered once, unless the
-/// instance handling it was lost between the two answers. (Pre-checkout queries are answered
+/// instance handling it was lost between the two answers or the bot handed it back to Telegram
+/// (a refused delivery: at least once, by design). (Pre-checkout queries are answered
 /// outside the protocol by design: a read-only check that must meet Telegram's 10 s, and a
 /// second answer changes nothing.)
 fn no_update_twice(history: &History, records: &BotRecords) -> Option<String> {
@@ -159,7 +162,10 @@ fn no_update_twice(history: &History, records: &BotRecords) -> Option<String> {
         }
         let Some(id) = call.body["callback_query_id"].as_str() else { continue };
         if let Some(before) = answered.insert(id.to_owned(), call.at) {
-            let excused = losses.iter().any(|lost| before <= *lost && *lost <= call.at);
+            // Handed back (a 503, no answer in time) or its instance lost: at least once, by
+            // design; a second answer then is not a second application.
+            let excused = records.handed_back.iter().any(|q| q == id)
+                || losses.iter().any(|lost| before <= *lost && *lost <= call.at);
             if !excused {
                 let who = presses.get(id).map_or_else(String::new, |(u, l, _)| format!(" (user {u} pressed {l:?})"));
                 return Some(format!(

@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod checks;
 pub mod hosts;
+pub mod swarm;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -192,6 +193,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             .map(|i| (i.id, i.amount))
             .collect(),
         refunded: fakes.telegram.refunded(),
+        handed_back: fakes.telegram.handed_back(),
         promo: shared.store.with_model(|m| m.promo_findings()),
         open_work: shared.store.with_model(|m| m.open_work(at(simulated))),
     };
@@ -243,6 +245,8 @@ fn record_calls(history: &mut history::History, records: &checks::BotRecords, fa
     }
     history.records.sort_by_key(|r| r.at);
     let end = history.records.last().map_or(Duration::ZERO, |r| r.at);
+    let refused = format!("webhook deliveries refused or unanswered: {}", fakes.telegram.failed_deliveries());
+    history.records.push(Record { at: end, event: Event::Call { host: hosts::TELEGRAM_HOST, call: refused } });
     for (method, id) in fakes.outline.calls() {
         history
             .records

@@ -100,6 +100,11 @@ struct State {
     delivered_order: BTreeMap<i64, Vec<u64>>,
     /// For each callback query answered, `delivered_total` at its first answer.
     answered_at: BTreeMap<String, u64>,
+    /// Callback queries whose update the webhook did not take (non-2xx or no answer) at least
+    /// once: the bot handed them back, so they come again.
+    handed_back: std::collections::BTreeSet<String>,
+    /// Update ids getUpdates has returned at least once.
+    served: std::collections::BTreeSet<i64>,
     faults: BTreeMap<String, VecDeque<Fault>>,
     /// Users who blocked the bot: sends to them answer 403.
     blocked: Vec<i64>,
@@ -239,6 +244,12 @@ impl FakeBotApi {
     /// `user` blocks the bot: sending to them answers 403.
     pub fn block(&self, user: i64) {
         self.state().blocked.push(user);
+    }
+
+    /// Callback queries whose update a webhook delivery was refused (or unanswered) at least
+    /// once, or getUpdates returned again (the poller did not settle it).
+    pub fn handed_back(&self) -> Vec<String> {
+        self.state().handed_back.iter().cloned().collect()
     }
 
     /// The Stars payments refunded, by charge id.

@@ -1,0 +1,102 @@
+//! Swarm mode: a scenario with `swarm = true` is a template; each seed draws its own topology,
+//! intake, user mix, Telegram and Crypto Pay behaviour and fault schedule from the seed (so a
+//! failing seed replays), and checks every whole-bot invariant that the drawn faults allow.
+
+use atlas::ports::{Ids, SeededIds};
+
+use crate::scenario::{BotIntake, BotWorkload, Fault, Invariant, Journey, Routing, Scenario, Workload};
+
+const JOURNEYS: [Journey; 8] = [
+    Journey::BuyBalance,
+    Journey::BuyCrypto,
+    Journey::BuyStars,
+    Journey::Withdraw,
+    Journey::Promo,
+    Journey::Reissue,
+    Journey::SpamPromo,
+    Journey::Browse,
+];
+
+struct Draw(SeededIds);
+
+impl Draw {
+    fn below(&self, n: u64) -> u64 {
+        self.0.next_u64() % n.max(1)
+    }
+
+    fn between(&self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.0.next_u64() % 10_000) as f64 / 10_000.0
+    }
+
+    fn chance(&self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// The scenario seed `seed` of the swarm template `template` runs: everything but its name,
+/// hazard and lease drawn from the seed.
+pub fn draw(template: &Scenario, seed: u64) -> Scenario {
+    let d = Draw(SeededIds::new(seed.wrapping_mul(0xA24B_AED4_963E_E407) ^ 0x5EED));
+    let instances = 1 + d.below(4) as usize;
+    let duration = d.between(15.0, 25.0).round();
+    let intake = if d.chance(20) { BotIntake::Polling } else { BotIntake::Webhook };
+    let mut journeys: Vec<Journey> = JOURNEYS.iter().copied().filter(|_| d.chance(50)).collect();
+    if journeys.is_empty() {
+        journeys.push(JOURNEYS[d.below(JOURNEYS.len() as u64) as usize]);
+    }
+    let workload = BotWorkload {
+        users: 3 + d.below(6) as u32,
+        journeys_per_user: 1 + d.below(3) as u32,
+        journeys,
+        think_ms: [0, 200 + d.below(1_500)],
+        intake,
+        routing: if d.chance(50) { Routing::Sticky } else { Routing::RoundRobin },
+        duplicate_percent: if intake == BotIntake::Webhook { [0, 0, 10, 30][d.below(4) as usize] } else { 0 },
+        crypto_webhooks: d.below(3) as u8,
+        updates_in_flight_max: if d.chance(20) { 1 + d.below(4) as usize } else { 64 },
+        expiring_at_secs: d.chance(50).then(|| d.between(3.0, 12.0).round()),
+    };
+    let mut faults = Vec::new();
+    let latest = duration - 5.0;
+    for _ in 0..d.below(4) {
+        let instance = d.below(instances as u64) as usize;
+        let at_secs = d.between(1.0, latest).round();
+        faults.push(match d.below(6) {
+            0 | 1 => Fault::Restart { instance, at_secs, down_secs: d.between(0.5, 3.0) },
+            2 => Fault::Stop { instance, at_secs, down_secs: d.between(6.0, 8.0) },
+            3 => Fault::RedisRestart { at_secs, lose_data: d.chance(30) },
+            4 => Fault::Partition { instance, at_secs, for_secs: d.between(0.5, 3.0) },
+            _ => Fault::Hold { instance, at_secs, for_secs: d.between(0.5, 2.0) },
+        });
+    }
+    if d.chance(30) {
+        let instance = d.below(instances as u64) as usize;
+        faults.push(Fault::Skew { instance, ms: d.below(7_200_000) as i64 - 3_600_000 });
+    }
+    // Redis losing its data loses conversations and rate-limit windows with it: by design, so
+    // those two are not held against such a run.
+    let loses_data = faults.iter().any(|f| matches!(f, Fault::RedisRestart { lose_data: true, .. }));
+    let invariants = [
+        Invariant::FsmSurvivesRestart,
+        Invariant::NoUpdateTwice,
+        Invariant::RepliesInOrder,
+        Invariant::Liveness,
+        Invariant::RateLimitsHold,
+        Invariant::SingleLeaderEffects,
+        Invariant::LedgerConserved,
+        Invariant::PromoWithinLimits,
+        Invariant::NoDoubleEffect,
+    ]
+    .into_iter()
+    .filter(|i| !(loses_data && matches!(i, Invariant::FsmSurvivesRestart | Invariant::RateLimitsHold)))
+    .collect();
+    Scenario {
+        instances,
+        duration_secs: duration,
+        workload: Workload::Bot(workload),
+        faults,
+        invariants,
+        swarm: false,
+        ..template.clone()
+    }
+}
