@@ -26,8 +26,9 @@ const USAGE: &str = "usage:
   atlas-sim replay <scenario.toml> --seed S [--coordination redis|legacy]
       one run, with its trace
   atlas-sim bench [--seeds N]
-      time compression of the five-instance scenario beside raw turmoil with as many idle hosts,
-      and seeds per second over every scenario (figures for BENCHMARKS.md)";
+      time compression of the five-instance scenario and of the whole bot (five instances, 500
+      users: scenarios/bench/) beside raw turmoil with as many idle hosts, and seeds per second
+      over every scenario (figures for BENCHMARKS.md)";
 
 struct Options {
     target: Option<PathBuf>,
@@ -374,6 +375,23 @@ fn cmd_bench(o: Options) -> anyhow::Result<bool> {
         }
     }
     let per_second = runs as f64 / started.elapsed().as_secs_f64();
+    // The whole bot: five instances, 500 shoppers, 60 simulated seconds, beside bare turmoil
+    // with as many idle hosts (instances, balancer, Redis, store, Bot API, panel, Crypto Pay,
+    // users) at the same step.
+    let bot = Scenario::load(&dir.join("bench/bot_five_instances.toml"))?;
+    let bot_hosts = bot.instances + 7;
+    let bot_raw = raw_turmoil(bot_hosts, bot.tick_ms);
+    let bot_seeds = o.seeds.unwrap_or(bot.seeds).min(bot.seeds.max(1));
+    let started = Instant::now();
+    let mut bot_simulated = 0.0;
+    let mut bot_held = 0;
+    for seed in 0..bot_seeds {
+        let result = run(&bot, seed, Mode::Redis)?;
+        bot_simulated += result.simulated.as_secs_f64();
+        bot_held += usize::from(result.violations.is_empty());
+    }
+    let bot_ours = bot_simulated / started.elapsed().as_secs_f64();
+    let bot_raw_after = raw_turmoil(bot_hosts, bot.tick_ms);
     println!("| measure | figure |");
     println!("|---|---|");
     println!(
@@ -388,6 +406,21 @@ fn cmd_bench(o: Options) -> anyhow::Result<bool> {
     println!(
         "| every scenario ({} files) x {seeds} seeds on the Redis design | {per_second:.1} seeds/s |",
         files.len()
+    );
+    println!(
+        "| raw turmoil, {bot_hosts} idle hosts, {} ms tick (before, after) | {bot_raw:.0}x, {bot_raw_after:.0}x |",
+        bot.tick_ms
+    );
+    println!(
+        "| {} ({} instances, {} users, {} s), {bot_seeds} seeds, {bot_held} held | {bot_ours:.0}x ({:.3} of raw turmoil) |",
+        bot.name,
+        bot.instances,
+        match &bot.workload {
+            atlas_sim::scenario::Workload::Bot(w) => w.users,
+            _ => 0,
+        },
+        bot.duration_secs,
+        bot_ours / ((bot_raw + bot_raw_after) / 2.0)
     );
     Ok(true)
 }
