@@ -25,8 +25,8 @@ pub struct BotRecords {
     pub paid_invoices: Vec<(i64, String)>,
     /// The Stars charges refunded.
     pub refunded: Vec<String>,
-    /// Callback queries whose webhook delivery the bot refused at least once (handed back).
-    pub handed_back: Vec<String>,
+    /// Callback queries whose webhook delivery the bot refused (handed back), with when.
+    pub handed_back: Vec<(String, Duration)>,
     pub promo: Vec<String>,
     pub open_work: Vec<String>,
 }
@@ -140,6 +140,11 @@ fn payments_once(history: &History, records: &BotRecords) -> Option<String> {
             }
         }
     }
+    if let Some((_, id, _, _)) =
+        records.payments.iter().find(|(provider, id, _, _)| *provider == "stars" && records.refunded.contains(id))
+    {
+        return Some(format!("Stars payment {id} was counted and also refunded"));
+    }
     let counted: std::collections::BTreeSet<(&str, &str)> =
         records.payments.iter().map(|(provider, id, _, _)| (*provider, id.as_str())).collect();
     made.keys()
@@ -149,7 +154,8 @@ fn payments_once(history: &History, records: &BotRecords) -> Option<String> {
 
 /// An update is handled once: each button press (callback query) is answered once, unless the
 /// instance handling it was lost between the two answers or the bot handed it back to Telegram
-/// (a refused delivery: at least once, by design). (Pre-checkout queries are answered
+/// between them (a refused webhook delivery: at least once, by design). A poller's own retry is
+/// not visible from outside and is not excused. (Pre-checkout queries are answered
 /// outside the protocol by design: a read-only check that must meet Telegram's 10 s, and a
 /// second answer changes nothing.)
 fn no_update_twice(history: &History, records: &BotRecords) -> Option<String> {
@@ -164,8 +170,9 @@ fn no_update_twice(history: &History, records: &BotRecords) -> Option<String> {
         if let Some(before) = answered.insert(id.to_owned(), call.at) {
             // Handed back (a 503, no answer in time) or its instance lost: at least once, by
             // design; a second answer then is not a second application.
-            let excused = records.handed_back.iter().any(|q| q == id)
-                || losses.iter().any(|lost| before <= *lost && *lost <= call.at);
+            let between = |at: &Duration| before <= *at && *at <= call.at;
+            let excused =
+                records.handed_back.iter().any(|(q, at)| q == id && between(at)) || losses.iter().any(between);
             if !excused {
                 let who = presses.get(id).map_or_else(String::new, |(u, l, _)| format!(" (user {u} pressed {l:?})"));
                 return Some(format!(
@@ -326,8 +333,22 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
             *told.entry(user).or_default() += 1;
         }
     }
+    // Each reissue journey is two requests (one per admin): at most two keys, one per request.
+    let mut requests: BTreeMap<i64, usize> = BTreeMap::new();
+    for record in &history.records {
+        if let Event::Journey { user, journey: Journey::Reissue, .. } = &record.event {
+            *requests.entry(*user).or_default() += 2;
+        }
+    }
+    if let Some(unknown) = records.created_keys.iter().find(|key| {
+        key.strip_prefix("reissue-")
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(subscription, _)| !records.owners.contains_key(subscription))
+    }) {
+        return Some(format!("the panel made key {unknown} for a subscription the store does not know"));
+    }
     for (user, n) in &made {
-        let finished = told.get(user).copied().unwrap_or(0);
+        let finished = told.get(user).copied().unwrap_or(0).min(requests.get(user).copied().unwrap_or(0));
         if *n > finished {
             return Some(format!(
                 "the panel made {n} reissued keys for user {user}, of which {finished} were reissues that \

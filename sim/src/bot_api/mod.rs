@@ -100,11 +100,9 @@ struct State {
     delivered_order: BTreeMap<i64, Vec<u64>>,
     /// For each callback query answered, `delivered_total` at its first answer.
     answered_at: BTreeMap<String, u64>,
-    /// Callback queries whose update the webhook did not take (non-2xx or no answer) at least
-    /// once: the bot handed them back, so they come again.
-    handed_back: std::collections::BTreeSet<String>,
-    /// Update ids getUpdates has returned at least once.
-    served: std::collections::BTreeSet<i64>,
+    /// Callback queries whose update the webhook did not take (non-2xx or no answer), with when:
+    /// the bot handed them back, so they come again.
+    handed_back: Vec<(String, Duration)>,
     faults: BTreeMap<String, VecDeque<Fault>>,
     /// Users who blocked the bot: sends to them answer 403.
     blocked: Vec<i64>,
@@ -246,10 +244,9 @@ impl FakeBotApi {
         self.state().blocked.push(user);
     }
 
-    /// Callback queries whose update a webhook delivery was refused (or unanswered) at least
-    /// once, or getUpdates returned again (the poller did not settle it).
-    pub fn handed_back(&self) -> Vec<String> {
-        self.state().handed_back.iter().cloned().collect()
+    /// Callback queries whose webhook delivery was refused (or unanswered), with when.
+    pub fn handed_back(&self) -> Vec<(String, Duration)> {
+        self.state().handed_back.clone()
     }
 
     /// The Stars payments refunded, by charge id.

@@ -89,7 +89,7 @@ pub async fn deliver_webhooks<N: Network>(api: FakeBotApi, client: HttpClient<N>
                         state.failed_deliveries += 1;
                         let query = state.pending.get(&id).and_then(|u| u["callback_query"]["id"].as_str()).map(str::to_owned);
                         if let Some(query) = query {
-                            state.handed_back.insert(query);
+                            state.handed_back.push((query, turmoil::sim_elapsed().unwrap_or_default()));
                         }
                         state.last_error = Some(why);
                         let pause = backoff.get(&queue).map_or(api.redelivery.first, |p| (*p * 2).min(api.redelivery.max));
