@@ -197,6 +197,14 @@ fn cmd_replay(o: Options) -> anyhow::Result<bool> {
         return Ok(true);
     }
     print!("{}", result.history.trace());
+    if scenario.swarm {
+        // What this seed drew, to read the trace against.
+        let drawn = atlas_sim::bot::swarm::draw(&scenario, seed);
+        println!("drawn by seed {seed}: {} instances, {} s", drawn.instances, drawn.duration_secs);
+        println!("  workload: {:?}", drawn.workload);
+        println!("  faults: {:?}", drawn.faults);
+        println!("  invariants: {:?}", drawn.invariants.iter().map(|i| i.name()).collect::<Vec<_>>());
+    }
     println!("scenario {} seed {seed} coordination {}: history {:016x}", scenario.name, o.mode.name(), result.hash);
     for (invariant, why) in &result.violations {
         println!("VIOLATED [{}]: {why}", invariant.name());

@@ -13,8 +13,8 @@ use crate::scenario::{Invariant, Journey};
 pub struct BotRecords {
     /// Every Bot API call the bot made, in order.
     pub calls: Vec<Call>,
-    /// Every key the panel created, in order.
-    pub created_keys: Vec<String>,
+    /// Every key the panel created, in order, with when.
+    pub created_keys: Vec<(String, Duration)>,
     /// Each subscription's owner (subscription id as written in key labels).
     pub owners: BTreeMap<String, i64>,
     /// The database's findings (`Model::money_findings`, `promo_findings`, `open_work`).
@@ -25,6 +25,8 @@ pub struct BotRecords {
     pub paid_invoices: Vec<(i64, String)>,
     /// The Stars charges refunded.
     pub refunded: Vec<String>,
+    /// Every promo check the store saw: (user, simulated time).
+    pub promo_checks: Vec<(i64, Duration)>,
     /// Callback queries whose webhook delivery the bot refused (handed back), with when.
     pub handed_back: Vec<(String, Duration)>,
     pub promo: Vec<String>,
@@ -33,10 +35,6 @@ pub struct BotRecords {
 
 /// The promo limit of `LimitedAction::PromoAttempt`: 10 checks a minute per user.
 const PROMO_CHECKS_PER_MINUTE: usize = 10;
-
-/// The bot's answers that mean a promo code was checked.
-const PROMO_CHECKED: [&str; 4] =
-    ["There is no such promo code", "gives", "has been used up", "already used this promo"];
 
 /// Messages only the background workers send, each of which a user must get at most once.
 const WORKER_MESSAGES: [&str; 6] = [
@@ -255,14 +253,12 @@ fn liveness(history: &History, records: &BotRecords) -> Option<String> {
     }
 }
 
-/// Promo codes are checked at most 10 times a minute per user, across every instance.
+/// Promo codes are checked at most 10 times a minute per user, across every instance: the
+/// store's record of each check, in simulated time (an instance's skewed clock does not move it).
 fn rate_limits_hold(records: &BotRecords) -> Option<String> {
     let mut checks: BTreeMap<i64, Vec<Duration>> = BTreeMap::new();
-    for call in records.calls.iter().filter(|c| is(c, "sendMessage")) {
-        let text = call.body["text"].as_str().unwrap_or_default();
-        if PROMO_CHECKED.iter().any(|n| text.contains(n)) {
-            checks.entry(call.body["chat_id"].as_i64().unwrap_or(0)).or_default().push(call.at);
-        }
+    for (user, at) in &records.promo_checks {
+        checks.entry(*user).or_default().push(*at);
     }
     for (user, times) in &checks {
         for (i, start) in times.iter().enumerate() {
@@ -310,11 +306,22 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
     // Keys are labelled reissue-<subscription>-<token>. Each key made must be a reissue that
     // finished and was told ("A new key was issued to user N" to an admin, "Here is your new
     // key" to the user): a key made by a reissue that lost a race is a double effect.
+    // Keys made for one subscription with an instance lost in between: the lost one's key was
+    // made and never installed (the reconciler revokes it); at least once, by design.
+    let losses = losses(history);
     let mut made: BTreeMap<i64, usize> = BTreeMap::new();
-    for key in &records.created_keys {
+    let mut last_made: BTreeMap<&str, Duration> = BTreeMap::new();
+    for (key, at) in &records.created_keys {
         if let Some(rest) = key.strip_prefix("reissue-")
             && let Some((subscription, _)) = rest.split_once('-')
         {
+            let excused = last_made
+                .get(subscription)
+                .is_some_and(|before| losses.iter().any(|lost| *before <= *lost && *lost <= *at));
+            last_made.insert(subscription, *at);
+            if excused {
+                continue;
+            }
             let owner = records.owners.get(subscription).copied().unwrap_or(0);
             *made.entry(owner).or_default() += 1;
         }
@@ -340,7 +347,7 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
             *requests.entry(*user).or_default() += 2;
         }
     }
-    if let Some(unknown) = records.created_keys.iter().find(|key| {
+    if let Some((unknown, _)) = records.created_keys.iter().find(|(key, _)| {
         key.strip_prefix("reissue-")
             .and_then(|rest| rest.split_once('-'))
             .is_some_and(|(subscription, _)| !records.owners.contains_key(subscription))

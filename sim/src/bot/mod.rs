@@ -181,7 +181,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     unfinished(&mut history, bot, seed, simulated);
     let records = checks::BotRecords {
         calls: fakes.telegram.calls(),
-        created_keys: fakes.outline.created(),
+        created_keys: fakes.outline.created_at(),
         owners: shared.store.with_model(|m| m.subscription_owners()).into_iter().map(|(s, u)| (s, u.get())).collect(),
         money: shared.store.with_model(|m| m.money_findings()),
         payments: shared.store.with_model(|m| m.provider_payments()),
@@ -194,6 +194,12 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             .collect(),
         refunded: fakes.telegram.refunded(),
         handed_back: fakes.telegram.handed_back(),
+        promo_checks: shared
+            .store
+            .with_model(|m| m.promo_checks())
+            .into_iter()
+            .map(|(user, at)| (user.get(), at))
+            .collect(),
         promo: shared.store.with_model(|m| m.promo_findings()),
         open_work: shared.store.with_model(|m| m.open_work(at(simulated))),
     };

@@ -53,7 +53,9 @@ pub fn draw(template: &Scenario, seed: u64) -> Scenario {
         routing: if d.chance(50) { Routing::Sticky } else { Routing::RoundRobin },
         duplicate_percent: if intake == BotIntake::Webhook { [0, 0, 10, 30][d.below(4) as usize] } else { 0 },
         crypto_webhooks: d.below(3) as u8,
-        updates_in_flight_max: if d.chance(20) { 1 + d.below(4) as usize } else { 64 },
+        // Below 4 a single instance spends its slots waiting out per-chat send pacing (1/s) and
+        // users give up before their turn: overload is `bot_webhook_overload`'s, with two.
+        updates_in_flight_max: if d.chance(20) { 4 + d.below(4) as usize } else { 64 },
         expiring_at_secs: d.chance(50).then(|| d.between(3.0, 12.0).round()),
     };
     let mut faults = Vec::new();

@@ -20,8 +20,8 @@ struct Panel {
     keys: BTreeMap<String, String>,
     /// Every call: method and key id ("" for the list).
     calls: Vec<(String, String)>,
-    /// Every key id created (201), in order.
-    created: Vec<String>,
+    /// Every key id created (201), in order, with when (simulated time; zero outside one).
+    created: Vec<(String, std::time::Duration)>,
     faults: VecDeque<Fault>,
 }
 
@@ -62,6 +62,11 @@ impl FakeOutline {
     /// Every call made, as (method, key id).
     /// Every key id the panel created, in order (a 409 for an existing id creates nothing).
     pub fn created(&self) -> Vec<String> {
+        self.panel().created.iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Every key id the panel created, with when.
+    pub fn created_at(&self) -> Vec<(String, std::time::Duration)> {
         self.panel().created.clone()
     }
 
@@ -112,7 +117,7 @@ async fn create(State(fake): State<FakeOutline>, Path(id): Path<String>) -> Resp
     }
     let url = access_url(&id);
     panel.keys.insert(id.clone(), url.clone());
-    panel.created.push(id.clone());
+    panel.created.push((id.clone(), turmoil::sim_elapsed().unwrap_or_default()));
     (StatusCode::CREATED, axum::Json(key_json(&id, &url))).into_response()
 }
 

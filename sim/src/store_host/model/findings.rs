@@ -73,6 +73,11 @@ impl Model {
         self.payments.iter().map(|((provider, id), row)| (*provider, id.clone(), row.user, row.amount)).collect()
     }
 
+    /// Every promo code checked, by whom and when (simulated time).
+    pub fn promo_checks(&self) -> Vec<(UserId, std::time::Duration)> {
+        self.promo_checks.clone()
+    }
+
     /// Each subscription's owner, for checkers that see subscription ids at the panel.
     pub fn subscription_owners(&self) -> Vec<(String, UserId)> {
         self.subscriptions.values().map(|s| (s.id.to_string(), s.user)).collect()

@@ -181,6 +181,9 @@ pub struct Model {
     deliveries: BTreeSet<(BroadcastId, UserId)>,
     audit_log: Vec<AuditRow>,
     next_id: i64,
+    /// Every promo check (`validate_promo`) in simulated time, for the rate-limit checker: not
+    /// a table, no answer depends on it.
+    promo_checks: Vec<(UserId, std::time::Duration)>,
 }
 
 /// A purchase's tariff id, price, and the promo it uses.
@@ -236,6 +239,7 @@ impl Model {
             deliveries: BTreeSet::new(),
             audit_log: Vec::new(),
             next_id: 1,
+            promo_checks: Vec::new(),
         }
     }
 
