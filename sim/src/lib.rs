@@ -7,7 +7,8 @@
 //!
 //! The modules form layers, each importing only those below it: `scenario`, `clock`, `history`
 //! at the bottom; then `instance`, `seed`, the hosts (`redis_host`, `store_host`, `vpn`,
-//! `dialer`) and `world`; then `workloads` and `checkers`; then `runner`.
+//! `dialer`) and `world`; then `faults` (what every run shares), `workloads`, `checkers` and the
+//! whole-bot world (`bot`); then `runner`, which runs any scenario.
 
 pub mod bot;
 pub mod bot_api;
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod crypto;
 pub mod dialer;
 pub mod fakes;
+pub mod faults;
 pub mod history;
 pub mod instance;
 pub mod messenger;

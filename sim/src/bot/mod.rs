@@ -21,8 +21,8 @@ use futures::FutureExt as _;
 
 use crate::bot_api::Redelivery;
 use crate::clock::{SIM_EPOCH_UNIX_SECS, sim_now};
+use crate::faults::{Action, Progress, RunResult, apply, instance_name, network_of, schedule, skew_of};
 use crate::history::{self, Event, JourneyEnd, Record, SharedHistory};
-use crate::runner::{Action, Progress, RunResult, apply, instance_name, network_of, schedule, skew_of};
 use crate::scenario::{BotWorkload, Invariant, Mode, Scenario};
 use crate::store_host::{STORE_HOST, SimStore, StoreLink};
 use crate::world::{self, Shared};

@@ -1,0 +1,208 @@
+//! What every run shares, whatever its workload: the result of a run, its progress, the
+//! instances' names, the network of the scenario, and the faults as the stepping loop applies
+//! them. Below `runner` and `bot`, which both step a world with these.
+
+use std::time::Duration;
+
+use crate::history::{Event, FaultEvent, History, SharedHistory};
+use crate::instance::Pauses;
+use crate::scenario::{Fault, Invariant, Mode, Scenario};
+use crate::world::{Network, REDIS_HOST, Shared};
+
+#[derive(Debug)]
+pub struct RunResult {
+    pub seed: u64,
+    pub mode: Mode,
+    pub history: History,
+    pub violations: Vec<(Invariant, String)>,
+    pub hash: u64,
+    pub simulated: Duration,
+    pub progress: Progress,
+}
+
+/// How much of its workload a run got through: what the plan asked for, and what completed (a
+/// committed update, a decided attempt, a finished reissue, a leader's tick of work).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub planned: usize,
+    pub done: usize,
+}
+
+/// The share of its plan a run on the Redis design must get through: faults (restarts lose the
+/// deliveries due while an instance is down, a frozen leader does no work) cost some, never
+/// most. A run below it shows nothing, however its invariants came out.
+pub const PROGRESS_MIN_PERCENT: usize = 50;
+
+impl Progress {
+    pub fn percent(self) -> usize {
+        self.done * 100 / self.planned.max(1)
+    }
+
+    pub fn enough(self) -> bool {
+        self.planned > 0 && self.percent() >= PROGRESS_MIN_PERCENT
+    }
+}
+
+pub fn instance_name(index: usize) -> String {
+    format!("atlas-{index}")
+}
+
+/// A fault as the stepping loop applies it.
+#[derive(Clone, Debug)]
+pub(crate) enum Action {
+    /// SIGTERM (whole-bot runs apply it themselves).
+    Stop(usize),
+    Crash(usize),
+    Bounce(usize),
+    CrashLeader {
+        down: Duration,
+    },
+    Partition(usize),
+    Repair(usize),
+    Hold(usize),
+    Release(usize),
+    Pause {
+        instance: usize,
+        length: Duration,
+    },
+    PauseLeader {
+        length: Duration,
+    },
+    RedisRestart {
+        lose_data: bool,
+    },
+}
+
+pub(crate) fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
+    let secs = Duration::from_secs_f64;
+    let mut actions = Vec::new();
+    for fault in &scenario.faults {
+        match *fault {
+            Fault::Restart { instance, at_secs, down_secs } => {
+                actions.push((secs(at_secs), Action::Crash(instance)));
+                actions.push((secs(at_secs + down_secs), Action::Bounce(instance)));
+            }
+            Fault::RestartLeader { at_secs, down_secs } => {
+                actions.push((secs(at_secs), Action::CrashLeader { down: secs(down_secs) }))
+            }
+            Fault::Partition { instance, at_secs, for_secs } => {
+                actions.push((secs(at_secs), Action::Partition(instance)));
+                actions.push((secs(at_secs + for_secs), Action::Repair(instance)));
+            }
+            Fault::Pause { instance, at_secs, for_secs } => {
+                actions.push((secs(at_secs), Action::Pause { instance, length: secs(for_secs) }))
+            }
+            Fault::PauseLeader { at_secs, for_secs } => {
+                actions.push((secs(at_secs), Action::PauseLeader { length: secs(for_secs) }))
+            }
+            Fault::Hold { instance, at_secs, for_secs } => {
+                actions.push((secs(at_secs), Action::Hold(instance)));
+                actions.push((secs(at_secs + for_secs), Action::Release(instance)));
+            }
+            Fault::RedisRestart { at_secs, lose_data } => {
+                actions.push((secs(at_secs), Action::RedisRestart { lose_data }))
+            }
+            Fault::Stop { instance, at_secs, down_secs } => {
+                actions.push((secs(at_secs), Action::Stop(instance)));
+                actions.push((secs(at_secs + down_secs), Action::Bounce(instance)));
+            }
+            Fault::Skew { .. } => {}
+        }
+    }
+    actions.sort_by_key(|(at, _)| *at);
+    actions
+}
+
+pub(crate) fn skew_of(scenario: &Scenario, instance: usize) -> i64 {
+    scenario
+        .faults
+        .iter()
+        .filter_map(|f| match f {
+            Fault::Skew { instance: i, ms } if *i == instance => Some(*ms),
+            _ => None,
+        })
+        .sum()
+}
+
+/// The links of a run, as the scenario sets them.
+pub(crate) fn network_of(scenario: &Scenario) -> Network {
+    Network {
+        min_latency: Duration::from_millis(scenario.network.min_latency_ms),
+        max_latency: Duration::from_millis(scenario.network.max_latency_ms.max(scenario.network.min_latency_ms)),
+        fail_rate: scenario.network.fail_rate,
+        repair_rate: scenario.network.repair_rate,
+    }
+}
+
+/// Applies one fault; may return a follow-up (delay, action), e.g. the restart after a crash.
+pub(crate) fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    action: Action,
+    history: &SharedHistory,
+    shared: &Shared,
+    pauses: &Pauses,
+) -> Option<(Duration, Action)> {
+    let note = |fault: FaultEvent| {
+        crate::history::lock(history)
+            .records
+            .push(crate::history::Record { at: sim.elapsed(), event: Event::Fault(fault) })
+    };
+    match action {
+        Action::Stop(_) => unreachable!("validated: the stop fault is for whole-bot runs, which apply it"),
+        Action::Crash(i) => {
+            note(FaultEvent::Crashed(i));
+            sim.crash(instance_name(i));
+        }
+        Action::Bounce(i) => {
+            note(FaultEvent::Restarted(i));
+            sim.bounce(instance_name(i));
+        }
+        Action::Hold(i) => {
+            note(FaultEvent::Held(i));
+            sim.hold(instance_name(i), REDIS_HOST);
+        }
+        Action::Release(i) => {
+            note(FaultEvent::Released(i));
+            sim.release(instance_name(i), REDIS_HOST);
+        }
+        Action::Pause { instance, length } => {
+            note(FaultEvent::Frozen { instance, for_ms: length.as_millis() as u64 });
+            pauses.lock().unwrap_or_else(|p| p.into_inner()).push((instance, sim.elapsed() + length));
+        }
+        Action::PauseLeader { length } => match current_leader(history) {
+            Some(instance) => return Some((Duration::ZERO, Action::Pause { instance, length })),
+            None => note(FaultEvent::NoLeaderToFreeze),
+        },
+        Action::CrashLeader { down } => match current_leader(history) {
+            Some(i) => {
+                note(FaultEvent::LeaderCrashed(i));
+                sim.crash(instance_name(i));
+                return Some((down, Action::Bounce(i)));
+            }
+            None => note(FaultEvent::NoLeaderToCrash),
+        },
+        Action::Partition(i) => {
+            note(FaultEvent::Partitioned(i));
+            sim.partition(instance_name(i), REDIS_HOST);
+        }
+        Action::Repair(i) => {
+            note(FaultEvent::Reconnected(i));
+            sim.repair(instance_name(i), REDIS_HOST);
+        }
+        Action::RedisRestart { lose_data } => {
+            note(FaultEvent::RedisRestarted { lose_data });
+            sim.crash(REDIS_HOST);
+            shared.redis.borrow_mut().restart(lose_data);
+            sim.bounce(REDIS_HOST);
+        }
+    }
+    None
+}
+
+/// The instance that acted as leader last.
+fn current_leader(history: &SharedHistory) -> Option<usize> {
+    crate::history::lock(history).records.iter().rev().find_map(|r| match r.event {
+        Event::Effect { instance, .. } => Some(instance),
+        _ => None,
+    })
+}
