@@ -20,10 +20,15 @@ pub struct SimClock {
     pub skew_ms: i64,
 }
 
+/// The wall-clock time `elapsed` into a run (on a clock without skew).
+pub fn wall_clock(elapsed: Duration) -> DateTime<Utc> {
+    let epoch = Utc.timestamp_opt(SIM_EPOCH_UNIX_SECS, 0).single().expect("a valid epoch");
+    epoch + chrono::Duration::from_std(elapsed).unwrap_or_default()
+}
+
 impl Clock for SimClock {
     fn now(&self) -> DateTime<Utc> {
-        let epoch = Utc.timestamp_opt(SIM_EPOCH_UNIX_SECS, 0).single().expect("a valid epoch");
-        epoch + chrono::Duration::from_std(sim_now()).unwrap_or_default() + chrono::Duration::milliseconds(self.skew_ms)
+        wall_clock(sim_now()) + chrono::Duration::milliseconds(self.skew_ms)
     }
 
     fn monotonic(&self) -> Duration {

@@ -50,7 +50,7 @@ pub fn instance_name(index: usize) -> String {
 /// A fault as the stepping loop applies it.
 #[derive(Clone, Debug)]
 pub(crate) enum Action {
-    /// SIGTERM (whole-bot runs apply it themselves).
+    /// SIGTERM: the instance's software watches `Shared::stopping` (whole-bot runs).
     Stop(usize),
     Crash(usize),
     Bounce(usize),
@@ -148,13 +148,17 @@ pub(crate) fn apply(
             .push(crate::history::Record { at: sim.elapsed(), event: Event::Fault(fault) })
     };
     match action {
-        Action::Stop(_) => unreachable!("validated: the stop fault is for whole-bot runs, which apply it"),
+        Action::Stop(i) => {
+            note(FaultEvent::Stopped(i));
+            shared.stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(i);
+        }
         Action::Crash(i) => {
             note(FaultEvent::Crashed(i));
             sim.crash(instance_name(i));
         }
         Action::Bounce(i) => {
             note(FaultEvent::Restarted(i));
+            shared.stopping.lock().unwrap_or_else(|p| p.into_inner()).remove(&i);
             sim.bounce(instance_name(i));
         }
         Action::Hold(i) => {

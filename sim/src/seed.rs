@@ -51,7 +51,7 @@ pub fn rules() -> Rules {
 }
 
 /// Runs a store call on the model in place: the direct store never waits, so it is ready at once.
-fn now<T>(call: impl std::future::Future<Output = T>) -> T {
+pub(crate) fn now<T>(call: impl std::future::Future<Output = T>) -> T {
     call.now_or_never().expect("the direct store answers at once")
 }
 

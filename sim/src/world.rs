@@ -92,7 +92,12 @@ pub struct Shared {
     pub store: StoreLink,
     pub panel: Arc<Mutex<Panel>>,
     pub invoices: Arc<Mutex<Invoices>>,
+    /// Instances told to stop (SIGTERM), by index; cleared when an instance starts again.
+    pub stopping: Stopping,
 }
+
+/// Instances told to stop, as their software watches for it (whole-bot runs).
+pub type Stopping = Arc<Mutex<std::collections::BTreeSet<usize>>>;
 
 /// How long a simulated panel call takes: the reissue workload's setting, or a few ms.
 fn panel_ms(workload: &Workload) -> [u64; 2] {

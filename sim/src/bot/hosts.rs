@@ -3,9 +3,8 @@
 //! model), the fake Bot API with its webhook pusher, the fake Outline panel and Crypto Pay, and a
 //! balancer in front of the instances.
 
-use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use atlas::coord::AnyCoordination;
@@ -31,7 +30,7 @@ use crate::fakes::outline::FakeOutline;
 use crate::net::{SimListener, SimNetwork};
 use crate::scenario::{BotIntake, Mode, Routing};
 use crate::store_host::{SimStore, StoreLink};
-use crate::world::{instance_ids, redis_coordination};
+use crate::world::{Stopping, instance_ids, redis_coordination};
 
 pub const TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_";
 pub const CRYPTO_TOKEN: &str = "777:SimCryptoPayToken";
@@ -110,9 +109,6 @@ pub fn add_fakes(sim: &mut turmoil::Sim<'_>, fakes: &Fakes) {
     let books = fakes.crypto.clone();
     sim.host(CRYPTO_HOST, move || serving(80, books.router()));
 }
-
-/// Instances told to stop (SIGTERM), by index; the runner clears one when it starts it again.
-pub type Stopping = Arc<Mutex<BTreeSet<usize>>>;
 
 /// What one instance is: its place, its design, its clock, how updates reach it.
 #[derive(Clone)]

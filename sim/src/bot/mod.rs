@@ -16,18 +16,17 @@ use std::time::Duration;
 use atlas::domain::{Language, Money, PaymentProviderKind, Percent, PromoCode, ProviderPaymentId, UserId};
 use atlas::ports::store::Subscriptions as _;
 use atlas::ports::store::{Accounts as _, NewPromo, Promos as _, ProviderPayment, PurchaseRequest, Purchases as _};
-use chrono::TimeZone as _;
-use futures::FutureExt as _;
 
 use crate::bot_api::Redelivery;
-use crate::clock::{SIM_EPOCH_UNIX_SECS, sim_now};
-use crate::faults::{Action, Progress, RunResult, apply, instance_name, network_of, schedule, skew_of};
+use crate::clock::{sim_now, wall_clock};
+use crate::faults::{Progress, RunResult, apply, instance_name, network_of, schedule, skew_of};
 use crate::history::{self, Event, JourneyEnd, Record, SharedHistory};
 use crate::scenario::{BotWorkload, Invariant, Mode, Scenario};
+use crate::seed::now;
 use crate::store_host::{STORE_HOST, SimStore, StoreLink};
 use crate::world::{self, Shared};
 use actors::Crowd;
-use hosts::{BALANCER_HOST, FIRST_SHOPPER, Fakes, InstanceSpec, Stopping};
+use hosts::{BALANCER_HOST, FIRST_SHOPPER, Fakes, InstanceSpec};
 
 /// What each shopper starts with on the balance (minor units: 5,000 ₽).
 const SHOPPER_BALANCE_MINOR: i64 = 500_000;
@@ -41,22 +40,12 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// were doing counted as unfinished).
 const OVERTIME: Duration = Duration::from_secs(150);
 
-fn at(elapsed: Duration) -> chrono::DateTime<chrono::Utc> {
-    let epoch = chrono::Utc.timestamp_opt(SIM_EPOCH_UNIX_SECS, 0).single().expect("a valid epoch");
-    epoch + chrono::Duration::from_std(elapsed).unwrap_or_default()
-}
-
-/// Runs a store call on the model in place (the direct store answers at once).
-fn now<T>(call: impl std::future::Future<Output = T>) -> T {
-    call.now_or_never().expect("the direct store answers at once")
-}
-
 /// The shoppers, their balances and the promo code, arranged through the store's own operations;
 /// with `expiring_at_secs`, each shopper also holds a period ending then (auto-renewal on for
 /// every other one).
 fn seed_store(link: &StoreLink, bot: &BotWorkload) -> anyhow::Result<()> {
     let store = SimStore::direct_on(link.clone());
-    let start = at(Duration::ZERO);
+    let start = wall_clock(Duration::ZERO);
     for i in 0..i64::from(bot.users) {
         let user = UserId::new(FIRST_SHOPPER + i).expect("positive");
         let payment = ProviderPayment {
@@ -120,7 +109,6 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     let names: Vec<String> = (0..scenario.instances).map(instance_name).collect();
     let routing = bot.routing;
     sim.host(BALANCER_HOST, move || hosts::balancer(names.clone(), routing));
-    let stopping: Stopping = Default::default();
     for index in 0..scenario.instances {
         let spec = InstanceSpec {
             index,
@@ -130,7 +118,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             intake: bot.intake,
             updates_in_flight_max: bot.updates_in_flight_max,
             lease: Duration::from_millis(scenario.lease_ms),
-            stopping: stopping.clone(),
+            stopping: shared.stopping.clone(),
         };
         let link = shared.store.clone();
         sim.host(instance_name(index), move || hosts::instance(link.clone(), spec.clone()));
@@ -153,19 +141,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     loop {
         while pending.last().is_some_and(|(at, _)| *at <= sim.elapsed()) {
             let (_, action) = pending.pop().expect("checked");
-            match action {
-                Action::Stop(i) => {
-                    let event = Event::Fault(crate::history::FaultEvent::Stopped(i));
-                    history::lock(&history).records.push(Record { at: sim.elapsed(), event });
-                    stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(i);
-                }
-                action => {
-                    if let Action::Bounce(i) = action {
-                        stopping.lock().unwrap_or_else(|p| p.into_inner()).remove(&i);
-                    }
-                    apply(&mut sim, action, &history, &shared, &Default::default());
-                }
-            }
+            apply(&mut sim, action, &history, &shared, &Default::default());
         }
         // The run lasts `duration_secs` at least (the workers' time), and until the users are
         // done and settled, within the overtime.
@@ -201,7 +177,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             .map(|(user, at)| (user.get(), at))
             .collect(),
         promo: shared.store.with_model(|m| m.promo_findings()),
-        open_work: shared.store.with_model(|m| m.open_work(at(simulated))),
+        open_work: shared.store.with_model(|m| m.open_work(wall_clock(simulated))),
     };
     let violations: Vec<(Invariant, String)> = scenario
         .invariants
