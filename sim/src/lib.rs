@@ -20,6 +20,7 @@ pub mod fakes;
 pub mod faults;
 pub mod history;
 pub mod instance;
+pub mod logs;
 pub mod messenger;
 pub mod net;
 pub mod redis_host;

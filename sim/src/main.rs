@@ -24,7 +24,8 @@ const USAGE: &str = "usage:
   atlas-sim run <scenario.toml|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism]
       run scenarios over seeds 0..N (or one seed); exit 0 only when every run holds
   atlas-sim replay <scenario.toml> --seed S [--coordination redis|legacy]
-      one run, with its trace
+      one run, with its trace; ATLAS_SIM_LOG=<filter> (say info, or atlas=debug) adds the
+      bot's own log lines on stderr, stamped with simulated time and the host
   atlas-sim bench [--seeds N]
       time compression of the five-instance scenario and of the whole bot (five instances, 500
       users: scenarios/bench/) beside raw turmoil with as many idle hosts, and seeds per second
@@ -191,6 +192,9 @@ fn cmd_replay(o: Options) -> anyhow::Result<bool> {
     let path = o.target.context("replay needs a scenario file")?;
     let seed = o.seed.context("replay needs --seed S")?;
     let scenario = Scenario::load(&path)?;
+    if let Ok(filter) = std::env::var("ATLAS_SIM_LOG") {
+        atlas_sim::logs::to_stderr(&filter)?;
+    }
     let result = run(&scenario, seed, o.mode)?;
     if o.hash_only {
         println!("{:016x}", result.hash);

@@ -370,13 +370,21 @@ pub mod proxy {
     pub struct Proxy {
         addr: SocketAddr,
         upstream: (String, u16),
+        /// The accepting task.
         tasks: Arc<Mutex<Vec<AbortHandle>>>,
+        /// One task per connection carried.
+        connections: Arc<Mutex<Vec<AbortHandle>>>,
     }
 
     impl Proxy {
         pub async fn start(upstream: (String, u16)) -> Proxy {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a proxy port");
-            let proxy = Proxy { addr: listener.local_addr().unwrap(), upstream, tasks: Arc::default() };
+            let proxy = Proxy {
+                addr: listener.local_addr().unwrap(),
+                upstream,
+                tasks: Arc::default(),
+                connections: Arc::default(),
+            };
             proxy.serve(listener);
             proxy
         }
@@ -386,7 +394,7 @@ pub mod proxy {
         }
 
         fn serve(&self, listener: TcpListener) {
-            let (upstream, tasks) = (self.upstream.clone(), self.tasks.clone());
+            let (upstream, connections) = (self.upstream.clone(), self.connections.clone());
             let accept = tokio::spawn(async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
                     let upstream = upstream.clone();
@@ -395,7 +403,7 @@ pub mod proxy {
                             let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
-                    tasks.lock().unwrap().push(copy.abort_handle());
+                    connections.lock().unwrap().push(copy.abort_handle());
                 }
             });
             self.tasks.lock().unwrap().push(accept.abort_handle());
@@ -404,6 +412,15 @@ pub mod proxy {
         /// Closes every connection and refuses new ones.
         pub fn cut(&self) {
             for task in self.tasks.lock().unwrap().drain(..) {
+                task.abort();
+            }
+            self.drop_connections();
+        }
+
+        /// Closes every connection open now and goes on accepting new ones: what clients see
+        /// when Redis restarts (or fails over) and is back at once.
+        pub fn drop_connections(&self) {
+            for task in self.connections.lock().unwrap().drain(..) {
                 task.abort();
             }
         }

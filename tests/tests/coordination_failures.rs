@@ -9,26 +9,37 @@ use atlas::coord::health::{self, Readiness};
 use atlas::coord::legacy::LegacyCoordination;
 use atlas::coord::policy::{Guarded, Intake, RateVerdict};
 use atlas::coord::redis::RedisCoordination;
-use atlas::ports::coordination::{Admission, BeginOutcome, LimitedAction};
+use atlas::ports::coordination::{Admission, BeginOutcome, FsmWrite, LimitedAction};
+use atlas::runtime::intake::{Handled, handle_update};
 use atlas_tests::proxy::Proxy;
 use atlas_tests::redis_support::{clock, fresh_keys, ids, target};
 use atlas_tests::uid;
 
-#[tokio::test]
-async fn redis_outage_fails_money_closed_and_recovers_by_itself() {
+/// Coordination through `proxy`, as an instance has it.
+fn through(proxy: &Proxy, seed: u64) -> Guarded<RedisCoordination<TcpDialer>> {
     let real = target();
-    let proxy = Proxy::start((real.host.clone(), real.port)).await;
     let through_proxy = RedisTarget { host: "127.0.0.1".into(), port: proxy.port(), ..real };
     let connector = RedisConnector::new(
         TcpDialer::new(&through_proxy, None).expect("plain TCP"),
         through_proxy.info.clone(),
         clock(),
-        ids(1),
+        ids(seed),
     );
-    let guarded = Guarded::new(
-        RedisCoordination::new(connector, fresh_keys(), clock(), ids(2)),
-        LegacyCoordination::new(clock(), ids(3)),
-    );
+    Guarded::new(
+        RedisCoordination::new(connector, fresh_keys(), clock(), ids(seed + 1)),
+        LegacyCoordination::new(clock(), ids(seed + 2)),
+    )
+}
+
+async fn proxy() -> Proxy {
+    let real = target();
+    Proxy::start((real.host.clone(), real.port)).await
+}
+
+#[tokio::test]
+async fn redis_outage_fails_money_closed_and_recovers_by_itself() {
+    let proxy = proxy().await;
+    let guarded = through(&proxy, 1);
     let readiness = Readiness::default();
     let user = uid(1);
 
@@ -95,4 +106,62 @@ async fn the_periodic_health_check_follows_an_outage() {
         let _ = stop.send(());
     };
     tokio::join!(watching, script);
+}
+
+/// After Redis restarts, the first call on the old connection fails though Redis answers again:
+/// the update is begun on a new connection, not handled without Redis (found by the whole-bot
+/// swarm: an update handled degraded after a restart escaped the dedupe and ran twice).
+#[tokio::test]
+async fn after_a_redis_restart_the_next_update_is_coordinated() {
+    let proxy = proxy().await;
+    let guarded = through(&proxy, 10);
+    let user = uid(2);
+    assert!(matches!(guarded.begin_update(user, 1, Admission::Counted).await, Intake::Coordinated(_)));
+    proxy.drop_connections();
+    // The client notices the closed connection.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(matches!(
+        guarded.begin_update(user, 2, Admission::Counted).await,
+        Intake::Coordinated(BeginOutcome::Busy { .. } | BeginOutcome::Proceed(_))
+    ));
+}
+
+/// A commit that Redis did not confirm is tried again on a new connection: the state that goes
+/// with the replies already sent is stored, and the user's next answer finds their step.
+#[tokio::test]
+async fn a_commit_lost_to_a_redis_restart_is_stored_on_a_later_try() {
+    let proxy = proxy().await;
+    let guarded = through(&proxy, 20);
+    let user = uid(3);
+    let handled = handle_update(&guarded, user, 7, Admission::Counted, |_| async {
+        // Redis restarts while the handler works (its replies are on their way).
+        proxy.drop_connections();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        FsmWrite::Set(b"asked for the amount".to_vec())
+    })
+    .await;
+    assert_eq!(handled, Handled::Committed);
+    let next = handle_update(&guarded, user, 8, Admission::Counted, |ctx| async move {
+        let data = ctx.fsm.and_then(|r| r.data).unwrap_or_default();
+        assert_eq!(data, b"asked for the amount", "the next update reads the state committed on the later try");
+        FsmWrite::Keep
+    })
+    .await;
+    assert_eq!(next, Handled::Committed);
+    assert_eq!(handle_update(&guarded, user, 7, Admission::Counted, |_| async { FsmWrite::Keep }).await, Handled::Duplicate);
+}
+
+/// A commit that cannot be stored before Redis comes back hands the update back, to be
+/// delivered again: the user is not left at a step the conversation does not hold.
+#[tokio::test]
+async fn a_commit_redis_never_confirms_hands_the_update_back() {
+    let proxy = proxy().await;
+    let guarded = through(&proxy, 30);
+    let handled = handle_update(&guarded, uid(4), 9, Admission::Counted, |_| async {
+        proxy.cut();
+        FsmWrite::Set(b"step".to_vec())
+    })
+    .await;
+    assert_eq!(handled, Handled::CommitFailed);
+    assert!(handled.wants_redelivery());
 }

@@ -94,8 +94,8 @@ pub async fn top_up_input<A: Adapters>(turn: &mut Turn<'_, A>, step: TopUpStep, 
 }
 
 async fn open<A: Adapters>(turn: &mut Turn<'_, A>, amount: Money, method: Method) -> Next {
-    if !turn.allow_money(LimitedAction::PaymentAttempt).await {
-        return Next::Done;
+    if let Err(next) = turn.allow_money(LimitedAction::PaymentAttempt).await {
+        return next;
     }
     let provider = pay::provider(method).expect("a provider method");
     let ttl = turn.app.rules.shop.purchase_ttl;

@@ -158,25 +158,38 @@ impl<'a, A: Adapters> Turn<'a, A> {
 
     /// Counts one attempt of `action`; says why when it is refused.
     pub async fn allow(&mut self, action: LimitedAction) -> bool {
+        self.admit(action).await.is_ok()
+    }
+
+    /// Counts one attempt of `action`; when it is refused, says why and gives where the
+    /// conversation goes: it ends on "too many attempts", and stays where it is on "try again in
+    /// a minute" (the same button then works).
+    async fn admit(&mut self, action: LimitedAction) -> Result<(), Next> {
         match self.app.coordination.check_rate(self.update.user, action).await {
-            RateVerdict::Allowed => true,
+            RateVerdict::Allowed => Ok(()),
             RateVerdict::Denied { retry_after } => {
                 tracing::info!(event = "RATE_LIMITED", action = action.name(), "attempt refused");
                 metrics::counter!("atlas_rate_limited_total", "action" => action.name()).increment(1);
                 self.say(Msg::RateLimited { minutes: retry_after.as_secs().div_ceil(60).max(1) });
-                false
+                Err(Next::Done)
             }
             RateVerdict::TryLater => {
                 self.say(Msg::TryLater);
-                false
+                Err(Next::Keep)
             }
         }
     }
 
     /// The gate of every action that moves money: refused without coordination (Redis
-    /// unreachable), and counted against its limit.
-    pub async fn allow_money(&mut self, action: LimitedAction) -> bool {
-        self.coordinated_or_later() && self.allow(action).await
+    /// unreachable), and counted against its limit. Refused, it gives where the conversation
+    /// goes (see [`Turn::admit`]): the user told to try again in a minute finds the step as it
+    /// was (found by the simulation's swarm: a press refused while Redis restarted ended the
+    /// purchase, and pressing the same button again was "no longer active").
+    pub async fn allow_money(&mut self, action: LimitedAction) -> Result<(), Next> {
+        if !self.coordinated_or_later() {
+            return Err(Next::Keep);
+        }
+        self.admit(action).await
     }
 
     /// Money moves only with coordination: without it (Redis unreachable) the user is told to

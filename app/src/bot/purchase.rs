@@ -313,8 +313,8 @@ async fn from_balance<A: Adapters>(
     days: u16,
     promo: Option<Promo>,
 ) -> Next {
-    if !turn.allow_money(LimitedAction::PaymentAttempt).await {
-        return Next::Done;
+    if let Err(next) = turn.allow_money(LimitedAction::PaymentAttempt).await {
+        return next;
     }
     let request = request(turn, tariff.clone(), days, &promo, "buy");
     match turn.app.store.purchase_from_balance(request, turn.now()).await {
@@ -339,8 +339,8 @@ async fn by_provider<A: Adapters>(
     promo: Option<Promo>,
     method: Method,
 ) -> Next {
-    if !turn.allow_money(LimitedAction::PaymentAttempt).await {
-        return Next::Done;
+    if let Err(next) = turn.allow_money(LimitedAction::PaymentAttempt).await {
+        return next;
     }
     let provider = pay::provider(method).expect("a provider method");
     // One key per method: the other method's button of the same step opens another purchase

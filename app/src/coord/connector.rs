@@ -191,10 +191,13 @@ impl<D: Dialer> RedisConnector<D> {
     }
 
     /// Counts a failure (a failed dial, or a call that failed on a connection) and pushes the
-    /// next dial back; the backoff grows until a call succeeds again.
+    /// next dial back; the backoff grows until a call succeeds again. The first failure after
+    /// health waits for nothing: after Redis restarts, the first call on the old connection
+    /// fails though Redis is back, and the next call should find out on a new one.
     fn note_failure(&self, state: &mut State, reason: &str) {
+        let pause = if state.failures == 0 { Duration::ZERO } else { self.backoff(state.failures) };
         state.failures = state.failures.saturating_add(1);
-        state.retry_at = self.clock.monotonic() + self.backoff(state.failures);
+        state.retry_at = self.clock.monotonic() + pause;
         tracing::warn!(failures = state.failures, reason, "Redis unavailable");
     }
 

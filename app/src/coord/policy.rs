@@ -82,9 +82,15 @@ impl<C: Coordination> Guarded<C> {
         &self.shared
     }
 
-    /// Rule 1.
+    /// Rule 1. Like a begin, a check that found Redis unavailable is tried once more on a new
+    /// connection (the first call after a Redis restart fails on the old one). Should the first
+    /// try have been counted after all, the attempt counts twice: the stricter side.
     pub async fn check_rate(&self, user: UserId, action: LimitedAction) -> RateVerdict {
-        let decision = match self.shared.check_rate(user, action).await {
+        let checked = match self.shared.check_rate(user, action).await {
+            Err(CoordinationError::Unavailable) => self.shared.check_rate(user, action).await,
+            first => first,
+        };
+        let decision = match checked {
             Ok(decision) => decision,
             Err(e) => {
                 tracing::warn!(error = %e, user_id = user.get(), action = action.name(), "rate limit unavailable");
@@ -103,9 +109,17 @@ impl<C: Coordination> Guarded<C> {
         }
     }
 
-    /// Rule 2.
+    /// Rule 2. A begin that found Redis unavailable is tried once more before the update is
+    /// handled degraded: after Redis restarts (or fails over) the first call on the old
+    /// connection fails though Redis answers, and the connector redials at once. Trying again is
+    /// safe even if the first try ran: the update is then in progress under a lease nobody will
+    /// commit, so the second try answers `InProgress` and the update comes again after the lease.
     pub async fn begin_update(&self, user: UserId, update_id: i64, admission: Admission) -> Intake {
-        match self.shared.begin_update(user, update_id, admission).await {
+        let begun = match self.shared.begin_update(user, update_id, admission).await {
+            Err(CoordinationError::Unavailable) => self.shared.begin_update(user, update_id, admission).await,
+            first => first,
+        };
+        match begun {
             Ok(outcome) => {
                 if let BeginOutcome::Proceed(ticket) = &outcome {
                     assert_eq!(ticket.update_id, update_id, "a ticket for another update");

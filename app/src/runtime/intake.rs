@@ -45,7 +45,11 @@ pub enum Handled {
     GaveUp,
     /// Redis was unavailable: the handler ran from a fresh state and nothing was committed.
     Degraded,
-    /// Redis failed between begin and commit: the handler ran, its state was not saved.
+    /// Redis failed between begin and commit: the handler ran, its state may not have been
+    /// saved while its replies went out. The update is delivered again: if the commit did land,
+    /// the redelivery is a duplicate; if not, it runs again from the state it began with once
+    /// the lease ends (money keyed by step moves once, the replies come again), so the user is
+    /// never left at a step the conversation does not hold.
     CommitFailed,
     /// A pre-checkout query, answered at once outside the conversation (no lease, no state).
     Answered,
@@ -74,10 +78,11 @@ impl Handled {
         }
     }
 
-    /// Whether the update must be delivered again: it was not handled, and dropping it could
-    /// lose something (a chat that stayed busy, a handler that asked for a retry).
+    /// Whether the update must be delivered again: it was not handled, or its state may not be
+    /// kept, and dropping it could lose something (a chat that stayed busy, a handler that asked
+    /// for a retry, a commit Redis did not confirm).
     pub fn wants_redelivery(&self) -> bool {
-        matches!(self, Handled::Retry | Handled::GaveUp | Handled::InProgress)
+        matches!(self, Handled::Retry | Handled::GaveUp | Handled::InProgress | Handled::CommitFailed)
     }
 }
 
@@ -128,7 +133,10 @@ where
     };
     let write = handler(UpdateContext { user, update_id, fsm: Some(ticket.fsm.clone()) }).await;
     let retry = write == FsmWrite::Retry;
-    let verdict = coordination.commit_update(user, &ticket, write).await;
+    let mut verdict = coordination.commit_update(user, &ticket, write.clone()).await;
+    if verdict == CommitVerdict::Failed && !retry {
+        verdict = commit_again(coordination, user, &ticket, write).await;
+    }
     if retry {
         // Handed back: to be delivered again whatever became of the commit (a lost lease or a
         // failed commit leaves the marker to expire with the lease, so the redelivery runs).
@@ -144,6 +152,41 @@ where
         CommitVerdict::VersionConflict => Handled::Conflict,
         CommitVerdict::Failed => Handled::CommitFailed,
     }
+}
+
+/// How long a commit Redis did not confirm is tried again, and the pauses between the tries.
+pub const COMMIT_RETRY_BUDGET: Duration = Duration::from_secs(5);
+const COMMIT_RETRY_FIRST: Duration = Duration::from_millis(100);
+const COMMIT_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Tries again a commit Redis did not confirm (a restart, a dropped connection, a short cut).
+/// The handler's replies are out: the sooner the state that goes with them is stored, the
+/// sooner the user's next answer finds the step they were asked about. The same ticket is
+/// committed, so the lease token still guards it; once a try is answered with anything but
+/// `Committed`, nobody knows whether the first try landed, and the verdict stays `Failed` (the
+/// update is then delivered again: a duplicate if it landed, a second run if not).
+async fn commit_again<C: Coordination>(
+    coordination: &Guarded<C>,
+    user: UserId,
+    ticket: &crate::ports::coordination::UpdateTicket,
+    write: FsmWrite,
+) -> CommitVerdict {
+    let mut pause = COMMIT_RETRY_FIRST;
+    let mut waited = Duration::ZERO;
+    while waited < COMMIT_RETRY_BUDGET {
+        tokio::time::sleep(pause).await;
+        waited += pause;
+        pause = (pause * 2).min(COMMIT_RETRY_MAX);
+        match coordination.commit_update(user, ticket, write.clone()).await {
+            CommitVerdict::Committed => {
+                tracing::info!(user_id = user.get(), update_id = ticket.update_id, "commit stored on a later try");
+                return CommitVerdict::Committed;
+            }
+            CommitVerdict::Failed => {}
+            _ => break,
+        }
+    }
+    CommitVerdict::Failed
 }
 
 /// The bot's handling of one update under the coordination protocol: what the webhook route,

@@ -41,6 +41,9 @@ const TRIES: u32 = 3;
 
 /// Replies that show the bot no longer knows where the user was: waiting on is pointless.
 const LOST: [&str; 3] = ["no longer active", "did not understand", "unfinished step was reset"];
+/// How long a user reads on after such a reply, for the answer to their own update (the bot
+/// sends at most one message a second to a chat, so a few may be queued before it).
+const LOST_GRACE: Duration = Duration::from_secs(5);
 
 /// What the users of a run share.
 pub struct Crowd {
@@ -221,10 +224,15 @@ impl Actor<'_> {
     }
 
     /// Waits for a message to this chat, after its first `since`, containing one of `expect`.
+    /// A reply saying the bot lost the user's place may answer an earlier update that came again
+    /// (handed back, or redelivered by Telegram) rather than this one: the user reads on, and is
+    /// stuck with it only when the answer they wait for never comes.
     async fn wait(&self, since: usize, expect: &[&str]) -> Step<(usize, String)> {
-        let deadline = Instant::now() + PATIENCE;
+        let mut deadline = Instant::now() + PATIENCE;
+        let mut lost: Option<String> = None;
         loop {
             let told = self.api().told();
+            let seen_lost = lost.is_some();
             for message in self.api().messages_after(self.chat, since) {
                 let text = message["text"].as_str().unwrap_or_default();
                 if let Some(i) = expect.iter().position(|needle| text.contains(needle)) {
@@ -233,13 +241,19 @@ impl Actor<'_> {
                 if let Some(refusal) = REFUSALS.iter().chain(&TRY_LATER).find(|r| text.contains(*r)) {
                     return Err(JourneyEnd::Refused((*refusal).to_owned()));
                 }
-                if LOST.iter().any(|lost| text.contains(lost)) {
-                    return Err(self.stuck(format!("{expect:?}, told {text:?}")));
+                if lost.is_none() && LOST.iter().any(|l| text.contains(l)) {
+                    lost = Some(text.to_owned());
                 }
+            }
+            if !seen_lost && lost.is_some() {
+                deadline = deadline.min(Instant::now() + LOST_GRACE);
             }
             tokio::select! {
                 () = told => {}
-                () = tokio::time::sleep_until(deadline) => return Err(self.stuck(format!("{expect:?}"))),
+                () = tokio::time::sleep_until(deadline) => {
+                    let told = lost.map_or_else(String::new, |text| format!(", told {text:?}"));
+                    return Err(self.stuck(format!("{expect:?}{told}")));
+                }
             }
         }
     }

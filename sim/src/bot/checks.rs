@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::bot_api::Call;
+use crate::bot_api::{Call, HandedBack};
 use crate::history::{Event, FaultEvent, History, JourneyEnd};
 use crate::scenario::{Invariant, Journey};
 
@@ -27,8 +27,9 @@ pub struct BotRecords {
     pub refunded: Vec<String>,
     /// Every promo check the store saw: (user, simulated time).
     pub promo_checks: Vec<(i64, Duration)>,
-    /// Callback queries whose webhook delivery the bot refused (handed back), with when.
-    pub handed_back: Vec<(String, Duration)>,
+    /// The updates the bot handed back to Telegram (a refused webhook delivery, an update its
+    /// poller did not confirm), with when.
+    pub handed_back: Vec<HandedBack>,
     pub promo: Vec<String>,
     pub open_work: Vec<String>,
 }
@@ -152,8 +153,8 @@ fn payments_once(history: &History, records: &BotRecords) -> Option<String> {
 
 /// An update is handled once: each button press (callback query) is answered once, unless the
 /// instance handling it was lost between the two answers or the bot handed it back to Telegram
-/// between them (a refused webhook delivery: at least once, by design). A poller's own retry is
-/// not visible from outside and is not excused. (Pre-checkout queries are answered
+/// between them (a refused webhook delivery, an update the poller fetched again: at least once,
+/// by design). (Pre-checkout queries are answered
 /// outside the protocol by design: a read-only check that must meet Telegram's 10 s, and a
 /// second answer changes nothing.)
 fn no_update_twice(history: &History, records: &BotRecords) -> Option<String> {
@@ -169,8 +170,8 @@ fn no_update_twice(history: &History, records: &BotRecords) -> Option<String> {
             // Handed back (a 503, no answer in time) or its instance lost: at least once, by
             // design; a second answer then is not a second application.
             let between = |at: &Duration| before <= *at && *at <= call.at;
-            let excused =
-                records.handed_back.iter().any(|(q, at)| q == id && between(at)) || losses.iter().any(between);
+            let excused = records.handed_back.iter().any(|b| b.query.as_deref() == Some(id) && between(&b.at))
+                || losses.iter().any(between);
             if !excused {
                 let who = presses.get(id).map_or_else(String::new, |(u, l, _)| format!(" (user {u} pressed {l:?})"));
                 return Some(format!(
@@ -363,11 +364,21 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
             ));
         }
     }
+    // A payment's update handed back to Telegram (or its instance lost) after the bot said so is
+    // handled again and said again: replies are at least once. Such a repeat is not a payment.
     let mut received: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut last_told: BTreeMap<i64, Duration> = BTreeMap::new();
     for call in records.calls.iter().filter(|c| is(c, "sendMessage")) {
         let text = call.body["text"].as_str().unwrap_or_default();
         if text.contains("Payment received") || text.contains("went to your balance") {
-            *received.entry(call.body["chat_id"].as_i64().unwrap_or(0)).or_default() += 1;
+            let user = call.body["chat_id"].as_i64().unwrap_or(0);
+            let repeat = last_told.insert(user, call.at).is_some_and(|before| {
+                let between = |at: &Duration| before <= *at && *at <= call.at;
+                records.handed_back.iter().any(|b| b.user == user && between(&b.at)) || losses.iter().any(between)
+            });
+            if !repeat {
+                *received.entry(user).or_default() += 1;
+            }
         }
     }
     received.iter().find_map(|(user, n)| {

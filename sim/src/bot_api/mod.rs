@@ -24,6 +24,30 @@ use tokio::sync::Notify;
 
 pub use webhook::deliver_webhooks;
 
+/// An update the bot handed back to Telegram, to be delivered again: whose, which button press
+/// (for a callback query), and when.
+#[derive(Clone, Debug)]
+pub struct HandedBack {
+    pub user: i64,
+    pub query: Option<String>,
+    pub at: Duration,
+}
+
+impl HandedBack {
+    fn of(update: &Value) -> HandedBack {
+        let query = update["callback_query"]["id"].as_str().map(str::to_owned);
+        HandedBack { user: user_of(update), query, at: turmoil::sim_elapsed().unwrap_or_default() }
+    }
+}
+
+/// The user an update comes from.
+pub fn user_of(update: &Value) -> i64 {
+    ["message", "callback_query", "pre_checkout_query", "my_chat_member"]
+        .iter()
+        .find_map(|kind| update.get(*kind).and_then(|u| u["from"]["id"].as_i64()))
+        .unwrap_or(0)
+}
+
 /// The bot the fake answers for (`getMe`).
 pub const BOT_ID: i64 = 123_456_789;
 pub const BOT_USERNAME: &str = "atlas_test_bot";
@@ -100,9 +124,11 @@ struct State {
     delivered_order: BTreeMap<i64, Vec<u64>>,
     /// For each callback query answered, `delivered_total` at its first answer.
     answered_at: BTreeMap<String, u64>,
-    /// Callback queries whose update the webhook did not take (non-2xx or no answer), with when:
-    /// the bot handed them back, so they come again.
-    handed_back: Vec<(String, Duration)>,
+    /// Updates the bot handed back (a webhook answer that was not 2xx or never came; an update a
+    /// poller fetched again because it did not confirm it): they come again.
+    handed_back: Vec<HandedBack>,
+    /// Updates getUpdates has returned, to see one returned again.
+    fetched: std::collections::BTreeSet<i64>,
     faults: BTreeMap<String, VecDeque<Fault>>,
     /// Users who blocked the bot: sends to them answer 403.
     blocked: Vec<i64>,
@@ -244,8 +270,8 @@ impl FakeBotApi {
         self.state().blocked.push(user);
     }
 
-    /// Callback queries whose webhook delivery was refused (or unanswered), with when.
-    pub fn handed_back(&self) -> Vec<(String, Duration)> {
+    /// The updates the bot handed back, in order.
+    pub fn handed_back(&self) -> Vec<HandedBack> {
         self.state().handed_back.clone()
     }
 

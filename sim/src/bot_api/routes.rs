@@ -140,12 +140,19 @@ async fn get_updates(api: &FakeBotApi, body: &Value) -> Response {
     loop {
         let arrived = api.arrived.notified();
         {
-            let state = api.state();
+            let mut state = api.state();
             if state.poll_ticket != ticket {
                 return refuse(409, TERMINATED);
             }
             let batch: Vec<Value> = state.pending.range(offset..).take(limit).map(|(_, u)| u.clone()).collect();
             if !batch.is_empty() || tokio::time::Instant::now() >= deadline {
+                // One returned before and not confirmed since: the poller handed it back.
+                for update in &batch {
+                    let id = update["update_id"].as_i64().unwrap_or(0);
+                    if !state.fetched.insert(id) {
+                        state.handed_back.push(super::HandedBack::of(update));
+                    }
+                }
                 return ok(Value::Array(batch));
             }
         }

@@ -87,9 +87,8 @@ pub async fn deliver_webhooks<N: Network>(api: FakeBotApi, client: HttpClient<N>
                     }
                     Err(why) => {
                         state.failed_deliveries += 1;
-                        let query = state.pending.get(&id).and_then(|u| u["callback_query"]["id"].as_str()).map(str::to_owned);
-                        if let Some(query) = query {
-                            state.handed_back.push((query, turmoil::sim_elapsed().unwrap_or_default()));
+                        if let Some(back) = state.pending.get(&id).map(super::HandedBack::of) {
+                            state.handed_back.push(back);
                         }
                         state.last_error = Some(why);
                         let pause = backoff.get(&queue).map_or(api.redelivery.first, |p| (*p * 2).min(api.redelivery.max));
