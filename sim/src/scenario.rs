@@ -174,6 +174,8 @@ pub enum Journey {
     SpamPromo,
     /// Press three menu buttons at once without waiting (balance, referral, support).
     Browse,
+    /// An admin goes through the pending withdrawals in the admin panel (at the end of a run).
+    Review,
 }
 
 impl Journey {
@@ -187,6 +189,7 @@ impl Journey {
             Journey::Reissue => "reissue",
             Journey::SpamPromo => "spam_promo",
             Journey::Browse => "browse",
+            Journey::Review => "review",
         }
     }
 }
@@ -441,6 +444,10 @@ impl Scenario {
         }
         if let Workload::Bot(bot) = &self.workload {
             anyhow::ensure!(!bot.journeys.is_empty(), "the bot workload needs at least one journey");
+            anyhow::ensure!(
+                !bot.journeys.contains(&Journey::Review),
+                "\"review\" is an admin's (every run ends with one), not a shopper's journey"
+            );
             anyhow::ensure!(bot.users >= 1, "the bot workload needs at least one user");
             anyhow::ensure!(bot.journeys_per_user >= 1, "the bot workload needs at least one journey per user");
             anyhow::ensure!(bot.updates_in_flight_max >= 1, "updates_in_flight_max must be at least 1");

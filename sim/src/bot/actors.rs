@@ -27,6 +27,8 @@ use crate::scenario::{BotWorkload, Journey};
 
 /// How long a user waits for a reply before they give up on the step.
 pub const PATIENCE: Duration = Duration::from_secs(30);
+/// How long a user who paid a crypto invoice waits to be told before pressing "I paid, check".
+const CHECK_AFTER: Duration = Duration::from_secs(10);
 /// How long a user waits for their key after paying: an activation claimed by an instance that
 /// died is retried when its claim (60 s) runs out.
 pub const KEY_PATIENCE: Duration = Duration::from_secs(100);
@@ -120,6 +122,11 @@ pub async fn users(crowd: Rc<Crowd>, seed: u64) {
     }
     for shopper in shoppers {
         let _ = shopper.await;
+    }
+    // The end of the shift: an admin approves what the pending list still shows.
+    let mut admin = actor(&crowd, ADMINS[0]);
+    if let Err(end) = admin.review().await {
+        crowd.note(Event::Journey { user: admin.chat, journey: Journey::Review, attempt: 1, end });
     }
 }
 
@@ -228,7 +235,11 @@ impl Actor<'_> {
     /// (handed back, or redelivered by Telegram) rather than this one: the user reads on, and is
     /// stuck with it only when the answer they wait for never comes.
     async fn wait(&self, since: usize, expect: &[&str]) -> Step<(usize, String)> {
-        let mut deadline = Instant::now() + PATIENCE;
+        self.wait_within(PATIENCE, since, expect).await
+    }
+
+    async fn wait_within(&self, patience: Duration, since: usize, expect: &[&str]) -> Step<(usize, String)> {
+        let mut deadline = Instant::now() + patience;
         let mut lost: Option<String> = None;
         loop {
             let told = self.api().told();
@@ -297,6 +308,7 @@ impl Actor<'_> {
             Journey::Reissue => self.reissue().await,
             Journey::SpamPromo => self.spam_promo().await,
             Journey::Browse => self.browse().await,
+            Journey::Review => unreachable!("a shopper's journeys never include the admin's review (checked at load)"),
         }
     }
 
@@ -320,7 +332,11 @@ impl Actor<'_> {
                 // Every copy at once, with the one update id Crypto Pay gives a delivery.
                 let copies = (0..self.crowd.workload.crypto_webhooks).map(|_| self.crypto_webhook(invoice, invoice));
                 futures::future::join_all(copies).await;
-                self.wait(since, &["Payment received"]).await?;
+                if self.wait_within(CHECK_AFTER, since, &["Payment received"]).await.is_err() {
+                    // Not told (the message goes out once, after the payment is counted: an
+                    // instance lost in between loses it): "I paid, check", as the invoice says.
+                    self.step(Act::Press("I paid, check"), &["Payment received", "already paid"]).await?;
+                }
             }
             "Telegram Stars" => {
                 let invoices = self.invoices().len();
@@ -450,6 +466,39 @@ impl Actor<'_> {
         }
         self.step += 1;
         self.wait(since, &["has been paid out"]).await.map(|_| ())
+    }
+
+    /// An admin opens the pending withdrawals in the admin panel and approves each, until none
+    /// is left. A request's notice goes out once, after the request is stored: one lost with its
+    /// instance leaves a request only this list shows (as an operator would find it).
+    async fn review(&mut self) -> Step<()> {
+        let _desk = self.crowd.desk.lock().await;
+        for _ in 0..10 {
+            self.step(Act::Text("/admin"), &["Admin tools"]).await?;
+            let since = self.api().message_count(self.chat);
+            let (found, _) = self.step(Act::Press("Withdrawals"), &["no pending withdrawals", "Withdrawal #"]).await?;
+            if found == 0 {
+                return Ok(());
+            }
+            // The list comes a message a second; what arrives later is seen on the next round.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let buttons: Vec<String> = self
+                .api()
+                .messages_after(self.chat, since)
+                .iter()
+                .filter(|m| m["text"].as_str().is_some_and(|t| t.starts_with("Withdrawal #")))
+                .filter_map(|m| button_in(m, "Approve"))
+                .collect();
+            for data in buttons {
+                let before = self.api().message_count(self.chat);
+                self.press(&data, "Approve");
+                match self.wait(before, &["approved", "already"]).await {
+                    Ok(_) | Err(JourneyEnd::Refused(_)) => {}
+                    Err(end) => return Err(end),
+                }
+            }
+        }
+        Err(self.stuck("a pending list that ends".into()))
     }
 
     /// Enter the run's promo code; if it gives a discount, buy with it from the balance.
