@@ -10,10 +10,10 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use atlas_sim::runner::{PROGRESS_MIN_PERCENT, RunResult, run};
+use atlas_sim::runner::{PROGRESS_MIN_PERCENT, run};
 use atlas_sim::scenario::{Legacy, Mode, Scenario};
 
 const USAGE: &str = "usage:
@@ -21,8 +21,9 @@ const USAGE: &str = "usage:
       the audit's risk matrix as executable proof: each hazard's scenario fails on the legacy
       design (with the seed that shows it) and holds on the Redis design over N seeds; the
       scenarios shared over J threads (the machine's cores by default)
-  atlas-sim run <scenario.toml|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism]
-      run scenarios over seeds 0..N (or one seed); exit 0 only when every run holds
+  atlas-sim run <scenario.toml|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism] [--jobs J]
+      run scenarios over seeds 0..N (or one seed), the seeds shared over J threads (1 by
+      default); exit 0 only when every run holds
   atlas-sim replay <scenario.toml> --seed S [--coordination redis|legacy]
       one run, with its trace; ATLAS_SIM_LOG=<filter> (say info, or atlas=debug) adds the
       bot's own log lines on stderr, stamped with simulated time and the host
@@ -125,28 +126,26 @@ fn cmd_run(o: Options) -> anyhow::Result<bool> {
             Some(s) => vec![s],
             None => (0..o.seeds.unwrap_or(scenario.seeds)).collect(),
         };
-        let mut failures: Vec<(RunResult, String)> = Vec::new();
+        let mut failures: Vec<(Seeded, String)> = Vec::new();
         let mut nondeterministic = Vec::new();
         let mut least_progress = 100;
         let mut stalled = Vec::new();
-        for (i, &seed) in seeds.iter().enumerate() {
-            let result = run(&scenario, seed, o.mode)?;
+        for result in run_seeds(&scenario, &path, &seeds, &o)? {
+            let seed = result.seed;
             simulated += result.simulated.as_secs_f64();
             least_progress = least_progress.min(result.progress.percent());
             if o.mode == Mode::Redis && !result.progress.enough() {
                 stalled.push(seed);
             }
-            if o.check_determinism {
-                let again = hash_in_other_process(&path, seed, o.mode)?;
-                if again != result.hash {
-                    nondeterministic.push(format!("seed {seed}: {:016x} then {again:016x}", result.hash));
-                }
+            if let Some(again) = result.again
+                && again != result.hash
+            {
+                nondeterministic.push(format!("seed {seed}: {:016x} then {again:016x}", result.hash));
             }
             if !result.violations.is_empty() {
                 let command = replay_command(&path, seed, o.mode);
                 failures.push((result, command));
             }
-            progress(&scenario.name, i as u64 + 1, seeds.len() as u64);
         }
         let held = seeds.len() - failures.len();
         all_held &= failures.is_empty() && nondeterministic.is_empty() && stalled.is_empty();
@@ -281,6 +280,54 @@ fn audit_one(path: &Path, seeds_wanted: Option<u64>) -> AuditRow {
     };
     let proven = shown.is_some() == must_fail && failed.is_empty();
     Ok((format!("| {} | {} | {legacy} | {redis} |", scenario.hazard, scenario.name), simulated, proven))
+}
+
+/// What `run` keeps of one seed's run.
+struct Seeded {
+    seed: u64,
+    violations: Vec<(atlas_sim::scenario::Invariant, String)>,
+    hash: u64,
+    /// The hash of the same seed run in another process, when determinism is checked.
+    again: Option<u64>,
+    simulated: Duration,
+    progress: atlas_sim::faults::Progress,
+}
+
+/// Runs `seeds` of `scenario`, shared out over `--jobs` threads (one by default: each run is a
+/// world of its own on the thread that runs it), in the order of `seeds`.
+fn run_seeds(scenario: &Scenario, path: &Path, seeds: &[u64], o: &Options) -> anyhow::Result<Vec<Seeded>> {
+    let one = |seed: u64| -> anyhow::Result<Seeded> {
+        let result = run(scenario, seed, o.mode)?;
+        let again = if o.check_determinism { Some(hash_in_other_process(path, seed, o.mode)?) } else { None };
+        Ok(Seeded {
+            seed,
+            violations: result.violations,
+            hash: result.hash,
+            again,
+            simulated: result.simulated,
+            progress: result.progress,
+        })
+    };
+    let jobs = o.jobs.unwrap_or(1).max(1).min(seeds.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<anyhow::Result<Seeded>>>> =
+        std::sync::Mutex::new(seeds.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&seed) = seeds.get(i) else { break };
+                    let result = one(seed);
+                    let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    progress(&scenario.name, finished as u64, seeds.len() as u64);
+                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().map(|r| r.expect("every seed was run")).collect()
 }
 
 fn cmd_audit(o: Options) -> anyhow::Result<bool> {

@@ -217,8 +217,7 @@ impl Actor<'_> {
 
     /// The callback data of the button labelled `label` in the latest reply that has one.
     fn button(&self, label: &str) -> Option<String> {
-        let messages = self.api().messages_after(self.chat, self.reply_from);
-        messages.iter().rev().find_map(|m| button_in(m, label))
+        self.api().look_after(self.chat, self.reply_from, |messages| messages.iter().rev().find_map(|m| button_in(m, label)))
     }
 
     fn press(&self, data: &str, label: &str) -> String {
@@ -244,17 +243,23 @@ impl Actor<'_> {
         loop {
             let told = self.api().told();
             let seen_lost = lost.is_some();
-            for message in self.api().messages_after(self.chat, since) {
-                let text = message["text"].as_str().unwrap_or_default();
-                if let Some(i) = expect.iter().position(|needle| text.contains(needle)) {
-                    return Ok((i, text.to_owned()));
+            let found = self.api().look_after(self.chat, since, |messages| {
+                for message in messages {
+                    let text = message["text"].as_str().unwrap_or_default();
+                    if let Some(i) = expect.iter().position(|needle| text.contains(needle)) {
+                        return Some(Ok((i, text.to_owned())));
+                    }
+                    if let Some(refusal) = REFUSALS.iter().chain(&TRY_LATER).find(|r| text.contains(*r)) {
+                        return Some(Err(JourneyEnd::Refused((*refusal).to_owned())));
+                    }
+                    if lost.is_none() && LOST.iter().any(|l| text.contains(l)) {
+                        lost = Some(text.to_owned());
+                    }
                 }
-                if let Some(refusal) = REFUSALS.iter().chain(&TRY_LATER).find(|r| text.contains(*r)) {
-                    return Err(JourneyEnd::Refused((*refusal).to_owned()));
-                }
-                if lost.is_none() && LOST.iter().any(|l| text.contains(l)) {
-                    lost = Some(text.to_owned());
-                }
+                None
+            });
+            if let Some(found) = found {
+                return found;
             }
             if !seen_lost && lost.is_some() {
                 deadline = deadline.min(Instant::now() + LOST_GRACE);
@@ -275,7 +280,7 @@ impl Actor<'_> {
     }
 
     fn told_count(&self, needle: &str) -> usize {
-        self.api().texts_to(self.chat).iter().filter(|t| t.contains(needle)).count()
+        self.api().count_containing(self.chat, needle)
     }
 
     /// Waits (at most `PATIENCE`) until `done` holds, looking again at each message delivered.

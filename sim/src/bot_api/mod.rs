@@ -225,6 +225,20 @@ impl FakeBotApi {
         self.state().delivered_messages.get(&chat).map_or(0, Vec::len)
     }
 
+    /// What `look` finds in the messages delivered to `chat` after its first `since`, read in
+    /// place (the users of a run look at every delivery: copying them each time was a tenth of
+    /// a whole-bot run).
+    pub fn look_after<T>(&self, chat: i64, since: usize, look: impl FnOnce(&[Value]) -> T) -> T {
+        let state = self.state();
+        let all = state.delivered_messages.get(&chat).map_or(&[][..], Vec::as_slice);
+        look(all.get(since..).unwrap_or_default())
+    }
+
+    /// How many messages delivered to `chat` contain `needle`.
+    pub fn count_containing(&self, chat: i64, needle: &str) -> usize {
+        self.look_after(chat, 0, |all| all.iter().filter(|m| m["text"].as_str().is_some_and(|t| t.contains(needle))).count())
+    }
+
     /// The messages delivered to `chat` after its first `since`.
     pub fn messages_after(&self, chat: i64, since: usize) -> Vec<Value> {
         self.state()
