@@ -340,7 +340,7 @@ impl Actor<'_> {
                 if self.wait_within(CHECK_AFTER, since, &["Payment received"]).await.is_err() {
                     // Not told (the message goes out once, after the payment is counted: an
                     // instance lost in between loses it): "I paid, check", as the invoice says.
-                    self.step(Act::Press("I paid, check"), &["Payment received", "already paid"]).await?;
+                    self.step(Act::Press(super::checks::CHECK_BUTTON), &["Payment received", "already paid"]).await?;
                 }
             }
             "Telegram Stars" => {

@@ -37,6 +37,9 @@ pub struct BotRecords {
 /// The promo limit of `LimitedAction::PromoAttempt`: 10 checks a minute per user.
 const PROMO_CHECKS_PER_MINUTE: usize = 10;
 
+/// The button under a crypto invoice that asks the bot whether the payment arrived.
+pub const CHECK_BUTTON: &str = "I paid, check";
+
 /// Messages only the background workers send, each of which a user must get at most once.
 const WORKER_MESSAGES: [&str; 6] = [
     "Your key is ready",
@@ -366,12 +369,34 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
     }
     // A payment's update handed back to Telegram (or its instance lost) after the bot said so is
     // handled again and said again: replies are at least once. Such a repeat is not a payment.
+    // A user's "I paid, check" is answered with the state of their payment, "received" when it
+    // was: that answer (the first such message after the bot took up the press) is not a second
+    // payment either.
+    let checks: BTreeMap<&str, i64> = history
+        .records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Pressed { user, query, label } if label == CHECK_BUTTON => Some((query.as_str(), *user)),
+            _ => None,
+        })
+        .collect();
+    let mut check_answers: BTreeMap<i64, Vec<Duration>> = BTreeMap::new();
+    for call in records.calls.iter().filter(|c| is(c, "answerCallbackQuery")) {
+        if let Some(user) = call.body["callback_query_id"].as_str().and_then(|q| checks.get(q)) {
+            check_answers.entry(*user).or_default().push(call.at);
+        }
+    }
     let mut received: BTreeMap<i64, usize> = BTreeMap::new();
     let mut last_told: BTreeMap<i64, Duration> = BTreeMap::new();
     for call in records.calls.iter().filter(|c| is(c, "sendMessage")) {
         let text = call.body["text"].as_str().unwrap_or_default();
         if text.contains("Payment received") || text.contains("went to your balance") {
             let user = call.body["chat_id"].as_i64().unwrap_or(0);
+            let answers = check_answers.entry(user).or_default();
+            if let Some(i) = answers.iter().position(|at| *at <= call.at) {
+                answers.remove(i);
+                continue;
+            }
             let repeat = last_told.insert(user, call.at).is_some_and(|before| {
                 let between = |at: &Duration| before <= *at && *at <= call.at;
                 records.handed_back.iter().any(|b| b.user == user && between(&b.at)) || losses.iter().any(between)
