@@ -327,7 +327,12 @@ fn run_seeds(scenario: &Scenario, path: &Path, seeds: &[u64], o: &Options) -> an
             });
         }
     });
-    results.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().map(|r| r.expect("every seed was run")).collect()
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every seed was run"))
+        .collect()
 }
 
 fn cmd_audit(o: Options) -> anyhow::Result<bool> {

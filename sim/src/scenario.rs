@@ -152,6 +152,10 @@ pub struct BotWorkload {
     /// on (the renewal, reminder and activation workers all have work).
     #[serde(default)]
     pub expiring_at_secs: Option<f64>,
+    /// An admin composes a broadcast in the admin panel this many seconds into the run: the
+    /// broadcast worker (leader-only) sends it to every user, once each.
+    #[serde(default)]
+    pub broadcast_at_secs: Option<f64>,
 }
 
 /// One thing a shopper does, through the bot's buttons.
@@ -176,6 +180,8 @@ pub enum Journey {
     Browse,
     /// An admin goes through the pending withdrawals in the admin panel (at the end of a run).
     Review,
+    /// An admin sends a broadcast (`BotWorkload::broadcast_at_secs`).
+    Broadcast,
 }
 
 impl Journey {
@@ -190,6 +196,7 @@ impl Journey {
             Journey::SpamPromo => "spam_promo",
             Journey::Browse => "browse",
             Journey::Review => "review",
+            Journey::Broadcast => "broadcast",
         }
     }
 }
@@ -445,8 +452,8 @@ impl Scenario {
         if let Workload::Bot(bot) = &self.workload {
             anyhow::ensure!(!bot.journeys.is_empty(), "the bot workload needs at least one journey");
             anyhow::ensure!(
-                !bot.journeys.contains(&Journey::Review),
-                "\"review\" is an admin's (every run ends with one), not a shopper's journey"
+                !bot.journeys.iter().any(|j| matches!(j, Journey::Review | Journey::Broadcast)),
+                "\"review\" and \"broadcast\" are an admin's (see broadcast_at_secs), not a shopper's journeys"
             );
             anyhow::ensure!(bot.users >= 1, "the bot workload needs at least one user");
             anyhow::ensure!(bot.journeys_per_user >= 1, "the bot workload needs at least one journey per user");
@@ -459,6 +466,10 @@ impl Scenario {
             anyhow::ensure!(
                 bot.expiring_at_secs.is_none_or(|s| s.is_finite() && s >= 0.0),
                 "expiring_at_secs must be a non-negative number"
+            );
+            anyhow::ensure!(
+                bot.broadcast_at_secs.is_none_or(|s| s.is_finite() && s >= 0.0),
+                "broadcast_at_secs must be a non-negative number"
             );
             anyhow::ensure!(bot.duplicate_percent <= 100, "duplicate_percent is a percentage");
             for fault in &self.faults {

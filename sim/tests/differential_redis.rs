@@ -47,6 +47,8 @@ enum Op {
     Rate {
         user: i64,
         action: u8,
+        /// Its id: drawn from a few, so the same attempt comes again now and then.
+        attempt: u8,
     },
     Lead {
         role: u8,
@@ -67,7 +69,7 @@ fn ops(seed: u64) -> Vec<Op> {
                 2 => Op::Commit { user, write: pick(4) as u8 },
                 3 => Op::Acquire { user },
                 4 => Op::Release { user },
-                5 => Op::Rate { user, action: pick(5) as u8 },
+                5 => Op::Rate { user, action: pick(5) as u8, attempt: pick(6) as u8 },
                 _ if pick(2) == 0 => Op::Lead { role: pick(2) as u8 },
                 _ => Op::Resign { role: pick(2) as u8 },
             }
@@ -136,10 +138,12 @@ async fn apply(c: &impl Coordination, ops: &[Op]) -> Vec<String> {
                 None => "no guard".into(),
                 Some(g) => format!("released {}", c.release_lock(g).await.unwrap()),
             },
-            Op::Rate { user, action } => match c.check_rate(uid(*user), ACTIONS[*action as usize]).await.unwrap() {
-                Decision::Allowed => "allowed".into(),
-                Decision::Denied { .. } => "denied".into(),
-            },
+            Op::Rate { user, action, attempt } => {
+                match c.check_rate(uid(*user), ACTIONS[*action as usize], &format!("a{attempt}")).await.unwrap() {
+                    Decision::Allowed => "allowed".into(),
+                    Decision::Denied { .. } => "denied".into(),
+                }
+            }
             Op::Lead { role } => {
                 let current = leads.get(role).cloned();
                 match c.lead(ROLES[*role as usize], current.as_ref(), Duration::from_secs(30)).await.unwrap() {

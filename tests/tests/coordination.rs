@@ -232,7 +232,7 @@ async fn race_attempts<C: Coordination>(instances: &[Arc<C>], action: LimitedAct
     let tasks: Vec<_> = (0..attempts)
         .map(|i| {
             let c = instances[i % instances.len()].clone();
-            tokio::spawn(async move { c.check_rate(user, action).await.unwrap() })
+            tokio::spawn(async move { c.check_rate(user, action, &format!("try-{i}")).await.unwrap() })
         })
         .collect();
     let mut allowed = 0;
@@ -253,7 +253,7 @@ async fn rate_limits_hold_across_instances_whatever_their_clocks() {
     assert_eq!(race_attempts(&both, LimitedAction::WithdrawalRequest, 12).await, 3);
     assert_eq!(race_attempts(&both, LimitedAction::PaymentAttempt, 20).await, 5);
     assert_eq!(race_attempts(&both, LimitedAction::AdminCommand, 150).await, 100);
-    match both[0].check_rate(uid(99), LimitedAction::WithdrawalRequest).await.unwrap() {
+    match both[0].check_rate(uid(99), LimitedAction::WithdrawalRequest, "one more").await.unwrap() {
         Decision::Denied { retry_after } => {
             assert!(retry_after > Duration::from_secs(3500) && retry_after <= Duration::from_secs(3600))
         }
@@ -275,10 +275,14 @@ async fn a_sliding_window_reopens_only_as_old_attempts_leave_it() {
     // Exactness at the edge, on real Redis time: 5 payment attempts, then none until the first
     // of them is a minute old. (Checked by asking how long to wait, not by waiting a minute.)
     let c = redis_instance(&fresh_keys(), 11);
-    for _ in 0..5 {
-        assert_eq!(c.check_rate(uid(1), LimitedAction::PaymentAttempt).await.unwrap(), Decision::Allowed);
+    for i in 0..5 {
+        let attempt = format!("pay-{i}");
+        assert_eq!(c.check_rate(uid(1), LimitedAction::PaymentAttempt, &attempt).await.unwrap(), Decision::Allowed);
     }
-    let Decision::Denied { retry_after } = c.check_rate(uid(1), LimitedAction::PaymentAttempt).await.unwrap() else {
+    // The same attempt again (a retry, the update delivered again) is not a sixth one.
+    assert_eq!(c.check_rate(uid(1), LimitedAction::PaymentAttempt, "pay-4").await.unwrap(), Decision::Allowed);
+    let Decision::Denied { retry_after } = c.check_rate(uid(1), LimitedAction::PaymentAttempt, "pay-5").await.unwrap()
+    else {
         panic!("a sixth payment attempt within a minute was allowed");
     };
     assert!(retry_after > Duration::from_secs(58) && retry_after <= Duration::from_secs(60), "{retry_after:?}");
@@ -361,7 +365,7 @@ async fn every_key_has_a_ttl() {
     c.commit_update(user, &ticket, FsmWrite::Set(b"s".to_vec())).await.unwrap();
     let ticket = proceed(c.begin_update(user, 2, Admission::Counted).await.unwrap()); // leaves a lease and an in-progress marker
     for action in [LimitedAction::PromoAttempt, LimitedAction::AdminCommand, LimitedAction::TrialActivation] {
-        c.check_rate(user, action).await.unwrap();
+        c.check_rate(user, action, "a").await.unwrap();
     }
     c.acquire_lock(LockName::KeyReissue(user), Duration::from_secs(5)).await.unwrap().unwrap();
     c.lead(Role::ExpiryCleanup, None, Duration::from_secs(5)).await.unwrap().unwrap();

@@ -45,13 +45,17 @@ async fn redis_outage_fails_money_closed_and_recovers_by_itself() {
 
     assert!(health::check(guarded.shared(), &readiness).await);
     assert!(readiness.redis_ok());
-    assert_eq!(guarded.check_rate(user, LimitedAction::PromoAttempt).await, RateVerdict::Allowed);
+    assert_eq!(guarded.check_rate(user, LimitedAction::PromoAttempt, "promo").await, RateVerdict::Allowed);
 
     proxy.cut();
     for action in [LimitedAction::PromoAttempt, LimitedAction::WithdrawalRequest, LimitedAction::PaymentAttempt] {
-        assert_eq!(guarded.check_rate(user, action).await, RateVerdict::TryLater, "{action:?} must fail closed");
+        assert_eq!(guarded.check_rate(user, action, "cut").await, RateVerdict::TryLater, "{action:?} must fail closed");
     }
-    assert_eq!(guarded.check_rate(user, LimitedAction::AdminCommand).await, RateVerdict::Allowed, "local limiter");
+    assert_eq!(
+        guarded.check_rate(user, LimitedAction::AdminCommand, "admin").await,
+        RateVerdict::Allowed,
+        "local limiter"
+    );
     assert_eq!(guarded.begin_update(user, 1, Admission::Counted).await, Intake::Degraded);
     assert!(!health::check(guarded.shared(), &readiness).await);
     assert!(!readiness.redis_ok());
@@ -59,7 +63,7 @@ async fn redis_outage_fails_money_closed_and_recovers_by_itself() {
     proxy.restore().await;
     // The connector redials after its backoff (2 s at most, plus jitter): no restart needed.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while guarded.check_rate(user, LimitedAction::PromoAttempt).await != RateVerdict::Allowed {
+    while guarded.check_rate(user, LimitedAction::PromoAttempt, "promo").await != RateVerdict::Allowed {
         assert!(Instant::now() < deadline, "coordination did not recover after Redis returned");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -148,7 +152,10 @@ async fn a_commit_lost_to_a_redis_restart_is_stored_on_a_later_try() {
     })
     .await;
     assert_eq!(next, Handled::Committed);
-    assert_eq!(handle_update(&guarded, user, 7, Admission::Counted, |_| async { FsmWrite::Keep }).await, Handled::Duplicate);
+    assert_eq!(
+        handle_update(&guarded, user, 7, Admission::Counted, |_| async { FsmWrite::Keep }).await,
+        Handled::Duplicate
+    );
 }
 
 /// A commit that cannot be stored before Redis comes back hands the update back, to be
@@ -164,4 +171,110 @@ async fn a_commit_redis_never_confirms_hands_the_update_back() {
     .await;
     assert_eq!(handled, Handled::CommitFailed);
     assert!(handled.wants_redelivery());
+}
+
+/// Real coordination whose next commit lands in Redis but whose reply is lost on the way back
+/// (Redis unavailable, as the caller sees it).
+struct ReplyLost<C> {
+    inner: C,
+    lose_next_commit: std::sync::atomic::AtomicBool,
+}
+
+impl<C: atlas::ports::Coordination> atlas::ports::Coordination for ReplyLost<C> {
+    async fn begin_update(
+        &self,
+        user: atlas::domain::UserId,
+        update_id: i64,
+        admission: Admission,
+    ) -> atlas::ports::coordination::CoordResult<BeginOutcome> {
+        self.inner.begin_update(user, update_id, admission).await
+    }
+
+    async fn commit_update(
+        &self,
+        user: atlas::domain::UserId,
+        ticket: &atlas::ports::coordination::UpdateTicket,
+        write: FsmWrite,
+    ) -> atlas::ports::coordination::CoordResult<atlas::ports::coordination::CommitOutcome> {
+        let landed = self.inner.commit_update(user, ticket, write).await;
+        if self.lose_next_commit.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            assert!(landed.is_ok(), "the commit itself went through");
+            return Err(atlas::ports::coordination::CoordinationError::Unavailable);
+        }
+        landed
+    }
+
+    async fn acquire_lock(
+        &self,
+        lock: atlas::ports::coordination::LockName,
+        ttl: Duration,
+    ) -> atlas::ports::coordination::CoordResult<Option<atlas::ports::coordination::LockGuard>> {
+        self.inner.acquire_lock(lock, ttl).await
+    }
+
+    async fn release_lock(
+        &self,
+        guard: &atlas::ports::coordination::LockGuard,
+    ) -> atlas::ports::coordination::CoordResult<bool> {
+        self.inner.release_lock(guard).await
+    }
+
+    async fn check_rate(
+        &self,
+        user: atlas::domain::UserId,
+        action: LimitedAction,
+        attempt: &str,
+    ) -> atlas::ports::coordination::CoordResult<atlas::ports::coordination::Decision> {
+        self.inner.check_rate(user, action, attempt).await
+    }
+
+    async fn lead(
+        &self,
+        role: atlas::ports::coordination::Role,
+        current: Option<&atlas::ports::coordination::Leadership>,
+        ttl: Duration,
+    ) -> atlas::ports::coordination::CoordResult<Option<atlas::ports::coordination::Leadership>> {
+        self.inner.lead(role, current, ttl).await
+    }
+
+    async fn resign(
+        &self,
+        leadership: &atlas::ports::coordination::Leadership,
+    ) -> atlas::ports::coordination::CoordResult<()> {
+        self.inner.resign(leadership).await
+    }
+
+    async fn ping(&self) -> atlas::ports::coordination::CoordResult<()> {
+        self.inner.ping().await
+    }
+}
+
+/// The commit landed and only its reply was lost: the later tries find the lease gone (the
+/// commit released it), so nobody can tell it landed, and the update is handed back. Delivered
+/// again, it is a duplicate: the handler does not run twice, and the state is the one written.
+#[tokio::test]
+async fn a_commit_that_landed_with_its_reply_lost_makes_the_redelivery_a_duplicate() {
+    let inner = atlas_tests::redis_support::instance(&fresh_keys(), clock(), 40);
+    let guarded = Guarded::new(
+        ReplyLost { inner, lose_next_commit: std::sync::atomic::AtomicBool::new(true) },
+        LegacyCoordination::new(clock(), ids(43)),
+    );
+    let user = uid(5);
+    let runs = std::sync::atomic::AtomicU32::new(0);
+    let handler = |_| async {
+        runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        FsmWrite::Set(b"withdrawal confirmed".to_vec())
+    };
+    let first = handle_update(&guarded, user, 11, Admission::Counted, handler).await;
+    assert_eq!(first, Handled::CommitFailed);
+    assert!(first.wants_redelivery());
+    let again = handle_update(&guarded, user, 11, Admission::Counted, handler).await;
+    assert_eq!(again, Handled::Duplicate);
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1, "the handler ran once");
+    let next = handle_update(&guarded, user, 12, Admission::Counted, |ctx| async move {
+        assert_eq!(ctx.fsm.and_then(|r| r.data).as_deref(), Some(&b"withdrawal confirmed"[..]));
+        FsmWrite::Keep
+    })
+    .await;
+    assert_eq!(next, Handled::Committed);
 }

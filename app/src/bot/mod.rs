@@ -165,7 +165,10 @@ impl<'a, A: Adapters> Turn<'a, A> {
     /// conversation goes: it ends on "too many attempts", and stays where it is on "try again in
     /// a minute" (the same button then works).
     async fn admit(&mut self, action: LimitedAction) -> Result<(), Next> {
-        match self.app.coordination.check_rate(self.update.user, action).await {
+        // Named like the money operation it guards: the same step's press, or the same update
+        // delivered again, is one attempt.
+        let attempt = self.key(action.name());
+        match self.app.coordination.check_rate(self.update.user, action, attempt.as_str()).await {
             RateVerdict::Allowed => Ok(()),
             RateVerdict::Denied { retry_after } => {
                 tracing::info!(event = "RATE_LIMITED", action = action.name(), "attempt refused");

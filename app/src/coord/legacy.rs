@@ -252,7 +252,8 @@ impl Coordination for LegacyCoordination {
         }))
     }
 
-    async fn check_rate(&self, user: UserId, action: LimitedAction) -> CoordResult<Decision> {
+    /// The old design's per-process buckets know nothing of attempts: each call counts.
+    async fn check_rate(&self, user: UserId, action: LimitedAction, _attempt: &str) -> CoordResult<Decision> {
         let limit = limits::limit(action);
         Ok(self.with(|inner, now| match limit.algorithm {
             Algorithm::SlidingWindow => {
@@ -323,7 +324,7 @@ mod tests {
                 panic!()
             };
             c.commit_update(user, &ticket, FsmWrite::Set(b"state".to_vec())).await.unwrap();
-            c.check_rate(user, LimitedAction::PromoAttempt).await.unwrap();
+            c.check_rate(user, LimitedAction::PromoAttempt, "a").await.unwrap();
             c.acquire_lock(LockName::KeyReissue(user), Duration::from_secs(30)).await.unwrap();
         }
         assert!(c.entries() >= 200 * 5, "{} entries", c.entries());
@@ -337,16 +338,16 @@ mod tests {
         assert_eq!(ticket.fsm, FsmRecord::default(), "the record outlived its TTL");
         c.commit_update(keeper, &ticket, FsmWrite::Set(b"alive".to_vec())).await.unwrap();
         for _ in 0..limits::limit(LimitedAction::PromoAttempt).max {
-            assert_eq!(c.check_rate(keeper, LimitedAction::PromoAttempt).await.unwrap(), Decision::Allowed);
+            assert_eq!(c.check_rate(keeper, LimitedAction::PromoAttempt, "a").await.unwrap(), Decision::Allowed);
         }
         let lock = c.acquire_lock(LockName::KeyReissue(keeper), Duration::from_secs(30)).await.unwrap();
         assert!(lock.is_some());
         for _ in 0..SWEEP_EVERY_CALLS {
-            c.check_rate(UserId::new(2).unwrap(), LimitedAction::AdminCommand).await.unwrap();
+            c.check_rate(UserId::new(2).unwrap(), LimitedAction::AdminCommand, "a").await.unwrap();
         }
         assert!(c.entries() <= 8, "{} entries left after the sweep", c.entries());
         assert!(
-            matches!(c.check_rate(keeper, LimitedAction::PromoAttempt).await.unwrap(), Decision::Denied { .. }),
+            matches!(c.check_rate(keeper, LimitedAction::PromoAttempt, "a").await.unwrap(), Decision::Denied { .. }),
             "the live window was swept"
         );
         assert_eq!(c.acquire_lock(LockName::KeyReissue(keeper), Duration::from_secs(30)).await.unwrap(), None);

@@ -59,10 +59,10 @@ impl<D: Dialer> Coordination for AnyCoordination<D> {
         }
     }
 
-    async fn check_rate(&self, user: UserId, action: LimitedAction) -> CoordResult<Decision> {
+    async fn check_rate(&self, user: UserId, action: LimitedAction, attempt: &str) -> CoordResult<Decision> {
         match self {
-            AnyCoordination::Redis(c) => c.check_rate(user, action).await,
-            AnyCoordination::Legacy(c) => c.check_rate(user, action).await,
+            AnyCoordination::Redis(c) => c.check_rate(user, action, attempt).await,
+            AnyCoordination::Legacy(c) => c.check_rate(user, action, attempt).await,
         }
     }
 

@@ -83,11 +83,11 @@ impl<C: Coordination> Guarded<C> {
     }
 
     /// Rule 1. Like a begin, a check that found Redis unavailable is tried once more on a new
-    /// connection (the first call after a Redis restart fails on the old one). Should the first
-    /// try have been counted after all, the attempt counts twice: the stricter side.
-    pub async fn check_rate(&self, user: UserId, action: LimitedAction) -> RateVerdict {
-        let checked = match self.shared.check_rate(user, action).await {
-            Err(CoordinationError::Unavailable) => self.shared.check_rate(user, action).await,
+    /// connection (the first call after a Redis restart fails on the old one); the attempt keeps
+    /// its id, so one whose first try was counted after all is not counted twice.
+    pub async fn check_rate(&self, user: UserId, action: LimitedAction, attempt: &str) -> RateVerdict {
+        let checked = match self.shared.check_rate(user, action, attempt).await {
+            Err(CoordinationError::Unavailable) => self.shared.check_rate(user, action, attempt).await,
             first => first,
         };
         let decision = match checked {
@@ -96,7 +96,7 @@ impl<C: Coordination> Guarded<C> {
                 tracing::warn!(error = %e, user_id = user.get(), action = action.name(), "rate limit unavailable");
                 match limits::limit(action).when_unavailable {
                     WhenUnavailable::Refuse => return RateVerdict::TryLater,
-                    WhenUnavailable::LocalLimiter => match self.local.check_rate(user, action).await {
+                    WhenUnavailable::LocalLimiter => match self.local.check_rate(user, action, attempt).await {
                         Ok(decision) => decision,
                         Err(_) => return RateVerdict::TryLater,
                     },
@@ -109,17 +109,10 @@ impl<C: Coordination> Guarded<C> {
         }
     }
 
-    /// Rule 2. A begin that found Redis unavailable is tried once more before the update is
-    /// handled degraded: after Redis restarts (or fails over) the first call on the old
-    /// connection fails though Redis answers, and the connector redials at once. Trying again is
-    /// safe even if the first try ran: the update is then in progress under a lease nobody will
-    /// commit, so the second try answers `InProgress` and the update comes again after the lease.
+    /// Rule 2. (The Redis adapter tries a begin once more, with the same token, before it says
+    /// Redis is unavailable: the first call after a restart fails on the old connection.)
     pub async fn begin_update(&self, user: UserId, update_id: i64, admission: Admission) -> Intake {
-        let begun = match self.shared.begin_update(user, update_id, admission).await {
-            Err(CoordinationError::Unavailable) => self.shared.begin_update(user, update_id, admission).await,
-            first => first,
-        };
-        match begun {
+        match self.shared.begin_update(user, update_id, admission).await {
             Ok(outcome) => {
                 if let BeginOutcome::Proceed(ticket) = &outcome {
                     assert_eq!(ticket.update_id, update_id, "a ticket for another update");

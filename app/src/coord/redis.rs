@@ -174,19 +174,29 @@ impl<D: Dialer> RedisCoordination<D> {
 impl<D: Dialer> Coordination for RedisCoordination<D> {
     async fn begin_update(&self, user: UserId, update_id: i64, admission: Admission) -> CoordResult<BeginOutcome> {
         let token = self.ids.token();
-        let mut invocation = self.scripts.begin_update.prepare_invoke();
-        invocation
-            .key(self.keys.fsm(user))
-            .key(self.keys.lease(user))
-            .key(self.keys.update(user, update_id))
-            .key(self.keys.flood(user))
-            .arg(&token)
-            .arg(ms(self.lease_ttl))
-            .arg(ms(UPDATE_DONE_TTL))
-            .arg(self.flood.window.as_micros() as u64 / u64::from(self.flood.max.max(1)))
-            .arg(self.flood.window.as_micros() as u64)
-            .arg(if admission == Admission::Exempt { "1" } else { "0" });
-        let reply = self.run(invocation).await?;
+        let invocation = || {
+            let mut invocation = self.scripts.begin_update.prepare_invoke();
+            invocation
+                .key(self.keys.fsm(user))
+                .key(self.keys.lease(user))
+                .key(self.keys.update(user, update_id))
+                .key(self.keys.flood(user))
+                .arg(&token)
+                .arg(ms(self.lease_ttl))
+                .arg(ms(UPDATE_DONE_TTL))
+                .arg(self.flood.window.as_micros() as u64 / u64::from(self.flood.max.max(1)))
+                .arg(self.flood.window.as_micros() as u64)
+                .arg(if admission == Admission::Exempt { "1" } else { "0" });
+            invocation
+        };
+        // Unavailable is tried once more, with the same token, on a new connection: after Redis
+        // restarts (or fails over) the first call on the old connection fails though Redis
+        // answers. Should the first try have run after all, the script finds the update in
+        // progress under this very token and proceeds with it (no lease to wait out).
+        let reply = match self.run(invocation()).await {
+            Err(CoordinationError::Unavailable) => self.run(invocation()).await?,
+            reply => reply?,
+        };
         let items = array(&reply);
         match (items.first().and_then(text), items.get(1).and_then(int)) {
             (Some("dup"), _) => Ok(BeginOutcome::Duplicate),
@@ -248,7 +258,7 @@ impl<D: Dialer> Coordination for RedisCoordination<D> {
         self.release(self.keys.lock(guard.lock), &guard.token).await
     }
 
-    async fn check_rate(&self, user: UserId, action: LimitedAction) -> CoordResult<Decision> {
+    async fn check_rate(&self, user: UserId, action: LimitedAction, attempt: &str) -> CoordResult<Decision> {
         let limit = limits::limit(action);
         let algorithm = match limit.algorithm {
             Algorithm::SlidingWindow => "window",
@@ -260,7 +270,7 @@ impl<D: Dialer> Coordination for RedisCoordination<D> {
             .arg(algorithm)
             .arg(limit.max)
             .arg(limit.window.as_micros() as u64)
-            .arg(self.ids.token());
+            .arg(attempt);
         let reply = self.run(invocation).await?;
         let (allowed, retry_ms) = flag_and_number("rate_limit", &reply)?;
         Ok(if allowed { Decision::Allowed } else { Decision::Denied { retry_after: after_ms(retry_ms) } })

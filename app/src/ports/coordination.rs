@@ -241,8 +241,16 @@ pub trait Coordination: Send + Sync + 'static {
     /// Releases a lock if this guard still holds it; `false` when it had expired.
     fn release_lock(&self, guard: &LockGuard) -> impl Future<Output = CoordResult<bool>> + Send;
 
-    /// Counts one attempt of `action` by `user` and says whether it is allowed.
-    fn check_rate(&self, user: UserId, action: LimitedAction) -> impl Future<Output = CoordResult<Decision>> + Send;
+    /// Counts one attempt of `action` by `user` and says whether it is allowed. `attempt` names
+    /// the attempt: on the exact (sliding window) limits, the money ones, counting the same
+    /// attempt again while it is in the window (a retry after a lost reply, the same update
+    /// delivered again) allows it without counting it twice.
+    fn check_rate(
+        &self,
+        user: UserId,
+        action: LimitedAction,
+        attempt: &str,
+    ) -> impl Future<Output = CoordResult<Decision>> + Send;
 
     /// Acquires or renews the leader lease of `role`; `None` when another instance leads (or
     /// `current` was lost). A renewal keeps the epoch; a new acquisition gets a larger one.

@@ -134,7 +134,8 @@ where
     let write = handler(UpdateContext { user, update_id, fsm: Some(ticket.fsm.clone()) }).await;
     let retry = write == FsmWrite::Retry;
     let mut verdict = coordination.commit_update(user, &ticket, write.clone()).await;
-    if verdict == CommitVerdict::Failed && !retry {
+    if verdict == CommitVerdict::Failed {
+        // A hand-back too: stored, it frees the chat at once for the redelivery.
         verdict = commit_again(coordination, user, &ticket, write).await;
     }
     if retry {
@@ -162,9 +163,11 @@ const COMMIT_RETRY_MAX: Duration = Duration::from_secs(1);
 /// Tries again a commit Redis did not confirm (a restart, a dropped connection, a short cut).
 /// The handler's replies are out: the sooner the state that goes with them is stored, the
 /// sooner the user's next answer finds the step they were asked about. The same ticket is
-/// committed, so the lease token still guards it; once a try is answered with anything but
-/// `Committed`, nobody knows whether the first try landed, and the verdict stays `Failed` (the
-/// update is then delivered again: a duplicate if it landed, a second run if not).
+/// committed, so the lease token still guards it. A landed commit releases the lease, so a
+/// retry that finds the lease still ours (stored now, refused as too large, or a version
+/// conflict) is a definite answer; `LeaseLost` is not (the first try may have landed, or the
+/// lease ran out): the verdict stays `Failed` and the update is delivered again, a duplicate if
+/// the first try landed and a second run if not.
 async fn commit_again<C: Coordination>(
     coordination: &Guarded<C>,
     user: UserId,
@@ -178,12 +181,12 @@ async fn commit_again<C: Coordination>(
         waited += pause;
         pause = (pause * 2).min(COMMIT_RETRY_MAX);
         match coordination.commit_update(user, ticket, write.clone()).await {
-            CommitVerdict::Committed => {
-                tracing::info!(user_id = user.get(), update_id = ticket.update_id, "commit stored on a later try");
-                return CommitVerdict::Committed;
-            }
             CommitVerdict::Failed => {}
-            _ => break,
+            CommitVerdict::LeaseLost => break,
+            definite => {
+                tracing::info!(user_id = user.get(), update_id = ticket.update_id, "commit answered on a later try");
+                return definite;
+            }
         }
     }
     CommitVerdict::Failed

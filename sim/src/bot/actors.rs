@@ -78,6 +78,14 @@ impl Crowd {
     }
 }
 
+/// How the run's broadcast begins (the checkers find it by this).
+pub const BROADCAST_PREFIX: &str = "Atlas news ";
+
+/// The text of the run's broadcast (`BotWorkload::broadcast_at_secs`).
+pub fn broadcast_text(seed: u64) -> String {
+    format!("{BROADCAST_PREFIX}{seed}: new servers in three countries.")
+}
+
 /// The journeys of shopper `user` in this run, drawn by the seed.
 pub fn plan(workload: &BotWorkload, seed: u64, user: i64) -> Vec<Journey> {
     let ids = SeededIds::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ user as u64);
@@ -96,6 +104,25 @@ pub async fn users(crowd: Rc<Crowd>, seed: u64) {
         }
     }
     let mut shoppers = Vec::new();
+    if let Some(at) = crowd.workload.broadcast_at_secs {
+        let crowd = crowd.clone();
+        shoppers.push(tokio::task::spawn_local(async move {
+            tokio::time::sleep(Duration::from_secs_f64(at)).await;
+            // As a shopper does, the admin starts over once when the bot lost their place.
+            for attempt in 1..=2 {
+                let mut admin = actor(&crowd, ADMINS[0]);
+                let end = match admin.broadcast(&broadcast_text(seed)).await {
+                    Ok(()) => JourneyEnd::Done,
+                    Err(end) => end,
+                };
+                let again = matches!(end, JourneyEnd::Stuck { .. });
+                crowd.note(Event::Journey { user: admin.chat, journey: Journey::Broadcast, attempt, end });
+                if !again {
+                    break;
+                }
+            }
+        }));
+    }
     for i in 0..i64::from(crowd.workload.users) {
         let user = FIRST_SHOPPER + i;
         let crowd = crowd.clone();
@@ -217,7 +244,8 @@ impl Actor<'_> {
 
     /// The callback data of the button labelled `label` in the latest reply that has one.
     fn button(&self, label: &str) -> Option<String> {
-        self.api().look_after(self.chat, self.reply_from, |messages| messages.iter().rev().find_map(|m| button_in(m, label)))
+        self.api()
+            .look_after(self.chat, self.reply_from, |messages| messages.iter().rev().find_map(|m| button_in(m, label)))
     }
 
     fn press(&self, data: &str, label: &str) -> String {
@@ -313,7 +341,9 @@ impl Actor<'_> {
             Journey::Reissue => self.reissue().await,
             Journey::SpamPromo => self.spam_promo().await,
             Journey::Browse => self.browse().await,
-            Journey::Review => unreachable!("a shopper's journeys never include the admin's review (checked at load)"),
+            Journey::Review | Journey::Broadcast => {
+                unreachable!("a shopper's journeys never include an admin's (checked at load)")
+            }
         }
     }
 
@@ -471,6 +501,16 @@ impl Actor<'_> {
         }
         self.step += 1;
         self.wait(since, &["has been paid out"]).await.map(|_| ())
+    }
+
+    /// An admin sends `text` to everyone: admin panel, "Broadcast", the text, "Confirm"; told
+    /// to try again later, they do (a few times).
+    async fn broadcast(&mut self, text: &str) -> Step<()> {
+        let _desk = self.crowd.desk.lock().await;
+        self.step(Act::Text("/admin"), &["Admin tools"]).await?;
+        self.step(Act::Press("Broadcast"), &["text of the broadcast"]).await?;
+        self.step(Act::Text(text), &["broadcast will read"]).await?;
+        self.step(Act::Press("Confirm"), &["queued"]).await.map(drop)
     }
 
     /// An admin opens the pending withdrawals in the admin panel and approves each, until none

@@ -25,17 +25,25 @@ pub struct BotRecords {
     pub paid_invoices: Vec<(i64, String)>,
     /// The Stars charges refunded.
     pub refunded: Vec<String>,
-    /// Every promo check the store saw: (user, simulated time).
-    pub promo_checks: Vec<(i64, Duration)>,
+    /// Every promo check the store saw: (user, code, simulated time).
+    pub promo_checks: Vec<(i64, String, Duration)>,
     /// The updates the bot handed back to Telegram (a refused webhook delivery, an update its
     /// poller did not confirm), with when.
     pub handed_back: Vec<HandedBack>,
+    /// The updates Telegram delivered again after a 2xx, with when.
+    pub duplicates: Vec<HandedBack>,
     pub promo: Vec<String>,
     pub open_work: Vec<String>,
+    /// Every withdrawal request in the store: (request id, user).
+    pub withdrawals: Vec<(i64, i64)>,
 }
 
 /// The promo limit of `LimitedAction::PromoAttempt`: 10 checks a minute per user.
 const PROMO_CHECKS_PER_MINUTE: usize = 10;
+
+/// Longer than any handler runs in a whole-bot run (its lease at most): a key made this long
+/// before its instance was lost may be the dying handler's.
+const HANDLER_BOUND: Duration = Duration::from_secs(15);
 
 /// The button under a crypto invoice that asks the bot whether the payment arrived.
 pub const CHECK_BUTTON: &str = "I paid, check";
@@ -93,6 +101,17 @@ fn losses(history: &History) -> Vec<Duration> {
         })
         .map(|r| r.at)
         .collect()
+}
+
+/// Whether an instance lost Redis at some point of the run (a partition, held links, a restart):
+/// it then handled updates degraded, without dedupe.
+fn redis_disturbed(history: &History) -> bool {
+    history.records.iter().any(|r| {
+        matches!(
+            r.event,
+            Event::Fault(FaultEvent::Partitioned(_) | FaultEvent::Held(_) | FaultEvent::RedisRestarted { .. })
+        )
+    })
 }
 
 /// Who pressed each button: query id → (user, label, order of the press among the user's).
@@ -235,8 +254,36 @@ fn fsm_survives_restart(history: &History) -> Option<String> {
     })
 }
 
-/// Every journey reached its end (on the second try at worst), and nothing is left pending in
-/// the database: every withdrawal decided, every running subscription with its key.
+/// The run's broadcast, if an admin queued one: its text, and how many times each user who
+/// used the bot received it (zero included).
+fn broadcast_received(history: &History, records: &BotRecords) -> Option<(String, BTreeMap<i64, usize>)> {
+    let queued = journeys(history).any(|(_, j, _, end)| j == Journey::Broadcast && *end == JourneyEnd::Done);
+    let text = history.records.iter().find_map(|r| match &r.event {
+        Event::Said { what, .. } if what.starts_with(super::actors::BROADCAST_PREFIX) => Some(what.clone()),
+        _ => None,
+    })?;
+    if !queued {
+        return None;
+    }
+    let mut received: BTreeMap<i64, usize> = history
+        .records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Said { user, .. } | Event::Pressed { user, .. } => Some((*user, 0)),
+            _ => None,
+        })
+        .collect();
+    for call in records.calls.iter().filter(|c| is(c, "sendMessage")) {
+        if call.body["text"].as_str() == Some(text.as_str()) {
+            *received.entry(call.body["chat_id"].as_i64().unwrap_or(0)).or_default() += 1;
+        }
+    }
+    Some((text, received))
+}
+
+/// Every journey reached its end (on the second try at worst), a queued broadcast reached every
+/// user, and nothing is left pending in the database: every withdrawal decided, every running
+/// subscription with its key.
 fn liveness(history: &History, records: &BotRecords) -> Option<String> {
     let mut last: BTreeMap<(i64, usize), (Journey, &JourneyEnd)> = BTreeMap::new();
     let mut nth: BTreeMap<i64, usize> = BTreeMap::new();
@@ -251,22 +298,40 @@ fn liveness(history: &History, records: &BotRecords) -> Option<String> {
         matches!(end, JourneyEnd::Stuck { .. } | JourneyEnd::Waited(_) | JourneyEnd::Unfinished)
             .then(|| format!("user {user}, {}: never finished ({end:?})", journey.name()))
     });
+    // A delivery is claimed in the store before it is sent (never twice): an instance lost in
+    // between loses that one message, by design. Without a loss, every user gets it.
+    let stranded = stranded.or_else(|| {
+        let (_, received) = broadcast_received(history, records)?;
+        let (user, _) = received.iter().find(|(_, n)| **n == 0)?;
+        losses(history).is_empty().then(|| format!("user {user} never received the broadcast an admin queued"))
+    });
     match (stranded, first(&records.open_work)) {
         (Some(user), Some(store)) => Some(format!("{user}; in the store: {store}")),
         (user, store) => user.or(store),
     }
 }
 
-/// Promo codes are checked at most 10 times a minute per user, across every instance: the
-/// store's record of each check, in simulated time (an instance's skewed clock does not move it).
+/// A user gets at most 10 promo codes a minute checked, across every instance: the store's
+/// record of each check, in simulated time (an instance's skewed clock does not move it).
+/// Guesses are counted, at their first check: one code checked again (its update handled
+/// again after a lost commit, one attempt counted once by the limiter; the code checked again
+/// when the purchase it gave a discount to is paid) is not another guess.
 fn rate_limits_hold(records: &BotRecords) -> Option<String> {
-    let mut checks: BTreeMap<i64, Vec<Duration>> = BTreeMap::new();
-    for (user, at) in &records.promo_checks {
-        checks.entry(*user).or_default().push(*at);
+    let mut checks: BTreeMap<i64, Vec<(Duration, &str)>> = BTreeMap::new();
+    let mut guessed = std::collections::BTreeSet::new();
+    for (user, code, at) in &records.promo_checks {
+        if guessed.insert((*user, code.as_str())) {
+            checks.entry(*user).or_default().push((*at, code.as_str()));
+        }
     }
     for (user, times) in &checks {
-        for (i, start) in times.iter().enumerate() {
-            let within = times[i..].iter().take_while(|t| **t < *start + Duration::from_secs(60)).count();
+        for (i, (start, _)) in times.iter().enumerate() {
+            let within = times[i..]
+                .iter()
+                .take_while(|(t, _)| *t < *start + Duration::from_secs(60))
+                .map(|(_, code)| *code)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
             if within > PROMO_CHECKS_PER_MINUTE {
                 return Some(format!(
                     "user {user}: {within} promo codes checked within a minute from {:.3}s (the limit is {PROMO_CHECKS_PER_MINUTE})",
@@ -299,7 +364,8 @@ fn single_leader_effects(records: &BotRecords) -> Option<String> {
 }
 
 /// The fake hosts saw each effect once: one key created per reissue that finished (two admins
-/// pressing at once make one), one "payment received" per payment made.
+/// pressing at once make one), one "payment received" per payment made, one broadcast message
+/// per recipient.
 fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
     let mut payments: BTreeMap<i64, usize> = BTreeMap::new();
     for record in &history.records {
@@ -319,9 +385,13 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
         if let Some(rest) = key.strip_prefix("reissue-")
             && let Some((subscription, _)) = rest.split_once('-')
         {
-            let excused = last_made
-                .get(subscription)
-                .is_some_and(|before| losses.iter().any(|lost| *before <= *lost && *lost <= *at));
+            // A key made just before its instance was lost (its reissue never told) is revoked by
+            // the reconciler: at least once, like a key made across a loss.
+            let dying = losses.iter().any(|lost| *at <= *lost && *lost <= *at + HANDLER_BOUND);
+            let excused = dying
+                || last_made
+                    .get(subscription)
+                    .is_some_and(|before| losses.iter().any(|lost| *before <= *lost && *lost <= *at));
             last_made.insert(subscription, *at);
             if excused {
                 continue;
@@ -351,6 +421,23 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
             *requests.entry(*user).or_default() += 2;
         }
     }
+    // One request per withdrawal a user went through (a journey's try asks once; its confirm,
+    // pressed or delivered again, is keyed by the step). The end-of-run review pays out whatever
+    // is pending, so a second request from one try must be caught here.
+    let mut tries: BTreeMap<i64, usize> = BTreeMap::new();
+    for (user, journey, _, _) in journeys(history) {
+        if journey == Journey::Withdraw {
+            *tries.entry(user).or_default() += 1;
+        }
+    }
+    let mut requested: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for (id, user) in &records.withdrawals {
+        requested.entry(*user).or_default().push(*id);
+    }
+    if let Some((user, ids)) = requested.iter().find(|(user, ids)| ids.len() > tries.get(user).copied().unwrap_or(0)) {
+        let asked = tries.get(user).copied().unwrap_or(0);
+        return Some(format!("user {user} has withdrawal requests {ids:?} from {asked} withdrawals gone through"));
+    }
     if let Some((unknown, _)) = records.created_keys.iter().find(|(key, _)| {
         key.strip_prefix("reissue-")
             .and_then(|rest| rest.split_once('-'))
@@ -367,8 +454,11 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
             ));
         }
     }
-    // A payment's update handed back to Telegram (or its instance lost) after the bot said so is
-    // handled again and said again: replies are at least once. Such a repeat is not a payment.
+    // A Stars payment's update handed back to Telegram (or its instance lost) after the bot said
+    // so is handled again and said again: replies are at least once. So is Telegram's duplicate
+    // of it while Redis was away (degraded mode has no dedupe, by design). Such a repeat is not
+    // a payment. (A crypto payment is no Telegram update: only a lost instance excuses a repeat.)
+    let redis_away = redis_disturbed(history);
     // A user's "I paid, check" is answered with the state of their payment, "received" when it
     // was: that answer (the first such message after the bot took up the press) is not a second
     // payment either.
@@ -399,15 +489,24 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
             }
             let repeat = last_told.insert(user, call.at).is_some_and(|before| {
                 let between = |at: &Duration| before <= *at && *at <= call.at;
-                records.handed_back.iter().any(|b| b.user == user && between(&b.at)) || losses.iter().any(between)
+                let again = |b: &HandedBack| b.user == user && b.payment.is_some() && between(&b.at);
+                records.handed_back.iter().any(again)
+                    || (redis_away && records.duplicates.iter().any(again))
+                    || losses.iter().any(between)
             });
             if !repeat {
                 *received.entry(user).or_default() += 1;
             }
         }
     }
-    received.iter().find_map(|(user, n)| {
+    let told_twice = received.iter().find_map(|(user, n)| {
         let paid = payments.get(user).copied().unwrap_or(0);
         (*n > paid).then(|| format!("user {user} was told of {n} payments received, having paid {paid} times"))
+    });
+    // One broadcast message per recipient (the worker claims each delivery in the store).
+    told_twice.or_else(|| {
+        let (text, received) = broadcast_received(history, records)?;
+        let (user, n) = received.iter().find(|(_, n)| **n > 1)?;
+        Some(format!("user {user} received the broadcast {text:?} {n} times"))
     })
 }

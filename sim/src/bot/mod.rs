@@ -143,9 +143,11 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             let (_, action) = pending.pop().expect("checked");
             apply(&mut sim, action, &history, &shared, &Default::default());
         }
-        // The run lasts `duration_secs` at least (the workers' time), and until the users are
-        // done and settled, within the overtime.
-        let done = finished.get().is_some_and(|at| sim.elapsed() >= (at + SETTLE).max(duration));
+        // The run lasts `duration_secs` at least (the workers' time), until the users are done
+        // and settled, and until the background work they left (a key to make, a broadcast to
+        // send) is done: all within the overtime, the liveness bound.
+        let done = finished.get().is_some_and(|at| sim.elapsed() >= (at + SETTLE).max(duration))
+            && shared.store.with_model(|m| m.open_work(wall_clock(sim.elapsed())).is_empty());
         if done || sim.elapsed() >= duration + OVERTIME {
             break;
         }
@@ -170,14 +172,21 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             .collect(),
         refunded: fakes.telegram.refunded(),
         handed_back: fakes.telegram.handed_back(),
+        duplicates: fakes.telegram.duplicates(),
         promo_checks: shared
             .store
             .with_model(|m| m.promo_checks())
             .into_iter()
-            .map(|(user, at)| (user.get(), at))
+            .map(|(user, code, at)| (user.get(), code, at))
             .collect(),
         promo: shared.store.with_model(|m| m.promo_findings()),
         open_work: shared.store.with_model(|m| m.open_work(wall_clock(simulated))),
+        withdrawals: shared
+            .store
+            .with_model(|m| m.withdrawal_owners())
+            .into_iter()
+            .map(|(id, user)| (id, user.get()))
+            .collect(),
     };
     let violations: Vec<(Invariant, String)> = scenario
         .invariants

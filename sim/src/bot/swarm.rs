@@ -57,6 +57,7 @@ pub fn draw(template: &Scenario, seed: u64) -> Scenario {
         // users give up before their turn: overload is `bot_webhook_overload`'s, with two.
         updates_in_flight_max: if d.chance(20) { 4 + d.below(4) as usize } else { 64 },
         expiring_at_secs: d.chance(50).then(|| d.between(3.0, 12.0).round()),
+        broadcast_at_secs: d.chance(30).then(|| d.between(1.0, 10.0).round()),
     };
     let mut faults = Vec::new();
     let latest = duration - 5.0;

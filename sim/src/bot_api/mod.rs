@@ -30,13 +30,16 @@ pub use webhook::deliver_webhooks;
 pub struct HandedBack {
     pub user: i64,
     pub query: Option<String>,
+    /// The charge id, when the update was a Stars payment.
+    pub payment: Option<String>,
     pub at: Duration,
 }
 
 impl HandedBack {
     fn of(update: &Value) -> HandedBack {
         let query = update["callback_query"]["id"].as_str().map(str::to_owned);
-        HandedBack { user: user_of(update), query, at: turmoil::sim_elapsed().unwrap_or_default() }
+        let payment = update["message"]["successful_payment"]["telegram_payment_charge_id"].as_str().map(str::to_owned);
+        HandedBack { user: user_of(update), query, payment, at: turmoil::sim_elapsed().unwrap_or_default() }
     }
 }
 
@@ -137,6 +140,8 @@ struct State {
     delivered: Vec<i64>,
     /// Updates delivered a second time on purpose (`Redelivery::duplicate_percent`).
     duplicated: std::collections::BTreeSet<i64>,
+    /// The same, as the checkers read them.
+    duplicates: Vec<HandedBack>,
     /// Stars payments refunded (by charge id).
     refunded: std::collections::BTreeSet<String>,
     /// Webhook answers that were not 2xx (or no answer), for the tests to see redelivery.
@@ -236,7 +241,9 @@ impl FakeBotApi {
 
     /// How many messages delivered to `chat` contain `needle`.
     pub fn count_containing(&self, chat: i64, needle: &str) -> usize {
-        self.look_after(chat, 0, |all| all.iter().filter(|m| m["text"].as_str().is_some_and(|t| t.contains(needle))).count())
+        self.look_after(chat, 0, |all| {
+            all.iter().filter(|m| m["text"].as_str().is_some_and(|t| t.contains(needle))).count()
+        })
     }
 
     /// The messages delivered to `chat` after its first `since`.
@@ -282,6 +289,11 @@ impl FakeBotApi {
     /// `user` blocks the bot: sending to them answers 403.
     pub fn block(&self, user: i64) {
         self.state().blocked.push(user);
+    }
+
+    /// The updates Telegram delivered again after a 2xx (its answer lost on the way), in order.
+    pub fn duplicates(&self) -> Vec<HandedBack> {
+        self.state().duplicates.clone()
     }
 
     /// The updates the bot handed back, in order.

@@ -146,7 +146,9 @@ async fn get_updates(api: &FakeBotApi, body: &Value) -> Response {
             }
             let batch: Vec<Value> = state.pending.range(offset..).take(limit).map(|(_, u)| u.clone()).collect();
             if !batch.is_empty() || tokio::time::Instant::now() >= deadline {
-                // One returned before and not confirmed since: the poller handed it back.
+                // Returned before and not confirmed since: the poller did not settle it (it
+                // confirms up to its first unsettled update, and re-takes only the unsettled
+                // ones of what comes again), so a second answer to it is at least once.
                 for update in &batch {
                     let id = update["update_id"].as_i64().unwrap_or(0);
                     if !state.fetched.insert(id) {

@@ -79,6 +79,7 @@ pub async fn deliver_webhooks<N: Network>(api: FakeBotApi, client: HttpClient<N>
                             && state.duplicated.insert(id)
                         {
                             // Telegram did not get the answer: the same update comes again.
+                            state.duplicates.push(super::HandedBack::of(&update));
                             state.pending.insert(id, update);
                             api.arrived.notify_waiters();
                         }

@@ -143,6 +143,7 @@ impl Keyspace {
             }),
             ("ZADD", n) if n >= 3 && n % 2 == 1 => self.zadd(a, now),
             ("ZCARD", 1) => self.with_zset(&a[0], now, |z| Reply::Int(z.len() as i64)),
+            ("ZSCORE", 2) => self.with_zset(&a[0], now, |z| Reply::Bulk(z.get(&a[1]).map(|s| format_score(*s)))),
             ("ZRANGE", 3 | 4) => self.zrange(a, now),
             ("ZREMRANGEBYSCORE", 3) => self.zremrangebyscore(a, now),
             ("KEYS", 1) => {
@@ -351,6 +352,7 @@ const KNOWN: &[&str] = &[
     "HGETALL",
     "ZADD",
     "ZCARD",
+    "ZSCORE",
     "ZRANGE",
     "ZREMRANGEBYSCORE",
     "KEYS",
@@ -390,6 +392,8 @@ mod tests {
         assert_eq!(cmd(&mut ks, 0, &["GET", "h"]), Reply::err(WRONGTYPE));
         assert_eq!(cmd(&mut ks, 0, &["ZADD", "z", "30", "c"]), Reply::Int(1));
         assert_eq!(cmd(&mut ks, 0, &["ZADD", "z", "10", "a"]), Reply::Int(1));
+        assert_eq!(cmd(&mut ks, 0, &["ZSCORE", "z", "a"]), Reply::Bulk(Some(b"10".to_vec())));
+        assert_eq!(cmd(&mut ks, 0, &["ZSCORE", "z", "nobody"]), Reply::Bulk(None));
         assert_eq!(
             cmd(&mut ks, 0, &["ZRANGE", "z", "0", "0", "WITHSCORES"]),
             Reply::Array(vec![Reply::Bulk(Some(b"a".to_vec())), Reply::Bulk(Some(b"10".to_vec()))])

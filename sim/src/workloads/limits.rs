@@ -50,7 +50,8 @@ pub async fn run(ctx: InstanceCtx, app: Rc<App<SimWorld>>, attempts: Rc<Vec<Atte
     let started = sim_now();
     for a in attempts.iter().filter(|a| a.instance == ctx.index && a.at >= started) {
         sleep_until(a.at).await;
-        let verdict = app.coordination.check_rate(UserId::new(a.user).expect("positive"), a.action).await;
+        let attempt = format!("{}:{}:{}", ctx.index, a.user, a.at.as_micros());
+        let verdict = app.coordination.check_rate(UserId::new(a.user).expect("positive"), a.action, &attempt).await;
         let event = Event::Rate { instance: ctx.index, user: a.user, action: a.action, verdict };
         crate::history::lock(&ctx.history).push(event);
     }

@@ -74,13 +74,18 @@ impl Model {
     }
 
     /// Every promo code checked, by whom and when (simulated time).
-    pub fn promo_checks(&self) -> Vec<(UserId, std::time::Duration)> {
+    pub fn promo_checks(&self) -> Vec<(UserId, String, std::time::Duration)> {
         self.promo_checks.clone()
     }
 
     /// Each subscription's owner, for checkers that see subscription ids at the panel.
     pub fn subscription_owners(&self) -> Vec<(String, UserId)> {
         self.subscriptions.values().map(|s| (s.id.to_string(), s.user)).collect()
+    }
+
+    /// Every withdrawal request's owner, by request id.
+    pub fn withdrawal_owners(&self) -> Vec<(i64, UserId)> {
+        self.withdrawals.iter().map(|(id, w)| (id.get(), w.user)).collect()
     }
 
     /// `liveness`, in the database: what is still waiting at `now` (a withdrawal nobody decided,
@@ -98,6 +103,11 @@ impl Model {
                     "subscription {} of user {} has no key ({:?}, {} attempts, next at {:?})",
                     s.id, s.user, s.activation_status, s.activation_attempts, s.activation_next_at
                 ));
+            }
+        }
+        for (id, b) in &self.broadcasts {
+            if !b.done {
+                found.push(format!("broadcast {id} is still being sent ({} sent)", b.sent_count));
             }
         }
         found

@@ -183,7 +183,7 @@ pub struct Model {
     next_id: i64,
     /// Every promo check (`validate_promo`) in simulated time, for the rate-limit checker: not
     /// a table, no answer depends on it.
-    promo_checks: Vec<(UserId, std::time::Duration)>,
+    promo_checks: Vec<(UserId, String, std::time::Duration)>,
 }
 
 /// A purchase's tariff id, price, and the promo it uses.

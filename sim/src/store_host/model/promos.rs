@@ -57,7 +57,7 @@ impl Promos for SimStore {
     ) -> Result<PromoQuote, PromoError> {
         let code = code.clone();
         self.exec(move |m: &mut Model| {
-            m.promo_checks.push((user, crate::clock::sim_now()));
+            m.promo_checks.push((user, code.as_str().to_owned(), crate::clock::sim_now()));
             // The read-only check orders its refusals as `validate_promo` of the PostgreSQL adapter.
             let p = m.promos.get(code.as_str()).ok_or(PromoRefusal::NotFound)?;
             let refusal = if !p.active {
