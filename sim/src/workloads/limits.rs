@@ -48,9 +48,10 @@ pub fn attempts(
 
 pub async fn run(ctx: InstanceCtx, app: Rc<App<SimWorld>>, attempts: Rc<Vec<Attempt>>) {
     let started = sim_now();
-    for a in attempts.iter().filter(|a| a.instance == ctx.index && a.at >= started) {
+    for (n, a) in attempts.iter().enumerate().filter(|(_, a)| a.instance == ctx.index && a.at >= started) {
         sleep_until(a.at).await;
-        let attempt = format!("{}:{}:{}", ctx.index, a.user, a.at.as_micros());
+        // Each attempt of the plan is its own (two may fall in one millisecond).
+        let attempt = format!("attempt-{n}");
         let verdict = app.coordination.check_rate(UserId::new(a.user).expect("positive"), a.action, &attempt).await;
         let event = Event::Rate { instance: ctx.index, user: a.user, action: a.action, verdict };
         crate::history::lock(&ctx.history).push(event);
