@@ -201,8 +201,16 @@ impl Actor<'_> {
     async fn step(&mut self, act: Act<'_>, expect: &[&str]) -> Step<(usize, String)> {
         for _ in 0..TRIES {
             if let Act::Press(label) = act {
-                // The reply may come as more than one message: the button may be in a later one.
-                self.until(|me| me.button(label).is_some(), &format!("a button {label:?}")).await?;
+                // The reply may come as more than one message: the button may be in a later one;
+                // or the bot may have said instead why it cannot go on (the update behind the
+                // question handled again, say, and the code used up meanwhile).
+                let found = |me: &Self| me.button(label).is_some() || me.refusal().is_some();
+                self.until(found, &format!("a button {label:?}")).await?;
+                if self.button(label).is_none()
+                    && let Some(refusal) = self.refusal()
+                {
+                    return Err(JourneyEnd::Refused(refusal));
+                }
             }
             let mut since = self.api().message_count(self.chat);
             if let Some(query) = self.act(act)? {
@@ -240,6 +248,16 @@ impl Actor<'_> {
                 Ok(Some(self.press(&data, label)))
             }
         }
+    }
+
+    /// A clear refusal in the latest reply, if the bot gave one.
+    fn refusal(&self) -> Option<String> {
+        self.api().look_after(self.chat, self.reply_from, |messages| {
+            messages.iter().find_map(|m| {
+                let text = m["text"].as_str().unwrap_or_default();
+                REFUSALS.iter().find(|r| text.contains(*r)).map(|r| (*r).to_owned())
+            })
+        })
     }
 
     /// The callback data of the button labelled `label` in the latest reply that has one.
@@ -379,11 +397,20 @@ impl Actor<'_> {
                 let invoice = self.invoices().get(invoices).cloned().ok_or_else(|| self.stuck("an invoice".into()))?;
                 let payload = invoice["payload"].as_str().unwrap_or_default().to_owned();
                 let stars = invoice["prices"][0]["amount"].as_u64().unwrap_or(0) as u32;
-                let n = self.crowd.queries.get() + 1;
-                self.crowd.queries.set(n);
-                let query = format!("pc{n}");
-                self.api().push(updates::pre_checkout(self.chat, "en", &query, &payload, stars));
-                self.approved(&query).await?;
+                // Telegram gives the bot 10 s to answer; unanswered, the payment fails and the
+                // user presses "Pay" again (a new query), a few times.
+                let mut approved = Err(self.stuck("a pre-checkout answer".into()));
+                for _ in 0..3 {
+                    let n = self.crowd.queries.get() + 1;
+                    self.crowd.queries.set(n);
+                    let query = format!("pc{n}");
+                    self.api().push(updates::pre_checkout(self.chat, "en", &query, &payload, stars));
+                    approved = self.approved(&query).await;
+                    if !matches!(approved, Err(JourneyEnd::Stuck { .. })) {
+                        break;
+                    }
+                }
+                approved?;
                 let charge = self.crowd.charges.get() + 1;
                 self.crowd.charges.set(charge);
                 let charge = format!("charge-{charge}");

@@ -36,6 +36,8 @@ pub struct BotRecords {
     pub open_work: Vec<String>,
     /// Every withdrawal request in the store: (request id, user).
     pub withdrawals: Vec<(i64, i64)>,
+    /// The text of every broadcast job in the store.
+    pub broadcasts: Vec<String>,
 }
 
 /// The promo limit of `LimitedAction::PromoAttempt`: 10 checks a minute per user.
@@ -503,10 +505,12 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
         let paid = payments.get(user).copied().unwrap_or(0);
         (*n > paid).then(|| format!("user {user} was told of {n} payments received, having paid {paid} times"))
     });
-    // One broadcast message per recipient (the worker claims each delivery in the store).
+    // One broadcast message per recipient (the worker claims each delivery in the store), per
+    // broadcast queued (an admin who lost their place and composed it again queued two).
     told_twice.or_else(|| {
         let (text, received) = broadcast_received(history, records)?;
-        let (user, n) = received.iter().find(|(_, n)| **n > 1)?;
-        Some(format!("user {user} received the broadcast {text:?} {n} times"))
+        let jobs = records.broadcasts.iter().filter(|t| **t == text).count();
+        let (user, n) = received.iter().find(|(_, n)| **n > jobs)?;
+        Some(format!("user {user} received the broadcast {text:?} {n} times ({jobs} queued)"))
     })
 }

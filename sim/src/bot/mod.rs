@@ -181,6 +181,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             .collect(),
         promo: shared.store.with_model(|m| m.promo_findings()),
         open_work: shared.store.with_model(|m| m.open_work(wall_clock(simulated))),
+        broadcasts: shared.store.with_model(|m| m.broadcast_texts()),
         withdrawals: shared
             .store
             .with_model(|m| m.withdrawal_owners())

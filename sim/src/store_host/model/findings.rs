@@ -83,6 +83,11 @@ impl Model {
         self.subscriptions.values().map(|s| (s.id.to_string(), s.user)).collect()
     }
 
+    /// The texts of the broadcasts admins queued, one per job.
+    pub fn broadcast_texts(&self) -> Vec<String> {
+        self.broadcasts.values().map(|b| b.text.clone()).collect()
+    }
+
     /// Every withdrawal request's owner, by request id.
     pub fn withdrawal_owners(&self) -> Vec<(i64, UserId)> {
         self.withdrawals.iter().map(|(id, w)| (id.get(), w.user)).collect()
