@@ -131,6 +131,13 @@ struct Poll {
     settled: BTreeSet<i64>,
 }
 
+impl Poll {
+    /// A poller's state at the start: nothing fetched yet.
+    fn new() -> Poll {
+        Poll { term: None, offset: 0, pause: PAUSE_FIRST, unsettled_since: BTreeMap::new(), settled: BTreeSet::new() }
+    }
+}
+
 async fn fetch_while_leading<A: Adapters, N: Network>(
     app: &App<A>,
     api: &BotApi<N>,
@@ -139,8 +146,7 @@ async fn fetch_while_leading<A: Adapters, N: Network>(
     mut fetching: watch::Receiver<bool>,
 ) -> Result<(), PollerError> {
     let clock = app.clock.as_ref();
-    let mut poll =
-        Poll { term: None, offset: 0, pause: PAUSE_FIRST, unsettled_since: BTreeMap::new(), settled: BTreeSet::new() };
+    let mut poll = Poll::new();
     let valid = |held: &watch::Receiver<Option<Leadership>>| held.borrow().clone().filter(|l| l.is_valid(clock));
     while *fetching.borrow() {
         let Some(leadership) = valid(&held) else {
@@ -311,13 +317,7 @@ mod tests {
     #[test]
     fn the_offset_moves_past_settled_updates_and_gives_up_a_stuck_one_in_time() {
         let clock = Hand(Mutex::new(Duration::from_secs(1)));
-        let mut poll = Poll {
-            term: None,
-            offset: 0,
-            pause: PAUSE_FIRST,
-            unsettled_since: BTreeMap::new(),
-            settled: BTreeSet::new(),
-        };
+        let mut poll = Poll::new();
         assert!(settle(&mut poll, &batch(&[10, 11, 12]), vec![], &clock));
         assert_eq!(poll.offset, 13, "past the last");
         assert!(settle(&mut poll, &[], vec![], &clock), "an empty batch changes nothing");
@@ -340,13 +340,7 @@ mod tests {
     #[test]
     fn updates_settled_above_the_offset_are_remembered_until_it_passes_them() {
         let clock = Hand(Mutex::new(Duration::from_secs(1)));
-        let mut poll = Poll {
-            term: None,
-            offset: 0,
-            pause: PAUSE_FIRST,
-            unsettled_since: BTreeMap::new(),
-            settled: BTreeSet::new(),
-        };
+        let mut poll = Poll::new();
         assert!(!settle(&mut poll, &batch(&[20, 21, 22]), vec![20], &clock));
         assert_eq!(poll.offset, 20);
         assert_eq!(poll.settled.iter().copied().collect::<Vec<_>>(), [21, 22], "skipped when they come again");
