@@ -94,13 +94,14 @@ pub async fn top_up_input<A: Adapters>(turn: &mut Turn<'_, A>, step: TopUpStep, 
 }
 
 async fn open<A: Adapters>(turn: &mut Turn<'_, A>, amount: Money, method: Method) -> Next {
-    if let Err(next) = turn.allow_money(LimitedAction::PaymentAttempt).await {
+    let provider = pay::provider(method).expect("a provider method");
+    let operation = format!("topup:{}", provider.code());
+    if let Err(next) = turn.allow_money(LimitedAction::PaymentAttempt, &operation).await {
         return next;
     }
-    let provider = pay::provider(method).expect("a provider method");
     let ttl = turn.app.rules.shop.purchase_ttl;
     // One key per method: pressing the other method's button of the same step is another top-up.
-    let key = Some(turn.key(&format!("topup:{}", provider.code())));
+    let key = Some(turn.key(&operation));
     let opened = match turn.app.store.create_topup(turn.user(), amount, provider, key, ttl, turn.now()).await {
         Ok(opened) => opened,
         Err(TopUpError::UserBanned) => {

@@ -158,16 +158,17 @@ impl<'a, A: Adapters> Turn<'a, A> {
 
     /// Counts one attempt of `action`; says why when it is refused.
     pub async fn allow(&mut self, action: LimitedAction) -> bool {
-        self.admit(action).await.is_ok()
+        self.admit(action, action.name()).await.is_ok()
     }
 
     /// Counts one attempt of `action`; when it is refused, says why and gives where the
     /// conversation goes: it ends on "too many attempts", and stays where it is on "try again in
     /// a minute" (the same button then works).
-    async fn admit(&mut self, action: LimitedAction) -> Result<(), Next> {
-        // Named like the money operation it guards: the same step's press, or the same update
-        // delivered again, is one attempt.
-        let attempt = self.key(action.name());
+    /// The attempt is named by `operation` as the idempotency key of what it guards: the same
+    /// press of a step, or the same update delivered again, is one attempt; another operation of
+    /// the same step (its other payment method) is another.
+    async fn admit(&mut self, action: LimitedAction, operation: &str) -> Result<(), Next> {
+        let attempt = self.key(&format!("limit:{}:{operation}", action.name()));
         match self.app.coordination.check_rate(self.update.user, action, attempt.as_str()).await {
             RateVerdict::Allowed => Ok(()),
             RateVerdict::Denied { retry_after } => {
@@ -188,11 +189,12 @@ impl<'a, A: Adapters> Turn<'a, A> {
     /// goes (see [`Turn::admit`]): the user told to try again in a minute finds the step as it
     /// was (found by the simulation's swarm: a press refused while Redis restarted ended the
     /// purchase, and pressing the same button again was "no longer active").
-    pub async fn allow_money(&mut self, action: LimitedAction) -> Result<(), Next> {
+    /// `operation` is the name of the money operation's idempotency key ([`Turn::key`]).
+    pub async fn allow_money(&mut self, action: LimitedAction, operation: &str) -> Result<(), Next> {
         if !self.coordinated_or_later() {
             return Err(Next::Keep);
         }
-        self.admit(action).await
+        self.admit(action, operation).await
     }
 
     /// Money moves only with coordination: without it (Redis unreachable) the user is told to

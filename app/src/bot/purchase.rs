@@ -313,7 +313,7 @@ async fn from_balance<A: Adapters>(
     days: u16,
     promo: Option<Promo>,
 ) -> Next {
-    if let Err(next) = turn.allow_money(LimitedAction::PaymentAttempt).await {
+    if let Err(next) = turn.allow_money(LimitedAction::PaymentAttempt, "buy").await {
         return next;
     }
     let request = request(turn, tariff.clone(), days, &promo, "buy");
@@ -339,13 +339,14 @@ async fn by_provider<A: Adapters>(
     promo: Option<Promo>,
     method: Method,
 ) -> Next {
-    if let Err(next) = turn.allow_money(LimitedAction::PaymentAttempt).await {
+    let provider = pay::provider(method).expect("a provider method");
+    let operation = format!("open:{}", provider.code());
+    if let Err(next) = turn.allow_money(LimitedAction::PaymentAttempt, &operation).await {
         return next;
     }
-    let provider = pay::provider(method).expect("a provider method");
     // One key per method: the other method's button of the same step opens another purchase
     // (one purchase never gets a Stars invoice and a crypto one).
-    let request = request(turn, tariff.clone(), days, &promo, &format!("open:{}", provider.code()));
+    let request = request(turn, tariff.clone(), days, &promo, &operation);
     let ttl = turn.app.rules.shop.purchase_ttl;
     let pending = match turn.app.store.create_pending_purchase(request, provider, ttl, turn.now()).await {
         Ok(pending) => pending,

@@ -162,7 +162,7 @@ pub async fn input<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, input: StepI
 
 /// The final confirmation: the request, under the store's own balance check.
 async fn create<A: Adapters>(turn: &mut Turn<'_, A>, amount: Money, requisites: Requisites) -> Next {
-    if let Err(next) = turn.allow_money(LimitedAction::WithdrawalRequest).await {
+    if let Err(next) = turn.allow_money(LimitedAction::WithdrawalRequest, "withdraw").await {
         return next;
     }
     let min = turn.app.rules.shop.withdrawal_min;

@@ -161,6 +161,8 @@ async fn fetch_while_leading<A: Adapters, N: Network>(
         };
         if poll.term != Some(leadership.epoch) {
             poll.term = Some(leadership.epoch);
+            // Another poller may have confirmed past what this one remembers.
+            poll.settled.clear();
             no_webhook(api).await?;
             tracing::info!(epoch = leadership.epoch, "polling for updates");
         }
