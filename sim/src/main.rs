@@ -308,62 +308,46 @@ fn run_seeds(scenario: &Scenario, path: &Path, seeds: &[u64], o: &Options) -> an
             progress: result.progress,
         })
     };
-    let jobs = o.jobs.unwrap_or(1).max(1).min(seeds.len().max(1));
+    share_out(seeds, o.jobs.unwrap_or(1), &scenario.name, |&seed| one(seed)).into_iter().collect()
+}
+
+/// `work` on every item, shared out over `jobs` threads, with a progress bar; the results in the
+/// order of `items`. Runs are independent worlds, each on the thread that runs it: nothing
+/// inside a run sees the threads.
+fn share_out<I: Sync, T: Send>(items: &[I], jobs: usize, name: &str, work: impl Fn(&I) -> T + Sync) -> Vec<T> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let results: std::sync::Mutex<Vec<Option<anyhow::Result<Seeded>>>> =
-        std::sync::Mutex::new(seeds.iter().map(|_| None).collect());
+    let results: std::sync::Mutex<Vec<Option<T>>> = std::sync::Mutex::new(items.iter().map(|_| None).collect());
     std::thread::scope(|scope| {
-        for _ in 0..jobs {
+        for _ in 0..jobs.max(1).min(items.len()) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&seed) = seeds.get(i) else { break };
-                    let result = one(seed);
+                    let Some(item) = items.get(i) else { break };
+                    let result = work(item);
                     let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    progress(&scenario.name, finished as u64, seeds.len() as u64);
+                    progress(name, finished as u64, items.len() as u64);
                     results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
                 }
             });
         }
     });
-    results
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_iter()
-        .map(|r| r.expect("every seed was run"))
-        .collect()
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.into_iter().map(|r| r.expect("every item was run")).collect()
 }
 
 fn cmd_audit(o: Options) -> anyhow::Result<bool> {
     let dir = o.dir.clone().unwrap_or_else(default_dir);
     let started = Instant::now();
     let files = Scenario::files(&dir)?;
-    // Runs are independent worlds, each on the thread that runs it: scenarios are shared out
-    // over `--jobs` threads (the machine's cores by default). Nothing inside a run sees them.
-    let jobs = o.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let rows: std::sync::Mutex<Vec<Option<AuditRow>>> = std::sync::Mutex::new(files.iter().map(|_| None).collect());
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.min(files.len()) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(path) = files.get(i) else { break };
-                    let row = audit_one(path, o.seeds);
-                    let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    progress("audit", finished as u64, files.len() as u64);
-                    rows.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(row);
-                }
-            });
-        }
-    });
+    // Scenarios are shared out over `--jobs` threads (the machine's cores by default).
+    let jobs = o.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let rows = share_out(&files, jobs, "audit", |path| audit_one(path, o.seeds));
     let mut simulated = 0.0;
     let mut proven = true;
     let mut lines = Vec::new();
-    for row in rows.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        let (line, seconds, holds) = row.expect("every scenario was run")?;
+    for row in rows {
+        let (line, seconds, holds) = row?;
         simulated += seconds;
         proven &= holds;
         lines.push(line);

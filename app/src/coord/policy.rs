@@ -82,15 +82,10 @@ impl<C: Coordination> Guarded<C> {
         &self.shared
     }
 
-    /// Rule 1. Like a begin, a check that found Redis unavailable is tried once more on a new
-    /// connection (the first call after a Redis restart fails on the old one); the attempt keeps
-    /// its id, so one whose first try was counted after all is not counted twice.
+    /// Rule 1. (The Redis adapter tries a check once more, with the same attempt id, before it
+    /// says Redis is unavailable.)
     pub async fn check_rate(&self, user: UserId, action: LimitedAction, attempt: &str) -> RateVerdict {
-        let checked = match self.shared.check_rate(user, action, attempt).await {
-            Err(CoordinationError::Unavailable) => self.shared.check_rate(user, action, attempt).await,
-            first => first,
-        };
-        let decision = match checked {
+        let decision = match self.shared.check_rate(user, action, attempt).await {
             Ok(decision) => decision,
             Err(e) => {
                 tracing::warn!(error = %e, user_id = user.get(), action = action.name(), "rate limit unavailable");

@@ -149,6 +149,21 @@ impl<D: Dialer> RedisCoordination<D> {
         self.connector.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await
     }
 
+    /// Runs a script, and once more, with the same arguments, when Redis was unavailable: after
+    /// Redis restarts (or fails over) the first call on the old connection fails though Redis
+    /// answers, and the connector redials at once. Only for scripts whose second run with the
+    /// same arguments is safe should the first have run after all: a begin under the same token
+    /// (the script lets it proceed), a rate check of the same attempt (counted once).
+    async fn run_twice<'a>(
+        &self,
+        invocation: impl Fn() -> redis::ScriptInvocation<'a>,
+    ) -> Result<Value, CoordinationError> {
+        match self.run(invocation()).await {
+            Err(CoordinationError::Unavailable) => self.run(invocation()).await,
+            reply => reply,
+        }
+    }
+
     async fn acquire(
         &self,
         lease_key: String,
@@ -189,14 +204,9 @@ impl<D: Dialer> Coordination for RedisCoordination<D> {
                 .arg(if admission == Admission::Exempt { "1" } else { "0" });
             invocation
         };
-        // Unavailable is tried once more, with the same token, on a new connection: after Redis
-        // restarts (or fails over) the first call on the old connection fails though Redis
-        // answers. Should the first try have run after all, the script finds the update in
-        // progress under this very token and proceeds with it (no lease to wait out).
-        let reply = match self.run(invocation()).await {
-            Err(CoordinationError::Unavailable) => self.run(invocation()).await?,
-            reply => reply?,
-        };
+        // Should the first try have run after all, the script finds the update in progress under
+        // this very token and proceeds with it (no lease to wait out).
+        let reply = self.run_twice(invocation).await?;
         let items = array(&reply);
         match (items.first().and_then(text), items.get(1).and_then(int)) {
             (Some("dup"), _) => Ok(BeginOutcome::Duplicate),
@@ -264,14 +274,19 @@ impl<D: Dialer> Coordination for RedisCoordination<D> {
             Algorithm::SlidingWindow => "window",
             Algorithm::Gcra => "gcra",
         };
-        let mut invocation = self.scripts.rate_limit.prepare_invoke();
-        invocation
-            .key(self.keys.limit(user, action))
-            .arg(algorithm)
-            .arg(limit.max)
-            .arg(limit.window.as_micros() as u64)
-            .arg(attempt);
-        let reply = self.run(invocation).await?;
+        let invocation = || {
+            let mut invocation = self.scripts.rate_limit.prepare_invoke();
+            invocation
+                .key(self.keys.limit(user, action))
+                .arg(algorithm)
+                .arg(limit.max)
+                .arg(limit.window.as_micros() as u64)
+                .arg(attempt);
+            invocation
+        };
+        // The attempt keeps its id: one whose first try was counted after all is not counted
+        // twice.
+        let reply = self.run_twice(invocation).await?;
         let (allowed, retry_ms) = flag_and_number("rate_limit", &reply)?;
         Ok(if allowed { Decision::Allowed } else { Decision::Denied { retry_after: after_ms(retry_ms) } })
     }

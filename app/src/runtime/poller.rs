@@ -196,9 +196,8 @@ async fn fetch_while_leading<A: Adapters, N: Network>(
             }
         };
         // Handled to the end, shutdown or not: its updates are taken.
-        let fresh: Vec<TgUpdate> =
-            batch.iter().filter(|u| !poll.settled.contains(&i64::from(u.id.0))).cloned().collect();
-        let unsettled = handle_batch(app, gate, &fresh).await;
+        let fresh = batch.iter().filter(|u| !poll.settled.contains(&i64::from(u.id.0)));
+        let unsettled = handle_batch(app, gate, fresh).await;
         if settle(&mut poll, &batch, unsettled, clock) {
             poll.pause = PAUSE_FIRST;
         } else {
@@ -256,7 +255,11 @@ fn settle(poll: &mut Poll, batch: &[TgUpdate], mut unsettled: Vec<i64>, clock: &
 
 /// Handles a batch: each user's updates in order, users side by side, pre-checkout queries
 /// apart and at once. Returns the updates that must be fetched again.
-async fn handle_batch<A: Adapters>(app: &App<A>, gate: &Gate, batch: &[TgUpdate]) -> Vec<i64> {
+async fn handle_batch<'b, A: Adapters>(
+    app: &App<A>,
+    gate: &Gate,
+    batch: impl IntoIterator<Item = &'b TgUpdate>,
+) -> Vec<i64> {
     let mut queues: BTreeMap<(i64, bool), Vec<Update>> = BTreeMap::new();
     for update in batch {
         if let Some(ours) = incoming::from_telegram(update) {

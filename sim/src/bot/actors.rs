@@ -108,19 +108,7 @@ pub async fn users(crowd: Rc<Crowd>, seed: u64) {
         let crowd = crowd.clone();
         shoppers.push(tokio::task::spawn_local(async move {
             tokio::time::sleep(Duration::from_secs_f64(at)).await;
-            // As a shopper does, the admin starts over once when the bot lost their place.
-            for attempt in 1..=2 {
-                let mut admin = actor(&crowd, ADMINS[0]);
-                let end = match admin.broadcast(&broadcast_text(seed)).await {
-                    Ok(()) => JourneyEnd::Done,
-                    Err(end) => end,
-                };
-                let again = matches!(end, JourneyEnd::Stuck { .. });
-                crowd.note(Event::Journey { user: admin.chat, journey: Journey::Broadcast, attempt, end });
-                if !again {
-                    break;
-                }
-            }
+            at_most_twice(&crowd, ADMINS[0], Journey::Broadcast, seed).await;
         }));
     }
     for i in 0..i64::from(crowd.workload.users) {
@@ -131,18 +119,7 @@ pub async fn users(crowd: Rc<Crowd>, seed: u64) {
             let think = crowd.workload.think_ms;
             tokio::time::sleep(between(&ids, think)).await;
             for journey in plan(&crowd.workload, seed, user) {
-                for attempt in 1..=2 {
-                    let mut actor = actor(&crowd, user);
-                    let end = match actor.go(journey).await {
-                        Ok(()) => JourneyEnd::Done,
-                        Err(end) => end,
-                    };
-                    let stuck = matches!(end, JourneyEnd::Stuck { .. });
-                    crowd.note(Event::Journey { user, journey, attempt, end });
-                    if !stuck {
-                        break;
-                    }
-                }
+                at_most_twice(&crowd, user, journey, seed).await;
                 tokio::time::sleep(between(&ids, think)).await;
             }
         }));
@@ -154,6 +131,23 @@ pub async fn users(crowd: Rc<Crowd>, seed: u64) {
     let mut admin = actor(&crowd, ADMINS[0]);
     if let Err(end) = admin.review().await {
         crowd.note(Event::Journey { user: admin.chat, journey: Journey::Review, attempt: 1, end });
+    }
+}
+
+/// `user` goes through `journey`, starting over once when the bot lost their place; each try is
+/// noted with how it ended.
+async fn at_most_twice(crowd: &Crowd, user: i64, journey: Journey, seed: u64) {
+    for attempt in 1..=2 {
+        let mut actor = actor(crowd, user);
+        let end = match actor.play(journey, seed).await {
+            Ok(()) => JourneyEnd::Done,
+            Err(end) => end,
+        };
+        let stuck = matches!(end, JourneyEnd::Stuck { .. });
+        crowd.note(Event::Journey { user, journey, attempt, end });
+        if !stuck {
+            break;
+        }
     }
 }
 
@@ -345,6 +339,14 @@ impl Actor<'_> {
                 () = told => {}
                 () = tokio::time::sleep_until(deadline) => return Err(self.stuck(what.to_owned())),
             }
+        }
+    }
+
+    /// One try of `journey`: an admin's broadcast from the admin panel, a shopper's from /start.
+    async fn play(&mut self, journey: Journey, seed: u64) -> Step<()> {
+        match journey {
+            Journey::Broadcast => self.broadcast(&broadcast_text(seed)).await,
+            shopper => self.go(shopper).await,
         }
     }
 
@@ -554,13 +556,13 @@ impl Actor<'_> {
             }
             // The list comes a message a second; what arrives later is seen on the next round.
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let buttons: Vec<String> = self
-                .api()
-                .messages_after(self.chat, since)
-                .iter()
-                .filter(|m| m["text"].as_str().is_some_and(|t| t.starts_with("Withdrawal #")))
-                .filter_map(|m| button_in(m, "Approve"))
-                .collect();
+            let buttons: Vec<String> = self.api().look_after(self.chat, since, |messages| {
+                messages
+                    .iter()
+                    .filter(|m| m["text"].as_str().is_some_and(|t| t.starts_with("Withdrawal #")))
+                    .filter_map(|m| button_in(m, "Approve"))
+                    .collect()
+            });
             for data in buttons {
                 let before = self.api().message_count(self.chat);
                 self.press(&data, "Approve");

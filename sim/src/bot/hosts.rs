@@ -201,12 +201,9 @@ pub async fn instance(link: StoreLink, spec: InstanceSpec) -> turmoil::Result {
     Ok(())
 }
 
-/// The user an update is about (a message's sender, a button's presser), for sticky routing.
+/// The user an update is about, for sticky routing.
 fn user_of(body: &[u8]) -> Option<i64> {
-    let update: serde_json::Value = serde_json::from_slice(body).ok()?;
-    ["message", "callback_query", "pre_checkout_query", "my_chat_member"]
-        .iter()
-        .find_map(|kind| update.get(*kind)?["from"]["id"].as_i64())
+    crate::bot_api::user_of(&serde_json::from_slice(body).ok()?)
 }
 
 /// The balancer in front of the instances: each request to an instance picked by `routing`, and

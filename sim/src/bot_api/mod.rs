@@ -39,16 +39,16 @@ impl HandedBack {
     fn of(update: &Value) -> HandedBack {
         let query = update["callback_query"]["id"].as_str().map(str::to_owned);
         let payment = update["message"]["successful_payment"]["telegram_payment_charge_id"].as_str().map(str::to_owned);
-        HandedBack { user: user_of(update), query, payment, at: turmoil::sim_elapsed().unwrap_or_default() }
+        let user = user_of(update).unwrap_or(0);
+        HandedBack { user, query, payment, at: turmoil::sim_elapsed().unwrap_or_default() }
     }
 }
 
-/// The user an update comes from.
-pub fn user_of(update: &Value) -> i64 {
+/// The user an update comes from (a message's sender, a button's presser).
+pub fn user_of(update: &Value) -> Option<i64> {
     ["message", "callback_query", "pre_checkout_query", "my_chat_member"]
         .iter()
-        .find_map(|kind| update.get(*kind).and_then(|u| u["from"]["id"].as_i64()))
-        .unwrap_or(0)
+        .find_map(|kind| update.get(*kind)?["from"]["id"].as_i64())
 }
 
 /// The bot the fake answers for (`getMe`).
@@ -138,10 +138,8 @@ struct State {
     next_message_id: BTreeMap<i64, i32>,
     /// Updates the webhook answered with 2xx, in order (a duplicated one twice).
     delivered: Vec<i64>,
-    /// Updates delivered a second time on purpose (`Redelivery::duplicate_percent`).
-    duplicated: std::collections::BTreeSet<i64>,
-    /// The same, as the checkers read them.
-    duplicates: Vec<HandedBack>,
+    /// Updates delivered a second time on purpose (`Redelivery::duplicate_percent`), by id.
+    duplicated: BTreeMap<i64, HandedBack>,
     /// Stars payments refunded (by charge id).
     refunded: std::collections::BTreeSet<String>,
     /// Webhook answers that were not 2xx (or no answer), for the tests to see redelivery.
@@ -291,9 +289,9 @@ impl FakeBotApi {
         self.state().blocked.push(user);
     }
 
-    /// The updates Telegram delivered again after a 2xx (its answer lost on the way), in order.
+    /// The updates Telegram delivered again after a 2xx (its answer lost on the way).
     pub fn duplicates(&self) -> Vec<HandedBack> {
-        self.state().duplicates.clone()
+        self.state().duplicated.values().cloned().collect()
     }
 
     /// The updates the bot handed back, in order.

@@ -76,10 +76,10 @@ pub async fn deliver_webhooks<N: Network>(api: FakeBotApi, client: HttpClient<N>
                         state.delivered.push(id);
                         if let Some(update) = update
                             && duplicate(id, &api.redelivery)
-                            && state.duplicated.insert(id)
+                            && !state.duplicated.contains_key(&id)
                         {
                             // Telegram did not get the answer: the same update comes again.
-                            state.duplicates.push(super::HandedBack::of(&update));
+                            state.duplicated.insert(id, super::HandedBack::of(&update));
                             state.pending.insert(id, update);
                             api.arrived.notify_waiters();
                         }
