@@ -247,6 +247,10 @@ impl<C: atlas::ports::Coordination> atlas::ports::Coordination for ReplyLost<C> 
     async fn ping(&self) -> atlas::ports::coordination::CoordResult<()> {
         self.inner.ping().await
     }
+
+    async fn shared_time(&self) -> atlas::ports::coordination::CoordResult<Option<chrono::DateTime<chrono::Utc>>> {
+        self.inner.shared_time().await
+    }
 }
 
 /// The commit landed and only its reply was lost: the later tries find the lease gone (the

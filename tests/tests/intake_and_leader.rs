@@ -224,3 +224,43 @@ async fn a_standby_wakes_only_to_try_for_the_lease() {
     let reads = standby_clock.1.load(std::sync::atomic::Ordering::Relaxed);
     assert!(reads < 100, "the standby's loop woke {reads} times for 6 tries");
 }
+
+/// Two instances whose clocks are an hour apart (either way) agree on the wall clock after
+/// setting theirs by Redis `TIME`: what one stores as a deadline means the same to the other.
+/// Without it a purchase opened on the slow one is born expired for the other's watcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_with_skewed_clocks_agree_on_the_time() {
+    use atlas::ports::Clock;
+    use atlas::runtime::agreed_clock::AgreedClock;
+    use atlas_tests::redis_support::SkewedClock;
+    let keys = fresh_keys();
+    let hour = Duration::from_secs(3600);
+    let slow = AgreedClock::new(Arc::new(SkewedClock::new(hour, false)));
+    let fast = AgreedClock::new(Arc::new(SkewedClock::new(hour, true)));
+    let apart = |a: &AgreedClock, b: &AgreedClock| (a.now() - b.now()).num_milliseconds().abs();
+    assert!(apart(&slow, &fast) > 7_000_000, "the hosts' clocks start two hours apart");
+    for (at, host) in [(1, &slow), (2, &fast)] {
+        assert!(host.agree(&guarded(&keys, at)).await, "Redis TIME was read");
+    }
+    // Redis and this host share one clock here: each instance is within a round trip of it.
+    assert!(apart(&slow, &fast) < 1_000, "the agreed clocks are {} ms apart", apart(&slow, &fast));
+    let system = atlas_tests::redis_support::clock();
+    assert!((slow.now() - system.now()).num_milliseconds().abs() < 1_000, "the slow host goes by the shared time");
+    // The monotonic clock is the host's own.
+    assert!(fast.monotonic() > slow.monotonic() + hour, "monotonic time is not moved");
+}
+
+/// The legacy design has no shared clock: each process keeps its own.
+#[tokio::test]
+async fn the_legacy_design_keeps_each_clock_its_own() {
+    use atlas::ports::Clock;
+    use atlas::runtime::agreed_clock::AgreedClock;
+    use atlas_tests::redis_support::SkewedClock;
+    let hour = Duration::from_secs(3600);
+    let slow = AgreedClock::new(Arc::new(SkewedClock::new(hour, false)));
+    let legacy = LegacyCoordination::new(clock(), ids(9));
+    let coordination = Guarded::new(legacy, LegacyCoordination::new(clock(), ids(10)));
+    assert!(!slow.agree(&coordination).await, "nothing to agree with");
+    let behind = (clock().now() - slow.now()).num_seconds();
+    assert!((3599..=3601).contains(&behind), "still an hour behind ({behind} s)");
+}

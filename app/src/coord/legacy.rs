@@ -290,6 +290,11 @@ impl Coordination for LegacyCoordination {
     async fn ping(&self) -> CoordResult<()> {
         Ok(())
     }
+
+    /// The legacy design shares nothing, its clock neither: each process goes by its own.
+    async fn shared_time(&self) -> CoordResult<Option<chrono::DateTime<chrono::Utc>>> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

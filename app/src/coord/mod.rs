@@ -80,6 +80,13 @@ impl<D: Dialer> Coordination for AnyCoordination<D> {
         }
     }
 
+    async fn shared_time(&self) -> CoordResult<Option<chrono::DateTime<chrono::Utc>>> {
+        match self {
+            AnyCoordination::Redis(c) => c.shared_time().await,
+            AnyCoordination::Legacy(c) => c.shared_time().await,
+        }
+    }
+
     async fn ping(&self) -> CoordResult<()> {
         match self {
             AnyCoordination::Redis(c) => Coordination::ping(c).await,

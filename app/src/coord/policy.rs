@@ -192,6 +192,14 @@ impl<C: Coordination> Guarded<C> {
         self.shared.ping().await
     }
 
+    /// The shared clock's time, `None` when the design has none or Redis did not answer.
+    pub async fn shared_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.shared.shared_time().await.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "shared clock not read");
+            None
+        })
+    }
+
     pub async fn resign(&self, leadership: &Leadership) {
         if let Err(e) = self.shared.resign(leadership).await {
             tracing::warn!(error = %e, role = leadership.role.name(), "lease not resigned; it ends at its TTL");

@@ -313,4 +313,14 @@ impl<D: Dialer> Coordination for RedisCoordination<D> {
     async fn ping(&self) -> CoordResult<()> {
         RedisCoordination::ping(self).await
     }
+
+    /// Redis `TIME`: the clock the leases and the rate limits already go by.
+    async fn shared_time(&self) -> CoordResult<Option<chrono::DateTime<chrono::Utc>>> {
+        let (secs, micros): (i64, i64) =
+            self.connector.call(|mut c| async move { redis::cmd("TIME").query_async(&mut c).await }).await?;
+        let time = chrono::DateTime::from_timestamp(secs, 0)
+            .map(|t| t + chrono::Duration::microseconds(micros))
+            .ok_or_else(|| CoordinationError::Invalid(format!("TIME answered {secs} {micros}")))?;
+        Ok(Some(time))
+    }
 }

@@ -267,6 +267,11 @@ pub trait Coordination: Send + Sync + 'static {
     /// Whether the coordination can serve this instance now (for `/readyz` and start-up): Redis
     /// answers and accepts a write.
     fn ping(&self) -> impl Future<Output = CoordResult<()>> + Send;
+
+    /// The wall clock every instance shares (Redis `TIME`), which instances set their own by so
+    /// that what one stores as a deadline means the same to the others; `None` where the design
+    /// has no shared clock (the legacy design: each process its own).
+    fn shared_time(&self) -> impl Future<Output = CoordResult<Option<chrono::DateTime<chrono::Utc>>>> + Send;
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! randomness, start-up checks and logging. Only this module knows the settings; the layers below
 //! take what they need as arguments.
 
+pub mod agreed_clock;
 pub mod gate;
 pub mod http;
 pub mod intake;

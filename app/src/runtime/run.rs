@@ -19,6 +19,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use teloxide_core::payloads::{GetMe, SetWebhook};
 
+use super::agreed_clock::AgreedClock;
 use super::gate::Gate;
 use super::poller::{ALLOWED_UPDATES, PollerError, poll};
 use super::settings::Intake;
@@ -52,7 +53,7 @@ pub enum RunError {
 
 /// Runs one instance until `shutdown` resolves (`Ok`) or polling meets a conflict (`Err`).
 pub async fn run<A: Adapters, N: Network, L: Listener>(
-    parts: Parts<A>,
+    mut parts: Parts<A>,
     mut rules: Rules,
     telegram: Arc<BotApi<N>>,
     metrics: Option<PrometheusHandle>,
@@ -83,7 +84,15 @@ pub async fn run<A: Adapters, N: Network, L: Listener>(
         }
     };
     rules.bot_username = me.user.username.clone();
+    let clock = Arc::new(AgreedClock::new(parts.clock.clone()));
+    parts.clock = clock.clone();
     let app = Arc::new(assemble(parts, rules));
+    // The wall clock is set by the shared one before the first update is taken.
+    let agreed = clock.agree(&app.coordination).await;
+    let agreeing = tokio::spawn({
+        let (app, clock) = (app.clone(), clock.clone());
+        async move { clock.keep_agreeing(&app.coordination, agreed).await }
+    });
     let gate = Arc::new(Gate::new(config.updates_in_flight_max));
     let mut router = http::router(app.clone(), gate.clone(), metrics);
     if let Intake::Webhook { url, secret, .. } = &config.intake {
@@ -145,6 +154,7 @@ pub async fn run<A: Adapters, N: Network, L: Listener>(
     let _ = drain_tx.send(left(&app));
     let _ = stop_server.send(Duration::ZERO);
     let _ = server.await;
+    agreeing.abort();
     tracing::info!("stopped");
     outcome.map_err(RunError::from)
 }

@@ -25,8 +25,10 @@ use crate::instance::between;
 use crate::net::SimNetwork;
 use crate::scenario::{BotWorkload, Journey};
 
-/// How long a user waits for a reply before they give up on the step.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+/// How long a user waits for a reply before they give up on the step: longer than Telegram
+/// waits for an answer to a delivery, since a press delivered to an instance lost mid-update
+/// comes again only after that (seed 6103 of the swarm gave up on a press 3 s before it came).
+pub const PATIENCE: Duration = Duration::from_secs(super::ANSWER_TIMEOUT.as_secs() + 10);
 /// How long a user who paid a crypto invoice waits to be told before pressing "I paid, check".
 const CHECK_AFTER: Duration = Duration::from_secs(10);
 /// How long a user waits for their key after paying: an activation claimed by an instance that
@@ -108,7 +110,7 @@ pub async fn users(crowd: Rc<Crowd>, seed: u64) {
         let crowd = crowd.clone();
         shoppers.push(tokio::task::spawn_local(async move {
             tokio::time::sleep(Duration::from_secs_f64(at)).await;
-            at_most_twice(&crowd, ADMINS[0], Journey::Broadcast, seed).await;
+            tries(&crowd, ADMINS[0], Journey::Broadcast, seed).await;
         }));
     }
     for i in 0..i64::from(crowd.workload.users) {
@@ -119,7 +121,7 @@ pub async fn users(crowd: Rc<Crowd>, seed: u64) {
             let think = crowd.workload.think_ms;
             tokio::time::sleep(between(&ids, think)).await;
             for journey in plan(&crowd.workload, seed, user) {
-                at_most_twice(&crowd, user, journey, seed).await;
+                tries(&crowd, user, journey, seed).await;
                 tokio::time::sleep(between(&ids, think)).await;
             }
         }));
@@ -134,18 +136,22 @@ pub async fn users(crowd: Rc<Crowd>, seed: u64) {
     }
 }
 
-/// `user` goes through `journey`, starting over once when the bot lost their place; each try is
+/// `user` goes through `journey`, starting over once when the bot lost their place, and once
+/// more when it told them so again (two Redis data losses can each cost a try); each try is
 /// noted with how it ended.
-async fn at_most_twice(crowd: &Crowd, user: i64, journey: Journey, seed: u64) {
-    for attempt in 1..=2 {
+async fn tries(crowd: &Crowd, user: i64, journey: Journey, seed: u64) {
+    for attempt in 1..=3 {
         let mut actor = actor(crowd, user);
         let end = match actor.play(journey, seed).await {
             Ok(()) => JourneyEnd::Done,
             Err(end) => end,
         };
-        let stuck = matches!(end, JourneyEnd::Stuck { .. });
+        let again = match &end {
+            JourneyEnd::Stuck { waiting_for, .. } => attempt == 1 || LOST.iter().any(|l| waiting_for.contains(l)),
+            _ => false,
+        };
         crowd.note(Event::Journey { user, journey, attempt, end });
-        if !stuck {
+        if !again {
             break;
         }
     }

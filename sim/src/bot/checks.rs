@@ -34,6 +34,8 @@ pub struct BotRecords {
     pub duplicates: Vec<HandedBack>,
     pub promo: Vec<String>,
     pub open_work: Vec<String>,
+    /// Orders closed as expired sooner than their opener meant (`Model::orders_cut_short`).
+    pub cut_short: Vec<String>,
     /// Every withdrawal request in the store: (request id, user).
     pub withdrawals: Vec<(i64, i64)>,
     /// The text of every broadcast job in the store.
@@ -283,9 +285,10 @@ fn broadcast_received(history: &History, records: &BotRecords) -> Option<(String
     Some((text, received))
 }
 
-/// Every journey reached its end (on the second try at worst), a queued broadcast reached every
-/// user, and nothing is left pending in the database: every withdrawal decided, every running
-/// subscription with its key.
+/// Every journey reached its end (on the second try at worst, the third after the bot said
+/// twice it lost the user's place), a queued broadcast reached every
+/// user, no order stopped waiting for its payment before its time, and nothing is left pending
+/// in the database: every withdrawal decided, every running subscription with its key.
 fn liveness(history: &History, records: &BotRecords) -> Option<String> {
     let mut last: BTreeMap<(i64, usize), (Journey, &JourneyEnd)> = BTreeMap::new();
     let mut nth: BTreeMap<i64, usize> = BTreeMap::new();
@@ -307,6 +310,7 @@ fn liveness(history: &History, records: &BotRecords) -> Option<String> {
         let (user, _) = received.iter().find(|(_, n)| **n == 0)?;
         losses(history).is_empty().then(|| format!("user {user} never received the broadcast an admin queued"))
     });
+    let stranded = stranded.or_else(|| first(&records.cut_short));
     match (stranded, first(&records.open_work)) {
         (Some(user), Some(store)) => Some(format!("{user}; in the store: {store}")),
         (user, store) => user.or(store),

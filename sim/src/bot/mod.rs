@@ -39,6 +39,8 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// How long past `duration_secs` users may still be at it before the run is cut (and what they
 /// were doing counted as unfinished).
 const OVERTIME: Duration = Duration::from_secs(150);
+/// How long the fake Bot API waits for an instance to answer a webhook delivery.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The shoppers, their balances and the promo code, arranged through the store's own operations;
 /// with `expiring_at_secs`, each shopper also holds a period ending then (auto-renewal on for
@@ -94,7 +96,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     let redelivery = Redelivery {
         first: Duration::from_millis(200),
         max: Duration::from_secs(2),
-        answer_timeout: Duration::from_secs(30),
+        answer_timeout: ANSWER_TIMEOUT,
         duplicate_percent: bot.duplicate_percent,
         seed,
     };
@@ -181,6 +183,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             .collect(),
         promo: shared.store.with_model(|m| m.promo_findings()),
         open_work: shared.store.with_model(|m| m.open_work(wall_clock(simulated))),
+        cut_short: shared.store.with_model(|m| m.orders_cut_short()),
         broadcasts: shared.store.with_model(|m| m.broadcast_texts()),
         withdrawals: shared
             .store

@@ -181,6 +181,7 @@ impl Accounts for SimStore {
                 idempotency_key: key,
                 invoice: None,
                 expires_at,
+                life: super::Life::new(now, expires_at),
             };
             m.topups.insert(id, row);
             Ok(PendingTopUp { applied: Applied::Done, topup: id, expires_at })
@@ -245,6 +246,9 @@ impl Accounts for SimStore {
             let t = m.topups.get_mut(&topup).ok_or(CloseError::UnknownPurchase)?;
             if t.status != PurchaseStatus::Pending {
                 return Err(CloseError::NotPending(t.status));
+            }
+            if closure == Closure::Expired {
+                t.life.expire();
             }
             t.status = match closure {
                 Closure::Cancelled => PurchaseStatus::Cancelled,

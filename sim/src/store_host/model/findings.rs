@@ -95,6 +95,25 @@ impl Model {
 
     /// `liveness`, in the database: what is still waiting at `now` (a withdrawal nobody decided,
     /// a running subscription without its key).
+    /// `liveness` of payments: an order waits for its payment as long as its opener said (a
+    /// buyer told "pay within an hour" is not refused after a minute because another instance's
+    /// clock is ahead).
+    pub fn orders_cut_short(&self) -> Vec<String> {
+        let purchases = self.purchases.iter().map(|(id, p)| (format!("purchase {id}"), p.user, &p.life));
+        let topups = self.topups.iter().map(|(id, t)| (format!("top-up {id}"), t.user, &t.life));
+        purchases
+            .chain(topups)
+            .filter_map(|(order, user, life)| {
+                let short = life.cut_short()?;
+                Some(format!(
+                    "{order} of user {user} was closed as expired {} s early (it was opened to wait {} s)",
+                    short.num_seconds(),
+                    life.meant.num_seconds()
+                ))
+            })
+            .collect()
+    }
+
     pub fn open_work(&self, now: DateTime<Utc>) -> Vec<String> {
         let mut found = Vec::new();
         for (id, w) in &self.withdrawals {

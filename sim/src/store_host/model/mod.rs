@@ -103,6 +103,7 @@ struct PurchaseRow {
     expires_at: DateTime<Utc>,
     paid_at: Option<DateTime<Utc>>,
     invoice: Option<Invoice>,
+    life: Life,
 }
 
 struct PaymentRow {
@@ -133,7 +134,39 @@ struct TopUpRow {
     idempotency_key: Option<String>,
     invoice: Option<Invoice>,
     expires_at: DateTime<Utc>,
+    life: Life,
 }
+
+/// How long an order waits for its payment, as its opener meant it (its `expires_at` less the
+/// opener's clock when it opened it) and as it happened in simulated time, which no instance's
+/// clock moves: an order closed as expired sooner than it was meant to wait was closed by an
+/// instance whose clock disagrees with the opener's.
+struct Life {
+    opened: std::time::Duration,
+    meant: chrono::Duration,
+    expired: Option<std::time::Duration>,
+}
+
+impl Life {
+    fn new(now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Life {
+        Life { opened: crate::clock::sim_now(), meant: expires_at - now, expired: None }
+    }
+
+    /// The order was closed as expired now.
+    fn expire(&mut self) {
+        self.expired = Some(crate::clock::sim_now());
+    }
+
+    /// How much sooner than meant it was closed, if it was.
+    fn cut_short(&self) -> Option<chrono::Duration> {
+        let lived = chrono::Duration::from_std(self.expired?.saturating_sub(self.opened)).ok()?;
+        (lived + LIFE_TOLERANCE < self.meant).then(|| self.meant - lived)
+    }
+}
+
+/// What an instance's clock may be off the others' after setting it by the shared clock, and
+/// a worker's tick besides.
+const LIFE_TOLERANCE: chrono::Duration = chrono::Duration::seconds(2);
 
 /// An admin audit row: who, what, to whom, and (for adjustments) the key and the amount.
 struct AuditRow {
@@ -485,6 +518,7 @@ impl Model {
             expires_at,
             paid_at: (status == PurchaseStatus::Paid).then_some(now),
             invoice: None,
+            life: Life::new(now, expires_at),
         };
         self.purchases.insert(id, row);
         if let (Some((promo_id, _)), Some(code)) = (promo, &r.promo) {

@@ -155,6 +155,9 @@ impl Purchases for SimStore {
             if row.status != PurchaseStatus::Pending {
                 return Err(CloseError::NotPending(row.status));
             }
+            if closure == Closure::Expired {
+                row.life.expire();
+            }
             row.status = match closure {
                 Closure::Cancelled => PurchaseStatus::Cancelled,
                 Closure::Expired => PurchaseStatus::Expired,
