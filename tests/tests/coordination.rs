@@ -288,6 +288,27 @@ async fn a_sliding_window_reopens_only_as_old_attempts_leave_it() {
     assert!(retry_after > Duration::from_secs(58) && retry_after <= Duration::from_secs(60), "{retry_after:?}");
 }
 
+/// An attempt run again (its update handed back, or lost with its instance and delivered again
+/// later) counts once, at the time it last ran: a promo guess checked 17 s after it was first
+/// counted is a guess then, and the window holds it from then (swarm seed 5136 checked 11 guesses
+/// within 45 s of store time while the log held 10 within a minute).
+#[tokio::test]
+async fn an_attempt_run_again_counts_once_from_when_it_last_ran() {
+    let c = redis_instance(&fresh_keys(), 14);
+    let pay = LimitedAction::PaymentAttempt;
+    assert_eq!(c.check_rate(uid(1), pay, "pay-0").await.unwrap(), Decision::Allowed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 1..5 {
+        assert_eq!(c.check_rate(uid(1), pay, &format!("pay-{i}")).await.unwrap(), Decision::Allowed);
+    }
+    assert_eq!(c.check_rate(uid(1), pay, "pay-0").await.unwrap(), Decision::Allowed, "the same attempt again");
+    let Decision::Denied { retry_after } = c.check_rate(uid(1), pay, "pay-5").await.unwrap() else {
+        panic!("a sixth payment attempt within a minute was allowed");
+    };
+    // The oldest attempt in the window is now pay-1 (just made), not pay-0 (two seconds older).
+    assert!(retry_after > Duration::from_secs(59), "pay-0 still counts from its first run: {retry_after:?}");
+}
+
 #[tokio::test]
 async fn leadership_fails_over_and_epochs_grow() {
     let keys = fresh_keys();

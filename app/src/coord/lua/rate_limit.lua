@@ -6,7 +6,9 @@
 --       2 max attempts per window   3 window us   4 the attempt's id (its member in the log)
 -- Returns {1, 0} when allowed, {0, retry ms} when refused. Refused attempts are not counted;
 -- in the log, an attempt counted already (a retry, the same update again) is allowed again
--- without counting twice.
+-- without counting twice, and moves to now: an attempt counts once, when it last ran (an
+-- update counted, lost with its instance and handled again 17 s later made a guess then, and
+-- the window must hold it from then; swarm seed 5136).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local max = tonumber(ARGV[2])
@@ -15,6 +17,8 @@ local window = tonumber(ARGV[3])
 if ARGV[1] == 'window' then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
   if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+    redis.call('ZADD', KEYS[1], string.format('%.0f', now), ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
     return {1, 0}
   end
   if redis.call('ZCARD', KEYS[1]) < max then
