@@ -47,6 +47,11 @@ pub fn instance_name(index: usize) -> String {
     format!("atlas-{index}")
 }
 
+/// The index of the instance named `name` (`instance_name`'s inverse).
+fn instance_index(name: &str) -> Option<usize> {
+    name.strip_prefix("atlas-")?.parse().ok()
+}
+
 /// A fault as the stepping loop applies it.
 #[derive(Clone, Debug)]
 pub(crate) enum Action {
@@ -56,6 +61,8 @@ pub(crate) enum Action {
     Bounce(usize),
     CrashLeader {
         down: Duration,
+        /// Whole-bot runs: the role whose lease holder is killed.
+        role: Option<String>,
     },
     Partition(usize),
     Repair(usize),
@@ -82,8 +89,8 @@ pub(crate) fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
                 actions.push((secs(at_secs), Action::Crash(instance)));
                 actions.push((secs(at_secs + down_secs), Action::Bounce(instance)));
             }
-            Fault::RestartLeader { at_secs, down_secs } => {
-                actions.push((secs(at_secs), Action::CrashLeader { down: secs(down_secs) }))
+            Fault::RestartLeader { at_secs, down_secs, ref role } => {
+                actions.push((secs(at_secs), Action::CrashLeader { down: secs(down_secs), role: role.clone() }))
             }
             Fault::Partition { instance, at_secs, for_secs } => {
                 actions.push((secs(at_secs), Action::Partition(instance)));
@@ -177,7 +184,7 @@ pub(crate) fn apply(
             Some(instance) => return Some((Duration::ZERO, Action::Pause { instance, length })),
             None => note(FaultEvent::NoLeaderToFreeze),
         },
-        Action::CrashLeader { down } => match current_leader(history) {
+        Action::CrashLeader { down, role: None } => match current_leader(history) {
             Some(i) => {
                 note(FaultEvent::LeaderCrashed(i));
                 sim.crash(instance_name(i));
@@ -185,6 +192,19 @@ pub(crate) fn apply(
             }
             None => note(FaultEvent::NoLeaderToCrash),
         },
+        Action::CrashLeader { down, role: Some(role) } => {
+            let holder = shared.redis.borrow_mut().leader_of(&role, sim.elapsed());
+            match holder.as_deref().and_then(instance_index) {
+                Some(instance) => {
+                    note(FaultEvent::Leads { role, instance });
+                    // As any crash, for the checkers: an instance lost.
+                    note(FaultEvent::Crashed(instance));
+                    sim.crash(instance_name(instance));
+                    return Some((down, Action::Bounce(instance)));
+                }
+                None => note(FaultEvent::NoLeaderToCrash),
+            }
+        }
         Action::Partition(i) => {
             note(FaultEvent::Partitioned(i));
             sim.partition(instance_name(i), REDIS_HOST);

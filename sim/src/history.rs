@@ -122,7 +122,7 @@ pub enum Event {
     Journey {
         user: i64,
         journey: crate::scenario::Journey,
-        /// Which try (a user who got stuck starts the journey over once, from the menu).
+        /// Which try (a user who got stuck starts the journey over from the menu: `actors::tries_again`).
         attempt: u32,
         end: JourneyEnd,
     },
@@ -179,6 +179,12 @@ pub enum FaultEvent {
     Restarted(usize),
     LeaderCrashed(usize),
     NoLeaderToCrash,
+    /// Whole-bot runs: the instance Redis names as holding `role`'s lease (just before a fault
+    /// picked by role hits it).
+    Leads {
+        role: String,
+        instance: usize,
+    },
     Frozen {
         instance: usize,
         for_ms: u64,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use atlas::ports::coordination::LimitedAction;
+use atlas::ports::coordination::{LimitedAction, Role};
 use serde::Deserialize;
 
 /// Which coordination design the instances run.
@@ -280,8 +280,15 @@ fn default_max_latency() -> u64 {
 pub enum Fault {
     /// Kill an instance (its memory is gone) and, after `down_secs`, start it again.
     Restart { instance: usize, at_secs: f64, down_secs: f64 },
-    /// Kill whichever instance leads at that moment, and start it again after `down_secs`.
-    RestartLeader { at_secs: f64, down_secs: f64 },
+    /// Kill whichever instance leads at that moment, and start it again after `down_secs`. In a
+    /// whole-bot run, `role` names the worker (`payment_watcher`, `reminders`, `trial_notices`,
+    /// `expiry_cleanup`, `broadcasts`, `poller`) whose leader is killed, as Redis holds its lease.
+    RestartLeader {
+        at_secs: f64,
+        down_secs: f64,
+        #[serde(default)]
+        role: Option<String>,
+    },
     /// Cut an instance off from Redis, then repair the link.
     Partition { instance: usize, at_secs: f64, for_secs: f64 },
     /// Freeze an instance's handlers mid-update (a GC pause, a stalled VM) for longer than a lease.
@@ -436,7 +443,7 @@ impl Scenario {
                 Fault::Restart { at_secs, down_secs, .. } | Fault::Stop { at_secs, down_secs, .. } => {
                     vec![at_secs, down_secs]
                 }
-                Fault::RestartLeader { at_secs, down_secs } => vec![at_secs, down_secs],
+                Fault::RestartLeader { at_secs, down_secs, .. } => vec![at_secs, down_secs],
                 Fault::Partition { at_secs, for_secs, .. }
                 | Fault::Pause { at_secs, for_secs, .. }
                 | Fault::PauseLeader { at_secs, for_secs }
@@ -474,14 +481,25 @@ impl Scenario {
             anyhow::ensure!(bot.duplicate_percent <= 100, "duplicate_percent is a percentage");
             for fault in &self.faults {
                 anyhow::ensure!(
-                    !matches!(fault, Fault::Pause { .. } | Fault::PauseLeader { .. } | Fault::RestartLeader { .. }),
-                    "{fault:?}: the whole-bot world has no pause or leader-picking faults (use restart, stop, partition, hold)"
+                    !matches!(fault, Fault::Pause { .. } | Fault::PauseLeader { .. }),
+                    "{fault:?}: the whole-bot world has no pause faults (use restart, stop, partition, hold)"
                 );
+                if let Fault::RestartLeader { role, .. } = fault {
+                    let known = Role::ALL.map(Role::name);
+                    anyhow::ensure!(
+                        role.as_deref().is_some_and(|r| known.contains(&r)),
+                        "{fault:?}: a whole-bot restart_leader names the role whose leader it kills, one of {known:?}"
+                    );
+                }
             }
         } else {
             anyhow::ensure!(
                 !self.faults.iter().any(|f| matches!(f, Fault::Stop { .. })),
                 "the stop fault is for whole-bot scenarios"
+            );
+            anyhow::ensure!(
+                !self.faults.iter().any(|f| matches!(f, Fault::RestartLeader { role: Some(_), .. })),
+                "restart_leader picks a leader by role only in whole-bot scenarios"
             );
         }
         if let Workload::RateLimits { actions, .. } = &self.workload {

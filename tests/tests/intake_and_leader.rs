@@ -231,7 +231,7 @@ async fn a_standby_wakes_only_to_try_for_the_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_with_skewed_clocks_agree_on_the_time() {
     use atlas::ports::Clock;
-    use atlas::runtime::agreed_clock::AgreedClock;
+    use atlas::runtime::agreed_clock::{AgreedClock, Reading};
     use atlas_tests::redis_support::SkewedClock;
     let keys = fresh_keys();
     let hour = Duration::from_secs(3600);
@@ -240,7 +240,7 @@ async fn instances_with_skewed_clocks_agree_on_the_time() {
     let apart = |a: &AgreedClock, b: &AgreedClock| (a.now() - b.now()).num_milliseconds().abs();
     assert!(apart(&slow, &fast) > 7_000_000, "the hosts' clocks start two hours apart");
     for (at, host) in [(1, &slow), (2, &fast)] {
-        assert!(host.agree(&guarded(&keys, at)).await, "Redis TIME was read");
+        assert_eq!(host.agree(&guarded(&keys, at)).await, Reading::Taken, "Redis TIME was read");
     }
     // Redis and this host share one clock here: each instance is within a round trip of it.
     assert!(apart(&slow, &fast) < 1_000, "the agreed clocks are {} ms apart", apart(&slow, &fast));
@@ -254,13 +254,40 @@ async fn instances_with_skewed_clocks_agree_on_the_time() {
 #[tokio::test]
 async fn the_legacy_design_keeps_each_clock_its_own() {
     use atlas::ports::Clock;
-    use atlas::runtime::agreed_clock::AgreedClock;
+    use atlas::runtime::agreed_clock::{AgreedClock, Reading};
     use atlas_tests::redis_support::SkewedClock;
     let hour = Duration::from_secs(3600);
     let slow = AgreedClock::new(Arc::new(SkewedClock::new(hour, false)));
     let legacy = LegacyCoordination::new(clock(), ids(9));
     let coordination = Guarded::new(legacy, LegacyCoordination::new(clock(), ids(10)));
-    assert!(!slow.agree(&coordination).await, "nothing to agree with");
+    assert_eq!(slow.agree(&coordination).await, Reading::NoSharedClock, "nothing to agree with");
     let behind = (clock().now() - slow.now()).num_seconds();
     assert!((3599..=3601).contains(&behind), "still an hour behind ({behind} s)");
+}
+
+/// A host whose wall clock jumps (an NTP step, a VM resumed) after the instance set its clock.
+struct Jumping(Arc<dyn atlas::ports::Clock>, std::sync::atomic::AtomicI64);
+
+impl atlas::ports::Clock for Jumping {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0.now() + chrono::Duration::seconds(self.1.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.0.monotonic()
+    }
+}
+
+/// Between readings the agreed clock runs on the monotonic clock: a jump of the host's wall
+/// clock does not move it.
+#[tokio::test]
+async fn a_jump_of_the_host_clock_does_not_move_the_agreed_one() {
+    use atlas::ports::Clock;
+    use atlas::runtime::agreed_clock::{AgreedClock, Reading};
+    let host = Arc::new(Jumping(clock(), Default::default()));
+    let agreed = AgreedClock::new(host.clone());
+    assert_eq!(agreed.agree(&guarded(&fresh_keys(), 15)).await, Reading::Taken);
+    host.1.store(-1800, std::sync::atomic::Ordering::Relaxed);
+    let off = (agreed.now() - clock().now()).num_milliseconds().abs();
+    assert!(off < 1_000, "the host's jump of half an hour moved the agreed clock by {off} ms");
 }

@@ -192,12 +192,9 @@ impl<C: Coordination> Guarded<C> {
         self.shared.ping().await
     }
 
-    /// The shared clock's time, `None` when the design has none or Redis did not answer.
-    pub async fn shared_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.shared.shared_time().await.unwrap_or_else(|e| {
-            tracing::debug!(error = %e, "shared clock not read");
-            None
-        })
+    /// The shared clock's time, `None` when the design has none.
+    pub async fn shared_time(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, CoordinationError> {
+        self.shared.shared_time().await
     }
 
     pub async fn resign(&self, leadership: &Leadership) {

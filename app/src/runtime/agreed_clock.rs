@@ -7,13 +7,15 @@
 //! before it takes an update, and every [`AGREE_EVERY`] after. The monotonic clock is the
 //! instance's own, untouched.
 //!
-//! When the shared clock does not answer the instance keeps the last offset it measured (its own
-//! clock until the first); a reading whose round trip took longer than [`TRUSTED_ROUND_TRIP`] is
-//! not trusted. The legacy design has no shared clock: each process goes by its own, as the
-//! Python bot did.
+//! Between readings the clock is the last reading moved on by the instance's monotonic clock, so
+//! a jump of the host's wall clock (an NTP step, a VM resumed) does not move it. When the shared
+//! clock does not answer the instance keeps going from its last reading (from its own wall clock
+//! until the first); a reading whose round trip took longer than [`TRUSTED_ROUND_TRIP`] is not
+//! trusted. The legacy design has no shared clock: each process goes by its own, as the Python
+//! bot did.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,62 +25,118 @@ use crate::ports::{Clock, Coordination};
 
 /// How often an instance sets its clock again (clocks drift slowly; NTP steps are rare).
 pub const AGREE_EVERY: Duration = Duration::from_secs(60);
-/// The next try after a reading that was not taken (the first one also dials Redis).
+/// The next try after a reading that was not taken.
 pub const AGREE_AGAIN: Duration = Duration::from_secs(5);
+/// Tries at start, and the pause between them.
+const START_TRIES: u32 = 3;
+const AGREE_AGAIN_AT_START: Duration = Duration::from_millis(500);
+/// Readings missed in a row (every 5 s) before an operator is told: a minute.
+const MISSED_WORTH_A_WARNING: u32 = 12;
 /// A reading is only as good as half its round trip.
 pub const TRUSTED_ROUND_TRIP: Duration = Duration::from_secs(1);
 /// An offset beyond this is worth an operator's look (the host's clock is off).
 const SKEW_WORTH_A_WARNING: Duration = Duration::from_secs(2);
 
-/// The instance's clock, its wall time moved by the offset last measured to the shared clock.
+/// What one try to read the shared clock came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    Taken,
+    /// No answer, or one too slow to trust.
+    Missed,
+    /// The design shares no clock (legacy).
+    NoSharedClock,
+}
+
+/// The instance's clock: after a reading of the shared clock, that reading moved on by the
+/// instance's monotonic clock (a jump of the host's wall clock, an NTP step or a VM resumed,
+/// does not move it); before the first, the host's own wall clock.
 pub struct AgreedClock {
     own: Arc<dyn Clock>,
-    offset_us: AtomicI64,
+    /// The shared time last read, and the monotonic time it stands for.
+    anchor: Mutex<Option<(DateTime<Utc>, Duration)>>,
+    /// Readings not taken in a row (for the warning).
+    missed: AtomicU32,
 }
 
 impl AgreedClock {
     pub fn new(own: Arc<dyn Clock>) -> AgreedClock {
-        AgreedClock { own, offset_us: AtomicI64::new(0) }
+        AgreedClock { own, anchor: Mutex::new(None), missed: AtomicU32::new(0) }
     }
 
-    /// Reads the shared clock once and takes its offset; `false` when there was nothing to
-    /// take (no shared clock, no answer, or a round trip too long to trust).
-    pub async fn agree<C: Coordination>(&self, coordination: &Guarded<C>) -> bool {
+    /// Reads the shared clock and takes it.
+    pub async fn agree<C: Coordination>(&self, coordination: &Guarded<C>) -> Reading {
         let sent = self.own.monotonic();
-        let own_at_send = self.own.now();
-        let Some(shared) = coordination.shared_time().await else { return false };
+        let shared = match coordination.shared_time().await {
+            Ok(Some(shared)) => shared,
+            Ok(None) => return Reading::NoSharedClock,
+            Err(e) => {
+                tracing::debug!(error = %e, "shared clock not read");
+                return self.missed();
+            }
+        };
         let round_trip = self.own.monotonic().saturating_sub(sent);
         if round_trip > TRUSTED_ROUND_TRIP {
             tracing::debug!(round_trip_ms = round_trip.as_millis() as u64, "shared clock read too slowly; not taken");
-            return false;
+            return self.missed();
         }
         // The shared clock was read somewhere within the round trip: its middle.
-        let own_then = own_at_send + chrono::Duration::from_std(round_trip / 2).unwrap_or_default();
-        let offset = (shared - own_then).num_microseconds().unwrap_or(i64::MAX);
-        let before = self.offset_us.swap(offset, Ordering::Relaxed);
-        let worth_warning = SKEW_WORTH_A_WARNING.as_micros() as i64;
-        if offset.abs() > worth_warning && (offset - before).abs() > worth_warning / 2 {
-            tracing::warn!(
-                offset_ms = offset / 1000,
-                "this host's clock is off the shared clock; going by the shared one"
-            );
+        let at = sent + round_trip / 2;
+        let offset = shared - self.own.now();
+        let before = self.anchor.lock().unwrap_or_else(|p| p.into_inner()).replace((shared, at));
+        let worth_warning = chrono::Duration::from_std(SKEW_WORTH_A_WARNING).unwrap_or_default();
+        if before.is_none() && offset.abs() > worth_warning {
+            let offset_ms = offset.num_milliseconds();
+            tracing::warn!(offset_ms, "this host's clock is off the shared clock; going by the shared one");
         }
-        true
+        self.missed.store(0, Ordering::Relaxed);
+        Reading::Taken
+    }
+
+    fn missed(&self) -> Reading {
+        let missed = self.missed.fetch_add(1, Ordering::Relaxed) + 1;
+        if missed == MISSED_WORTH_A_WARNING {
+            tracing::warn!(missed, "the shared clock has not been read for a while; keeping the last reading");
+        }
+        Reading::Missed
+    }
+
+    /// Sets the clock at start: a few tries, [`AGREE_AGAIN_AT_START`] apart, before the first
+    /// update is taken (the first one also dials Redis). `false` when none was taken: the
+    /// instance starts on its own clock and keeps trying.
+    pub async fn agree_at_start<C: Coordination>(&self, coordination: &Guarded<C>) -> Reading {
+        for _ in 0..START_TRIES {
+            match self.agree(coordination).await {
+                Reading::Missed => tokio::time::sleep(AGREE_AGAIN_AT_START).await,
+                reading => return reading,
+            }
+        }
+        tracing::warn!("the shared clock could not be read at start; going by this host's clock until it can");
+        Reading::Missed
     }
 
     /// Sets the clock again every [`AGREE_EVERY`] (every [`AGREE_AGAIN`] after a reading that
-    /// was not taken), for as long as it is polled.
-    pub async fn keep_agreeing<C: Coordination>(&self, coordination: &Guarded<C>, mut agreed: bool) {
+    /// was not taken), for as long as it is polled; at once done where there is no shared clock.
+    pub async fn keep_agreeing<C: Coordination>(&self, coordination: &Guarded<C>, mut last: Reading) {
         loop {
-            tokio::time::sleep(if agreed { AGREE_EVERY } else { AGREE_AGAIN }).await;
-            agreed = self.agree(coordination).await;
+            match last {
+                Reading::NoSharedClock => return,
+                Reading::Taken => tokio::time::sleep(AGREE_EVERY).await,
+                Reading::Missed => tokio::time::sleep(AGREE_AGAIN).await,
+            }
+            last = self.agree(coordination).await;
         }
     }
 }
 
 impl Clock for AgreedClock {
     fn now(&self) -> DateTime<Utc> {
-        self.own.now() + chrono::Duration::microseconds(self.offset_us.load(Ordering::Relaxed))
+        match *self.anchor.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((shared, at)) => {
+                let since = self.own.monotonic().saturating_sub(at);
+                shared + chrono::Duration::from_std(since).unwrap_or_default()
+            }
+            None => self.own.now(),
+        }
     }
 
     fn monotonic(&self) -> Duration {

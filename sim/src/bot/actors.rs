@@ -136,25 +136,40 @@ pub async fn users(crowd: Rc<Crowd>, seed: u64) {
     }
 }
 
-/// `user` goes through `journey`, starting over once when the bot lost their place, and once
-/// more when it told them so again (two Redis data losses can each cost a try); each try is
-/// noted with how it ended.
+/// `user` goes through `journey`, starting over when stuck, as [`tries_again`] says; each try
+/// is noted with how it ended.
 async fn tries(crowd: &Crowd, user: i64, journey: Journey, seed: u64) {
+    let mut first_lost = false;
     for attempt in 1..=3 {
         let mut actor = actor(crowd, user);
         let end = match actor.play(journey, seed).await {
             Ok(()) => JourneyEnd::Done,
             Err(end) => end,
         };
-        let again = match &end {
-            JourneyEnd::Stuck { waiting_for, .. } => attempt == 1 || LOST.iter().any(|l| waiting_for.contains(l)),
-            _ => false,
-        };
+        if attempt == 1 {
+            first_lost = told_lost(&end);
+        }
+        let again = tries_again(attempt, &end, first_lost);
         crowd.note(Event::Journey { user, journey, attempt, end });
         if !again {
             break;
         }
     }
+}
+
+/// Whether a user starts a journey over after a try that ended so: once after any try they got
+/// stuck in, and a third time only when the bot said both times that it lost their place (two
+/// Redis data losses can each cost a try; a second silent loss is the bot's to answer for).
+pub fn tries_again(attempt: u32, end: &JourneyEnd, first_lost: bool) -> bool {
+    match end {
+        JourneyEnd::Stuck { .. } => attempt == 1 || (attempt == 2 && first_lost && told_lost(end)),
+        _ => false,
+    }
+}
+
+/// The try ended on a reply showing the bot no longer knew where the user was.
+pub fn told_lost(end: &JourneyEnd) -> bool {
+    matches!(end, JourneyEnd::Stuck { waiting_for, .. } if LOST.iter().any(|l| waiting_for.contains(l)))
 }
 
 #[derive(Clone, Copy)]

@@ -143,7 +143,11 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     loop {
         while pending.last().is_some_and(|(at, _)| *at <= sim.elapsed()) {
             let (_, action) = pending.pop().expect("checked");
-            apply(&mut sim, action, &history, &shared, &Default::default());
+            // A leader's crash picked by role brings its restart with it.
+            if let Some((after, follow_up)) = apply(&mut sim, action, &history, &shared, &Default::default()) {
+                pending.push((sim.elapsed() + after, follow_up));
+                pending.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+            }
         }
         // The run lasts `duration_secs` at least (the workers' time), until the users are done
         // and settled, and until the background work they left (a key to make, a broadcast to
@@ -213,16 +217,20 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
 fn unfinished(history: &mut history::History, bot: &BotWorkload, seed: u64, end: Duration) {
     for i in 0..i64::from(bot.users) {
         let user = FIRST_SHOPPER + i;
-        let ended = history
-            .records
-            .iter()
-            .filter(|r| match &r.event {
-                Event::Journey { user: u, attempt, end, .. } => {
-                    *u == user && (*attempt == 2 || !matches!(end, JourneyEnd::Stuck { .. }))
+        // A journey ended with the try after which the user did not start over.
+        let (mut ended, mut first_lost) = (0, false);
+        for record in &history.records {
+            if let Event::Journey { user: u, attempt, end, .. } = &record.event
+                && *u == user
+            {
+                if *attempt == 1 {
+                    first_lost = actors::told_lost(end);
                 }
-                _ => false,
-            })
-            .count();
+                if !actors::tries_again(*attempt, end, first_lost) {
+                    ended += 1;
+                }
+            }
+        }
         let plan = actors::plan(bot, seed, user);
         if let Some(journey) = plan.get(ended) {
             let event = Event::Journey { user, journey: *journey, attempt: 1, end: JourneyEnd::Unfinished };

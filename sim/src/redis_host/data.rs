@@ -95,6 +95,14 @@ impl Keyspace {
         self.len(now) == 0
     }
 
+    /// The string at `key`, if it is alive (what `GET` answers).
+    pub fn string(&mut self, key: &[u8], now: Duration) -> Option<Vec<u8>> {
+        match &self.live(key, now)?.value {
+            Value::Str(v) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
     fn live(&mut self, key: &[u8], now: Duration) -> Option<&mut Entry> {
         if self.entries.get(key).is_some_and(|e| e.expires_at.is_some_and(|at| at <= now)) {
             self.entries.remove(key);

@@ -36,6 +36,18 @@ pub struct RedisState {
     /// Restarts so far, and the clock skew of this host.
     pub restarts: u32,
     pub skew_ms: i64,
+    /// Who took each leader lease last, as Redis saw it: role -> (the host whose connection set
+    /// the lease, the token it set). What an operator reads with `GET` and `CLIENT LIST`; the
+    /// faults that crash "the leader of a role" pick their instance by it.
+    leases: BTreeMap<String, (String, Vec<u8>)>,
+    lease_keys: BTreeMap<String, Vec<u8>>,
+}
+
+/// The role named by a leader lease key (`<base>:{leader:<role>}:lease`).
+fn lease_role(key: &[u8]) -> Option<String> {
+    let key = std::str::from_utf8(key).ok()?;
+    let role = key.strip_suffix("}:lease")?.rsplit_once("{leader:")?.1;
+    Some(role.to_owned())
 }
 
 impl RedisState {
@@ -46,6 +58,26 @@ impl RedisState {
         self.restarts += 1;
         if lose_data {
             self.keyspace.flush();
+        }
+    }
+
+    /// The host holding `role`'s leader lease now, if anyone does.
+    pub fn leader_of(&mut self, role: &str, now: Duration) -> Option<String> {
+        let (host, token) = self.leases.get(role)?.clone();
+        let key = self.lease_keys.get(role)?.clone();
+        (self.keyspace.string(&key, now)? == token).then_some(host)
+    }
+
+    /// Notes who set a leader lease, after a script whose first key is one.
+    fn note_lease(&mut self, args: &[Vec<u8>], peer: &str, now: Duration) {
+        let is_script =
+            args.first().is_some_and(|c| c.eq_ignore_ascii_case(b"EVALSHA") || c.eq_ignore_ascii_case(b"EVAL"));
+        let Some(key) = args.get(3).filter(|_| is_script) else { return };
+        let Some(role) = lease_role(key) else { return };
+        let Some(token) = self.keyspace.string(key, now) else { return };
+        if self.leases.get(&role).is_none_or(|(_, held)| *held != token) {
+            self.lease_keys.insert(role.clone(), key.clone());
+            self.leases.insert(role, (peer.to_owned(), token));
         }
     }
 
@@ -151,7 +183,11 @@ fn command(frame: OwnedFrame) -> Option<Vec<Vec<u8>>> {
     }
 }
 
-async fn connection(state: Rc<RefCell<RedisState>>, mut stream: turmoil::net::TcpStream) -> std::io::Result<()> {
+async fn connection(
+    state: Rc<RefCell<RedisState>>,
+    mut stream: turmoil::net::TcpStream,
+    peer: String,
+) -> std::io::Result<()> {
     let mut input = BytesMut::with_capacity(4096);
     let mut output = BytesMut::with_capacity(4096);
     loop {
@@ -168,7 +204,12 @@ async fn connection(state: Rc<RefCell<RedisState>>, mut stream: turmoil::net::Tc
         {
             let _ = input.split_to(used);
             let reply = match command(request) {
-                Some(args) => state.borrow_mut().execute(&args, sim_now()),
+                Some(args) => {
+                    let mut state = state.borrow_mut();
+                    let reply = state.execute(&args, sim_now());
+                    state.note_lease(&args, &peer, sim_now());
+                    reply
+                }
                 None => Reply::err("ERR Protocol error: expected an array of bulk strings"),
             };
             extend_encode(&mut output, &frame(reply).into_bytes_frame(), false)
@@ -185,7 +226,8 @@ async fn connection(state: Rc<RefCell<RedisState>>, mut stream: turmoil::net::Tc
 pub async fn serve(state: Rc<RefCell<RedisState>>) -> turmoil::Result {
     let listener = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, REDIS_PORT)).await?;
     loop {
-        let (stream, _) = listener.accept().await?;
-        tokio::task::spawn_local(connection(state.clone(), stream));
+        let (stream, from) = listener.accept().await?;
+        let peer = turmoil::reverse_lookup(from.ip()).unwrap_or_default();
+        tokio::task::spawn_local(connection(state.clone(), stream, peer));
     }
 }

@@ -93,11 +93,10 @@ impl Model {
         self.withdrawals.iter().map(|(id, w)| (id.get(), w.user)).collect()
     }
 
-    /// `liveness`, in the database: what is still waiting at `now` (a withdrawal nobody decided,
-    /// a running subscription without its key).
     /// `liveness` of payments: an order waits for its payment as long as its opener said (a
     /// buyer told "pay within an hour" is not refused after a minute because another instance's
-    /// clock is ahead).
+    /// clock is ahead). Every closure as expired counts: in whole-bot runs the fake Crypto Pay
+    /// never expires an invoice itself (a workload that makes it would have to exempt those).
     pub fn orders_cut_short(&self) -> Vec<String> {
         let purchases = self.purchases.iter().map(|(id, p)| (format!("purchase {id}"), p.user, &p.life));
         let topups = self.topups.iter().map(|(id, t)| (format!("top-up {id}"), t.user, &t.life));
@@ -114,6 +113,8 @@ impl Model {
             .collect()
     }
 
+    /// `liveness`, in the database: what is still waiting at `now` (a withdrawal nobody decided,
+    /// a running subscription without its key).
     pub fn open_work(&self, now: DateTime<Utc>) -> Vec<String> {
         let mut found = Vec::new();
         for (id, w) in &self.withdrawals {
