@@ -149,10 +149,9 @@ pub(crate) fn apply(
     shared: &Shared,
     pauses: &Pauses,
 ) -> Option<(Duration, Action)> {
+    let at = sim.elapsed();
     let note = |fault: FaultEvent| {
-        crate::history::lock(history)
-            .records
-            .push(crate::history::Record { at: sim.elapsed(), event: Event::Fault(fault) })
+        crate::history::lock(history).records.push(crate::history::Record { at, event: Event::Fault(fault) })
     };
     match action {
         Action::Stop(i) => {
@@ -194,8 +193,15 @@ pub(crate) fn apply(
         },
         Action::CrashLeader { down, role: Some(role) } => {
             let holder = shared.redis.borrow_mut().leader_of(&role, sim.elapsed());
-            match holder.as_deref().and_then(instance_index) {
-                Some(instance) => {
+            let leader = holder.and_then(|(host, since)| Some((instance_index(&host)?, since)));
+            // The lease of a process that died outlives it until its TTL: only a live process
+            // that took the lease and has not been lost since leads.
+            let live = leader.filter(|(instance, since)| {
+                let stopping = shared.stopping.lock().unwrap_or_else(|p| p.into_inner()).contains(instance);
+                !stopping && sim.is_host_running(instance_name(*instance)) && !lost_since(history, *instance, *since)
+            });
+            match live {
+                Some((instance, _)) => {
                     note(FaultEvent::Leads { role, instance });
                     // As any crash, for the checkers: an instance lost.
                     note(FaultEvent::Crashed(instance));
@@ -221,6 +227,14 @@ pub(crate) fn apply(
         }
     }
     None
+}
+
+/// Whether `instance` was crashed or stopped at or after `since`.
+fn lost_since(history: &SharedHistory, instance: usize, since: Duration) -> bool {
+    crate::history::lock(history).records.iter().any(|r| {
+        r.at >= since
+            && matches!(r.event, Event::Fault(FaultEvent::Crashed(i) | FaultEvent::Stopped(i)) if i == instance)
+    })
 }
 
 /// The instance that acted as leader last.

@@ -314,14 +314,10 @@ impl<D: Dialer> Coordination for RedisCoordination<D> {
         RedisCoordination::ping(self).await
     }
 
-    /// Redis `TIME`: the clock the leases and the rate limits already go by. Asked once more
-    /// when Redis was unavailable (the first call after a restart meets the dead connection).
+    /// Redis `TIME`: the clock the leases and the rate limits already go by.
     async fn shared_time(&self) -> CoordResult<Option<chrono::DateTime<chrono::Utc>>> {
-        let time = || self.connector.call(|mut c| async move { redis::cmd("TIME").query_async(&mut c).await });
-        let (secs, micros): (i64, i64) = match time().await {
-            Err(CoordinationError::Unavailable) => time().await?,
-            answered => answered?,
-        };
+        let (secs, micros): (i64, i64) =
+            self.connector.call(|mut c| async move { redis::cmd("TIME").query_async(&mut c).await }).await?;
         let time = chrono::DateTime::from_timestamp(secs, 0)
             .map(|t| t + chrono::Duration::microseconds(micros))
             .ok_or_else(|| CoordinationError::Invalid(format!("TIME answered {secs} {micros}")))?;

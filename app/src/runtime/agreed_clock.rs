@@ -21,6 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::coord::policy::Guarded;
+use crate::ports::coordination::CoordinationError;
 use crate::ports::{Clock, Coordination};
 
 /// How often an instance sets its clock again (clocks drift slowly; NTP steps are rare).
@@ -37,6 +38,15 @@ pub const TRUSTED_ROUND_TRIP: Duration = Duration::from_secs(1);
 /// An offset beyond this is worth an operator's look (the host's clock is off).
 const SKEW_WORTH_A_WARNING: Duration = Duration::from_secs(2);
 
+#[derive(Default)]
+struct State {
+    /// The shared time last read, and the monotonic time it stands for.
+    anchor: Option<(DateTime<Utc>, Duration)>,
+    /// The latest time told: a new reading a little behind the last one holds the clock still
+    /// rather than step it back (what one instance writes keeps its order).
+    told: Option<DateTime<Utc>>,
+}
+
 /// What one try to read the shared clock came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reading {
@@ -52,26 +62,31 @@ pub enum Reading {
 /// does not move it); before the first, the host's own wall clock.
 pub struct AgreedClock {
     own: Arc<dyn Clock>,
-    /// The shared time last read, and the monotonic time it stands for.
-    anchor: Mutex<Option<(DateTime<Utc>, Duration)>>,
+    state: Mutex<State>,
     /// Readings not taken in a row (for the warning).
     missed: AtomicU32,
 }
 
 impl AgreedClock {
     pub fn new(own: Arc<dyn Clock>) -> AgreedClock {
-        AgreedClock { own, anchor: Mutex::new(None), missed: AtomicU32::new(0) }
+        AgreedClock { own, state: Mutex::default(), missed: AtomicU32::new(0) }
     }
 
-    /// Reads the shared clock and takes it.
+    /// Reads the shared clock and takes it. A call that met Redis unavailable is made once more
+    /// (the first after a restart meets the dead connection); only the call that answered is
+    /// timed.
     pub async fn agree<C: Coordination>(&self, coordination: &Guarded<C>) -> Reading {
-        let sent = self.own.monotonic();
-        let shared = match coordination.shared_time().await {
-            Ok(Some(shared)) => shared,
-            Ok(None) => return Reading::NoSharedClock,
-            Err(e) => {
-                tracing::debug!(error = %e, "shared clock not read");
-                return self.missed();
+        let mut again = true;
+        let (shared, sent) = loop {
+            let sent = self.own.monotonic();
+            match coordination.shared_time().await {
+                Ok(Some(shared)) => break (shared, sent),
+                Ok(None) => return Reading::NoSharedClock,
+                Err(CoordinationError::Unavailable) if again => again = false,
+                Err(e) => {
+                    tracing::debug!(error = %e, "shared clock not read");
+                    return self.missed();
+                }
             }
         };
         let round_trip = self.own.monotonic().saturating_sub(sent);
@@ -82,14 +97,26 @@ impl AgreedClock {
         // The shared clock was read somewhere within the round trip: its middle.
         let at = sent + round_trip / 2;
         let offset = shared - self.own.now();
-        let before = self.anchor.lock().unwrap_or_else(|p| p.into_inner()).replace((shared, at));
+        let first = {
+            let mut state = self.state();
+            let first = state.anchor.replace((shared, at)).is_none();
+            if first {
+                // The host's own clock, told before, may be hours off: it is not held to.
+                state.told = None;
+            }
+            first
+        };
         let worth_warning = chrono::Duration::from_std(SKEW_WORTH_A_WARNING).unwrap_or_default();
-        if before.is_none() && offset.abs() > worth_warning {
+        if first && offset.abs() > worth_warning {
             let offset_ms = offset.num_milliseconds();
             tracing::warn!(offset_ms, "this host's clock is off the shared clock; going by the shared one");
         }
         self.missed.store(0, Ordering::Relaxed);
         Reading::Taken
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn missed(&self) -> Reading {
@@ -130,13 +157,17 @@ impl AgreedClock {
 
 impl Clock for AgreedClock {
     fn now(&self) -> DateTime<Utc> {
-        match *self.anchor.lock().unwrap_or_else(|p| p.into_inner()) {
+        let mut state = self.state();
+        let now = match state.anchor {
             Some((shared, at)) => {
                 let since = self.own.monotonic().saturating_sub(at);
                 shared + chrono::Duration::from_std(since).unwrap_or_default()
             }
             None => self.own.now(),
-        }
+        };
+        let now = state.told.map_or(now, |told| told.max(now));
+        state.told = Some(now);
+        now
     }
 
     fn monotonic(&self) -> Duration {

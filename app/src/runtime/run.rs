@@ -88,7 +88,13 @@ pub async fn run<A: Adapters, N: Network, L: Listener>(
     parts.clock = clock.clone();
     let app = Arc::new(assemble(parts, rules));
     // The wall clock is set by the shared one before the first update is taken.
-    let agreed = clock.agree_at_start(&app.coordination).await;
+    let agreed = tokio::select! {
+        agreed = clock.agree_at_start(&app.coordination) => agreed,
+        () = &mut shutdown => {
+            tracing::info!("stopped before the start completed");
+            return Ok(());
+        }
+    };
     let agreeing = tokio::spawn({
         let (app, clock) = (app.clone(), clock.clone());
         async move { clock.keep_agreeing(&app.coordination, agreed).await }

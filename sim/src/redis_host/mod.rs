@@ -37,9 +37,9 @@ pub struct RedisState {
     pub restarts: u32,
     pub skew_ms: i64,
     /// Who took each leader lease last, as Redis saw it: role -> (the host whose connection set
-    /// the lease, the token it set). What an operator reads with `GET` and `CLIENT LIST`; the
+    /// the lease, the token it set, when). What an operator reads with `GET` and `CLIENT LIST`; the
     /// faults that crash "the leader of a role" pick their instance by it.
-    leases: BTreeMap<String, (String, Vec<u8>)>,
+    leases: BTreeMap<String, (String, Vec<u8>, Duration)>,
     lease_keys: BTreeMap<String, Vec<u8>>,
 }
 
@@ -61,11 +61,12 @@ impl RedisState {
         }
     }
 
-    /// The host holding `role`'s leader lease now, if anyone does.
-    pub fn leader_of(&mut self, role: &str, now: Duration) -> Option<String> {
-        let (host, token) = self.leases.get(role)?.clone();
+    /// The host whose lease on `role` Redis holds now, and since when it holds it (the process
+    /// that took it may have died since: its lease outlives it until its TTL).
+    pub fn leader_of(&mut self, role: &str, now: Duration) -> Option<(String, Duration)> {
+        let (host, token, since) = self.leases.get(role)?.clone();
         let key = self.lease_keys.get(role)?.clone();
-        (self.keyspace.string(&key, now)? == token).then_some(host)
+        (self.keyspace.string(&key, now)? == token).then_some((host, since))
     }
 
     /// Notes who set a leader lease, after a script whose first key is one.
@@ -75,9 +76,9 @@ impl RedisState {
         let Some(key) = args.get(3).filter(|_| is_script) else { return };
         let Some(role) = lease_role(key) else { return };
         let Some(token) = self.keyspace.string(key, now) else { return };
-        if self.leases.get(&role).is_none_or(|(_, held)| *held != token) {
+        if self.leases.get(&role).is_none_or(|(_, held, _)| *held != token) {
             self.lease_keys.insert(role.clone(), key.clone());
-            self.leases.insert(role, (peer.to_owned(), token));
+            self.leases.insert(role, (peer.to_owned(), token, now));
         }
     }
 
