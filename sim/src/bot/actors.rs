@@ -302,7 +302,7 @@ impl Actor<'_> {
         let mut deadline = Instant::now() + patience;
         let mut lost: Option<String> = None;
         loop {
-            let told = self.api().told();
+            let told = self.api().told(self.chat);
             let seen_lost = lost.is_some();
             let found = self.api().look_after(self.chat, since, |messages| {
                 for message in messages {
@@ -352,7 +352,7 @@ impl Actor<'_> {
     async fn until_within(&self, patience: Duration, done: impl Fn(&Self) -> bool, what: &str) -> Step<()> {
         let deadline = Instant::now() + patience;
         loop {
-            let told = self.api().told();
+            let told = self.api().told(self.chat);
             if done(self) {
                 return Ok(());
             }
@@ -482,18 +482,21 @@ impl Actor<'_> {
     async fn approved(&self, query: &str) -> Step<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let answers = self.api().calls_of("answerPreCheckoutQuery");
-            if let Some(answer) = answers.iter().find(|a| a["pre_checkout_query_id"] == query) {
-                return if answer["ok"] == true {
-                    Ok(())
-                } else {
-                    Err(JourneyEnd::Refused("pre-checkout refused".into()))
-                };
+            let told = self.api().told(self.chat);
+            let answer = self.api().find_call("answerPreCheckoutQuery", |a| {
+                (a["pre_checkout_query_id"] == query).then(|| a["ok"] == true)
+            });
+            match answer {
+                Some(true) => return Ok(()),
+                Some(false) => return Err(JourneyEnd::Refused("pre-checkout refused".into())),
+                None => {}
             }
-            if Instant::now() >= deadline {
-                return Err(self.stuck(format!("the answer to pre-checkout {query}")));
+            tokio::select! {
+                () = told => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(self.stuck(format!("the answer to pre-checkout {query}")));
+                }
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

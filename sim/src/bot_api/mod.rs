@@ -127,6 +127,12 @@ struct State {
     delivered_order: BTreeMap<i64, Vec<u64>>,
     /// For each callback query answered, `delivered_total` at its first answer.
     answered_at: BTreeMap<String, u64>,
+    /// Who pressed each callback or pre-checkout query (to wake that user when it is answered).
+    query_chat: BTreeMap<String, i64>,
+    /// Woken when a message is delivered to that chat, or a query of its user answered (the
+    /// simulated user of that chat waits on it; one Notify for every chat woke every waiting
+    /// user at every message).
+    told: BTreeMap<i64, Arc<Notify>>,
     /// Updates the bot handed back (a webhook answer that was not 2xx or never came; an update a
     /// poller fetched again because it did not confirm it): they come again.
     handed_back: Vec<HandedBack>,
@@ -154,8 +160,6 @@ pub struct FakeBotApi {
     state: Arc<Mutex<State>>,
     /// Woken when an update arrives (long polls and the webhook pusher wait on it).
     arrived: Arc<Notify>,
-    /// Woken when a message is delivered to a chat (simulated users wait on it).
-    told: Arc<Notify>,
     redelivery: Redelivery,
 }
 
@@ -167,7 +171,6 @@ impl FakeBotApi {
             token: token.into(),
             state: Arc::new(Mutex::new(state)),
             arrived: Arc::new(Notify::new()),
-            told: Arc::new(Notify::new()),
             redelivery,
         }
     }
@@ -188,6 +191,10 @@ impl FakeBotApi {
             state.next_update_id += 1;
             let id = state.next_update_id;
             update["update_id"] = Value::from(id);
+            let query = ["callback_query", "pre_checkout_query"].iter().find_map(|k| update.get(*k)?["id"].as_str());
+            if let (Some(query), Some(chat)) = (query, user_of(&update)) {
+                state.query_chat.insert(query.to_owned(), chat);
+            }
             state.pending.insert(id, update);
             id
         };
@@ -209,6 +216,11 @@ impl FakeBotApi {
     }
 
     /// The calls of one method.
+    /// What `look` finds in the first call of `method` it finds something in, read in place.
+    pub fn find_call<T>(&self, method: &str, look: impl FnMut(&Value) -> Option<T>) -> Option<T> {
+        self.state().calls.iter().filter(|c| c.method.eq_ignore_ascii_case(method)).map(|c| &c.body).find_map(look)
+    }
+
     pub fn calls_of(&self, method: &str) -> Vec<Value> {
         self.state().calls.iter().filter(|c| c.method.eq_ignore_ascii_case(method)).map(|c| c.body.clone()).collect()
     }
@@ -261,10 +273,26 @@ impl FakeBotApi {
         Some(state.delivered_order.get(&chat).map_or(0, |order| order.iter().filter(|o| **o < at).count()))
     }
 
-    /// Resolves at the next message delivered to any chat (create it before looking, so that
-    /// none is missed in between).
-    pub fn told(&self) -> tokio::sync::futures::Notified<'_> {
-        self.told.notified()
+    /// Resolves at the next message delivered to `chat`, or the next answer to a query of its
+    /// user (create it before looking, so that none is missed in between).
+    pub fn told(&self, chat: i64) -> tokio::sync::futures::OwnedNotified {
+        self.state().told.entry(chat).or_default().clone().notified_owned()
+    }
+
+    /// Wakes whoever waits on `chat`.
+    fn tell(&self, chat: i64) {
+        let notify = self.state().told.get(&chat).cloned();
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Wakes the user who pressed `query`.
+    fn tell_asker(&self, query: &str) {
+        let chat = self.state().query_chat.get(query).copied();
+        if let Some(chat) = chat {
+            self.tell(chat);
+        }
     }
 
     /// Callback data of the buttons of the last message delivered to `chat` whose button label

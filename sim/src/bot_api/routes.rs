@@ -110,7 +110,10 @@ async fn call(State(api): State<FakeBotApi>, Path((bot, method)): Path<(String, 
                 let order = state.delivered_total + 1;
                 state.answered_at.entry(query.to_owned()).or_insert(order);
                 drop(state);
-                api.told.notify_waiters();
+                api.tell_asker(query);
+            }
+            if let Some(query) = body["pre_checkout_query_id"].as_str() {
+                api.tell_asker(query);
             }
             answer_query(&name, &body)
         }
@@ -210,7 +213,7 @@ fn send_message(api: &FakeBotApi, body: &Value) -> Response {
         state.delivered_messages.entry(chat).or_default().push(body.clone());
         state.delivered_order.entry(chat).or_default().push(order);
     }
-    api.told.notify_waiters();
+    api.tell(chat);
     let mut content = json!({"text": text});
     if !body["reply_markup"].is_null() {
         content["reply_markup"] = body["reply_markup"].clone();
