@@ -35,6 +35,10 @@ impl Draw {
 
 /// The scenario seed `seed` of the swarm template `template` runs: everything but its name,
 /// hazard and lease drawn from the seed.
+/// The roles whose leader a swarm's `restart_leader` may kill (the poller's only when polling).
+const LED_ROLES: [&str; 6] =
+    ["payment_watcher", "reminders", "trial_notices", "expiry_cleanup", "broadcasts", "poller"];
+
 pub fn draw(template: &Scenario, seed: u64) -> Scenario {
     let d = Draw(SeededIds::new(seed.wrapping_mul(0xA24B_AED4_963E_E407) ^ 0x5EED));
     let instances = 1 + d.below(4) as usize;
@@ -59,7 +63,7 @@ pub fn draw(template: &Scenario, seed: u64) -> Scenario {
         expiring_at_secs: d.chance(50).then(|| d.between(3.0, 12.0).round()),
         broadcast_at_secs: d.chance(30).then(|| d.between(1.0, 10.0).round()),
     };
-    let mut faults = Vec::new();
+    let mut faults: Vec<Fault> = Vec::new();
     let latest = duration - 5.0;
     // An instance is down (killed or stopped) at most once at a time: a restart inside another
     // would kill it again unrecorded.
@@ -67,13 +71,28 @@ pub fn draw(template: &Scenario, seed: u64) -> Scenario {
     for _ in 0..d.below(4) {
         let instance = d.below(instances as u64) as usize;
         let at_secs = d.between(1.0, latest).round();
-        let fault = match d.below(6) {
+        let fault = match d.below(7) {
             0 | 1 => Fault::Restart { instance, at_secs, down_secs: d.between(0.5, 3.0) },
             2 => Fault::Stop { instance, at_secs, down_secs: d.between(6.0, 8.0) },
             3 => Fault::RedisRestart { at_secs, lose_data: d.chance(30) },
             4 => Fault::Partition { instance, at_secs, for_secs: d.between(0.5, 3.0) },
-            _ => Fault::Hold { instance, at_secs, for_secs: d.between(0.5, 2.0) },
+            5 => Fault::Hold { instance, at_secs, for_secs: d.between(0.5, 2.0) },
+            _ => {
+                let roles = if intake == BotIntake::Polling { &LED_ROLES[..] } else { &LED_ROLES[..5] };
+                let role = roles[d.below(roles.len() as u64) as usize].to_owned();
+                Fault::RestartLeader { at_secs, down_secs: d.between(0.5, 3.0), role: Some(role) }
+            }
         };
+        // The instance a leader crash kills is known only when it happens: it is the run's only
+        // kill (two kills of one instance would overlap unrecorded).
+        let kills = |f: &Fault| matches!(f, Fault::Restart { .. } | Fault::Stop { .. } | Fault::RestartLeader { .. });
+        if kills(&fault)
+            && faults.iter().any(|f| {
+                matches!(f, Fault::RestartLeader { .. }) || (kills(f) && matches!(fault, Fault::RestartLeader { .. }))
+            })
+        {
+            continue;
+        }
         if let Fault::Restart { down_secs, .. } | Fault::Stop { down_secs, .. } = fault {
             // A stop drains for up to 5 s before its instance is gone.
             let until = at_secs + down_secs.max(5.0) + 1.0;
