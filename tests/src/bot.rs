@@ -325,7 +325,7 @@ impl BotHarness {
         let (messenger, panel, crypto) = (RecordingMessenger::default(), FakePanel::default(), FakeCrypto::default());
         let clock = Arc::new(TestClock::default());
         let redis = redis_url.map(str::to_owned);
-        let app = build(&db, &keys, &messenger, &panel, &crypto, &clock, admins, 1, redis.as_deref());
+        let app = build(&db, &keys, &messenger, &panel, &crypto, &clock, admins, 1, redis.as_deref(), PRESSING_FAST);
         BotHarness {
             db,
             keys,
@@ -345,8 +345,25 @@ impl BotHarness {
     /// A second instance of the bot: its own coordination connection and memory, the same
     /// PostgreSQL, Redis key space, Telegram and providers.
     pub fn second_instance(&self) -> App<TestWorld> {
+        self.instance_with_flood(PRESSING_FAST)
+    }
+
+    /// Another instance of the bot (as [`BotHarness::second_instance`]) whose flood limit is
+    /// `flood` (the live one: `Flood::default()`).
+    pub fn instance_with_flood(&self, flood: Flood) -> App<TestWorld> {
         let redis = self.redis.as_deref();
-        build(&self.db, &self.keys, &self.messenger, &self.panel, &self.crypto, &self.clock, &self.admins, 2, redis)
+        build(
+            &self.db,
+            &self.keys,
+            &self.messenger,
+            &self.panel,
+            &self.crypto,
+            &self.clock,
+            &self.admins,
+            2,
+            redis,
+            flood,
+        )
     }
 
     /// The language a user's Telegram client reports (default: [`BotHarness::everyone_speaks`]).
@@ -603,6 +620,9 @@ impl BotHarness {
     }
 }
 
+/// The tests press buttons faster than a person: the flood limit is tested on its own.
+const PRESSING_FAST: Flood = Flood { max: 10_000, window: Duration::from_secs(10) };
+
 #[allow(clippy::too_many_arguments)]
 fn build(
     db: &TestDb,
@@ -614,6 +634,7 @@ fn build(
     admins: &[i64],
     seed: u64,
     redis_url: Option<&str>,
+    flood: Flood,
 ) -> App<TestWorld> {
     let clock: Arc<dyn Clock> = clock.clone();
     let coordination = match redis_url {
@@ -627,8 +648,7 @@ fn build(
     };
     let parts = Parts {
         store: db.store.clone(),
-        // The tests press buttons faster than a person: the flood limit is tested on its own.
-        coordination: coordination.with_flood(Flood { max: 10_000, window: Duration::from_secs(10) }),
+        coordination: coordination.with_flood(flood),
         vpn: panel.clone(),
         messenger: messenger.clone(),
         crypto: crypto.clone(),
