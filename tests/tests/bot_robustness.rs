@@ -388,7 +388,10 @@ async fn an_undelivered_reply_hands_the_update_back() {
 #[tokio::test]
 async fn the_flood_limit_drops_a_spammer_not_an_admin() {
     let bot = BotHarness::new(&[ADMIN]).await;
-    let live = bot.instance_with_flood(atlas::coord::limits::Flood::default());
+    // The live limit's 20, over a window no test run outlasts (at 10 s, one more update passes
+    // every 500 ms: a slow run would see fewer dropped).
+    let flood = atlas::coord::limits::Flood { max: 20, window: std::time::Duration::from_secs(3600) };
+    let live = bot.instance_with_flood(flood);
     let spammer = 4242;
     let mut dropped = (0, 0);
     for _ in 0..25 {
