@@ -192,7 +192,7 @@ pub(crate) fn apply(
             None => note(FaultEvent::NoLeaderToCrash),
         },
         Action::CrashLeader { down, role: Some(role) } => {
-            let holder = shared.redis.borrow_mut().leader_of(&role, sim.elapsed());
+            let holder = shared.redis.borrow_mut().leader_of(&role, at);
             let leader = holder.and_then(|(host, since)| Some((instance_index(&host)?, since)));
             // The lease of a process that died outlives it until its TTL: only a live process
             // that took the lease and has not been lost since leads.

@@ -122,7 +122,7 @@ pub enum Event {
     Journey {
         user: i64,
         journey: crate::scenario::Journey,
-        /// Which try (a user who got stuck starts the journey over from the menu: `actors::tries_again`).
+        /// Which try (a user who got stuck starts the journey over from the menu: `actors::Tries`).
         attempt: u32,
         end: JourneyEnd,
     },

@@ -36,7 +36,7 @@ const MISSED_WORTH_A_WARNING: u32 = 12;
 /// A reading is only as good as half its round trip.
 pub const TRUSTED_ROUND_TRIP: Duration = Duration::from_secs(1);
 /// An offset beyond this is worth an operator's look (the host's clock is off).
-const SKEW_WORTH_A_WARNING: Duration = Duration::from_secs(2);
+const SKEW_WORTH_A_WARNING: chrono::Duration = chrono::Duration::seconds(2);
 
 #[derive(Default)]
 struct State {
@@ -106,8 +106,7 @@ impl AgreedClock {
             }
             first
         };
-        let worth_warning = chrono::Duration::from_std(SKEW_WORTH_A_WARNING).unwrap_or_default();
-        if first && offset.abs() > worth_warning {
+        if first && offset.abs() > SKEW_WORTH_A_WARNING {
             let offset_ms = offset.num_milliseconds();
             tracing::warn!(offset_ms, "this host's clock is off the shared clock; going by the shared one");
         }
@@ -128,7 +127,7 @@ impl AgreedClock {
     }
 
     /// Sets the clock at start: a few tries, [`AGREE_AGAIN_AT_START`] apart, before the first
-    /// update is taken (the first one also dials Redis). `false` when none was taken: the
+    /// update is taken (the first one also dials Redis). `Missed` when none was taken: the
     /// instance starts on its own clock and keeps trying.
     pub async fn agree_at_start<C: Coordination>(&self, coordination: &Guarded<C>) -> Reading {
         for _ in 0..START_TRIES {

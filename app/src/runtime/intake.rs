@@ -201,8 +201,11 @@ pub async fn process<A: crate::runtime::wiring::Adapters>(
     use tracing::Instrument as _;
     // Admins are not flood-limited (their commands have their own limit, 100 a minute): an
     // admin working through requests fast had a press dropped unanswered (swarm seed 4793).
-    let admin = app.rules.admins.contains(&update.user);
-    let admission = if update.incoming.is_exempt() || admin { Admission::Exempt } else { Admission::Counted };
+    let admission = if update.incoming.is_exempt() || app.rules.is_admin(update.user) {
+        Admission::Exempt
+    } else {
+        Admission::Counted
+    };
     let started = app.clock.monotonic();
     let work = async {
         if matches!(update.incoming, crate::bot::incoming::Incoming::PreCheckout { .. }) {

@@ -139,17 +139,14 @@ pub async fn users(crowd: Rc<Crowd>, seed: u64) {
 /// `user` goes through `journey`, starting over when stuck, as [`tries_again`] says; each try
 /// is noted with how it ended.
 async fn tries(crowd: &Crowd, user: i64, journey: Journey, seed: u64) {
-    let mut first_lost = false;
+    let mut tries = Tries::default();
     for attempt in 1..=3 {
         let mut actor = actor(crowd, user);
         let end = match actor.play(journey, seed).await {
             Ok(()) => JourneyEnd::Done,
             Err(end) => end,
         };
-        if attempt == 1 {
-            first_lost = told_lost(&end);
-        }
-        let again = tries_again(attempt, &end, first_lost);
+        let again = tries.again(attempt, &end);
         crowd.note(Event::Journey { user, journey, attempt, end });
         if !again {
             break;
@@ -160,16 +157,23 @@ async fn tries(crowd: &Crowd, user: i64, journey: Journey, seed: u64) {
 /// Whether a user starts a journey over after a try that ended so: once after any try they got
 /// stuck in, and a third time only when the bot said both times that it lost their place (two
 /// Redis data losses can each cost a try; a second silent loss is the bot's to answer for).
-pub fn tries_again(attempt: u32, end: &JourneyEnd, first_lost: bool) -> bool {
-    match end {
-        JourneyEnd::Stuck { .. } => attempt == 1 || (attempt == 2 && first_lost && told_lost(end)),
-        _ => false,
-    }
+#[derive(Default)]
+pub struct Tries {
+    first_lost: bool,
 }
 
-/// The try ended on a reply showing the bot no longer knew where the user was.
-pub fn told_lost(end: &JourneyEnd) -> bool {
-    matches!(end, JourneyEnd::Stuck { waiting_for, .. } if LOST.iter().any(|l| waiting_for.contains(l)))
+impl Tries {
+    pub fn again(&mut self, attempt: u32, end: &JourneyEnd) -> bool {
+        // The try ended on a reply showing the bot no longer knew where the user was.
+        let lost = matches!(end, JourneyEnd::Stuck { waiting_for, .. } if LOST.iter().any(|l| waiting_for.contains(l)));
+        if attempt == 1 {
+            self.first_lost = lost;
+        }
+        match end {
+            JourneyEnd::Stuck { .. } => attempt == 1 || (attempt == 2 && self.first_lost && lost),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -48,6 +48,8 @@ const PROMO_CHECKS_PER_MINUTE: usize = 10;
 /// store call after the rate check; an attempt run again is counted again at its new time, so
 /// the lag is one handler's, not a redelivery's).
 const ADMISSION_LAG: Duration = Duration::from_secs(5);
+/// The window the store's checks are judged in: a minute less that lag.
+const PROMO_WINDOW: Duration = Duration::from_secs(60 - ADMISSION_LAG.as_secs());
 
 /// Longer than any handler runs in a whole-bot run (its lease at most): a key made this long
 /// before its instance was lost may be the dying handler's.
@@ -290,9 +292,9 @@ fn broadcast_received(history: &History, records: &BotRecords) -> Option<(String
 }
 
 /// Every journey reached its end (on the second try at worst, the third after the bot said
-/// twice it lost the user's place), a queued broadcast reached every
-/// user, no order stopped waiting for its payment before its time, and nothing is left pending
-/// in the database: every withdrawal decided, every running subscription with its key.
+/// twice it lost the user's place), a queued broadcast reached every user, no order stopped
+/// waiting for its payment before its time, and nothing is left pending in the database: every
+/// withdrawal decided, every running subscription with its key.
 fn liveness(history: &History, records: &BotRecords) -> Option<String> {
     let mut last: BTreeMap<(i64, usize), (Journey, &JourneyEnd)> = BTreeMap::new();
     let mut nth: BTreeMap<i64, usize> = BTreeMap::new();
@@ -338,12 +340,11 @@ fn rate_limits_hold(records: &BotRecords) -> Option<String> {
     }
     for (user, times) in &checks {
         for (i, start) in times.iter().enumerate() {
-            let window = Duration::from_secs(60) - ADMISSION_LAG;
-            let within = times[i..].iter().take_while(|t| **t < *start + window).count();
+            let within = times[i..].iter().take_while(|t| **t < *start + PROMO_WINDOW).count();
             if within > PROMO_CHECKS_PER_MINUTE {
                 return Some(format!(
                     "user {user}: {within} promo codes checked within {} s from {:.3}s (the limit is {PROMO_CHECKS_PER_MINUTE} a minute)",
-                    window.as_secs(),
+                    PROMO_WINDOW.as_secs(),
                     start.as_secs_f64()
                 ));
             }

@@ -218,17 +218,13 @@ fn unfinished(history: &mut history::History, bot: &BotWorkload, seed: u64, end:
     for i in 0..i64::from(bot.users) {
         let user = FIRST_SHOPPER + i;
         // A journey ended with the try after which the user did not start over.
-        let (mut ended, mut first_lost) = (0, false);
+        let (mut ended, mut tries) = (0, actors::Tries::default());
         for record in &history.records {
             if let Event::Journey { user: u, attempt, end, .. } = &record.event
                 && *u == user
+                && !tries.again(*attempt, end)
             {
-                if *attempt == 1 {
-                    first_lost = actors::told_lost(end);
-                }
-                if !actors::tries_again(*attempt, end, first_lost) {
-                    ended += 1;
-                }
+                ended += 1;
             }
         }
         let plan = actors::plan(bot, seed, user);

@@ -33,12 +33,12 @@ impl Draw {
     }
 }
 
-/// The scenario seed `seed` of the swarm template `template` runs: everything but its name,
-/// hazard and lease drawn from the seed.
 /// The roles whose leader a swarm's `restart_leader` may kill (the poller's only when polling).
 const LED_ROLES: [&str; 6] =
     ["payment_watcher", "reminders", "trial_notices", "expiry_cleanup", "broadcasts", "poller"];
 
+/// The scenario seed `seed` of the swarm template `template` runs: everything but its name,
+/// hazard and lease drawn from the seed.
 pub fn draw(template: &Scenario, seed: u64) -> Scenario {
     let d = Draw(SeededIds::new(seed.wrapping_mul(0xA24B_AED4_963E_E407) ^ 0x5EED));
     let instances = 1 + d.below(4) as usize;
@@ -86,11 +86,8 @@ pub fn draw(template: &Scenario, seed: u64) -> Scenario {
         // The instance a leader crash kills is known only when it happens: it is the run's only
         // kill (two kills of one instance would overlap unrecorded).
         let kills = |f: &Fault| matches!(f, Fault::Restart { .. } | Fault::Stop { .. } | Fault::RestartLeader { .. });
-        if kills(&fault)
-            && faults.iter().any(|f| {
-                matches!(f, Fault::RestartLeader { .. }) || (kills(f) && matches!(fault, Fault::RestartLeader { .. }))
-            })
-        {
+        let by_role = |f: &Fault| matches!(f, Fault::RestartLeader { .. });
+        if kills(&fault) && faults.iter().any(|f| kills(f) && (by_role(f) || by_role(&fault))) {
             continue;
         }
         if let Fault::Restart { down_secs, .. } | Fault::Stop { down_secs, .. } = fault {

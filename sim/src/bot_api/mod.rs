@@ -215,14 +215,14 @@ impl FakeBotApi {
         self.state().calls.clone()
     }
 
-    /// The calls of one method.
     /// What `look` finds in the first call of `method` it finds something in, read in place.
     pub fn find_call<T>(&self, method: &str, look: impl FnMut(&Value) -> Option<T>) -> Option<T> {
-        self.state().calls.iter().filter(|c| c.method.eq_ignore_ascii_case(method)).map(|c| &c.body).find_map(look)
+        bodies_of(&self.state(), method).find_map(look)
     }
 
+    /// The calls of one method.
     pub fn calls_of(&self, method: &str) -> Vec<Value> {
-        self.state().calls.iter().filter(|c| c.method.eq_ignore_ascii_case(method)).map(|c| c.body.clone()).collect()
+        bodies_of(&self.state(), method).cloned().collect()
     }
 
     /// The texts delivered to `chat` (refused calls are not), in order.
@@ -370,4 +370,9 @@ pub fn queue_of(update: &Value) -> i64 {
         return member["chat"]["id"].as_i64().unwrap_or(0);
     }
     0
+}
+
+/// The bodies of the calls of `method`, in order.
+fn bodies_of<'s>(state: &'s State, method: &'s str) -> impl Iterator<Item = &'s Value> {
+    state.calls.iter().filter(move |c| c.method.eq_ignore_ascii_case(method)).map(|c| &c.body)
 }

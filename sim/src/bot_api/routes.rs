@@ -109,10 +109,8 @@ async fn call(State(api): State<FakeBotApi>, Path((bot, method)): Path<(String, 
                 let mut state = api.state();
                 let order = state.delivered_total + 1;
                 state.answered_at.entry(query.to_owned()).or_insert(order);
-                drop(state);
-                api.tell_asker(query);
             }
-            if let Some(query) = body["pre_checkout_query_id"].as_str() {
+            if let Some(query) = body["callback_query_id"].as_str().or(body["pre_checkout_query_id"].as_str()) {
                 api.tell_asker(query);
             }
             answer_query(&name, &body)

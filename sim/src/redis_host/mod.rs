@@ -36,11 +36,19 @@ pub struct RedisState {
     /// Restarts so far, and the clock skew of this host.
     pub restarts: u32,
     pub skew_ms: i64,
-    /// Who took each leader lease last, as Redis saw it: role -> (the host whose connection set
-    /// the lease, the token it set, when). What an operator reads with `GET` and `CLIENT LIST`; the
-    /// faults that crash "the leader of a role" pick their instance by it.
-    leases: BTreeMap<String, (String, Vec<u8>, Duration)>,
-    lease_keys: BTreeMap<String, Vec<u8>>,
+    /// Who took each role's leader lease last, as Redis saw it (what an operator reads with
+    /// `GET` and `CLIENT LIST`): the faults that crash "the leader of a role" pick their instance
+    /// by it.
+    leases: BTreeMap<String, LeaseTaken>,
+}
+
+/// A leader lease as it was set: its key, the host whose connection set it, its token, when.
+#[derive(Clone)]
+struct LeaseTaken {
+    key: Vec<u8>,
+    host: String,
+    token: Vec<u8>,
+    since: Duration,
 }
 
 /// The role named by a leader lease key (`<base>:{leader:<role>}:lease`).
@@ -64,8 +72,7 @@ impl RedisState {
     /// The host whose lease on `role` Redis holds now, and since when it holds it (the process
     /// that took it may have died since: its lease outlives it until its TTL).
     pub fn leader_of(&mut self, role: &str, now: Duration) -> Option<(String, Duration)> {
-        let (host, token, since) = self.leases.get(role)?.clone();
-        let key = self.lease_keys.get(role)?.clone();
+        let LeaseTaken { key, host, token, since } = self.leases.get(role)?.clone();
         (self.keyspace.string(&key, now)? == token).then_some((host, since))
     }
 
@@ -76,9 +83,8 @@ impl RedisState {
         let Some(key) = args.get(3).filter(|_| is_script) else { return };
         let Some(role) = lease_role(key) else { return };
         let Some(token) = self.keyspace.string(key, now) else { return };
-        if self.leases.get(&role).is_none_or(|(_, held, _)| *held != token) {
-            self.lease_keys.insert(role.clone(), key.clone());
-            self.leases.insert(role, (peer.to_owned(), token, now));
+        if self.leases.get(&role).is_none_or(|taken| taken.token != token) {
+            self.leases.insert(role, LeaseTaken { key: key.clone(), host: peer.to_owned(), token, since: now });
         }
     }
 
