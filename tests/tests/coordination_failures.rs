@@ -204,6 +204,14 @@ impl<C: atlas::ports::Coordination> atlas::ports::Coordination for ReplyLost<C> 
         landed
     }
 
+    async fn extend_update(
+        &self,
+        user: atlas::domain::UserId,
+        ticket: &atlas::ports::coordination::UpdateTicket,
+    ) -> atlas::ports::coordination::CoordResult<bool> {
+        self.inner.extend_update(user, ticket).await
+    }
+
     async fn acquire_lock(
         &self,
         lock: atlas::ports::coordination::LockName,

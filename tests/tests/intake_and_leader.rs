@@ -181,6 +181,47 @@ async fn a_handed_back_update_is_delivered_again_even_after_its_lease_ran_out() 
     }
 }
 
+/// A handler that runs longer than its lease (waiting out Telegram's per-chat pacing, a slow
+/// provider) keeps the lease: its commit lands, and the same update delivered meanwhile to
+/// another instance is left to it, not run a second time (the fuzzer's first find).
+#[tokio::test]
+async fn a_handler_running_past_its_lease_keeps_it() {
+    let keys = fresh_keys();
+    let lease = Duration::from_millis(300);
+    let on = |seed| {
+        Arc::new(Guarded::new(
+            instance(&keys, clock(), seed).with_lease_ttl(lease),
+            LegacyCoordination::new(clock(), ids(seed)),
+        ))
+    };
+    let (a, b) = (on(21), on(22));
+    let user = uid(12);
+    let slow = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            handle_update(&a, user, 1, Admission::Exempt, |ctx| async move {
+                tokio::time::sleep(lease * 3).await;
+                append(&ctx)
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(lease + Duration::from_millis(150)).await;
+    let ran_again = Rc::new(RefCell::new(false));
+    let flag = ran_again.clone();
+    let meanwhile = handle_update(&b, user, 1, Admission::Exempt, |_| async move {
+        *flag.borrow_mut() = true;
+        FsmWrite::Keep
+    })
+    .await;
+    assert_eq!(meanwhile, Handled::InProgress, "the update is still its first handler's");
+    assert!(!*ran_again.borrow());
+    assert_eq!(slow.await.unwrap(), Handled::Committed, "the slow handler's commit lands");
+    let record = atlas::ports::Coordination::begin_update(a.shared(), user, 2, Admission::Exempt).await.unwrap();
+    let atlas::ports::coordination::BeginOutcome::Proceed(ticket) = record else { panic!("{record:?}") };
+    assert_eq!(ticket.fsm.data.as_deref(), Some(&b"1"[..]));
+}
+
 /// A clock that counts how often it is read: a loop that wakes reads it.
 struct Counting(Arc<dyn atlas::ports::Clock>, std::sync::atomic::AtomicU64);
 

@@ -190,7 +190,23 @@ impl Coordination for LegacyCoordination {
             inner.leases.insert(user, (token.clone(), now + lease_ttl));
             inner.mark((user, update_id), now + lease_ttl, Mark::Taken);
             let fsm = inner.live_record(user, now);
-            BeginOutcome::Proceed(UpdateTicket { update_id, lease_token: token, fsm })
+            BeginOutcome::Proceed(UpdateTicket { update_id, lease_token: token, lease_ttl, fsm })
+        }))
+    }
+
+    async fn extend_update(&self, user: UserId, ticket: &UpdateTicket) -> CoordResult<bool> {
+        Ok(self.with(|inner, now| {
+            let Some((token, until)) = inner.leases.get_mut(&user).filter(|(_, until)| *until > now) else {
+                return false;
+            };
+            if *token != ticket.lease_token {
+                return false;
+            }
+            *until = now + ticket.lease_ttl;
+            if let Some((until, Mark::Taken)) = inner.seen.get_mut(&(user, ticket.update_id)) {
+                *until = now + ticket.lease_ttl;
+            }
+            true
         }))
     }
 

@@ -45,6 +45,13 @@ impl<D: Dialer> Coordination for AnyCoordination<D> {
         }
     }
 
+    async fn extend_update(&self, user: UserId, ticket: &UpdateTicket) -> CoordResult<bool> {
+        match self {
+            AnyCoordination::Redis(c) => c.extend_update(user, ticket).await,
+            AnyCoordination::Legacy(c) => c.extend_update(user, ticket).await,
+        }
+    }
+
     async fn acquire_lock(&self, lock: LockName, ttl: Duration) -> CoordResult<Option<LockGuard>> {
         match self {
             AnyCoordination::Redis(c) => c.acquire_lock(lock, ttl).await,

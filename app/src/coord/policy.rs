@@ -121,6 +121,18 @@ impl<C: Coordination> Guarded<C> {
         }
     }
 
+    /// Keeps a running handler's chat lease: `false` only when the lease is known to be gone (a
+    /// Redis that does not answer is not an answer; the commit will tell).
+    pub async fn extend_update(&self, user: UserId, ticket: &UpdateTicket) -> bool {
+        match self.shared.extend_update(user, ticket).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::debug!(error = %e, user_id = user.get(), update_id = ticket.update_id, "chat lease not extended");
+                true
+            }
+        }
+    }
+
     /// Rule 3.
     pub async fn commit_update(&self, user: UserId, ticket: &UpdateTicket, write: FsmWrite) -> CommitVerdict {
         let mut verdict = CommitVerdict::Committed;

@@ -19,6 +19,7 @@ use crate::ports::{Clock, Ids};
 struct Scripts {
     begin_update: Script,
     commit_update: Script,
+    extend_update: Script,
     acquire: Script,
     renew: Script,
     release: Script,
@@ -30,6 +31,7 @@ impl Scripts {
         Scripts {
             begin_update: Script::new(include_str!("lua/begin_update.lua")),
             commit_update: Script::new(include_str!("lua/commit_update.lua")),
+            extend_update: Script::new(include_str!("lua/extend_update.lua")),
             acquire: Script::new(include_str!("lua/acquire.lua")),
             renew: Script::new(include_str!("lua/renew.lua")),
             release: Script::new(include_str!("lua/release.lua")),
@@ -221,10 +223,25 @@ impl<D: Dialer> Coordination for RedisCoordination<D> {
                 Ok(BeginOutcome::Proceed(UpdateTicket {
                     update_id,
                     lease_token: token,
+                    lease_ttl: self.lease_ttl,
                     fsm: FsmRecord { version: version as u64, data },
                 }))
             }
             _ => Err(unexpected("begin_update", &reply)),
+        }
+    }
+
+    async fn extend_update(&self, user: UserId, ticket: &UpdateTicket) -> CoordResult<bool> {
+        let mut invocation = self.scripts.extend_update.prepare_invoke();
+        invocation
+            .key(self.keys.lease(user))
+            .key(self.keys.update(user, ticket.update_id))
+            .arg(&ticket.lease_token)
+            .arg(ms(ticket.lease_ttl));
+        let reply = self.run(invocation).await?;
+        match int(&reply) {
+            Some(n) => Ok(n == 1),
+            None => Err(unexpected("extend_update", &reply)),
         }
     }
 

@@ -22,6 +22,8 @@ pub struct FsmRecord {
 pub struct UpdateTicket {
     pub update_id: i64,
     pub lease_token: String,
+    /// How long the lease lasts unless extended (`Coordination::extend_update`).
+    pub lease_ttl: Duration,
     pub fsm: FsmRecord,
 }
 
@@ -230,6 +232,10 @@ pub trait Coordination: Send + Sync + 'static {
         ticket: &UpdateTicket,
         write: FsmWrite,
     ) -> impl Future<Output = CoordResult<CommitOutcome>> + Send;
+
+    /// Extends the chat lease of a handler still running (and its update's in-progress mark) by
+    /// a whole lease: `false` when the ticket no longer holds the lease. One round trip.
+    fn extend_update(&self, user: UserId, ticket: &UpdateTicket) -> impl Future<Output = CoordResult<bool>> + Send;
 
     /// Tries to take a lock for `ttl`; `None` when someone else holds it.
     fn acquire_lock(

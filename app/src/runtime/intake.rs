@@ -10,7 +10,7 @@ use crate::coord::limits::LEASE_TTL;
 use crate::coord::policy::{CommitVerdict, Guarded, Intake};
 use crate::domain::UserId;
 use crate::ports::Coordination;
-use crate::ports::coordination::{Admission, BeginOutcome, FsmRecord, FsmWrite};
+use crate::ports::coordination::{Admission, BeginOutcome, FsmRecord, FsmWrite, UpdateTicket};
 
 /// How long, in total, an update waits for its chat's lease before it is given up. A handler may
 /// hold the lease for all of `LEASE_TTL` (a few slow store and Telegram calls); waiting that long
@@ -131,7 +131,14 @@ where
             }
         }
     };
-    let write = handler(UpdateContext { user, update_id, fsm: Some(ticket.fsm.clone()) }).await;
+    // The lease is kept while the handler runs: a handler that waits out Telegram's per-chat
+    // pacing (1 message a second) or a slow provider outlived a short lease, its commit was
+    // refused, and the redelivery ran the update again (fuzzer, seed 1).
+    let handler = handler(UpdateContext { user, update_id, fsm: Some(ticket.fsm.clone()) });
+    let write = tokio::select! {
+        write = handler => write,
+        never = keep_lease(coordination, user, &ticket) => match never {},
+    };
     let retry = write == FsmWrite::Retry;
     let mut verdict = coordination.commit_update(user, &ticket, write.clone()).await;
     if verdict == CommitVerdict::Failed {
@@ -152,6 +159,22 @@ where
         }
         CommitVerdict::VersionConflict => Handled::Conflict,
         CommitVerdict::Failed => Handled::CommitFailed,
+    }
+}
+
+/// Extends the chat lease of `ticket` every third of a lease, for as long as it is polled (beside
+/// the handler, in the same task). Once the lease is known to be gone it stops asking.
+async fn keep_lease<C: Coordination>(
+    coordination: &Guarded<C>,
+    user: UserId,
+    ticket: &UpdateTicket,
+) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(ticket.lease_ttl / 3).await;
+        if !coordination.extend_update(user, ticket).await {
+            tracing::warn!(user_id = user.get(), update_id = ticket.update_id, "chat lease lost while handling");
+            return std::future::pending().await;
+        }
     }
 }
 
@@ -221,5 +244,12 @@ pub async fn process<A: crate::runtime::wiring::Adapters>(
     metrics::counter!("atlas_updates_total", "outcome" => handled.name()).increment(1);
     let seconds = app.clock.monotonic().saturating_sub(started).as_secs_f64();
     metrics::histogram!("atlas_update_seconds").record(seconds);
+    tracing::debug!(
+        user_id = update.user.get(),
+        update_id = update.id,
+        outcome = handled.name(),
+        ms = (seconds * 1000.0) as u64,
+        "update handled"
+    );
     handled
 }
