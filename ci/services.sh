@@ -3,6 +3,7 @@
 # them when they are not. Meant to be sourced by ci/test: it exports
 #   ATLAS_TEST_DATABASE_URL  (server URL without a database name; tests create their own)
 #   ATLAS_TEST_REDIS_URL
+#   ATLAS_REQUIRE_CHROMIUM  (Chromium is at /usr/bin/chromium, or $CHROMIUM, for the report test)
 # Order of preference: servers already running on the standard ports; the machine's own
 # PostgreSQL cluster or Redis started in place; else a private PostgreSQL cluster with trust auth
 # on a spare port under /tmp (never touching the system's configuration).
@@ -78,4 +79,11 @@ command -v openssl >/dev/null || apt_install openssl || true
 ensure_postgres || { say "PostgreSQL is not reachable and could not be started"; return 1 2>/dev/null || exit 1; }
 ensure_redis || { say "Redis is not reachable and could not be started"; return 1 2>/dev/null || exit 1; }
 export ATLAS_TEST_DATABASE_URL=$pg_url ATLAS_TEST_REDIS_URL=$redis_url
+
+# The report test renders a run's HTML page in headless Chromium (Debian's package).
+ensure_chromium() {
+    [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || apt_install chromium
+}
+ensure_chromium || { say "Chromium is not installed and could not be"; return 1 2>/dev/null || exit 1; }
+export ATLAS_REQUIRE_CHROMIUM=1
 say "PostgreSQL at $ATLAS_TEST_DATABASE_URL, Redis at $ATLAS_TEST_REDIS_URL"

@@ -13,6 +13,11 @@ use atlas::services::reissue::ReissueOutcome;
 
 use crate::clock::sim_now;
 
+/// The target of the simulated hosts' own events for a run's report (`crate::report`): what the
+/// sim Redis, the store and the fake hosts served. Nothing listens to it otherwise, and the words
+/// are made only when something does.
+pub const REPORT_TARGET: &str = "atlas_sim::report";
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A handler got its update and the conversation state (`read`, at `version`).

@@ -8,7 +8,8 @@
 //! The modules form layers, each importing only those below it: `scenario`, `clock`, `history`
 //! at the bottom; then `instance`, `seed`, the hosts (`redis_host`, `store_host`, `vpn`,
 //! `dialer`) and `world`; then `faults` (what every run shares), `workloads`, `checkers` and the
-//! whole-bot world (`bot`); then `runner`, which runs any scenario.
+//! whole-bot world (`bot`); then `runner`, which runs any scenario, and `fuzz`, which generates and shrinks them, and
+//! `report`, which draws one run as an HTML page.
 
 pub mod bot;
 pub mod bot_api;
@@ -18,12 +19,14 @@ pub mod crypto;
 pub mod dialer;
 pub mod fakes;
 pub mod faults;
+pub mod fuzz;
 pub mod history;
 pub mod instance;
 pub mod logs;
 pub mod messenger;
 pub mod net;
 pub mod redis_host;
+pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod seed;

@@ -1,8 +1,9 @@
 //! `atlas-sim`: the command line of the simulation harness.
 //!
 //!   atlas-sim audit [--seeds N] [--dir DIR] [--jobs J]
-//!   atlas-sim run <scenario|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism]
-//!   atlas-sim replay <scenario> --seed S [--coordination redis|legacy]
+//!   atlas-sim run <scenario|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism] [--report FILE]
+//!   atlas-sim replay <scenario> --seed S [--coordination redis|legacy] [--report FILE]
+//!   atlas-sim fuzz [--budget SECONDS] [--seed S] [--out DIR] [--jobs J] [--coordination redis|legacy] [--break GUARD]
 //!
 //! Wall-clock time is read here only, to report how much faster than real time the runs went;
 //! nothing inside a run sees it.
@@ -14,19 +15,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use atlas_sim::runner::{PROGRESS_MIN_PERCENT, run};
-use atlas_sim::scenario::{Legacy, Mode, Scenario};
+use atlas_sim::scenario::{BrokenGuard, Legacy, Mode, Scenario};
 
 const USAGE: &str = "usage:
   atlas-sim audit [--seeds N] [--dir DIR] [--jobs J]
       the audit's risk matrix as executable proof: each hazard's scenario fails on the legacy
       design (with the seed that shows it) and holds on the Redis design over N seeds; the
       scenarios shared over J threads (the machine's cores by default)
-  atlas-sim run <scenario.toml|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism] [--jobs J]
+  atlas-sim run <scenario.toml|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism] [--jobs J] [--report FILE]
       run scenarios over seeds 0..N (or one seed), the seeds shared over J threads (1 by
-      default); exit 0 only when every run holds
-  atlas-sim replay <scenario.toml> --seed S [--coordination redis|legacy]
-      one run, with its trace; ATLAS_SIM_LOG=<filter> (say info, or atlas=debug) adds the
+      default); exit 0 only when every run holds. --report (one scenario file) draws the first
+      failing seed's run (or the first seed's) as an HTML page
+  atlas-sim replay <scenario.toml> --seed S [--coordination redis|legacy] [--report FILE]
+      one run, with its trace (and with --report, drawn as a self-contained HTML page: a lane per
+      host, the faults over them, the violations linked to the events they name); ATLAS_SIM_LOG=<filter> (say info, or atlas=debug) adds the
       bot's own log lines on stderr, stamped with simulated time and the host
+  atlas-sim fuzz [--budget SECONDS] [--seed S] [--out DIR] [--jobs J] [--coordination redis|legacy] [--break GUARD]
+      whole-bot scenarios generated from the seed (topology, intake, users, faults) for SECONDS
+      (60 by default), J at a time (the machine's cores by default); the first that breaks an
+      invariant is shrunk to a small scenario that still breaks it, written to DIR (target/fuzz
+      by default) with the command that replays it; exit 1 when one was found. --break dedupe|
+      lease|fencing switches that guard off in the sim Redis (a mutation check of the fuzzer)
   atlas-sim bench [--seeds N]
       time compression of the five-instance scenario and of the whole bot (five instances, 500
       users: scenarios/bench/) beside raw turmoil with as many idle hosts, and seeds per second
@@ -41,6 +50,10 @@ struct Options {
     dir: Option<PathBuf>,
     hash_only: bool,
     jobs: Option<usize>,
+    budget: Option<f64>,
+    out: Option<PathBuf>,
+    broken: Option<BrokenGuard>,
+    report: Option<PathBuf>,
 }
 
 fn options(args: &[String]) -> anyhow::Result<Options> {
@@ -53,6 +66,10 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
         dir: None,
         hash_only: false,
         jobs: None,
+        budget: None,
+        out: None,
+        broken: None,
+        report: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -70,6 +87,18 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
             "--check-determinism" => o.check_determinism = true,
             "--hash-only" => o.hash_only = true,
             "--dir" => o.dir = Some(value("--dir")?.into()),
+            "--budget" => o.budget = Some(value("--budget")?.parse().context("--budget takes a number of seconds")?),
+            "--out" => o.out = Some(value("--out")?.into()),
+            "--report" => o.report = Some(value("--report")?.into()),
+            "--break" => {
+                let name = value("--break")?;
+                o.broken = Some(
+                    BrokenGuard::ALL
+                        .into_iter()
+                        .find(|g| g.name() == name)
+                        .with_context(|| format!("--break is one of {:?}", BrokenGuard::ALL.map(BrokenGuard::name)))?,
+                );
+            }
             "--jobs" => o.jobs = Some(value("--jobs")?.parse().context("--jobs takes a number")?),
             flag if flag.starts_with("--") => anyhow::bail!("unknown option {flag}"),
             path => o.target = Some(path.into()),
@@ -88,6 +117,9 @@ fn replay_command(path: &Path, seed: u64, mode: Mode) -> String {
 }
 
 fn progress(name: &str, done: u64, total: u64) {
+    if name.is_empty() {
+        return;
+    }
     let width = 30;
     let filled = (done * width / total.max(1)) as usize;
     eprint!("\r{name:<28} [{}{}] {done}/{total}", "#".repeat(filled), ".".repeat(width as usize - filled));
@@ -115,8 +147,21 @@ fn hash_in_other_process(path: &Path, seed: u64, mode: Mode) -> anyhow::Result<u
     u64::from_str_radix(text.trim(), 16).with_context(|| format!("no hash from the second process: {text}"))
 }
 
+fn write_report(
+    file: &Path,
+    scenario: &Scenario,
+    result: &atlas_sim::runner::RunResult,
+    lines: &[atlas_sim::report::Line],
+) -> anyhow::Result<()> {
+    std::fs::write(file, atlas_sim::report::page(scenario, result, lines))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    eprintln!("report of seed {} written to {}", result.seed, file.display());
+    Ok(())
+}
+
 fn cmd_run(o: Options) -> anyhow::Result<bool> {
     let target = o.target.clone().context("run needs a scenario file or directory")?;
+    anyhow::ensure!(o.report.is_none() || target.is_file(), "--report draws one run: give run one scenario file");
     let mut all_held = true;
     let mut rows = Vec::new();
     let (mut simulated, started) = (0.0, Instant::now());
@@ -176,6 +221,13 @@ fn cmd_run(o: Options) -> anyhow::Result<bool> {
         for line in &nondeterministic {
             eprintln!("NONDETERMINISTIC {}: {line}", scenario.name);
         }
+        if let Some(file) = &o.report {
+            // The first failing seed's run, or the first seed's: run again (runs repeat) with
+            // its events captured.
+            let seed = failures.first().map_or(seeds[0], |(r, _)| r.seed);
+            let (result, lines) = atlas_sim::report::capture(|| run(&scenario, seed, o.mode));
+            write_report(file, &scenario, &result?, &lines)?;
+        }
     }
     let wall = started.elapsed().as_secs_f64();
     println!("| scenario | coordination | seeds | held | failed | least progress | determinism |");
@@ -194,7 +246,15 @@ fn cmd_replay(o: Options) -> anyhow::Result<bool> {
     if let Ok(filter) = std::env::var("ATLAS_SIM_LOG") {
         atlas_sim::logs::to_stderr(&filter)?;
     }
-    let result = run(&scenario, seed, o.mode)?;
+    let result = match &o.report {
+        Some(file) => {
+            let (result, lines) = atlas_sim::report::capture(|| run(&scenario, seed, o.mode));
+            let result = result?;
+            write_report(file, &scenario, &result, &lines)?;
+            result
+        }
+        None => run(&scenario, seed, o.mode)?,
+    };
     if o.hash_only {
         println!("{:016x}", result.hash);
         return Ok(true);
@@ -473,6 +533,71 @@ fn cmd_bench(o: Options) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
+    use atlas_sim::fuzz::{Limits, judge, scenario_file, session};
+    let budget = Duration::from_secs_f64(o.budget.unwrap_or(60.0));
+    let seed = o.seed.unwrap_or(0);
+    let jobs = o.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mode = o.mode;
+    let started = Instant::now();
+    // Shrinking a find may go on until twice the budget.
+    let search_over = || started.elapsed() >= budget;
+    let shrink_over = || started.elapsed() >= budget * 2;
+    let limits =
+        Limits { search_over: &search_over, max_cases: u64::MAX, shrink_over: &shrink_over, max_shrink_runs: 500 };
+    let judged = std::sync::atomic::AtomicU64::new(0);
+    let judge_all = |cases: &[atlas_sim::fuzz::Case]| {
+        let verdicts = share_out(cases, jobs, "", |case| judge(case, mode));
+        let n = judged.fetch_add(cases.len() as u64, std::sync::atomic::Ordering::Relaxed) + cases.len() as u64;
+        eprint!("\rfuzz: {n} runs, {:.0} s", started.elapsed().as_secs_f64());
+        if verdicts.iter().any(|v| !v.held()) {
+            eprintln!();
+        }
+        verdicts
+    };
+    let session = session(seed, o.broken, jobs, &limits, &judge_all);
+    eprintln!();
+    let Some(found) = session.found else {
+        println!(
+            "fuzz --seed {seed}: {} cases on the {} design in {:.1} s, every invariant held",
+            session.cases,
+            mode.name(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(true);
+    };
+    let out = o.out.clone().unwrap_or_else(|| PathBuf::from("target/fuzz"));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let file = format!("fuzz_{}_seed{seed}_case{}.toml", mode.name(), found.index);
+    let path = out.join(&file);
+    std::fs::write(&path, scenario_file(&found, seed, mode, &path)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "fuzz --seed {seed}: case {} ({} tried, {:.1} s) broke {} ({} design)",
+        found.index,
+        session.cases,
+        started.elapsed().as_secs_f64(),
+        found.first_verdict.broken.join(", "),
+        mode.name()
+    );
+    println!("{}", found.first_verdict.why);
+    println!(
+        "shrunk in {} runs ({} still failing): {} instance(s), {} user(s), {} fault(s), {:.0} s; it breaks {}",
+        found.shrink_runs,
+        found.shrink_failures,
+        found.least.scenario.instances,
+        found.least.users(),
+        found.least.scenario.faults.len(),
+        found.least.scenario.duration_secs,
+        found.verdict.broken.join(", ")
+    );
+    println!("{}", found.verdict.why);
+    println!("written to {}; replay with:", path.display());
+    println!("  atlas-sim run {} --seed {} --coordination {}", path.display(), found.least.seed, mode.name());
+    println!("  {}", replay_command(&path, found.least.seed, mode));
+    Ok(false)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = args.first() else {
@@ -484,6 +609,7 @@ fn main() -> ExitCode {
         "replay" => cmd_replay(o),
         "audit" => cmd_audit(o),
         "bench" => cmd_bench(o),
+        "fuzz" => cmd_fuzz(o),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(true)

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use atlas::ports::coordination::{LimitedAction, Role};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Which coordination design the instances run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +25,7 @@ impl Mode {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     pub name: String,
@@ -58,10 +58,55 @@ pub struct Scenario {
     /// (`crate::bot::swarm`); the workload and faults written here are not used.
     #[serde(default)]
     pub swarm: bool,
+    /// A guard of the coordination layer switched off in the sim Redis's copy of its script: the
+    /// mutation check that shows a checker (or the fuzzer) catches what the guard prevents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken_guard: Option<BrokenGuard>,
+}
+
+/// A guard in the project's Lua scripts that a run can switch off (`Scenario::broken_guard`). The
+/// sim Redis runs the script the product loads with the guard's lines changed; the product and
+/// real Redis are untouched.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokenGuard {
+    /// `begin_update.lua` takes a finished update as new: a redelivery is handled again.
+    Dedupe,
+    /// `acquire.lua` grants a lease someone holds: two reissues at once, two leaders.
+    Lease,
+    /// `commit_update.lua` commits without checking the chat lease's token (the fencing check).
+    Fencing,
+}
+
+impl BrokenGuard {
+    pub const ALL: [BrokenGuard; 3] = [BrokenGuard::Dedupe, BrokenGuard::Lease, BrokenGuard::Fencing];
+
+    /// The guard's text in its script, and what it becomes when broken.
+    pub fn patch(self) -> (&'static str, &'static str) {
+        match self {
+            BrokenGuard::Dedupe => ("  return {'dup'}\n", ""),
+            BrokenGuard::Lease => ("if held ~= -2 then", "if false then"),
+            BrokenGuard::Fencing => ("if redis.call('GET', KEYS[2]) ~= ARGV[1] then", "if false then"),
+        }
+    }
+
+    /// `source` with the guard broken (unchanged when the guard is not in it).
+    pub fn apply(self, source: &str) -> String {
+        let (guard, broken) = self.patch();
+        source.replace(guard, broken)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokenGuard::Dedupe => "dedupe",
+            BrokenGuard::Lease => "lease",
+            BrokenGuard::Fencing => "fencing",
+        }
+    }
 }
 
 /// The legacy half of the A/B.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Legacy {
     /// The legacy design breaks this invariant (one of the scenario's) on some seed: the hazard
@@ -84,7 +129,7 @@ fn default_tick_ms() -> u64 {
     10
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Workload {
     /// Updates of a few chats, each delivered to one instance and sometimes redelivered to
@@ -106,7 +151,7 @@ pub enum Workload {
     RateLimits {
         users: u32,
         attempts_per_user: u32,
-        #[serde(deserialize_with = "limited_actions")]
+        #[serde(deserialize_with = "limited_actions", serialize_with = "action_names")]
         actions: Vec<LimitedAction>,
     },
     /// Every instance runs the leader loop for one role; the leader records an effect per tick.
@@ -121,7 +166,7 @@ pub enum Workload {
 }
 
 /// The whole-bot workload: who uses the bot, how, and how Telegram and the providers behave.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BotWorkload {
     /// Shoppers (each with a balance to spend); two admins come on top.
@@ -150,16 +195,16 @@ pub struct BotWorkload {
     pub updates_in_flight_max: usize,
     /// Shoppers start with a subscription that ends this many seconds into the run, auto-renewal
     /// on (the renewal, reminder and activation workers all have work).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiring_at_secs: Option<f64>,
     /// An admin composes a broadcast in the admin panel this many seconds into the run: the
     /// broadcast worker (leader-only) sends it to every user, once each.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broadcast_at_secs: Option<f64>,
 }
 
 /// One thing a shopper does, through the bot's buttons.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Journey {
     /// Buy a period from the balance.
@@ -201,7 +246,7 @@ impl Journey {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum BotIntake {
     /// Telegram pushes updates to the balancer in front of the instances.
@@ -211,7 +256,7 @@ pub enum BotIntake {
     Polling,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Routing {
     /// Each request to the next instance in turn.
@@ -234,6 +279,10 @@ fn default_in_flight() -> usize {
     64
 }
 
+fn action_names<S: serde::Serializer>(actions: &[LimitedAction], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(actions.iter().map(|a| a.name()))
+}
+
 /// Actions by their one name (`LimitedAction::name`); an unknown name is an error, never skipped.
 fn limited_actions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<LimitedAction>, D::Error> {
     let names = Vec::<String>::deserialize(d)?;
@@ -248,7 +297,7 @@ fn limited_actions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Limited
         .collect()
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     #[serde(default)]
@@ -275,7 +324,7 @@ fn default_max_latency() -> u64 {
     2
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Fault {
     /// Kill an instance (its memory is gone) and, after `down_secs`, start it again.
@@ -286,7 +335,7 @@ pub enum Fault {
     RestartLeader {
         at_secs: f64,
         down_secs: f64,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         role: Option<String>,
     },
     /// Cut an instance off from Redis, then repair the link.
@@ -306,7 +355,7 @@ pub enum Fault {
     Stop { instance: usize, at_secs: f64, down_secs: f64 },
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Invariant {
     NoUpdateTwice,
@@ -397,7 +446,12 @@ impl Scenario {
         Ok(scenario)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    /// The scenario as a file `load` reads back (the fuzzer writes what it found this way).
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string(self)?)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!((1..=16).contains(&self.instances), "instances must be 1 to 16");
         anyhow::ensure!(self.duration_secs > 0.0 && self.duration_secs <= 3600.0, "duration_secs must be in (0, 3600]");
         anyhow::ensure!(!self.invariants.is_empty(), "a scenario checks at least one invariant");

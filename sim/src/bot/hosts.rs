@@ -27,6 +27,7 @@ use crate::clock::{SimClock, sim_now};
 use crate::dialer::SimDialer;
 use crate::fakes::cryptopay::FakeCryptoPay;
 use crate::fakes::outline::FakeOutline;
+use crate::history::REPORT_TARGET;
 use crate::net::{SimListener, SimNetwork};
 use crate::scenario::{BotIntake, Mode, Routing};
 use crate::store_host::{SimStore, StoreLink};
@@ -86,11 +87,42 @@ impl Fakes {
     }
 }
 
-/// Serves `router` on `port` of the current simulated host.
+/// Serves `router` on `port` of the current simulated host; when a run's report is being made,
+/// every request and its answer go into it (`in_report`).
 pub async fn serving(port: u16, router: axum::Router) -> turmoil::Result {
     let listener = SimListener::bind(port).await?;
+    let router = router.layer(axum::middleware::from_fn(in_report));
     atlas::net::server::serve(listener, router, std::future::pending::<()>(), Duration::ZERO).await;
     Ok(())
+}
+
+/// Longest request body the report quotes.
+const QUOTED_BYTES: usize = 160;
+
+/// A request to a simulated host and its status, as an event of the report. Secrets stay out:
+/// path parts that look like a token (the bot token, the panel's secret prefix) are not shown.
+async fn in_report(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    if !tracing::enabled!(target: REPORT_TARGET, tracing::Level::DEBUG) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let path: Vec<&str> = parts
+        .uri
+        .path()
+        .split('/')
+        .map(|part| if part.contains(':') || part.len() >= 16 { "…" } else { part })
+        .collect();
+    let mut quoted = String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTED_BYTES)]).into_owned();
+    if bytes.len() > QUOTED_BYTES {
+        quoted.push('…');
+    }
+    if String::from_utf8_lossy(&bytes).contains("secret") {
+        quoted = "(its body carries a secret: not shown)".into();
+    }
+    let response = next.run(axum::extract::Request::from_parts(parts.clone(), axum::body::Body::from(bytes))).await;
+    tracing::debug!(target: REPORT_TARGET, status = response.status().as_u16(), "{} {} {quoted}", parts.method, path.join("/"));
+    response
 }
 
 /// Adds the fake Bot API (with its webhook pusher), the Outline panel and Crypto Pay as hosts.

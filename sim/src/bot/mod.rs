@@ -92,6 +92,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     let duration = Duration::from_secs_f64(scenario.duration_secs);
     let history: SharedHistory = Default::default();
     let shared = Shared::default();
+    shared.redis.borrow_mut().broken_guard = scenario.broken_guard;
     seed_store(&shared.store, bot)?;
     let redelivery = Redelivery {
         first: Duration::from_millis(200),

@@ -6,7 +6,8 @@ use atlas::ports::{Ids, SeededIds};
 
 use crate::scenario::{BotIntake, BotWorkload, Fault, Invariant, Journey, Routing, Scenario, Workload};
 
-const JOURNEYS: [Journey; 8] = [
+/// The journeys a shopper of a drawn run may make.
+pub const JOURNEYS: [Journey; 8] = [
     Journey::BuyBalance,
     Journey::BuyCrypto,
     Journey::BuyStars,
@@ -34,7 +35,7 @@ impl Draw {
 }
 
 /// The roles whose leader a swarm's `restart_leader` may kill (the poller's only when polling).
-const LED_ROLES: [&str; 6] =
+pub const LED_ROLES: [&str; 6] =
     ["payment_watcher", "reminders", "trial_notices", "expiry_cleanup", "broadcasts", "poller"];
 
 /// The scenario seed `seed` of the swarm template `template` runs: everything but its name,
@@ -83,27 +84,48 @@ pub fn draw(template: &Scenario, seed: u64) -> Scenario {
                 Fault::RestartLeader { at_secs, down_secs: d.between(0.5, 3.0), role: Some(role) }
             }
         };
-        // The instance a leader crash kills is known only when it happens: it is the run's only
-        // kill (two kills of one instance would overlap unrecorded).
-        let kills = |f: &Fault| matches!(f, Fault::Restart { .. } | Fault::Stop { .. } | Fault::RestartLeader { .. });
-        let by_role = |f: &Fault| matches!(f, Fault::RestartLeader { .. });
-        if kills(&fault) && faults.iter().any(|f| kills(f) && (by_role(f) || by_role(&fault))) {
-            continue;
+        if admits(&faults, &fault, &mut down_until) {
+            faults.push(fault);
         }
-        if let Fault::Restart { down_secs, .. } | Fault::Stop { down_secs, .. } = fault {
-            // A stop drains for up to 5 s before its instance is gone.
-            let until = at_secs + down_secs.max(5.0) + 1.0;
-            if at_secs < down_until[instance] {
-                continue;
-            }
-            down_until[instance] = until;
-        }
-        faults.push(fault);
     }
     if d.chance(30) {
         let instance = d.below(instances as u64) as usize;
         faults.push(Fault::Skew { instance, ms: d.below(7_200_000) as i64 - 3_600_000 });
     }
+    let invariants = invariants_for(&workload, &faults);
+    Scenario {
+        instances,
+        duration_secs: duration,
+        workload: Workload::Bot(workload),
+        faults,
+        invariants,
+        swarm: false,
+        ..template.clone()
+    }
+}
+
+/// Whether `fault` can join `faults` without two kills of one instance overlapping unrecorded:
+/// an instance is down (killed or stopped) at most once at a time, and a leader crash picked by
+/// role is the run's only kill (its instance is known only when it happens). `down_until` holds,
+/// per instance, when its last admitted kill is over.
+pub fn admits(faults: &[Fault], fault: &Fault, down_until: &mut [f64]) -> bool {
+    let kills = |f: &Fault| matches!(f, Fault::Restart { .. } | Fault::Stop { .. } | Fault::RestartLeader { .. });
+    let by_role = |f: &Fault| matches!(f, Fault::RestartLeader { .. });
+    if kills(fault) && faults.iter().any(|f| kills(f) && (by_role(f) || by_role(fault))) {
+        return false;
+    }
+    if let Fault::Restart { instance, at_secs, down_secs } | Fault::Stop { instance, at_secs, down_secs } = *fault {
+        // A stop drains for up to 5 s before its instance is gone.
+        if at_secs < down_until[instance] {
+            return false;
+        }
+        down_until[instance] = at_secs + down_secs.max(5.0) + 1.0;
+    }
+    true
+}
+
+/// Every whole-bot invariant that a run with these faults can be held to.
+pub fn invariants_for(workload: &BotWorkload, faults: &[Fault]) -> Vec<Invariant> {
     // Redis losing its data loses conversations and rate-limit windows with it: by design, so
     // those two are not held against such a run.
     let loses_data = faults.iter().any(|f| matches!(f, Fault::RedisRestart { lose_data: true, .. }));
@@ -112,7 +134,7 @@ pub fn draw(template: &Scenario, seed: u64) -> Scenario {
     // handled again.
     let cut_off = faults.iter().any(|f| matches!(f, Fault::Partition { .. } | Fault::Hold { .. }));
     let duplicates = workload.duplicate_percent > 0;
-    let invariants = [
+    [
         Invariant::FsmSurvivesRestart,
         Invariant::NoUpdateTwice,
         Invariant::RepliesInOrder,
@@ -127,14 +149,5 @@ pub fn draw(template: &Scenario, seed: u64) -> Scenario {
     .filter(|i| !(loses_data && matches!(i, Invariant::FsmSurvivesRestart | Invariant::RateLimitsHold)))
     .filter(|i| !(cut_off && *i == Invariant::FsmSurvivesRestart))
     .filter(|i| !(cut_off && duplicates && *i == Invariant::NoUpdateTwice))
-    .collect();
-    Scenario {
-        instances,
-        duration_secs: duration,
-        workload: Workload::Bot(workload),
-        faults,
-        invariants,
-        swarm: false,
-        ..template.clone()
-    }
+    .collect()
 }

@@ -19,6 +19,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::clock::{SIM_EPOCH_UNIX_SECS, sim_now};
+use crate::history::REPORT_TARGET;
 use data::{Keyspace, Reply};
 
 pub const REDIS_PORT: u16 = 6379;
@@ -40,6 +41,8 @@ pub struct RedisState {
     /// `GET` and `CLIENT LIST`): the faults that crash "the leader of a role" pick their instance
     /// by it.
     leases: BTreeMap<String, LeaseTaken>,
+    /// A guard switched off in every script this Redis runs (`Scenario::broken_guard`).
+    pub broken_guard: Option<crate::scenario::BrokenGuard>,
 }
 
 /// A leader lease as it was set: its key, the host whose connection set it, its token, when.
@@ -107,7 +110,10 @@ impl RedisState {
         }
         let (keys, args) = rest[1..].split_at(numkeys);
         let time = self.time(now);
-        self.engine.run(&mut self.keyspace, now, time, sha, source, keys, args)
+        match self.broken_guard {
+            Some(guard) => self.engine.run(&mut self.keyspace, now, time, sha, &guard.apply(source), keys, args),
+            None => self.engine.run(&mut self.keyspace, now, time, sha, source, keys, args),
+        }
     }
 
     /// Serves one command.
@@ -215,6 +221,9 @@ async fn connection(
                     let mut state = state.borrow_mut();
                     let reply = state.execute(&args, sim_now());
                     state.note_lease(&args, &peer, sim_now());
+                    if tracing::enabled!(target: REPORT_TARGET, tracing::Level::DEBUG) {
+                        tracing::debug!(target: REPORT_TARGET, peer = %peer, "{} -> {}", in_words(&args), reply_in_words(&reply));
+                    }
                     reply
                 }
                 None => Reply::err("ERR Protocol error: expected an array of bulk strings"),
@@ -226,6 +235,34 @@ async fn connection(
             stream.write_all(&output).await?;
             output.clear();
         }
+    }
+}
+
+/// A command as the report shows it: its name and arguments, long ones cut (a script's SHA, a
+/// conversation's JSON).
+fn in_words(args: &[Vec<u8>]) -> String {
+    let words: Vec<String> = args
+        .iter()
+        .map(|a| {
+            let text = String::from_utf8_lossy(a);
+            if text.chars().count() > 40 {
+                format!("{}…", text.chars().take(40).collect::<String>())
+            } else {
+                text.into()
+            }
+        })
+        .collect();
+    words.join(" ")
+}
+
+fn reply_in_words(reply: &Reply) -> String {
+    match reply {
+        Reply::Int(n) => n.to_string(),
+        Reply::Bulk(None) => "(nil)".into(),
+        Reply::Bulk(Some(b)) => in_words(std::slice::from_ref(b)),
+        Reply::Status(s) => s.clone(),
+        Reply::Error(e) => format!("ERROR {e}"),
+        Reply::Array(items) => format!("[{}]", items.iter().map(reply_in_words).collect::<Vec<_>>().join(", ")),
     }
 }
 

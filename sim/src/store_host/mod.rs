@@ -19,13 +19,15 @@ use anyhow::Context as _;
 use atlas::store::postgres::STORE_CALL_TIMEOUT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::history::{Event, SharedHistory};
+use crate::history::{Event, REPORT_TARGET, SharedHistory};
 use model::Model;
 
 pub const STORE_HOST: &str = "postgres";
 pub const STORE_PORT: u16 = 5432;
 
-type Call = Box<dyn FnOnce(&mut Model) -> Box<dyn Any + Send> + Send>;
+/// A call waiting for the host: the port operation's name, and the operation, which returns its
+/// reply and, when a report is being made, the reply in words.
+type Call = (&'static str, Box<dyn FnOnce(&mut Model) -> (Box<dyn Any + Send>, Option<String>) + Send>);
 
 #[derive(Default)]
 struct Mailbox {
@@ -59,8 +61,11 @@ async fn connection(link: StoreLink, mut stream: turmoil::net::TcpStream) -> std
             Err(_) => return Ok(()),
         };
         let call = lock(&link.mailbox).calls.remove(&id);
-        if let Some(call) = call {
-            let reply = call(&mut lock(&link.model));
+        if let Some((op, call)) = call {
+            let (reply, words) = call(&mut lock(&link.model));
+            if let Some(words) = words {
+                tracing::debug!(target: REPORT_TARGET, "{op} -> {words}");
+            }
             lock(&link.mailbox).replies.insert(id, reply);
         }
         stream.write_u64(id).await?;
@@ -105,7 +110,11 @@ impl SimStore {
 
     /// Runs `f` on the model at the store host: the request may be lost (not applied), or the
     /// reply may be lost (applied, but the caller cannot know: an error of unknown outcome).
-    async fn exec<T: Send + 'static>(&self, f: impl FnOnce(&mut Model) -> T + Send + 'static) -> anyhow::Result<T> {
+    async fn exec<T: Send + std::fmt::Debug + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Model) -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
         if self.direct {
             return Ok(self.link.with_model(f));
         }
@@ -113,7 +122,13 @@ impl SimStore {
             let mut mailbox = lock(&self.link.mailbox);
             mailbox.next += 1;
             let id = mailbox.next;
-            mailbox.calls.insert(id, Box::new(move |m| Box::new(f(m)) as Box<dyn Any + Send>));
+            let call = move |m: &mut Model| {
+                let reply = f(m);
+                let words =
+                    tracing::enabled!(target: REPORT_TARGET, tracing::Level::DEBUG).then(|| format!("{reply:?}"));
+                (Box::new(reply) as Box<dyn Any + Send>, words)
+            };
+            mailbox.calls.insert(id, (op, Box::new(call)));
             id
         };
         let exchange = async {

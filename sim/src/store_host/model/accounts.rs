@@ -22,7 +22,7 @@ impl Accounts for SimStore {
         now: DateTime<Utc>,
     ) -> Result<User, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("register_user", move |m: &mut Model| {
                 // A username changes hands: whoever had it before loses it.
                 if let Some(name) = &username {
                     let taken = |other: &Option<Username>| {
@@ -60,12 +60,12 @@ impl Accounts for SimStore {
     }
 
     async fn user(&self, user: UserId) -> Result<Option<User>, StoreError> {
-        Ok(self.exec(move |m: &mut Model| m.user_row(user)).await?)
+        Ok(self.exec("user", move |m: &mut Model| m.user_row(user)).await?)
     }
 
     async fn set_language(&self, user: UserId, language: Language) -> Result<bool, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| match m.users.get_mut(&user) {
+            .exec("set_language", move |m: &mut Model| match m.users.get_mut(&user) {
                 Some(row) => {
                     row.language = language;
                     true
@@ -77,7 +77,7 @@ impl Accounts for SimStore {
 
     async fn set_reachable(&self, user: UserId, reachable: bool, _now: DateTime<Utc>) -> Result<(), StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("set_reachable", move |m: &mut Model| {
                 if let Some(row) = m.users.get_mut(&user) {
                     row.blocked = !reachable;
                 }
@@ -87,7 +87,7 @@ impl Accounts for SimStore {
 
     async fn referral_stats(&self, user: UserId) -> Result<ReferralStats, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("referral_stats", move |m: &mut Model| {
                 let invited = m.users.values().filter(|u| u.referrer == Some(user)).count() as u64;
                 let earned = m.rewards.values().filter(|(referrer, _)| *referrer == user).map(|(_, a)| a).sum();
                 ReferralStats { invited, earned: money(earned) }
@@ -101,7 +101,7 @@ impl Accounts for SimStore {
         payment: ProviderPayment,
         _now: DateTime<Utc>,
     ) -> Result<TopUpOutcome, PaymentError> {
-        self.exec(move |m: &mut Model| {
+        self.exec("top_up", move |m: &mut Model| {
             // Money received is recorded even for a banned user.
             let balance = m.users.get(&user).ok_or(PaymentError::UnknownUser)?.balance;
             let amount = payment.amount.minor();
@@ -123,7 +123,7 @@ impl Accounts for SimStore {
     }
 
     async fn admin_adjust(&self, a: AdminAdjustment, _now: DateTime<Utc>) -> Result<AdjustOutcome, BalanceError> {
-        self.exec(move |m: &mut Model| {
+        self.exec("admin_adjust", move |m: &mut Model| {
             let balance = m.users.get(&a.user).ok_or(BalanceError::UnknownUser)?.balance;
             let signed = match a.direction {
                 Direction::Credit => a.amount.minor(),
@@ -157,7 +157,7 @@ impl Accounts for SimStore {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<PendingTopUp, TopUpError> {
-        self.exec(move |m: &mut Model| {
+        self.exec("create_topup", move |m: &mut Model| {
             match m.lock_user(user) {
                 Ok(_) => {}
                 Err(UserRefusal::Unknown) => return Err(TopUpError::UnknownUser),
@@ -191,7 +191,7 @@ impl Accounts for SimStore {
 
     async fn topup(&self, topup: TopUpId) -> Result<Option<TopUpInfo>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("topup", move |m: &mut Model| {
                 m.topups.get(&topup).map(|t| TopUpInfo {
                     id: topup,
                     user: t.user,
@@ -211,7 +211,7 @@ impl Accounts for SimStore {
         p: ProviderPayment,
         _now: DateTime<Utc>,
     ) -> Result<TopUpCredited, PaymentError> {
-        self.exec(move |m: &mut Model| {
+        self.exec("finalize_topup", move |m: &mut Model| {
             let t = m.topups.get(&topup).ok_or(PaymentError::UnknownTopUp)?;
             let (user, method, amount) = (t.user, t.method, t.amount);
             let balance = m.users[&user].balance;
@@ -242,7 +242,7 @@ impl Accounts for SimStore {
     }
 
     async fn close_topup(&self, topup: TopUpId, closure: Closure) -> Result<(), CloseError> {
-        self.exec(move |m: &mut Model| {
+        self.exec("close_topup", move |m: &mut Model| {
             let t = m.topups.get_mut(&topup).ok_or(CloseError::UnknownPurchase)?;
             if t.status != PurchaseStatus::Pending {
                 return Err(CloseError::NotPending(t.status));

@@ -10,7 +10,7 @@ use crate::store_host::SimStore;
 impl AdminTools for SimStore {
     async fn find_user(&self, query: UserQuery) -> Result<Option<User>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| match &query {
+            .exec("find_user", move |m: &mut Model| match &query {
                 UserQuery::Id(id) => m.user_row(*id),
                 UserQuery::Username(name) => {
                     let wanted = name.as_str().to_lowercase();
@@ -26,7 +26,7 @@ impl AdminTools for SimStore {
 
     async fn record_admin_action(&self, action: AdminAction, _now: DateTime<Utc>) -> Result<(), StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("record_admin_action", move |m: &mut Model| {
                 m.audit(action.admin, action.action, action.target, None, None);
             })
             .await?)
@@ -34,7 +34,7 @@ impl AdminTools for SimStore {
 
     async fn stats(&self, now: DateTime<Utc>) -> Result<ShopStats, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("stats", move |m: &mut Model| {
                 let running = m.subscriptions.values().filter(|s| s.expires_at > now);
                 let (mut active, mut trials) = (0, 0);
                 for s in running {
@@ -72,7 +72,7 @@ impl AdminTools for SimStore {
         _now: DateTime<Utc>,
     ) -> Result<BroadcastQueued, BroadcastError> {
         let NewBroadcast { admin, text, idempotency_key, .. } = broadcast;
-        self.exec(move |m: &mut Model| {
+        self.exec("create_broadcast", move |m: &mut Model| {
             let key = idempotency_key.map(|k| k.as_str().to_owned());
             if let Some((id, b)) = m.broadcasts.iter().find(|(_, b)| key.is_some() && b.idempotency_key == key) {
                 if b.admin != admin || b.text != text {
@@ -95,6 +95,6 @@ impl AdminTools for SimStore {
 impl Health for SimStore {
     /// Ready when the store host answers (its model has every table a migration would make).
     async fn ready(&self) -> Result<(), StoreError> {
-        Ok(self.exec(|_: &mut Model| ()).await?)
+        Ok(self.exec("ready", |_: &mut Model| ()).await?)
     }
 }

@@ -10,7 +10,7 @@ use crate::store_host::SimStore;
 impl Broadcasts for SimStore {
     async fn open_broadcast(&self) -> Result<Option<BroadcastJob>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("open_broadcast", move |m: &mut Model| {
                 let (id, b) = m.broadcasts.iter().find(|(_, b)| !b.done)?;
                 Some(BroadcastJob { id: *id, text: b.text.clone(), after_user: b.last_user_id })
             })
@@ -19,7 +19,7 @@ impl Broadcasts for SimStore {
 
     async fn recipients(&self, after_user: i64, limit: u32) -> Result<Vec<Recipient>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("recipients", move |m: &mut Model| {
                 m.users
                     .iter()
                     .filter(|(id, u)| id.get() > after_user && !u.banned && !u.blocked)
@@ -36,12 +36,12 @@ impl Broadcasts for SimStore {
         user: UserId,
         _now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        Ok(self.exec(move |m: &mut Model| m.deliveries.insert((broadcast, user))).await?)
+        Ok(self.exec("claim_delivery", move |m: &mut Model| m.deliveries.insert((broadcast, user))).await?)
     }
 
     async fn release_delivery(&self, broadcast: BroadcastId, user: UserId) -> Result<(), StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("release_delivery", move |m: &mut Model| {
                 m.deliveries.remove(&(broadcast, user));
             })
             .await?)
@@ -56,7 +56,7 @@ impl Broadcasts for SimStore {
         _now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("advance_broadcast", move |m: &mut Model| {
                 if let Some(b) = m.broadcasts.get_mut(&broadcast).filter(|b| !b.done) {
                     b.last_user_id = b.last_user_id.max(through_user);
                     b.sent_count += sent;

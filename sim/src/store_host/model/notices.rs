@@ -16,7 +16,9 @@ impl Notices for SimStore {
         threshold: NoticeThreshold,
         _now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        Ok(self.exec(move |m: &mut Model| m.notices.insert((subscription, kind.code(), threshold.code()))).await?)
+        Ok(self
+            .exec("claim_notice", move |m: &mut Model| m.notices.insert((subscription, kind.code(), threshold.code())))
+            .await?)
     }
 
     async fn release_notice(
@@ -26,7 +28,7 @@ impl Notices for SimStore {
         threshold: NoticeThreshold,
     ) -> Result<(), StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("release_notice", move |m: &mut Model| {
                 m.notices.remove(&(subscription, kind.code(), threshold.code()));
             })
             .await?)
@@ -40,7 +42,7 @@ impl Notices for SimStore {
         limit: u32,
     ) -> Result<Vec<DueNotice>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("due_notices", move |m: &mut Model| {
                 let kind = if trial { NoticeKind::TrialNotice } else { NoticeKind::ExpiryReminder };
                 let widest = before_hours.iter().copied().max().unwrap_or(0);
                 let mut due: Vec<(DateTime<Utc>, SubscriptionId, DueNotice)> = Vec::new();

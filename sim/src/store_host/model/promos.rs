@@ -9,7 +9,7 @@ use crate::store_host::SimStore;
 
 impl Promos for SimStore {
     async fn create_promo(&self, p: NewPromo, _now: DateTime<Utc>) -> Result<(), PromoCreateError> {
-        self.exec(move |m: &mut Model| {
+        self.exec("create_promo", move |m: &mut Model| {
             p.check()?;
             if m.promos.contains_key(p.code.as_str()) {
                 return Err(PromoCreateError::AlreadyExists);
@@ -37,7 +37,7 @@ impl Promos for SimStore {
         _now: DateTime<Utc>,
     ) -> Result<Applied, PromoDisableError> {
         let code = code.clone();
-        self.exec(move |m: &mut Model| {
+        self.exec("disable_promo", move |m: &mut Model| {
             let promo = m.promos.get_mut(code.as_str()).ok_or(PromoDisableError::NotFound)?;
             if !promo.active {
                 return Ok(Applied::Duplicate);
@@ -56,7 +56,7 @@ impl Promos for SimStore {
         now: DateTime<Utc>,
     ) -> Result<PromoQuote, PromoError> {
         let code = code.clone();
-        self.exec(move |m: &mut Model| {
+        self.exec("validate_promo", move |m: &mut Model| {
             m.promo_checks.push((user, code.as_str().to_owned(), crate::clock::sim_now()));
             // The read-only check orders its refusals as `validate_promo` of the PostgreSQL adapter.
             let p = m.promos.get(code.as_str()).ok_or(PromoRefusal::NotFound)?;

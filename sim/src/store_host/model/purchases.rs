@@ -20,7 +20,7 @@ fn user_refusal(refusal: UserRefusal) -> PurchaseError {
 impl Purchases for SimStore {
     async fn catalogue(&self) -> Result<Vec<TariffPeriod>, StoreError> {
         Ok(self
-            .exec(|m: &mut Model| {
+            .exec("catalogue", |m: &mut Model| {
                 let mut out = Vec::new();
                 for t in m.tariffs.iter().filter(|t| t.active) {
                     for ((tariff_id, days), price) in &m.periods {
@@ -44,7 +44,7 @@ impl Purchases for SimStore {
         r: PurchaseRequest,
         now: DateTime<Utc>,
     ) -> Result<PurchaseOutcome, PurchaseError> {
-        self.exec(move |m: &mut Model| {
+        self.exec("purchase_from_balance", move |m: &mut Model| {
             let balance = m.lock_user(r.user).map_err(user_refusal)?.balance;
             if let Some(id) = m.idempotent(r.idempotency_key.as_ref(), r.user, true)? {
                 let expires_at = m.subscription_row(r.user).expect("a paid purchase has a subscription").expires_at;
@@ -84,7 +84,7 @@ impl Purchases for SimStore {
         ttl: Duration,
         now: DateTime<Utc>,
     ) -> Result<PendingPurchase, PurchaseError> {
-        self.exec(move |m: &mut Model| {
+        self.exec("create_pending_purchase", move |m: &mut Model| {
             m.lock_user(r.user).map_err(user_refusal)?;
             if let Some(id) = m.idempotent(r.idempotency_key.as_ref(), r.user, false)? {
                 let p = &m.purchases[&id];
@@ -112,7 +112,7 @@ impl Purchases for SimStore {
         p: ProviderPayment,
         now: DateTime<Utc>,
     ) -> Result<FinalizeOutcome, PaymentError> {
-        self.exec(move |m: &mut Model| {
+        self.exec("finalize_purchase", move |m: &mut Model| {
             let Some(row) = m.purchases.get(&purchase) else {
                 return Err(PaymentError::UnknownPurchase);
             };
@@ -150,7 +150,7 @@ impl Purchases for SimStore {
     }
 
     async fn close_pending_purchase(&self, purchase: PurchaseId, closure: Closure) -> Result<(), CloseError> {
-        self.exec(move |m: &mut Model| {
+        self.exec("close_pending_purchase", move |m: &mut Model| {
             let row = m.purchases.get_mut(&purchase).ok_or(CloseError::UnknownPurchase)?;
             if row.status != PurchaseStatus::Pending {
                 return Err(CloseError::NotPending(row.status));
@@ -177,7 +177,7 @@ impl Purchases for SimStore {
 
     async fn purchase(&self, purchase: PurchaseId) -> Result<Option<PurchaseInfo>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("purchase", move |m: &mut Model| {
                 let p = m.purchases.get(&purchase)?;
                 let tariff = m.tariffs.iter().find(|t| t.id == p.tariff_id).expect("purchases name known tariffs");
                 Some(PurchaseInfo {
@@ -197,7 +197,7 @@ impl Purchases for SimStore {
 
     async fn attach_invoice(&self, payable: Payable, invoice: &Invoice) -> Result<(), InvoiceError> {
         let invoice = invoice.clone();
-        self.exec(move |m: &mut Model| {
+        self.exec("attach_invoice", move |m: &mut Model| {
             let slot = match payable {
                 Payable::Purchase(id) => m.purchases.get_mut(&id).map(|p| &mut p.invoice),
                 Payable::TopUp(id) => m.topups.get_mut(&id).map(|t| &mut t.invoice),
@@ -220,7 +220,7 @@ impl Purchases for SimStore {
         percent: Percent,
         _now: DateTime<Utc>,
     ) -> Result<ReferralOutcome, ReferralError> {
-        self.exec(move |m: &mut Model| {
+        self.exec("grant_referral_reward", move |m: &mut Model| {
             let p = m.purchases.get(&purchase).ok_or(ReferralError::UnknownPurchase)?;
             if p.status != PurchaseStatus::Paid {
                 return Err(ReferralError::PurchaseNotPaid);
@@ -250,7 +250,7 @@ impl Purchases for SimStore {
         limit: u32,
     ) -> Result<Vec<PurchaseId>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("unrewarded_purchases", move |m: &mut Model| {
                 let since = now - chrono::Duration::from_std(window).expect("a window of days");
                 m.purchases
                     .iter()
@@ -270,7 +270,7 @@ impl Purchases for SimStore {
 
     async fn open_payables(&self, after: Option<Payable>, limit: u32) -> Result<Vec<OpenPayable>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("open_payables", move |m: &mut Model| {
                 let purchases = m.purchases.iter().filter_map(|(id, p)| {
                     let method = p.method.filter(|_| p.status == PurchaseStatus::Pending)?;
                     Some(OpenPayable {

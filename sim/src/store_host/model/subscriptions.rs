@@ -27,12 +27,12 @@ fn answer<T>(result: &anyhow::Result<Result<T, KeyError>>) -> StoreAnswer {
 
 impl Subscriptions for SimStore {
     async fn subscription(&self, user: UserId) -> Result<Option<Subscription>, StoreError> {
-        Ok(self.exec(move |m: &mut Model| m.subscription_row(user)).await?)
+        Ok(self.exec("subscription", move |m: &mut Model| m.subscription_row(user)).await?)
     }
 
     async fn current_key(&self, subscription: SubscriptionId) -> Result<Option<PanelKey>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("current_key", move |m: &mut Model| {
                 m.keys.iter().find(|k| k.subscription == subscription && k.active).map(|k| k.key.clone())
             })
             .await?)
@@ -40,7 +40,7 @@ impl Subscriptions for SimStore {
 
     async fn set_auto_renew(&self, user: UserId, enabled: bool, _now: DateTime<Utc>) -> Result<bool, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("set_auto_renew", move |m: &mut Model| {
                 let Some(s) = m.sub_of_user.get(&user).and_then(|id| m.subscriptions.get_mut(id)) else {
                     return false;
                 };
@@ -56,7 +56,7 @@ impl Subscriptions for SimStore {
         horizon: Duration,
     ) -> Result<Option<RenewalOutcome>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("auto_renew_next", move |m: &mut Model| {
                 let due = now + chrono::Duration::seconds(horizon.as_secs() as i64);
                 let s = m
                     .subscriptions
@@ -99,7 +99,7 @@ impl Subscriptions for SimStore {
         now: DateTime<Utc>,
     ) -> Result<Subscription, TrialError> {
         let tariff = tariff.clone();
-        self.exec(move |m: &mut Model| {
+        self.exec("activate_trial", move |m: &mut Model| {
             let row = match m.lock_user(user) {
                 Ok(u) => u,
                 Err(UserRefusal::Banned) => return Err(TrialError::UserBanned),
@@ -121,7 +121,7 @@ impl Subscriptions for SimStore {
 
     async fn claim_activations(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<PendingActivation>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("claim_activations", move |m: &mut Model| {
                 let mut due: Vec<(Option<DateTime<Utc>>, SubscriptionId)> = m
                     .subscriptions
                     .values()
@@ -164,7 +164,7 @@ impl Subscriptions for SimStore {
         now: DateTime<Utc>,
     ) -> Result<ActivationOutcome, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("record_activation", move |m: &mut Model| {
                 let keys = m.keys.iter().filter(|k| k.subscription == subscription).count() as u32;
                 let pending = |s: &&mut super::SubRow| s.activation_status == ActivationStatus::Pending;
                 let Some(s) = m.subscriptions.get_mut(&subscription).filter(pending).filter(|_| keys == generation)
@@ -202,7 +202,7 @@ impl Subscriptions for SimStore {
         let instance = self.instance;
         self.note(Event::KeyClaim { instance, subscription, token: fencing_token });
         let result = self
-            .exec(move |m: &mut Model| {
+            .exec("claim_key_fence", move |m: &mut Model| {
                 let token = token(fencing_token)?;
                 let s = m.subscriptions.get_mut(&subscription).ok_or(KeyError::UnknownSubscription)?;
                 if token <= s.key_fence {
@@ -224,7 +224,7 @@ impl Subscriptions for SimStore {
         _now: DateTime<Utc>,
     ) -> Result<KeyInstalled, KeyError> {
         let result = self
-            .exec(move |m: &mut Model| {
+            .exec("install_reissued_key", move |m: &mut Model| {
                 let token = token(fencing_token)?;
                 let s = m.subscriptions.get_mut(&subscription).ok_or(KeyError::UnknownSubscription)?;
                 if token < s.key_fence {
@@ -253,7 +253,7 @@ impl Subscriptions for SimStore {
         limit: u32,
     ) -> Result<Vec<RetiredKey>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("retire_ended", move |m: &mut Model| {
                 let before = now - chrono::Duration::seconds(grace.as_secs() as i64);
                 let mut ended: Vec<(DateTime<Utc>, SubscriptionId, UserId)> = m
                     .subscriptions
@@ -298,7 +298,7 @@ impl Subscriptions for SimStore {
 
     async fn keys_to_revoke(&self, limit: u32) -> Result<Vec<KeyToRevoke>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("keys_to_revoke", move |m: &mut Model| {
                 let mut keys: Vec<KeyToRevoke> = m
                     .keys
                     .iter()
@@ -314,7 +314,7 @@ impl Subscriptions for SimStore {
 
     async fn revoked_at_panel(&self, key_ids: Vec<i64>, _now: DateTime<Utc>) -> Result<(), StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("revoked_at_panel", move |m: &mut Model| {
                 for k in m.keys.iter_mut().filter(|k| !k.active && key_ids.contains(&k.id)) {
                     k.panel_revoked = true;
                 }
@@ -328,7 +328,7 @@ impl Subscriptions for SimStore {
         subscriptions: Vec<SubscriptionId>,
     ) -> Result<KeyCensus, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("key_census", move |m: &mut Model| {
                 let mut recorded: std::collections::BTreeMap<String, bool> = std::collections::BTreeMap::new();
                 for k in m.keys.iter().filter(|k| panel_key_ids.contains(&k.key.panel_key_id)) {
                     *recorded.entry(k.key.panel_key_id.clone()).or_default() |= k.active;

@@ -28,7 +28,7 @@ impl Withdrawals for SimStore {
         idempotency_key: Option<IdempotencyKey>,
         now: DateTime<Utc>,
     ) -> Result<WithdrawalCreated, WithdrawalError> {
-        self.exec(move |m: &mut Model| {
+        self.exec("create_withdrawal", move |m: &mut Model| {
             let balance = match m.lock_user(user) {
                 Ok(u) => u.balance,
                 Err(UserRefusal::Banned) => return Err(WithdrawalError::UserBanned),
@@ -67,12 +67,12 @@ impl Withdrawals for SimStore {
     }
 
     async fn withdrawal(&self, id: WithdrawalId) -> Result<Option<WithdrawalRequest>, StoreError> {
-        Ok(self.exec(move |m: &mut Model| m.withdrawals.get(&id).map(|w| request(id, w))).await?)
+        Ok(self.exec("withdrawal", move |m: &mut Model| m.withdrawals.get(&id).map(|w| request(id, w))).await?)
     }
 
     async fn pending_withdrawals(&self, limit: u32) -> Result<Vec<WithdrawalRequest>, StoreError> {
         Ok(self
-            .exec(move |m: &mut Model| {
+            .exec("pending_withdrawals", move |m: &mut Model| {
                 let mut pending: Vec<WithdrawalRequest> = m
                     .withdrawals
                     .iter()
@@ -91,7 +91,7 @@ impl Withdrawals for SimStore {
         d: WithdrawalDecision,
         _now: DateTime<Utc>,
     ) -> Result<WithdrawalDecided, WithdrawalError> {
-        self.exec(move |m: &mut Model| {
+        self.exec("decide_withdrawal", move |m: &mut Model| {
             let key = d.idempotency_key.as_ref().map(|k| k.as_str().to_owned());
             let row = m.withdrawals.get_mut(&d.withdrawal).ok_or(WithdrawalError::UnknownWithdrawal)?;
             if row.status != WithdrawalStatus::Pending {
