@@ -72,6 +72,8 @@ pub(crate) enum Action {
         instance: usize,
         length: Duration,
     },
+    /// A paused instance resumes: what it sent to Redis while frozen goes out now.
+    Thaw(usize),
     PauseLeader {
         length: Duration,
     },
@@ -178,7 +180,12 @@ pub(crate) fn apply(
         Action::Pause { instance, length } => {
             note(FaultEvent::Frozen { instance, for_ms: length.as_millis() as u64 });
             pauses.lock().unwrap_or_else(|p| p.into_inner()).push((instance, sim.elapsed() + length));
+            // A frozen process sends nothing: its handlers wait out the pause where they are, and
+            // what its other tasks (a lease's keep-alive) would send reaches Redis only after it.
+            sim.hold(instance_name(instance), REDIS_HOST);
+            return Some((length, Action::Thaw(instance)));
         }
+        Action::Thaw(i) => sim.release(instance_name(i), REDIS_HOST),
         Action::PauseLeader { length } => match current_leader(history) {
             Some(instance) => return Some((Duration::ZERO, Action::Pause { instance, length })),
             None => note(FaultEvent::NoLeaderToFreeze),

@@ -217,9 +217,17 @@ fn cases(broken: Option<BrokenGuard>) -> impl Strategy<Value = Case> {
 /// Runs one case and judges it as `atlas-sim run` does: every invariant held, and (on the Redis
 /// design) enough of the workload got through.
 pub fn judge(case: &Case, mode: Mode) -> Verdict {
-    match run(&case.scenario, case.seed, mode) {
-        Err(e) => Verdict { broken: vec!["simulation".into()], why: format!("{e:#}") },
-        Ok(result) => {
+    // A panic anywhere in the run (a host's, a checker's) is a finding to shrink, not the end
+    // of the session.
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&case.scenario, case.seed, mode)));
+    match ran {
+        Err(panic) => {
+            let words =
+                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            Verdict { broken: vec!["panic".into()], why: format!("panic: {}", words.unwrap_or_default()) }
+        }
+        Ok(Err(e)) => Verdict { broken: vec!["simulation".into()], why: format!("{e:#}") },
+        Ok(Ok(result)) => {
             let mut broken: Vec<String> = result.violations.iter().map(|(i, _)| i.name().to_owned()).collect();
             let mut why: Vec<String> = result.violations.iter().map(|(i, w)| format!("{}: {w}", i.name())).collect();
             if mode == Mode::Redis && !result.progress.enough() {
@@ -277,7 +285,7 @@ pub fn session(
     let strategy = cases(broken);
     let mut tried = 0;
     while tried < limits.max_cases && !(limits.search_over)() {
-        let mut trees: Vec<_> = (0..batch.max(1))
+        let mut trees: Vec<_> = (0..(batch.max(1) as u64).min(limits.max_cases - tried))
             .map(|_| strategy.new_tree(&mut runner).expect("the case strategy never rejects"))
             .collect();
         let batch_cases: Vec<Case> = trees.iter().map(|t| t.current()).collect();
@@ -303,13 +311,21 @@ fn shrink(
 ) -> Found {
     let first = tree.current();
     let (mut least, mut verdict) = (first.clone(), first_verdict.clone());
+    // What a smaller case must still break: an invariant the first one broke (not merely too
+    // little progress, should it have broken an invariant too).
+    let invariants: Vec<&String> =
+        first_verdict.broken.iter().filter(|b| !["progress", "simulation", "panic"].contains(&b.as_str())).collect();
+    let same = |v: &Verdict| match invariants.is_empty() {
+        true => v.broken.iter().any(|b| first_verdict.broken.contains(b)),
+        false => v.broken.iter().any(|b| invariants.contains(&b)),
+    };
     let (mut runs, mut failures) = (0, 0);
     let mut moved = tree.simplify();
     while moved && runs < limits.max_shrink_runs && !(limits.shrink_over)() {
         let candidate = tree.current();
         let v = judge_all(std::slice::from_ref(&candidate)).remove(0);
         runs += 1;
-        if v.broken.iter().any(|b| first_verdict.broken.contains(b)) {
+        if same(&v) {
             failures += 1;
             (least, verdict) = (candidate, v);
             moved = tree.simplify();

@@ -3,7 +3,7 @@
 //!   atlas-sim audit [--seeds N] [--dir DIR] [--jobs J]
 //!   atlas-sim run <scenario|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism] [--report FILE]
 //!   atlas-sim replay <scenario> --seed S [--coordination redis|legacy] [--report FILE]
-//!   atlas-sim fuzz [--budget SECONDS] [--seed S] [--out DIR] [--jobs J] [--coordination redis|legacy] [--break GUARD]
+//!   atlas-sim fuzz [--budget SECONDS] [--max-cases N] [--seed S] [--out DIR] [--jobs J] [--coordination redis|legacy] [--break GUARD]
 //!
 //! Wall-clock time is read here only, to report how much faster than real time the runs went;
 //! nothing inside a run sees it.
@@ -30,9 +30,9 @@ const USAGE: &str = "usage:
       one run, with its trace (and with --report, drawn as a self-contained HTML page: a lane per
       host, the faults over them, the violations linked to the events they name); ATLAS_SIM_LOG=<filter> (say info, or atlas=debug) adds the
       bot's own log lines on stderr, stamped with simulated time and the host
-  atlas-sim fuzz [--budget SECONDS] [--seed S] [--out DIR] [--jobs J] [--coordination redis|legacy] [--break GUARD]
+  atlas-sim fuzz [--budget SECONDS] [--max-cases N] [--seed S] [--out DIR] [--jobs J] [--coordination redis|legacy] [--break GUARD]
       whole-bot scenarios generated from the seed (topology, intake, users, faults) for SECONDS
-      (60 by default), J at a time (the machine's cores by default); the first that breaks an
+      (60 by default) or N cases, whichever ends first, J at a time (the machine's cores by default); the first that breaks an
       invariant is shrunk to a small scenario that still breaks it, written to DIR (target/fuzz
       by default) with the command that replays it; exit 1 when one was found. --break dedupe|
       lease|fencing switches that guard off in the sim Redis (a mutation check of the fuzzer)
@@ -54,6 +54,7 @@ struct Options {
     out: Option<PathBuf>,
     broken: Option<BrokenGuard>,
     report: Option<PathBuf>,
+    max_cases: Option<u64>,
 }
 
 fn options(args: &[String]) -> anyhow::Result<Options> {
@@ -70,6 +71,7 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
         out: None,
         broken: None,
         report: None,
+        max_cases: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -90,6 +92,7 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
             "--budget" => o.budget = Some(value("--budget")?.parse().context("--budget takes a number of seconds")?),
             "--out" => o.out = Some(value("--out")?.into()),
             "--report" => o.report = Some(value("--report")?.into()),
+            "--max-cases" => o.max_cases = Some(value("--max-cases")?.parse().context("--max-cases takes a number")?),
             "--break" => {
                 let name = value("--break")?;
                 o.broken = Some(
@@ -147,15 +150,19 @@ fn hash_in_other_process(path: &Path, seed: u64, mode: Mode) -> anyhow::Result<u
     u64::from_str_radix(text.trim(), 16).with_context(|| format!("no hash from the second process: {text}"))
 }
 
-fn write_report(
-    file: &Path,
-    scenario: &Scenario,
-    result: &atlas_sim::runner::RunResult,
-    lines: &[atlas_sim::report::Line],
-) -> anyhow::Result<()> {
-    std::fs::write(file, atlas_sim::report::page(scenario, result, lines))
+/// Runs `seed` again with its events captured and draws it to `file`; the run must be the one
+/// that was judged (`judged` is its history hash), or the page would show another.
+fn report(file: &Path, scenario: &Scenario, seed: u64, mode: Mode, judged: u64) -> anyhow::Result<()> {
+    let (result, lines) = atlas_sim::report::capture(|| run(scenario, seed, mode));
+    let result = result?;
+    anyhow::ensure!(
+        result.hash == judged,
+        "seed {seed} ran differently with its events captured (history {:016x}, judged {judged:016x}): no report",
+        result.hash
+    );
+    std::fs::write(file, atlas_sim::report::page(scenario, &result, &lines))
         .with_context(|| format!("cannot write {}", file.display()))?;
-    eprintln!("report of seed {} written to {}", result.seed, file.display());
+    eprintln!("report of seed {seed} written to {}", file.display());
     Ok(())
 }
 
@@ -175,8 +182,13 @@ fn cmd_run(o: Options) -> anyhow::Result<bool> {
         let mut nondeterministic = Vec::new();
         let mut least_progress = 100;
         let mut stalled = Vec::new();
+        // The run a report draws: the first failing seed's, or the first seed's.
+        let mut drawn: Option<(u64, u64)> = None;
         for result in run_seeds(&scenario, &path, &seeds, &o)? {
             let seed = result.seed;
+            if drawn.is_none() || (!result.violations.is_empty() && failures.is_empty()) {
+                drawn = Some((seed, result.hash));
+            }
             simulated += result.simulated.as_secs_f64();
             least_progress = least_progress.min(result.progress.percent());
             if o.mode == Mode::Redis && !result.progress.enough() {
@@ -221,12 +233,9 @@ fn cmd_run(o: Options) -> anyhow::Result<bool> {
         for line in &nondeterministic {
             eprintln!("NONDETERMINISTIC {}: {line}", scenario.name);
         }
-        if let Some(file) = &o.report {
-            // The first failing seed's run, or the first seed's: run again (runs repeat) with
-            // its events captured.
-            let seed = failures.first().map_or(seeds[0], |(r, _)| r.seed);
-            let (result, lines) = atlas_sim::report::capture(|| run(&scenario, seed, o.mode));
-            write_report(file, &scenario, &result?, &lines)?;
+        if let Some((seed, hash)) = o.report.as_ref().and(drawn) {
+            // The first failing seed's run, or the first seed's, run again (runs repeat).
+            report(o.report.as_deref().expect("asked for"), &scenario, seed, o.mode, hash)?;
         }
     }
     let wall = started.elapsed().as_secs_f64();
@@ -246,15 +255,10 @@ fn cmd_replay(o: Options) -> anyhow::Result<bool> {
     if let Ok(filter) = std::env::var("ATLAS_SIM_LOG") {
         atlas_sim::logs::to_stderr(&filter)?;
     }
-    let result = match &o.report {
-        Some(file) => {
-            let (result, lines) = atlas_sim::report::capture(|| run(&scenario, seed, o.mode));
-            let result = result?;
-            write_report(file, &scenario, &result, &lines)?;
-            result
-        }
-        None => run(&scenario, seed, o.mode)?,
-    };
+    let result = run(&scenario, seed, o.mode)?;
+    if let Some(file) = &o.report {
+        report(file, &scenario, seed, o.mode, result.hash)?;
+    }
     if o.hash_only {
         println!("{:016x}", result.hash);
         return Ok(true);
@@ -535,7 +539,9 @@ fn cmd_bench(o: Options) -> anyhow::Result<bool> {
 
 fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
     use atlas_sim::fuzz::{Limits, judge, scenario_file, session};
-    let budget = Duration::from_secs_f64(o.budget.unwrap_or(60.0));
+    let budget = o.budget.unwrap_or(60.0);
+    anyhow::ensure!(budget.is_finite() && budget > 0.0, "--budget is a number of seconds above 0");
+    let budget = Duration::from_secs_f64(budget);
     let seed = o.seed.unwrap_or(0);
     let jobs = o.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mode = o.mode;
@@ -559,7 +565,7 @@ fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
     eprintln!();
     let Some(found) = session.found else {
         println!(
-            "fuzz --seed {seed}: {} cases on the {} design in {:.1} s, every invariant held",
+            "fuzz --seed {seed}: {} cases on the {} design in {:.1} s, every invariant held (each case is a whole-bot run)",
             session.cases,
             mode.name(),
             started.elapsed().as_secs_f64()

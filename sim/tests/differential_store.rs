@@ -22,6 +22,12 @@ const NAMES: [&str; 3] = ["alice", "Bob_2", "carol"];
 const STEPS: usize = 120;
 const SEEDS: u64 = 16;
 
+/// How many sequences a test compares: `ATLAS_FIDELITY_SEQUENCES` for the long runs
+/// (BENCHMARKS.md), a bounded sample otherwise.
+fn sequences(default: u64) -> u64 {
+    std::env::var("ATLAS_FIDELITY_SEQUENCES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
+}
+
 /// An operation, referring to earlier results by their index (the k-th purchase, ...). Keys are
 /// drawn from a small set so replays happen.
 #[derive(Clone, Debug)]
@@ -699,7 +705,9 @@ async fn real_audit(db: &TestDb) -> Vec<(UserId, String, Option<UserId>)> {
 
 #[tokio::test]
 async fn the_model_answers_like_postgresql() {
-    for seed in 0..SEEDS {
+    let started = std::time::Instant::now();
+    let count = sequences(SEEDS);
+    for seed in 0..count {
         let ops = ops(seed);
         let db = TestDb::new().await;
         let real = run(&db.store, &ops).await;
@@ -714,6 +722,7 @@ async fn the_model_answers_like_postgresql() {
             link.with_model(|m| m.audit_log()).into_iter().map(|(a, action, t)| (a, action.to_owned(), t)).collect();
         assert_eq!(real_audit(&db).await, modelled_audit, "seed {seed}: the admin audit logs differ");
     }
+    eprintln!("{count} sequences, 0 divergences, in {:.1} s", started.elapsed().as_secs_f64());
 }
 
 /// The generator reaches every operation within the seeds the test runs (a new operation that

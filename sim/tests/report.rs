@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use atlas_sim::bot::hosts;
 use atlas_sim::report::{capture, page};
 use atlas_sim::runner::run;
 use atlas_sim::scenario::{BrokenGuard, Fault, Mode, Scenario};
@@ -45,16 +46,29 @@ fn rendered(browser: &PathBuf, html: &str, name: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The page of seed 0, made as `--report` makes it; the capture must not change the run.
+fn report_of(scenario: &Scenario) -> (atlas_sim::runner::RunResult, String) {
+    let judged = run(scenario, 0, Mode::Redis).unwrap();
+    let (result, lines) = capture(|| run(scenario, 0, Mode::Redis));
+    let result = result.unwrap();
+    assert_eq!(result.hash, judged.hash, "the run with its events captured is the run judged");
+    let html = page(scenario, &result, &lines);
+    for secret in [hosts::TOKEN, hosts::CRYPTO_TOKEN, hosts::WEBHOOK_SECRET, "secretpath"] {
+        assert!(!html.contains(secret), "the page shows a secret: {secret}");
+    }
+    (result, html)
+}
+
 #[test]
 fn the_report_draws_the_lanes_the_faults_and_the_violation() {
-    let Some(browser) = chromium() else { return };
     let mut scenario = scenario();
     // Redelivered updates handled again: `no_update_twice` breaks on this seed.
     scenario.broken_guard = Some(BrokenGuard::Dedupe);
-    let (result, lines) = capture(|| run(&scenario, 0, Mode::Redis));
-    let result = result.unwrap();
+    let (result, html) = report_of(&scenario);
     assert!(result.violations.iter().any(|(i, _)| i.name() == "no_update_twice"), "{:?}", result.violations);
-    let dom = rendered(&browser, &page(&scenario, &result, &lines), "broken");
+    assert!(html.contains("update handled") && html.contains("EVALSHA"), "the instances' and Redis's events");
+    let Some(browser) = chromium() else { return };
+    let dom = rendered(&browser, &html, "broken");
 
     assert!(dom.contains("data-drawn=\"yes\""), "the page's script ran to the end");
     for lane in ["faults", "users", "balancer", "atlas-0", "atlas-1", "redis", "postgres", "telegram", "outline"] {
@@ -85,12 +99,11 @@ fn lane_count(dom: &str, lane: &str) -> usize {
 
 #[test]
 fn a_run_that_held_shows_no_violation() {
-    let Some(browser) = chromium() else { return };
     let scenario = scenario();
-    let (result, lines) = capture(|| run(&scenario, 0, Mode::Redis));
-    let result = result.unwrap();
+    let (result, html) = report_of(&scenario);
     assert!(result.violations.is_empty(), "{:?}", result.violations);
-    let dom = rendered(&browser, &page(&scenario, &result, &lines), "held");
+    let Some(browser) = chromium() else { return };
+    let dom = rendered(&browser, &html, "held");
     assert!(dom.contains("data-drawn=\"yes\""));
     assert!(dom.contains("Every invariant held."));
     assert!(!dom.contains("class=\"violation\""));

@@ -200,7 +200,7 @@ async fn a_handler_running_past_its_lease_keeps_it() {
         let a = a.clone();
         tokio::spawn(async move {
             handle_update(&a, user, 1, Admission::Exempt, |ctx| async move {
-                tokio::time::sleep(lease * 3).await;
+                tokio::time::sleep(lease * 2).await;
                 append(&ctx)
             })
             .await
@@ -220,6 +220,37 @@ async fn a_handler_running_past_its_lease_keeps_it() {
     let record = atlas::ports::Coordination::begin_update(a.shared(), user, 2, Admission::Exempt).await.unwrap();
     let atlas::ports::coordination::BeginOutcome::Proceed(ticket) = record else { panic!("{record:?}") };
     assert_eq!(ticket.fsm.data.as_deref(), Some(&b"1"[..]));
+}
+
+/// A handler stuck for longer than `HOLD_MAX_LEASES` leases does not block its chat for ever: its
+/// lease is left to expire, the chat goes on, and the stuck handler's commit is refused.
+#[tokio::test]
+async fn a_stuck_handler_lets_its_chat_go_after_the_longest_hold() {
+    let keys = fresh_keys();
+    let lease = Duration::from_millis(200);
+    let on = |seed| {
+        Arc::new(Guarded::new(
+            instance(&keys, clock(), seed).with_lease_ttl(lease),
+            LegacyCoordination::new(clock(), ids(seed)),
+        ))
+    };
+    let (a, b) = (on(23), on(24));
+    let user = uid(13);
+    let longest = lease * atlas::runtime::intake::HOLD_MAX_LEASES;
+    let stuck = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            handle_update(&a, user, 1, Admission::Exempt, |_| async move {
+                tokio::time::sleep(longest * 2).await;
+                FsmWrite::Keep
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(longest + lease).await;
+    let next = handle_update(&b, user, 2, Admission::Exempt, |_| async { FsmWrite::Keep }).await;
+    assert_eq!(next, Handled::Committed, "the chat went on");
+    assert_eq!(stuck.await.unwrap(), Handled::LeaseLost);
 }
 
 /// A clock that counts how often it is read: a loop that wakes reads it.

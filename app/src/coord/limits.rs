@@ -74,9 +74,10 @@ impl Default for Flood {
     }
 }
 
-/// How long one update's handler may hold its chat's lease. Handlers make a few store and
-/// Telegram calls, each bounded by its own timeout (10 s at most); 30 s covers a slow one while
-/// a crashed instance blocks its chats for no longer than that.
+/// How long one update's handler holds its chat's lease unless it extends it. Handlers make a few
+/// store and Telegram calls, each bounded by its own timeout (10 s at most); 30 s covers a slow
+/// one while a crashed instance blocks its chats for no longer than that. A live handler extends
+/// its lease while it runs, up to `runtime::intake::HOLD_MAX_LEASES` leases.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// How long an update id is remembered as done. Telegram keeps undelivered updates for 24 hours.

@@ -73,6 +73,16 @@ pub struct Guarded<C: Coordination> {
     local: LegacyCoordination,
 }
 
+/// What became of a try to extend a running handler's chat lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extended {
+    Yes,
+    /// The lease is gone or someone else's.
+    Lost,
+    /// Redis did not answer.
+    Unknown,
+}
+
 impl<C: Coordination> Guarded<C> {
     pub fn new(shared: C, local: LegacyCoordination) -> Guarded<C> {
         Guarded { shared, local }
@@ -121,14 +131,20 @@ impl<C: Coordination> Guarded<C> {
         }
     }
 
-    /// Keeps a running handler's chat lease: `false` only when the lease is known to be gone (a
-    /// Redis that does not answer is not an answer; the commit will tell).
-    pub async fn extend_update(&self, user: UserId, ticket: &UpdateTicket) -> bool {
+    /// Keeps a running handler's chat lease (a Redis that does not answer is not an answer: the
+    /// commit will tell whether the lease held).
+    pub async fn extend_update(&self, user: UserId, ticket: &UpdateTicket) -> Extended {
         match self.shared.extend_update(user, ticket).await {
-            Ok(held) => held,
+            Ok(true) => Extended::Yes,
+            Ok(false) => Extended::Lost,
             Err(e) => {
-                tracing::debug!(error = %e, user_id = user.get(), update_id = ticket.update_id, "chat lease not extended");
-                true
+                let (user_id, update_id) = (user.get(), ticket.update_id);
+                if matches!(e, CoordinationError::Unavailable) {
+                    tracing::debug!(error = %e, user_id, update_id, "chat lease not extended");
+                } else {
+                    tracing::warn!(error = %e, user_id, update_id, "chat lease not extended");
+                }
+                Extended::Unknown
             }
         }
     }

@@ -7,16 +7,22 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::coord::limits::LEASE_TTL;
-use crate::coord::policy::{CommitVerdict, Guarded, Intake};
+use crate::coord::policy::{CommitVerdict, Extended, Guarded, Intake};
 use crate::domain::UserId;
 use crate::ports::Coordination;
 use crate::ports::coordination::{Admission, BeginOutcome, FsmRecord, FsmWrite, UpdateTicket};
 
-/// How long, in total, an update waits for its chat's lease before it is given up. A handler may
-/// hold the lease for all of `LEASE_TTL` (a few slow store and Telegram calls); waiting that long
-/// means an update is dropped only when its chat stayed busy for longer than any live handler can
-/// hold it (an instance died holding the lease and the chat stayed busy after it expired).
+/// How long, in total, an update waits for its chat's lease before it is handed back for
+/// redelivery (`Handled::GaveUp`). A handler holds the lease for a few store and Telegram calls,
+/// well within `LEASE_TTL`; waiting longer than a lease covers an instance that died holding it.
+/// A live handler that runs longer keeps its lease (`keep_lease`, up to `HOLD_MAX_LEASES`): an
+/// update waiting behind it is handed back and comes again.
 pub const BUSY_WAIT_TOTAL: Duration = Duration::from_secs(35);
+
+/// How many lease lengths a live handler may keep its chat at most: past that its lease is left
+/// to expire (a handler stuck on something without a timeout must not block its chat forever),
+/// and its commit is refused if someone took the chat meanwhile.
+pub const HOLD_MAX_LEASES: u32 = 3;
 
 /// The longest single wait before asking again: the lease may be released long before it would
 /// expire, and the update should then go ahead at once.
@@ -162,19 +168,32 @@ where
     }
 }
 
-/// Extends the chat lease of `ticket` every third of a lease, for as long as it is polled (beside
-/// the handler, in the same task). Once the lease is known to be gone it stops asking.
+/// Extends the chat lease of `ticket` every third of a lease (sooner after a call Redis did not
+/// answer), for as long as it is polled beside the handler in the same task, up to
+/// `HOLD_MAX_LEASES` lease lengths. Once the lease is known to be gone it stops asking.
 async fn keep_lease<C: Coordination>(
     coordination: &Guarded<C>,
     user: UserId,
     ticket: &UpdateTicket,
 ) -> std::convert::Infallible {
+    let every = (ticket.lease_ttl / 3).max(Duration::from_millis(10));
+    let last_extend = tokio::time::Instant::now() + ticket.lease_ttl * (HOLD_MAX_LEASES - 1);
+    let mut pause = every;
     loop {
-        tokio::time::sleep(ticket.lease_ttl / 3).await;
-        if !coordination.extend_update(user, ticket).await {
-            tracing::warn!(user_id = user.get(), update_id = ticket.update_id, "chat lease lost while handling");
+        tokio::time::sleep(pause).await;
+        if tokio::time::Instant::now() > last_extend {
+            let update_id = ticket.update_id;
+            tracing::warn!(user_id = user.get(), update_id, "handler held its chat too long; lease left to expire");
             return std::future::pending().await;
         }
+        pause = match coordination.extend_update(user, ticket).await {
+            Extended::Yes => every,
+            Extended::Unknown => every / 3,
+            Extended::Lost => {
+                tracing::warn!(user_id = user.get(), update_id = ticket.update_id, "chat lease lost while handling");
+                return std::future::pending().await;
+            }
+        };
     }
 }
 

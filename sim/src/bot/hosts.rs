@@ -100,19 +100,18 @@ pub async fn serving(port: u16, router: axum::Router) -> turmoil::Result {
 const QUOTED_BYTES: usize = 160;
 
 /// A request to a simulated host and its status, as an event of the report. Secrets stay out:
-/// path parts that look like a token (the bot token, the panel's secret prefix) are not shown.
+/// the paths' secret parts (the bot token, the panel's prefix) and bodies carrying a secret are not shown.
 async fn in_report(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     if !tracing::enabled!(target: REPORT_TARGET, tracing::Level::DEBUG) {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-    let path: Vec<&str> = parts
-        .uri
-        .path()
-        .split('/')
-        .map(|part| if part.contains(':') || part.len() >= 16 { "…" } else { part })
-        .collect();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        // As a route reading the body would answer.
+        tracing::debug!(target: REPORT_TARGET, status = 400, "{} (its body could not be read)", parts.method);
+        return axum::response::IntoResponse::into_response(axum::http::StatusCode::BAD_REQUEST);
+    };
+    let path = shown_path(parts.uri.path());
     let mut quoted = String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTED_BYTES)]).into_owned();
     if bytes.len() > QUOTED_BYTES {
         quoted.push('…');
@@ -121,8 +120,20 @@ async fn in_report(request: axum::extract::Request, next: axum::middleware::Next
         quoted = "(its body carries a secret: not shown)".into();
     }
     let response = next.run(axum::extract::Request::from_parts(parts.clone(), axum::body::Body::from(bytes))).await;
-    tracing::debug!(target: REPORT_TARGET, status = response.status().as_u16(), "{} {} {quoted}", parts.method, path.join("/"));
+    tracing::debug!(target: REPORT_TARGET, status = response.status().as_u16(), "{} {path} {quoted}", parts.method);
     response
+}
+
+/// A request's path as the report shows it: the first part is a secret on the Bot API (the bot
+/// token) and on the Outline panel (its secret prefix), so only the routes' own first parts show.
+fn shown_path(path: &str) -> String {
+    let mut parts: Vec<&str> = path.split('/').collect();
+    if let Some(first) = parts.get_mut(1)
+        && !["api", "telegram"].contains(first)
+    {
+        *first = "…";
+    }
+    parts.join("/")
 }
 
 /// Adds the fake Bot API (with its webhook pusher), the Outline panel and Crypto Pay as hosts.

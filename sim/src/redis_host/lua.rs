@@ -83,6 +83,21 @@ fn command_args(args: MultiValue) -> Result<Vec<Vec<u8>>, String> {
         .collect()
 }
 
+/// A command a script ran with `redis.call` failed: the script ends with the command's error.
+#[derive(Debug)]
+struct CallFailed {
+    message: String,
+    line: usize,
+}
+
+impl std::fmt::Display for CallFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CallFailed {}
+
 /// What a script call works on; lent to the Lua state for the call's duration.
 struct CallCtx {
     keyspace: Keyspace,
@@ -128,7 +143,11 @@ impl ScriptEngine {
         redis.set(
             "call",
             lua.create_function(|lua, args: MultiValue| match dispatch(lua, args) {
-                Reply::Error(e) => Err(mlua::Error::RuntimeError(e)),
+                Reply::Error(message) => {
+                    // Level 1: the script's line that called.
+                    let line = lua.inspect_stack(1, |d| d.current_line()).flatten().unwrap_or(0);
+                    Err(mlua::Error::external(CallFailed { message, line }))
+                }
                 reply => to_lua(lua, reply),
             })?,
         )?;
@@ -169,7 +188,13 @@ impl ScriptEngine {
         }
         match result {
             Ok(value) => from_lua(value),
-            Err(e) => Reply::Error(format!("ERR Error running script: {}", first_line(&e))),
+            // As Redis 7: the command's own error, with where the script called it.
+            Err(e) => match e.chain().find_map(|e| e.downcast_ref::<CallFailed>()) {
+                Some(CallFailed { message, line }) => {
+                    Reply::Error(format!("{message} script: {sha}, on @user_script:{line}."))
+                }
+                None => Reply::Error(format!("ERR Error running script: {}", first_line(&e))),
+            },
         }
     }
 
