@@ -703,25 +703,33 @@ async fn real_audit(db: &TestDb) -> Vec<(UserId, String, Option<UserId>)> {
     rows.into_iter().map(|(a, action, t)| (uid(a), action, t.map(uid))).collect()
 }
 
-#[tokio::test]
+/// One sequence on a fresh database and on a fresh model: the same answers, the same audit log.
+async fn compare(seed: u64, template: &atlas_tests::Template) {
+    let ops = ops(seed);
+    let db = TestDb::copy_of(template).await;
+    let real = run(&db.store, &ops).await;
+    let link = atlas_sim::store_host::StoreLink::default();
+    let model = SimStore::direct_on(link.clone());
+    let modelled = run(&model, &ops).await;
+    assert_eq!(real.len(), modelled.len(), "seed {seed}: the runs answered a different number of steps");
+    for (i, (r, m)) in real.iter().zip(&modelled).enumerate() {
+        assert_eq!(r, m, "seed {seed}, step {i}: {:?}", ops.get(i));
+    }
+    let modelled_audit: Vec<(UserId, String, Option<UserId>)> =
+        link.with_model(|m| m.audit_log()).into_iter().map(|(a, action, t)| (a, action.to_owned(), t)).collect();
+    assert_eq!(real_audit(&db).await, modelled_audit, "seed {seed}: the admin audit logs differ");
+}
+
+/// Sequences compared at once, each on its own database.
+const AT_ONCE: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_answers_like_postgresql() {
+    use futures::StreamExt as _;
     let started = std::time::Instant::now();
     let count = sequences(SEEDS);
-    for seed in 0..count {
-        let ops = ops(seed);
-        let db = TestDb::new().await;
-        let real = run(&db.store, &ops).await;
-        let link = atlas_sim::store_host::StoreLink::default();
-        let model = SimStore::direct_on(link.clone());
-        let modelled = run(&model, &ops).await;
-        assert_eq!(real.len(), modelled.len(), "seed {seed}: the runs answered a different number of steps");
-        for (i, (r, m)) in real.iter().zip(&modelled).enumerate() {
-            assert_eq!(r, m, "seed {seed}, step {i}: {:?}", ops.get(i));
-        }
-        let modelled_audit: Vec<(UserId, String, Option<UserId>)> =
-            link.with_model(|m| m.audit_log()).into_iter().map(|(a, action, t)| (a, action.to_owned(), t)).collect();
-        assert_eq!(real_audit(&db).await, modelled_audit, "seed {seed}: the admin audit logs differ");
-    }
+    let template = atlas_tests::Template::new().await;
+    futures::stream::iter(0..count).for_each_concurrent(AT_ONCE, |seed| compare(seed, &template)).await;
     eprintln!("{count} sequences, 0 divergences, in {:.1} s", started.elapsed().as_secs_f64());
 }
 

@@ -52,16 +52,19 @@ pub struct Keyspace {
     entries: BTreeMap<Vec<u8>, Entry>,
 }
 
+const NOT_FLOAT: &str = "ERR value is not a valid float";
+
 fn int_arg(arg: &[u8]) -> Result<i64, Reply> {
     std::str::from_utf8(arg).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Reply::err(NOT_INTEGER))
 }
 
-fn score_arg(arg: &[u8]) -> Result<f64, Reply> {
-    let text = std::str::from_utf8(arg).map_err(|_| Reply::err("ERR value is not a valid float"))?;
+/// A score (ZADD's) or a bound (ZREMRANGEBYSCORE's); `refusal` is what Redis says of a bad one.
+fn score_arg(arg: &[u8], refusal: &str) -> Result<f64, Reply> {
+    let text = std::str::from_utf8(arg).map_err(|_| Reply::err(refusal))?;
     match text.to_ascii_lowercase().as_str() {
         "-inf" => Ok(f64::NEG_INFINITY),
         "+inf" | "inf" => Ok(f64::INFINITY),
-        t => t.parse().map_err(|_| Reply::err("ERR min or max is not a float")),
+        t => t.parse().map_err(|_| Reply::err(refusal)),
     }
 }
 
@@ -189,18 +192,15 @@ impl Keyspace {
     fn set(&mut self, a: &[Vec<u8>], now: Duration) -> Result<Reply, Reply> {
         let (mut expires_at, mut nx, mut xx) = (None, false, false);
         let mut options = a[2..].iter();
+        // As Redis: a lifetime must be a positive integer.
+        let lifetime = |value: Option<&Vec<u8>>| -> Result<u64, Reply> {
+            let n = int_arg(value.ok_or(Reply::err(SYNTAX))?)?;
+            if n <= 0 { Err(Reply::err("ERR invalid expire time in 'set' command")) } else { Ok(n as u64) }
+        };
         while let Some(option) = options.next() {
             match option.to_ascii_uppercase().as_slice() {
-                b"PX" => {
-                    expires_at = Some(
-                        now + Duration::from_millis(int_arg(options.next().ok_or(Reply::err(SYNTAX))?)?.max(1) as u64),
-                    )
-                }
-                b"EX" => {
-                    expires_at = Some(
-                        now + Duration::from_secs(int_arg(options.next().ok_or(Reply::err(SYNTAX))?)?.max(1) as u64),
-                    )
-                }
+                b"PX" => expires_at = Some(now + Duration::from_millis(lifetime(options.next())?)),
+                b"EX" => expires_at = Some(now + Duration::from_secs(lifetime(options.next())?)),
                 b"NX" => nx = true,
                 b"XX" => xx = true,
                 _ => return Err(Reply::err(SYNTAX)),
@@ -281,7 +281,7 @@ impl Keyspace {
 
     fn zadd(&mut self, a: &[Vec<u8>], now: Duration) -> Result<Reply, Reply> {
         let pairs: Vec<(f64, Vec<u8>)> =
-            a[1..].chunks(2).map(|p| Ok((score_arg(&p[0])?, p[1].clone()))).collect::<Result<_, Reply>>()?;
+            a[1..].chunks(2).map(|p| Ok((score_arg(&p[0], NOT_FLOAT)?, p[1].clone()))).collect::<Result<_, Reply>>()?;
         if self.live(&a[0], now).is_none() {
             self.entries.insert(a[0].clone(), Entry { value: Value::ZSet(BTreeMap::new()), expires_at: None });
         }
@@ -326,7 +326,8 @@ impl Keyspace {
     }
 
     fn zremrangebyscore(&mut self, a: &[Vec<u8>], now: Duration) -> Result<Reply, Reply> {
-        let (min, max) = (score_arg(&a[1])?, score_arg(&a[2])?);
+        let bound = |b| score_arg(b, "ERR min or max is not a float");
+        let (min, max) = (bound(&a[1])?, bound(&a[2])?);
         let removed = match self.live(&a[0], now) {
             None => 0,
             Some(Entry { value: Value::ZSet(z), .. }) => {

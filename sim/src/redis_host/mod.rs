@@ -171,6 +171,13 @@ impl RedisState {
     }
 }
 
+/// A reply as the host sends it (RESP2 bytes).
+pub fn encode(reply: Reply) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    extend_encode(&mut out, &frame(reply).into_bytes_frame(), false).expect("a reply encodes");
+    out.to_vec()
+}
+
 fn frame(reply: Reply) -> OwnedFrame {
     match reply {
         Reply::Status(s) => OwnedFrame::SimpleString(s.into_bytes()),
