@@ -549,8 +549,12 @@ fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
     // Shrinking a find may go on until twice the budget.
     let search_over = || started.elapsed() >= budget;
     let shrink_over = || started.elapsed() >= budget * 2;
-    let limits =
-        Limits { search_over: &search_over, max_cases: u64::MAX, shrink_over: &shrink_over, max_shrink_runs: 500 };
+    let limits = Limits {
+        search_over: &search_over,
+        max_cases: o.max_cases.unwrap_or(u64::MAX),
+        shrink_over: &shrink_over,
+        max_shrink_runs: 500,
+    };
     let judged = std::sync::atomic::AtomicU64::new(0);
     let judge_all = |cases: &[atlas_sim::fuzz::Case]| {
         let verdicts = share_out(cases, jobs, "", |case| judge(case, mode));
