@@ -18,6 +18,24 @@ use crate::clock::sim_now;
 /// are made only when something does.
 pub const REPORT_TARGET: &str = "atlas_sim::report";
 
+thread_local! {
+    /// Whether the run on this thread is being captured for a report (`report::capture`): what
+    /// the hosts do only then must not depend on a log filter someone set.
+    static CAPTURING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+pub fn capturing() -> bool {
+    CAPTURING.with(|c| c.get())
+}
+
+/// Marks this thread's runs as captured while `run` runs.
+pub fn while_capturing<T>(run: impl FnOnce() -> T) -> T {
+    CAPTURING.with(|c| c.set(true));
+    let out = run();
+    CAPTURING.with(|c| c.set(false));
+    out
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A handler got its update and the conversation state (`read`, at `version`).

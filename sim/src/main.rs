@@ -136,6 +136,7 @@ fn progress(name: &str, done: u64, total: u64) {
 fn hash_in_other_process(path: &Path, seed: u64, mode: Mode) -> anyhow::Result<u64> {
     let exe = std::env::current_exe()?;
     let out = std::process::Command::new(exe)
+        .env_remove("ATLAS_SIM_LOG")
         .args([
             "replay",
             &path.display().to_string(),

@@ -116,7 +116,7 @@ pub fn capture<T>(run: impl FnOnce() -> T) -> (T, Vec<Line>) {
             && *meta.level() <= tracing::Level::DEBUG
     });
     let subscriber = tracing_subscriber::registry().with(Capture(lines.clone()).with_filter(wanted));
-    let out = tracing::subscriber::with_default(subscriber, run);
+    let out = tracing::subscriber::with_default(subscriber, || crate::history::while_capturing(run));
     let lines = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
     (out, lines)
 }

@@ -35,7 +35,7 @@ fn every_answer_the_bot_reads_is_a_teloxide_type() {
     sim.client("atlas-0", async move {
         let base = url::Url::parse(&format!("http://{TELEGRAM_HOST}:8081")).unwrap();
         let bot = BotApi::new(HttpClient::new(SimNetwork, None)?, base, SecretString::from(hosts::TOKEN.to_owned()));
-        let mut ok = |method: &'static str| done.borrow_mut().push(method);
+        let ok = |method: &'static str| done.borrow_mut().push(method);
 
         let me = bot.call(&GetMe::new()).await.expect("getMe");
         assert!(me.user.is_bot && me.username.is_some());

@@ -18,8 +18,8 @@ use atlas_sim::world::{self, Network};
 
 /// A short key lifetime, and a pause long enough for it to pass: a key set with the first is
 /// gone after the second, and alive before it (commands take far less than the lifetime).
-const SHORT_TTL_MS: u64 = 150;
-const PAUSE: Duration = Duration::from_millis(400);
+const SHORT_TTL_MS: u64 = 400;
+const PAUSE: Duration = Duration::from_millis(1000);
 
 /// The project's scripts whose answers do not depend on the clock, called by EVALSHA.
 const SCRIPTS: [&str; 3] = [
@@ -146,7 +146,9 @@ async fn two_connections<D: atlas::coord::connector::Dialer>(
     [a, b]
 }
 
-fn real(steps: &[Step]) -> Vec<String> {
+/// The steps on real Redis; the sequence's keys are deleted afterwards (its scripts stay cached
+/// until the server's cache is flushed: they are a few hundred bytes each).
+fn real(steps: &[Step], prefix: &str) -> Vec<String> {
     let url = std::env::var("ATLAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let target = RedisTarget::from_url(&url::Url::parse(&url).unwrap()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -156,7 +158,12 @@ fn real(steps: &[Step]) -> Vec<String> {
         let dial = || {
             RedisConnector::new(TcpDialer::new(&target, None).unwrap(), target.info.clone(), clock.clone(), ids.clone())
         };
-        apply(two_connections(dial).await, steps).await
+        let connections = two_connections(dial).await;
+        let answers = apply(connections.clone(), steps).await;
+        let mut first = connections[0].clone();
+        let keys: Vec<String> = (0..4).map(|n| format!("{prefix}k{n}")).collect();
+        let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut first).await.unwrap();
+        answers
     })
 }
 
@@ -185,14 +192,16 @@ fn modelled(seed: u64, steps: Vec<Step>) -> Vec<String> {
 #[test]
 fn the_sim_redis_answers_every_command_like_real_redis() {
     let count: u64 = std::env::var("ATLAS_FIDELITY_SEQUENCES").ok().and_then(|n| n.parse().ok()).unwrap_or(150);
-    let run = std::process::id();
+    // Keys and scripts no other run of this test (another process, an earlier CI run on the
+    // same server) has used.
+    let run = atlas_tests::unique_name("fid");
     let started = std::time::Instant::now();
     let mut seen = std::collections::BTreeSet::new();
     for seed in 0..count {
         let prefix = format!("fid:{run}:{seed}:");
         // Pauses (real time on the real side) in one sequence of sixteen.
         let steps = steps(seed, &prefix, seed % 16 == 0);
-        let real = real(&steps);
+        let real = real(&steps, &prefix);
         let model = modelled(seed, steps.clone());
         for (i, (r, m)) in real.iter().zip(&model).enumerate() {
             assert_eq!(

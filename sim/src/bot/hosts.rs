@@ -91,8 +91,9 @@ impl Fakes {
 /// every request and its answer go into it (`in_report`).
 pub async fn serving(port: u16, router: axum::Router) -> turmoil::Result {
     let listener = SimListener::bind(port).await?;
-    // Only while a report is made: a layer on every request costs the runs that make none.
-    let router = match tracing::enabled!(target: REPORT_TARGET, tracing::Level::DEBUG) {
+    // Only while a report is made (not whenever a log filter lets its events through: the layer
+    // reads a body before its route does): a layer on every request costs the runs that make none.
+    let router = match crate::history::capturing() {
         true => router.layer(axum::middleware::from_fn(in_report)),
         false => router,
     };
