@@ -70,17 +70,21 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        // Drop is synchronous and may run inside the test's runtime: drop the database from a
-        // thread of its own with a runtime of its own.
-        let name = self.name.clone();
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(drop_database(&name))
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("warning: could not drop test database {}", self.name);
-        }
+        drop_now(&self.name);
+    }
+}
+
+/// Drops database `name` from a `Drop`: Drop is synchronous and may run inside the test's
+/// runtime, so from a thread of its own with a runtime of its own.
+fn drop_now(name: &str) {
+    let owned = name.to_owned();
+    let dropped = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(drop_database(&owned))
+    })
+    .join();
+    if !matches!(dropped, Ok(Ok(()))) {
+        eprintln!("warning: could not drop test database {name}");
     }
 }
 
@@ -100,15 +104,7 @@ impl Template {
 
 impl Drop for Template {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(drop_database(&name))
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("warning: could not drop template database {}", self.name);
-        }
+        drop_now(&self.name);
     }
 }
 

@@ -181,6 +181,18 @@ async fn a_handed_back_update_is_delivered_again_even_after_its_lease_ran_out() 
     }
 }
 
+/// An instance's guarded coordination on real Redis with chat leases of `lease`.
+fn with_lease(
+    keys: &atlas::coord::keys::KeySpace,
+    seed: u64,
+    lease: Duration,
+) -> Arc<Guarded<atlas::coord::redis::RedisCoordination<atlas::coord::connector::TcpDialer>>> {
+    Arc::new(Guarded::new(
+        instance(keys, clock(), seed).with_lease_ttl(lease),
+        LegacyCoordination::new(clock(), ids(seed)),
+    ))
+}
+
 /// A handler that runs longer than its lease (waiting out Telegram's per-chat pacing, a slow
 /// provider) keeps the lease: its commit lands, and the same update delivered meanwhile to
 /// another instance is left to it, not run a second time (the fuzzer's first find).
@@ -188,12 +200,7 @@ async fn a_handed_back_update_is_delivered_again_even_after_its_lease_ran_out() 
 async fn a_handler_running_past_its_lease_keeps_it() {
     let keys = fresh_keys();
     let lease = Duration::from_millis(300);
-    let on = |seed| {
-        Arc::new(Guarded::new(
-            instance(&keys, clock(), seed).with_lease_ttl(lease),
-            LegacyCoordination::new(clock(), ids(seed)),
-        ))
-    };
+    let on = |seed| with_lease(&keys, seed, lease);
     let (a, b) = (on(21), on(22));
     let user = uid(12);
     let slow = {
@@ -228,12 +235,7 @@ async fn a_handler_running_past_its_lease_keeps_it() {
 async fn a_stuck_handler_lets_its_chat_go_after_the_longest_hold() {
     let keys = fresh_keys();
     let lease = Duration::from_millis(200);
-    let on = |seed| {
-        Arc::new(Guarded::new(
-            instance(&keys, clock(), seed).with_lease_ttl(lease),
-            LegacyCoordination::new(clock(), ids(seed)),
-        ))
-    };
+    let on = |seed| with_lease(&keys, seed, lease);
     let (a, b) = (on(23), on(24));
     let user = uid(13);
     let longest = lease * atlas::runtime::intake::HOLD_MAX_LEASES;
