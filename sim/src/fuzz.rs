@@ -292,8 +292,7 @@ pub fn session(
         let verdicts = judge_all(&batch_cases);
         if let Some(i) = verdicts.iter().position(|v| !v.held()) {
             let first_verdict = verdicts[i].clone();
-            let mut found = shrink(&mut trees[i], first_verdict, limits, judge_all);
-            found.index = tried + i as u64;
+            let found = shrink(&mut trees[i], tried + i as u64, first_verdict, limits, judge_all);
             return Session { cases: tried + i as u64 + 1, found: Some(found) };
         }
         tried += batch_cases.len() as u64;
@@ -305,6 +304,7 @@ pub fn session(
 /// failure broke, step back (complicate) when it does not, until neither moves or the limits end it.
 fn shrink(
     tree: &mut impl ValueTree<Value = Case>,
+    index: u64,
     first_verdict: Verdict,
     limits: &Limits,
     judge_all: &dyn Fn(&[Case]) -> Vec<Verdict>,
@@ -333,7 +333,7 @@ fn shrink(
             moved = tree.complicate();
         }
     }
-    Found { index: 0, first, first_verdict, least, verdict, shrink_runs: runs, shrink_failures: failures }
+    Found { index, first, first_verdict, least, verdict, shrink_runs: runs, shrink_failures: failures }
 }
 
 /// The file a found case is written as: the scenario, named after its file, with what it broke

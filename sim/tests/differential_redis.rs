@@ -204,7 +204,7 @@ fn sim_answers(seed: u64, ops: Vec<Op>) -> Vec<String> {
 fn sim_redis_answers_like_real_redis() {
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     let started = std::time::Instant::now();
-    let count: u64 = std::env::var("ATLAS_FIDELITY_SEQUENCES").ok().and_then(|n| n.parse().ok()).unwrap_or(40);
+    let count = atlas_tests::fidelity_sequences(40);
     for seed in 0..count {
         let ops = ops(seed);
         let keys = KeySpace::new(&format!("diff{}x{run}x{seed}", std::process::id()), "test", 1);

@@ -22,12 +22,6 @@ const NAMES: [&str; 3] = ["alice", "Bob_2", "carol"];
 const STEPS: usize = 120;
 const SEEDS: u64 = 16;
 
-/// How many sequences a test compares: `ATLAS_FIDELITY_SEQUENCES` for the long runs
-/// (BENCHMARKS.md), a bounded sample otherwise.
-fn sequences(default: u64) -> u64 {
-    std::env::var("ATLAS_FIDELITY_SEQUENCES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
-}
-
 /// An operation, referring to earlier results by their index (the k-th purchase, ...). Keys are
 /// drawn from a small set so replays happen.
 #[derive(Clone, Debug)]
@@ -727,7 +721,7 @@ const AT_ONCE: usize = 4;
 async fn the_model_answers_like_postgresql() {
     use futures::StreamExt as _;
     let started = std::time::Instant::now();
-    let count = sequences(SEEDS);
+    let count = atlas_tests::fidelity_sequences(SEEDS);
     let template = atlas_tests::Template::new().await;
     // `ATLAS_FIDELITY_FIRST`: where the seeds start (to run one again).
     let first: u64 = std::env::var("ATLAS_FIDELITY_FIRST").ok().and_then(|n| n.parse().ok()).unwrap_or(0);

@@ -191,7 +191,7 @@ fn modelled(seed: u64, steps: Vec<Step>) -> Vec<String> {
 
 #[test]
 fn the_sim_redis_answers_every_command_like_real_redis() {
-    let count: u64 = std::env::var("ATLAS_FIDELITY_SEQUENCES").ok().and_then(|n| n.parse().ok()).unwrap_or(150);
+    let count = atlas_tests::fidelity_sequences(150);
     // Keys and scripts no other run of this test (another process, an earlier CI run on the
     // same server) has used.
     let run = atlas_tests::unique_name("fid");

@@ -219,7 +219,7 @@ async fn one_history(seed: u64, template: &Template) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_histories_on_postgresql_are_serial_orders_of_the_model() {
-    let count: u64 = std::env::var("ATLAS_FIDELITY_SEQUENCES").ok().and_then(|n| n.parse().ok()).unwrap_or(20);
+    let count = atlas_tests::fidelity_sequences(20);
     let started = std::time::Instant::now();
     let template = Template::new().await;
     let mut overlapping = 0;

@@ -22,6 +22,12 @@ use sqlx::Connection as _;
 /// that many tests in parallel stay under the server's default limit of 100.
 pub const TEST_POOL_CONNECTIONS: u32 = 12;
 
+/// How many sequences (or histories) a fidelity test compares: `ATLAS_FIDELITY_SEQUENCES` for
+/// the long runs recorded in BENCHMARKS.md, `default` (a bounded sample) otherwise.
+pub fn fidelity_sequences(default: u64) -> u64 {
+    std::env::var("ATLAS_FIDELITY_SEQUENCES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
+}
+
 pub fn server_url() -> String {
     std::env::var("ATLAS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }

@@ -107,25 +107,26 @@ const QUOTED_BYTES: usize = 160;
 /// A request to a simulated host and its status, as an event of the report. Secrets stay out:
 /// the paths' secret parts (the bot token, the panel's prefix) and bodies carrying a secret are not shown.
 async fn in_report(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    if !tracing::enabled!(target: REPORT_TARGET, tracing::Level::DEBUG) {
-        return next.run(request).await;
-    }
+    // Installed only while a report is made (`serving`).
     let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         // As a route reading the body would answer.
-        tracing::debug!(target: REPORT_TARGET, status = 400, "{} (its body could not be read)", parts.method);
+        tracing::debug!(target: REPORT_TARGET, status = 400, "{method} (its body could not be read)");
         return axum::response::IntoResponse::into_response(axum::http::StatusCode::BAD_REQUEST);
     };
     let path = shown_path(parts.uri.path());
-    let mut quoted = String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTED_BYTES)]).into_owned();
-    if bytes.len() > QUOTED_BYTES {
-        quoted.push('…');
-    }
-    if String::from_utf8_lossy(&bytes).contains("secret") {
-        quoted = "(its body carries a secret: not shown)".into();
-    }
-    let response = next.run(axum::extract::Request::from_parts(parts.clone(), axum::body::Body::from(bytes))).await;
-    tracing::debug!(target: REPORT_TARGET, status = response.status().as_u16(), "{} {path} {quoted}", parts.method);
+    let quoted = if bytes.windows(6).any(|w| w == b"secret") {
+        "(its body carries a secret: not shown)".to_owned()
+    } else {
+        let mut quoted = String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTED_BYTES)]).into_owned();
+        if bytes.len() > QUOTED_BYTES {
+            quoted.push('…');
+        }
+        quoted
+    };
+    let response = next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await;
+    tracing::debug!(target: REPORT_TARGET, status = response.status().as_u16(), "{method} {path} {quoted}");
     response
 }
 
