@@ -173,9 +173,9 @@ async fn linearization(history: &[Done], finals: &[String]) -> Option<Vec<usize>
     None
 }
 
-/// Runs history `seed` and checks it; how many of its operations overlapped another.
-async fn one_history(seed: u64, template: &Template) -> usize {
-    let db = TestDb::copy_of(template).await;
+/// Runs history `seed` on `db` (as a fresh copy holds) and checks it; how many of its operations
+/// overlapped another.
+async fn one_history(seed: u64, db: &TestDb) -> usize {
     arrange(&db.store).await;
     let clock = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -222,9 +222,13 @@ async fn concurrent_histories_on_postgresql_are_serial_orders_of_the_model() {
     let count = atlas_tests::fidelity_sequences(20);
     let started = std::time::Instant::now();
     let template = Template::new().await;
+    // One database, put back to the template's contents after each history (checked), as
+    // copying one per history is slow.
+    let db = TestDb::copy_of(&template, TASKS as u32).await;
     let mut overlapping = 0;
     for seed in 0..count {
-        overlapping += one_history(seed, &template).await;
+        overlapping += one_history(seed, &db).await;
+        db.reset_to(&template).await.expect("reset the database");
     }
     let all = count as usize * TASKS * OPS_PER_TASK;
     assert!(overlapping * 2 > all, "the tasks ran at once ({overlapping} of {all} operations overlapped another)");
