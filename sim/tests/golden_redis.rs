@@ -74,6 +74,29 @@ fn commands() -> Vec<Vec<String>> {
         vec!["EVAL", "return ARGV[1] .. KEYS[1]", "1", "golden:k", "arg-"],
         vec!["EVAL", "return 1", "2", "golden:only-one"],
         vec!["EVAL", "return redis.call('GET', KEYS[1])", "notanumber"],
+        vec!["SET", "golden:o", "v", "NX", "XX"],
+        vec!["SET", "golden:o", "v", "PX", "100", "EX", "1"],
+        vec!["SET", "golden:o", "v", "PX", "abc", "NX", "XX"],
+        vec!["SET", "golden:o", "v", "PX", "100", "PX", "60000"],
+        vec!["PEXPIRE", "golden:o", "60000"],
+        vec!["ZADD", "golden:z", "nan", "m"],
+        vec!["ZADD", "golden:z", "-Infinity", "low", "1.5", "mid", "inf", "high"],
+        vec!["ZRANGE", "golden:z", "0", "-1", "WITHSCORES"],
+        vec!["ZREMRANGEBYSCORE", "golden:z", "(1.5", "(8"],
+        vec!["ZREMRANGEBYSCORE", "golden:z", "nan", "1"],
+        vec!["ZRANGE", "golden:z", "0", "-1"],
+        vec!["EVAL", "return redis.call('GET')", "0"],
+        vec!["EVAL", "return redis.pcall('GET')", "0"],
+        vec!["EVAL", "local function f() return redis.call('NOPE') end\nreturn f()", "0"],
+        vec!["EVAL", "return redis.call()", "0"],
+        vec!["EVAL", "return redis.call('GET', {})", "0"],
+        vec!["EVAL", "return redis.call('EVAL', 'return 1', 0)", "0"],
+        vec!["EVAL", "return +", "0"],
+        vec!["EVAL", "error('boom')", "0"],
+        vec!["EVAL", "error('bare', 0)", "0"],
+        vec!["EVAL", "error({err = 'MY boom'})", "0"],
+        vec!["EVAL", "local x = 1\nreturn x.y.z", "0"],
+        vec!["EVAL", "local function f()\n  error('deep')\nend\nf()", "0"],
     ];
     lines.into_iter().map(|l| l.into_iter().map(str::to_owned).collect()).collect()
 }
@@ -151,7 +174,8 @@ fn record_the_transcript_from_real_redis_when_asked() {
         stream.write_all(&request(args)).unwrap();
         read_reply(&mut stream, &mut buffer)
     };
-    let keys = ["golden:s", "golden:n", "golden:counter", "golden:h", "golden:z", "golden:lease", "golden:marker"];
+    let keys =
+        ["golden:s", "golden:n", "golden:counter", "golden:h", "golden:z", "golden:lease", "golden:marker", "golden:o"];
     say(&std::iter::once("DEL".to_owned()).chain(keys.iter().map(|k| k.to_string())).collect::<Vec<_>>());
     say(&["SCRIPT".into(), "FLUSH".into()]);
     let replies: Vec<Vec<u8>> = commands().iter().map(|c| say(c)).collect();

@@ -59,13 +59,11 @@ fn int_arg(arg: &[u8]) -> Result<i64, Reply> {
 }
 
 /// A score (ZADD's) or a bound (ZREMRANGEBYSCORE's); `refusal` is what Redis says of a bad one.
+/// Redis reads it with C's `strtod` and refuses NaN; Rust's parser takes the same decimal and
+/// infinity spellings (not `strtod`'s hexadecimal ones, which the project never sends).
 fn score_arg(arg: &[u8], refusal: &str) -> Result<f64, Reply> {
     let text = std::str::from_utf8(arg).map_err(|_| Reply::err(refusal))?;
-    match text.to_ascii_lowercase().as_str() {
-        "-inf" => Ok(f64::NEG_INFINITY),
-        "+inf" | "inf" => Ok(f64::INFINITY),
-        t => t.parse().map_err(|_| Reply::err(refusal)),
-    }
+    text.parse::<f64>().ok().filter(|score| !score.is_nan()).ok_or_else(|| Reply::err(refusal))
 }
 
 /// Formats a score as Redis does (integers without a fraction).
@@ -190,22 +188,32 @@ impl Keyspace {
     }
 
     fn set(&mut self, a: &[Vec<u8>], now: Duration) -> Result<Reply, Reply> {
-        let (mut expires_at, mut nx, mut xx) = (None, false, false);
+        // As Redis: every option is read before a lifetime's number is; NX with XX, or EX with
+        // PX, is a syntax error (the same one twice is not: the last lifetime counts).
+        let (mut lifetime, mut nx, mut xx): (Option<(&[u8], &Vec<u8>)>, bool, bool) = (None, false, false);
         let mut options = a[2..].iter();
-        // As Redis: a lifetime must be a positive integer.
-        let lifetime = |value: Option<&Vec<u8>>| -> Result<u64, Reply> {
-            let n = int_arg(value.ok_or(Reply::err(SYNTAX))?)?;
-            if n <= 0 { Err(Reply::err("ERR invalid expire time in 'set' command")) } else { Ok(n as u64) }
-        };
         while let Some(option) = options.next() {
             match option.to_ascii_uppercase().as_slice() {
-                b"PX" => expires_at = Some(now + Duration::from_millis(lifetime(options.next())?)),
-                b"EX" => expires_at = Some(now + Duration::from_secs(lifetime(options.next())?)),
-                b"NX" => nx = true,
-                b"XX" => xx = true,
+                b"NX" if !xx => nx = true,
+                b"XX" if !nx => xx = true,
+                unit @ (b"PX" | b"EX") if lifetime.is_none_or(|(set, _)| set == unit) => {
+                    let unit: &[u8] = if unit == b"PX" { b"PX" } else { b"EX" };
+                    lifetime = Some((unit, options.next().ok_or(Reply::err(SYNTAX))?));
+                }
                 _ => return Err(Reply::err(SYNTAX)),
             }
         }
+        let expires_at = match lifetime {
+            None => None,
+            Some((unit, value)) => {
+                let n = int_arg(value)?;
+                if n <= 0 {
+                    return Err(Reply::err("ERR invalid expire time in 'set' command"));
+                }
+                let n = n as u64;
+                Some(now + if unit == b"PX" { Duration::from_millis(n) } else { Duration::from_secs(n) })
+            }
+        };
         let exists = self.live(&a[0], now).is_some();
         if (nx && exists) || (xx && !exists) {
             return Ok(Reply::Bulk(None));
@@ -326,13 +334,23 @@ impl Keyspace {
     }
 
     fn zremrangebyscore(&mut self, a: &[Vec<u8>], now: Duration) -> Result<Reply, Reply> {
-        let bound = |b| score_arg(b, "ERR min or max is not a float");
-        let (min, max) = (bound(&a[1])?, bound(&a[2])?);
+        // A bound is inclusive, or exclusive when it starts with `(`.
+        let bound = |b: &[u8]| {
+            let (exclusive, number) = match b.strip_prefix(b"(") {
+                Some(rest) => (true, rest),
+                None => (false, b),
+            };
+            Ok::<_, Reply>((score_arg(number, "ERR min or max is not a float")?, exclusive))
+        };
+        let ((min, min_open), (max, max_open)) = (bound(&a[1])?, bound(&a[2])?);
+        let within = |score: f64| {
+            (if min_open { score > min } else { score >= min }) && (if max_open { score < max } else { score <= max })
+        };
         let removed = match self.live(&a[0], now) {
             None => 0,
             Some(Entry { value: Value::ZSet(z), .. }) => {
                 let before = z.len();
-                z.retain(|_, score| !(*score >= min && *score <= max));
+                z.retain(|_, score| !within(*score));
                 before - z.len()
             }
             Some(_) => return Err(Reply::err(WRONGTYPE)),

@@ -85,18 +85,44 @@ fn command_args(args: MultiValue) -> Result<Vec<Vec<u8>>, String> {
 
 /// A command a script ran with `redis.call` failed: the script ends with the command's error.
 #[derive(Debug)]
-struct CallFailed {
-    message: String,
-    line: usize,
-}
+struct CallFailed(String);
 
 impl std::fmt::Display for CallFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.0)
     }
 }
 
 impl std::error::Error for CallFailed {}
+
+/// Redis's error handler for a script, run where the error was raised: the error's message
+/// (`ERR ` before a Lua error's text, a `{err = ...}` table's own text, a failed
+/// `redis.call`'s reply) and the script line that raised it (the raising function's, or its
+/// caller's when that is a C function such as `error` or `redis.call`).
+fn error_handler(lua: &Lua) -> mlua::Result<Function> {
+    lua.create_function(|lua, error: LuaValue| {
+        // Level 0 is this handler, level 1 what raised the error.
+        let frame = |level| lua.inspect_stack(level, |d| (d.source().what == "C", d.current_line()));
+        let line = match frame(1) {
+            Some((true, _)) => frame(2).and_then(|(_, line)| line),
+            Some((false, line)) => line,
+            None => None,
+        };
+        let message = match error {
+            LuaValue::Table(t) => t.get::<Option<String>>("err")?.unwrap_or_else(|| "ERR unknown error".to_owned()),
+            LuaValue::String(s) => format!("ERR {}", s.to_string_lossy()),
+            LuaValue::Error(e) => match e.chain().find_map(|e| e.downcast_ref::<CallFailed>()) {
+                Some(CallFailed(message)) => message.clone(),
+                None => format!("ERR {}", first_line(&e)),
+            },
+            other => format!("ERR {other:?}"),
+        };
+        let failure = lua.create_table()?;
+        failure.set("err", message)?;
+        failure.set("line", line)?;
+        Ok(failure)
+    })
+}
 
 /// What a script call works on; lent to the Lua state for the call's duration.
 struct CallCtx {
@@ -110,16 +136,25 @@ fn dispatch(lua: &Lua, args: MultiValue) -> Reply {
         Ok(args) => args,
         Err(e) => return Reply::Error(e),
     };
-    let name = args.first().map(|n| String::from_utf8_lossy(n).to_ascii_uppercase()).unwrap_or_default();
+    let Some(name) = args.first().map(|n| String::from_utf8_lossy(n).to_ascii_uppercase()) else {
+        return Reply::err("ERR Please specify at least one argument for this redis lib call");
+    };
     if FORBIDDEN.contains(&name.as_str()) {
         return Reply::err("ERR This Redis command is not allowed from script");
     }
-    match lua.app_data_mut::<CallCtx>() {
-        Some(mut ctx) => {
-            let (now, time) = (ctx.now, ctx.time);
-            ctx.keyspace.execute(&args, now, time)
+    let Some(mut ctx) = lua.app_data_mut::<CallCtx>() else {
+        return Reply::err("ERR redis.call outside a script");
+    };
+    let (now, time) = (ctx.now, ctx.time);
+    // Inside a script Redis words these two refusals its own way.
+    match ctx.keyspace.execute(&args, now, time) {
+        Reply::Error(e) if e.starts_with("ERR wrong number of arguments") => {
+            Reply::err("ERR Wrong number of args calling Redis command from script")
         }
-        None => Reply::err("ERR redis.call outside a script"),
+        Reply::Error(e) if e.starts_with("ERR unknown command") => {
+            Reply::err("ERR Unknown Redis command called from script")
+        }
+        reply => reply,
     }
 }
 
@@ -128,6 +163,9 @@ fn dispatch(lua: &Lua, args: MultiValue) -> Reply {
 pub struct ScriptEngine {
     lua: Lua,
     compiled: BTreeMap<String, Function>,
+    /// Lua's `xpcall`, and [`error_handler`] for it.
+    xpcall: Function,
+    on_error: Function,
 }
 
 impl Default for ScriptEngine {
@@ -143,11 +181,7 @@ impl ScriptEngine {
         redis.set(
             "call",
             lua.create_function(|lua, args: MultiValue| match dispatch(lua, args) {
-                Reply::Error(message) => {
-                    // Level 1: the script's line that called.
-                    let line = lua.inspect_stack(1, |d| d.current_line()).flatten().unwrap_or(0);
-                    Err(mlua::Error::external(CallFailed { message, line }))
-                }
+                Reply::Error(message) => Err(mlua::Error::external(CallFailed(message))),
                 reply => to_lua(lua, reply),
             })?,
         )?;
@@ -155,7 +189,8 @@ impl ScriptEngine {
         redis.set("status_reply", lua.create_function(|lua, s: String| to_lua(lua, Reply::Status(s)))?)?;
         redis.set("error_reply", lua.create_function(|lua, s: String| to_lua(lua, Reply::Error(s)))?)?;
         lua.globals().set("redis", redis)?;
-        Ok(ScriptEngine { lua, compiled: BTreeMap::new() })
+        let (xpcall, on_error) = (lua.globals().get("xpcall")?, error_handler(&lua)?);
+        Ok(ScriptEngine { lua, compiled: BTreeMap::new(), xpcall, on_error })
     }
 
     /// Runs the script `source` (known by `sha`) with `keys` and `args` against `keyspace` at
@@ -173,28 +208,41 @@ impl ScriptEngine {
     ) -> Reply {
         let function = match self.compiled.get(sha) {
             Some(f) => f.clone(),
-            None => match self.lua.load(source).into_function() {
+            // Named as Redis names a script, so Lua's messages say `user_script:<line>`.
+            None => match self.lua.load(source).set_name("@user_script").into_function() {
                 Ok(f) => {
                     self.compiled.insert(sha.to_owned(), f.clone());
                     f
                 }
-                Err(e) => return Reply::Error(format!("ERR Error compiling script: {}", first_line(&e))),
+                Err(e) => {
+                    let message = match &e {
+                        mlua::Error::SyntaxError { message, .. } => message.clone(),
+                        other => other.to_string(),
+                    };
+                    let first = message.lines().next().unwrap_or_default();
+                    return Reply::Error(format!("ERR Error compiling script (new function): {first}"));
+                }
             },
         };
         self.lua.set_app_data(CallCtx { keyspace: std::mem::take(keyspace), now, time });
-        let result = self.bind(keys, args).and_then(|()| function.call::<LuaValue>(()));
+        let result = self
+            .bind(keys, args)
+            .and_then(|()| self.xpcall.call::<(bool, LuaValue)>((function, self.on_error.clone())));
         if let Some(ctx) = self.lua.remove_app_data::<CallCtx>() {
             *keyspace = ctx.keyspace;
         }
         match result {
-            Ok(value) => from_lua(value),
-            // As Redis 7: the command's own error, with where the script called it.
-            Err(e) => match e.chain().find_map(|e| e.downcast_ref::<CallFailed>()) {
-                Some(CallFailed { message, line }) => {
-                    Reply::Error(format!("{message} script: {sha}, on @user_script:{line}."))
+            Ok((true, value)) => from_lua(value),
+            // As Redis 7: the error, then the script and the line that raised it.
+            Ok((false, LuaValue::Table(failure))) => {
+                let message: String = failure.get("err").unwrap_or_default();
+                match failure.get::<Option<usize>>("line").ok().flatten() {
+                    Some(line) => Reply::Error(format!("{message} script: {sha}, on @user_script:{line}.")),
+                    None => Reply::Error(message),
                 }
-                None => Reply::Error(format!("ERR Error running script: {}", first_line(&e))),
-            },
+            }
+            Ok((false, other)) => Reply::Error(format!("ERR Error running script: {other:?}")),
+            Err(e) => Reply::Error(format!("ERR Error running script: {}", first_line(&e))),
         }
     }
 
