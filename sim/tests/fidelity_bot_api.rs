@@ -1,7 +1,8 @@
 //! The fake Bot API held to teloxide's types: every method the bot calls, made through the bot's
 //! own client (`BotApi::call`, which reads each answer as the method's teloxide output type), on
 //! the fake over simulated HTTP. An answer teloxide cannot read is a fidelity bug; an answer it
-//! reads must also say what the request asked for.
+//! reads must also say what the request asked for. Then the bot's messenger makes its own
+//! requests (its payloads, its handling of 429s and refusals) against the same fake.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -139,4 +140,100 @@ fn every_answer_the_bot_reads_is_a_teloxide_type() {
             "an error answer"
         ]
     );
+}
+
+/// What the bot's messenger (`TelegramMessenger`) itself sends, with the payloads it builds,
+/// answered by the fake: every answer reads back as the messenger expects, the fake saw what
+/// the messenger meant, and Telegram's refusals (429 with `retry_after`, a blocked chat, a
+/// second refund) come back as the messenger's own errors.
+#[test]
+fn the_messengers_own_requests_are_answered_as_telegram_answers_them() {
+    use atlas::domain::UserId;
+    use atlas::ports::messenger::{Button, Messenger as _, MessengerError, OutgoingMessage, StarsInvoice};
+    use atlas::telegram::messenger::TelegramMessenger;
+    use atlas_sim::bot_api::Fault;
+
+    let fakes = Fakes::new(Redelivery::default());
+    let mut sim = world::builder(1, Duration::from_secs(60), Duration::from_millis(1), Network::default()).build();
+    hosts::add_fakes(&mut sim, &fakes);
+    let api = fakes.telegram.clone();
+    let seen = fakes.telegram.clone();
+    sim.client("atlas-0", async move {
+        let base = url::Url::parse(&format!("http://{TELEGRAM_HOST}:8081")).unwrap();
+        let bot = BotApi::new(HttpClient::new(SimNetwork, None)?, base, SecretString::from(hosts::TOKEN.to_owned()));
+        let messenger = TelegramMessenger::unlimited(
+            std::sync::Arc::new(bot),
+            std::sync::Arc::new(atlas_sim::clock::SimClock::default()),
+        );
+        let shopper = UserId::new(SHOPPER).unwrap();
+
+        let menu = OutgoingMessage {
+            text: "<b>Main menu</b> &amp; more".into(),
+            keyboard: vec![
+                vec![Button { label: "Buy VPN".into(), callback_data: "buy".into() }],
+                vec![
+                    Button { label: "Balance".into(), callback_data: "balance".into() },
+                    Button { label: "Help".into(), callback_data: "help".into() },
+                ],
+            ],
+        };
+        let first = messenger.send(shopper, menu).await.expect("a message");
+        let second = messenger.send(shopper, OutgoingMessage { text: "plain".into(), keyboard: vec![] }).await.unwrap();
+        assert!(second > first, "message ids grow per chat: {first}, {second}");
+        messenger.answer_callback("q1", Some("Done")).await.expect("a callback answer");
+        messenger.answer_callback("q2", None).await.expect("a silent callback answer");
+        let invoice = StarsInvoice {
+            title: "Atlas Secure VPN".into(),
+            description: "VPN subscription for 30 days".into(),
+            payload: "p:8".into(),
+            stars: 133,
+        };
+        let invoice_id = messenger.send_invoice(shopper, invoice).await.expect("an invoice");
+        assert!(invoice_id > second);
+        messenger.answer_pre_checkout("pc1", None).await.expect("a pre-checkout yes");
+        messenger.answer_pre_checkout("pc2", Some("The price changed")).await.expect("a pre-checkout no");
+        messenger.refund_stars(shopper, "charge-1").await.expect("a refund");
+        // A second refund of one charge: Telegram refuses it, the messenger counts it as done.
+        messenger.refund_stars(shopper, "charge-1").await.expect("a refund made before is a refund");
+
+        // Telegram says "slow down": the messenger waits as long as it is told, then sends; told
+        // to wait past its budget, it gives the wait to its caller.
+        api.inject("sendMessage", Fault::TooManyRequests { retry_after: 3 });
+        let slowed = messenger.send(shopper, OutgoingMessage { text: "again".into(), keyboard: vec![] }).await;
+        assert!(slowed.is_ok(), "{slowed:?}");
+        api.inject("sendMessage", Fault::TooManyRequests { retry_after: 30 });
+        let later = messenger.send(shopper, OutgoingMessage { text: "later".into(), keyboard: vec![] }).await;
+        assert!(matches!(later, Err(MessengerError::RetryAfter(d)) if d == Duration::from_secs(30)), "{later:?}");
+        api.block(SHOPPER);
+        let blocked = messenger.send(shopper, OutgoingMessage { text: "hello".into(), keyboard: vec![] }).await;
+        assert!(matches!(blocked, Err(MessengerError::ChatUnreachable)), "{blocked:?}");
+        Ok(())
+    });
+    sim.run().expect("the simulation runs");
+
+    // What the fake recorded is what the messenger meant.
+    let messages = seen.calls_of("sendMessage");
+    let texts: Vec<&str> = messages.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(texts, ["<b>Main menu</b> &amp; more", "plain", "again", "again", "later", "hello"]);
+    let times: Vec<Duration> =
+        seen.calls().iter().filter(|c| c.method.eq_ignore_ascii_case("sendMessage")).map(|c| c.at).collect();
+    assert!(times[3] - times[2] >= Duration::from_secs(3), "the repeat waited as told: {times:?}");
+    assert_eq!(messages[0]["chat_id"], SHOPPER);
+    assert_eq!(messages[0]["text"], "<b>Main menu</b> &amp; more");
+    assert_eq!(messages[0]["parse_mode"], "HTML");
+    assert_eq!(messages[0]["link_preview_options"]["is_disabled"], true);
+    let rows = &messages[0]["reply_markup"]["inline_keyboard"];
+    assert_eq!((rows[0][0]["text"].as_str(), rows[0][0]["callback_data"].as_str()), (Some("Buy VPN"), Some("buy")));
+    assert_eq!(rows[1].as_array().map(Vec::len), Some(2));
+    assert!(messages[1].get("reply_markup").is_none(), "no keyboard, none sent: {}", messages[1]);
+    let answers = seen.calls_of("answerCallbackQuery");
+    assert_eq!((answers[0]["text"].as_str(), answers[1].get("text")), (Some("Done"), None));
+    let invoice = &seen.calls_of("sendInvoice")[0];
+    assert_eq!((invoice["currency"].as_str(), invoice["provider_token"].as_str()), (Some("XTR"), Some("")));
+    assert_eq!(invoice["prices"][0]["amount"], 133);
+    assert_eq!(invoice["payload"], "p:8");
+    let checkouts = seen.calls_of("answerPreCheckoutQuery");
+    assert_eq!((checkouts[0]["ok"].as_bool(), checkouts[1]["ok"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(checkouts[1]["error_message"], "The price changed");
+    assert_eq!(seen.calls_of("refundStarPayment").len(), 2);
 }
