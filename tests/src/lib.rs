@@ -87,7 +87,7 @@ impl TestDb {
             if rows != "[]" {
                 let refill =
                     format!("INSERT INTO {table} SELECT * FROM json_populate_recordset(NULL::{table}, $1::JSON)");
-                sqlx::query(sqlx::AssertSqlSafe(refill)).bind(rows).execute(&mut *tx).await?;
+                sqlx::query(sqlx::AssertSqlSafe(refill)).bind(rows).persistent(false).execute(&mut *tx).await?;
             }
         }
         for (sequence, last, called) in &contents.sequences {
@@ -101,6 +101,25 @@ impl TestDb {
         tx.commit().await?;
         let now = Contents::read(self.pool()).await?;
         anyhow::ensure!(now == *contents, "database {} differs from a fresh copy after its reset", self.name);
+        // What the contents do not show: another session of this test still at work here (a
+        // refusal's rollback ends a moment after its error was sent), or the locks it holds. A
+        // fresh copy has neither; give a rollback a moment to end.
+        let busy = "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database =
+                    (SELECT oid FROM pg_database WHERE datname = current_database()))
+              + (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                    AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND state <> 'idle')";
+        for attempt in 0.. {
+            let at_work: i64 = sqlx::query_scalar(busy).fetch_one(self.pool()).await?;
+            if at_work == 0 {
+                break;
+            }
+            anyhow::ensure!(
+                attempt < 100,
+                "database {}: {at_work} locks or sessions still at work after its reset",
+                self.name
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         Ok(())
     }
 
@@ -156,19 +175,30 @@ struct Contents {
 
 impl Contents {
     async fn read(pool: &sqlx::PgPool) -> anyhow::Result<Contents> {
+        // Only plain tables and sequences in `public`: anything else would escape the reset.
+        let other: Vec<String> = sqlx::query_scalar(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+                  AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'
+                  AND (n.nspname <> 'public' OR c.relkind NOT IN ('r', 'S', 'i', 'v'))",
+        )
+        .fetch_all(pool)
+        .await?;
+        anyhow::ensure!(other.is_empty(), "relations a reset would not restore: {other:?}");
         let names = "SELECT c.relname::TEXT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = 'public' AND c.relkind = $1::\"char\" ORDER BY c.relname";
         let mut tables = Vec::new();
         for table in sqlx::query_scalar::<_, String>(names).bind("r").fetch_all(pool).await? {
             let rows =
                 format!("SELECT coalesce(json_agg(t ORDER BY ctid)::TEXT, '[]') FROM public.{} t", quoted(&table));
-            let rows: String = sqlx::query_scalar(sqlx::AssertSqlSafe(rows)).fetch_one(pool).await?;
+            let rows: String = sqlx::query_scalar(sqlx::AssertSqlSafe(rows)).persistent(false).fetch_one(pool).await?;
             tables.push((table, rows));
         }
         let mut sequences = Vec::new();
         for sequence in sqlx::query_scalar::<_, String>(names).bind("S").fetch_all(pool).await? {
             let at = format!("SELECT last_value, is_called FROM public.{}", quoted(&sequence));
-            let (last, called): (i64, bool) = sqlx::query_as(sqlx::AssertSqlSafe(at)).fetch_one(pool).await?;
+            let (last, called): (i64, bool) =
+                sqlx::query_as(sqlx::AssertSqlSafe(at)).persistent(false).fetch_one(pool).await?;
             sequences.push((sequence, last, called));
         }
         Ok(Contents { tables, sequences })
