@@ -2,6 +2,7 @@
 //! instances' names, the network of the scenario, and the faults as the stepping loop applies
 //! them. Below `runner` and `bot`, which both step a world with these.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::history::{Event, FaultEvent, History, SharedHistory};
@@ -144,6 +145,49 @@ pub(crate) fn network_of(scenario: &Scenario) -> Network {
 }
 
 /// Applies one fault; may return a follow-up (delay, action), e.g. the restart after a crash.
+/// The faults on each instance's link to Redis at this moment. Turmoil keeps one state per link
+/// and each call sets it outright, so overlapping faults are counted here and the link takes the
+/// strongest one still on: a partition (what was in flight is lost), else a hold (a pause is
+/// one: held messages go out when the last hold ends), else healthy.
+#[derive(Debug, Default)]
+pub struct Links {
+    /// Instance -> (holds on, partitions on).
+    on: BTreeMap<usize, (u32, u32)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkState {
+    Healthy,
+    Held,
+    Partitioned,
+}
+
+impl Links {
+    fn state(&self, instance: usize) -> LinkState {
+        match self.on.get(&instance).copied().unwrap_or_default() {
+            (_, partitions) if partitions > 0 => LinkState::Partitioned,
+            (holds, _) if holds > 0 => LinkState::Held,
+            _ => LinkState::Healthy,
+        }
+    }
+
+    /// Counts a hold (`hold`) or partition starting (`+1`) or ending (`-1`) and sets the link.
+    fn change(&mut self, sim: &mut turmoil::Sim<'_>, instance: usize, hold: bool, starts: bool) {
+        let before = self.state(instance);
+        let (holds, partitions) = self.on.entry(instance).or_default();
+        let count = if hold { holds } else { partitions };
+        *count = if starts { *count + 1 } else { count.saturating_sub(1) };
+        let (host, after) = (instance_name(instance), self.state(instance));
+        match (before, after) {
+            (b, a) if b == a => {}
+            (_, LinkState::Partitioned) => sim.partition(host, REDIS_HOST),
+            (_, LinkState::Held) => sim.hold(host, REDIS_HOST),
+            (LinkState::Held, LinkState::Healthy) => sim.release(host, REDIS_HOST),
+            (_, LinkState::Healthy) => sim.repair(host, REDIS_HOST),
+        }
+    }
+}
+
 pub(crate) fn apply(
     sim: &mut turmoil::Sim<'_>,
     action: Action,
@@ -171,21 +215,21 @@ pub(crate) fn apply(
         }
         Action::Hold(i) => {
             note(FaultEvent::Held(i));
-            sim.hold(instance_name(i), REDIS_HOST);
+            shared.links.borrow_mut().change(sim, i, true, true);
         }
         Action::Release(i) => {
             note(FaultEvent::Released(i));
-            sim.release(instance_name(i), REDIS_HOST);
+            shared.links.borrow_mut().change(sim, i, true, false);
         }
         Action::Pause { instance, length } => {
             note(FaultEvent::Frozen { instance, for_ms: length.as_millis() as u64 });
             pauses.lock().unwrap_or_else(|p| p.into_inner()).push((instance, sim.elapsed() + length));
             // A frozen process sends nothing: its handlers wait out the pause where they are, and
             // what its other tasks (a lease's keep-alive) would send reaches Redis only after it.
-            sim.hold(instance_name(instance), REDIS_HOST);
+            shared.links.borrow_mut().change(sim, instance, true, true);
             return Some((length, Action::Thaw(instance)));
         }
-        Action::Thaw(i) => sim.release(instance_name(i), REDIS_HOST),
+        Action::Thaw(i) => shared.links.borrow_mut().change(sim, i, true, false),
         Action::PauseLeader { length } => match current_leader(history) {
             Some(instance) => return Some((Duration::ZERO, Action::Pause { instance, length })),
             None => note(FaultEvent::NoLeaderToFreeze),
@@ -220,11 +264,11 @@ pub(crate) fn apply(
         }
         Action::Partition(i) => {
             note(FaultEvent::Partitioned(i));
-            sim.partition(instance_name(i), REDIS_HOST);
+            shared.links.borrow_mut().change(sim, i, false, true);
         }
         Action::Repair(i) => {
             note(FaultEvent::Reconnected(i));
-            sim.repair(instance_name(i), REDIS_HOST);
+            shared.links.borrow_mut().change(sim, i, false, false);
         }
         Action::RedisRestart { lose_data } => {
             note(FaultEvent::RedisRestarted { lose_data });
@@ -250,4 +294,77 @@ fn current_leader(history: &SharedHistory) -> Option<usize> {
         Event::Effect { instance, .. } => Some(instance),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Arrival times (ms) at Redis of datagrams atlas-0 sends every 100 ms for 6 s, with `faults`
+    /// on its link.
+    fn arrivals(faults: Vec<(Duration, Action)>) -> Vec<u64> {
+        let mut sim =
+            crate::world::builder(1, Duration::from_secs(10), Duration::from_millis(10), Network::default()).build();
+        let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let seen = got.clone();
+        sim.host(REDIS_HOST, move || {
+            let seen = seen.clone();
+            async move {
+                let socket = turmoil::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 9)).await?;
+                let mut buffer = [0u8; 8];
+                loop {
+                    socket.recv_from(&mut buffer).await?;
+                    seen.borrow_mut().push(turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64);
+                }
+            }
+        });
+        sim.client(instance_name(0), async move {
+            let socket = turmoil::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 9)).await?;
+            for _ in 0..60 {
+                socket.send_to(b"x", (REDIS_HOST, 9)).await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(())
+        });
+        let (history, shared, pauses) = (SharedHistory::default(), Shared::default(), Pauses::default());
+        let mut pending = faults;
+        pending.reverse();
+        while sim.elapsed() < Duration::from_secs(7) {
+            while pending.last().is_some_and(|(at, _)| *at <= sim.elapsed()) {
+                let (_, action) = pending.pop().expect("checked");
+                if let Some((after, next)) = apply(&mut sim, action, &history, &shared, &pauses) {
+                    pending.push((sim.elapsed() + after, next));
+                    pending.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+                }
+            }
+            sim.step().unwrap();
+        }
+        got.take()
+    }
+
+    /// A partition inside a hold ends before the hold does: the link stays held until the hold
+    /// ends (each fault set the link outright, and the repair healed it early).
+    #[test]
+    fn overlapping_link_faults_end_when_the_last_one_ends() {
+        let s = Duration::from_secs;
+        let got = arrivals(vec![
+            (s(1), Action::Hold(0)),
+            (s(2), Action::Partition(0)),
+            (s(3), Action::Repair(0)),
+            (s(5), Action::Release(0)),
+        ]);
+        assert!(got.iter().all(|&ms| ms <= 1_000 || ms >= 5_000), "arrived while held: {got:?}");
+        // What was sent in the hold after the partition went out at its end; what was sent
+        // before or during the partition was lost, as a partition loses what is in flight.
+        assert_eq!(got.iter().filter(|&&ms| ms == 5_000).count(), 20, "{got:?}");
+        assert_eq!(got.len(), 10 + 20 + 10, "{got:?}");
+
+        // A pause inside a partition: the link heals only when both are over.
+        let got = arrivals(vec![
+            (s(1), Action::Partition(0)),
+            (s(2), Action::Pause { instance: 0, length: s(3) }),
+            (s(3), Action::Repair(0)),
+        ]);
+        assert!(got.iter().all(|&ms| ms <= 1_000 || ms >= 5_000), "arrived while paused: {got:?}");
+    }
 }

@@ -510,29 +510,6 @@ impl Scenario {
                 "fault {fault:?}: times must be non-negative numbers"
             );
         }
-        // Pauses, holds and partitions all set the state of an instance's link to Redis, and the
-        // end of one restores it: two of them at once on one instance would end each other.
-        let on_link = |f: &Fault| match *f {
-            Fault::Pause { instance, at_secs, for_secs }
-            | Fault::Hold { instance, at_secs, for_secs }
-            | Fault::Partition { instance, at_secs, for_secs } => Some((Some(instance), at_secs, at_secs + for_secs)),
-            Fault::PauseLeader { at_secs, for_secs } => Some((None, at_secs, at_secs + for_secs)),
-            _ => None,
-        };
-        for (i, a) in self.faults.iter().enumerate() {
-            for b in &self.faults[i + 1..] {
-                if let (Some((x, a0, a1)), Some((y, b0, b1))) = (on_link(a), on_link(b)) {
-                    // A pause's end releases the link: with a hold or partition at once it would
-                    // end that one (holds and partitions the swarm draws keep their old rule).
-                    let paused = |f: &Fault| matches!(f, Fault::Pause { .. } | Fault::PauseLeader { .. });
-                    let same = (paused(a) || paused(b)) && (x.is_none() || y.is_none() || x == y);
-                    anyhow::ensure!(
-                        !(same && a0 < b1 && b0 < a1),
-                        "{a:?} and {b:?} overlap on one instance's link to Redis: the end of one would end the other"
-                    );
-                }
-            }
-        }
         if let Workload::Bot(bot) = &self.workload {
             anyhow::ensure!(!bot.journeys.is_empty(), "the bot workload needs at least one journey");
             anyhow::ensure!(

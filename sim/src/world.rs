@@ -94,6 +94,8 @@ pub struct Shared {
     pub invoices: Arc<Mutex<Invoices>>,
     /// Instances told to stop (SIGTERM), by index; cleared when an instance starts again.
     pub stopping: Stopping,
+    /// The faults on each instance's link to Redis at this moment.
+    pub links: Rc<RefCell<crate::faults::Links>>,
 }
 
 /// Instances told to stop, as their software watches for it (whole-bot runs).

@@ -111,7 +111,7 @@ fn request(args: &[String]) -> Vec<u8> {
     out
 }
 
-/// One RESP2 reply read whole from `input` (bytes already read are in `buffer`).
+/// One RESP2 reply read whole from `stream` (bytes already read are in `buffer`).
 fn read_reply(stream: &mut std::net::TcpStream, buffer: &mut Vec<u8>) -> Vec<u8> {
     loop {
         if let Some(end) = reply_end(buffer, 0) {
@@ -192,6 +192,47 @@ fn the_sim_redis_replays_the_golden_transcript_byte_for_byte() {
         replayed.push(encode(state.execute(&bytes, Duration::from_secs(1))));
     }
     let ours = transcript(&replayed);
+    for (i, (want, got)) in text.lines().zip(ours.lines()).enumerate() {
+        assert_eq!(got, want, "line {} of {TRANSCRIPT}", i + 1);
+    }
+    assert_eq!(text.lines().count(), ours.lines().count());
+}
+
+/// The same transcript through the sim Redis host's own socket: the request bytes go over
+/// simulated TCP into its RESP parser, and the reply bytes read back are compared.
+#[test]
+fn the_sim_redis_host_replays_the_golden_transcript_over_its_socket() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let text = std::fs::read_to_string(TRANSCRIPT).expect("the recorded transcript");
+    let mut sim =
+        atlas_sim::world::builder(1, Duration::from_secs(60), Duration::from_millis(1), Default::default()).build();
+    atlas_sim::world::add_redis(&mut sim, Rc::new(RefCell::new(RedisState::default())));
+    let replies = Rc::new(RefCell::new(Vec::new()));
+    let out = replies.clone();
+    sim.client("atlas-0", async move {
+        let address = (atlas_sim::world::REDIS_HOST, atlas_sim::redis_host::REDIS_PORT);
+        let mut stream = turmoil::net::TcpStream::connect(address).await?;
+        let mut buffer = Vec::new();
+        for args in commands() {
+            stream.write_all(&request(&args)).await?;
+            let reply = loop {
+                if let Some(end) = reply_end(&buffer, 0) {
+                    break buffer.drain(..end).collect::<Vec<u8>>();
+                }
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).await?;
+                assert!(n > 0, "the sim Redis closed the connection");
+                buffer.extend_from_slice(&chunk[..n]);
+            };
+            out.borrow_mut().push(reply);
+        }
+        Ok(())
+    });
+    sim.run().expect("the simulation runs");
+    let ours = transcript(&replies.borrow());
     for (i, (want, got)) in text.lines().zip(ours.lines()).enumerate() {
         assert_eq!(got, want, "line {} of {TRANSCRIPT}", i + 1);
     }
