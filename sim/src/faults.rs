@@ -144,7 +144,6 @@ pub(crate) fn network_of(scenario: &Scenario) -> Network {
     }
 }
 
-/// Applies one fault; may return a follow-up (delay, action), e.g. the restart after a crash.
 /// The faults on each instance's link to Redis at this moment. Turmoil keeps one state per link
 /// and each call sets it outright, so overlapping faults are counted here and the link takes the
 /// strongest one still on: a partition (what was in flight is lost), else a hold (a pause is
@@ -188,6 +187,7 @@ impl Links {
     }
 }
 
+/// Applies one fault; may return a follow-up (delay, action), e.g. the restart after a crash.
 pub(crate) fn apply(
     sim: &mut turmoil::Sim<'_>,
     action: Action,
@@ -343,7 +343,8 @@ mod tests {
     }
 
     /// A partition inside a hold ends before the hold does: the link stays held until the hold
-    /// ends (each fault set the link outright, and the repair healed it early).
+    /// ends (each fault set the link outright, and the repair healed it early). (A pause and a
+    /// partition may not overlap: `Scenario::validate`.)
     #[test]
     fn overlapping_link_faults_end_when_the_last_one_ends() {
         let s = Duration::from_secs;
@@ -359,12 +360,15 @@ mod tests {
         assert_eq!(got.iter().filter(|&&ms| ms == 5_000).count(), 20, "{got:?}");
         assert_eq!(got.len(), 10 + 20 + 10, "{got:?}");
 
-        // A pause inside a partition: the link heals only when both are over.
+        // A pause overlapping a hold: the link is released only when both are over, and all that
+        // was held goes out then.
         let got = arrivals(vec![
-            (s(1), Action::Partition(0)),
+            (s(1), Action::Hold(0)),
             (s(2), Action::Pause { instance: 0, length: s(3) }),
-            (s(3), Action::Repair(0)),
+            (s(3), Action::Release(0)),
         ]);
         assert!(got.iter().all(|&ms| ms <= 1_000 || ms >= 5_000), "arrived while paused: {got:?}");
+        assert_eq!(got.iter().filter(|&&ms| ms == 5_000).count(), 40, "{got:?}");
+        assert_eq!(got.len(), 10 + 40 + 10, "{got:?}");
     }
 }

@@ -212,8 +212,9 @@ fn tone_of_line(line: &Line) -> &'static str {
 fn bands(result: &RunResult, end: u64) -> Vec<Band> {
     let mut open: Vec<(usize, u64, String)> = Vec::new();
     let mut bands = Vec::new();
-    let close = |i: usize, at: u64, bands: &mut Vec<Band>, open: &mut Vec<(usize, u64, String)>| {
-        if let Some(k) = open.iter().position(|(j, _, _)| *j == i) {
+    // An end closes the first open band of its own kind on its instance (faults may overlap).
+    let close = |i: usize, at: u64, kinds: &[&str], bands: &mut Vec<Band>, open: &mut Vec<(usize, u64, String)>| {
+        if let Some(k) = open.iter().position(|(j, _, label)| *j == i && kinds.contains(&label.as_str())) {
             let (_, from, label) = open.remove(k);
             bands.push(Band { lanes: vec![instance_name(i)], from, to: at, label });
         }
@@ -227,9 +228,9 @@ fn bands(result: &RunResult, end: u64) -> Vec<Band> {
             FaultEvent::Stopped(i) => open.push((*i, at, "SIGTERM".into())),
             FaultEvent::Partitioned(i) => open.push((*i, at, "cut off from Redis".into())),
             FaultEvent::Held(i) => open.push((*i, at, "Redis link held".into())),
-            FaultEvent::Restarted(i) | FaultEvent::Reconnected(i) | FaultEvent::Released(i) => {
-                close(*i, at, &mut bands, &mut open)
-            }
+            FaultEvent::Restarted(i) => close(*i, at, &["crashed", "leader crashed", "SIGTERM"], &mut bands, &mut open),
+            FaultEvent::Reconnected(i) => close(*i, at, &["cut off from Redis"], &mut bands, &mut open),
+            FaultEvent::Released(i) => close(*i, at, &["Redis link held"], &mut bands, &mut open),
             FaultEvent::Frozen { instance, for_ms } => bands.push(Band {
                 lanes: vec![instance_name(*instance)],
                 from: at,

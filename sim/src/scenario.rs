@@ -510,6 +510,29 @@ impl Scenario {
                 "fault {fault:?}: times must be non-negative numbers"
             );
         }
+        // Overlapping faults on one link are counted (`faults::Links`), but a partition during a
+        // pause would lose what the frozen process is to send when it wakes (a partition drops
+        // what is held on the link, and simulated TCP never sends it again): refused.
+        let window = |f: &Fault| match *f {
+            Fault::Pause { instance, at_secs, for_secs } => Some((true, Some(instance), at_secs, at_secs + for_secs)),
+            Fault::PauseLeader { at_secs, for_secs } => Some((true, None, at_secs, at_secs + for_secs)),
+            Fault::Partition { instance, at_secs, for_secs } => {
+                Some((false, Some(instance), at_secs, at_secs + for_secs))
+            }
+            _ => None,
+        };
+        for a in &self.faults {
+            for b in &self.faults {
+                if let (Some((true, x, a0, a1)), Some((false, y, b0, b1))) = (window(a), window(b)) {
+                    let same = x.is_none() || x == y;
+                    anyhow::ensure!(
+                        !(same && a0 <= b1 && b0 <= a1),
+                        "{a:?} and {b:?} overlap on one instance's link to Redis: the partition would lose what \
+                         the paused instance sends when it wakes"
+                    );
+                }
+            }
+        }
         if let Workload::Bot(bot) = &self.workload {
             anyhow::ensure!(!bot.journeys.is_empty(), "the bot workload needs at least one journey");
             anyhow::ensure!(

@@ -103,18 +103,19 @@ impl TestDb {
         anyhow::ensure!(now == *contents, "database {} differs from a fresh copy after its reset", self.name);
         // What the contents do not show: another session of this test still at work here (a
         // refusal's rollback ends a moment after its error was sent), or the locks it holds. A
-        // fresh copy has neither; give a rollback a moment to end.
+        // fresh copy has neither; give a rollback up to 5 s (a loaded machine) to end.
         let busy = "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database =
                     (SELECT oid FROM pg_database WHERE datname = current_database()))
               + (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-                    AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND state <> 'idle')";
+                    AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+                    AND state NOT IN ('idle', 'disabled'))";
         for attempt in 0.. {
             let at_work: i64 = sqlx::query_scalar(busy).fetch_one(self.pool()).await?;
             if at_work == 0 {
                 break;
             }
             anyhow::ensure!(
-                attempt < 100,
+                attempt < 500,
                 "database {}: {at_work} locks or sessions still at work after its reset",
                 self.name
             );

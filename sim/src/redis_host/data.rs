@@ -58,12 +58,32 @@ fn int_arg(arg: &[u8]) -> Result<i64, Reply> {
     std::str::from_utf8(arg).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Reply::err(NOT_INTEGER))
 }
 
-/// A score (ZADD's) or a bound (ZREMRANGEBYSCORE's); `refusal` is what Redis says of a bad one.
-/// Redis reads it with C's `strtod` and refuses NaN; Rust's parser takes the same decimal and
-/// infinity spellings (not `strtod`'s hexadecimal ones, which the project never sends).
-fn score_arg(arg: &[u8], refusal: &str) -> Result<f64, Reply> {
-    let text = std::str::from_utf8(arg).map_err(|_| Reply::err(refusal))?;
-    text.parse::<f64>().ok().filter(|score| !score.is_nan()).ok_or_else(|| Reply::err(refusal))
+/// A ZADD score, as Redis reads one: C's `strtod` over the whole text, refusing an empty text,
+/// leading space, NaN, and a number out of range (overflowing to infinity, or underflowing to
+/// zero). Rust's parser takes the same decimal and infinity spellings, not `strtod`'s
+/// hexadecimal ones (which the project never sends).
+fn score_arg(arg: &[u8]) -> Result<f64, Reply> {
+    let refused = || Reply::err(NOT_FLOAT);
+    let text = std::str::from_utf8(arg).map_err(|_| refused())?;
+    let score: f64 = text.parse().map_err(|_| refused())?;
+    let lower = text.to_ascii_lowercase();
+    let mantissa = lower.split('e').next().unwrap_or_default();
+    let overflowed = score.is_infinite() && !lower.contains("inf");
+    let underflowed = score == 0.0 && mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b));
+    if score.is_nan() || overflowed || underflowed { Err(refused()) } else { Ok(score) }
+}
+
+/// A ZREMRANGEBYSCORE bound, as Redis reads one (more leniently than a score): `strtod` with
+/// leading space allowed, an empty text read as 0, a number out of range as its limit; only
+/// trailing text and NaN are refused.
+fn bound_arg(arg: &[u8]) -> Result<f64, Reply> {
+    let refused = || Reply::err("ERR min or max is not a float");
+    let text = std::str::from_utf8(arg).map_err(|_| refused())?;
+    if text.is_empty() {
+        return Ok(0.0);
+    }
+    let number = text.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+    number.parse::<f64>().ok().filter(|bound| !bound.is_nan()).ok_or_else(refused)
 }
 
 /// Formats a score as Redis does (integers without a fraction).
@@ -117,9 +137,15 @@ impl Keyspace {
             return Reply::err("ERR empty command");
         };
         let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+        match declared(args) {
+            Err(Refusal::Unknown) => return unknown_command(args),
+            Err(Refusal::Arity) => return arity_error(&name),
+            Ok(()) => {}
+        }
         let a = &args[1..];
         let result = match (name.as_str(), a.len()) {
             ("PING", 0) => Ok(Reply::Status("PONG".into())),
+            ("PING", 1) => Ok(Reply::bulk(&a[0])),
             ("TIME", 0) => Ok(Reply::Array(vec![
                 Reply::bulk(time.0.to_string().as_bytes()),
                 Reply::bulk(time.1.to_string().as_bytes()),
@@ -139,7 +165,7 @@ impl Keyspace {
                 Some(Entry { value: Value::Str(v), .. }) => Ok(Reply::bulk(v)),
                 Some(_) => Err(Reply::err(WRONGTYPE)),
             },
-            ("SET", n) if n >= 2 => self.set(a, now),
+            ("SET", n) if n >= 2 => self.set(a, now, time),
             ("INCR", 1) => self.incr(&a[0], now),
             ("HSET", n) if n >= 3 && n % 2 == 1 => self.hset(a, now),
             ("HGET", 2) => self.with_hash(&a[0], now, |h| Reply::Bulk(h.get(&a[1]).cloned())),
@@ -150,7 +176,9 @@ impl Keyspace {
             ("HGETALL", 1) => self.with_hash(&a[0], now, |h| {
                 Reply::Array(h.iter().flat_map(|(f, v)| [Reply::bulk(f), Reply::bulk(v)]).collect())
             }),
-            ("ZADD", n) if n >= 3 && n % 2 == 1 => self.zadd(a, now),
+            ("ZADD", n) if n % 2 == 1 => self.zadd(a, now),
+            // A score without its member.
+            ("ZADD", _) => Err(Reply::err(SYNTAX)),
             ("ZCARD", 1) => self.with_zset(&a[0], now, |z| Reply::Int(z.len() as i64)),
             ("ZSCORE", 2) => self.with_zset(&a[0], now, |z| Reply::Bulk(z.get(&a[1]).map(|s| format_score(*s)))),
             ("ZRANGE", 3 | 4) => self.zrange(a, now),
@@ -166,10 +194,9 @@ impl Keyspace {
                 self.flush();
                 Ok(Reply::ok())
             }
-            (known, _) if KNOWN.contains(&known) => {
-                Err(Reply::err(format!("ERR wrong number of arguments for '{}' command", known.to_ascii_lowercase())))
-            }
-            _ => Err(Reply::err(format!("ERR unknown command '{name}'"))),
+            // Within the declared arity, but a form the command refuses by its count (HSET's
+            // field without a value) or one the model does not serve.
+            _ => Err(arity_error(&name)),
         };
         result.unwrap_or_else(|e| e)
     }
@@ -187,7 +214,7 @@ impl Keyspace {
         Ok(Reply::Int(1))
     }
 
-    fn set(&mut self, a: &[Vec<u8>], now: Duration) -> Result<Reply, Reply> {
+    fn set(&mut self, a: &[Vec<u8>], now: Duration, time: (u64, u64)) -> Result<Reply, Reply> {
         // As Redis: every option is read before a lifetime's number is; NX with XX, or EX with
         // PX, is a syntax error (the same one twice is not: the last lifetime counts).
         let (mut lifetime, mut nx, mut xx): (Option<(&[u8], &Vec<u8>)>, bool, bool) = (None, false, false);
@@ -207,11 +234,14 @@ impl Keyspace {
             None => None,
             Some((unit, value)) => {
                 let n = int_arg(value)?;
-                if n <= 0 {
-                    return Err(Reply::err("ERR invalid expire time in 'set' command"));
+                // Refused as Redis refuses it: not positive, or past what its clock (Unix ms
+                // in an i64) can hold.
+                let ms = if unit == b"PX" { Some(n) } else { n.checked_mul(1000) };
+                let unix_ms = i64::try_from(time.0.saturating_mul(1000)).unwrap_or(i64::MAX);
+                match ms.filter(|ms| *ms > 0 && ms.checked_add(unix_ms).is_some()) {
+                    Some(ms) => Some(now + Duration::from_millis(ms as u64)),
+                    None => return Err(Reply::err("ERR invalid expire time in 'set' command")),
                 }
-                let n = n as u64;
-                Some(now + if unit == b"PX" { Duration::from_millis(n) } else { Duration::from_secs(n) })
             }
         };
         let exists = self.live(&a[0], now).is_some();
@@ -289,7 +319,7 @@ impl Keyspace {
 
     fn zadd(&mut self, a: &[Vec<u8>], now: Duration) -> Result<Reply, Reply> {
         let pairs: Vec<(f64, Vec<u8>)> =
-            a[1..].chunks(2).map(|p| Ok((score_arg(&p[0], NOT_FLOAT)?, p[1].clone()))).collect::<Result<_, Reply>>()?;
+            a[1..].chunks(2).map(|p| Ok((score_arg(&p[0])?, p[1].clone()))).collect::<Result<_, Reply>>()?;
         if self.live(&a[0], now).is_none() {
             self.entries.insert(a[0].clone(), Entry { value: Value::ZSet(BTreeMap::new()), expires_at: None });
         }
@@ -340,7 +370,7 @@ impl Keyspace {
                 Some(rest) => (true, rest),
                 None => (false, b),
             };
-            Ok::<_, Reply>((score_arg(number, "ERR min or max is not a float")?, exclusive))
+            Ok::<_, Reply>((bound_arg(number)?, exclusive))
         };
         let ((min, min_open), (max, max_open)) = (bound(&a[1])?, bound(&a[2])?);
         let within = |score: f64| {
@@ -362,29 +392,76 @@ impl Keyspace {
     }
 }
 
-const KNOWN: &[&str] = &[
-    "PING",
-    "TIME",
-    "EXISTS",
-    "DEL",
-    "PTTL",
-    "PEXPIRE",
-    "GET",
-    "SET",
-    "INCR",
-    "HSET",
-    "HGET",
-    "HMGET",
-    "HDEL",
-    "HGETALL",
-    "ZADD",
-    "ZCARD",
-    "ZSCORE",
-    "ZRANGE",
-    "ZREMRANGEBYSCORE",
-    "KEYS",
-    "DBSIZE",
+/// The commands the model serves, with the arity Redis declares for each (the name counted; a
+/// negative arity is a minimum).
+const COMMANDS: &[(&str, i32)] = &[
+    ("PING", -1),
+    ("TIME", 1),
+    ("EXISTS", -2),
+    ("DEL", -2),
+    ("PTTL", 2),
+    ("PEXPIRE", -3),
+    ("GET", 2),
+    ("SET", -3),
+    ("INCR", 2),
+    ("HSET", -4),
+    ("HGET", 3),
+    ("HMGET", -3),
+    ("HDEL", -3),
+    ("HGETALL", 2),
+    ("ZADD", -4),
+    ("ZCARD", 2),
+    ("ZSCORE", 3),
+    ("ZRANGE", -4),
+    ("ZREMRANGEBYSCORE", 4),
+    ("KEYS", 2),
+    ("DBSIZE", 1),
+    ("FLUSHALL", -1),
+    ("FLUSHDB", -1),
 ];
+
+/// Why Redis refuses a command before running it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Unknown,
+    /// Outside the command's declared arity.
+    Arity,
+}
+
+/// Whether Redis would run `args` at all: a known command within its declared arity.
+pub fn declared(args: &[Vec<u8>]) -> Result<(), Refusal> {
+    let name = String::from_utf8_lossy(args.first().ok_or(Refusal::Unknown)?).to_ascii_uppercase();
+    let (_, arity) = COMMANDS.iter().find(|(known, _)| *known == name).ok_or(Refusal::Unknown)?;
+    let count = args.len() as i32;
+    if (*arity >= 0 && count != *arity) || (*arity < 0 && count < -arity) { Err(Refusal::Arity) } else { Ok(()) }
+}
+
+/// Redis's words for a command it does not know: the name as sent, then the first arguments
+/// (each quoted and followed by a space) while the list is under 128 bytes.
+fn unknown_command(args: &[Vec<u8>]) -> Reply {
+    let mut listed = String::new();
+    for arg in &args[1..] {
+        if listed.len() >= 128 {
+            break;
+        }
+        let text = String::from_utf8_lossy(arg);
+        let room = 128 - listed.len();
+        let cut: String = text
+            .chars()
+            .scan(0, |used, c| {
+                *used += c.len_utf8();
+                (*used <= room).then_some(c)
+            })
+            .collect();
+        listed.push_str(&format!("'{cut}' "));
+    }
+    let name: String = String::from_utf8_lossy(&args[0]).chars().take(128).collect();
+    Reply::err(format!("ERR unknown command '{name}', with args beginning with: {listed}"))
+}
+
+fn arity_error(name: &str) -> Reply {
+    Reply::err(format!("ERR wrong number of arguments for '{}' command", name.to_ascii_lowercase()))
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mlua::{Function, Lua, MultiValue, Table, Value as LuaValue};
 
-use super::data::{Keyspace, Reply};
+use super::data::{Keyspace, Refusal, Reply};
 
 /// Commands a script may not run (they would nest scripts or break atomicity).
 const FORBIDDEN: &[&str] = &["EVAL", "EVALSHA", "SCRIPT", "MULTI", "EXEC", "SUBSCRIBE"];
@@ -115,7 +115,7 @@ fn error_handler(lua: &Lua) -> mlua::Result<Function> {
                 Some(CallFailed(message)) => message.clone(),
                 None => format!("ERR {}", first_line(&e)),
             },
-            other => format!("ERR {other:?}"),
+            other => format!("ERR {}", lua.globals().get::<Function>("tostring")?.call::<String>(other)?),
         };
         let failure = lua.create_table()?;
         failure.set("err", message)?;
@@ -145,16 +145,15 @@ fn dispatch(lua: &Lua, args: MultiValue) -> Reply {
     let Some(mut ctx) = lua.app_data_mut::<CallCtx>() else {
         return Reply::err("ERR redis.call outside a script");
     };
-    let (now, time) = (ctx.now, ctx.time);
-    // Inside a script Redis words these two refusals its own way.
-    match ctx.keyspace.execute(&args, now, time) {
-        Reply::Error(e) if e.starts_with("ERR wrong number of arguments") => {
-            Reply::err("ERR Wrong number of args calling Redis command from script")
+    // Inside a script Redis words its refusals before a command runs its own way (a command's
+    // own refusals, such as HSET's field without a value, keep their words).
+    match super::data::declared(&args) {
+        Err(Refusal::Unknown) => Reply::err("ERR Unknown Redis command called from script"),
+        Err(Refusal::Arity) => Reply::err("ERR Wrong number of args calling Redis command from script"),
+        Ok(()) => {
+            let (now, time) = (ctx.now, ctx.time);
+            ctx.keyspace.execute(&args, now, time)
         }
-        Reply::Error(e) if e.starts_with("ERR unknown command") => {
-            Reply::err("ERR Unknown Redis command called from script")
-        }
-        reply => reply,
     }
 }
 
