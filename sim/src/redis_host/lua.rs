@@ -101,7 +101,9 @@ impl std::error::Error for CallFailed {}
 /// caller's when that is a C function such as `error` or `redis.call`).
 fn error_handler(lua: &Lua) -> mlua::Result<Function> {
     lua.create_function(|lua, error: LuaValue| {
-        // Level 0 is this handler, level 1 what raised the error.
+        // Level 0 is this handler, level 1 what raised the error. (This holds while mlua keeps
+        // Lua's own `xpcall`, as it does by default; with `catch_rust_panics` off it would put
+        // a message handler of its own in between and every line would shift.)
         let frame = |level| lua.inspect_stack(level, |d| (d.source().what == "C", d.current_line()));
         let line = match frame(1) {
             Some((true, _)) => frame(2).and_then(|(_, line)| line),
