@@ -166,6 +166,12 @@ fn the_messengers_own_requests_are_answered_as_telegram_answers_them() {
             std::sync::Arc::new(atlas_sim::clock::SimClock::default()),
         );
         let shopper = UserId::new(SHOPPER).unwrap();
+        // What Telegram delivered: the queries and the payment the messenger answers.
+        api.push(updates::callback(SHOPPER, "en", "q1", "buy"));
+        api.push(updates::callback(SHOPPER, "en", "q2", "balance"));
+        api.push(updates::pre_checkout(SHOPPER, "en", "pc1", "p:8", 133));
+        api.push(updates::pre_checkout(SHOPPER, "en", "pc2", "p:9", 133));
+        api.push(updates::paid(SHOPPER, "en", "p:8", 133, "charge-1"));
 
         let menu = OutgoingMessage {
             text: "<b>Main menu</b> &amp; more".into(),
@@ -195,6 +201,12 @@ fn the_messengers_own_requests_are_answered_as_telegram_answers_them() {
         messenger.refund_stars(shopper, "charge-1").await.expect("a refund");
         // A second refund of one charge: Telegram refuses it, the messenger counts it as done.
         messenger.refund_stars(shopper, "charge-1").await.expect("a refund made before is a refund");
+        // What was never delivered cannot be answered or refunded.
+        let stranger = UserId::new(SHOPPER + 1).unwrap();
+        assert!(messenger.answer_callback("never-delivered", None).await.is_err());
+        assert!(messenger.answer_pre_checkout("never-delivered", None).await.is_err());
+        assert!(messenger.refund_stars(shopper, "charge-unknown").await.is_err());
+        assert!(messenger.refund_stars(stranger, "charge-1").await.is_err(), "another user's charge");
 
         // Telegram says "slow down": the messenger waits as long as it is told, then sends; told
         // to wait past its budget, it gives the wait to its caller.
@@ -235,5 +247,5 @@ fn the_messengers_own_requests_are_answered_as_telegram_answers_them() {
     let checkouts = seen.calls_of("answerPreCheckoutQuery");
     assert_eq!((checkouts[0]["ok"].as_bool(), checkouts[1]["ok"].as_bool()), (Some(true), Some(false)));
     assert_eq!(checkouts[1]["error_message"], "The price changed");
-    assert_eq!(seen.calls_of("refundStarPayment").len(), 2);
+    assert_eq!(seen.calls_of("refundStarPayment").len(), 4);
 }

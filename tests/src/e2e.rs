@@ -199,8 +199,23 @@ impl Shop {
         for (button, next) in
             [("Buy", "Choose a plan"), ("Basic", "choose a period"), ("30 days", "How do you want to pay")]
         {
+            // The menu comes a moment after the welcome (Telegram's pacing of one chat).
+            self.shown(user, button).await;
             self.press(user, button);
             self.told(user, next).await;
+        }
+    }
+
+    /// Waits until a button whose label contains `label` has been sent to `chat`.
+    pub async fn shown(&self, chat: i64, label: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.telegram.button(chat, label).is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{chat} was never shown a button {label:?}; they were told {:?}",
+                self.telegram.texts_to(chat)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -60,6 +60,7 @@ async fn a_withdrawal_by_webhook_then_a_clean_stop() {
     shop.send_text(ADMIN, "/start");
     shop.send_text(USER, "/start");
     shop.told(USER, "Welcome").await;
+    shop.shown(USER, "Withdraw").await;
     shop.press(USER, "Withdraw");
     shop.told(USER, "How much").await;
     shop.send_text(USER, "250");
@@ -174,6 +175,7 @@ async fn a_killed_poller_is_replaced_and_the_withdrawal_goes_on() {
     shop.told(USER, "Welcome").await;
     let poller_is_a = a.log().iter().any(|l| l.contains("polling for updates"));
     let (mut poller, standby) = if poller_is_a { (a, b) } else { (b, a) };
+    shop.shown(USER, "Withdraw").await;
     shop.press(USER, "Withdraw");
     shop.told(USER, "How much").await;
     shop.send_text(USER, "300");

@@ -61,6 +61,11 @@ async fn messages_invoices_and_answers_go_out_as_the_bot_api_wants_them() {
     let sent = &api.calls_of("sendInvoice")[0];
     assert_eq!((sent["currency"].as_str(), sent["prices"][0]["amount"].as_u64()), (Some("XTR"), Some(133)));
     assert_eq!(sent["provider_token"], "");
+    // Telegram answers only queries and refunds only payments it delivered.
+    use atlas_sim::bot_api::updates;
+    api.push(updates::callback(42, "en", "cb-1", "buy"));
+    api.push(updates::pre_checkout(42, "en", "pc-1", "p:5", 133));
+    api.push(updates::paid(42, "en", "p:5", 133, "charge-1"));
     m.answer_callback("cb-1", None).await.unwrap();
     m.answer_pre_checkout("pc-1", Some("no longer payable")).await.unwrap();
     let answer = &api.calls_of("answerPreCheckoutQuery")[0];

@@ -148,6 +148,8 @@ struct State {
     duplicated: BTreeMap<i64, HandedBack>,
     /// Stars payments refunded (by charge id).
     refunded: std::collections::BTreeSet<String>,
+    /// Stars payments delivered in updates: charge id -> the user who paid.
+    charges: BTreeMap<String, i64>,
     /// Webhook answers that were not 2xx (or no answer), for the tests to see redelivery.
     failed_deliveries: u64,
     last_error: Option<String>,
@@ -194,6 +196,10 @@ impl FakeBotApi {
             let query = ["callback_query", "pre_checkout_query"].iter().find_map(|k| update.get(*k)?["id"].as_str());
             if let (Some(query), Some(chat)) = (query, user_of(&update)) {
                 state.query_chat.insert(query.to_owned(), chat);
+            }
+            let charge = update["message"]["successful_payment"]["telegram_payment_charge_id"].as_str();
+            if let (Some(charge), Some(payer)) = (charge, user_of(&update)) {
+                state.charges.insert(charge.to_owned(), payer);
             }
             state.pending.insert(id, update);
             id

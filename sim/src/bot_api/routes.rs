@@ -113,7 +113,7 @@ async fn call(State(api): State<FakeBotApi>, Path((bot, method)): Path<(String, 
             if let Some(query) = body["callback_query_id"].as_str().or(body["pre_checkout_query_id"].as_str()) {
                 api.tell_asker(query);
             }
-            answer_query(&name, &body)
+            answer_query(&api, &name, &body)
         }
         "sendinvoice" => send_invoice(&api, &body),
         "refundstarpayment" => refund(&api, &body),
@@ -241,13 +241,18 @@ fn send_invoice(api: &FakeBotApi, body: &Value) -> Response {
     ok(message(chat, id, json!({"invoice": invoice})))
 }
 
-/// `refundStarPayment`: once per charge; a second refund is refused as Telegram refuses it.
+/// `refundStarPayment`: once per charge paid by that user; a second refund is refused as
+/// Telegram refuses it.
 fn refund(api: &FakeBotApi, body: &Value) -> Response {
     let Some(charge) = body["telegram_payment_charge_id"].as_str().filter(|c| !c.is_empty()) else {
         return refuse(400, "Bad Request: CHARGE_ID_EMPTY");
     };
-    if body["user_id"].as_i64().is_none() {
+    let Some(user) = body["user_id"].as_i64() else {
         return refuse(400, "Bad Request: USER_ID_INVALID");
+    };
+    // Only a charge that was paid, by that user (the exact wording is not documented).
+    if api.state().charges.get(charge) != Some(&user) {
+        return refuse(400, "Bad Request: CHARGE_NOT_FOUND");
     }
     if !api.state().refunded.insert(charge.to_owned()) {
         return refuse(400, "Bad Request: CHARGE_ALREADY_REFUNDED");
@@ -255,9 +260,12 @@ fn refund(api: &FakeBotApi, body: &Value) -> Response {
     ok(json!(true))
 }
 
-fn answer_query(name: &str, body: &Value) -> Response {
+/// An answer to a callback or pre-checkout query: only to one that was delivered, as Telegram
+/// refuses any other id.
+fn answer_query(api: &FakeBotApi, name: &str, body: &Value) -> Response {
     let id_field = if name == "answercallbackquery" { "callback_query_id" } else { "pre_checkout_query_id" };
-    if body[id_field].as_str().is_none_or(str::is_empty) {
+    let known = body[id_field].as_str().is_some_and(|id| api.state().query_chat.contains_key(id));
+    if !known {
         return refuse(400, "Bad Request: query is too old and response timeout expired or query ID is invalid");
     }
     if name == "answerprecheckoutquery"
