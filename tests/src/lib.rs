@@ -59,9 +59,23 @@ impl TestDb {
             let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", server_url())).await?;
             let create = format!("CREATE DATABASE {name} TEMPLATE {}", template.name);
             sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut admin).await?;
-            // Each commit waits for no disk flush: a copy lives for one test and is dropped.
-            PgStore::connect(&format!("{}/{name}?options=-csynchronous_commit%3Doff", server_url()), max_connections)
-                .await
+            // Each commit waits for no disk flush: a copy lives for one test and is dropped. The
+            // pool keeps its connections for the copy's life and waits long for one: a long
+            // fidelity run on a loaded machine must fail only on a divergence, never because a
+            // connection reached its lifetime and a new one was slow to open.
+            let options: sqlx::postgres::PgConnectOptions = format!("{}/{name}", server_url()).parse()?;
+            let options = options.application_name("atlas").options([
+                ("statement_timeout", atlas::store::postgres::STATEMENT_TIMEOUT.as_millis().to_string()),
+                ("synchronous_commit", "off".to_owned()),
+            ]);
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(std::time::Duration::from_secs(60))
+                .max_lifetime(None)
+                .idle_timeout(None)
+                .connect_with(options)
+                .await?;
+            anyhow::Ok(PgStore::from_pool(pool))
         };
         let store = copied.await.expect("a copy of the template database");
         TestDb { store, name }
