@@ -62,7 +62,8 @@ impl TestDb {
             // Each commit waits for no disk flush: a copy lives for one test and is dropped. The
             // pool keeps its connections for the copy's life and waits long for one: a long
             // fidelity run on a loaded machine must fail only on a divergence, never because a
-            // connection reached its lifetime and a new one was slow to open.
+            // connection reached its lifetime and a new one was slow to open. (Store calls are
+            // still bounded by the store's own 16 s call timeout.)
             let options: sqlx::postgres::PgConnectOptions = format!("{}/{name}", server_url()).parse()?;
             let options = options.application_name("atlas").options([
                 ("statement_timeout", atlas::store::postgres::STATEMENT_TIMEOUT.as_millis().to_string()),

@@ -11,6 +11,8 @@ async fn a_used_copy_is_put_back_to_the_template() {
     let db = TestDb::copy_of(&template, 2).await;
     let commits: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(db.pool()).await.unwrap();
     assert_eq!(commits, "off", "a copy's commits wait for no disk flush");
+    let bound: String = sqlx::query_scalar("SHOW statement_timeout").fetch_one(db.pool()).await.unwrap();
+    assert_eq!(bound, "8s", "a copy keeps the store's statement timeout");
     let fresh_tariffs = count(&db, "SELECT count(*) FROM tariffs").await;
     user_with_balance(&db.store, 7, "25").await;
     db.store.top_up(uid(7), crypto("again", "5"), t0()).await.unwrap();

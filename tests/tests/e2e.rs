@@ -148,6 +148,7 @@ async fn the_promo_limit_holds_across_instances() {
         id += 1;
         let mut update = update;
         update["update_id"] = serde_json::json!(id);
+        shop.telegram.note_delivered(&update);
         assert_eq!(post_update(bot, &update, WEBHOOK_SECRET).await, 200);
     };
     post(&a, updates::text(USER, "en", "/start")).await;
@@ -364,6 +365,7 @@ async fn two_admins_reissuing_one_key_on_two_instances_make_one_key() {
                 updates::callback(admin, "en", &format!("q{id}"), &data)
             };
             update["update_id"] = serde_json::json!(id);
+            shop.telegram.note_delivered(&update);
             assert_eq!(post_update(bot, &update, WEBHOOK_SECRET).await, 200);
         }
         shop.told(admin, "Send the user's Telegram id").await;

@@ -155,6 +155,20 @@ struct State {
     last_error: Option<String>,
 }
 
+impl State {
+    /// The queries and the Stars payment an update delivers: what the bot may answer and refund.
+    fn note_delivered(&mut self, update: &Value) {
+        let query = ["callback_query", "pre_checkout_query"].iter().find_map(|k| update.get(*k)?["id"].as_str());
+        if let (Some(query), Some(chat)) = (query, user_of(update)) {
+            self.query_chat.insert(query.to_owned(), chat);
+        }
+        let charge = update["message"]["successful_payment"]["telegram_payment_charge_id"].as_str();
+        if let (Some(charge), Some(payer)) = (charge, user_of(update)) {
+            self.charges.insert(charge.to_owned(), payer);
+        }
+    }
+}
+
 /// The fake server's state, shared by its routes and its webhook pusher.
 #[derive(Clone)]
 pub struct FakeBotApi {
@@ -193,14 +207,7 @@ impl FakeBotApi {
             state.next_update_id += 1;
             let id = state.next_update_id;
             update["update_id"] = Value::from(id);
-            let query = ["callback_query", "pre_checkout_query"].iter().find_map(|k| update.get(*k)?["id"].as_str());
-            if let (Some(query), Some(chat)) = (query, user_of(&update)) {
-                state.query_chat.insert(query.to_owned(), chat);
-            }
-            let charge = update["message"]["successful_payment"]["telegram_payment_charge_id"].as_str();
-            if let (Some(charge), Some(payer)) = (charge, user_of(&update)) {
-                state.charges.insert(charge.to_owned(), payer);
-            }
+            state.note_delivered(&update);
             state.pending.insert(id, update);
             id
         };
@@ -208,11 +215,20 @@ impl FakeBotApi {
         id
     }
 
+    /// Notes the queries and the payment in an update delivered to the bot some other way (a
+    /// test posting to the webhook itself): the bot may answer and refund them.
+    pub fn note_delivered(&self, update: &Value) {
+        self.state().note_delivered(update);
+    }
+
     /// Queues the very same update again (same id): a redelivery Telegram makes on its own.
     pub fn push_again(&self, update_id: i64, update: Value) {
         let mut update = update;
         update["update_id"] = Value::from(update_id);
-        self.state().pending.insert(update_id, update);
+        let mut state = self.state();
+        state.note_delivered(&update);
+        state.pending.insert(update_id, update);
+        drop(state);
         self.arrived.notify_waiters();
     }
 

@@ -129,7 +129,7 @@ async fn main() {
     let users: Vec<i64> = (0..args.users as i64).map(|n| 1_000_000 + n).collect();
     let next_id = Arc::new(std::sync::atomic::AtomicI64::new(1));
     // Registration (each user's /start), not measured.
-    drive(&hook, &users, args.connections, &next_id, &["/start"]).await;
+    drive(&hook, &telegram, &users, args.connections, &next_id, &["/start"]).await;
     let perf = args.perf.then(|| {
         Command::new("perf")
             .args(["record", "-F", "999", "-g", "-o", "/tmp/atlas-load.perf.data", "-p", &bot.id().to_string()])
@@ -145,7 +145,7 @@ async fn main() {
     let others_before = (cpu_time(std::process::id()), cpu_of("redis-server"), cpu_of("postgres"), machine());
     let started = Instant::now();
     let steps: Vec<&str> = (0..args.rounds).flat_map(|_| STEPS).collect();
-    let mut latencies = drive(&hook, &users, args.connections, &next_id, &steps).await;
+    let mut latencies = drive(&hook, &telegram, &users, args.connections, &next_id, &steps).await;
     let elapsed = started.elapsed();
     let cpu = cpu_time(bot.id()) - cpu_before;
     let (me, redis, postgres, (busy, total)) = others_before;
@@ -216,6 +216,7 @@ async fn wait_ready(client: &HttpClient<TcpNetwork>, port: u16) {
 /// a time (so each user's updates stay in order), and returns every update's latency.
 async fn drive(
     hook: &url::Url,
+    telegram: &FakeBotApi,
     users: &[i64],
     connections: usize,
     next_id: &Arc<std::sync::atomic::AtomicI64>,
@@ -224,7 +225,7 @@ async fn drive(
     let per = users.len() / connections;
     let mut tasks = tokio::task::JoinSet::new();
     for share in users.chunks(per) {
-        let (hook, next_id) = (hook.clone(), next_id.clone());
+        let (hook, next_id, telegram) = (hook.clone(), next_id.clone(), telegram.clone());
         let share = share.to_vec();
         let steps: Vec<String> = steps.iter().map(|s| (*s).to_owned()).collect();
         tasks.spawn(async move {
@@ -240,6 +241,8 @@ async fn drive(
                         updates::callback(user, "en", &format!("cb{id}"), step)
                     };
                     update["update_id"] = serde_json::json!(id);
+                    // Posted to the bot directly: the fake is told, so the bot may answer it.
+                    telegram.note_delivered(&update);
                     let headers = [
                         ("content-type", "application/json".to_owned()),
                         ("x-telegram-bot-api-secret-token", WEBHOOK_SECRET.to_owned()),
