@@ -129,6 +129,15 @@ struct Done {
     answer: String,
 }
 
+impl Done {
+    /// Whether the store could not say what became of the call (it timed out: the outcome is
+    /// unknown). Such a call may have taken effect at any moment after it began, or not at all,
+    /// and its answer says nothing.
+    fn unknown(&self) -> bool {
+        self.answer.contains("the outcome is unknown")
+    }
+}
+
 async fn balances(s: &impl Store) -> Vec<String> {
     let mut out = Vec::new();
     for user in 1..=USERS {
@@ -143,7 +152,8 @@ async fn replay(history: &[Done], order: &[usize]) -> Option<Vec<String>> {
     let model = SimStore::direct(Model::new());
     arrange(&model).await;
     for &i in order {
-        if apply(&model, history[i].op).await != history[i].answer {
+        let answer = apply(&model, history[i].op).await;
+        if answer != history[i].answer && !history[i].unknown() {
             return None;
         }
     }
@@ -151,19 +161,18 @@ async fn replay(history: &[Done], order: &[usize]) -> Option<Vec<String>> {
 }
 
 /// A serial order of `history` that respects real time and gives PostgreSQL's answers and final
-/// balances, searched depth first (each prefix replayed on a fresh model).
+/// balances, searched depth first (each prefix replayed on a fresh model). A call of unknown
+/// outcome constrains nothing after it began and may be left out (it never took effect).
 async fn linearization(history: &[Done], finals: &[String]) -> Option<Vec<usize>> {
     let mut stack: Vec<Vec<usize>> = vec![Vec::new()];
     while let Some(prefix) = stack.pop() {
-        if prefix.len() == history.len() {
-            if replay(history, &prefix).await.as_deref() == Some(finals) {
-                return Some(prefix);
-            }
-            continue;
-        }
         let left: Vec<usize> = (0..history.len()).filter(|i| !prefix.contains(i)).collect();
+        if left.iter().all(|&i| history[i].unknown()) && replay(history, &prefix).await.as_deref() == Some(finals) {
+            return Some(prefix);
+        }
         // Next may be any operation that began before every other left one returned.
-        let earliest_return = left.iter().map(|&i| history[i].returned).min().unwrap_or(u64::MAX);
+        let returned = |i: usize| if history[i].unknown() { u64::MAX } else { history[i].returned };
+        let earliest_return = left.iter().map(|&i| returned(i)).min().unwrap_or(u64::MAX);
         for &i in left.iter().rev().filter(|&&i| history[i].began < earliest_return) {
             let mut next = prefix.clone();
             next.push(i);
@@ -222,6 +231,8 @@ async fn one_history(seed: u64, db: &TestDb) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_histories_on_postgresql_are_serial_orders_of_the_model() {
     let count = atlas_tests::fidelity_sequences(20);
+    // `ATLAS_FIDELITY_FIRST`: where the seeds start (to run some again).
+    let first: u64 = std::env::var("ATLAS_FIDELITY_FIRST").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
     let started = std::time::Instant::now();
     let template = std::sync::Arc::new(Template::new().await);
     // Two lanes at once, each on one database put back to the template's contents after each
@@ -232,7 +243,7 @@ async fn concurrent_histories_on_postgresql_are_serial_orders_of_the_model() {
             tokio::spawn(async move {
                 let db = TestDb::copy_of(&template, TASKS as u32).await;
                 let mut overlapping = 0;
-                for seed in (lane..count).step_by(LANES as usize) {
+                for seed in (first + lane..first + count).step_by(LANES as usize) {
                     overlapping += one_history(seed, &db).await;
                     db.reset_to(&template).await.expect("reset the database");
                 }
@@ -250,4 +261,24 @@ async fn concurrent_histories_on_postgresql_are_serial_orders_of_the_model() {
         "{count} histories, each linearizable ({overlapping} of {all} operations overlapped another), in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// A call that timed out (its outcome unknown) may have taken effect or not: both final states
+/// linearize, a third does not; and its answer constrains nothing. (Seed 9992 of the first long
+/// run met such a timeout on a loaded machine and was reported as a divergence.)
+#[tokio::test]
+async fn a_call_of_unknown_outcome_may_have_taken_effect_or_not() {
+    let unknown = "Unexpected(admin_adjust failed: no answer from PostgreSQL within 16 s (the outcome is unknown))";
+    let history = vec![
+        Done { began: 0, returned: 3, op: Op::Debit { user: 1, key: 0 }, answer: unknown.into() },
+        Done { began: 1, returned: 2, op: Op::Withdraw { user: 2, key: 0 }, answer: "Done balance 200.00".into() },
+    ];
+    let balances = |one: &str| vec![one.to_owned(), "200.00".to_owned()];
+    assert!(linearization(&history, &balances("150.00")).await.is_some(), "taken effect");
+    assert!(linearization(&history, &balances("300.00")).await.is_some(), "never taken effect");
+    assert!(linearization(&history, &balances("0.00")).await.is_none(), "taken effect twice");
+    // The same history with a known answer is held to it.
+    let mut known = history.clone();
+    known[0].answer = "InsufficientBalance".into();
+    assert!(linearization(&known, &balances("300.00")).await.is_none(), "a debit the model makes");
 }
