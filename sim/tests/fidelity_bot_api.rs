@@ -198,6 +198,8 @@ fn the_messengers_own_requests_are_answered_as_telegram_answers_them() {
         assert!(invoice_id > second);
         messenger.answer_pre_checkout("pc1", None).await.expect("a pre-checkout yes");
         messenger.answer_pre_checkout("pc2", Some("The price changed")).await.expect("a pre-checkout no");
+        // A refund whose first try meets a server error is repeated.
+        api.inject("refundStarPayment", Fault::ServerError);
         messenger.refund_stars(shopper, "charge-1").await.expect("a refund");
         // A second refund of one charge: Telegram refuses it, the messenger counts it as done.
         messenger.refund_stars(shopper, "charge-1").await.expect("a refund made before is a refund");
@@ -247,5 +249,5 @@ fn the_messengers_own_requests_are_answered_as_telegram_answers_them() {
     let checkouts = seen.calls_of("answerPreCheckoutQuery");
     assert_eq!((checkouts[0]["ok"].as_bool(), checkouts[1]["ok"].as_bool()), (Some(true), Some(false)));
     assert_eq!(checkouts[1]["error_message"], "The price changed");
-    assert_eq!(seen.calls_of("refundStarPayment").len(), 4);
+    assert_eq!(seen.calls_of("refundStarPayment").len(), 5, "one refund repeated after a server error");
 }

@@ -154,6 +154,12 @@ fn messenger_error(error: TelegramError) -> MessengerError {
     }
 }
 
+/// Whether Telegram refused a refund as made before.
+fn already_refunded(error: &anyhow::Error) -> bool {
+    matches!(error.downcast_ref::<TelegramError>(),
+        Some(TelegramError::Refused { description, .. }) if description.contains("CHARGE_ALREADY_REFUNDED"))
+}
+
 fn chat(user: UserId) -> Recipient {
     Recipient::Id(ChatId(user.get()))
 }
@@ -204,13 +210,13 @@ impl<N: Network> Messenger for TelegramMessenger<N> {
             teloxide_core::types::UserId(user.get() as u64),
             teloxide_core::types::TelegramTransactionId(charge_id.to_owned()),
         );
-        match self.api.call(&payload).await {
+        // Repeated on transient failures like any call: a repeat of a refund that went through
+        // is refused as already made, which is the answer wanted.
+        match self.send_to(None, &payload).await {
             Ok(_) => Ok(()),
             // Refunded before (a redelivered update, a retry whose answer was lost).
-            Err(TelegramError::Refused { description, .. }) if description.contains("CHARGE_ALREADY_REFUNDED") => {
-                Ok(())
-            }
-            Err(e) => Err(messenger_error(e)),
+            Err(MessengerError::Unexpected(e)) if already_refunded(&e) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }
