@@ -751,7 +751,7 @@ async fn the_model_answers_like_postgresql() {
     let count = atlas_tests::fidelity_sequences(SEEDS);
     let template = atlas_tests::Template::new().await;
     // `ATLAS_FIDELITY_FIRST`: where the seeds start (to run one again).
-    let first: u64 = std::env::var("ATLAS_FIDELITY_FIRST").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let first = atlas_tests::fidelity_first();
     // Each lane keeps one database and puts it back to the template's contents after each
     // sequence (checked: it reads back as a fresh copy), as copying one per sequence is slow.
     let lanes = (0..AT_ONCE).map(|lane| {

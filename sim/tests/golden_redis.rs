@@ -180,6 +180,16 @@ fn transcript(replies: &[Vec<u8>]) -> String {
         .collect()
 }
 
+/// `replies` make the recorded transcript, line for line.
+fn assert_transcript(replies: &[Vec<u8>]) {
+    let text = std::fs::read_to_string(TRANSCRIPT).expect("the recorded transcript");
+    let ours = transcript(replies);
+    for (i, (want, got)) in text.lines().zip(ours.lines()).enumerate() {
+        assert_eq!(got, want, "line {} of {TRANSCRIPT}", i + 1);
+    }
+    assert_eq!(text.lines().count(), ours.lines().count());
+}
+
 #[test]
 fn record_the_transcript_from_real_redis_when_asked() {
     if std::env::var_os("ATLAS_RECORD_GOLDEN").is_none() {
@@ -204,18 +214,13 @@ fn record_the_transcript_from_real_redis_when_asked() {
 
 #[test]
 fn the_sim_redis_replays_the_golden_transcript_byte_for_byte() {
-    let text = std::fs::read_to_string(TRANSCRIPT).expect("the recorded transcript");
     let mut state = RedisState::default();
     let mut replayed = Vec::new();
     for args in commands() {
         let bytes: Vec<Vec<u8>> = args.iter().map(|a| a.clone().into_bytes()).collect();
         replayed.push(encode(state.execute(&bytes, Duration::from_secs(1))));
     }
-    let ours = transcript(&replayed);
-    for (i, (want, got)) in text.lines().zip(ours.lines()).enumerate() {
-        assert_eq!(got, want, "line {} of {TRANSCRIPT}", i + 1);
-    }
-    assert_eq!(text.lines().count(), ours.lines().count());
+    assert_transcript(&replayed);
 }
 
 /// The same transcript through the sim Redis host's own socket: the request bytes go over
@@ -226,7 +231,6 @@ fn the_sim_redis_host_replays_the_golden_transcript_over_its_socket() {
     use std::rc::Rc;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    let text = std::fs::read_to_string(TRANSCRIPT).expect("the recorded transcript");
     let mut sim =
         atlas_sim::world::builder(1, Duration::from_secs(60), Duration::from_millis(1), Default::default()).build();
     atlas_sim::world::add_redis(&mut sim, Rc::new(RefCell::new(RedisState::default())));
@@ -252,9 +256,5 @@ fn the_sim_redis_host_replays_the_golden_transcript_over_its_socket() {
         Ok(())
     });
     sim.run().expect("the simulation runs");
-    let ours = transcript(&replies.borrow());
-    for (i, (want, got)) in text.lines().zip(ours.lines()).enumerate() {
-        assert_eq!(got, want, "line {} of {TRANSCRIPT}", i + 1);
-    }
-    assert_eq!(text.lines().count(), ours.lines().count());
+    assert_transcript(&replies.borrow());
 }

@@ -232,7 +232,7 @@ async fn one_history(seed: u64, db: &TestDb) -> usize {
 async fn concurrent_histories_on_postgresql_are_serial_orders_of_the_model() {
     let count = atlas_tests::fidelity_sequences(20);
     // `ATLAS_FIDELITY_FIRST`: where the seeds start (to run some again).
-    let first: u64 = std::env::var("ATLAS_FIDELITY_FIRST").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let first = atlas_tests::fidelity_first();
     let started = std::time::Instant::now();
     let template = std::sync::Arc::new(Template::new().await);
     // Two lanes at once, each on one database put back to the template's contents after each

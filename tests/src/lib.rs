@@ -28,6 +28,12 @@ pub fn fidelity_sequences(default: u64) -> u64 {
     std::env::var("ATLAS_FIDELITY_SEQUENCES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
 }
 
+/// The seed a fidelity test starts at: `ATLAS_FIDELITY_FIRST` (to run a failing seed again), 0
+/// otherwise.
+pub fn fidelity_first() -> u64 {
+    std::env::var("ATLAS_FIDELITY_FIRST").ok().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
 pub fn server_url() -> String {
     std::env::var("ATLAS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
@@ -64,11 +70,9 @@ impl TestDb {
             // fidelity run on a loaded machine must fail only on a divergence, never because a
             // connection reached its lifetime and a new one was slow to open. (Store calls are
             // still bounded by the store's own 16 s call timeout.)
-            let options: sqlx::postgres::PgConnectOptions = format!("{}/{name}", server_url()).parse()?;
-            let options = options.application_name("atlas").options([
-                ("statement_timeout", atlas::store::postgres::STATEMENT_TIMEOUT.as_millis().to_string()),
-                ("synchronous_commit", "off".to_owned()),
-            ]);
+            let url = format!("{}/{name}", server_url());
+            let options = PgStore::connect_options(&url, atlas::store::postgres::STATEMENT_TIMEOUT)?
+                .options([("synchronous_commit", "off")]);
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(std::time::Duration::from_secs(60))

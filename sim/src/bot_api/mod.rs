@@ -38,10 +38,15 @@ pub struct HandedBack {
 impl HandedBack {
     fn of(update: &Value) -> HandedBack {
         let query = update["callback_query"]["id"].as_str().map(str::to_owned);
-        let payment = update["message"]["successful_payment"]["telegram_payment_charge_id"].as_str().map(str::to_owned);
+        let payment = charge_of(update).map(str::to_owned);
         let user = user_of(update).unwrap_or(0);
         HandedBack { user, query, payment, at: turmoil::sim_elapsed().unwrap_or_default() }
     }
+}
+
+/// The charge id of a Stars payment an update carries.
+fn charge_of(update: &Value) -> Option<&str> {
+    update["message"]["successful_payment"]["telegram_payment_charge_id"].as_str()
 }
 
 /// The user an update comes from (a message's sender, a button's presser).
@@ -162,8 +167,7 @@ impl State {
         if let (Some(query), Some(chat)) = (query, user_of(update)) {
             self.query_chat.insert(query.to_owned(), chat);
         }
-        let charge = update["message"]["successful_payment"]["telegram_payment_charge_id"].as_str();
-        if let (Some(charge), Some(payer)) = (charge, user_of(update)) {
+        if let (Some(charge), Some(payer)) = (charge_of(update), user_of(update)) {
             self.charges.insert(charge.to_owned(), payer);
         }
     }

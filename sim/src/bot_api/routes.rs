@@ -250,11 +250,12 @@ fn refund(api: &FakeBotApi, body: &Value) -> Response {
     let Some(user) = body["user_id"].as_i64() else {
         return refuse(400, "Bad Request: USER_ID_INVALID");
     };
+    let mut state = api.state();
     // Only a charge that was paid, by that user (the exact wording is not documented).
-    if api.state().charges.get(charge) != Some(&user) {
+    if state.charges.get(charge) != Some(&user) {
         return refuse(400, "Bad Request: CHARGE_NOT_FOUND");
     }
-    if !api.state().refunded.insert(charge.to_owned()) {
+    if !state.refunded.insert(charge.to_owned()) {
         return refuse(400, "Bad Request: CHARGE_ALREADY_REFUNDED");
     }
     ok(json!(true))

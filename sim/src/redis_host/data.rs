@@ -137,7 +137,7 @@ impl Keyspace {
             return Reply::err("ERR empty command");
         };
         let name = String::from_utf8_lossy(name).to_ascii_uppercase();
-        match declared(args) {
+        match declared(&name, args.len()) {
             Err(Refusal::Unknown) => return unknown_command(args),
             Err(Refusal::Arity) => return arity_error(&name),
             Ok(()) => {}
@@ -428,11 +428,11 @@ pub enum Refusal {
     Arity,
 }
 
-/// Whether Redis would run `args` at all: a known command within its declared arity.
-pub fn declared(args: &[Vec<u8>]) -> Result<(), Refusal> {
-    let name = String::from_utf8_lossy(args.first().ok_or(Refusal::Unknown)?).to_ascii_uppercase();
+/// Whether Redis would run command `name` (upper case) with `count` words, its name counted: a
+/// known command within its declared arity.
+pub fn declared(name: &str, count: usize) -> Result<(), Refusal> {
     let (_, arity) = COMMANDS.iter().find(|(known, _)| *known == name).ok_or(Refusal::Unknown)?;
-    let count = args.len() as i32;
+    let count = count as i32;
     if (*arity >= 0 && count != *arity) || (*arity < 0 && count < -arity) { Err(Refusal::Arity) } else { Ok(()) }
 }
 

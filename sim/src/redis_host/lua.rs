@@ -149,7 +149,7 @@ fn dispatch(lua: &Lua, args: MultiValue) -> Reply {
     };
     // Inside a script Redis words its refusals before a command runs its own way (a command's
     // own refusals, such as HSET's field without a value, keep their words).
-    match super::data::declared(&args) {
+    match super::data::declared(&name, args.len()) {
         Err(Refusal::Unknown) => Reply::err("ERR Unknown Redis command called from script"),
         Err(Refusal::Arity) => Reply::err("ERR Wrong number of args calling Redis command from script"),
         Ok(()) => {

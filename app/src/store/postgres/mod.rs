@@ -55,10 +55,7 @@ impl PgStore {
     /// As [`PgStore::connect`], with a shorter statement timeout (tests of the timeout path).
     pub async fn connect_with(url: &str, max_connections: u32, statement_timeout: Duration) -> anyhow::Result<PgStore> {
         assert!(statement_timeout <= STATEMENT_TIMEOUT, "the call timeout must outlast the statement timeout");
-        let options: PgConnectOptions = url.parse().context("invalid PostgreSQL URL")?;
-        let options = options
-            .application_name("atlas")
-            .options([("statement_timeout", statement_timeout.as_millis().to_string())]);
+        let options = PgStore::connect_options(url, statement_timeout)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -66,6 +63,15 @@ impl PgStore {
             .await
             .context("cannot connect to PostgreSQL")?;
         Ok(PgStore { pool })
+    }
+
+    /// How the store connects to `url`: named `atlas`, each statement bounded by
+    /// `statement_timeout` (for pools built elsewhere, such as the tests' copies).
+    pub fn connect_options(url: &str, statement_timeout: Duration) -> anyhow::Result<PgConnectOptions> {
+        let options: PgConnectOptions = url.parse().context("invalid PostgreSQL URL")?;
+        Ok(options
+            .application_name("atlas")
+            .options([("statement_timeout", statement_timeout.as_millis().to_string())]))
     }
 
     pub fn from_pool(pool: PgPool) -> PgStore {
