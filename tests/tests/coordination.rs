@@ -85,9 +85,27 @@ async fn intake_contract(c: &impl Coordination) {
     // The stalled handler's update was never marked done, so its redelivery is handled.
     let retried = proceed(c.begin_update(user, 3, Admission::Counted).await.unwrap());
     assert_eq!(retried.fsm.data.as_deref(), Some(&b"state-3"[..]));
-    // A lease that expired with nobody taking it still cannot commit.
+    // A lease that ran out with nobody touching the chat since (a frozen process): the handler's
+    // replies went out, so its state is kept, once.
     tokio::time::sleep(SHORT_LEASE + Duration::from_millis(100)).await;
-    assert_eq!(c.commit_update(user, &retried, FsmWrite::Clear).await.unwrap(), CommitOutcome::LeaseLost);
+    assert_eq!(c.commit_update(user, &retried, FsmWrite::Clear).await.unwrap(), CommitOutcome::Committed);
+    assert_eq!(
+        c.begin_update(user, 3, Admission::Counted).await.unwrap(),
+        BeginOutcome::Duplicate,
+        "committed late, the update is done"
+    );
+    // Not when another update of the chat was committed meanwhile, even one that kept its state.
+    let late = proceed(c.begin_update(user, 6, Admission::Counted).await.unwrap());
+    tokio::time::sleep(SHORT_LEASE + Duration::from_millis(100)).await;
+    let between = proceed(c.begin_update(user, 7, Admission::Counted).await.unwrap());
+    assert_eq!(c.commit_update(user, &between, FsmWrite::Set(b"state-4".to_vec())).await.unwrap(), CommitOutcome::Committed);
+    assert_eq!(c.commit_update(user, &late, FsmWrite::Keep).await.unwrap(), CommitOutcome::LeaseLost);
+    // Nor when the update itself was taken by another handler whose lease ran out too.
+    let first_try = proceed(c.begin_update(user, 8, Admission::Counted).await.unwrap());
+    tokio::time::sleep(SHORT_LEASE + Duration::from_millis(100)).await;
+    let _second_try = proceed(c.begin_update(user, 8, Admission::Counted).await.unwrap());
+    tokio::time::sleep(SHORT_LEASE + Duration::from_millis(100)).await;
+    assert_eq!(c.commit_update(user, &first_try, FsmWrite::Keep).await.unwrap(), CommitOutcome::LeaseLost);
 
     // Oversized state is refused and the lease stays with its holder.
     let fifth = proceed(c.begin_update(user, 5, Admission::Counted).await.unwrap());

@@ -252,7 +252,9 @@ async fn a_stuck_handler_lets_its_chat_go_after_the_longest_hold() {
     tokio::time::sleep(longest + lease).await;
     let next = handle_update(&b, user, 2, Admission::Exempt, |_| async { FsmWrite::Keep }).await;
     assert_eq!(next, Handled::Committed, "the chat went on");
-    assert_eq!(stuck.await.unwrap(), Handled::LeaseLost);
+    let stuck = stuck.await.unwrap();
+    assert_eq!(stuck, Handled::LeaseLost);
+    assert!(stuck.wants_redelivery(), "its replies went out and its state did not: it runs again");
 }
 
 /// A clock that counts how often it is read: a loop that wakes reads it.

@@ -30,10 +30,10 @@ const SEEN_UPDATES_MAX: usize = 1_000_000;
 const SWEEP_EVERY_CALLS: u64 = 1_024;
 
 /// What an update's mark says, as `begin_update.lua`'s marker values do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Mark {
-    /// Being handled under a lease (`p:<token>`).
-    Taken,
+    /// Being handled under the lease of this token (`p:<token>`).
+    Taken(String),
     /// Handled, or dropped for good (`done`, `flood`).
     Done,
 }
@@ -173,7 +173,7 @@ impl Coordination for LegacyCoordination {
         Ok(self.with(|inner, now| {
             match inner.seen.get(&(user, update_id)) {
                 Some((until, Mark::Done)) if *until > now => return BeginOutcome::Duplicate,
-                Some((until, Mark::Taken)) if *until > now => return BeginOutcome::InProgress,
+                Some((until, Mark::Taken(_))) if *until > now => return BeginOutcome::InProgress,
                 _ => {}
             }
             if let Some((_, until)) = inner.live_lease(user, now) {
@@ -188,7 +188,7 @@ impl Coordination for LegacyCoordination {
                 return BeginOutcome::Flooded { retry_after };
             }
             inner.leases.insert(user, (token.clone(), now + lease_ttl));
-            inner.mark((user, update_id), now + lease_ttl, Mark::Taken);
+            inner.mark((user, update_id), now + lease_ttl, Mark::Taken(token.clone()));
             let fsm = inner.live_record(user, now);
             BeginOutcome::Proceed(UpdateTicket { update_id, lease_token: token, lease_ttl, fsm })
         }))
@@ -203,7 +203,9 @@ impl Coordination for LegacyCoordination {
                 return false;
             }
             *until = now + ticket.lease_ttl;
-            if let Some((until, Mark::Taken)) = inner.seen.get_mut(&(user, ticket.update_id)) {
+            if let Some((until, Mark::Taken(taken))) = inner.seen.get_mut(&(user, ticket.update_id))
+                && *taken == ticket.lease_token
+            {
                 *until = now + ticket.lease_ttl;
             }
             true
@@ -215,9 +217,19 @@ impl Coordination for LegacyCoordination {
             check_size(data)?;
         }
         Ok(self.with(|inner, now| {
-            let holds = inner.live_lease(user, now).is_some_and(|(token, _)| *token == ticket.lease_token);
-            if !holds {
-                return CommitOutcome::LeaseLost;
+            let holder = inner.live_lease(user, now).map(|(token, _)| token.clone());
+            if holder.as_ref() != Some(&ticket.lease_token) {
+                // As `commit_update.lua`: a lease that ran out still commits when nobody touched
+                // the chat since (no holder, the update still this handler's, the same version).
+                let ours = match inner.seen.get(&(user, ticket.update_id)) {
+                    Some((until, mark)) if *until > now => *mark == Mark::Taken(ticket.lease_token.clone()),
+                    _ => true,
+                };
+                let untouched =
+                    holder.is_none() && ours && inner.live_record(user, now).version == ticket.fsm.version;
+                if !untouched {
+                    return CommitOutcome::LeaseLost;
+                }
             }
             inner.leases.remove(&user);
             if write == FsmWrite::Retry {

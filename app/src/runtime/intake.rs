@@ -36,7 +36,11 @@ pub enum Handled {
     /// The handler ran but its new state could not be stored (too large): the conversation kept
     /// its old state, and the chat was released.
     StateRefused,
-    /// The handler ran but its lease ran out first: nothing was written to the FSM record.
+    /// The handler ran but its lease ran out first (a frozen process, a handler stuck past the
+    /// longest hold): nothing was written to the FSM record while its replies went out. The
+    /// update is delivered again, as after a failed commit: a duplicate if another instance
+    /// handled it meanwhile, else it runs again and its state is kept this time (a whole-bot
+    /// simulation with a paused instance left users at a step the conversation did not hold).
     LeaseLost,
     /// The handler ran but the record changed behind the lease: nothing was written.
     Conflict,
@@ -86,9 +90,12 @@ impl Handled {
 
     /// Whether the update must be delivered again: it was not handled, or its state may not be
     /// kept, and dropping it could lose something (a chat that stayed busy, a handler that asked
-    /// for a retry, a commit Redis did not confirm).
+    /// for a retry, a commit Redis did not confirm or refused for a lost lease).
     pub fn wants_redelivery(&self) -> bool {
-        matches!(self, Handled::Retry | Handled::GaveUp | Handled::InProgress | Handled::CommitFailed)
+        matches!(
+            self,
+            Handled::Retry | Handled::GaveUp | Handled::InProgress | Handled::CommitFailed | Handled::LeaseLost
+        )
     }
 }
 

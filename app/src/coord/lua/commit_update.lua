@@ -1,6 +1,10 @@
 -- Ends handling one update: compare-and-set the conversation record on its version and the
 -- chat lease's token, release the lease, and mark the update done.
--- A handler whose lease expired writes nothing, even if nobody took the lease since.
+-- A handler whose lease ran out (a frozen process, a handler past its longest hold) still
+-- commits when nobody touched the chat since: nobody holds the lease, the update is still its
+-- own (or its marker expired with the lease), and the record is at the version it read. Its
+-- replies went out; throwing its state away left the user at a step the conversation did not
+-- hold. Anything else since (another holder, another commit, this update done) refuses it.
 --
 -- KEYS: 1 fsm record   2 chat lease   3 update marker
 -- ARGV: 1 lease token   2 expected version   3 mode: 'set' | 'clear' | 'keep' | 'retry'
@@ -8,8 +12,15 @@
 -- 'retry': the handler could not handle the update now; the record stays as it was and the
 -- update is forgotten, so that its redelivery is handled.
 -- Returns 'ok' | 'lease_lost' | 'conflict'
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then
-  return 'lease_lost'
+local holder = redis.call('GET', KEYS[2])
+if holder ~= ARGV[1] then
+  local marker = redis.call('GET', KEYS[3])
+  local untouched = not holder
+    and (not marker or marker == 'p:' .. ARGV[1])
+    and tonumber(redis.call('HGET', KEYS[1], 'v') or 0) == tonumber(ARGV[2])
+  if not untouched then
+    return 'lease_lost'
+  end
 end
 redis.call('DEL', KEYS[2])
 if ARGV[3] == 'retry' then
