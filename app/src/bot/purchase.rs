@@ -300,9 +300,17 @@ async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, tariff: 
             turn.say(Msg::Banned);
             Next::Done
         }
-        e @ (PurchaseError::UnknownUser | PurchaseError::IdempotencyKeyReused | PurchaseError::Unexpected(_)) => {
+        e @ (PurchaseError::UnknownUser | PurchaseError::IdempotencyKeyReused) => {
             turn.failed("purchase", &e);
             Next::Done
+        }
+        // The store failed or did not answer in time: the user, told to try again, finds the
+        // step as it was, and the same press buys once (the step's idempotency key), whether or
+        // not the first try landed (found by the simulation: an instance frozen past its store
+        // call's timeout ended the purchase, and the same button was then "no longer active").
+        e @ PurchaseError::Unexpected(_) => {
+            turn.failed("purchase", &e);
+            Next::Keep
         }
     }
 }
