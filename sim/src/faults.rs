@@ -144,14 +144,26 @@ pub(crate) fn network_of(scenario: &Scenario) -> Network {
     }
 }
 
-/// The faults on each instance's link to Redis at this moment. Turmoil keeps one state per link
-/// and each call sets it outright, so overlapping faults are counted here and the link takes the
-/// strongest one still on: a partition (what was in flight is lost), else a hold (a pause is
-/// one: held messages go out when the last hold ends), else healthy.
-#[derive(Debug, Default)]
+/// The faults on each instance's links at this moment. Turmoil keeps one state per link and each
+/// call sets it outright, so overlapping faults are counted here and a link takes the strongest
+/// one still on: a partition (what was in flight is lost), else a hold (a pause is one: held
+/// messages go out when the last hold ends), else healthy. Holds and partitions are of the link
+/// to Redis; a pause holds every link of the instance (`frozen_peers`).
+#[derive(Debug)]
 pub struct Links {
-    /// Instance -> (holds on, partitions on).
-    on: BTreeMap<usize, (u32, u32)>,
+    /// (instance, peer) -> (holds on, partitions on).
+    on: BTreeMap<(usize, &'static str), (u32, u32)>,
+    /// The hosts a paused instance stops talking to: Redis alone where the workload's handlers
+    /// wait out a pause themselves (`Instance::wait_out_pause`); every host an instance talks to
+    /// in a whole-bot run, where the bot's own code runs unchanged and a freeze is what the rest
+    /// of the world sees of it: nothing from or to the instance moves, then all of it at once.
+    pub frozen_peers: Vec<&'static str>,
+}
+
+impl Default for Links {
+    fn default() -> Links {
+        Links { on: BTreeMap::new(), frozen_peers: vec![REDIS_HOST] }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,27 +174,35 @@ enum LinkState {
 }
 
 impl Links {
-    fn state(&self, instance: usize) -> LinkState {
-        match self.on.get(&instance).copied().unwrap_or_default() {
+    fn state(&self, instance: usize, peer: &'static str) -> LinkState {
+        match self.on.get(&(instance, peer)).copied().unwrap_or_default() {
             (_, partitions) if partitions > 0 => LinkState::Partitioned,
             (holds, _) if holds > 0 => LinkState::Held,
             _ => LinkState::Healthy,
         }
     }
 
-    /// Counts a hold (`hold`) or partition starting (`+1`) or ending (`-1`) and sets the link.
-    fn change(&mut self, sim: &mut turmoil::Sim<'_>, instance: usize, hold: bool, starts: bool) {
-        let before = self.state(instance);
-        let (holds, partitions) = self.on.entry(instance).or_default();
+    /// Counts a hold (`hold`) or partition starting (`+1`) or ending (`-1`) on the link between
+    /// `instance` and `peer`, and sets the link.
+    fn change(&mut self, sim: &mut turmoil::Sim<'_>, instance: usize, peer: &'static str, hold: bool, starts: bool) {
+        let before = self.state(instance, peer);
+        let (holds, partitions) = self.on.entry((instance, peer)).or_default();
         let count = if hold { holds } else { partitions };
         *count = if starts { *count + 1 } else { count.saturating_sub(1) };
-        let (host, after) = (instance_name(instance), self.state(instance));
+        let (host, after) = (instance_name(instance), self.state(instance, peer));
         match (before, after) {
             (b, a) if b == a => {}
-            (_, LinkState::Partitioned) => sim.partition(host, REDIS_HOST),
-            (_, LinkState::Held) => sim.hold(host, REDIS_HOST),
-            (LinkState::Held, LinkState::Healthy) => sim.release(host, REDIS_HOST),
-            (_, LinkState::Healthy) => sim.repair(host, REDIS_HOST),
+            (_, LinkState::Partitioned) => sim.partition(host, peer),
+            (_, LinkState::Held) => sim.hold(host, peer),
+            (LinkState::Held, LinkState::Healthy) => sim.release(host, peer),
+            (_, LinkState::Healthy) => sim.repair(host, peer),
+        }
+    }
+
+    /// A pause starting or ending: a hold on each of `frozen_peers`.
+    fn freeze(&mut self, sim: &mut turmoil::Sim<'_>, instance: usize, starts: bool) {
+        for peer in self.frozen_peers.clone() {
+            self.change(sim, instance, peer, true, starts);
         }
     }
 }
@@ -215,21 +235,21 @@ pub(crate) fn apply(
         }
         Action::Hold(i) => {
             note(FaultEvent::Held(i));
-            shared.links.borrow_mut().change(sim, i, true, true);
+            shared.links.borrow_mut().change(sim, i, REDIS_HOST, true, true);
         }
         Action::Release(i) => {
             note(FaultEvent::Released(i));
-            shared.links.borrow_mut().change(sim, i, true, false);
+            shared.links.borrow_mut().change(sim, i, REDIS_HOST, true, false);
         }
         Action::Pause { instance, length } => {
             note(FaultEvent::Frozen { instance, for_ms: length.as_millis() as u64 });
             pauses.lock().unwrap_or_else(|p| p.into_inner()).push((instance, sim.elapsed() + length));
             // A frozen process sends nothing: its handlers wait out the pause where they are, and
             // what its other tasks (a lease's keep-alive) would send reaches Redis only after it.
-            shared.links.borrow_mut().change(sim, instance, true, true);
+            shared.links.borrow_mut().freeze(sim, instance, true);
             return Some((length, Action::Thaw(instance)));
         }
-        Action::Thaw(i) => shared.links.borrow_mut().change(sim, i, true, false),
+        Action::Thaw(i) => shared.links.borrow_mut().freeze(sim, i, false),
         Action::PauseLeader { length } => match current_leader(history) {
             Some(instance) => return Some((Duration::ZERO, Action::Pause { instance, length })),
             None => note(FaultEvent::NoLeaderToFreeze),
@@ -264,11 +284,11 @@ pub(crate) fn apply(
         }
         Action::Partition(i) => {
             note(FaultEvent::Partitioned(i));
-            shared.links.borrow_mut().change(sim, i, false, true);
+            shared.links.borrow_mut().change(sim, i, REDIS_HOST, false, true);
         }
         Action::Repair(i) => {
             note(FaultEvent::Reconnected(i));
-            shared.links.borrow_mut().change(sim, i, false, false);
+            shared.links.borrow_mut().change(sim, i, REDIS_HOST, false, false);
         }
         Action::RedisRestart { lose_data } => {
             note(FaultEvent::RedisRestarted { lose_data });

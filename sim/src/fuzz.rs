@@ -88,7 +88,7 @@ struct Raw {
 }
 
 fn raw_fault() -> impl Strategy<Value = RawFault> {
-    (0u8..6, 0usize..4, 0u16..1000, 0u16..1000, any::<bool>(), 0usize..LED_ROLES.len()).prop_map(
+    (0u8..7, 0usize..4, 0u16..1000, 0u16..1000, any::<bool>(), 0usize..LED_ROLES.len()).prop_map(
         |(kind, instance, at, length, lose_data, role)| RawFault { kind, instance, at, length, lose_data, role },
     )
 }
@@ -134,6 +134,18 @@ fn raw() -> impl Strategy<Value = Raw> {
     )
 }
 
+/// Whether `fault` is a pause and a partition of one instance at once (either way round): the
+/// partition would lose what the frozen instance sends when it wakes (`Scenario::validate`).
+fn pause_meets_partition(faults: &[Fault], fault: &Fault) -> bool {
+    let window = |f: &Fault| match *f {
+        Fault::Pause { instance, at_secs, for_secs } => Some((true, instance, at_secs, at_secs + for_secs)),
+        Fault::Partition { instance, at_secs, for_secs } => Some((false, instance, at_secs, at_secs + for_secs)),
+        _ => None,
+    };
+    let Some((pause, instance, from, to)) = window(fault) else { return false };
+    faults.iter().filter_map(window).any(|(p, i, a, b)| p != pause && i == instance && from <= b && a <= to)
+}
+
 /// Thousandths of the way from `lo` to `hi`.
 fn within(lo: f64, hi: f64, thousandths: u16) -> f64 {
     lo + (hi - lo) * f64::from(thousandths) / 1000.0
@@ -168,6 +180,8 @@ fn case_of(raw: Raw) -> Case {
             2 => Fault::RedisRestart { at_secs, lose_data: f.lose_data },
             3 => Fault::Partition { instance, at_secs, for_secs: within(0.5, 3.0, f.length) },
             4 => Fault::Hold { instance, at_secs, for_secs: within(0.5, 2.0, f.length) },
+            // A freeze, from a moment to longer than the swarm's chat lease (15 s).
+            5 => Fault::Pause { instance, at_secs, for_secs: within(0.5, 20.0, f.length) },
             _ => {
                 // The poller's leader only when polling.
                 let roles = if intake == BotIntake::Polling { LED_ROLES.len() } else { LED_ROLES.len() - 1 };
@@ -175,7 +189,7 @@ fn case_of(raw: Raw) -> Case {
                 Fault::RestartLeader { at_secs, down_secs: within(0.5, 3.0, f.length), role }
             }
         };
-        if admits(&faults, &fault, &mut down_until) {
+        if admits(&faults, &fault, &mut down_until) && !pause_meets_partition(&faults, &fault) {
             faults.push(fault);
         }
     }

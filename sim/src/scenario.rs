@@ -86,7 +86,7 @@ impl BrokenGuard {
         match self {
             BrokenGuard::Dedupe => ("  return {'dup'}\n", ""),
             BrokenGuard::Lease => ("if held ~= -2 then", "if false then"),
-            BrokenGuard::Fencing => ("if redis.call('GET', KEYS[2]) ~= ARGV[1] then", "if false then"),
+            BrokenGuard::Fencing => ("if holder ~= ARGV[1] then", "if false then"),
         }
     }
 
@@ -340,7 +340,9 @@ pub enum Fault {
     },
     /// Cut an instance off from Redis, then repair the link.
     Partition { instance: usize, at_secs: f64, for_secs: f64 },
-    /// Freeze an instance's handlers mid-update (a GC pause, a stalled VM) for longer than a lease.
+    /// Freeze an instance mid-update (a GC pause, a stalled VM), for longer than a lease. In a
+    /// whole-bot run every message from or to the instance is held for that long (its own timers
+    /// run on: a frozen process finds them all expired when it wakes).
     Pause { instance: usize, at_secs: f64, for_secs: f64 },
     /// Freeze whichever instance leads at that moment.
     PauseLeader { at_secs: f64, for_secs: f64 },
@@ -558,8 +560,8 @@ impl Scenario {
             anyhow::ensure!(bot.duplicate_percent <= 100, "duplicate_percent is a percentage");
             for fault in &self.faults {
                 anyhow::ensure!(
-                    !matches!(fault, Fault::Pause { .. } | Fault::PauseLeader { .. }),
-                    "{fault:?}: the whole-bot world has no pause faults (use restart, stop, partition, hold)"
+                    !matches!(fault, Fault::PauseLeader { .. }),
+                    "{fault:?}: the whole-bot world pauses an instance by its index (pause), not the leader"
                 );
                 if let Fault::RestartLeader { role, .. } = fault {
                     let known = Role::ALL.map(Role::name);

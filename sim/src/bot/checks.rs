@@ -96,21 +96,24 @@ fn is(call: &Call, method: &str) -> bool {
 }
 
 /// The times at which an instance lost what it was doing (a crash, a SIGTERM, Redis losing its
-/// data): an update in flight then may be handled again, which is the design (at least once).
+/// data, the start and the end of a pause): an update in flight then may be handled again, which
+/// is the design (at least once). A paused instance's lease ends under its handler, another
+/// instance handles the update again, and what the paused one sent meanwhile arrives when it
+/// wakes: a second answer or key either side of the pause's start or end is that.
 fn losses(history: &History) -> Vec<Duration> {
-    history
-        .records
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.event,
-                Event::Fault(
-                    FaultEvent::Crashed(_) | FaultEvent::Stopped(_) | FaultEvent::RedisRestarted { lose_data: true }
-                )
-            )
-        })
-        .map(|r| r.at)
-        .collect()
+    let mut at = Vec::new();
+    for r in &history.records {
+        match r.event {
+            Event::Fault(
+                FaultEvent::Crashed(_) | FaultEvent::Stopped(_) | FaultEvent::RedisRestarted { lose_data: true },
+            ) => at.push(r.at),
+            Event::Fault(FaultEvent::Frozen { for_ms, .. }) => {
+                at.extend([r.at, r.at + Duration::from_millis(for_ms)]);
+            }
+            _ => {}
+        }
+    }
+    at
 }
 
 /// Whether an instance lost Redis at some point of the run (a partition, held links, a restart):

@@ -132,7 +132,10 @@ pub fn invariants_for(workload: &BotWorkload, faults: &[Fault]) -> Vec<Invariant
     // Without Redis (a partition, held links) an instance serves without state and without
     // dedupe, by design: a step in flight may be lost, and a duplicate delivered then is
     // handled again.
-    let cut_off = faults.iter().any(|f| matches!(f, Fault::Partition { .. } | Fault::Hold { .. }));
+    // A pause is modelled as every link of the instance held while its own timers run on: from
+    // outside, a total network stall, whose timeouts fire before the late answers arrive (a
+    // real SIGSTOP mostly finds the answer first when it wakes), so it counts as one.
+    let cut_off = faults.iter().any(|f| matches!(f, Fault::Partition { .. } | Fault::Hold { .. } | Fault::Pause { .. }));
     let duplicates = workload.duplicate_percent > 0;
     [
         Invariant::FsmSurvivesRestart,
