@@ -250,7 +250,7 @@ async fn a_stuck_handler_lets_its_chat_go_after_the_longest_hold() {
         })
     };
     tokio::time::sleep(longest + lease).await;
-    let next = handle_update(&b, user, 2, Admission::Exempt, |_| async { FsmWrite::Keep }).await;
+    let next = handle_update(&b, user, 2, Admission::Exempt, |_| async { FsmWrite::Set(b"2".to_vec()) }).await;
     assert_eq!(next, Handled::Committed, "the chat went on");
     let stuck = stuck.await.unwrap();
     assert_eq!(stuck, Handled::LeaseLost);

@@ -4,7 +4,9 @@
 -- commits when nobody touched the chat since: nobody holds the lease, the update is still its
 -- own (or its marker expired with the lease), and the record is at the version it read. Its
 -- replies went out; throwing its state away left the user at a step the conversation did not
--- hold. Anything else since (another holder, another commit, this update done) refuses it.
+-- hold. Another holder, a commit that changed the record, or this update done or taken by
+-- another handler refuses it. (A commit that kept the record as it was leaves its version, so
+-- the late commit lands on the state both read.)
 --
 -- KEYS: 1 fsm record   2 chat lease   3 update marker
 -- ARGV: 1 lease token   2 expected version   3 mode: 'set' | 'clear' | 'keep' | 'retry'
