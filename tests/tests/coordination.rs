@@ -71,12 +71,13 @@ async fn intake_contract(c: &impl Coordination) {
     let third = proceed(c.begin_update(user, 3, Admission::Counted).await.unwrap());
     assert_eq!(third.fsm, FsmRecord { version: 2, data: None });
 
-    // The third handler stalls past its lease; the next update takes the chat.
+    // The third handler stalls past its lease; the next update takes the chat: the chat moved
+    // on without the third.
     tokio::time::sleep(SHORT_LEASE + Duration::from_millis(100)).await;
     let fourth = proceed(c.begin_update(user, 4, Admission::Counted).await.unwrap());
     assert_eq!(
         c.commit_update(user, &third, FsmWrite::Set(b"stale".to_vec())).await.unwrap(),
-        CommitOutcome::LeaseLost
+        CommitOutcome::VersionConflict
     );
     assert_eq!(
         c.commit_update(user, &fourth, FsmWrite::Set(b"state-3".to_vec())).await.unwrap(),
@@ -100,7 +101,7 @@ async fn intake_contract(c: &impl Coordination) {
     tokio::time::sleep(SHORT_LEASE + Duration::from_millis(100)).await;
     let between = proceed(c.begin_update(user, 7, Admission::Counted).await.unwrap());
     assert_eq!(c.commit_update(user, &between, FsmWrite::Set(b"state-4".to_vec())).await.unwrap(), CommitOutcome::Committed);
-    assert_eq!(c.commit_update(user, &late, FsmWrite::Keep).await.unwrap(), CommitOutcome::LeaseLost);
+    assert_eq!(c.commit_update(user, &late, FsmWrite::Keep).await.unwrap(), CommitOutcome::VersionConflict);
     // Nor while another handler holds the chat, nor once another handler finished the update.
     let first_try = proceed(c.begin_update(user, 8, Admission::Counted).await.unwrap());
     tokio::time::sleep(SHORT_LEASE + Duration::from_millis(100)).await;
@@ -124,6 +125,26 @@ async fn intake_on_redis() {
 #[tokio::test]
 async fn intake_in_memory() {
     intake_contract(&memory_instance(1)).await;
+}
+
+/// Redis loses its data (the record, the lease and the marker) under a handler whose lease then
+/// runs out: a record that is gone is no move of the chat, so the handler's state is stored, on
+/// top of the version it read; a conflict would throw it away after its replies went out.
+#[tokio::test]
+async fn a_late_commit_after_redis_lost_its_data_is_stored() {
+    let keys = fresh_keys();
+    let c = redis_instance(&keys, 3);
+    let user = uid(44);
+    let first = proceed(c.begin_update(user, 1, Admission::Counted).await.unwrap());
+    assert_eq!(c.commit_update(user, &first, FsmWrite::Set(b"one".to_vec())).await.unwrap(), CommitOutcome::Committed);
+    let second = proceed(c.begin_update(user, 2, Admission::Counted).await.unwrap());
+    assert_eq!(second.fsm.version, 1);
+    let mut redis = raw().await;
+    let _: i64 = redis.del(&[keys.fsm(user), keys.lease(user), keys.update(user, 2)]).await.unwrap();
+    tokio::time::sleep(SHORT_LEASE + Duration::from_millis(100)).await;
+    assert_eq!(c.commit_update(user, &second, FsmWrite::Set(b"two".to_vec())).await.unwrap(), CommitOutcome::Committed);
+    let third = proceed(c.begin_update(user, 3, Admission::Counted).await.unwrap());
+    assert_eq!(third.fsm, FsmRecord { version: 2, data: Some(b"two".to_vec()) });
 }
 
 /// Flood limit: a burst of FLOOD_MAX updates passes, the next is dropped (and stays dropped).

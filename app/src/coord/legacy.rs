@@ -220,15 +220,19 @@ impl Coordination for LegacyCoordination {
             let holder = inner.live_lease(user, now).map(|(token, _)| token.clone());
             if holder.as_ref() != Some(&ticket.lease_token) {
                 // As `commit_update.lua`: a lease that ran out still commits when nobody touched
-                // the chat since (no holder, the update still this handler's, the same version).
+                // the chat since (no holder, the update still this handler's, the same version);
+                // refused as lost when the update is done or another's, as a conflict when the
+                // chat moved on without it.
                 let ours = match inner.seen.get(&(user, ticket.update_id)) {
                     Some((until, mark)) if *until > now => *mark == Mark::Taken(ticket.lease_token.clone()),
                     _ => true,
                 };
-                let untouched =
-                    holder.is_none() && ours && inner.live_record(user, now).version == ticket.fsm.version;
-                if !untouched {
+                if !ours {
                     return CommitOutcome::LeaseLost;
+                }
+                let stored = inner.live_record(user, now).version;
+                if holder.is_some() || (stored != ticket.fsm.version && stored != 0) {
+                    return CommitOutcome::VersionConflict;
                 }
             }
             inner.leases.remove(&user);

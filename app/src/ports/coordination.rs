@@ -73,9 +73,11 @@ pub enum Admission {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommitOutcome {
     Committed,
-    /// The lease expired and someone else may have acted: nothing was written.
+    /// The lease expired and the update is done or taken by another delivery of it: nothing
+    /// was written.
     LeaseLost,
-    /// The record changed since begin: nothing was written.
+    /// The record changed since begin, or (the lease expired) the chat moved on without this
+    /// update: another update holds the lease or changed the record. Nothing was written.
     VersionConflict,
 }
 
@@ -224,8 +226,10 @@ pub trait Coordination: Send + Sync + 'static {
     ) -> impl Future<Output = CoordResult<BeginOutcome>> + Send;
 
     /// Compare-and-set the FSM record on the ticket's version and lease token, release the
-    /// lease and mark the update done: one round trip. A ticket whose lease expired MUST get
-    /// `LeaseLost` and write nothing.
+    /// lease and mark the update done: one round trip. A ticket whose lease expired commits only
+    /// when nobody touched the chat since (no holder, the update's marker its own or gone, the
+    /// version it read); else it MUST write nothing: `LeaseLost` when the update is done or
+    /// another's, `VersionConflict` when the chat moved on without it.
     fn commit_update(
         &self,
         user: UserId,

@@ -37,12 +37,13 @@ pub enum Handled {
     /// its old state, and the chat was released.
     StateRefused,
     /// The handler ran but its lease ran out first (a frozen process, a handler stuck past the
-    /// longest hold): nothing was written to the FSM record while its replies went out. The
-    /// update is delivered again, as after a failed commit: a duplicate if another instance
-    /// handled it meanwhile, else it runs again and its state is kept this time (a whole-bot
-    /// simulation with a paused instance left users at a step the conversation did not hold).
+    /// longest hold) and the update is done or taken by another delivery of it: nothing was
+    /// written. Delivered again it is a duplicate, or waits for that handler (whose lease may
+    /// run out too). (A lease that ran out with nobody touching the chat since still commits.)
     LeaseLost,
-    /// The handler ran but the record changed behind the lease: nothing was written.
+    /// The handler ran but the record changed behind the lease, or its lease ran out and the
+    /// chat moved on without it: nothing was written, and it is not delivered again (run again
+    /// it would come after what the user did next).
     Conflict,
     /// Already handled (or dropped for good): the handler did not run.
     Duplicate,
@@ -212,11 +213,11 @@ const COMMIT_RETRY_MAX: Duration = Duration::from_secs(1);
 /// Tries again a commit Redis did not confirm (a restart, a dropped connection, a short cut).
 /// The handler's replies are out: the sooner the state that goes with them is stored, the
 /// sooner the user's next answer finds the step they were asked about. The same ticket is
-/// committed, so the lease token still guards it. A landed commit releases the lease, so a
-/// retry that finds the lease still ours (stored now, refused as too large, or a version
-/// conflict) is a definite answer; `LeaseLost` is not (the first try may have landed, or the
-/// lease ran out): the verdict stays `Failed` and the update is delivered again, a duplicate if
-/// the first try landed and a second run if not.
+/// committed, so the lease token still guards it. A landed commit marks the update done, so a
+/// retry answered `LeaseLost` (done, or taken by another delivery) keeps the verdict `Failed`
+/// and the update is delivered again: a duplicate if the first try landed. Any other answer is
+/// definite: stored now (the lease still ours, or run out with nobody touching the chat),
+/// refused as too large, or a conflict (the chat moved on without it).
 async fn commit_again<C: Coordination>(
     coordination: &Guarded<C>,
     user: UserId,

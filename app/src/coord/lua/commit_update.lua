@@ -4,9 +4,14 @@
 -- commits when nobody touched the chat since: nobody holds the lease, the update is still its
 -- own (or its marker expired with the lease), and the record is at the version it read. Its
 -- replies went out; throwing its state away left the user at a step the conversation did not
--- hold. Another holder, a commit that changed the record, or this update done or taken by
--- another handler refuses it. (A commit that kept the record as it was leaves its version, so
--- the late commit lands on the state both read.)
+-- hold. Refused otherwise, in two ways:
+--   'lease_lost': the update is done, or taken by another delivery of it: delivered again, it is
+--     a duplicate, or waits for that handler;
+--   'conflict': the chat moved on without it (another update holds the lease, or changed the
+--     record; a record that is gone is no move): run again it would come out of order, so it is
+--     not delivered again.
+-- (A commit that kept the record as it was leaves its version: the late commit then lands on the
+-- state both read.)
 --
 -- KEYS: 1 fsm record   2 chat lease   3 update marker
 -- ARGV: 1 lease token   2 expected version   3 mode: 'set' | 'clear' | 'keep' | 'retry'
@@ -17,11 +22,14 @@
 local holder = redis.call('GET', KEYS[2])
 if holder ~= ARGV[1] then
   local marker = redis.call('GET', KEYS[3])
-  local untouched = not holder
-    and (not marker or marker == 'p:' .. ARGV[1])
-    and tonumber(redis.call('HGET', KEYS[1], 'v') or 0) == tonumber(ARGV[2])
-  if not untouched then
+  if marker and marker ~= 'p:' .. ARGV[1] then
     return 'lease_lost'
+  end
+  -- A record that is gone (Redis lost it with the lease and the marker) is no move of the chat:
+  -- as below, the handler's state is the best there is.
+  local stored = tonumber(redis.call('HGET', KEYS[1], 'v') or 0)
+  if holder or (stored ~= tonumber(ARGV[2]) and stored ~= 0) then
+    return 'conflict'
   end
 end
 redis.call('DEL', KEYS[2])
