@@ -6,6 +6,7 @@
 use atlas::bot::text::Msg;
 use atlas::domain::{Language, Money};
 use atlas::ports::store::Accounts as _;
+use atlas::ports::store::Subscriptions as _;
 use atlas::runtime::intake::Handled;
 use atlas_tests::bot::{BotHarness, texts};
 use atlas_tests::redis_support::raw;
@@ -402,4 +403,34 @@ async fn the_flood_limit_drops_a_spammer_not_an_admin() {
     }
     assert_eq!(dropped.0, 5, "the spammer's updates past 20 are dropped");
     assert_eq!(dropped.1, 0, "no update of the admin is dropped");
+}
+
+/// A balance purchase the store did not complete (its function gone for a moment, as a failed or
+/// timed-out call whose outcome is unknown) keeps its step: the user is told to press the same
+/// button again, not that nothing was charged, and that press buys once; a third press buys
+/// nothing more.
+#[tokio::test]
+async fn a_purchase_the_store_failed_keeps_its_step_and_the_same_press_buys_once() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    bot.send_text(USER, "/start").await;
+    bot.fund(USER, "500").await;
+    bot.press_msg(USER, &Msg::BtnBuy).await;
+    bot.press(USER, "Basic").await;
+    bot.press_msg(USER, &Msg::BtnPeriod { days: 30, price: money("199") }).await;
+    let away = "ALTER FUNCTION atlas_purchase_from_balance RENAME TO atlas_purchase_from_balance_away";
+    sqlx::query(away).execute(bot.db.pool()).await.unwrap();
+    let before = snapshot(&bot.db).await;
+    let pay = Msg::BtnPayBalance { balance: money("500") };
+    let r = bot.press_msg(USER, &pay).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::PurchaseUnconfirmed));
+    assert_eq!(before, snapshot(&bot.db).await, "the failed try wrote something");
+    let back = "ALTER FUNCTION atlas_purchase_from_balance_away RENAME TO atlas_purchase_from_balance";
+    sqlx::query(back).execute(bot.db.pool()).await.unwrap();
+    let r = bot.press_msg(USER, &pay).await;
+    bot.db.store.subscription(uid(USER)).await.unwrap().expect("bought with the same button");
+    assert!(texts(&r).contains("199.00"), "{}", texts(&r));
+    assert_eq!(bot.balance(USER).await, 50_000 - 19_900);
+    bot.press_msg(USER, &pay).await;
+    assert_eq!(bot.balance(USER).await, 50_000 - 19_900, "a third press bought again");
+    assert_ledger_invariants(&bot.db).await.unwrap();
 }

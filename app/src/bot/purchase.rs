@@ -304,12 +304,14 @@ async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, tariff: 
             turn.failed("purchase", &e);
             Next::Done
         }
-        // The store failed or did not answer in time: the user, told to try again, finds the
-        // step as it was, and the same press buys once (the step's idempotency key), whether or
-        // not the first try landed (found by the simulation: an instance frozen past its store
-        // call's timeout ended the purchase, and the same button was then "no longer active").
-        e @ PurchaseError::Unexpected(_) => {
-            turn.failed("purchase", &e);
+        // The store failed or did not answer in time, so the purchase may have landed: the user
+        // is not told "nothing was charged" but to press the same button again, finds the step
+        // as it was, and that press buys once (the step's idempotency key) whether or not the
+        // first try landed (found by the simulation: an instance frozen past its store call's
+        // timeout ended the purchase, and the same button was then "no longer active").
+        PurchaseError::Unexpected(e) => {
+            tracing::error!(operation = "purchase", error = %e, "purchase outcome unknown");
+            turn.say(Msg::PurchaseUnconfirmed);
             Next::Keep
         }
     }

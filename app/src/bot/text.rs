@@ -150,6 +150,7 @@ messages! {
     TooLongToKeep => "too-long-to-keep",
     RateLimited { minutes: u64 } => "rate-limited",
     Failed => "failed",
+    PurchaseUnconfirmed => "purchase-unconfirmed",
     Cancelled => "cancelled",
     Banned => "banned",
 

@@ -39,8 +39,12 @@ pub const KEY_PATIENCE: Duration = Duration::from_secs(100);
 const REFUSALS: [&str; 4] = ["Too many attempts", "has been used up", "already used this promo", "Not enough money"];
 
 /// Answers that ask the user to try again later: they do, a few times, then give up (stuck).
-const TRY_LATER: [&str; 3] =
-    ["The service is busy right now", "Something went wrong on our side", "not available right now"];
+const TRY_LATER: [&str; 4] = [
+    "The service is busy right now",
+    "Something went wrong on our side",
+    "not available right now",
+    "could not confirm your purchase",
+];
 const TRIES: u32 = 3;
 
 /// Replies that show the bot no longer knows where the user was: waiting on is pointless.
