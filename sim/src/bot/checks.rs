@@ -96,33 +96,49 @@ fn is(call: &Call, method: &str) -> bool {
 }
 
 /// The times at which an instance lost what it was doing (a crash, a SIGTERM, Redis losing its
-/// data, the start and the end of a pause): an update in flight then may be handled again, which
-/// is the design (at least once). A paused instance's lease ends under its handler, another
-/// instance handles the update again, and what the paused one sent meanwhile arrives when it
-/// wakes: a second answer or key either side of the pause's start or end is that.
+/// data): an update in flight then may be handled again, which is the design (at least once).
 fn losses(history: &History) -> Vec<Duration> {
-    let mut at = Vec::new();
+    history
+        .records
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.event,
+                Event::Fault(
+                    FaultEvent::Crashed(_) | FaultEvent::Stopped(_) | FaultEvent::RedisRestarted { lose_data: true }
+                )
+            )
+        })
+        .map(|r| r.at)
+        .collect()
+}
+
+/// `losses`, and the start and end of every pause: a paused instance's lease runs out under its
+/// handler, another instance handles the update again, and what the paused one sent meanwhile
+/// arrives when it wakes, so a second answer or key on either side of a pause's start or end is
+/// at least once too. (Nothing is lost at a pause: a key made just before one is not excused.)
+fn breaks(history: &History) -> Vec<Duration> {
+    let mut at = losses(history);
     for r in &history.records {
-        match r.event {
-            Event::Fault(
-                FaultEvent::Crashed(_) | FaultEvent::Stopped(_) | FaultEvent::RedisRestarted { lose_data: true },
-            ) => at.push(r.at),
-            Event::Fault(FaultEvent::Frozen { for_ms, .. }) => {
-                at.extend([r.at, r.at + Duration::from_millis(for_ms)]);
-            }
-            _ => {}
+        if let Event::Fault(FaultEvent::Frozen { for_ms, .. }) = r.event {
+            at.extend([r.at, r.at + Duration::from_millis(for_ms)]);
         }
     }
     at
 }
 
-/// Whether an instance lost Redis at some point of the run (a partition, held links, a restart):
-/// it then handled updates degraded, without dedupe.
+/// Whether an instance lost Redis at some point of the run (a partition, held links, a pause, a
+/// restart): it then handled updates degraded, without dedupe.
 fn redis_disturbed(history: &History) -> bool {
     history.records.iter().any(|r| {
         matches!(
             r.event,
-            Event::Fault(FaultEvent::Partitioned(_) | FaultEvent::Held(_) | FaultEvent::RedisRestarted { .. })
+            Event::Fault(
+                FaultEvent::Partitioned(_)
+                    | FaultEvent::Held(_)
+                    | FaultEvent::Frozen { .. }
+                    | FaultEvent::RedisRestarted { .. }
+            )
         )
     })
 }
@@ -193,7 +209,7 @@ fn payments_once(history: &History, records: &BotRecords) -> Option<String> {
 /// outside the protocol by design: a read-only check that must meet Telegram's 10 s, and a
 /// second answer changes nothing.)
 fn no_update_twice(history: &History, records: &BotRecords) -> Option<String> {
-    let losses = losses(history);
+    let losses = breaks(history);
     let presses = presses(history);
     let mut answered: BTreeMap<String, Duration> = BTreeMap::new();
     for call in &records.calls {
@@ -313,11 +329,12 @@ fn liveness(history: &History, records: &BotRecords) -> Option<String> {
             .then(|| format!("user {user}, {}: never finished ({end:?})", journey.name()))
     });
     // A delivery is claimed in the store before it is sent (never twice): an instance lost in
-    // between loses that one message, by design. Without a loss, every user gets it.
+    // between, or one whose send timed out while it was paused, loses that one message, by
+    // design. Without either, every user gets it.
     let stranded = stranded.or_else(|| {
         let (_, received) = broadcast_received(history, records)?;
         let (user, _) = received.iter().find(|(_, n)| **n == 0)?;
-        losses(history).is_empty().then(|| format!("user {user} never received the broadcast an admin queued"))
+        breaks(history).is_empty().then(|| format!("user {user} never received the broadcast an admin queued"))
     });
     let stranded = stranded.or_else(|| first(&records.cut_short));
     match (stranded, first(&records.open_work)) {
@@ -391,7 +408,7 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
     // key" to the user): a key made by a reissue that lost a race is a double effect.
     // Keys made for one subscription with an instance lost in between: the lost one's key was
     // made and never installed (the reconciler revokes it); at least once, by design.
-    let losses = losses(history);
+    let (losses, breaks) = (losses(history), breaks(history));
     let mut made: BTreeMap<i64, usize> = BTreeMap::new();
     let mut last_made: BTreeMap<&str, Duration> = BTreeMap::new();
     for (key, at) in &records.created_keys {
@@ -404,7 +421,7 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
             let excused = dying
                 || last_made
                     .get(subscription)
-                    .is_some_and(|before| losses.iter().any(|lost| *before <= *lost && *lost <= *at));
+                    .is_some_and(|before| breaks.iter().any(|lost| *before <= *lost && *lost <= *at));
             last_made.insert(subscription, *at);
             if excused {
                 continue;
@@ -505,7 +522,7 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
                 let again = |b: &HandedBack| b.user == user && b.payment.is_some() && between(&b.at);
                 records.handed_back.iter().any(again)
                     || (redis_away && records.duplicates.iter().any(again))
-                    || losses.iter().any(between)
+                    || breaks.iter().any(between)
             });
             if !repeat {
                 *received.entry(user).or_default() += 1;
