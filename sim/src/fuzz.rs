@@ -17,6 +17,7 @@ use crate::bot::swarm::{JOURNEYS, LED_ROLES, admits, invariants_for};
 use crate::runner::run;
 use crate::scenario::{
     BotIntake, BotWorkload, BrokenGuard, Fault, Legacy, Mode, NetworkSpec, Routing, Scenario, Workload,
+    pause_meets_partition,
 };
 
 /// One generated run: a scenario and the seed of its simulation.
@@ -135,18 +136,6 @@ fn raw() -> impl Strategy<Value = Raw> {
     )
 }
 
-/// Whether `fault` is a pause and a partition of one instance at once (either way round): the
-/// partition would lose what the frozen instance sends when it wakes (`Scenario::validate`).
-fn pause_meets_partition(faults: &[Fault], fault: &Fault) -> bool {
-    let window = |f: &Fault| match *f {
-        Fault::Pause { instance, at_secs, for_secs } => Some((true, instance, at_secs, at_secs + for_secs)),
-        Fault::Partition { instance, at_secs, for_secs } => Some((false, instance, at_secs, at_secs + for_secs)),
-        _ => None,
-    };
-    let Some((pause, instance, from, to)) = window(fault) else { return false };
-    faults.iter().filter_map(window).any(|(p, i, a, b)| p != pause && i == instance && from <= b && a <= to)
-}
-
 /// Thousandths of the way from `lo` to `hi`.
 fn within(lo: f64, hi: f64, thousandths: u16) -> f64 {
     lo + (hi - lo) * f64::from(thousandths) / 1000.0
@@ -190,7 +179,8 @@ fn case_of(raw: Raw) -> Case {
                 Fault::RestartLeader { at_secs, down_secs: within(0.5, 3.0, f.length), role }
             }
         };
-        if admits(&faults, &fault, &mut down_until) && !pause_meets_partition(&faults, &fault) {
+        let meets = |f: &Fault| pause_meets_partition(f, &fault) || pause_meets_partition(&fault, f);
+        if admits(&faults, &fault, &mut down_until) && !faults.iter().any(meets) {
             faults.push(fault);
         }
     }

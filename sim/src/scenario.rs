@@ -105,6 +105,19 @@ impl BrokenGuard {
     }
 }
 
+/// Whether `pause` (a pause, or a pause of the leader, whoever it is) and `partition` cut one
+/// instance at overlapping times: a partition drops what is held on the link, and simulated TCP
+/// never sends it again, so what the frozen process sends when it wakes would be lost.
+pub fn pause_meets_partition(pause: &Fault, partition: &Fault) -> bool {
+    let (paused, from, to) = match *pause {
+        Fault::Pause { instance, at_secs, for_secs } => (Some(instance), at_secs, at_secs + for_secs),
+        Fault::PauseLeader { at_secs, for_secs } => (None, at_secs, at_secs + for_secs),
+        _ => return false,
+    };
+    let Fault::Partition { instance, at_secs, for_secs } = *partition else { return false };
+    paused.is_none_or(|p| p == instance) && from <= at_secs + for_secs && at_secs <= to
+}
+
 /// The legacy half of the A/B.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -513,26 +526,14 @@ impl Scenario {
             );
         }
         // Overlapping faults on one link are counted (`faults::Links`), but a partition during a
-        // pause would lose what the frozen process is to send when it wakes (a partition drops
-        // what is held on the link, and simulated TCP never sends it again): refused.
-        let window = |f: &Fault| match *f {
-            Fault::Pause { instance, at_secs, for_secs } => Some((true, Some(instance), at_secs, at_secs + for_secs)),
-            Fault::PauseLeader { at_secs, for_secs } => Some((true, None, at_secs, at_secs + for_secs)),
-            Fault::Partition { instance, at_secs, for_secs } => {
-                Some((false, Some(instance), at_secs, at_secs + for_secs))
-            }
-            _ => None,
-        };
+        // pause would lose what the frozen process is to send when it wakes: refused.
         for a in &self.faults {
             for b in &self.faults {
-                if let (Some((true, x, a0, a1)), Some((false, y, b0, b1))) = (window(a), window(b)) {
-                    let same = x.is_none() || x == y;
-                    anyhow::ensure!(
-                        !(same && a0 <= b1 && b0 <= a1),
-                        "{a:?} and {b:?} overlap on one instance's link to Redis: the partition would lose what \
-                         the paused instance sends when it wakes"
-                    );
-                }
+                anyhow::ensure!(
+                    !pause_meets_partition(a, b),
+                    "{a:?} and {b:?} overlap on one instance's link to Redis: the partition would lose what \
+                     the paused instance sends when it wakes"
+                );
             }
         }
         if let Workload::Bot(bot) = &self.workload {

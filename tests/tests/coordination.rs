@@ -100,7 +100,10 @@ async fn intake_contract(c: &impl Coordination) {
     let late = proceed(c.begin_update(user, 6, Admission::Counted).await.unwrap());
     tokio::time::sleep(SHORT_LEASE + Duration::from_millis(100)).await;
     let between = proceed(c.begin_update(user, 7, Admission::Counted).await.unwrap());
-    assert_eq!(c.commit_update(user, &between, FsmWrite::Set(b"state-4".to_vec())).await.unwrap(), CommitOutcome::Committed);
+    assert_eq!(
+        c.commit_update(user, &between, FsmWrite::Set(b"state-4".to_vec())).await.unwrap(),
+        CommitOutcome::Committed
+    );
     assert_eq!(c.commit_update(user, &late, FsmWrite::Keep).await.unwrap(), CommitOutcome::VersionConflict);
     // Nor while another handler holds the chat, nor once another handler finished the update.
     let first_try = proceed(c.begin_update(user, 8, Admission::Counted).await.unwrap());

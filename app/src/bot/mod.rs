@@ -152,8 +152,13 @@ impl<'a, A: Adapters> Turn<'a, A> {
 
     /// Something failed that the user cannot fix: logged with its cause, and a plain apology.
     pub fn failed(&mut self, what: &str, error: &dyn std::fmt::Display) {
+        self.failed_saying(what, error, Msg::Failed);
+    }
+
+    /// [`Turn::failed`], telling the user `msg` instead of the plain apology.
+    pub fn failed_saying(&mut self, what: &str, error: &dyn std::fmt::Display, msg: Msg) {
         tracing::error!(operation = what, error = %error, "update failed");
-        self.say(Msg::Failed);
+        self.say(msg);
     }
 
     /// Counts one attempt of `action`; says why when it is refused.

@@ -309,9 +309,8 @@ async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, tariff: 
         // as it was, and that press buys once (the step's idempotency key) whether or not the
         // first try landed (found by the simulation: an instance frozen past its store call's
         // timeout ended the purchase, and the same button was then "no longer active").
-        PurchaseError::Unexpected(e) => {
-            tracing::error!(operation = "purchase", error = %e, "purchase outcome unknown");
-            turn.say(Msg::PurchaseUnconfirmed);
+        e @ PurchaseError::Unexpected(_) => {
+            turn.failed_saying("purchase", &e, Msg::PurchaseUnconfirmed);
             Next::Keep
         }
     }

@@ -117,8 +117,8 @@ fn losses(history: &History) -> Vec<Duration> {
 /// handler, another instance handles the update again, and what the paused one sent meanwhile
 /// arrives when it wakes, so a second answer or key on either side of a pause's start or end is
 /// at least once too. (Nothing is lost at a pause: a key made just before one is not excused.)
-fn breaks(history: &History) -> Vec<Duration> {
-    let mut at = losses(history);
+fn breaks(history: &History, losses: &[Duration]) -> Vec<Duration> {
+    let mut at = losses.to_vec();
     for r in &history.records {
         if let Event::Fault(FaultEvent::Frozen { for_ms, .. }) = r.event {
             at.extend([r.at, r.at + Duration::from_millis(for_ms)]);
@@ -209,7 +209,7 @@ fn payments_once(history: &History, records: &BotRecords) -> Option<String> {
 /// outside the protocol by design: a read-only check that must meet Telegram's 10 s, and a
 /// second answer changes nothing.)
 fn no_update_twice(history: &History, records: &BotRecords) -> Option<String> {
-    let losses = breaks(history);
+    let breaks = breaks(history, &losses(history));
     let presses = presses(history);
     let mut answered: BTreeMap<String, Duration> = BTreeMap::new();
     for call in &records.calls {
@@ -222,7 +222,7 @@ fn no_update_twice(history: &History, records: &BotRecords) -> Option<String> {
             // design; a second answer then is not a second application.
             let between = |at: &Duration| before <= *at && *at <= call.at;
             let excused = records.handed_back.iter().any(|b| b.query.as_deref() == Some(id) && between(&b.at))
-                || losses.iter().any(between);
+                || breaks.iter().any(between);
             if !excused {
                 let who = presses.get(id).map_or_else(String::new, |(u, l, _)| format!(" (user {u} pressed {l:?})"));
                 return Some(format!(
@@ -334,7 +334,9 @@ fn liveness(history: &History, records: &BotRecords) -> Option<String> {
     let stranded = stranded.or_else(|| {
         let (_, received) = broadcast_received(history, records)?;
         let (user, _) = received.iter().find(|(_, n)| **n == 0)?;
-        breaks(history).is_empty().then(|| format!("user {user} never received the broadcast an admin queued"))
+        breaks(history, &losses(history))
+            .is_empty()
+            .then(|| format!("user {user} never received the broadcast an admin queued"))
     });
     let stranded = stranded.or_else(|| first(&records.cut_short));
     match (stranded, first(&records.open_work)) {
@@ -408,7 +410,8 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
     // key" to the user): a key made by a reissue that lost a race is a double effect.
     // Keys made for one subscription with an instance lost in between: the lost one's key was
     // made and never installed (the reconciler revokes it); at least once, by design.
-    let (losses, breaks) = (losses(history), breaks(history));
+    let losses = losses(history);
+    let breaks = breaks(history, &losses);
     let mut made: BTreeMap<i64, usize> = BTreeMap::new();
     let mut last_made: BTreeMap<&str, Duration> = BTreeMap::new();
     for (key, at) in &records.created_keys {

@@ -94,8 +94,14 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     let shared = Shared::default();
     shared.redis.borrow_mut().broken_guard = scenario.broken_guard;
     // A paused instance: nothing it sends or is sent moves, on any of its links.
-    shared.links.borrow_mut().frozen_peers =
-        vec![world::REDIS_HOST, STORE_HOST, BALANCER_HOST, hosts::TELEGRAM_HOST, hosts::OUTLINE_HOST, hosts::CRYPTO_HOST];
+    shared.links.borrow_mut().frozen_peers = vec![
+        world::REDIS_HOST,
+        STORE_HOST,
+        BALANCER_HOST,
+        hosts::TELEGRAM_HOST,
+        hosts::OUTLINE_HOST,
+        hosts::CRYPTO_HOST,
+    ];
     seed_store(&shared.store, bot)?;
     let redelivery = Redelivery {
         first: Duration::from_millis(200),

@@ -135,7 +135,8 @@ pub fn invariants_for(workload: &BotWorkload, faults: &[Fault]) -> Vec<Invariant
     // A pause is modelled as every link of the instance held while its own timers run on: from
     // outside, a total network stall, whose timeouts fire before the late answers arrive (a
     // real SIGSTOP mostly finds the answer first when it wakes), so it counts as one.
-    let cut_off = faults.iter().any(|f| matches!(f, Fault::Partition { .. } | Fault::Hold { .. } | Fault::Pause { .. }));
+    let cut_off =
+        faults.iter().any(|f| matches!(f, Fault::Partition { .. } | Fault::Hold { .. } | Fault::Pause { .. }));
     let duplicates = workload.duplicate_percent > 0;
     // With polling, Redis losing its data loses the poller's lease with it: a second poller may
     // take the role while the first, cut off, still handles the batch it fetched, degraded and
