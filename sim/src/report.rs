@@ -35,7 +35,7 @@ pub struct Line {
 }
 
 /// Collects the events of the current thread's run, each with the host (turmoil's `node` span)
-/// it happened on.
+/// it happened on, or the service that served it (`bot::hosts::serving`'s `service` span).
 struct Capture(Arc<Mutex<Vec<Line>>>);
 
 /// What a span's fields said, kept on the span.
@@ -81,7 +81,8 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
         for span in ctx.event_scope(event).into_iter().flat_map(|scope| scope.from_root()) {
             let extensions = span.extensions();
             let fields = extensions.get::<Fields>().map_or("", |f| f.0.as_str());
-            if span.name() == "node" {
+            // The host, or the service on it that served the request (a host may serve several).
+            if span.name() == "node" || span.name() == "service" {
                 host = fields.trim_start_matches("name=").trim_matches('"').to_owned();
             } else {
                 within.push(format!("{}{{{fields}}}", span.name()));

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use atlas::net::client::HttpClient;
 use atlas::telegram::api::{BotApi, TelegramError};
-use atlas_sim::bot::hosts::{self, Fakes, TELEGRAM_HOST};
+use atlas_sim::bot::hosts::{self, Fakes, INTERNET_HOST, TELEGRAM_PORT};
 use atlas_sim::bot_api::{Redelivery, updates};
 use atlas_sim::net::SimNetwork;
 use atlas_sim::world::{self, Network};
@@ -34,7 +34,7 @@ fn every_answer_the_bot_reads_is_a_teloxide_type() {
     let checked = Rc::new(RefCell::new(Vec::<&str>::new()));
     let (api, done) = (fakes.telegram.clone(), checked.clone());
     sim.client("atlas-0", async move {
-        let base = url::Url::parse(&format!("http://{TELEGRAM_HOST}:8081")).unwrap();
+        let base = url::Url::parse(&format!("http://{INTERNET_HOST}:{TELEGRAM_PORT}")).unwrap();
         let bot = BotApi::new(HttpClient::new(SimNetwork, None)?, base, SecretString::from(hosts::TOKEN.to_owned()));
         let ok = |method: &'static str| done.borrow_mut().push(method);
 
@@ -159,7 +159,7 @@ fn the_messengers_own_requests_are_answered_as_telegram_answers_them() {
     let api = fakes.telegram.clone();
     let seen = fakes.telegram.clone();
     sim.client("atlas-0", async move {
-        let base = url::Url::parse(&format!("http://{TELEGRAM_HOST}:8081")).unwrap();
+        let base = url::Url::parse(&format!("http://{INTERNET_HOST}:{TELEGRAM_PORT}")).unwrap();
         let bot = BotApi::new(HttpClient::new(SimNetwork, None)?, base, SecretString::from(hosts::TOKEN.to_owned()));
         let messenger = TelegramMessenger::unlimited(
             std::sync::Arc::new(bot),

@@ -1,7 +1,8 @@
 //! The hosts of a whole-bot run: the instances (the run function of `atlas-bot run` with the
 //! live Telegram, Outline and Crypto Pay clients over simulated TCP, the sim Redis and the store
-//! model), the fake Bot API with its webhook pusher, the fake Outline panel and Crypto Pay, and a
-//! balancer in front of the instances.
+//! model), the internet (the fake Bot API with its webhook pusher and the users' apps, the fake
+//! Outline panel and Crypto Pay, each service on its own port), and a balancer in front of the
+//! instances.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use atlas::runtime::workers::WorkerConfig;
 use atlas::telegram::api::BotApi;
 use atlas::telegram::messenger::TelegramMessenger;
 use secrecy::SecretString;
+use tracing::Instrument as _;
 
 use crate::bot_api::{FakeBotApi, Redelivery, deliver_webhooks};
 use crate::clock::{SimClock, sim_now};
@@ -36,9 +38,19 @@ use crate::world::{Stopping, instance_ids, redis_coordination};
 pub const TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_";
 pub const CRYPTO_TOKEN: &str = "777:SimCryptoPayToken";
 pub const WEBHOOK_SECRET: &str = "sim-webhook-secret";
-pub const TELEGRAM_HOST: &str = "telegram";
-pub const OUTLINE_HOST: &str = "outline";
-pub const CRYPTO_HOST: &str = "cryptopay";
+/// The host of everything outside the bot's deployment: Telegram (its Bot API and the users'
+/// apps), the Outline panel and Crypto Pay. One host, each service on its port: every host a
+/// world has is ticked at every step (and each pair of hosts is a link turmoil walks), so four
+/// hosts where one does cost a whole-bot run about a sixth of its time, for nothing a run can tell
+/// apart. The bot reaches each service by its own URL, as live.
+pub const INTERNET_HOST: &str = "internet";
+pub const TELEGRAM_PORT: u16 = 8081;
+pub const OUTLINE_PORT: u16 = 8443;
+pub const CRYPTO_PORT: u16 = 80;
+/// The services' names: in the trace's calls and the report's lanes.
+pub const TELEGRAM: &str = "telegram";
+pub const OUTLINE: &str = "outline";
+pub const CRYPTO: &str = "cryptopay";
 pub const BALANCER_HOST: &str = "balancer";
 pub const BOT_PORT: u16 = 8080;
 pub const CRYPTO_WEBHOOK_PATH: &str = "/crypto-pay/webhook";
@@ -87,17 +99,20 @@ impl Fakes {
     }
 }
 
-/// Serves `router` on `port` of the current simulated host; when a run's report is being made,
-/// every request and its answer go into it (`in_report`).
-pub async fn serving(port: u16, router: axum::Router) -> turmoil::Result {
+/// Serves `router`, the service named `service`, on `port` of the current simulated host; when a
+/// run's report is being made, every request and its answer go into it, in the service's lane
+/// (`in_report`).
+pub async fn serving(service: &'static str, port: u16, router: axum::Router) -> turmoil::Result {
     let listener = SimListener::bind(port).await?;
     // Only while a report is made (not whenever a log filter lets its events through: the layer
     // reads a body before its route does): a layer on every request costs the runs that make none.
     let router = match crate::history::capturing() {
-        true => router.layer(axum::middleware::from_fn(in_report)),
+        true => router.layer(axum::middleware::from_fn(move |request, next| in_report(service, request, next))),
         false => router,
     };
-    atlas::net::server::serve(listener, router, std::future::pending::<()>(), Duration::ZERO).await;
+    // The server's own lines (listening, a connection's end) in the service's lane too.
+    let lane = tracing::debug_span!(target: REPORT_TARGET, "service", name = service);
+    atlas::net::server::serve(listener, router, std::future::pending::<()>(), Duration::ZERO).instrument(lane).await;
     Ok(())
 }
 
@@ -106,12 +121,18 @@ const QUOTED_BYTES: usize = 160;
 
 /// A request to a simulated host and its status, as an event of the report. Secrets stay out:
 /// the paths' secret parts (the bot token, the panel's prefix) and bodies carrying a secret are not shown.
-async fn in_report(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    // Installed only while a report is made (`serving`).
+async fn in_report(
+    service: &'static str,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    // Installed only while a report is made (`serving`). The report draws a lane per service.
+    let lane = || tracing::debug_span!(target: REPORT_TARGET, "service", name = service);
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         // As a route reading the body would answer.
+        let _lane = lane().entered();
         tracing::debug!(target: REPORT_TARGET, status = 400, "{method} (its body could not be read)");
         return axum::response::IntoResponse::into_response(axum::http::StatusCode::BAD_REQUEST);
     };
@@ -126,6 +147,7 @@ async fn in_report(request: axum::extract::Request, next: axum::middleware::Next
         quoted
     };
     let response = next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await;
+    let _lane = lane().entered();
     tracing::debug!(target: REPORT_TARGET, status = response.status().as_u16(), "{method} {path} {quoted}");
     response
 }
@@ -142,21 +164,35 @@ fn shown_path(path: &str) -> String {
     parts.join("/")
 }
 
-/// Adds the fake Bot API (with its webhook pusher), the Outline panel and Crypto Pay as hosts.
-pub fn add_fakes(sim: &mut turmoil::Sim<'_>, fakes: &Fakes) {
-    let api = fakes.telegram.clone();
-    sim.host(TELEGRAM_HOST, move || {
-        let api = api.clone();
+/// Adds the internet host: the fake Bot API (with its webhook pusher), the Outline panel and
+/// Crypto Pay, and the users `users` makes (their apps: they read and press through the fake Bot
+/// API in memory), started again with the host.
+pub fn add_internet<U, F>(sim: &mut turmoil::Sim<'_>, fakes: &Fakes, users: U)
+where
+    U: Fn() -> F + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let fakes = fakes.clone();
+    sim.host(INTERNET_HOST, move || {
+        let Fakes { telegram, outline, crypto } = fakes.clone();
+        let users = users();
         async move {
             let pusher = HttpClient::new(SimNetwork, None)?;
-            tokio::spawn(deliver_webhooks(api.clone(), pusher, std::future::pending()));
-            serving(8081, api.router()).await
+            tokio::spawn(deliver_webhooks(telegram.clone(), pusher, std::future::pending()));
+            tokio::task::spawn_local(users);
+            tokio::try_join!(
+                serving(TELEGRAM, TELEGRAM_PORT, telegram.router()),
+                serving(OUTLINE, OUTLINE_PORT, outline.router()),
+                serving(CRYPTO, CRYPTO_PORT, crypto.router()),
+            )?;
+            Ok(())
         }
     });
-    let panel = fakes.outline.clone();
-    sim.host(OUTLINE_HOST, move || serving(8443, panel.router()));
-    let books = fakes.crypto.clone();
-    sim.host(CRYPTO_HOST, move || serving(80, books.router()));
+}
+
+/// The internet host with no users of its own (for tests that play them).
+pub fn add_fakes(sim: &mut turmoil::Sim<'_>, fakes: &Fakes) {
+    add_internet(sim, fakes, || std::future::ready(()));
 }
 
 /// What one instance is: its place, its design, its clock, how updates reach it.
@@ -190,7 +226,7 @@ pub async fn instance(link: StoreLink, spec: InstanceSpec) -> turmoil::Result {
     let http = || HttpClient::new(SimNetwork, None);
     let telegram = Arc::new(BotApi::new(
         http()?,
-        url(&format!("http://{TELEGRAM_HOST}:8081")),
+        url(&format!("http://{INTERNET_HOST}:{TELEGRAM_PORT}")),
         SecretString::from(TOKEN.to_owned()),
     ));
     let resilience = |name| Resilience::new(name, clock.clone(), ids.clone());
@@ -205,13 +241,13 @@ pub async fn instance(link: StoreLink, spec: InstanceSpec) -> turmoil::Result {
         coordination,
         vpn: OutlineClient::new(
             http()?,
-            url(&format!("http://{OUTLINE_HOST}:8443/secretpath")),
+            url(&format!("http://{INTERNET_HOST}:{OUTLINE_PORT}/secretpath")),
             resilience("the VPN panel"),
         ),
         messenger: TelegramMessenger::new(telegram.clone(), clock.clone()),
         crypto: CryptoPayClient::new(
             http()?,
-            url(&format!("http://{CRYPTO_HOST}:80/")),
+            url(&format!("http://{INTERNET_HOST}:{CRYPTO_PORT}/")),
             SecretString::from(CRYPTO_TOKEN.to_owned()),
             Duration::from_secs(3600),
             resilience("Crypto Pay"),
@@ -296,6 +332,6 @@ pub fn balancer(instances: Vec<String>, routing: Routing) -> impl Future<Output 
         let client = HttpClient::new(SimNetwork, None)?;
         let lb = Arc::new(Lb { instances, routing, next: Default::default(), client });
         let router = axum::Router::new().fallback(forward).with_state(lb);
-        serving(BOT_PORT, router).await
+        serving(BALANCER_HOST, BOT_PORT, router).await
     }
 }

@@ -88,20 +88,16 @@ fn seed_store(link: &StoreLink, bot: &BotWorkload) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The hosts of a whole-bot run beside its instances; an instance has a link to each.
+pub const SHARED_HOSTS: [&str; 4] = [world::REDIS_HOST, STORE_HOST, BALANCER_HOST, hosts::INTERNET_HOST];
+
 pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> anyhow::Result<RunResult> {
     let duration = Duration::from_secs_f64(scenario.duration_secs);
     let history: SharedHistory = Default::default();
     let shared = Shared::default();
     shared.redis.borrow_mut().broken_guard = scenario.broken_guard;
     // A paused instance: nothing it sends or is sent moves, on any of its links.
-    shared.links.borrow_mut().frozen_peers = vec![
-        world::REDIS_HOST,
-        STORE_HOST,
-        BALANCER_HOST,
-        hosts::TELEGRAM_HOST,
-        hosts::OUTLINE_HOST,
-        hosts::CRYPTO_HOST,
-    ];
+    shared.links.borrow_mut().frozen_peers = SHARED_HOSTS.to_vec();
     seed_store(&shared.store, bot)?;
     let redelivery = Redelivery {
         first: Duration::from_millis(200),
@@ -117,7 +113,16 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     world::add_redis(&mut sim, shared.redis.clone());
     let link = shared.store.clone();
     sim.host(STORE_HOST, move || crate::store_host::serve(link.clone()));
-    hosts::add_fakes(&mut sim, &fakes);
+    let crowd = Rc::new(Crowd::new(fakes.clone(), history.clone(), bot.clone(), PROMO.into()));
+    let finished: Rc<Cell<Option<Duration>>> = Rc::default();
+    let done = finished.clone();
+    hosts::add_internet(&mut sim, &fakes, move || {
+        let (crowd, done) = (crowd.clone(), done.clone());
+        async move {
+            actors::users(crowd, seed).await;
+            done.set(Some(sim_now()));
+        }
+    });
     let names: Vec<String> = (0..scenario.instances).map(instance_name).collect();
     let routing = bot.routing;
     sim.host(BALANCER_HOST, move || hosts::balancer(names.clone(), routing));
@@ -135,18 +140,6 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
         let link = shared.store.clone();
         sim.host(instance_name(index), move || hosts::instance(link.clone(), spec.clone()));
     }
-    let crowd = Rc::new(Crowd::new(fakes.clone(), history.clone(), bot.clone(), PROMO.into()));
-    let finished: Rc<Cell<Option<Duration>>> = Rc::default();
-    let done = finished.clone();
-    sim.host("users", move || {
-        let (crowd, done) = (crowd.clone(), done.clone());
-        async move {
-            actors::users(crowd, seed).await;
-            done.set(Some(sim_now()));
-            std::future::pending::<()>().await;
-            Ok(())
-        }
-    });
 
     let mut pending = schedule(scenario);
     pending.reverse();
@@ -249,22 +242,21 @@ fn unfinished(history: &mut history::History, bot: &BotWorkload, seed: u64, end:
 /// replay shows them).
 fn record_calls(history: &mut history::History, records: &checks::BotRecords, fakes: &Fakes) {
     for call in &records.calls {
-        let event = Event::Call { host: hosts::TELEGRAM_HOST, call: format!("{} {}", call.method, call.body) };
+        let event = Event::Call { host: hosts::TELEGRAM, call: format!("{} {}", call.method, call.body) };
         history.records.push(Record { at: call.at, event });
     }
     history.records.sort_by_key(|r| r.at);
     let end = history.records.last().map_or(Duration::ZERO, |r| r.at);
     let refused = format!("webhook deliveries refused or unanswered: {}", fakes.telegram.failed_deliveries());
-    history.records.push(Record { at: end, event: Event::Call { host: hosts::TELEGRAM_HOST, call: refused } });
+    history.records.push(Record { at: end, event: Event::Call { host: hosts::TELEGRAM, call: refused } });
     for (method, id) in fakes.outline.calls() {
         history
             .records
-            .push(Record { at: end, event: Event::Call { host: hosts::OUTLINE_HOST, call: format!("{method} {id}") } });
+            .push(Record { at: end, event: Event::Call { host: hosts::OUTLINE, call: format!("{method} {id}") } });
     }
     for (method, body) in fakes.crypto.calls() {
-        history.records.push(Record {
-            at: end,
-            event: Event::Call { host: hosts::CRYPTO_HOST, call: format!("{method} {body}") },
-        });
+        history
+            .records
+            .push(Record { at: end, event: Event::Call { host: hosts::CRYPTO, call: format!("{method} {body}") } });
     }
 }
