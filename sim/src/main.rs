@@ -17,6 +17,12 @@ use anyhow::Context as _;
 use atlas_sim::runner::{PROGRESS_MIN_PERCENT, run};
 use atlas_sim::scenario::{BrokenGuard, Legacy, Mode, Scenario};
 
+/// Every run allocates for each HTTP hop, Redis command and store call; mimalloc, as in
+/// `atlas-bot`, takes about a tenth off a whole-bot run (BENCHMARKS.md). Nothing a run does
+/// depends on where its memory lies: runs hash the same (`--check-determinism`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage:
   atlas-sim audit [--seeds N] [--dir DIR] [--jobs J]
       the audit's risk matrix as executable proof: each hazard's scenario fails on the legacy
@@ -489,10 +495,9 @@ fn cmd_bench(o: Options) -> anyhow::Result<bool> {
     }
     let per_second = runs as f64 / started.elapsed().as_secs_f64();
     // The whole bot: five instances, 500 shoppers, 60 simulated seconds, beside bare turmoil
-    // with as many idle hosts (instances, balancer, Redis, store, Bot API, panel, Crypto Pay,
-    // users) at the same step.
+    // with as many idle hosts (instances, Redis, store, balancer, the internet) at the same step.
     let bot = Scenario::load(&dir.join("bench/bot_five_instances.toml"))?;
-    let bot_hosts = bot.instances + 7;
+    let bot_hosts = bot.instances + atlas_sim::bot::SHARED_HOSTS.len();
     let bot_raw = raw_turmoil(bot_hosts, bot.tick_ms);
     let bot_seeds = o.seeds.unwrap_or(bot.seeds).min(bot.seeds.max(1));
     let started = Instant::now();
