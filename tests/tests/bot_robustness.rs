@@ -424,6 +424,14 @@ async fn a_purchase_the_store_failed_keeps_its_step_and_the_same_press_buys_once
     let r = bot.press_msg(USER, &pay).await;
     assert_eq!(texts(&r), bot.says(USER, &Msg::PurchaseUnconfirmed));
     assert_eq!(before, snapshot(&bot.db).await, "the failed try wrote something");
+    // The debit may have landed: until the same button settles it, the step's other ways to
+    // pay and its promo code (each a second purchase under another key) are refused.
+    let stars = Msg::BtnPayStars { stars: 133 };
+    for other in [&Msg::BtnPayCrypto, &stars, &Msg::BtnEnterPromo] {
+        let r = bot.press_msg(USER, other).await;
+        assert_eq!(texts(&r), bot.says(USER, &Msg::PurchaseConfirmFirst), "{other:?}");
+    }
+    assert_eq!(before, snapshot(&bot.db).await, "another way to pay wrote something");
     let back = "ALTER FUNCTION atlas_purchase_from_balance_away RENAME TO atlas_purchase_from_balance";
     sqlx::query(back).execute(bot.db.pool()).await.unwrap();
     let r = bot.press_msg(USER, &pay).await;

@@ -47,6 +47,9 @@ pub enum Next {
     Done,
     /// At this step, whose buttons carry this update's nonce.
     Go(Step),
+    /// The step this update answered, changed: the buttons already sent (its nonce) still
+    /// answer it, and their money operations keep their idempotency keys.
+    Amend(Step),
     /// The update could not be handled now and must not be lost (a payment the store could not
     /// count): nothing is committed and the update is delivered again.
     Retry,
@@ -348,6 +351,10 @@ async fn handle_in_span<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<
         Next::Keep => {}
         Next::Done => record.conversation = None,
         Next::Go(step) => record.conversation = Some(Conversation { nonce: turn.nonce(), step }),
+        Next::Amend(step) => {
+            let nonce = turn.answering.unwrap_or_else(|| turn.nonce());
+            record.conversation = Some(Conversation { nonce, step });
+        }
     }
     record.lang = turn.lang;
     let write = if !turn.coordinated || before.as_ref() == Some(&record) {

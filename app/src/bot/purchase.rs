@@ -44,6 +44,11 @@ pub enum Step {
         tariff: TariffCode,
         days: u16,
         promo: Option<Promo>,
+        /// A purchase from the balance at this step failed with an unknown outcome: the debit
+        /// may have landed. Until the same button settles it (its idempotency key), the step
+        /// takes no other way to pay and no promo code, which would buy a second time.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unconfirmed: bool,
     },
     /// Waiting for a promo code typed at the payment step.
     Promo {
@@ -163,15 +168,19 @@ pub async fn input<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, input: StepI
     match (step, input) {
         (Step::Tariff { promo }, StepInput::Tariff(tariff)) => periods(turn, tariff, promo).await,
         (Step::Period { tariff, promo }, StepInput::Period(days)) => method_screen(turn, tariff, days, promo).await,
+        (Step::Method { tariff, days, promo, .. }, StepInput::Pay(Method::Balance)) => {
+            from_balance(turn, tariff, days, promo).await
+        }
+        (Step::Method { unconfirmed: true, .. }, StepInput::EnterPromo | StepInput::Pay(_)) => {
+            turn.say(Msg::PurchaseConfirmFirst);
+            Next::Keep
+        }
         (Step::Method { tariff, days, .. }, StepInput::EnterPromo) => {
             let keys = cancel_keys(turn);
             turn.say_keys(Msg::PromoAsk, keys);
             go(Step::Promo { tariff, days })
         }
-        (Step::Method { tariff, days, promo }, StepInput::Pay(Method::Balance)) => {
-            from_balance(turn, tariff, days, promo).await
-        }
-        (Step::Method { tariff, days, promo }, StepInput::Pay(method)) => {
+        (Step::Method { tariff, days, promo, .. }, StepInput::Pay(method)) => {
             by_provider(turn, tariff, days, promo, method).await
         }
         _ => super::stale(turn),
@@ -252,7 +261,7 @@ async fn method_screen<A: Adapters>(
     }
     keys.push(last);
     turn.say_keys(msg, keys);
-    go(Step::Method { tariff, days, promo })
+    go(Step::Method { tariff, days, promo, unconfirmed: false })
 }
 
 fn request<A: Adapters>(
@@ -304,13 +313,10 @@ async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, tariff: 
             turn.failed("purchase", &e);
             Next::Done
         }
-        // The store failed or did not answer in time, so the purchase may have landed: the user
-        // is not told "nothing was charged" but to press the same button again, finds the step
-        // as it was, and that press buys once (the step's idempotency key) whether or not the
-        // first try landed (found by the simulation: an instance frozen past its store call's
-        // timeout ended the purchase, and the same button was then "no longer active").
+        // The store failed or did not answer in time (opening a provider's invoice: nothing
+        // is paid until the invoice is): the same button opens the same purchase.
         e @ PurchaseError::Unexpected(_) => {
-            turn.failed_saying("purchase", &e, Msg::PurchaseUnconfirmed);
+            turn.failed("purchase", &e);
             Next::Keep
         }
     }
@@ -332,6 +338,16 @@ async fn from_balance<A: Adapters>(
             let msg = Msg::Purchased { until: bought.expires_at, amount: bought.amount, balance: bought.balance };
             turn.say_keys(msg, subscription_keys());
             Next::Done
+        }
+        // The store failed or did not answer in time, so the debit may have landed: the user is
+        // not told "nothing was charged" but to press the same button again, and that press
+        // buys once (the step's idempotency key) whether or not the first try landed. Meanwhile
+        // the step refuses the other ways to pay and a promo code (Amend keeps its buttons
+        // live). Found by the simulation: an instance frozen past its store call's timeout
+        // ended the purchase, and the same button was then "no longer active".
+        Err(e @ PurchaseError::Unexpected(_)) => {
+            turn.failed_saying("purchase", &e, Msg::PurchaseUnconfirmed);
+            Next::Amend(State::Purchase(Step::Method { tariff, days, promo, unconfirmed: true }))
         }
         Err(e) => refused(turn, e, tariff, days).await,
     }

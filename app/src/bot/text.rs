@@ -151,6 +151,7 @@ messages! {
     RateLimited { minutes: u64 } => "rate-limited",
     Failed => "failed",
     PurchaseUnconfirmed => "purchase-unconfirmed",
+    PurchaseConfirmFirst => "purchase-confirm-first",
     Cancelled => "cancelled",
     Banned => "banned",
 
