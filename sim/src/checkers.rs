@@ -30,7 +30,9 @@ pub struct FinalState {
 pub fn check(invariant: Invariant, history: &History, scenario: &Scenario, end: &FinalState) -> Option<String> {
     match invariant {
         Invariant::NoUpdateTwice => no_update_twice(history),
-        Invariant::HandlersNeverOverlap => handlers_never_overlap(history),
+        Invariant::HandlersNeverOverlap => {
+            handlers_never_overlap(history).or_else(|| no_commit_inside_anothers_lease(history, scenario))
+        }
         Invariant::FsmSurvivesRestart => fsm_survives_restart(history),
         Invariant::RateLimitsHold => rate_limits_hold(history, scenario),
         Invariant::SingleLeaderEffects => single_leader_effects(history),
@@ -169,6 +171,129 @@ fn handlers_never_overlap(history: &History) -> Option<String> {
                     b.update,
                     b.instance,
                     b.started.as_secs_f64()
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// One handler as the chat's lease saw it: from the begin's reply (the lease is held), to the
+/// moment it returned its state (the commit is sent next), to the intake's verdict.
+struct Tenure {
+    id: u64,
+    instance: usize,
+    chat: i64,
+    update: i64,
+    started: Duration,
+    returned: Option<Duration>,
+    ended: Option<(Duration, Handled)>,
+}
+
+/// The windows in which what `instance` sent did not move: its pauses and its held links.
+fn stalls(history: &History) -> Vec<(usize, Duration, Duration)> {
+    let mut out = Vec::new();
+    let mut held: BTreeMap<usize, Duration> = BTreeMap::new();
+    for r in &history.records {
+        match &r.event {
+            Event::Fault(crate::history::FaultEvent::Frozen { instance, for_ms }) => {
+                out.push((*instance, r.at, r.at + Duration::from_millis(*for_ms)));
+            }
+            Event::Fault(crate::history::FaultEvent::Held(instance)) => {
+                held.insert(*instance, r.at);
+            }
+            Event::Fault(crate::history::FaultEvent::Released(instance)) => {
+                if let Some(from) = held.remove(instance) {
+                    out.push((*instance, from, r.at));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.extend(held.into_iter().map(|(instance, from)| (instance, from, Duration::MAX)));
+    out
+}
+
+/// The fencing half of per-chat serialization: a commit lands under its own lease, or late when
+/// nobody holds the chat (`commit_update.lua`), never while another handler holds it. A commit
+/// ran at Redis after its handler returned (after the pause or hold that kept it, if one did)
+/// and before its answer came; another handler surely held the lease from its begin's answer
+/// until its own commit was sent or the lease's time ran out (less a round trip: the lease was
+/// taken before its answer came). Handlers whose begin may have been held, and any time Redis
+/// restarted, are left out: there the lease's start or life is not known; so are handlers that
+/// ran degraded (no lease) or whose end never came.
+fn no_commit_inside_anothers_lease(history: &History, scenario: &Scenario) -> Option<String> {
+    let lease = Duration::from_millis(scenario.lease_ms);
+    let round_trip = Duration::from_millis(2 * (scenario.network.max_latency_ms + scenario.tick_ms));
+    let stalls = stalls(history);
+    let restarts: Vec<Duration> = history
+        .records
+        .iter()
+        .filter(|r| matches!(r.event, Event::Fault(crate::history::FaultEvent::RedisRestarted { .. })))
+        .map(|r| r.at)
+        .collect();
+    let mut tenures: BTreeMap<u64, Tenure> = BTreeMap::new();
+    for r in &history.records {
+        match &r.event {
+            Event::HandlerStart { id, instance, chat, update, .. } => {
+                let tenure = Tenure {
+                    id: *id,
+                    instance: *instance,
+                    chat: *chat,
+                    update: *update,
+                    started: r.at,
+                    returned: None,
+                    ended: None,
+                };
+                tenures.insert(*id, tenure);
+            }
+            Event::HandlerReturned { id, .. } => {
+                if let Some(t) = tenures.get_mut(id) {
+                    t.returned = Some(r.at);
+                }
+            }
+            Event::HandlerEnd { id, outcome, .. } => {
+                if let Some(t) = tenures.get_mut(id) {
+                    t.ended = Some((r.at, outcome.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+    let stalled_at = |instance: usize, at: Duration| {
+        stalls.iter().filter(|(i, from, to)| *i == instance && *from <= at && at < *to).map(|(_, _, to)| *to).max()
+    };
+    let stalled_within = |instance: usize, from: Duration, to: Duration| {
+        stalls.iter().any(|(i, a, b)| *i == instance && *a <= to && from <= *b)
+    };
+    for a in tenures.values() {
+        let (Some(returned), Some((answered, Handled::Committed | Handled::StateRefused))) = (a.returned, &a.ended)
+        else {
+            continue;
+        };
+        let ran_from = stalled_at(a.instance, returned).map_or(returned, |to| to.max(returned));
+        for b in tenures.values().filter(|b| b.chat == a.chat && b.id != a.id) {
+            // A handler that ran degraded held no lease; one whose end never came may have.
+            let Some((ended, outcome)) = &b.ended else { continue };
+            if matches!(outcome, Handled::Degraded) {
+                continue;
+            }
+            let sent = b.returned.unwrap_or(*ended);
+            let held_until = sent.min((b.started + lease).saturating_sub(round_trip));
+            let known = !stalled_within(b.instance, b.started.saturating_sub(lease), b.started)
+                && !restarts.iter().any(|at| b.started.saturating_sub(lease) <= *at && *at <= *answered);
+            if known && b.started <= ran_from && *answered <= held_until {
+                return Some(format!(
+                    "chat {}: the commit of update {} on atlas-{} ran between {:.3}s and {:.3}s, while update {} on atlas-{} held the chat's lease (from {:.3}s to at least {:.3}s): a commit landed under another handler's lease",
+                    a.chat,
+                    a.update,
+                    a.instance,
+                    ran_from.as_secs_f64(),
+                    answered.as_secs_f64(),
+                    b.update,
+                    b.instance,
+                    b.started.as_secs_f64(),
+                    held_until.as_secs_f64()
                 ));
             }
         }

@@ -1,8 +1,8 @@
 //! `atlas-sim`: the command line of the simulation harness.
 //!
 //!   atlas-sim audit [--seeds N] [--dir DIR] [--jobs J]
-//!   atlas-sim run <scenario|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism] [--report FILE]
-//!   atlas-sim replay <scenario> --seed S [--coordination redis|legacy] [--report FILE]
+//!   atlas-sim run <scenario|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism] [--report FILE] [--break GUARD]
+//!   atlas-sim replay <scenario> --seed S [--coordination redis|legacy] [--report FILE] [--break GUARD]
 //!   atlas-sim fuzz [--budget SECONDS] [--max-cases N] [--seed S] [--out DIR] [--jobs J] [--coordination redis|legacy] [--break GUARD]
 //!
 //! Wall-clock time is read here only, to report how much faster than real time the runs went;
@@ -28,11 +28,12 @@ const USAGE: &str = "usage:
       the audit's risk matrix as executable proof: each hazard's scenario fails on the legacy
       design (with the seed that shows it) and holds on the Redis design over N seeds; the
       scenarios shared over J threads (the machine's cores by default)
-  atlas-sim run <scenario.toml|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism] [--jobs J] [--report FILE]
+  atlas-sim run <scenario.toml|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism] [--jobs J] [--report FILE] [--break GUARD]
       run scenarios over seeds 0..N (or one seed), the seeds shared over J threads (1 by
       default); exit 0 only when every run holds. --report (one scenario file) draws the first
-      failing seed's run (or the first seed's) as an HTML page
-  atlas-sim replay <scenario.toml> --seed S [--coordination redis|legacy] [--report FILE]
+      failing seed's run (or the first seed's) as an HTML page. --break (as for fuzz) runs them
+      with that guard switched off: a mutation check of the scenarios
+  atlas-sim replay <scenario.toml> --seed S [--coordination redis|legacy] [--report FILE] [--break GUARD]
       one run, with its trace (and with --report, drawn as a self-contained HTML page: a lane per
       host, the faults over them, the violations linked to the events they name); ATLAS_SIM_LOG=<filter> (say info, or atlas=debug) adds the
       bot's own log lines on stderr, stamped with simulated time and the host
@@ -121,8 +122,20 @@ fn default_dir() -> PathBuf {
     if here.is_dir() { here.to_owned() } else { Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios") }
 }
 
-fn replay_command(path: &Path, seed: u64, mode: Mode) -> String {
-    format!("atlas-sim replay {} --seed {seed} --coordination {}", path.display(), mode.name())
+/// The command that replays one seed; `broken`: the guard `--break` switched off for this run.
+fn replay_command(path: &Path, seed: u64, mode: Mode, broken: Option<BrokenGuard>) -> String {
+    let broken = broken.map(|g| format!(" --break {}", g.name())).unwrap_or_default();
+    format!("atlas-sim replay {} --seed {seed} --coordination {}{broken}", path.display(), mode.name())
+}
+
+/// The scenario at `path`, with the guard `--break` names switched off (a mutation check of a
+/// scenario: it must then fail).
+fn load(path: &Path, o: &Options) -> anyhow::Result<Scenario> {
+    let mut scenario = Scenario::load(path)?;
+    if let Some(guard) = o.broken {
+        scenario.broken_guard = Some(guard);
+    }
+    Ok(scenario)
 }
 
 fn progress(name: &str, done: u64, total: u64) {
@@ -139,20 +152,21 @@ fn progress(name: &str, done: u64, total: u64) {
 }
 
 /// Runs one seed again in a separate process and returns its history hash.
-fn hash_in_other_process(path: &Path, seed: u64, mode: Mode) -> anyhow::Result<u64> {
+fn hash_in_other_process(path: &Path, seed: u64, mode: Mode, broken: Option<BrokenGuard>) -> anyhow::Result<u64> {
     let exe = std::env::current_exe()?;
-    let out = std::process::Command::new(exe)
-        .env_remove("ATLAS_SIM_LOG")
-        .args([
-            "replay",
-            &path.display().to_string(),
-            "--seed",
-            &seed.to_string(),
-            "--coordination",
-            mode.name(),
-            "--hash-only",
-        ])
-        .output()?;
+    let mut args = vec![
+        "replay".to_owned(),
+        path.display().to_string(),
+        "--seed".into(),
+        seed.to_string(),
+        "--coordination".into(),
+        mode.name().into(),
+        "--hash-only".into(),
+    ];
+    if let Some(guard) = broken {
+        args.extend(["--break".into(), guard.name().into()]);
+    }
+    let out = std::process::Command::new(exe).env_remove("ATLAS_SIM_LOG").args(args).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     u64::from_str_radix(text.trim(), 16).with_context(|| format!("no hash from the second process: {text}"))
 }
@@ -180,7 +194,7 @@ fn cmd_run(o: Options) -> anyhow::Result<bool> {
     let mut rows = Vec::new();
     let (mut simulated, started) = (0.0, Instant::now());
     for path in Scenario::files(&target)? {
-        let scenario = Scenario::load(&path)?;
+        let scenario = load(&path, &o)?;
         let seeds: Vec<u64> = match o.seed {
             Some(s) => vec![s],
             None => (0..o.seeds.unwrap_or(scenario.seeds)).collect(),
@@ -207,7 +221,7 @@ fn cmd_run(o: Options) -> anyhow::Result<bool> {
                 nondeterministic.push(format!("seed {seed}: {:016x} then {again:016x}", result.hash));
             }
             if !result.violations.is_empty() {
-                let command = replay_command(&path, seed, o.mode);
+                let command = replay_command(&path, seed, o.mode, o.broken);
                 failures.push((result, command));
             }
         }
@@ -256,9 +270,9 @@ fn cmd_run(o: Options) -> anyhow::Result<bool> {
 }
 
 fn cmd_replay(o: Options) -> anyhow::Result<bool> {
-    let path = o.target.context("replay needs a scenario file")?;
+    let path = o.target.clone().context("replay needs a scenario file")?;
     let seed = o.seed.context("replay needs --seed S")?;
-    let scenario = Scenario::load(&path)?;
+    let scenario = load(&path, &o)?;
     if let Ok(filter) = std::env::var("ATLAS_SIM_LOG") {
         atlas_sim::logs::to_stderr(&filter)?;
     }
@@ -347,7 +361,7 @@ fn audit_one(path: &Path, seeds_wanted: Option<u64>) -> AuditRow {
     let redis = if failed.is_empty() {
         format!("holds on {seeds}/{seeds} seeds")
     } else {
-        format!("FAILS on seeds {failed:?}: `{}`", replay_command(path, failed[0], Mode::Redis))
+        format!("FAILS on seeds {failed:?}: `{}`", replay_command(path, failed[0], Mode::Redis, None))
     };
     let proven = shown.is_some() == must_fail && failed.is_empty();
     Ok((format!("| {} | {} | {legacy} | {redis} |", scenario.hazard, scenario.name), simulated, proven))
@@ -369,7 +383,7 @@ struct Seeded {
 fn run_seeds(scenario: &Scenario, path: &Path, seeds: &[u64], o: &Options) -> anyhow::Result<Vec<Seeded>> {
     let one = |seed: u64| -> anyhow::Result<Seeded> {
         let result = run(scenario, seed, o.mode)?;
-        let again = if o.check_determinism { Some(hash_in_other_process(path, seed, o.mode)?) } else { None };
+        let again = if o.check_determinism { Some(hash_in_other_process(path, seed, o.mode, o.broken)?) } else { None };
         Ok(Seeded {
             seed,
             violations: result.violations,
@@ -610,7 +624,8 @@ fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
     println!("{}", found.verdict.why);
     println!("written to {}; replay with:", path.display());
     println!("  atlas-sim run {} --seed {} --coordination {}", path.display(), found.least.seed, mode.name());
-    println!("  {}", replay_command(&path, found.least.seed, mode));
+    // The written scenario carries the broken guard.
+    println!("  {}", replay_command(&path, found.least.seed, mode, None));
     Ok(false)
 }
 
