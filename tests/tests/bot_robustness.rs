@@ -442,3 +442,23 @@ async fn a_purchase_the_store_failed_keeps_its_step_and_the_same_press_buys_once
     assert_eq!(bot.balance(USER).await, 50_000 - 19_900, "a third press bought again");
     assert_ledger_invariants(&bot.db).await.unwrap();
 }
+
+/// Cancelling a purchase from the balance whose outcome is unknown does not say "Cancelled."
+/// as if nothing happened: the debit may have landed, and the user is told where to look.
+#[tokio::test]
+async fn cancelling_an_unconfirmed_purchase_says_it_may_have_gone_through() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    bot.send_text(USER, "/start").await;
+    bot.fund(USER, "500").await;
+    bot.press_msg(USER, &Msg::BtnBuy).await;
+    bot.press(USER, "Basic").await;
+    bot.press_msg(USER, &Msg::BtnPeriod { days: 30, price: money("199") }).await;
+    let away = "ALTER FUNCTION atlas_purchase_from_balance RENAME TO atlas_purchase_from_balance_away";
+    sqlx::query(away).execute(bot.db.pool()).await.unwrap();
+    let r = bot.press_msg(USER, &Msg::BtnPayBalance { balance: money("500") }).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::PurchaseUnconfirmed));
+    let r = bot.press_msg(USER, &Msg::BtnCancel).await;
+    let told = texts(&r);
+    assert!(told.contains(&bot.says(USER, &Msg::CancelledUnconfirmed)), "{told}");
+    assert!(!told.split("\n---\n").any(|m| m == bot.says(USER, &Msg::Cancelled)), "{told}");
+}

@@ -465,3 +465,28 @@ async fn a_record_that_vanished_under_a_live_handler_is_rewritten_and_keep_refre
     let ttl: i64 = raw.pttl(keys.fsm(user)).await.unwrap();
     assert!(ttl > 3_600_000, "keep did not refresh the record's TTL ({ttl} ms left)");
 }
+
+/// A begin whose first try ran but whose reply was lost is tried again under the same token
+/// (`RedisCoordination::run_twice`): the script lets it proceed, and its lease (with the update's
+/// marker) starts again at that try, as the caller counts it, rather than running out early.
+#[tokio::test]
+async fn a_begin_tried_again_under_its_token_starts_its_lease_again() {
+    let keys = fresh_keys();
+    let user = uid(77);
+    let script = redis::Script::new(include_str!("../../app/src/coord/lua/begin_update.lua"));
+    let mut redis = raw().await;
+    let begin = |ttl_ms: u64| {
+        let mut call = script.prepare_invoke();
+        call.key(keys.fsm(user)).key(keys.lease(user)).key(keys.update(user, 5)).key(keys.flood(user));
+        call.arg("token-1").arg(ttl_ms).arg(60_000).arg(1_000).arg(60_000_000).arg("0");
+        call
+    };
+    let first: redis::Value = begin(1_000).invoke_async(&mut redis).await.unwrap();
+    assert!(format!("{first:?}").contains("ok"), "{first:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again: redis::Value = begin(1_000).invoke_async(&mut redis).await.unwrap();
+    assert!(format!("{again:?}").contains("ok"), "the same token proceeds: {again:?}");
+    let lease: i64 = redis.pttl(keys.lease(user)).await.unwrap();
+    let marker: i64 = redis.pttl(keys.update(user, 5)).await.unwrap();
+    assert!(lease > 800 && marker > 800, "the lease ({lease} ms) and the marker ({marker} ms) start again");
+}

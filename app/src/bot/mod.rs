@@ -334,7 +334,7 @@ async fn handle_in_span<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<
         record.conversation = None;
     }
     let mut next = dispatch(&mut turn, &mut record).await;
-    if matches!(next, Next::Go(_)) && !turn.coordinated {
+    if matches!(next, Next::Go(_) | Next::Amend(_)) && !turn.coordinated {
         // Without Redis no conversation can be kept: a step that would wait for the user's next
         // answer is not begun (its question would be asked and the answer not understood); the
         // user is told to try again in a minute. (Found by the simulation's swarm: a press
@@ -352,6 +352,8 @@ async fn handle_in_span<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<
         Next::Done => record.conversation = None,
         Next::Go(step) => record.conversation = Some(Conversation { nonce: turn.nonce(), step }),
         Next::Amend(step) => {
+            // Only a step's own button amends it (`answering` is set).
+            debug_assert!(turn.answering.is_some(), "an amended step answers a step");
             let nonce = turn.answering.unwrap_or_else(|| turn.nonce());
             record.conversation = Some(Conversation { nonce, step });
         }
@@ -536,7 +538,7 @@ async fn cancel<A: Adapters>(turn: &mut Turn<'_, A>, step: Step) -> Next {
     match cancelled {
         pay::Cancelled::NotNow => return Next::Keep,
         pay::Cancelled::Closed => turn.say(Msg::Cancelled),
-        pay::Cancelled::WasPaid => {}
+        pay::Cancelled::WasPaid | pay::Cancelled::ClosedUnsure => {}
     }
     turn.menu();
     Next::Done

@@ -358,6 +358,9 @@ pub enum Cancelled {
     Closed,
     /// It turned out paid, and was counted (the user was told).
     WasPaid,
+    /// Closed, but what was asked at this step may have gone through (the user was told what
+    /// to check).
+    ClosedUnsure,
     /// Nothing could be decided now (the provider or the store did not answer; the user was
     /// told to try again): the order still waits.
     NotNow,

@@ -168,8 +168,8 @@ pub async fn input<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, input: StepI
     match (step, input) {
         (Step::Tariff { promo }, StepInput::Tariff(tariff)) => periods(turn, tariff, promo).await,
         (Step::Period { tariff, promo }, StepInput::Period(days)) => method_screen(turn, tariff, days, promo).await,
-        (Step::Method { tariff, days, promo, .. }, StepInput::Pay(Method::Balance)) => {
-            from_balance(turn, tariff, days, promo).await
+        (Step::Method { tariff, days, promo, unconfirmed }, StepInput::Pay(Method::Balance)) => {
+            from_balance(turn, tariff, days, promo, unconfirmed).await
         }
         (Step::Method { unconfirmed: true, .. }, StepInput::EnterPromo | StepInput::Pay(_)) => {
             turn.say(Msg::PurchaseConfirmFirst);
@@ -327,9 +327,12 @@ async fn from_balance<A: Adapters>(
     tariff: TariffCode,
     days: u16,
     promo: Option<Promo>,
+    unconfirmed: bool,
 ) -> Next {
     if let Err(next) = turn.allow_money(LimitedAction::PaymentAttempt, "buy").await {
-        return next;
+        // An unconfirmed purchase keeps its step whatever the limit says: only its button
+        // settles it.
+        return if unconfirmed { Next::Keep } else { next };
     }
     let request = request(turn, tariff.clone(), days, &promo, "buy");
     match turn.app.store.purchase_from_balance(request, turn.now()).await {
@@ -424,6 +427,11 @@ pub(super) async fn finalized<A: Adapters>(
 pub async fn cancel<A: Adapters>(turn: &mut Turn<'_, A>, step: Step) -> pay::Cancelled {
     match step {
         Step::Processing { purchase, method } => pay::cancel(turn, Payable::Purchase(purchase), method).await,
+        // Not "Cancelled.": the purchase from the balance may have gone through before.
+        Step::Method { unconfirmed: true, .. } => {
+            turn.say(Msg::CancelledUnconfirmed);
+            pay::Cancelled::ClosedUnsure
+        }
         _ => pay::Cancelled::Closed,
     }
 }

@@ -14,10 +14,13 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 -- Taken before: never handled twice. Done (or dropped for good) is a duplicate; in progress
 -- under a lease ('p:<token>') is not settled yet: that handler may still hand it back.
 -- In progress under this very token: the caller's first try ran and its reply was lost; it
--- holds the lease, so it proceeds.
+-- holds the lease, so it proceeds, its lease (and the marker, which lives as long) starting
+-- again now, as the caller counts it from this try.
 local marker = redis.call('GET', KEYS[3])
 if marker then
   if marker == 'p:' .. ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
     local record = redis.call('HMGET', KEYS[1], 'v', 'd')
     return {'ok', tonumber(record[1] or 0), record[2]}
   end
