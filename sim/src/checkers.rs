@@ -273,9 +273,10 @@ fn no_commit_inside_anothers_lease(history: &History, scenario: &Scenario) -> Op
         };
         let ran_from = stalled_at(a.instance, returned).map_or(returned, |to| to.max(returned));
         for b in tenures.values().filter(|b| b.chat == a.chat && b.id != a.id) {
-            // A handler that ran degraded held no lease; one whose end never came may have.
+            // A handler that ran degraded held no lease (nor may one handed back, for all the
+            // history tells); one whose end never came may have.
             let Some((ended, outcome)) = &b.ended else { continue };
-            if matches!(outcome, Handled::Degraded) {
+            if matches!(outcome, Handled::Degraded | Handled::Retry) {
                 continue;
             }
             let sent = b.returned.unwrap_or(*ended);

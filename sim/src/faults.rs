@@ -222,7 +222,7 @@ pub(crate) fn apply(
     match action {
         Action::Stop(i) => {
             note(FaultEvent::Stopped(i));
-            shared.stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(i);
+            shared.stopping.stop(i);
         }
         Action::Crash(i) => {
             note(FaultEvent::Crashed(i));
@@ -230,7 +230,7 @@ pub(crate) fn apply(
         }
         Action::Bounce(i) => {
             note(FaultEvent::Restarted(i));
-            shared.stopping.lock().unwrap_or_else(|p| p.into_inner()).remove(&i);
+            shared.stopping.clear(i);
             sim.bounce(instance_name(i));
         }
         Action::Hold(i) => {
@@ -268,7 +268,7 @@ pub(crate) fn apply(
             // The lease of a process that died outlives it until its TTL: only a live process
             // that took the lease and has not been lost since leads.
             let live = leader.filter(|(instance, since)| {
-                let stopping = shared.stopping.lock().unwrap_or_else(|p| p.into_inner()).contains(instance);
+                let stopping = shared.stopping.is_stopping(*instance);
                 !stopping && sim.is_host_running(instance_name(*instance)) && !lost_since(history, *instance, *since)
             });
             match live {

@@ -18,7 +18,7 @@ use atlas_sim::runner::{PROGRESS_MIN_PERCENT, run};
 use atlas_sim::scenario::{BrokenGuard, Legacy, Mode, Scenario};
 
 /// Every run allocates for each HTTP hop, Redis command and store call; mimalloc, as in
-/// `atlas-bot`, takes about a tenth off a whole-bot run (BENCHMARKS.md). Nothing a run does
+/// `atlas-bot`, takes about a fifth off a whole-bot run (BENCHMARKS.md). Nothing a run does
 /// depends on where its memory lies: runs hash the same (`--check-determinism`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

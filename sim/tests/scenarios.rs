@@ -106,7 +106,7 @@ fn a_misconfigured_scenario_is_refused_at_load() {
 
 /// The mutation check of the scenarios: with each guard of the Redis design's scripts switched
 /// off (`atlas-sim run <scenario> --break GUARD`), the scenario that proves it breaks the
-/// invariant it guards within a few seeds.
+/// invariant it guards.
 #[test]
 fn each_guard_switched_off_breaks_the_scenario_that_proves_it() {
     use atlas_sim::scenario::BrokenGuard;
@@ -118,10 +118,11 @@ fn each_guard_switched_off_breaks_the_scenario_that_proves_it() {
     for (guard, name, invariant) in cases {
         let mut scenario = scenarios().into_iter().find(|s| s.name == name).expect("the scenario is there");
         scenario.broken_guard = Some(guard);
-        let broke = (0..SEEDS).any(|seed| {
+        // About 4 seeds in 10 break the fencing check: 20 leave no room for chance.
+        let broke = (0..20).any(|seed| {
             let result = run(&scenario, seed, Mode::Redis).unwrap();
             result.violations.iter().any(|(i, _)| i.name() == invariant)
         });
-        assert!(broke, "{name} with {} switched off never broke {invariant} in {SEEDS} seeds", guard.name());
+        assert!(broke, "{name} with {} switched off never broke {invariant} in 20 seeds", guard.name());
     }
 }

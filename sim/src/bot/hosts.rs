@@ -110,7 +110,8 @@ pub async fn serving(service: &'static str, port: u16, router: axum::Router) -> 
         true => router.layer(axum::middleware::from_fn(move |request, next| in_report(service, request, next))),
         false => router,
     };
-    // The server's own lines (listening, a connection's end) in the service's lane too.
+    // The server's own line (listening) in the service's lane too; its connections' lines (their
+    // tasks are spawned, outside the span) and the webhook pusher's stay the host's.
     let lane = tracing::debug_span!(target: REPORT_TARGET, "service", name = service);
     atlas::net::server::serve(listener, router, std::future::pending::<()>(), Duration::ZERO).instrument(lane).await;
     Ok(())
@@ -211,12 +212,7 @@ pub struct InstanceSpec {
 
 /// Resolves when the runner sends this instance SIGTERM.
 async fn sigterm(stopping: Stopping, index: usize) {
-    loop {
-        if stopping.lock().unwrap_or_else(|p| p.into_inner()).contains(&index) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stopping.until_stopped(index).await
 }
 
 /// One instance: `atlas-bot run` with the simulation's adapters, through the same run function.
