@@ -154,7 +154,8 @@ fn progress(scenario: &Scenario, plan: &Plan, history: &History) -> Progress {
     }
 }
 
-/// How many lists a tokio runtime files its tasks in, at most (a current-thread runtime: 4).
+/// A multiple of the number of lists a current-thread tokio runtime files its tasks in (4 in
+/// tokio 1.54), with room should that grow.
 const TASK_LISTS: u64 = 64;
 
 /// tokio numbers tasks from one counter for the whole process, and a runtime files each task in
@@ -167,11 +168,14 @@ const TASK_LISTS: u64 = 64;
 fn align_task_ids() {
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
     for _ in 0..TASK_LISTS {
+        // tokio shows a task id as its number (every run stops here should that change).
         let number: u64 = runtime.spawn(async {}).id().to_string().parse().expect("a task id is a number");
         if number % TASK_LISTS == TASK_LISTS - 1 {
             return;
         }
     }
+    // Only when other threads spawned tasks meanwhile (runs in parallel): no worse than before.
+    tracing::debug!("task numbering not aligned: another thread spawned tasks meanwhile");
 }
 
 pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResult> {

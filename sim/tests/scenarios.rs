@@ -118,7 +118,8 @@ fn each_guard_switched_off_breaks_the_scenario_that_proves_it() {
     for (guard, name, invariant) in cases {
         let mut scenario = scenarios().into_iter().find(|s| s.name == name).expect("the scenario is there");
         scenario.broken_guard = Some(guard);
-        // About 4 seeds in 10 break the fencing check: 20 leave no room for chance.
+        // About 4 seeds in 10 break the fencing check; 20 keep the test from hanging on a
+        // handful should a change move the interleavings.
         let broke = (0..20).any(|seed| {
             let result = run(&scenario, seed, Mode::Redis).unwrap();
             result.violations.iter().any(|(i, _)| i.name() == invariant)

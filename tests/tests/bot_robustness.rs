@@ -462,3 +462,25 @@ async fn cancelling_an_unconfirmed_purchase_says_it_may_have_gone_through() {
     assert!(told.contains(&bot.says(USER, &Msg::CancelledUnconfirmed)), "{told}");
     assert!(!told.split("\n---\n").any(|m| m == bot.says(USER, &Msg::Cancelled)), "{told}");
 }
+
+/// Leaving an unconfirmed purchase from the balance by a command or a menu button says, first,
+/// that it may have gone through.
+#[tokio::test]
+async fn leaving_an_unconfirmed_purchase_by_the_menu_says_it_may_have_gone_through() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    bot.send_text(USER, "/start").await;
+    bot.fund(USER, "500").await;
+    bot.press_msg(USER, &Msg::BtnBuy).await;
+    bot.press(USER, "Basic").await;
+    bot.press_msg(USER, &Msg::BtnPeriod { days: 30, price: money("199") }).await;
+    let away = "ALTER FUNCTION atlas_purchase_from_balance RENAME TO atlas_purchase_from_balance_away";
+    sqlx::query(away).execute(bot.db.pool()).await.unwrap();
+    let r = bot.press_msg(USER, &Msg::BtnPayBalance { balance: money("500") }).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::PurchaseUnconfirmed));
+    let r = bot.send_text(USER, "/start").await;
+    let told = texts(&r);
+    assert!(told.starts_with(&bot.says(USER, &Msg::CancelledUnconfirmed)), "{told}");
+    // Gone from the step now: the next /start says nothing of it.
+    let r = bot.send_text(USER, "/start").await;
+    assert!(!texts(&r).contains(&bot.says(USER, &Msg::CancelledUnconfirmed)), "{}", texts(&r));
+}

@@ -42,6 +42,11 @@ pub enum Step {
 }
 
 impl Step {
+    /// Whether this is a purchase from the balance whose outcome is not known yet.
+    pub fn unconfirmed_purchase(&self) -> bool {
+        matches!(self, Step::Purchase(purchase::Step::Method { unconfirmed: true, .. }))
+    }
+
     /// Whether this is the step waiting for `payable`'s payment.
     pub fn waits_for(&self, payable: crate::domain::Payable) -> bool {
         use crate::domain::Payable;
