@@ -411,19 +411,8 @@ async fn the_flood_limit_drops_a_spammer_not_an_admin() {
 /// nothing more.
 #[tokio::test]
 async fn a_purchase_the_store_failed_keeps_its_step_and_the_same_press_buys_once() {
-    let bot = BotHarness::new(&[ADMIN]).await;
-    bot.send_text(USER, "/start").await;
-    bot.fund(USER, "500").await;
-    bot.press_msg(USER, &Msg::BtnBuy).await;
-    bot.press(USER, "Basic").await;
-    bot.press_msg(USER, &Msg::BtnPeriod { days: 30, price: money("199") }).await;
-    let away = "ALTER FUNCTION atlas_purchase_from_balance RENAME TO atlas_purchase_from_balance_away";
-    sqlx::query(away).execute(bot.db.pool()).await.unwrap();
-    let before = snapshot(&bot.db).await;
+    let (bot, before) = at_an_unconfirmed_purchase().await;
     let pay = Msg::BtnPayBalance { balance: money("500") };
-    let r = bot.press_msg(USER, &pay).await;
-    assert_eq!(texts(&r), bot.says(USER, &Msg::PurchaseUnconfirmed));
-    assert_eq!(before, snapshot(&bot.db).await, "the failed try wrote something");
     // The debit may have landed: until the same button settles it, the step's other ways to
     // pay and its promo code (each a second purchase under another key) are refused.
     let stars = Msg::BtnPayStars { stars: 133 };
@@ -443,10 +432,10 @@ async fn a_purchase_the_store_failed_keeps_its_step_and_the_same_press_buys_once
     assert_ledger_invariants(&bot.db).await.unwrap();
 }
 
-/// Cancelling a purchase from the balance whose outcome is unknown does not say "Cancelled."
-/// as if nothing happened: the debit may have landed, and the user is told where to look.
-#[tokio::test]
-async fn cancelling_an_unconfirmed_purchase_says_it_may_have_gone_through() {
+/// A user who pressed "from balance" while the store's purchase function was away (renamed, so
+/// the call fails as a broken store would): told the purchase is unconfirmed, nothing written.
+/// The bot, and the database as it was before the press; the function stays away.
+async fn at_an_unconfirmed_purchase() -> (BotHarness, Vec<(String, i64)>) {
     let bot = BotHarness::new(&[ADMIN]).await;
     bot.send_text(USER, "/start").await;
     bot.fund(USER, "500").await;
@@ -455,8 +444,18 @@ async fn cancelling_an_unconfirmed_purchase_says_it_may_have_gone_through() {
     bot.press_msg(USER, &Msg::BtnPeriod { days: 30, price: money("199") }).await;
     let away = "ALTER FUNCTION atlas_purchase_from_balance RENAME TO atlas_purchase_from_balance_away";
     sqlx::query(away).execute(bot.db.pool()).await.unwrap();
+    let before = snapshot(&bot.db).await;
     let r = bot.press_msg(USER, &Msg::BtnPayBalance { balance: money("500") }).await;
     assert_eq!(texts(&r), bot.says(USER, &Msg::PurchaseUnconfirmed));
+    assert_eq!(before, snapshot(&bot.db).await, "the failed try wrote something");
+    (bot, before)
+}
+
+/// Cancelling a purchase from the balance whose outcome is unknown does not say "Cancelled."
+/// as if nothing happened: the debit may have landed, and the user is told where to look.
+#[tokio::test]
+async fn cancelling_an_unconfirmed_purchase_says_it_may_have_gone_through() {
+    let (bot, _) = at_an_unconfirmed_purchase().await;
     let r = bot.press_msg(USER, &Msg::BtnCancel).await;
     let told = texts(&r);
     assert!(told.contains(&bot.says(USER, &Msg::CancelledUnconfirmed)), "{told}");
@@ -467,16 +466,7 @@ async fn cancelling_an_unconfirmed_purchase_says_it_may_have_gone_through() {
 /// that it may have gone through.
 #[tokio::test]
 async fn leaving_an_unconfirmed_purchase_by_the_menu_says_it_may_have_gone_through() {
-    let bot = BotHarness::new(&[ADMIN]).await;
-    bot.send_text(USER, "/start").await;
-    bot.fund(USER, "500").await;
-    bot.press_msg(USER, &Msg::BtnBuy).await;
-    bot.press(USER, "Basic").await;
-    bot.press_msg(USER, &Msg::BtnPeriod { days: 30, price: money("199") }).await;
-    let away = "ALTER FUNCTION atlas_purchase_from_balance RENAME TO atlas_purchase_from_balance_away";
-    sqlx::query(away).execute(bot.db.pool()).await.unwrap();
-    let r = bot.press_msg(USER, &Msg::BtnPayBalance { balance: money("500") }).await;
-    assert_eq!(texts(&r), bot.says(USER, &Msg::PurchaseUnconfirmed));
+    let (bot, _) = at_an_unconfirmed_purchase().await;
     let r = bot.send_text(USER, "/start").await;
     let told = texts(&r);
     assert!(told.starts_with(&bot.says(USER, &Msg::CancelledUnconfirmed)), "{told}");
