@@ -27,9 +27,9 @@ const USAGE: &str = "usage:
   atlas-sim audit [--seeds N] [--dir DIR] [--jobs J]
       the audit's risk matrix as executable proof: each hazard's scenario fails on the legacy
       design (with the seed that shows it) and holds on the Redis design over N seeds; the
-      scenarios shared over J threads (the machine's cores by default)
+      scenarios shared over J processes (the machine's cores by default)
   atlas-sim run <scenario.toml|dir> [--seeds N] [--seed S] [--coordination redis|legacy] [--check-determinism] [--jobs J] [--report FILE] [--break GUARD]
-      run scenarios over seeds 0..N (or one seed), the seeds shared over J threads (1 by
+      run scenarios over seeds 0..N (or one seed), the seeds shared over J processes (1 by
       default); exit 0 only when every run holds. --report (one scenario file) draws the first
       failing seed's run (or the first seed's) as an HTML page. --break (as for fuzz) runs them
       with that guard switched off: a mutation check of the scenarios
@@ -378,7 +378,7 @@ struct Seeded {
     progress: atlas_sim::faults::Progress,
 }
 
-/// Runs `seeds` of `scenario`, shared out over `--jobs` threads (one by default: each run is a
+/// Runs `seeds` of `scenario`, shared out over `--jobs` processes (one by default: each run is a
 /// world of its own on the thread that runs it), in the order of `seeds`.
 fn run_seeds(scenario: &Scenario, path: &Path, seeds: &[u64], o: &Options) -> anyhow::Result<Vec<Seeded>> {
     let one = |seed: u64| -> anyhow::Result<Seeded> {
@@ -393,7 +393,152 @@ fn run_seeds(scenario: &Scenario, path: &Path, seeds: &[u64], o: &Options) -> an
             progress: result.progress,
         })
     };
-    share_out(seeds, o.jobs.unwrap_or(1), &scenario.name, |&seed| one(seed)).into_iter().collect()
+    let jobs = o.jobs.unwrap_or(1);
+    if jobs > 1 {
+        // Each job a process of its own: runs in threads of one process draw tokio's task numbers
+        // from one counter in turn, and a run's numbers decide the order a crashed host's
+        // connections close in (docs/simulation.md, Determinism).
+        let mut worker =
+            vec!["seed".to_owned(), path.display().to_string(), "--coordination".into(), o.mode.name().into()];
+        if let Some(guard) = o.broken {
+            worker.extend(["--break".into(), guard.name().into()]);
+        }
+        if o.check_determinism {
+            worker.push("--check-determinism".into());
+        }
+        let items: Vec<String> = seeds.iter().map(u64::to_string).collect();
+        return share_out_in_processes(&items, jobs, &scenario.name, &worker)?.iter().map(|a| seeded_of(a)).collect();
+    }
+    share_out(seeds, jobs, &scenario.name, |&seed| one(seed)).into_iter().collect()
+}
+
+/// One seed's run as a worker process answers it (`worker seed`): a line of JSON.
+fn seeded_line(s: &Seeded) -> String {
+    serde_json::json!({
+        "seed": s.seed,
+        "violations": s.violations,
+        "hash": s.hash,
+        "again": s.again,
+        "simulated": s.simulated.as_secs_f64(),
+        "planned": s.progress.planned,
+        "done": s.progress.done,
+    })
+    .to_string()
+}
+
+fn seeded_of(line: &str) -> anyhow::Result<Seeded> {
+    let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("a worker answered {line:?}"))?;
+    let number = |key: &str| v[key].as_u64().with_context(|| format!("no {key} in {line:?}"));
+    Ok(Seeded {
+        seed: number("seed")?,
+        violations: serde_json::from_value(v["violations"].clone())?,
+        hash: number("hash")?,
+        again: v["again"].as_u64(),
+        simulated: Duration::from_secs_f64(v["simulated"].as_f64().unwrap_or_default()),
+        progress: atlas_sim::faults::Progress { planned: number("planned")? as usize, done: number("done")? as usize },
+    })
+}
+
+/// Each item sent to a worker process of this binary (`atlas-sim worker WORKER…`), `jobs` of them
+/// at once, one item at a time on its stdin; its one-line answers in the order of `items`.
+fn share_out_in_processes(items: &[String], jobs: usize, name: &str, worker: &[String]) -> anyhow::Result<Vec<String>> {
+    use std::io::{BufRead as _, Write as _};
+    let exe = std::env::current_exe()?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let answers: std::sync::Mutex<Vec<Option<anyhow::Result<String>>>> =
+        std::sync::Mutex::new(items.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1).min(items.len()) {
+            scope.spawn(|| {
+                let child = std::process::Command::new(&exe)
+                    .arg("worker")
+                    .args(worker)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn();
+                let mut child = match child {
+                    Ok(child) => child,
+                    Err(e) => {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i < items.len() {
+                            answers.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(Err(e.into()));
+                        }
+                        return;
+                    }
+                };
+                let (Some(mut to), Some(from)) = (child.stdin.take(), child.stdout.take()) else { return };
+                let mut from = std::io::BufReader::new(from);
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let mut answer = || -> anyhow::Result<String> {
+                        writeln!(to, "{item}")?;
+                        to.flush()?;
+                        let mut line = String::new();
+                        anyhow::ensure!(
+                            from.read_line(&mut line)? > 0,
+                            "the worker for {item} ended without an answer"
+                        );
+                        Ok(line.trim_end().to_owned())
+                    };
+                    let answer = answer();
+                    let failed = answer.is_err();
+                    answers.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(answer);
+                    let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    progress(name, finished as u64, items.len() as u64);
+                    if failed {
+                        break;
+                    }
+                }
+                drop(to);
+                let _ = child.wait();
+            });
+        }
+    });
+    let answers = answers.into_inner().unwrap_or_else(|p| p.into_inner());
+    answers.into_iter().zip(items).map(|(a, item)| a.with_context(|| format!("{item} was not run"))?).collect()
+}
+
+/// `atlas-sim worker seed <scenario> [--coordination M] [--break G] [--check-determinism]` or
+/// `atlas-sim worker audit [--seeds N]`: reads one item a line (a seed, a scenario file) and
+/// answers each with one line, for `share_out_in_processes`.
+fn cmd_worker(kind: &str, o: Options) -> anyhow::Result<bool> {
+    use std::io::{BufRead as _, Write as _};
+    let stdout = std::io::stdout();
+    for line in std::io::stdin().lock().lines() {
+        let item = line?;
+        let answer = match kind {
+            "seed" => {
+                let path = o.target.clone().context("worker seed needs a scenario file")?;
+                let seed: u64 = item.trim().parse().with_context(|| format!("not a seed: {item:?}"))?;
+                let scenario = load(&path, &o)?;
+                let result = run(&scenario, seed, o.mode)?;
+                let again = if o.check_determinism {
+                    Some(hash_in_other_process(&path, seed, o.mode, o.broken)?)
+                } else {
+                    None
+                };
+                seeded_line(&Seeded {
+                    seed,
+                    violations: result.violations,
+                    hash: result.hash,
+                    again,
+                    simulated: result.simulated,
+                    progress: result.progress,
+                })
+            }
+            "audit" => {
+                let (line, simulated, proven) = audit_one(Path::new(item.trim()), o.seeds)?;
+                serde_json::json!({ "line": line, "simulated": simulated, "proven": proven }).to_string()
+            }
+            other => anyhow::bail!("unknown worker {other}"),
+        };
+        let mut out = stdout.lock();
+        writeln!(out, "{answer}")?;
+        out.flush()?;
+    }
+    Ok(true)
 }
 
 /// `work` on every item, shared out over `jobs` threads, with a progress bar; the results in the
@@ -425,9 +570,29 @@ fn cmd_audit(o: Options) -> anyhow::Result<bool> {
     let dir = o.dir.clone().unwrap_or_else(default_dir);
     let started = Instant::now();
     let files = Scenario::files(&dir)?;
-    // Scenarios are shared out over `--jobs` threads (the machine's cores by default).
+    // Scenarios are shared out over `--jobs` processes (the machine's cores by default).
     let jobs = o.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let rows = share_out(&files, jobs, "audit", |path| audit_one(path, o.seeds));
+    let rows: Vec<AuditRow> = if jobs > 1 {
+        // A process per job, as for `run --jobs`: every row's runs exact, as a replay sees them.
+        let mut worker = vec!["audit".to_owned()];
+        if let Some(seeds) = o.seeds {
+            worker.extend(["--seeds".into(), seeds.to_string()]);
+        }
+        let items: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        share_out_in_processes(&items, jobs, "audit", &worker)?
+            .iter()
+            .map(|answer| -> AuditRow {
+                let v: serde_json::Value = serde_json::from_str(answer)?;
+                Ok((
+                    v["line"].as_str().context("a row")?.to_owned(),
+                    v["simulated"].as_f64().unwrap_or_default(),
+                    v["proven"].as_bool().unwrap_or(false),
+                ))
+            })
+            .collect()
+    } else {
+        share_out(&files, jobs, "audit", |path| audit_one(path, o.seeds))
+    };
     let mut simulated = 0.0;
     let mut proven = true;
     let mut lines = Vec::new();
@@ -453,8 +618,9 @@ fn cmd_audit(o: Options) -> anyhow::Result<bool> {
         }
     );
     println!(
-        "{simulated:.0} simulated seconds in {wall:.1} wall seconds ({:.0}x) on {jobs} threads",
-        simulated / wall.max(1e-9)
+        "{simulated:.0} simulated seconds in {wall:.1} wall seconds ({:.0}x) {}",
+        simulated / wall.max(1e-9),
+        if jobs > 1 { format!("in {jobs} processes") } else { "in one thread".to_owned() }
     );
     Ok(proven)
 }
@@ -635,6 +801,14 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    if command == "worker" {
+        let kind = args.get(1).cloned().unwrap_or_default();
+        let result = options(args.get(2..).unwrap_or_default()).and_then(|o| cmd_worker(&kind, o));
+        if let Err(e) = &result {
+            eprintln!("atlas-sim worker: {e:#}");
+        }
+        return if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(2) };
+    }
     let result = options(&args[1..]).and_then(|o| match command.as_str() {
         "run" => cmd_run(o),
         "replay" => cmd_replay(o),

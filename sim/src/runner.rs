@@ -163,8 +163,9 @@ const TASK_LISTS: u64 = 64;
 /// the order its connections close in (the FINs its peers read) depends on the number the run's
 /// first task got: a seed run after others in one process could differ from the same seed in a
 /// fresh one (found by `--check-determinism` on the swarm: 5 of 300 seeds). Every run starts its
-/// numbering at the same place in that cycle. Runs on several threads at once still draw from the
-/// one counter in turn: replay a seed alone (`replay`, or `run --jobs 1`) to see its run.
+/// numbering at the same place in that cycle. Runs on several threads at once would still draw
+/// from the one counter in turn: `run` and `audit` give each job a process of its own; the
+/// fuzzer's jobs are threads (replay its cases alone).
 fn align_task_ids() {
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
     for _ in 0..TASK_LISTS {

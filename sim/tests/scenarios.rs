@@ -127,3 +127,28 @@ fn each_guard_switched_off_breaks_the_scenario_that_proves_it() {
         assert!(broke, "{name} with {} switched off never broke {invariant} in 20 seeds", guard.name());
     }
 }
+
+/// `run --jobs 2` shares the seeds out over worker processes: the verdicts come back whole (a
+/// seed that breaks an invariant, with its replay command), and each seed hashes as in a fresh
+/// process.
+#[test]
+fn seeds_run_in_worker_processes_come_back_whole() {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/chat_two_instances.toml");
+    let atlas_sim = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_atlas-sim"))
+            .arg("run")
+            .arg(&scenario)
+            .args(["--seeds", "4", "--jobs", "2", "--check-determinism"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, said) = atlas_sim(&[]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("| chat_two_instances | redis | 4 | 4 | 0 |") && said.contains("same hashes"), "{said}");
+    let (code, said) = atlas_sim(&["--break", "dedupe"]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("[no_update_twice]") && said.contains("--break dedupe"), "{said}");
+    assert!(said.contains("same hashes"), "a broken guard is deterministic too: {said}");
+}
