@@ -462,6 +462,15 @@ async fn cancelling_an_unconfirmed_purchase_says_it_may_have_gone_through() {
     assert!(!told.split("\n---\n").any(|m| m == bot.says(USER, &Msg::Cancelled)), "{told}");
 }
 
+/// /cancel at an unconfirmed purchase says what its Cancel button says, once.
+#[tokio::test]
+async fn cancel_typed_at_an_unconfirmed_purchase_warns_once() {
+    let (bot, _) = at_an_unconfirmed_purchase().await;
+    let r = bot.send_text(USER, "/cancel").await;
+    let told = texts(&r);
+    assert_eq!(told.matches(&bot.says(USER, &Msg::CancelledUnconfirmed)).count(), 1, "{told}");
+}
+
 /// Leaving an unconfirmed purchase from the balance by a command or a menu button says, first,
 /// that it may have gone through.
 #[tokio::test]

@@ -345,9 +345,11 @@ async fn handle_in_span<A: Adapters>(app: &App<A>, update: &Update, fsm: Option<
     }
     // Leaving a purchase from the balance whose outcome is unknown any other way than by its own
     // buttons (a menu button, a command) is not silent: the debit may have landed.
+    // (/cancel cancels as its Cancel button does, which says so itself.)
     let unconfirmed =
         before.as_ref().and_then(|r| r.conversation.as_ref()).is_some_and(|c| c.step.unconfirmed_purchase());
-    if unconfirmed && turn.answering.is_none() && matches!(next, Next::Done | Next::Go(_)) {
+    let cancels = matches!(update.incoming, Incoming::Command { command: Command::Cancel, .. });
+    if unconfirmed && !cancels && turn.answering.is_none() && matches!(next, Next::Done | Next::Go(_)) {
         turn.say(Msg::CancelledUnconfirmed);
         turn.outbox.rotate_right(1);
     }
