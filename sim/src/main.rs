@@ -407,13 +407,14 @@ fn run_seeds(scenario: &Scenario, path: &Path, seeds: &[u64], o: &Options) -> an
             worker.push("--check-determinism".into());
         }
         let items: Vec<String> = seeds.iter().map(u64::to_string).collect();
-        return share_out_in_processes(&items, jobs, &scenario.name, &worker)?.iter().map(|a| seeded_of(a)).collect();
+        let answers = share_out_in_processes(&items, jobs, &scenario.name, &worker)?;
+        return answers.iter().map(|a| seeded_of(a, o.check_determinism)).collect();
     }
     share_out(seeds, jobs, &scenario.name, |&seed| one(seed)).into_iter().collect()
 }
 
-/// One seed's run as a worker process answers it (`worker seed`): a line of JSON.
-fn seeded_line(s: &Seeded) -> String {
+/// One seed's run as a worker process answers it (`worker seed`).
+fn seeded_value(s: &Seeded) -> serde_json::Value {
     serde_json::json!({
         "seed": s.seed,
         "violations": s.violations,
@@ -423,25 +424,29 @@ fn seeded_line(s: &Seeded) -> String {
         "planned": s.progress.planned,
         "done": s.progress.done,
     })
-    .to_string()
 }
 
-fn seeded_of(line: &str) -> anyhow::Result<Seeded> {
-    let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("a worker answered {line:?}"))?;
-    let number = |key: &str| v[key].as_u64().with_context(|| format!("no {key} in {line:?}"));
+fn seeded_of(v: &serde_json::Value, checked: bool) -> anyhow::Result<Seeded> {
+    let number = |key: &str| v[key].as_u64().with_context(|| format!("no {key} in a worker's answer {v}"));
     Ok(Seeded {
         seed: number("seed")?,
         violations: serde_json::from_value(v["violations"].clone())?,
         hash: number("hash")?,
-        again: v["again"].as_u64(),
-        simulated: Duration::from_secs_f64(v["simulated"].as_f64().unwrap_or_default()),
+        again: if checked { Some(number("again")?) } else { None },
+        simulated: Duration::from_secs_f64(v["simulated"].as_f64().context("no simulated seconds")?),
         progress: atlas_sim::faults::Progress { planned: number("planned")? as usize, done: number("done")? as usize },
     })
 }
 
 /// Each item sent to a worker process of this binary (`atlas-sim worker WORKER…`), `jobs` of them
-/// at once, one item at a time on its stdin; its one-line answers in the order of `items`.
-fn share_out_in_processes(items: &[String], jobs: usize, name: &str, worker: &[String]) -> anyhow::Result<Vec<String>> {
+/// at once, one item at a time on its stdin; what it answered for each, in the order of `items`
+/// (an error it met on an item, with its words).
+fn share_out_in_processes(
+    items: &[String],
+    jobs: usize,
+    name: &str,
+    worker: &[String],
+) -> anyhow::Result<Vec<serde_json::Value>> {
     use std::io::{BufRead as _, Write as _};
     let exe = std::env::current_exe()?;
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -497,7 +502,17 @@ fn share_out_in_processes(items: &[String], jobs: usize, name: &str, worker: &[S
         }
     });
     let answers = answers.into_inner().unwrap_or_else(|p| p.into_inner());
-    answers.into_iter().zip(items).map(|(a, item)| a.with_context(|| format!("{item} was not run"))?).collect()
+    let answer_of = |answer: Option<anyhow::Result<String>>, item: &String| -> anyhow::Result<serde_json::Value> {
+        let line = answer.with_context(|| format!("{item} was not run"))??;
+        let mut v: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("a worker answered {line:?} for {item}"))?;
+        anyhow::ensure!(v["item"].as_str() == Some(item.as_str()), "a worker answered {line:?} for {item}");
+        if let Some(error) = v["error"].as_str() {
+            anyhow::bail!("{item}: {error}");
+        }
+        Ok(v["answer"].take())
+    };
+    answers.into_iter().zip(items).map(|(answer, item)| answer_of(answer, item)).collect()
 }
 
 /// `atlas-sim worker seed <scenario> [--coordination M] [--break G] [--check-determinism]` or
@@ -508,31 +523,37 @@ fn cmd_worker(kind: &str, o: Options) -> anyhow::Result<bool> {
     let stdout = std::io::stdout();
     for line in std::io::stdin().lock().lines() {
         let item = line?;
-        let answer = match kind {
-            "seed" => {
-                let path = o.target.clone().context("worker seed needs a scenario file")?;
-                let seed: u64 = item.trim().parse().with_context(|| format!("not a seed: {item:?}"))?;
-                let scenario = load(&path, &o)?;
-                let result = run(&scenario, seed, o.mode)?;
-                let again = if o.check_determinism {
-                    Some(hash_in_other_process(&path, seed, o.mode, o.broken)?)
-                } else {
-                    None
-                };
-                seeded_line(&Seeded {
-                    seed,
-                    violations: result.violations,
-                    hash: result.hash,
-                    again,
-                    simulated: result.simulated,
-                    progress: result.progress,
-                })
-            }
-            "audit" => {
-                let (line, simulated, proven) = audit_one(Path::new(item.trim()), o.seeds)?;
-                serde_json::json!({ "line": line, "simulated": simulated, "proven": proven }).to_string()
-            }
-            other => anyhow::bail!("unknown worker {other}"),
+        let answer = || -> anyhow::Result<serde_json::Value> {
+            Ok(match kind {
+                "seed" => {
+                    let path = o.target.clone().context("worker seed needs a scenario file")?;
+                    let seed: u64 = item.trim().parse().with_context(|| format!("not a seed: {item:?}"))?;
+                    let scenario = load(&path, &o)?;
+                    let result = run(&scenario, seed, o.mode)?;
+                    let again = match o.check_determinism {
+                        true => Some(hash_in_other_process(&path, seed, o.mode, o.broken)?),
+                        false => None,
+                    };
+                    seeded_value(&Seeded {
+                        seed,
+                        violations: result.violations,
+                        hash: result.hash,
+                        again,
+                        simulated: result.simulated,
+                        progress: result.progress,
+                    })
+                }
+                "audit" => {
+                    let (line, simulated, proven) = audit_one(Path::new(item.trim()), o.seeds)?;
+                    serde_json::json!({ "line": line, "simulated": simulated, "proven": proven })
+                }
+                other => anyhow::bail!("unknown worker {other}"),
+            })
+        };
+        // An error on one item is that item's answer; the worker goes on with the next.
+        let answer = match answer() {
+            Ok(answer) => serde_json::json!({ "item": item, "answer": answer }),
+            Err(e) => serde_json::json!({ "item": item, "error": format!("{e:#}") }),
         };
         let mut out = stdout.lock();
         writeln!(out, "{answer}")?;
@@ -581,12 +602,11 @@ fn cmd_audit(o: Options) -> anyhow::Result<bool> {
         let items: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         share_out_in_processes(&items, jobs, "audit", &worker)?
             .iter()
-            .map(|answer| -> AuditRow {
-                let v: serde_json::Value = serde_json::from_str(answer)?;
+            .map(|v| -> AuditRow {
                 Ok((
-                    v["line"].as_str().context("a row")?.to_owned(),
-                    v["simulated"].as_f64().unwrap_or_default(),
-                    v["proven"].as_bool().unwrap_or(false),
+                    v["line"].as_str().context("no row in a worker's answer")?.to_owned(),
+                    v["simulated"].as_f64().context("no simulated seconds in a worker's answer")?,
+                    v["proven"].as_bool().context("no verdict in a worker's answer")?,
                 ))
             })
             .collect()
