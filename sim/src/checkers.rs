@@ -182,6 +182,7 @@ fn handlers_never_overlap(history: &History) -> Option<String> {
 /// moment it returned its state (the commit is sent next), to the intake's verdict.
 struct Tenure {
     id: u64,
+    leased: bool,
     instance: usize,
     chat: i64,
     update: i64,
@@ -235,9 +236,10 @@ fn no_commit_inside_anothers_lease(history: &History, scenario: &Scenario) -> Op
     let mut tenures: BTreeMap<u64, Tenure> = BTreeMap::new();
     for r in &history.records {
         match &r.event {
-            Event::HandlerStart { id, instance, chat, update, .. } => {
+            Event::HandlerStart { id, instance, chat, update, leased, .. } => {
                 let tenure = Tenure {
                     id: *id,
+                    leased: *leased,
                     instance: *instance,
                     chat: *chat,
                     update: *update,
@@ -273,10 +275,9 @@ fn no_commit_inside_anothers_lease(history: &History, scenario: &Scenario) -> Op
         };
         let ran_from = stalled_at(a.instance, returned).map_or(returned, |to| to.max(returned));
         for b in tenures.values().filter(|b| b.chat == a.chat && b.id != a.id) {
-            // A handler that ran degraded held no lease (nor may one handed back, for all the
-            // history tells); one whose end never came may have.
-            let Some((ended, outcome)) = &b.ended else { continue };
-            if matches!(outcome, Handled::Degraded | Handled::Retry) {
+            // A handler that ran degraded held no lease; one whose end never came may have.
+            let Some((ended, _)) = &b.ended else { continue };
+            if !b.leased {
                 continue;
             }
             let sent = b.returned.unwrap_or(*ended);

@@ -38,7 +38,8 @@ pub fn while_capturing<T>(run: impl FnOnce() -> T) -> T {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// A handler got its update and the conversation state (`read`, at `version`).
+    /// A handler got its update and the conversation state (`read`, at `version`); `leased`: under
+    /// the chat's lease (not degraded, without Redis).
     HandlerStart {
         id: u64,
         instance: usize,
@@ -46,6 +47,7 @@ pub enum Event {
         update: i64,
         version: u64,
         read: Option<String>,
+        leased: bool,
     },
     /// The handler finished its work and returned the new state; the commit is sent next.
     HandlerReturned {

@@ -82,6 +82,7 @@ async fn handle(ctx: InstanceCtx, app: Rc<App<SimWorld>>, ids: Rc<SeededIds>, d:
     let outcome = handle_update(&app.coordination, user, d.update, Admission::Counted, |update| {
         let ctx = ctx.clone();
         async move {
+            let leased = update.fsm.is_some();
             let fsm = update.fsm.unwrap_or_default();
             let read = fsm.data.map(|b| String::from_utf8_lossy(&b).into_owned());
             let start = Event::HandlerStart {
@@ -91,6 +92,7 @@ async fn handle(ctx: InstanceCtx, app: Rc<App<SimWorld>>, ids: Rc<SeededIds>, d:
                 update: d.update,
                 version: fsm.version,
                 read: read.clone(),
+                leased,
             };
             crate::history::lock(&history).push(start);
             tokio::time::sleep(work).await;
