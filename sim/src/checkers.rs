@@ -61,34 +61,39 @@ struct Finished {
     committed: bool,
 }
 
-/// Per chat, the handlers whose commit applied or may have applied, in the order they started.
-/// Under a working lease that is also the order of their commits: a handler starts only after
-/// the previous one's commit released the lease. A commit whose reply never came (a timeout, or
-/// the instance crashed first) may have applied: `committed` is false for those.
-fn finished(history: &History) -> BTreeMap<i64, Vec<Finished>> {
-    struct Open {
-        instance: usize,
-        chat: i64,
-        update: i64,
-        started: Duration,
-        read: Option<String>,
-        returned: Option<(Duration, String)>,
-        outcome: Option<Handled>,
-    }
-    let mut handlers: BTreeMap<u64, Open> = BTreeMap::new();
+/// One handler of the chat workload as the history tells it: where it ran, whether it held the
+/// chat's lease, its start (the begin's answer) and what it read, when it returned its new state
+/// and what it wrote (the commit is sent next), and the intake's verdict with its time.
+struct Handler {
+    id: u64,
+    leased: bool,
+    instance: usize,
+    chat: i64,
+    update: i64,
+    started: Duration,
+    read: Option<String>,
+    returned: Option<(Duration, String)>,
+    ended: Option<(Duration, Handled)>,
+}
+
+/// Every handler of the run, by id.
+fn handlers(history: &History) -> BTreeMap<u64, Handler> {
+    let mut handlers: BTreeMap<u64, Handler> = BTreeMap::new();
     for r in &history.records {
         match &r.event {
-            Event::HandlerStart { id, instance, chat, update, read, .. } => {
-                let open = Open {
+            Event::HandlerStart { id, instance, chat, update, read, leased, .. } => {
+                let handler = Handler {
+                    id: *id,
+                    leased: *leased,
                     instance: *instance,
                     chat: *chat,
                     update: *update,
                     started: r.at,
                     read: read.clone(),
                     returned: None,
-                    outcome: None,
+                    ended: None,
                 };
-                handlers.insert(*id, open);
+                handlers.insert(*id, handler);
             }
             Event::HandlerReturned { id, wrote } => {
                 if let Some(h) = handlers.get_mut(id) {
@@ -97,18 +102,27 @@ fn finished(history: &History) -> BTreeMap<i64, Vec<Finished>> {
             }
             Event::HandlerEnd { id, outcome, .. } => {
                 if let Some(h) = handlers.get_mut(id) {
-                    h.outcome = Some(outcome.clone());
+                    h.ended = Some((r.at, outcome.clone()));
                 }
             }
             _ => {}
         }
     }
+    handlers
+}
+
+/// Per chat, the handlers whose commit applied or may have applied, in the order they started.
+/// Under a working lease that is also the order of their commits: a handler starts only after
+/// the previous one's commit released the lease. A commit whose reply never came (a timeout, or
+/// the instance crashed first) may have applied: `committed` is false for those.
+fn finished(history: &History) -> BTreeMap<i64, Vec<Finished>> {
+    let handlers = handlers(history);
     let mut out: BTreeMap<i64, Vec<Finished>> = BTreeMap::new();
     for h in handlers.into_values() {
         let Some((worked_until, wrote)) = h.returned else { continue };
         // A refused state still commits: the update is marked done and the chat released, with
         // the state it read kept.
-        let (committed, wrote) = match h.outcome {
+        let (committed, wrote) = match h.ended.map(|(_, outcome)| outcome) {
             Some(Handled::Committed) => (true, Some(wrote)),
             Some(Handled::StateRefused) => (true, h.read.clone()),
             None | Some(Handled::CommitFailed) => (false, Some(wrote)),
@@ -178,19 +192,6 @@ fn handlers_never_overlap(history: &History) -> Option<String> {
     None
 }
 
-/// One handler as the chat's lease saw it: from the begin's reply (the lease is held), to the
-/// moment it returned its state (the commit is sent next), to the intake's verdict.
-struct Tenure {
-    id: u64,
-    leased: bool,
-    instance: usize,
-    chat: i64,
-    update: i64,
-    started: Duration,
-    returned: Option<Duration>,
-    ended: Option<(Duration, Handled)>,
-}
-
 /// The windows in which what `instance` sent did not move: its pauses and its held links.
 fn stalls(history: &History) -> Vec<(usize, Duration, Duration)> {
     let mut out = Vec::new();
@@ -233,54 +234,28 @@ fn no_commit_inside_anothers_lease(history: &History, scenario: &Scenario) -> Op
         .filter(|r| matches!(r.event, Event::Fault(crate::history::FaultEvent::RedisRestarted { .. })))
         .map(|r| r.at)
         .collect();
-    let mut tenures: BTreeMap<u64, Tenure> = BTreeMap::new();
-    for r in &history.records {
-        match &r.event {
-            Event::HandlerStart { id, instance, chat, update, leased, .. } => {
-                let tenure = Tenure {
-                    id: *id,
-                    leased: *leased,
-                    instance: *instance,
-                    chat: *chat,
-                    update: *update,
-                    started: r.at,
-                    returned: None,
-                    ended: None,
-                };
-                tenures.insert(*id, tenure);
-            }
-            Event::HandlerReturned { id, .. } => {
-                if let Some(t) = tenures.get_mut(id) {
-                    t.returned = Some(r.at);
-                }
-            }
-            Event::HandlerEnd { id, outcome, .. } => {
-                if let Some(t) = tenures.get_mut(id) {
-                    t.ended = Some((r.at, outcome.clone()));
-                }
-            }
-            _ => {}
-        }
-    }
+    let handlers = handlers(history);
     let stalled_at = |instance: usize, at: Duration| {
         stalls.iter().filter(|(i, from, to)| *i == instance && *from <= at && at < *to).map(|(_, _, to)| *to).max()
     };
     let stalled_within = |instance: usize, from: Duration, to: Duration| {
         stalls.iter().any(|(i, a, b)| *i == instance && *a <= to && from <= *b)
     };
-    for a in tenures.values() {
-        let (Some(returned), Some((answered, Handled::Committed | Handled::StateRefused))) = (a.returned, &a.ended)
+    for a in handlers.values() {
+        let (Some((returned, _)), Some((answered, Handled::Committed | Handled::StateRefused))) =
+            (&a.returned, &a.ended)
         else {
             continue;
         };
-        let ran_from = stalled_at(a.instance, returned).map_or(returned, |to| to.max(returned));
-        for b in tenures.values().filter(|b| b.chat == a.chat && b.id != a.id) {
+        // A stall covering `returned` ends after it.
+        let ran_from = stalled_at(a.instance, *returned).unwrap_or(*returned);
+        for b in handlers.values().filter(|b| b.chat == a.chat && b.id != a.id) {
             // A handler that ran degraded held no lease; one whose end never came may have.
             let Some((ended, _)) = &b.ended else { continue };
             if !b.leased {
                 continue;
             }
-            let sent = b.returned.unwrap_or(*ended);
+            let sent = b.returned.as_ref().map_or(*ended, |(at, _)| *at);
             let held_until = sent.min((b.started + lease).saturating_sub(round_trip));
             let known = !stalled_within(b.instance, b.started.saturating_sub(lease), b.started)
                 && !restarts.iter().any(|at| b.started.saturating_sub(lease) <= *at && *at <= *answered);

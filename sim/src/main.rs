@@ -380,19 +380,22 @@ struct Seeded {
 
 /// Runs `seeds` of `scenario`, shared out over `--jobs` processes (one by default: each run is a
 /// world of its own on the thread that runs it), in the order of `seeds`.
+/// One seed of `scenario` (the file at `path`), and its hash in another process when
+/// determinism is checked.
+fn seeded(scenario: &Scenario, path: &Path, seed: u64, o: &Options) -> anyhow::Result<Seeded> {
+    let result = run(scenario, seed, o.mode)?;
+    let again = if o.check_determinism { Some(hash_in_other_process(path, seed, o.mode, o.broken)?) } else { None };
+    Ok(Seeded {
+        seed,
+        violations: result.violations,
+        hash: result.hash,
+        again,
+        simulated: result.simulated,
+        progress: result.progress,
+    })
+}
+
 fn run_seeds(scenario: &Scenario, path: &Path, seeds: &[u64], o: &Options) -> anyhow::Result<Vec<Seeded>> {
-    let one = |seed: u64| -> anyhow::Result<Seeded> {
-        let result = run(scenario, seed, o.mode)?;
-        let again = if o.check_determinism { Some(hash_in_other_process(path, seed, o.mode, o.broken)?) } else { None };
-        Ok(Seeded {
-            seed,
-            violations: result.violations,
-            hash: result.hash,
-            again,
-            simulated: result.simulated,
-            progress: result.progress,
-        })
-    };
     let jobs = o.jobs.unwrap_or(1);
     if jobs > 1 {
         // Each job a process of its own: runs in threads of one process draw tokio's task numbers
@@ -410,7 +413,7 @@ fn run_seeds(scenario: &Scenario, path: &Path, seeds: &[u64], o: &Options) -> an
         let answers = share_out_in_processes(&items, jobs, &scenario.name, &worker)?;
         return answers.iter().map(|a| seeded_of(a, o.check_determinism)).collect();
     }
-    share_out(seeds, jobs, &scenario.name, |&seed| one(seed)).into_iter().collect()
+    share_out(seeds, jobs, &scenario.name, |&seed| seeded(scenario, path, seed, o)).into_iter().collect()
 }
 
 /// One seed's run as a worker process answers it (`worker seed`).
@@ -521,33 +524,27 @@ fn share_out_in_processes(
 fn cmd_worker(kind: &str, o: Options) -> anyhow::Result<bool> {
     use std::io::{BufRead as _, Write as _};
     let stdout = std::io::stdout();
+    // The scenario a seed worker runs, loaded once.
+    let scenario = match kind {
+        "seed" => {
+            let path = o.target.clone().context("worker seed needs a scenario file")?;
+            Some((load(&path, &o)?, path))
+        }
+        _ => None,
+    };
     for line in std::io::stdin().lock().lines() {
         let item = line?;
         let answer = || -> anyhow::Result<serde_json::Value> {
-            Ok(match kind {
-                "seed" => {
-                    let path = o.target.clone().context("worker seed needs a scenario file")?;
+            Ok(match (kind, &scenario) {
+                ("seed", Some((scenario, path))) => {
                     let seed: u64 = item.trim().parse().with_context(|| format!("not a seed: {item:?}"))?;
-                    let scenario = load(&path, &o)?;
-                    let result = run(&scenario, seed, o.mode)?;
-                    let again = match o.check_determinism {
-                        true => Some(hash_in_other_process(&path, seed, o.mode, o.broken)?),
-                        false => None,
-                    };
-                    seeded_value(&Seeded {
-                        seed,
-                        violations: result.violations,
-                        hash: result.hash,
-                        again,
-                        simulated: result.simulated,
-                        progress: result.progress,
-                    })
+                    seeded_value(&seeded(scenario, path, seed, &o)?)
                 }
-                "audit" => {
+                ("audit", _) => {
                     let (line, simulated, proven) = audit_one(Path::new(item.trim()), o.seeds)?;
                     serde_json::json!({ "line": line, "simulated": simulated, "proven": proven })
                 }
-                other => anyhow::bail!("unknown worker {other}"),
+                (other, _) => anyhow::bail!("unknown worker {other}"),
             })
         };
         // An error on one item is that item's answer; the worker goes on with the next.

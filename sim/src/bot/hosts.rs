@@ -210,11 +210,6 @@ pub struct InstanceSpec {
     pub stopping: Stopping,
 }
 
-/// Resolves when the runner sends this instance SIGTERM.
-async fn sigterm(stopping: Stopping, index: usize) {
-    stopping.until_stopped(index).await
-}
-
 /// One instance: `atlas-bot run` with the simulation's adapters, through the same run function.
 pub async fn instance(link: StoreLink, spec: InstanceSpec) -> turmoil::Result {
     let clock: Arc<dyn Clock> = Arc::new(SimClock { skew_ms: spec.skew_ms });
@@ -273,7 +268,9 @@ pub async fn instance(link: StoreLink, spec: InstanceSpec) -> turmoil::Result {
         payment_webhook: Some((CRYPTO_WEBHOOK_PATH.into(), SecretString::from(CRYPTO_TOKEN.to_owned()))),
     };
     let listener = SimListener::bind(BOT_PORT).await?;
-    let shutdown = sigterm(spec.stopping.clone(), spec.index);
+    // SIGTERM, when the runner sends it.
+    let stopping = spec.stopping.clone();
+    let shutdown = async move { stopping.until_stopped(spec.index).await };
     if let Err(e) = run(parts, rules(), telegram, None, config, listener, shutdown).await {
         // The process exits (as `atlas-bot run` would, with status 1); the run goes on without
         // it, and the checkers see what its users missed.
