@@ -20,6 +20,7 @@ rate-limited = Too many attempts. Please try again in { $minutes } { $minutes ->
 failed = Something went wrong on our side. Nothing was charged. Please try again later.
 purchase-unconfirmed = We could not confirm your purchase: something went wrong on our side. Press the same button again to finish it: it will not charge you twice. Please do not pay for it another way meanwhile.
 purchase-confirm-first = Your purchase from the balance is not confirmed yet. Press the balance button again to finish it: it will not charge you twice. Other ways to pay open once it is done.
+purchase-paid-another-way = This order was already paid, or opened for payment, another way, so nothing more was charged now. Check “My subscription” and your balance before you buy again.
 cancelled-unconfirmed = Cancelled. Your purchase from the balance may have gone through before that: check “My subscription” before you buy again.
 cancelled = Cancelled.
 banned = Your account is blocked. Please contact support.

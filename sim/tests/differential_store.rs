@@ -294,6 +294,8 @@ fn request(user: i64, tariff: &str, days: i32, promo: Option<usize>, k: Option<u
         days,
         promo: promo.map(|p| PromoCode::parse(CODES[p]).unwrap()),
         idempotency_key: key("idem", user, k),
+        // Two orders per user, whatever the key: purchases of both kinds meet in one.
+        order: key("order", user, Some(k.unwrap_or(1) % 2)),
     }
 }
 
@@ -787,4 +789,16 @@ fn every_operation_is_drawn() {
 fn a_fresh_model_sells_the_seed_catalogue() {
     let m = Model::new();
     assert_eq!(m.price_of(&TariffCode::parse("basic").unwrap(), 30), Money::positive(19_900).ok());
+}
+
+/// The sequences meet the order rule: a purchase refused because its order was paid the other
+/// way (else the model's rule would be compared nowhere).
+#[tokio::test]
+async fn the_sequences_pay_one_order_both_ways() {
+    let mut refused = 0;
+    for seed in 0..SEEDS {
+        let model = SimStore::direct_on(atlas_sim::store_host::StoreLink::default());
+        refused += run(&model, &ops(seed)).await.iter().filter(|a| a.contains("OrderPaidAnotherWay")).count();
+    }
+    assert!(refused > 0, "no sequence paid one order both ways");
 }

@@ -144,6 +144,44 @@ async fn a_stale_button_leaves_the_conversation_in_progress() {
     assert_eq!(texts(&r), bot.says(USER, &Msg::WithdrawConfirmAmount { amount: money("150") }));
 }
 
+/// "From balance" pressed on an instance that died after the purchase landed (the user was told
+/// nothing, and the step's buttons still work): the user then picks another way to pay on the
+/// same message, and is told the order is paid already; no invoice is opened.
+#[tokio::test]
+async fn a_step_bought_from_the_balance_is_not_paid_again_another_way() {
+    for other_way in [Msg::BtnPayCrypto, Msg::BtnPayStars { stars: 133 }] {
+        let bot = BotHarness::new(&[ADMIN]).await;
+        bot.send_text(USER, "/start").await;
+        bot.fund(USER, "500").await;
+        at_payment_step(&bot).await;
+        bot.press_and_die(USER, &Msg::BtnPayBalance { balance: money("500") }).await;
+        assert_eq!(bot.balance(USER).await, 30_100, "the purchase landed");
+        let before = atlas_tests::snapshot(&bot.db).await;
+        let r = bot.press_msg(USER, &other_way).await;
+        assert_eq!(texts(&r), bot.says(USER, &Msg::PurchasePaidAnotherWay), "{other_way:?}");
+        assert_eq!(before, atlas_tests::snapshot(&bot.db).await, "{other_way:?} wrote something");
+        assert!(bot.invoices(USER).is_empty(), "no Stars invoice");
+        assert_eq!(bot.balance(USER).await, 30_100, "charged once");
+        assert_ledger_invariants(&bot.db).await.unwrap();
+    }
+}
+
+/// The other way round: "Pay with crypto" opened the order on an instance that died; "From
+/// balance" on the same message charges nothing (the crypto invoice may be paid yet).
+#[tokio::test]
+async fn a_step_opened_for_crypto_is_not_paid_from_the_balance() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    bot.send_text(USER, "/start").await;
+    bot.fund(USER, "500").await;
+    at_payment_step(&bot).await;
+    bot.press_and_die(USER, &Msg::BtnPayCrypto).await;
+    let before = atlas_tests::snapshot(&bot.db).await;
+    let r = bot.press_msg(USER, &Msg::BtnPayBalance { balance: money("500") }).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::PurchasePaidAnotherWay));
+    assert_eq!(before, atlas_tests::snapshot(&bot.db).await, "the refusal wrote something");
+    assert_eq!(bot.balance(USER).await, 50_000, "nothing charged");
+}
+
 /// "Pay with crypto" pressed on an instance that died, then "Pay with Stars" on the same
 /// message: two orders, each with its own way to pay, and the Stars one is paid and counted.
 #[tokio::test]

@@ -26,6 +26,7 @@ fn purchase(user: UserId, promo: Option<&str>, key: Option<&str>) -> PurchaseReq
         days: 30,
         promo: promo.map(|p| PromoCode::parse(p).unwrap()),
         idempotency_key: key.map(|k| IdempotencyKey::parse(k).unwrap()),
+        order: None,
     }
 }
 
@@ -37,6 +38,63 @@ macro_rules! refused_without_writes {
         assert!(matches!(result, Err($pattern)), "expected {}, got {:?}", stringify!($pattern), result);
         assert_eq!(before, snapshot($db).await, "a refused operation wrote something");
     }};
+}
+
+/// One order (the bot's purchase step) is paid from the balance or through providers, never
+/// both, whichever comes first; providers share an order, and a replayed key still answers
+/// with its first purchase.
+#[tokio::test]
+async fn an_order_is_paid_from_the_balance_or_by_providers_never_both() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "1000").await;
+    let in_order = |key: &str, order: &str| PurchaseRequest {
+        order: Some(IdempotencyKey::parse(order).unwrap()),
+        ..purchase(user, None, Some(key))
+    };
+    let crypto = PaymentProviderKind::Crypto;
+    // Paid from the balance first: neither provider opens the order again.
+    let bought = s.purchase_from_balance(in_order("k-balance", "order-0001"), t0()).await.unwrap();
+    for provider in [crypto, PaymentProviderKind::Stars] {
+        refused_without_writes!(
+            &db,
+            s.create_pending_purchase(in_order("k-provider", "order-0001"), provider, ttl(600), t0()),
+            PurchaseError::OrderPaidAnotherWay
+        );
+    }
+    // The balance press replayed: its purchase, not a refusal.
+    let again = s.purchase_from_balance(in_order("k-balance", "order-0001"), t0()).await.unwrap();
+    assert_eq!((again.applied, again.purchase_id), (Applied::Duplicate, bought.purchase_id));
+    // Opened through a provider first: the other provider may open it too, the balance may not.
+    s.create_pending_purchase(in_order("k-crypto", "order-0002"), crypto, ttl(600), t0()).await.unwrap();
+    let stars = s
+        .create_pending_purchase(in_order("k-stars-1", "order-0002"), PaymentProviderKind::Stars, ttl(600), t0())
+        .await
+        .unwrap();
+    assert_eq!(stars.applied, Applied::Done);
+    refused_without_writes!(
+        &db,
+        s.purchase_from_balance(in_order("k-balance-2", "order-0002"), t0()),
+        PurchaseError::OrderPaidAnotherWay
+    );
+    // Another user's order is not this user's.
+    let other = user_with_balance(s, 2, "1000").await;
+    refused_without_writes!(
+        &db,
+        s.purchase_from_balance(PurchaseRequest { user: other, ..in_order("k-other-1", "order-0002") }, t0()),
+        PurchaseError::IdempotencyKeyReused
+    );
+    // A refused purchase claims no order: a purchase the balance could not pay leaves its order
+    // open to a provider.
+    let poor = user_with_balance(s, 3, "10").await;
+    let poor_order = |key: &str| PurchaseRequest { user: poor, ..in_order(key, "order-0003") };
+    refused_without_writes!(
+        &db,
+        s.purchase_from_balance(poor_order("k-poor-balance"), t0()),
+        PurchaseError::InsufficientBalance
+    );
+    s.create_pending_purchase(poor_order("k-poor-crypto"), crypto, ttl(600), t0()).await.unwrap();
+    assert_ledger_invariants(&db).await.unwrap();
 }
 
 #[tokio::test]

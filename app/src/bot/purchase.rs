@@ -277,6 +277,10 @@ fn request<A: Adapters>(
         days: i32::from(days),
         promo: promo.as_ref().map(|p| p.code.clone()),
         idempotency_key: Some(turn.key(op)),
+        // The step's order, whatever the method: paid from the balance or through a provider,
+        // never both (an instance that died after its purchase landed leaves the step's buttons
+        // live, and the user, told nothing, may pick another way to pay).
+        order: Some(turn.key("order")),
     }
 }
 
@@ -307,6 +311,12 @@ async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, tariff: 
         }
         PurchaseError::UserBanned => {
             turn.say(Msg::Banned);
+            Next::Done
+        }
+        // The step was paid (or opened for payment) the other way by a press whose answer was
+        // lost: nothing more is charged, and the user is told where to look.
+        PurchaseError::OrderPaidAnotherWay => {
+            turn.say_keys(Msg::PurchasePaidAnotherWay, subscription_keys());
             Next::Done
         }
         e @ (PurchaseError::UnknownUser | PurchaseError::IdempotencyKeyReused) => {
@@ -372,8 +382,9 @@ async fn by_provider<A: Adapters>(
     if let Err(next) = turn.allow_money(LimitedAction::PaymentAttempt, &operation).await {
         return next;
     }
-    // One key per method: the other method's button of the same step opens another purchase
-    // (one purchase never gets a Stars invoice and a crypto one).
+    // One key per method: the other provider's button of the same step opens another purchase
+    // (one purchase never gets a Stars invoice and a crypto one); the balance's is refused (the
+    // step's order).
     let request = request(turn, tariff.clone(), days, &promo, &operation);
     let ttl = turn.app.rules.shop.purchase_ttl;
     let pending = match turn.app.store.create_pending_purchase(request, provider, ttl, turn.now()).await {

@@ -152,6 +152,7 @@ messages! {
     Failed => "failed",
     PurchaseUnconfirmed => "purchase-unconfirmed",
     PurchaseConfirmFirst => "purchase-confirm-first",
+    PurchasePaidAnotherWay => "purchase-paid-another-way",
     CancelledUnconfirmed => "cancelled-unconfirmed",
     Cancelled => "cancelled",
     Banned => "banned",

@@ -201,6 +201,8 @@ pub struct Model {
     purchases: BTreeMap<PurchaseId, PurchaseRow>,
     payments: BTreeMap<(&'static str, String), PaymentRow>,
     idempotency: BTreeMap<String, PurchaseId>,
+    /// order key -> (user, paid from the balance)
+    orders: BTreeMap<String, (UserId, bool)>,
     withdrawals: BTreeMap<WithdrawalId, WithdrawalRow>,
     topups: BTreeMap<TopUpId, TopUpRow>,
     broadcasts: BTreeMap<BroadcastId, BroadcastRow>,
@@ -261,6 +263,7 @@ impl Model {
             purchases: BTreeMap::new(),
             payments: BTreeMap::new(),
             idempotency: BTreeMap::new(),
+            orders: BTreeMap::new(),
             withdrawals: BTreeMap::new(),
             topups: BTreeMap::new(),
             broadcasts: BTreeMap::new(),
@@ -485,6 +488,18 @@ impl Model {
         Ok(Some(*purchase))
     }
 
+    /// `atlas_claim_order`'s checks: an order of this user, not claimed by the other kind of
+    /// payment (the claim itself is written with the purchase, by `open_purchase`).
+    fn order_open_to(&self, r: &PurchaseRequest, from_balance: bool) -> Result<(), PurchaseError> {
+        match r.order.as_ref().and_then(|k| self.orders.get(k.as_str())) {
+            Some((user, _)) if *user != r.user => Err(PurchaseError::IdempotencyKeyReused),
+            Some((_, claimed_by_balance)) if *claimed_by_balance != from_balance => {
+                Err(PurchaseError::OrderPaidAnotherWay)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// `atlas_open_purchase`'s checks: price, then promo.
     fn quote(&self, r: &PurchaseRequest, now: DateTime<Utc>) -> Result<Quote, PurchaseError> {
         let (tariff_id, price) = self.price(&r.tariff, r.days)?;
@@ -527,6 +542,9 @@ impl Model {
         }
         if let Some(key) = &r.idempotency_key {
             self.idempotency.insert(key.as_str().to_owned(), id);
+        }
+        if let Some(order) = &r.order {
+            self.orders.entry(order.as_str().to_owned()).or_insert((r.user, method.is_none()));
         }
         (id, amount)
     }

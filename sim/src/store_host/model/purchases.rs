@@ -56,6 +56,7 @@ impl Purchases for SimStore {
                     balance: money(balance),
                 });
             }
+            m.order_open_to(&r, true)?;
             let quote = m.quote(&r, now)?;
             let amount = quote.2.map_or(quote.1, |(_, discount)| discounted(quote.1, discount));
             if balance < amount {
@@ -95,6 +96,7 @@ impl Purchases for SimStore {
                     expires_at: p.expires_at,
                 });
             }
+            m.order_open_to(&r, false)?;
             let quote = m.quote(&r, now)?;
             if quote.2.map_or(quote.1, |(_, discount)| discounted(quote.1, discount)) == 0 {
                 return Err(PurchaseError::NothingToPay);
