@@ -76,14 +76,7 @@ pub fn subscriptions(link: &StoreLink, users_n: u32) {
     let store = SimStore::direct_on(link.clone());
     let at = SimClock::default().now();
     for user in users(users_n) {
-        let request = PurchaseRequest {
-            user,
-            tariff: tariff(),
-            days: PERIOD_DAYS,
-            promo: None,
-            idempotency_key: None,
-            order: None,
-        };
+        let request = PurchaseRequest { user, tariff: tariff(), days: PERIOD_DAYS, promo: None, idempotency_key: None };
         now(store.purchase_from_balance(request, at)).expect("seed purchase");
     }
 }

@@ -102,7 +102,6 @@ async fn apply(s: &impl Store, op: Op) -> String {
                 days: 30,
                 promo: promo.then(|| PromoCode::parse(CODE).unwrap()),
                 idempotency_key: key("buy", user, k),
-                order: None,
             };
             match s.purchase_from_balance(request, now).await {
                 Ok(o) => format!("{:?} amount {} balance {}", o.applied, o.amount, o.balance),

@@ -666,7 +666,6 @@ fn basic_30_days(user: i64) -> atlas::ports::store::PurchaseRequest {
         days: 30,
         promo: None,
         idempotency_key: None,
-        order: None,
     }
 }
 

@@ -325,7 +325,6 @@ pub async fn snapshot(db: &TestDb) -> Vec<(String, i64)> {
         "promo_redemptions",
         "payments",
         "payment_idempotency_keys",
-        "purchase_orders",
         "withdrawal_requests",
         "referral_rewards",
         "admin_audit_log",

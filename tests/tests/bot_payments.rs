@@ -145,8 +145,8 @@ async fn a_stale_button_leaves_the_conversation_in_progress() {
 }
 
 /// "From balance" pressed on an instance that died after the purchase landed (the user was told
-/// nothing, and the step's buttons still work): the user then picks another way to pay on the
-/// same message, and is told the order is paid already; no invoice is opened.
+/// nothing, and the step's buttons still work): another way to pay on the same message is
+/// refused, nothing more is charged, and "From balance" pressed again says the purchase is done.
 #[tokio::test]
 async fn a_step_bought_from_the_balance_is_not_paid_again_another_way() {
     for other_way in [Msg::BtnPayCrypto, Msg::BtnPayStars { stars: 133 }] {
@@ -161,9 +161,34 @@ async fn a_step_bought_from_the_balance_is_not_paid_again_another_way() {
         assert_eq!(texts(&r), bot.says(USER, &Msg::PurchasePaidAnotherWay), "{other_way:?}");
         assert_eq!(before, atlas_tests::snapshot(&bot.db).await, "{other_way:?} wrote something");
         assert!(bot.invoices(USER).is_empty(), "no Stars invoice");
+        assert_eq!(count(&bot.db, "SELECT count(*) FROM pending_purchases WHERE method <> 'balance'").await, 0);
+        let r = bot.press_msg(USER, &Msg::BtnPayBalance { balance: money("500") }).await;
+        let sub = bot.db.store.subscription(uid(USER)).await.unwrap().expect("bought");
+        let done = Msg::Purchased { until: sub.expires_at, amount: money("199"), balance: money("301") };
+        assert_eq!(texts(&r), bot.says(USER, &done));
         assert_eq!(bot.balance(USER).await, 30_100, "charged once");
         assert_ledger_invariants(&bot.db).await.unwrap();
     }
+}
+
+/// The same through a promo code: "From balance" landed on an instance that died, the user
+/// enters a code at the same step and pays again: the order is the same, so nothing more is
+/// charged and the user is told the purchase is done.
+#[tokio::test]
+async fn a_promo_code_entered_after_a_lost_purchase_does_not_buy_again() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    bot.send_text(USER, "/start").await;
+    bot.fund(USER, "500").await;
+    atlas_tests::create_promo(&bot.db, "TEN", 10, None, None).await;
+    at_payment_step(&bot).await;
+    bot.press_and_die(USER, &Msg::BtnPayBalance { balance: money("500") }).await;
+    bot.press_msg(USER, &Msg::BtnEnterPromo).await;
+    bot.send_text(USER, "TEN").await;
+    let r = bot.press_msg(USER, &Msg::BtnPayCrypto).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::PurchasePaidAnotherWay));
+    bot.press_msg(USER, &Msg::BtnPayBalance { balance: money("301") }).await;
+    assert_eq!(bot.balance(USER).await, 30_100, "charged once");
+    assert_eq!(count(&bot.db, "SELECT count(*) FROM pending_purchases").await, 1);
 }
 
 /// The other way round: "Pay with crypto" opened the order on an instance that died; "From
@@ -182,17 +207,32 @@ async fn a_step_opened_for_crypto_is_not_paid_from_the_balance() {
     assert_eq!(bot.balance(USER).await, 50_000, "nothing charged");
 }
 
-/// "Pay with crypto" pressed on an instance that died, then "Pay with Stars" on the same
-/// message: two orders, each with its own way to pay, and the Stars one is paid and counted.
+/// "Pay with crypto" pressed on an instance that died (the invoice made, never shown), then
+/// "Pay with Stars" on the same message: the order is not opened a second way (both invoices
+/// could be paid), and "Pay with crypto" pressed again shows the invoice the first press made.
+/// A new order paid in Stars is counted once; payments that do not match are given back.
 #[tokio::test]
-async fn the_other_payment_method_of_the_same_step_is_another_order() {
+async fn the_other_payment_method_of_the_same_step_is_refused() {
     let bot = BotHarness::new(&[ADMIN]).await;
     at_payment_step(&bot).await;
     bot.press_and_die(USER, &Msg::BtnPayCrypto).await;
+    let r = bot.press_msg(USER, &Msg::BtnPayStars { stars: 133 }).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::PurchasePaidAnotherWay));
+    assert!(bot.invoices(USER).is_empty(), "no Stars invoice");
+    let r = bot.press_msg(USER, &Msg::BtnPayCrypto).await;
+    assert!(texts(&r).contains("https://pay.example/inv-1"), "{}", texts(&r));
+    let methods = || async {
+        let m: Vec<String> = sqlx::query_scalar("SELECT method FROM pending_purchases ORDER BY id")
+            .fetch_all(bot.db.pool())
+            .await
+            .unwrap();
+        m
+    };
+    assert_eq!(methods().await, ["crypto"]);
+    // A new order, paid in Stars.
+    at_payment_step(&bot).await;
     bot.press_msg(USER, &Msg::BtnPayStars { stars: 133 }).await;
-    let methods: Vec<String> =
-        sqlx::query_scalar("SELECT method FROM pending_purchases ORDER BY id").fetch_all(bot.db.pool()).await.unwrap();
-    assert_eq!(methods, ["crypto", "stars"]);
+    assert_eq!(methods().await, ["crypto", "stars"]);
     let invoice = bot.invoices(USER).pop().unwrap();
     bot.deliver(USER, &bot.pre_checkout_json(bot.next_id(), USER, &invoice.payload, 133)).await;
     assert_eq!(bot.pre_checkout_answers().last().unwrap().1, None, "the Stars order may be paid");

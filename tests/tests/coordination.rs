@@ -244,7 +244,6 @@ async fn a_stale_lock_holder_cannot_write_the_key() {
         days: 30,
         promo: None,
         idempotency_key: None,
-        order: None,
     };
     db.store.purchase_from_balance(purchase, t0()).await.unwrap();
     let sub = db.store.subscription(user).await.unwrap().unwrap().id;

@@ -344,7 +344,6 @@ async fn two_admins_reissuing_one_key_on_two_instances_make_one_key() {
         days: 30,
         promo: None,
         idempotency_key: None,
-        order: None,
     };
     atlas::ports::store::Purchases::purchase_from_balance(&shop.db.store, request, chrono::Utc::now()).await.unwrap();
     let (a, b) = (shop.start().await, shop.start().await);

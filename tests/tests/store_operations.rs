@@ -26,7 +26,6 @@ fn purchase(user: UserId, promo: Option<&str>, key: Option<&str>) -> PurchaseReq
         days: 30,
         promo: promo.map(|p| PromoCode::parse(p).unwrap()),
         idempotency_key: key.map(|k| IdempotencyKey::parse(k).unwrap()),
-        order: None,
     }
 }
 
@@ -40,60 +39,56 @@ macro_rules! refused_without_writes {
     }};
 }
 
-/// One order (the bot's purchase step) is paid from the balance or through providers, never
-/// both, whichever comes first; providers share an order, and a replayed key still answers
-/// with its first purchase.
+/// One key per order, whatever the way to pay: the order is paid once, one way. A press of the
+/// way chosen first answers with its purchase; another way is refused and writes nothing.
 #[tokio::test]
-async fn an_order_is_paid_from_the_balance_or_by_providers_never_both() {
+async fn an_order_is_paid_one_way() {
     let db = TestDb::new().await;
     let s = &db.store;
     let user = user_with_balance(s, 1, "1000").await;
-    let in_order = |key: &str, order: &str| PurchaseRequest {
-        order: Some(IdempotencyKey::parse(order).unwrap()),
-        ..purchase(user, None, Some(key))
-    };
-    let crypto = PaymentProviderKind::Crypto;
-    // Paid from the balance first: neither provider opens the order again.
-    let bought = s.purchase_from_balance(in_order("k-balance", "order-0001"), t0()).await.unwrap();
-    for provider in [crypto, PaymentProviderKind::Stars] {
+    let (crypto, stars) = (PaymentProviderKind::Crypto, PaymentProviderKind::Stars);
+    // Paid from the balance: neither provider opens it again; the balance press replayed answers.
+    let bought = s.purchase_from_balance(purchase(user, None, Some("order-0001")), t0()).await.unwrap();
+    for provider in [crypto, stars] {
         refused_without_writes!(
             &db,
-            s.create_pending_purchase(in_order("k-provider", "order-0001"), provider, ttl(600), t0()),
-            PurchaseError::OrderPaidAnotherWay
+            s.create_pending_purchase(purchase(user, None, Some("order-0001")), provider, ttl(600), t0()),
+            PurchaseError::PaidAnotherWay
         );
     }
-    // The balance press replayed: its purchase, not a refusal.
-    let again = s.purchase_from_balance(in_order("k-balance", "order-0001"), t0()).await.unwrap();
+    let again = s.purchase_from_balance(purchase(user, None, Some("order-0001")), t0()).await.unwrap();
     assert_eq!((again.applied, again.purchase_id), (Applied::Duplicate, bought.purchase_id));
-    // Opened through a provider first: the other provider may open it too, the balance may not.
-    s.create_pending_purchase(in_order("k-crypto", "order-0002"), crypto, ttl(600), t0()).await.unwrap();
-    let stars = s
-        .create_pending_purchase(in_order("k-stars-1", "order-0002"), PaymentProviderKind::Stars, ttl(600), t0())
-        .await
-        .unwrap();
-    assert_eq!(stars.applied, Applied::Done);
+    // Opened for crypto: Stars and the balance are refused; crypto again answers with it.
+    let opened = s.create_pending_purchase(purchase(user, None, Some("order-0002")), crypto, ttl(600), t0()).await;
+    let opened = opened.unwrap();
     refused_without_writes!(
         &db,
-        s.purchase_from_balance(in_order("k-balance-2", "order-0002"), t0()),
-        PurchaseError::OrderPaidAnotherWay
+        s.create_pending_purchase(purchase(user, None, Some("order-0002")), stars, ttl(600), t0()),
+        PurchaseError::PaidAnotherWay
     );
-    // Another user's order is not this user's.
+    refused_without_writes!(
+        &db,
+        s.purchase_from_balance(purchase(user, None, Some("order-0002")), t0()),
+        PurchaseError::PaidAnotherWay
+    );
+    let again = s.create_pending_purchase(purchase(user, None, Some("order-0002")), crypto, ttl(600), t0()).await;
+    assert_eq!(again.unwrap().purchase_id, opened.purchase_id);
+    // Another user's order is not this user's, whichever way.
     let other = user_with_balance(s, 2, "1000").await;
     refused_without_writes!(
         &db,
-        s.purchase_from_balance(PurchaseRequest { user: other, ..in_order("k-other-1", "order-0002") }, t0()),
+        s.create_pending_purchase(purchase(other, None, Some("order-0002")), stars, ttl(600), t0()),
         PurchaseError::IdempotencyKeyReused
     );
-    // A refused purchase claims no order: a purchase the balance could not pay leaves its order
-    // open to a provider.
+    // A refused purchase leaves its order open: one the balance could not pay may be opened for
+    // a provider.
     let poor = user_with_balance(s, 3, "10").await;
-    let poor_order = |key: &str| PurchaseRequest { user: poor, ..in_order(key, "order-0003") };
     refused_without_writes!(
         &db,
-        s.purchase_from_balance(poor_order("k-poor-balance"), t0()),
+        s.purchase_from_balance(purchase(poor, None, Some("order-0003")), t0()),
         PurchaseError::InsufficientBalance
     );
-    s.create_pending_purchase(poor_order("k-poor-crypto"), crypto, ttl(600), t0()).await.unwrap();
+    s.create_pending_purchase(purchase(poor, None, Some("order-0003")), crypto, ttl(600), t0()).await.unwrap();
     assert_ledger_invariants(&db).await.unwrap();
 }
 
@@ -225,14 +220,15 @@ async fn purchase_refusals_write_nothing() {
         s.purchase_from_balance(purchase(thief, None, Some("shared-key")), t0()),
         PurchaseError::IdempotencyKeyReused
     );
-    // A key of a provider purchase is not a key of a balance purchase, and the other way round.
+    // A key of a provider purchase is not a key of a balance purchase, and the other way round:
+    // the key's order is paid another way.
     s.create_pending_purchase(purchase(rich, None, Some("invoice-key")), PaymentProviderKind::Crypto, ttl(600), t0())
         .await
         .unwrap();
     refused_without_writes!(
         &db,
         s.purchase_from_balance(purchase(rich, None, Some("invoice-key")), t0()),
-        PurchaseError::IdempotencyKeyReused
+        PurchaseError::PaidAnotherWay
     );
     refused_without_writes!(
         &db,
@@ -242,7 +238,7 @@ async fn purchase_refusals_write_nothing() {
             ttl(600),
             t0()
         ),
-        PurchaseError::IdempotencyKeyReused
+        PurchaseError::PaidAnotherWay
     );
     sqlx::query("UPDATE users SET banned = TRUE WHERE telegram_id = 3").execute(db.pool()).await.unwrap();
     refused_without_writes!(&db, s.purchase_from_balance(purchase(thief, None, None), t0()), PurchaseError::UserBanned);

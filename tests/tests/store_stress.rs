@@ -41,7 +41,6 @@ fn basic_request(user: UserId, promo: bool, key: Option<String>) -> PurchaseRequ
         days: 30,
         promo: promo.then(|| PromoCode::parse("HOT").unwrap()),
         idempotency_key: key.map(|k| IdempotencyKey::parse(&k).unwrap()),
-        order: None,
     }
 }
 

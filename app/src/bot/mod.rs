@@ -115,6 +115,24 @@ impl<'a, A: Adapters> Turn<'a, A> {
         IdempotencyKey::parse(&key).expect("a key of fixed shape")
     }
 
+    /// The key of an order's purchase: one for the order whatever the way to pay, so that an
+    /// order is paid once, one way (the store refuses another way under it). The order began at
+    /// the step `began` (a promo code entered at the payment step keeps its order), or else at
+    /// the step this update answers.
+    pub fn purchase_key(&self, began: Option<u32>) -> IdempotencyKey {
+        match began.or(self.answering) {
+            Some(nonce) => {
+                IdempotencyKey::parse(&format!("step:{}:{nonce}:buy", self.update.user)).expect("a key of fixed shape")
+            }
+            None => self.key("buy"),
+        }
+    }
+
+    /// The step an order began at: `began`, or the step this update answers.
+    pub fn order_began(&self, began: Option<u32>) -> Option<u32> {
+        began.or(self.answering)
+    }
+
     /// The correlation id of this update (in logs and the admin audit log).
     pub fn correlation(&self) -> String {
         format!("upd:{}", self.update.id)

@@ -49,11 +49,18 @@ pub enum Step {
         /// takes no other way to pay and no promo code, which would buy a second time.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         unconfirmed: bool,
+        /// The nonce of the payment step this order began at, when not this one (a promo code
+        /// was entered there): the order's purchase key ([`super::Turn::purchase_key`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        order: Option<u32>,
     },
     /// Waiting for a promo code typed at the payment step.
     Promo {
         tariff: TariffCode,
         days: u16,
+        /// The payment step's order (see `Method`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        order: Option<u32>,
     },
     Processing {
         purchase: PurchaseId,
@@ -108,7 +115,7 @@ pub fn promo_start<A: Adapters>(turn: &mut Turn<'_, A>) -> Next {
 
 pub async fn text<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, text: &str) -> Next {
     match step {
-        Step::Promo { tariff, days } => promo_entered(turn, Some((tariff, days)), text).await,
+        Step::Promo { tariff, days, order } => promo_entered(turn, Some((tariff, days, order)), text).await,
         _ => {
             turn.say(Msg::NotUnderstood);
             Next::Keep
@@ -118,9 +125,13 @@ pub async fn text<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, text: &str) -
 
 /// A promo code typed: checked (counted against the promo limit), then the purchase goes on:
 /// to the tariffs (from the menu) or back to the payment step it was typed at.
-pub async fn promo_entered<A: Adapters>(turn: &mut Turn<'_, A>, at: Option<(TariffCode, u16)>, text: &str) -> Next {
-    let again = |at: &Option<(TariffCode, u16)>| match at {
-        Some((tariff, days)) => go(Step::Promo { tariff: tariff.clone(), days: *days }),
+pub async fn promo_entered<A: Adapters>(
+    turn: &mut Turn<'_, A>,
+    at: Option<(TariffCode, u16, Option<u32>)>,
+    text: &str,
+) -> Next {
+    let again = |at: &Option<(TariffCode, u16, Option<u32>)>| match at {
+        Some((tariff, days, order)) => go(Step::Promo { tariff: tariff.clone(), days: *days, order: *order }),
         None => Next::Go(State::PromoInput),
     };
     if !turn.allow(LimitedAction::PromoAttempt).await {
@@ -146,7 +157,7 @@ pub async fn promo_entered<A: Adapters>(turn: &mut Turn<'_, A>, at: Option<(Tari
     };
     let promo = Promo { code: quote.code, discount: quote.discount };
     match at {
-        Some((tariff, days)) => method_screen(turn, tariff, days, Some(promo)).await,
+        Some((tariff, days, order)) => method_screen(turn, tariff, days, Some(promo), order).await,
         None => {
             turn.say(Msg::PromoApplied { code: promo.code.to_string(), percent: promo.discount });
             start(turn, Some(promo)).await
@@ -167,21 +178,24 @@ pub fn promo_refusal(refusal: PromoRefusal) -> Msg {
 pub async fn input<A: Adapters>(turn: &mut Turn<'_, A>, step: Step, input: StepInput) -> Next {
     match (step, input) {
         (Step::Tariff { promo }, StepInput::Tariff(tariff)) => periods(turn, tariff, promo).await,
-        (Step::Period { tariff, promo }, StepInput::Period(days)) => method_screen(turn, tariff, days, promo).await,
-        (Step::Method { tariff, days, promo, unconfirmed }, StepInput::Pay(Method::Balance)) => {
-            from_balance(turn, tariff, days, promo, unconfirmed).await
+        (Step::Period { tariff, promo }, StepInput::Period(days)) => {
+            method_screen(turn, tariff, days, promo, None).await
+        }
+        (Step::Method { tariff, days, promo, unconfirmed, order }, StepInput::Pay(Method::Balance)) => {
+            from_balance(turn, Order { tariff, days, promo, began: order }, unconfirmed).await
         }
         (Step::Method { unconfirmed: true, .. }, StepInput::EnterPromo | StepInput::Pay(_)) => {
             turn.say(Msg::PurchaseConfirmFirst);
             Next::Keep
         }
-        (Step::Method { tariff, days, .. }, StepInput::EnterPromo) => {
+        (Step::Method { tariff, days, order, .. }, StepInput::EnterPromo) => {
             let keys = cancel_keys(turn);
             turn.say_keys(Msg::PromoAsk, keys);
-            go(Step::Promo { tariff, days })
+            // The order goes on at the payment step the code leads back to.
+            go(Step::Promo { tariff, days, order: turn.order_began(order) })
         }
-        (Step::Method { tariff, days, promo, .. }, StepInput::Pay(method)) => {
-            by_provider(turn, tariff, days, promo, method).await
+        (Step::Method { tariff, days, promo, order, .. }, StepInput::Pay(method)) => {
+            by_provider(turn, Order { tariff, days, promo, began: order }, method).await
         }
         _ => super::stale(turn),
     }
@@ -222,6 +236,7 @@ async fn method_screen<A: Adapters>(
     tariff: TariffCode,
     days: u16,
     promo: Option<Promo>,
+    began: Option<u32>,
 ) -> Next {
     let Some(periods) = periods_of(turn, &tariff).await else { return Next::Done };
     let Some(period) = periods.into_iter().find(|p| p.days == i32::from(days)) else {
@@ -261,31 +276,33 @@ async fn method_screen<A: Adapters>(
     }
     keys.push(last);
     turn.say_keys(msg, keys);
-    go(Step::Method { tariff, days, promo, unconfirmed: false })
+    go(Step::Method { tariff, days, promo, unconfirmed: false, order: began })
 }
 
-fn request<A: Adapters>(
-    turn: &Turn<'_, A>,
+/// What a payment step sells, and where its order began (see [`Step::Method`]).
+struct Order {
     tariff: TariffCode,
     days: u16,
-    promo: &Option<Promo>,
-    op: &str,
-) -> PurchaseRequest {
+    promo: Option<Promo>,
+    began: Option<u32>,
+}
+
+fn request<A: Adapters>(turn: &Turn<'_, A>, order: &Order) -> PurchaseRequest {
     PurchaseRequest {
         user: turn.user(),
-        tariff,
-        days: i32::from(days),
-        promo: promo.as_ref().map(|p| p.code.clone()),
-        idempotency_key: Some(turn.key(op)),
-        // The step's order, whatever the method: paid from the balance or through a provider,
-        // never both (an instance that died after its purchase landed leaves the step's buttons
-        // live, and the user, told nothing, may pick another way to pay).
-        order: Some(turn.key("order")),
+        tariff: order.tariff.clone(),
+        days: i32::from(order.days),
+        promo: order.promo.as_ref().map(|p| p.code.clone()),
+        // One key for the order whatever the way to pay: the same button replays its purchase,
+        // another way to pay is refused (an instance that died after the purchase landed leaves
+        // the step's buttons live, and the user, told nothing, may pick another way).
+        idempotency_key: Some(turn.purchase_key(order.began)),
     }
 }
 
 /// A refusal of the store while buying: what the user is told, and where the conversation goes.
-async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, tariff: TariffCode, days: u16) -> Next {
+async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, order: Order) -> Next {
+    let Order { tariff, days, began, .. } = order;
     match e {
         PurchaseError::InsufficientBalance => {
             let balance = turn.app.store.user(turn.user()).await.ok().flatten().map_or(Money::ZERO, |u| u.balance);
@@ -297,13 +314,15 @@ async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, tariff: 
             turn.say_keys(Msg::InsufficientBalance { price: price.unwrap_or(Money::ZERO), balance }, keys);
             Next::Done
         }
+        // Nothing was bought under the order's key (a purchase under it would have answered
+        // first): the order goes on without the code.
         PurchaseError::Promo(refusal) => {
             turn.say(promo_refusal(refusal));
-            method_screen(turn, tariff, days, None).await
+            method_screen(turn, tariff, days, None, turn.order_began(began)).await
         }
         PurchaseError::NothingToPay => {
             turn.say(Msg::FreeUseBalance);
-            method_screen(turn, tariff, days, None).await
+            method_screen(turn, tariff, days, None, turn.order_began(began)).await
         }
         PurchaseError::UnknownTariff => {
             turn.say_keys(Msg::PurchaseUnavailable, back());
@@ -313,11 +332,12 @@ async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, tariff: 
             turn.say(Msg::Banned);
             Next::Done
         }
-        // The step was paid (or opened for payment) the other way by a press whose answer was
-        // lost: nothing more is charged, and the user is told where to look.
-        PurchaseError::OrderPaidAnotherWay => {
+        // An earlier press of this order paid it (or opened it for payment) another way, and its
+        // answer was lost: nothing more is charged; the step stays, so that the way chosen first
+        // can be pressed again to finish (its purchase answers again).
+        PurchaseError::PaidAnotherWay => {
             turn.say_keys(Msg::PurchasePaidAnotherWay, subscription_keys());
-            Next::Done
+            Next::Keep
         }
         e @ (PurchaseError::UnknownUser | PurchaseError::IdempotencyKeyReused) => {
             turn.failed("purchase", &e);
@@ -332,20 +352,13 @@ async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, tariff: 
     }
 }
 
-async fn from_balance<A: Adapters>(
-    turn: &mut Turn<'_, A>,
-    tariff: TariffCode,
-    days: u16,
-    promo: Option<Promo>,
-    unconfirmed: bool,
-) -> Next {
+async fn from_balance<A: Adapters>(turn: &mut Turn<'_, A>, order: Order, unconfirmed: bool) -> Next {
     if let Err(next) = turn.allow_money(LimitedAction::PaymentAttempt, "buy").await {
         // An unconfirmed purchase keeps its step whatever the limit says: only its button
         // settles it.
         return if unconfirmed { Next::Keep } else { next };
     }
-    let request = request(turn, tariff.clone(), days, &promo, "buy");
-    match turn.app.store.purchase_from_balance(request, turn.now()).await {
+    match turn.app.store.purchase_from_balance(request(turn, &order), turn.now()).await {
         Ok(bought) => {
             reward_referrer(turn, bought.purchase_id).await;
             let msg = Msg::Purchased { until: bought.expires_at, amount: bought.amount, balance: bought.balance };
@@ -354,15 +367,16 @@ async fn from_balance<A: Adapters>(
         }
         // The store failed or did not answer in time, so the debit may have landed: the user is
         // not told "nothing was charged" but to press the same button again, and that press
-        // buys once (the step's idempotency key) whether or not the first try landed. Meanwhile
-        // the step refuses the other ways to pay and a promo code (Amend keeps its buttons
-        // live). Found by the simulation: an instance frozen past its store call's timeout
-        // ended the purchase, and the same button was then "no longer active".
+        // buys once (the order's key) whether or not the first try landed. Meanwhile the step
+        // refuses the other ways to pay and a promo code (Amend keeps its buttons live). Found
+        // by the simulation: an instance frozen past its store call's timeout ended the
+        // purchase, and the same button was then "no longer active".
         Err(e @ PurchaseError::Unexpected(_)) => {
             turn.failed_saying("purchase", &e, Msg::PurchaseUnconfirmed);
-            Next::Amend(State::Purchase(Step::Method { tariff, days, promo, unconfirmed: true }))
+            let Order { tariff, days, promo, began } = order;
+            Next::Amend(State::Purchase(Step::Method { tariff, days, promo, unconfirmed: true, order: began }))
         }
-        Err(e) => refused(turn, e, tariff, days).await,
+        Err(e) => refused(turn, e, order).await,
     }
 }
 
@@ -370,28 +384,18 @@ pub fn subscription_keys() -> Keys {
     vec![vec![(Msg::BtnSubscription, Action::Nav(Nav::Subscription)), (Msg::BtnMenu, Action::Nav(Nav::Menu))]]
 }
 
-async fn by_provider<A: Adapters>(
-    turn: &mut Turn<'_, A>,
-    tariff: TariffCode,
-    days: u16,
-    promo: Option<Promo>,
-    method: Method,
-) -> Next {
+async fn by_provider<A: Adapters>(turn: &mut Turn<'_, A>, order: Order, method: Method) -> Next {
     let provider = pay::provider(method).expect("a provider method");
     let operation = format!("open:{}", provider.code());
     if let Err(next) = turn.allow_money(LimitedAction::PaymentAttempt, &operation).await {
         return next;
     }
-    // One key per method: the other provider's button of the same step opens another purchase
-    // (one purchase never gets a Stars invoice and a crypto one); the balance's is refused (the
-    // step's order).
-    let request = request(turn, tariff.clone(), days, &promo, &operation);
     let ttl = turn.app.rules.shop.purchase_ttl;
-    let pending = match turn.app.store.create_pending_purchase(request, provider, ttl, turn.now()).await {
+    let pending = match turn.app.store.create_pending_purchase(request(turn, &order), provider, ttl, turn.now()).await {
         Ok(pending) => pending,
-        Err(e) => return refused(turn, e, tariff, days).await,
+        Err(e) => return refused(turn, e, order).await,
     };
-    let description = Msg::InvoicePurchase { days };
+    let description = Msg::InvoicePurchase { days: order.days };
     if !pay::invoice(turn, Payable::Purchase(pending.purchase_id), pending.amount, method, description).await {
         return Next::Done;
     }

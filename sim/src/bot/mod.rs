@@ -67,7 +67,6 @@ fn seed_store(link: &StoreLink, bot: &BotWorkload) -> anyhow::Result<()> {
                 days: crate::seed::PERIOD_DAYS,
                 promo: None,
                 idempotency_key: None,
-                order: None,
             };
             now(store.purchase_from_balance(request, bought))?;
             // Every other shopper renews automatically; the rest are reminded, then see it end.

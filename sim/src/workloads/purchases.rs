@@ -32,7 +32,6 @@ pub async fn run(ctx: InstanceCtx, app: Rc<App<SimWorld>>, deliveries: Rc<Vec<De
                     days: seed::PERIOD_DAYS,
                     promo: None,
                     idempotency_key: IdempotencyKey::parse(&format!("update:{}", d.update)),
-                    order: None,
                 };
                 let outcome = match app.store.purchase_from_balance(request, app.clock.now()).await {
                     Ok(o) if o.applied == Applied::Done => PurchaseSeen::Charged,

@@ -92,7 +92,6 @@ async fn balance_purchases(seconds: u64) -> anyhow::Result<f64> {
                 days: 30,
                 promo: None,
                 idempotency_key: None,
-                order: None,
             };
             s.purchase_from_balance(request, t0()).await?;
             Ok(true)
@@ -129,7 +128,6 @@ async fn promo_consumption(seconds: u64) -> anyhow::Result<f64> {
                 days: 30,
                 promo: Some(PromoCode::parse("HOT").unwrap()),
                 idempotency_key: None,
-                order: None,
             };
             s.create_pending_purchase(request, PaymentProviderKind::Crypto, Duration::from_secs(3600), t0()).await?;
             Ok(true)

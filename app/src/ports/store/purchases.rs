@@ -28,10 +28,10 @@ pub enum PurchaseError {
     InsufficientBalance,
     #[error("the idempotency key belongs to another user or purchase")]
     IdempotencyKeyReused,
-    /// The order was already paid (or opened for payment) the other way: from the balance, or
-    /// through a provider. Nothing was written.
+    /// The key names this user's purchase paid (or opened for payment) another way: an order
+    /// is paid once, one way. Nothing was written.
     #[error("this order is already paid another way")]
-    OrderPaidAnotherWay,
+    PaidAnotherWay,
     /// The promo code makes the purchase free: take it from the balance instead of an invoice.
     #[error("nothing to pay: this purchase is free")]
     NothingToPay,
@@ -77,9 +77,6 @@ pub struct PurchaseRequest {
     pub days: i32,
     pub promo: Option<PromoCode>,
     pub idempotency_key: Option<IdempotencyKey>,
-    /// The order this purchase pays (the bot's purchase step): an order is paid from the balance
-    /// or through providers, never both. `None` claims no order.
-    pub order: Option<IdempotencyKey>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

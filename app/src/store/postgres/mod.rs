@@ -115,7 +115,7 @@ enum Refusal {
     UnknownTariff,
     InsufficientBalance,
     IdempotencyKeyReused,
-    OrderPaidAnotherWay,
+    PaidAnotherWay,
     NothingToPay,
     Promo(PromoRefusal),
     UnknownPurchase,
@@ -186,7 +186,6 @@ fn classify(err: sqlx::Error) -> Failure {
             Some("23505"),
             Some(
                 "payment_idempotency_keys_pkey"
-                | "purchase_orders_pkey"
                 | "withdrawal_requests_idempotency_key_key"
                 | "withdrawal_requests_decision_key_key"
                 | "admin_audit_log_idempotency_key_key"
@@ -212,7 +211,7 @@ fn decode_raised(code: &str, detail: Option<&str>) -> Option<Refusal> {
         "UNKNOWN_TARIFF" => Refusal::UnknownTariff,
         "INSUFFICIENT_BALANCE" => Refusal::InsufficientBalance,
         "IDEMPOTENCY_KEY_REUSED" => Refusal::IdempotencyKeyReused,
-        "ORDER_PAID_ANOTHER_WAY" => Refusal::OrderPaidAnotherWay,
+        "PAID_ANOTHER_WAY" => Refusal::PaidAnotherWay,
         "NOTHING_TO_PAY" => Refusal::NothingToPay,
         "PROMO_NOT_FOUND" => Refusal::Promo(PromoRefusal::NotFound),
         "PROMO_DISABLED" => Refusal::Promo(PromoRefusal::Disabled),

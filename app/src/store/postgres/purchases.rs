@@ -135,7 +135,7 @@ fn purchase_error(failure: Failure) -> PurchaseError {
         Failure::Refused(Refusal::UnknownTariff) => PurchaseError::UnknownTariff,
         Failure::Refused(Refusal::InsufficientBalance) => PurchaseError::InsufficientBalance,
         Failure::Refused(Refusal::IdempotencyKeyReused) => PurchaseError::IdempotencyKeyReused,
-        Failure::Refused(Refusal::OrderPaidAnotherWay) => PurchaseError::OrderPaidAnotherWay,
+        Failure::Refused(Refusal::PaidAnotherWay) => PurchaseError::PaidAnotherWay,
         Failure::Refused(Refusal::NothingToPay) => PurchaseError::NothingToPay,
         other => other.unexpected("purchase"),
     }
@@ -169,13 +169,12 @@ impl Purchases for PgStore {
         now: DateTime<Utc>,
     ) -> Result<PurchaseOutcome, PurchaseError> {
         let row: BalancePurchaseRow = timed(
-            sqlx::query_as("SELECT * FROM atlas_purchase_from_balance($1, $2, $3, $4, $5, $6, $7)")
+            sqlx::query_as("SELECT * FROM atlas_purchase_from_balance($1, $2, $3, $4, $5, $6)")
                 .bind(request.user.get())
                 .bind(request.tariff.as_str())
                 .bind(request.days)
                 .bind(request.promo.as_ref().map(PromoCode::as_str))
                 .bind(request.idempotency_key.as_ref().map(|k| k.as_str()))
-                .bind(request.order.as_ref().map(|k| k.as_str()))
                 .bind(now)
                 .fetch_one(self.pool()),
         )
@@ -217,14 +216,13 @@ impl Purchases for PgStore {
         now: DateTime<Utc>,
     ) -> Result<PendingPurchase, PurchaseError> {
         let row: PendingRow = timed(
-            sqlx::query_as("SELECT * FROM atlas_create_pending_purchase($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            sqlx::query_as("SELECT * FROM atlas_create_pending_purchase($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(request.user.get())
                 .bind(request.tariff.as_str())
                 .bind(request.days)
                 .bind(request.promo.as_ref().map(PromoCode::as_str))
                 .bind(provider.code())
                 .bind(request.idempotency_key.as_ref().map(|k| k.as_str()))
-                .bind(request.order.as_ref().map(|k| k.as_str()))
                 .bind(seconds(ttl)?)
                 .bind(now)
                 .fetch_one(self.pool()),

@@ -201,8 +201,6 @@ pub struct Model {
     purchases: BTreeMap<PurchaseId, PurchaseRow>,
     payments: BTreeMap<(&'static str, String), PaymentRow>,
     idempotency: BTreeMap<String, PurchaseId>,
-    /// order key -> (user, paid from the balance)
-    orders: BTreeMap<String, (UserId, bool)>,
     withdrawals: BTreeMap<WithdrawalId, WithdrawalRow>,
     topups: BTreeMap<TopUpId, TopUpRow>,
     broadcasts: BTreeMap<BroadcastId, BroadcastRow>,
@@ -263,7 +261,6 @@ impl Model {
             purchases: BTreeMap::new(),
             payments: BTreeMap::new(),
             idempotency: BTreeMap::new(),
-            orders: BTreeMap::new(),
             withdrawals: BTreeMap::new(),
             topups: BTreeMap::new(),
             broadcasts: BTreeMap::new(),
@@ -470,34 +467,25 @@ impl Model {
         id
     }
 
-    /// `atlas_idempotent_purchase`: the purchase a replayed key names, if it is this user's and of
-    /// this kind (from the balance or by a provider).
+    /// `atlas_keyed_purchase`: the purchase a replayed key names, if it is this user's and paid
+    /// this way (`method`: `None` from the balance).
     fn idempotent(
         &self,
         key: Option<&IdempotencyKey>,
         user: UserId,
-        from_balance: bool,
+        method: Option<PaymentProviderKind>,
     ) -> Result<Option<PurchaseId>, PurchaseError> {
         let Some(purchase) = key.and_then(|k| self.idempotency.get(k.as_str())) else {
             return Ok(None);
         };
         let row = &self.purchases[purchase];
-        if row.user != user || row.method.is_none() != from_balance {
+        if row.user != user {
             return Err(PurchaseError::IdempotencyKeyReused);
         }
-        Ok(Some(*purchase))
-    }
-
-    /// `atlas_claim_order`'s checks: an order of this user, not claimed by the other kind of
-    /// payment (the claim itself is written with the purchase, by `open_purchase`).
-    fn order_open_to(&self, r: &PurchaseRequest, from_balance: bool) -> Result<(), PurchaseError> {
-        match r.order.as_ref().and_then(|k| self.orders.get(k.as_str())) {
-            Some((user, _)) if *user != r.user => Err(PurchaseError::IdempotencyKeyReused),
-            Some((_, claimed_by_balance)) if *claimed_by_balance != from_balance => {
-                Err(PurchaseError::OrderPaidAnotherWay)
-            }
-            _ => Ok(()),
+        if row.method != method {
+            return Err(PurchaseError::PaidAnotherWay);
         }
+        Ok(Some(*purchase))
     }
 
     /// `atlas_open_purchase`'s checks: price, then promo.
@@ -542,9 +530,6 @@ impl Model {
         }
         if let Some(key) = &r.idempotency_key {
             self.idempotency.insert(key.as_str().to_owned(), id);
-        }
-        if let Some(order) = &r.order {
-            self.orders.entry(order.as_str().to_owned()).or_insert((r.user, method.is_none()));
         }
         (id, amount)
     }

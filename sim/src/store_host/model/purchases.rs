@@ -46,7 +46,7 @@ impl Purchases for SimStore {
     ) -> Result<PurchaseOutcome, PurchaseError> {
         self.exec("purchase_from_balance", move |m: &mut Model| {
             let balance = m.lock_user(r.user).map_err(user_refusal)?.balance;
-            if let Some(id) = m.idempotent(r.idempotency_key.as_ref(), r.user, true)? {
+            if let Some(id) = m.idempotent(r.idempotency_key.as_ref(), r.user, None)? {
                 let expires_at = m.subscription_row(r.user).expect("a paid purchase has a subscription").expires_at;
                 return Ok(PurchaseOutcome {
                     applied: Applied::Duplicate,
@@ -56,7 +56,6 @@ impl Purchases for SimStore {
                     balance: money(balance),
                 });
             }
-            m.order_open_to(&r, true)?;
             let quote = m.quote(&r, now)?;
             let amount = quote.2.map_or(quote.1, |(_, discount)| discounted(quote.1, discount));
             if balance < amount {
@@ -87,7 +86,7 @@ impl Purchases for SimStore {
     ) -> Result<PendingPurchase, PurchaseError> {
         self.exec("create_pending_purchase", move |m: &mut Model| {
             m.lock_user(r.user).map_err(user_refusal)?;
-            if let Some(id) = m.idempotent(r.idempotency_key.as_ref(), r.user, false)? {
+            if let Some(id) = m.idempotent(r.idempotency_key.as_ref(), r.user, Some(provider))? {
                 let p = &m.purchases[&id];
                 return Ok(PendingPurchase {
                     applied: Applied::Duplicate,
@@ -96,7 +95,6 @@ impl Purchases for SimStore {
                     expires_at: p.expires_at,
                 });
             }
-            m.order_open_to(&r, false)?;
             let quote = m.quote(&r, now)?;
             if quote.2.map_or(quote.1, |(_, discount)| discounted(quote.1, discount)) == 0 {
                 return Err(PurchaseError::NothingToPay);

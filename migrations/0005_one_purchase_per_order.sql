@@ -1,45 +1,37 @@
--- One order, one way to pay. An order is what one purchase step of the bot offers (a tariff
--- period, and the buttons to pay for it from the balance or through a provider). Its purchases
--- are keyed by method, so a step pressed twice buys once; but an instance that dies or freezes
--- after its purchase landed leaves the step as it was, and the user, told nothing, may then pay
--- the same order another way. Claiming the order for the first kind of payment closes that: an
--- order paid from the balance is never also paid through a provider, nor the other way round.
--- (Two providers may share an order: a crypto invoice the user never saw is never paid, and it
--- expires.)
-CREATE TABLE purchase_orders (
-    key           TEXT PRIMARY KEY CHECK (length(key) BETWEEN 8 AND 128),
-    user_id       BIGINT NOT NULL REFERENCES users (telegram_id),
-    from_balance  BOOLEAN NOT NULL,
-    created_at    TIMESTAMPTZ NOT NULL
-);
+-- One order, one purchase, one way to pay. The bot keys every purchase of one order (its
+-- payment step, and a promo code entered there) with one key, whatever the way to pay: a press
+-- replayed answers with its purchase; a press of another way to pay is refused
+-- ('PAID_ANOTHER_WAY'), where it used to open a second purchase under its own key. An instance
+-- that dies or freezes after its purchase landed leaves the step's buttons live, and the user,
+-- told nothing, may pick another way: now the order is not paid twice. The two purchase
+-- functions keep their signatures (instances of the last release call them unchanged; their keys
+-- name a method each, so they never meet this refusal).
 
--- Claims `p_key` for this kind of payment, under the buyer's lock; refuses an order of another
--- user or claimed by the other kind. A NULL key (an old caller) claims nothing.
-CREATE FUNCTION atlas_claim_order(p_key TEXT, p_user BIGINT, p_from_balance BOOLEAN, p_now TIMESTAMPTZ)
-RETURNS VOID LANGUAGE plpgsql AS $$
+-- The purchase a key names, if it is this user's and paid this way (`p_method`: 'balance',
+-- 'crypto', 'stars'). Another user's key is refused as before; this user's key of another way
+-- to pay is 'PAID_ANOTHER_WAY'.
+CREATE FUNCTION atlas_keyed_purchase(p_key TEXT, p_user BIGINT, p_method TEXT)
+RETURNS pending_purchases LANGUAGE plpgsql AS $$
 DECLARE
-    v_order purchase_orders;
+    v_purchase pending_purchases;
 BEGIN
     IF p_key IS NULL THEN
-        RETURN;
+        RETURN NULL;
     END IF;
-    SELECT * INTO v_order FROM purchase_orders WHERE key = p_key;
-    IF NOT FOUND THEN
-        INSERT INTO purchase_orders (key, user_id, from_balance, created_at)
-            VALUES (p_key, p_user, p_from_balance, p_now);
-    ELSIF v_order.user_id <> p_user THEN
+    SELECT p.* INTO v_purchase FROM payment_idempotency_keys k
+        JOIN pending_purchases p ON p.id = k.purchase_id WHERE k.key = p_key;
+    IF FOUND AND v_purchase.user_id <> p_user THEN
         RAISE EXCEPTION 'IDEMPOTENCY_KEY_REUSED';
-    ELSIF v_order.from_balance <> p_from_balance THEN
-        RAISE EXCEPTION 'ORDER_PAID_ANOTHER_WAY';
     END IF;
+    IF FOUND AND v_purchase.method <> p_method THEN
+        RAISE EXCEPTION 'PAID_ANOTHER_WAY';
+    END IF;
+    RETURN v_purchase;
 END $$;
 
--- The two purchase functions take the order's key; a replayed idempotency key still returns
--- its first purchase before the order is looked at.
-DROP FUNCTION atlas_purchase_from_balance(BIGINT, TEXT, INT, TEXT, TEXT, TIMESTAMPTZ);
-CREATE FUNCTION atlas_purchase_from_balance(
+CREATE OR REPLACE FUNCTION atlas_purchase_from_balance(
     p_user BIGINT, p_tariff_code TEXT, p_days INT, p_promo_code TEXT, p_idempotency_key TEXT,
-    p_order_key TEXT, p_now TIMESTAMPTZ
+    p_now TIMESTAMPTZ
 ) RETURNS TABLE (outcome TEXT, purchase_id BIGINT, amount BIGINT, expires_at TIMESTAMPTZ, balance BIGINT)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -49,13 +41,12 @@ DECLARE
     v_sub subscriptions;
 BEGIN
     v_user := atlas_lock_user(p_user);
-    v_purchase := atlas_idempotent_purchase(p_idempotency_key, p_user, TRUE);
+    v_purchase := atlas_keyed_purchase(p_idempotency_key, p_user, 'balance');
     IF v_purchase.id IS NOT NULL THEN
         RETURN QUERY SELECT 'duplicate'::TEXT, v_purchase.id, v_purchase.amount, s.expires_at, v_user.balance
             FROM subscriptions s WHERE s.user_id = p_user;
         RETURN;
     END IF;
-    PERFORM atlas_claim_order(p_order_key, p_user, TRUE, p_now);
     v_purchase := atlas_open_purchase(p_user, p_tariff_code, p_days, p_promo_code, 'balance', 'paid', p_now, p_now);
     IF v_user.balance < v_purchase.amount THEN
         RAISE EXCEPTION 'INSUFFICIENT_BALANCE';
@@ -73,10 +64,9 @@ BEGIN
         v_user.balance - v_purchase.amount;
 END $$;
 
-DROP FUNCTION atlas_create_pending_purchase(BIGINT, TEXT, INT, TEXT, TEXT, TEXT, INT, TIMESTAMPTZ);
-CREATE FUNCTION atlas_create_pending_purchase(
+CREATE OR REPLACE FUNCTION atlas_create_pending_purchase(
     p_user BIGINT, p_tariff_code TEXT, p_days INT, p_promo_code TEXT, p_method TEXT,
-    p_idempotency_key TEXT, p_order_key TEXT, p_ttl_seconds INT, p_now TIMESTAMPTZ
+    p_idempotency_key TEXT, p_ttl_seconds INT, p_now TIMESTAMPTZ
 ) RETURNS TABLE (outcome TEXT, purchase_id BIGINT, amount BIGINT, expires_at TIMESTAMPTZ)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -84,12 +74,11 @@ DECLARE
     v_purchase pending_purchases;
 BEGIN
     PERFORM atlas_lock_user(p_user);
-    v_purchase := atlas_idempotent_purchase(p_idempotency_key, p_user, FALSE);
+    v_purchase := atlas_keyed_purchase(p_idempotency_key, p_user, p_method);
     IF v_purchase.id IS NOT NULL THEN
         RETURN QUERY SELECT 'duplicate'::TEXT, v_purchase.id, v_purchase.amount, v_purchase.expires_at;
         RETURN;
     END IF;
-    PERFORM atlas_claim_order(p_order_key, p_user, FALSE, p_now);
     v_purchase := atlas_open_purchase(p_user, p_tariff_code, p_days, p_promo_code, p_method, 'pending',
                                       p_now + make_interval(secs => p_ttl_seconds), p_now);
     -- A 100% promo code leaves nothing a provider could take: such a purchase is made from the
@@ -103,3 +92,6 @@ BEGIN
     END IF;
     RETURN QUERY SELECT 'created'::TEXT, v_purchase.id, v_purchase.amount, v_purchase.expires_at;
 END $$;
+
+-- No caller is left.
+DROP FUNCTION atlas_idempotent_purchase(TEXT, BIGINT, BOOLEAN);
