@@ -39,7 +39,7 @@ const USAGE: &str = "usage:
       bot's own log lines on stderr, stamped with simulated time and the host
   atlas-sim fuzz [--budget SECONDS] [--max-cases N] [--seed S] [--out DIR] [--jobs J] [--coordination redis|legacy] [--break GUARD]
       whole-bot scenarios generated from the seed (topology, intake, users, faults) for SECONDS
-      (60 by default) or N cases, whichever ends first, J at a time (the machine's cores by default); the first that breaks an
+      (60 by default) or N cases, whichever ends first, J at a time in worker processes (the machine's cores by default); the first that breaks an
       invariant is shrunk to a small scenario that still breaks it, written to DIR (target/fuzz
       by default) with the command that replays it; exit 1 when one was found. --break dedupe|
       lease|fencing switches that guard off in the sim Redis (a mutation check of the fuzzer)
@@ -450,76 +450,108 @@ fn share_out_in_processes(
     name: &str,
     worker: &[String],
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    use std::io::{BufRead as _, Write as _};
-    let exe = std::env::current_exe()?;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let answers: std::sync::Mutex<Vec<Option<anyhow::Result<String>>>> =
-        std::sync::Mutex::new(items.iter().map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1).min(items.len()) {
-            scope.spawn(|| {
-                let child = std::process::Command::new(&exe)
-                    .arg("worker")
-                    .args(worker)
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .spawn();
-                let mut child = match child {
-                    Ok(child) => child,
-                    Err(e) => {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if i < items.len() {
-                            answers.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(Err(e.into()));
-                        }
-                        return;
-                    }
-                };
-                let (Some(mut to), Some(from)) = (child.stdin.take(), child.stdout.take()) else { return };
-                let mut from = std::io::BufReader::new(from);
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { break };
-                    let mut answer = || -> anyhow::Result<String> {
-                        writeln!(to, "{item}")?;
-                        to.flush()?;
-                        let mut line = String::new();
-                        anyhow::ensure!(
-                            from.read_line(&mut line)? > 0,
-                            "the worker for {item} ended without an answer"
-                        );
-                        Ok(line.trim_end().to_owned())
-                    };
-                    let answer = answer();
-                    let failed = answer.is_err();
-                    answers.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(answer);
-                    let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    progress(name, finished as u64, items.len() as u64);
-                    if failed {
-                        break;
-                    }
-                }
-                drop(to);
-                let _ = child.wait();
-            });
-        }
-    });
-    let answers = answers.into_inner().unwrap_or_else(|p| p.into_inner());
-    let answer_of = |answer: Option<anyhow::Result<String>>, item: &String| -> anyhow::Result<serde_json::Value> {
-        let line = answer.with_context(|| format!("{item} was not run"))??;
-        let mut v: serde_json::Value =
-            serde_json::from_str(&line).with_context(|| format!("a worker answered {line:?} for {item}"))?;
-        anyhow::ensure!(v["item"].as_str() == Some(item.as_str()), "a worker answered {line:?} for {item}");
-        if let Some(error) = v["error"].as_str() {
-            anyhow::bail!("{item}: {error}");
-        }
-        Ok(v["answer"].take())
-    };
-    answers.into_iter().zip(items).map(|(answer, item)| answer_of(answer, item)).collect()
+    Workers::new(worker, jobs).each(items, name).into_iter().collect()
 }
 
-/// `atlas-sim worker seed <scenario> [--coordination M] [--break G] [--check-determinism]` or
-/// `atlas-sim worker audit [--seeds N]`: reads one item a line (a seed, a scenario file) and
+/// Worker processes of this binary (`atlas-sim worker WORKER…`), kept from one batch of items to
+/// the next (the fuzzer sends many small ones). A worker that dies is started again for the next
+/// item; the item it was on is answered with the error.
+struct Workers {
+    args: Vec<String>,
+    children: Vec<std::sync::Mutex<Option<Child>>>,
+}
+
+/// One worker process and its pipes.
+struct Child {
+    process: std::process::Child,
+    to: std::process::ChildStdin,
+    from: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Child {
+    fn start(args: &[String]) -> anyhow::Result<Child> {
+        let mut process = std::process::Command::new(std::env::current_exe()?)
+            .arg("worker")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let (Some(to), Some(from)) = (process.stdin.take(), process.stdout.take()) else {
+            anyhow::bail!("a worker process without pipes");
+        };
+        Ok(Child { process, to, from: std::io::BufReader::new(from) })
+    }
+
+    /// Its answer line to `item`.
+    fn ask(&mut self, item: &str) -> anyhow::Result<String> {
+        use std::io::{BufRead as _, Write as _};
+        writeln!(self.to, "{item}")?;
+        self.to.flush()?;
+        let mut line = String::new();
+        anyhow::ensure!(self.from.read_line(&mut line)? > 0, "the worker for {item} ended without an answer");
+        Ok(line.trim_end().to_owned())
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // Its stdin closes with it: the worker ends when it has read everything.
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Workers {
+    fn new(args: &[String], jobs: usize) -> Workers {
+        Workers { args: args.to_vec(), children: (0..jobs.max(1)).map(|_| std::sync::Mutex::new(None)).collect() }
+    }
+
+    /// What the workers answered for each item, in the order of `items`.
+    fn each(&self, items: &[String], name: &str) -> Vec<anyhow::Result<serde_json::Value>> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let answers: std::sync::Mutex<Vec<Option<anyhow::Result<String>>>> =
+            std::sync::Mutex::new(items.iter().map(|_| None).collect());
+        std::thread::scope(|scope| {
+            for slot in self.children.iter().take(items.len()) {
+                scope.spawn(|| {
+                    let mut child = slot.lock().unwrap_or_else(|p| p.into_inner());
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        let answer = match child.as_mut() {
+                            Some(running) => running.ask(item),
+                            None => Child::start(&self.args).and_then(|started| child.insert(started).ask(item)),
+                        };
+                        if answer.is_err() {
+                            // Gone or broken: a new one for the next item.
+                            *child = None;
+                        }
+                        answers.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(answer);
+                        let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        progress(name, finished as u64, items.len() as u64);
+                    }
+                });
+            }
+        });
+        let answers = answers.into_inner().unwrap_or_else(|p| p.into_inner());
+        let answer_of = |answer: Option<anyhow::Result<String>>, item: &String| -> anyhow::Result<serde_json::Value> {
+            let line = answer.with_context(|| format!("{item} was not run"))??;
+            let mut v: serde_json::Value =
+                serde_json::from_str(&line).with_context(|| format!("a worker answered {line:?} for {item}"))?;
+            anyhow::ensure!(v["item"].as_str() == Some(item.as_str()), "a worker answered {line:?} for {item}");
+            if let Some(error) = v["error"].as_str() {
+                anyhow::bail!("{item}: {error}");
+            }
+            Ok(v["answer"].take())
+        };
+        answers.into_iter().zip(items).map(|(answer, item)| answer_of(answer, item)).collect()
+    }
+}
+
+/// `atlas-sim worker seed <scenario> [--coordination M] [--break G] [--check-determinism]`,
+/// `atlas-sim worker case [--coordination M]` or `atlas-sim worker audit [--seeds N]`: reads one
+/// item a line (a seed, a fuzz case as JSON, a scenario file) and
 /// answers each with one line, for `share_out_in_processes`.
 fn cmd_worker(kind: &str, o: Options) -> anyhow::Result<bool> {
     use std::io::{BufRead as _, Write as _};
@@ -539,6 +571,11 @@ fn cmd_worker(kind: &str, o: Options) -> anyhow::Result<bool> {
                 ("seed", Some((scenario, path))) => {
                     let seed: u64 = item.trim().parse().with_context(|| format!("not a seed: {item:?}"))?;
                     seeded_value(&seeded(scenario, path, seed, &o)?)
+                }
+                ("case", _) => {
+                    let case = case_of_line(&item)?;
+                    let verdict = atlas_sim::fuzz::judge(&case, o.mode);
+                    serde_json::json!({ "broken": verdict.broken, "why": verdict.why })
                 }
                 ("audit", _) => {
                     let (line, simulated, proven) = audit_one(Path::new(item.trim()), o.seeds)?;
@@ -740,8 +777,33 @@ fn cmd_bench(o: Options) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// A fuzz case as one line of a worker's input: its seed and its scenario.
+fn case_line(case: &atlas_sim::fuzz::Case) -> String {
+    serde_json::json!({ "seed": case.seed, "scenario": case.scenario }).to_string()
+}
+
+fn case_of_line(line: &str) -> anyhow::Result<atlas_sim::fuzz::Case> {
+    let mut v: serde_json::Value = serde_json::from_str(line).context("a case is a JSON line")?;
+    let seed = v["seed"].as_u64().context("a case has a seed")?;
+    let scenario: Scenario = serde_json::from_value(v["scenario"].take()).context("a case has a scenario")?;
+    Ok(atlas_sim::fuzz::Case { scenario, seed })
+}
+
+/// A worker's verdict on a case; a worker that failed on it (it died: a crash of the run
+/// itself) is a failure of the simulation, to shrink like any other.
+fn verdict_of(answer: anyhow::Result<serde_json::Value>) -> atlas_sim::fuzz::Verdict {
+    use atlas_sim::fuzz::Verdict;
+    let judged = answer.and_then(|v| {
+        Ok(Verdict {
+            broken: serde_json::from_value(v["broken"].clone())?,
+            why: v["why"].as_str().context("a verdict has its words")?.to_owned(),
+        })
+    });
+    judged.unwrap_or_else(|e| Verdict { broken: vec!["simulation".into()], why: format!("the worker failed: {e:#}") })
+}
+
 fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
-    use atlas_sim::fuzz::{Limits, judge, scenario_file, session};
+    use atlas_sim::fuzz::{Limits, Verdict, judge, scenario_file, session};
     let budget = o.budget.unwrap_or(60.0);
     anyhow::ensure!(budget.is_finite() && budget > 0.0, "--budget is a number of seconds above 0");
     let budget = Duration::from_secs_f64(budget);
@@ -759,8 +821,18 @@ fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
         max_shrink_runs: 500,
     };
     let judged = std::sync::atomic::AtomicU64::new(0);
+    // More than one job: each a process of its own, kept for the session, so that every case
+    // runs exactly as its replay will (runs in threads of one process share tokio's task
+    // numbers; docs/simulation.md, Determinism).
+    let workers = (jobs > 1).then(|| Workers::new(&["case".into(), "--coordination".into(), mode.name().into()], jobs));
     let judge_all = |cases: &[atlas_sim::fuzz::Case]| {
-        let verdicts = share_out(cases, jobs, "", |case| judge(case, mode));
+        let verdicts: Vec<Verdict> = match &workers {
+            None => cases.iter().map(|case| judge(case, mode)).collect(),
+            Some(workers) => {
+                let items: Vec<String> = cases.iter().map(case_line).collect();
+                workers.each(&items, "").into_iter().map(verdict_of).collect()
+            }
+        };
         let n = judged.fetch_add(cases.len() as u64, std::sync::atomic::Ordering::Relaxed) + cases.len() as u64;
         eprint!("\rfuzz: {n} runs, {:.0} s", started.elapsed().as_secs_f64());
         if verdicts.iter().any(|v| !v.held()) {

@@ -34,3 +34,41 @@ fn the_fuzzer_finds_a_broken_lease_and_shrinks_it() {
     assert!(verdict.held(), "with the guard in place the shrunk scenario holds: {}", verdict.why);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// With more than one job each case runs in a worker process of its own (`atlas-sim worker
+/// case`), and what the fuzzer found there replays from its file with `atlas-sim run`: the same
+/// invariant broken by the same seed.
+#[test]
+fn a_case_found_by_worker_processes_replays_from_its_file() {
+    let dir = std::env::temp_dir().join(format!("atlas-fuzz-jobs-{}", std::process::id()));
+    let atlas_sim = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_atlas-sim")).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let out = dir.to_str().unwrap();
+    let (code, said) = atlas_sim(&[
+        "fuzz",
+        "--jobs",
+        "2",
+        "--coordination",
+        "legacy",
+        "--seed",
+        "1",
+        "--max-cases",
+        "4",
+        "--budget",
+        "5",
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, Some(1), "the legacy design breaks within 4 cases: {said}");
+    let replay = said.lines().find(|l| l.trim_start().starts_with("atlas-sim run ")).expect("a replay command");
+    let args: Vec<&str> = replay.split_whitespace().skip(1).collect();
+    let broken = said.lines().find_map(|l| l.split_once("; it breaks ")).map(|(_, b)| b.trim()).expect("what it broke");
+    let (code, replayed) = atlas_sim(&args);
+    assert_eq!(code, Some(1), "the file fails again: {replayed}");
+    for invariant in broken.split(", ") {
+        assert!(replayed.contains(&format!("[{invariant}]")), "{invariant} broken again: {replayed}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
