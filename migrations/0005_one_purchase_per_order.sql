@@ -1,16 +1,18 @@
 -- One order, one purchase, one way to pay. The bot keys every purchase of one order (its
 -- payment step, and a promo code entered there) with one key, whatever the way to pay: a press
--- replayed answers with its purchase; a press of another way to pay is refused
--- ('PAID_ANOTHER_WAY'), where it used to open a second purchase under its own key. An instance
--- that dies or freezes after its purchase landed leaves the step's buttons live, and the user,
--- told nothing, may pick another way: now the order is not paid twice. The two purchase
--- functions keep their signatures (instances of the last release call them unchanged; their keys
--- name a method each, so they never meet this refusal).
+-- replayed answers with its purchase; a press of another way to pay, or with another code, is
+-- refused ('PAID_ANOTHER_WAY'), where it used to open a second purchase under its own key. A
+-- press whose purchase landed while its step stayed put leaves the step's buttons live, and the
+-- user, told nothing, may pick another way: now the order is not paid twice. The two purchase
+-- functions keep their signatures. In a rolling deploy the last release's balance key is the new
+-- order key: its instances meet this refusal after a new instance opened the order for a
+-- provider, and (not knowing the code) report it as an unconfirmed purchase until the new
+-- instances serve the step; the last release's provider keys still open a second purchase.
 
--- The purchase a key names, if it is this user's and paid this way (`p_method`: 'balance',
--- 'crypto', 'stars'). Another user's key is refused as before; this user's key of another way
--- to pay is 'PAID_ANOTHER_WAY'.
-CREATE FUNCTION atlas_keyed_purchase(p_key TEXT, p_user BIGINT, p_method TEXT)
+-- The purchase a key names, if it is this user's, paid this way (`p_method`: 'balance',
+-- 'crypto', 'stars') and with this code. Another user's key is refused as before; this user's
+-- key of another way to pay or another code is 'PAID_ANOTHER_WAY'.
+CREATE FUNCTION atlas_keyed_purchase(p_key TEXT, p_user BIGINT, p_method TEXT, p_promo_code TEXT)
 RETURNS pending_purchases LANGUAGE plpgsql AS $$
 DECLARE
     v_purchase pending_purchases;
@@ -23,7 +25,8 @@ BEGIN
     IF FOUND AND v_purchase.user_id <> p_user THEN
         RAISE EXCEPTION 'IDEMPOTENCY_KEY_REUSED';
     END IF;
-    IF FOUND AND v_purchase.method <> p_method THEN
+    IF FOUND AND (v_purchase.method <> p_method OR v_purchase.promo_id IS DISTINCT FROM
+                  (SELECT id FROM promo_codes WHERE code = p_promo_code)) THEN
         RAISE EXCEPTION 'PAID_ANOTHER_WAY';
     END IF;
     RETURN v_purchase;
@@ -41,7 +44,7 @@ DECLARE
     v_sub subscriptions;
 BEGIN
     v_user := atlas_lock_user(p_user);
-    v_purchase := atlas_keyed_purchase(p_idempotency_key, p_user, 'balance');
+    v_purchase := atlas_keyed_purchase(p_idempotency_key, p_user, 'balance', p_promo_code);
     IF v_purchase.id IS NOT NULL THEN
         RETURN QUERY SELECT 'duplicate'::TEXT, v_purchase.id, v_purchase.amount, s.expires_at, v_user.balance
             FROM subscriptions s WHERE s.user_id = p_user;
@@ -74,7 +77,7 @@ DECLARE
     v_purchase pending_purchases;
 BEGIN
     PERFORM atlas_lock_user(p_user);
-    v_purchase := atlas_keyed_purchase(p_idempotency_key, p_user, p_method);
+    v_purchase := atlas_keyed_purchase(p_idempotency_key, p_user, p_method, p_promo_code);
     IF v_purchase.id IS NOT NULL THEN
         RETURN QUERY SELECT 'duplicate'::TEXT, v_purchase.id, v_purchase.amount, v_purchase.expires_at;
         RETURN;

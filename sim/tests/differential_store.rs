@@ -804,3 +804,25 @@ async fn the_sequences_pay_an_order_two_ways_and_reuse_keys() {
         assert!(answers.iter().any(|a| a.contains(refusal)), "no sequence was refused {refusal}");
     }
 }
+
+/// A key's purchase answered again only with the same code: a press with another code under the
+/// key is refused alike by both stores (the random sequences rarely reach it).
+#[tokio::test]
+async fn a_key_pressed_with_another_code_is_refused_alike() {
+    let ops = vec![
+        Op::CreatePromo { code: 0, percent: 10, max: None },
+        Op::TopUp { user: 2, payment: 1, amount: "1000" },
+        Op::Purchase { user: 2, tariff: "basic", days: 30, promo: None, key: Some(1) },
+        Op::Purchase { user: 2, tariff: "basic", days: 30, promo: Some(0), key: Some(1) },
+        Op::Pending { user: 3, stars: false, promo: Some(0), key: Some(1) },
+        Op::Pending { user: 3, stars: false, promo: None, key: Some(1) },
+        Op::Pending { user: 3, stars: false, promo: Some(0), key: Some(1) },
+    ];
+    let template = atlas_tests::Template::new().await;
+    let db = TestDb::copy_of(&template, 1).await;
+    let real = run(&db.store, &ops).await;
+    let model = SimStore::direct_on(atlas_sim::store_host::StoreLink::default());
+    let modelled = run(&model, &ops).await;
+    assert_eq!(real, modelled);
+    assert_eq!(real.iter().filter(|a| a.contains("PaidAnotherWay")).count(), 2, "{real:?}");
+}

@@ -171,24 +171,52 @@ async fn a_step_bought_from_the_balance_is_not_paid_again_another_way() {
     }
 }
 
-/// The same through a promo code: "From balance" landed on an instance that died, the user
-/// enters a code at the same step and pays again: the order is the same, so nothing more is
-/// charged and the user is told the purchase is done.
+/// The same through a promo code, whichever way the lost press paid: the code makes a new
+/// payment step but not a new order, and a press there is refused (nothing charged, and no
+/// invoice at a price the screen did not show), whichever way it pays.
 #[tokio::test]
 async fn a_promo_code_entered_after_a_lost_purchase_does_not_buy_again() {
+    for (lost, balance_then) in [(Msg::BtnPayBalance { balance: money("500") }, "301"), (Msg::BtnPayCrypto, "500")] {
+        let bot = BotHarness::new(&[ADMIN]).await;
+        bot.send_text(USER, "/start").await;
+        bot.fund(USER, "500").await;
+        atlas_tests::create_promo(&bot.db, "TEN", 10, None, None).await;
+        at_payment_step(&bot).await;
+        bot.press_and_die(USER, &lost).await;
+        bot.press_msg(USER, &Msg::BtnEnterPromo).await;
+        bot.send_text(USER, "TEN").await;
+        let before = atlas_tests::snapshot(&bot.db).await;
+        for way in [Msg::BtnPayCrypto, Msg::BtnPayBalance { balance: money(balance_then) }] {
+            let r = bot.press_msg(USER, &way).await;
+            assert_eq!(texts(&r), bot.says(USER, &Msg::PurchasePaidAnotherWay), "{lost:?}, then {way:?}");
+        }
+        assert_eq!(before, atlas_tests::snapshot(&bot.db).await, "{lost:?}: a refusal wrote something");
+        assert_eq!(count(&bot.db, "SELECT count(*) FROM pending_purchases").await, 1, "{lost:?}");
+        assert!(bot.invoices(USER).is_empty(), "{lost:?}: no Stars invoice");
+    }
+}
+
+/// A step both unconfirmed (a purchase from the balance failed with an unknown outcome) and
+/// opened for crypto by a press whose answer was lost: the balance press is refused, and the
+/// step is no longer held for the balance, so crypto, pressed again, shows its invoice.
+#[tokio::test]
+async fn an_unconfirmed_step_opened_for_crypto_is_finished_in_crypto() {
     let bot = BotHarness::new(&[ADMIN]).await;
     bot.send_text(USER, "/start").await;
     bot.fund(USER, "500").await;
-    atlas_tests::create_promo(&bot.db, "TEN", 10, None, None).await;
     at_payment_step(&bot).await;
-    bot.press_and_die(USER, &Msg::BtnPayBalance { balance: money("500") }).await;
-    bot.press_msg(USER, &Msg::BtnEnterPromo).await;
-    bot.send_text(USER, "TEN").await;
-    let r = bot.press_msg(USER, &Msg::BtnPayCrypto).await;
+    bot.press_and_die(USER, &Msg::BtnPayCrypto).await;
+    let away = "ALTER FUNCTION atlas_purchase_from_balance RENAME TO atlas_purchase_from_balance_away";
+    sqlx::query(away).execute(bot.db.pool()).await.unwrap();
+    let r = bot.press_msg(USER, &Msg::BtnPayBalance { balance: money("500") }).await;
+    assert_eq!(texts(&r), bot.says(USER, &Msg::PurchaseUnconfirmed));
+    let back = "ALTER FUNCTION atlas_purchase_from_balance_away RENAME TO atlas_purchase_from_balance";
+    sqlx::query(back).execute(bot.db.pool()).await.unwrap();
+    let r = bot.press_msg(USER, &Msg::BtnPayBalance { balance: money("500") }).await;
     assert_eq!(texts(&r), bot.says(USER, &Msg::PurchasePaidAnotherWay));
-    bot.press_msg(USER, &Msg::BtnPayBalance { balance: money("301") }).await;
-    assert_eq!(bot.balance(USER).await, 30_100, "charged once");
-    assert_eq!(count(&bot.db, "SELECT count(*) FROM pending_purchases").await, 1);
+    let r = bot.press_msg(USER, &Msg::BtnPayCrypto).await;
+    assert!(texts(&r).contains("https://pay.example/inv-1"), "{}", texts(&r));
+    assert_eq!(bot.balance(USER).await, 50_000, "nothing charged");
 }
 
 /// The other way round: "Pay with crypto" opened the order on an instance that died; "From

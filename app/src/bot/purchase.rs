@@ -302,7 +302,7 @@ fn request<A: Adapters>(turn: &Turn<'_, A>, order: &Order) -> PurchaseRequest {
 
 /// A refusal of the store while buying: what the user is told, and where the conversation goes.
 async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, order: Order) -> Next {
-    let Order { tariff, days, began, .. } = order;
+    let Order { tariff, days, promo, began } = order;
     match e {
         PurchaseError::InsufficientBalance => {
             let balance = turn.app.store.user(turn.user()).await.ok().flatten().map_or(Money::ZERO, |u| u.balance);
@@ -332,12 +332,14 @@ async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, order: O
             turn.say(Msg::Banned);
             Next::Done
         }
-        // An earlier press of this order paid it (or opened it for payment) another way, and its
-        // answer was lost: nothing more is charged; the step stays, so that the way chosen first
-        // can be pressed again to finish (its purchase answers again).
+        // An earlier press of this order paid it (or opened it for payment) another way or
+        // before a code was entered, and its answer was lost: nothing more is charged; the step
+        // stays, so that the way chosen first can be pressed again to finish (its purchase
+        // answers again). Not unconfirmed any more: no purchase from the balance is under the
+        // order's key, so its buttons are not held for one.
         PurchaseError::PaidAnotherWay => {
             turn.say_keys(Msg::PurchasePaidAnotherWay, subscription_keys());
-            Next::Keep
+            Next::Amend(State::Purchase(Step::Method { tariff, days, promo, unconfirmed: false, order: began }))
         }
         e @ (PurchaseError::UnknownUser | PurchaseError::IdempotencyKeyReused) => {
             turn.failed("purchase", &e);

@@ -28,8 +28,8 @@ pub enum PurchaseError {
     InsufficientBalance,
     #[error("the idempotency key belongs to another user or purchase")]
     IdempotencyKeyReused,
-    /// The key names this user's purchase paid (or opened for payment) another way: an order
-    /// is paid once, one way. Nothing was written.
+    /// The key names this user's purchase paid (or opened for payment) another way, or with
+    /// another promo code: an order is paid once, one way. Nothing was written.
     #[error("this order is already paid another way")]
     PaidAnotherWay,
     /// The promo code makes the purchase free: take it from the balance instead of an invoice.

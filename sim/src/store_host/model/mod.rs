@@ -467,22 +467,22 @@ impl Model {
         id
     }
 
-    /// `atlas_keyed_purchase`: the purchase a replayed key names, if it is this user's and paid
-    /// this way (`method`: `None` from the balance).
+    /// `atlas_keyed_purchase`: the purchase a replayed key names, if it is this user's, paid
+    /// this way (`method`: `None` from the balance) and with this code.
     fn idempotent(
         &self,
-        key: Option<&IdempotencyKey>,
-        user: UserId,
+        r: &PurchaseRequest,
         method: Option<PaymentProviderKind>,
     ) -> Result<Option<PurchaseId>, PurchaseError> {
-        let Some(purchase) = key.and_then(|k| self.idempotency.get(k.as_str())) else {
+        let Some(purchase) = r.idempotency_key.as_ref().and_then(|k| self.idempotency.get(k.as_str())) else {
             return Ok(None);
         };
         let row = &self.purchases[purchase];
-        if row.user != user {
+        if row.user != r.user {
             return Err(PurchaseError::IdempotencyKeyReused);
         }
-        if row.method != method {
+        let promo = r.promo.as_ref().and_then(|code| self.promos.get(code.as_str())).map(|p| p.id);
+        if row.method != method || row.promo != promo {
             return Err(PurchaseError::PaidAnotherWay);
         }
         Ok(Some(*purchase))

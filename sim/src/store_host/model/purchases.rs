@@ -46,7 +46,7 @@ impl Purchases for SimStore {
     ) -> Result<PurchaseOutcome, PurchaseError> {
         self.exec("purchase_from_balance", move |m: &mut Model| {
             let balance = m.lock_user(r.user).map_err(user_refusal)?.balance;
-            if let Some(id) = m.idempotent(r.idempotency_key.as_ref(), r.user, None)? {
+            if let Some(id) = m.idempotent(&r, None)? {
                 let expires_at = m.subscription_row(r.user).expect("a paid purchase has a subscription").expires_at;
                 return Ok(PurchaseOutcome {
                     applied: Applied::Duplicate,
@@ -86,7 +86,7 @@ impl Purchases for SimStore {
     ) -> Result<PendingPurchase, PurchaseError> {
         self.exec("create_pending_purchase", move |m: &mut Model| {
             m.lock_user(r.user).map_err(user_refusal)?;
-            if let Some(id) = m.idempotent(r.idempotency_key.as_ref(), r.user, Some(provider))? {
+            if let Some(id) = m.idempotent(&r, Some(provider))? {
                 let p = &m.purchases[&id];
                 return Ok(PendingPurchase {
                     applied: Applied::Duplicate,
