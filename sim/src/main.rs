@@ -461,6 +461,16 @@ struct Workers {
     children: Vec<std::sync::Mutex<Option<Child>>>,
 }
 
+/// A worker ended (or broke its pipes) before it answered.
+#[derive(Debug, thiserror::Error)]
+#[error("the worker process ended without an answer")]
+struct WorkerDied;
+
+/// A worker could not be started (the binary gone, say).
+#[derive(Debug, thiserror::Error)]
+#[error("a worker process could not be started: {0}")]
+struct WorkerStart(String);
+
 /// One worker process and its pipes.
 struct Child {
     process: std::process::Child,
@@ -475,7 +485,8 @@ impl Child {
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .spawn()?;
+            .spawn()
+            .map_err(|e| WorkerStart(e.to_string()))?;
         let (Some(to), Some(from)) = (process.stdin.take(), process.stdout.take()) else {
             anyhow::bail!("a worker process without pipes");
         };
@@ -485,11 +496,12 @@ impl Child {
     /// Its answer line to `item`.
     fn ask(&mut self, item: &str) -> anyhow::Result<String> {
         use std::io::{BufRead as _, Write as _};
-        writeln!(self.to, "{item}")?;
-        self.to.flush()?;
         let mut line = String::new();
-        anyhow::ensure!(self.from.read_line(&mut line)? > 0, "the worker for {item} ended without an answer");
-        Ok(line.trim_end().to_owned())
+        let asked = writeln!(self.to, "{item}").and_then(|()| self.to.flush());
+        match asked.and_then(|()| self.from.read_line(&mut line)) {
+            Ok(n) if n > 0 => Ok(line.trim_end().to_owned()),
+            _ => Err(WorkerDied.into()),
+        }
     }
 }
 
@@ -777,20 +789,23 @@ fn cmd_bench(o: Options) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// A fuzz case as one line of a worker's input: its seed and its scenario.
-fn case_line(case: &atlas_sim::fuzz::Case) -> String {
-    serde_json::json!({ "seed": case.seed, "scenario": case.scenario }).to_string()
+/// A fuzz case as one line of a worker's input: its seed, and its scenario as the file the
+/// fuzzer writes (TOML, whose round trip the fuzzer's tests check: a JSON number may come back
+/// a last digit off).
+fn case_line(case: &atlas_sim::fuzz::Case) -> anyhow::Result<String> {
+    Ok(serde_json::json!({ "seed": case.seed, "scenario": case.scenario.to_toml()? }).to_string())
 }
 
 fn case_of_line(line: &str) -> anyhow::Result<atlas_sim::fuzz::Case> {
-    let mut v: serde_json::Value = serde_json::from_str(line).context("a case is a JSON line")?;
+    let v: serde_json::Value = serde_json::from_str(line).context("a case is a JSON line")?;
     let seed = v["seed"].as_u64().context("a case has a seed")?;
-    let scenario: Scenario = serde_json::from_value(v["scenario"].take()).context("a case has a scenario")?;
+    let scenario: Scenario = toml::from_str(v["scenario"].as_str().context("a case has a scenario")?)?;
     Ok(atlas_sim::fuzz::Case { scenario, seed })
 }
 
-/// A worker's verdict on a case; a worker that failed on it (it died: a crash of the run
-/// itself) is a failure of the simulation, to shrink like any other.
+/// A worker's verdict on a case. A worker that died on it (a crash of the run itself: the
+/// thread version would have died with it) is a failure of the simulation, to shrink like any
+/// other; a worker that could not be started ends the session.
 fn verdict_of(answer: anyhow::Result<serde_json::Value>) -> atlas_sim::fuzz::Verdict {
     use atlas_sim::fuzz::Verdict;
     let judged = answer.and_then(|v| {
@@ -799,7 +814,13 @@ fn verdict_of(answer: anyhow::Result<serde_json::Value>) -> atlas_sim::fuzz::Ver
             why: v["why"].as_str().context("a verdict has its words")?.to_owned(),
         })
     });
-    judged.unwrap_or_else(|e| Verdict { broken: vec!["simulation".into()], why: format!("the worker failed: {e:#}") })
+    judged.unwrap_or_else(|e| {
+        let why = match e.downcast_ref::<WorkerDied>() {
+            Some(_) => "the worker process died on this case".to_owned(),
+            None => format!("the worker failed: {e:#}"),
+        };
+        Verdict { broken: vec!["simulation".into()], why }
+    })
 }
 
 fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
@@ -829,8 +850,13 @@ fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
         let verdicts: Vec<Verdict> = match &workers {
             None => cases.iter().map(|case| judge(case, mode)).collect(),
             Some(workers) => {
-                let items: Vec<String> = cases.iter().map(case_line).collect();
-                workers.each(&items, "").into_iter().map(verdict_of).collect()
+                let items: Vec<String> =
+                    cases.iter().map(case_line).collect::<anyhow::Result<_>>().expect("a case is a scenario file");
+                let answers = workers.each(&items, "");
+                if let Some(start) = answers.iter().find_map(|a| a.as_ref().err()?.downcast_ref::<WorkerStart>()) {
+                    panic!("fuzz: {start}");
+                }
+                answers.into_iter().map(verdict_of).collect()
             }
         };
         let n = judged.fetch_add(cases.len() as u64, std::sync::atomic::Ordering::Relaxed) + cases.len() as u64;

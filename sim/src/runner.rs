@@ -164,8 +164,7 @@ const TASK_LISTS: u64 = 64;
 /// first task got: a seed run after others in one process could differ from the same seed in a
 /// fresh one (found by `--check-determinism` on the swarm: 5 of 300 seeds). Every run starts its
 /// numbering at the same place in that cycle. Runs on several threads at once would still draw
-/// from the one counter in turn: `run` and `audit` give each job a process of its own; the
-/// fuzzer's jobs are threads (replay its cases alone).
+/// from the one counter in turn: `run`, `audit` and `fuzz` give each job a process of its own.
 fn align_task_ids() {
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
     for _ in 0..TASK_LISTS {
