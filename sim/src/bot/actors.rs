@@ -483,7 +483,7 @@ impl Actor<'_> {
 
     /// The Stars invoices sent to this chat.
     fn invoices(&self) -> Vec<Value> {
-        self.api().calls_of("sendInvoice").into_iter().filter(|c| c["chat_id"].as_i64() == Some(self.chat)).collect()
+        self.api().calls_to("sendInvoice", self.chat)
     }
 
     /// Waits for the bot's yes to pre-checkout query `query`.

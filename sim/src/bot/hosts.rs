@@ -306,9 +306,11 @@ pub fn balancer(instances: Vec<String>, routing: Routing) -> impl Future<Output 
                 .filter_map(|name| Some((name, parts.headers.get(name)?.to_str().ok()?.to_owned())))
                 .collect();
         let n = lb.instances.len();
-        let first = match (lb.routing, user_of(&body)) {
-            (Routing::Sticky, Some(user)) => user.rem_euclid(n as i64) as usize,
-            _ => lb.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        // The body is read for its user only when routing is sticky.
+        let sticky = (lb.routing == Routing::Sticky).then(|| user_of(&body)).flatten();
+        let first = match sticky {
+            Some(user) => user.rem_euclid(n as i64) as usize,
+            None => lb.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         for k in 0..n {
             let host = &lb.instances[(first + k) % n];

@@ -167,7 +167,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     let mut history = std::mem::take(&mut *history::lock(&history));
     unfinished(&mut history, bot, seed, simulated);
     let records = checks::BotRecords {
-        calls: fakes.telegram.calls(),
+        calls: fakes.telegram.take_calls(),
         created_keys: fakes.outline.created_at(),
         owners: shared.store.with_model(|m| m.subscription_owners()).into_iter().map(|(s, u)| (s, u.get())).collect(),
         money: shared.store.with_model(|m| m.money_findings()),

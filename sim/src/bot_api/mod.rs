@@ -246,6 +246,16 @@ impl FakeBotApi {
         bodies_of(&self.state(), method).find_map(look)
     }
 
+    /// Every call, taken out (at the end of a run, for its checkers: no copy of them all).
+    pub fn take_calls(&self) -> Vec<Call> {
+        std::mem::take(&mut self.state().calls)
+    }
+
+    /// The calls of one method to `chat`.
+    pub fn calls_to(&self, method: &str, chat: i64) -> Vec<Value> {
+        bodies_of(&self.state(), method).filter(|body| body["chat_id"].as_i64() == Some(chat)).cloned().collect()
+    }
+
     /// The calls of one method.
     pub fn calls_of(&self, method: &str) -> Vec<Value> {
         bodies_of(&self.state(), method).cloned().collect()

@@ -4,10 +4,11 @@
 //! an instance; each operation is one method, in `model/`, that runs on the model through
 //! [`SimStore::exec`].
 //!
-//! Each call opens a connection to the host and sends the call's id; the call itself (a closure
-//! over the model) waits in a mailbox both ends share, as the request's payload. The host runs it
-//! when the id arrives and sends the id back. A request lost on the way is never applied; a reply
-//! lost on the way leaves the call applied and the client in the dark.
+//! Each call sends its id over a connection to the host (one an earlier call of the instance left
+//! idle, as a driver's pool would, or a new one); the call itself (a closure over the model)
+//! waits in a mailbox both ends share, as the request's payload. The host runs it when the id
+//! arrives and sends the id back. A request lost on the way is never applied; a reply lost on the
+//! way leaves the call applied and the client in the dark (and its connection is dropped).
 
 pub mod model;
 
@@ -89,11 +90,13 @@ pub struct SimStore {
     instance: usize,
     history: Option<SharedHistory>,
     direct: bool,
+    /// Connections to the host whose last call was answered, for the next calls.
+    idle: Arc<Mutex<Vec<turmoil::net::TcpStream>>>,
 }
 
 impl SimStore {
     pub fn new(link: StoreLink, instance: usize, history: SharedHistory) -> SimStore {
-        SimStore { link, instance, history: Some(history), direct: false }
+        SimStore { link, instance, history: Some(history), direct: false, idle: Arc::default() }
     }
 
     /// The model alone, called in place: what the differential test compares with PostgreSQL.
@@ -105,7 +108,7 @@ impl SimStore {
     /// The model of `link`, called in place (no network): to arrange a run's starting state
     /// through the port itself.
     pub fn direct_on(link: StoreLink) -> SimStore {
-        SimStore { link, instance: 0, history: None, direct: true }
+        SimStore { link, instance: 0, history: None, direct: true, idle: Arc::default() }
     }
 
     /// Runs `f` on the model at the store host: the request may be lost (not applied), or the
@@ -132,13 +135,26 @@ impl SimStore {
             id
         };
         let exchange = async {
-            let mut stream = turmoil::net::TcpStream::connect((STORE_HOST, STORE_PORT)).await?;
+            let pooled = lock(&self.idle).pop();
+            let mut stream = match pooled {
+                Some(stream) => stream,
+                None => turmoil::net::TcpStream::connect((STORE_HOST, STORE_PORT)).await?,
+            };
             stream.write_u64(id).await?;
             let back = stream.read_u64().await?;
             anyhow::ensure!(back == id, "reply {back} to call {id}");
-            anyhow::Ok(())
+            anyhow::Ok(stream)
         };
-        let answered = tokio::time::timeout(STORE_CALL_TIMEOUT, exchange).await;
+        let answered = match tokio::time::timeout(STORE_CALL_TIMEOUT, exchange).await {
+            // Answered: the connection serves the next call. (One that failed or timed out is
+            // dropped: a late reply must not answer another call.)
+            Ok(Ok(stream)) => {
+                lock(&self.idle).push(stream);
+                Ok(Ok(()))
+            }
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(elapsed) => Err(elapsed),
+        };
         let mut mailbox = lock(&self.link.mailbox);
         let pending = mailbox.calls.remove(&id);
         let reply = mailbox.replies.remove(&id);
