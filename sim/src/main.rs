@@ -500,7 +500,14 @@ impl Child {
         let asked = writeln!(self.to, "{item}").and_then(|()| self.to.flush());
         match asked.and_then(|()| self.from.read_line(&mut line)) {
             Ok(n) if n > 0 => Ok(line.trim_end().to_owned()),
-            _ => Err(WorkerDied.into()),
+            // Ended: status 2 is `atlas-sim worker` refusing its arguments or its input (the
+            // fuzzer's fault); anything else (a signal, an abort) is the run dying on the item.
+            _ => match self.process.wait() {
+                Ok(status) if status.code() == Some(2) => {
+                    Err(WorkerStart(format!("the worker exited: {status}")).into())
+                }
+                _ => Err(WorkerDied.into()),
+            },
         }
     }
 }
@@ -805,7 +812,8 @@ fn case_of_line(line: &str) -> anyhow::Result<atlas_sim::fuzz::Case> {
 
 /// A worker's verdict on a case. A worker that died on it (a crash of the run itself: the
 /// thread version would have died with it) is a failure of the simulation, to shrink like any
-/// other; a worker that could not be started ends the session.
+/// other; anything else that went wrong is the fuzzer's own (a worker that could not start or
+/// refused its arguments, a case it could not read), and ends the session.
 fn verdict_of(answer: anyhow::Result<serde_json::Value>) -> atlas_sim::fuzz::Verdict {
     use atlas_sim::fuzz::Verdict;
     let judged = answer.and_then(|v| {
@@ -814,13 +822,13 @@ fn verdict_of(answer: anyhow::Result<serde_json::Value>) -> atlas_sim::fuzz::Ver
             why: v["why"].as_str().context("a verdict has its words")?.to_owned(),
         })
     });
-    judged.unwrap_or_else(|e| {
-        let why = match e.downcast_ref::<WorkerDied>() {
-            Some(_) => "the worker process died on this case".to_owned(),
-            None => format!("the worker failed: {e:#}"),
-        };
-        Verdict { broken: vec!["simulation".into()], why }
-    })
+    match judged {
+        Ok(verdict) => verdict,
+        Err(e) if e.is::<WorkerDied>() => {
+            Verdict { broken: vec!["simulation".into()], why: "the worker process died on this case".into() }
+        }
+        Err(e) => panic!("fuzz: the worker processes failed, not a case: {e:#}"),
+    }
 }
 
 fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
@@ -852,11 +860,7 @@ fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
             Some(workers) => {
                 let items: Vec<String> =
                     cases.iter().map(case_line).collect::<anyhow::Result<_>>().expect("a case is a scenario file");
-                let answers = workers.each(&items, "");
-                if let Some(start) = answers.iter().find_map(|a| a.as_ref().err()?.downcast_ref::<WorkerStart>()) {
-                    panic!("fuzz: {start}");
-                }
-                answers.into_iter().map(verdict_of).collect()
+                workers.each(&items, "").into_iter().map(verdict_of).collect()
             }
         };
         let n = judged.fetch_add(cases.len() as u64, std::sync::atomic::Ordering::Relaxed) + cases.len() as u64;

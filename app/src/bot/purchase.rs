@@ -335,8 +335,9 @@ async fn refused<A: Adapters>(turn: &mut Turn<'_, A>, e: PurchaseError, order: O
         // An earlier press of this order paid it (or opened it for payment) another way or
         // before a code was entered, and its answer was lost: nothing more is charged; the step
         // stays, so that the way chosen first can be pressed again to finish (its purchase
-        // answers again). Not unconfirmed any more: no purchase from the balance is under the
-        // order's key, so its buttons are not held for one.
+        // answers again). Not unconfirmed any more: the key's purchase is another way's, or the
+        // balance's with another code (bought before the code was entered, and just said), so
+        // the step's buttons are not held for an unknown one.
         PurchaseError::PaidAnotherWay => {
             turn.say_keys(Msg::PurchasePaidAnotherWay, subscription_keys());
             Next::Amend(State::Purchase(Step::Method { tariff, days, promo, unconfirmed: false, order: began }))
