@@ -450,7 +450,7 @@ fn share_out_in_processes(
     name: &str,
     worker: &[String],
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    Workers::new(worker, jobs).each(items, name).into_iter().collect()
+    Workers::new(worker, jobs, None).each(items, name).into_iter().collect()
 }
 
 /// Worker processes of this binary (`atlas-sim worker WORKER…`), kept from one batch of items to
@@ -459,7 +459,15 @@ fn share_out_in_processes(
 struct Workers {
     args: Vec<String>,
     children: Vec<std::sync::Mutex<Option<Child>>>,
+    /// How long a worker may take over one item before it is killed (`None`: as long as it
+    /// takes).
+    patience: Option<Duration>,
 }
+
+/// A worker gave no answer within its patience, and was killed.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within {0:?}: the run hung")]
+struct WorkerHung(Duration);
 
 /// A worker ended (or broke its pipes) before it answered.
 #[derive(Debug, thiserror::Error)]
@@ -475,7 +483,9 @@ struct WorkerStart(String);
 struct Child {
     process: std::process::Child,
     to: std::process::ChildStdin,
-    from: std::io::BufReader<std::process::ChildStdout>,
+    /// Its answer lines, read by a thread of their own (so that waiting for one can end);
+    /// `None` when it closed its output.
+    answers: std::sync::mpsc::Receiver<Option<String>>,
 }
 
 impl Child {
@@ -490,24 +500,50 @@ impl Child {
         let (Some(to), Some(from)) = (process.stdin.take(), process.stdout.take()) else {
             anyhow::bail!("a worker process without pipes");
         };
-        Ok(Child { process, to, from: std::io::BufReader::new(from) })
+        let (send, answers) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            let mut from = std::io::BufReader::new(from);
+            loop {
+                let mut line = String::new();
+                let read = from.read_line(&mut line);
+                let line = matches!(read, Ok(n) if n > 0).then(|| line.trim_end().to_owned());
+                let ended = line.is_none();
+                if send.send(line).is_err() || ended {
+                    return;
+                }
+            }
+        });
+        Ok(Child { process, to, answers })
     }
 
-    /// Its answer line to `item`.
-    fn ask(&mut self, item: &str) -> anyhow::Result<String> {
-        use std::io::{BufRead as _, Write as _};
-        let mut line = String::new();
-        let asked = writeln!(self.to, "{item}").and_then(|()| self.to.flush());
-        match asked.and_then(|()| self.from.read_line(&mut line)) {
-            Ok(n) if n > 0 => Ok(line.trim_end().to_owned()),
-            // Ended: status 2 is `atlas-sim worker` refusing its arguments or its input (the
-            // fuzzer's fault); anything else (a signal, an abort) is the run dying on the item.
-            _ => match self.process.wait() {
-                Ok(status) if status.code() == Some(2) => {
-                    Err(WorkerStart(format!("the worker exited: {status}")).into())
-                }
-                _ => Err(WorkerDied.into()),
-            },
+    /// Its answer line to `item`, within `patience`.
+    fn ask(&mut self, item: &str, patience: Option<Duration>) -> anyhow::Result<String> {
+        use std::io::Write as _;
+        use std::sync::mpsc::RecvTimeoutError;
+        if writeln!(self.to, "{item}").and_then(|()| self.to.flush()).is_err() {
+            return Err(self.ended());
+        }
+        let answer = match patience {
+            Some(patience) => self.answers.recv_timeout(patience),
+            None => self.answers.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match answer {
+            Ok(Some(line)) => Ok(line),
+            Ok(None) | Err(RecvTimeoutError::Disconnected) => Err(self.ended()),
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = self.process.kill();
+                Err(WorkerHung(patience.unwrap_or_default()).into())
+            }
+        }
+    }
+
+    /// Why it ended: status 2 is `atlas-sim worker` refusing its arguments or its input (the
+    /// fuzzer's fault); anything else (a signal, an abort) is the run dying on the item.
+    fn ended(&mut self) -> anyhow::Error {
+        match self.process.wait() {
+            Ok(status) if status.code() == Some(2) => WorkerStart(format!("the worker exited: {status}")).into(),
+            _ => WorkerDied.into(),
         }
     }
 }
@@ -521,8 +557,9 @@ impl Drop for Child {
 }
 
 impl Workers {
-    fn new(args: &[String], jobs: usize) -> Workers {
-        Workers { args: args.to_vec(), children: (0..jobs.max(1)).map(|_| std::sync::Mutex::new(None)).collect() }
+    fn new(args: &[String], jobs: usize, patience: Option<Duration>) -> Workers {
+        let children = (0..jobs.max(1)).map(|_| std::sync::Mutex::new(None)).collect();
+        Workers { args: args.to_vec(), children, patience }
     }
 
     /// What the workers answered for each item, in the order of `items`.
@@ -539,8 +576,9 @@ impl Workers {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(item) = items.get(i) else { break };
                         let answer = match child.as_mut() {
-                            Some(running) => running.ask(item),
-                            None => Child::start(&self.args).and_then(|started| child.insert(started).ask(item)),
+                            Some(running) => running.ask(item, self.patience),
+                            None => Child::start(&self.args)
+                                .and_then(|started| child.insert(started).ask(item, self.patience)),
                         };
                         if answer.is_err() {
                             // Gone or broken: a new one for the next item.
@@ -796,6 +834,10 @@ fn cmd_bench(o: Options) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// How long a worker may run one fuzz case (a whole-bot case takes seconds, a debug build's
+/// tens of them) before the case is judged a hung run, its worker killed and started again.
+const CASE_PATIENCE: Duration = Duration::from_secs(300);
+
 /// A fuzz case as one line of a worker's input: its seed, and its scenario as the file the
 /// fuzzer writes (TOML, whose round trip the fuzzer's tests check: a JSON number may come back
 /// a last digit off).
@@ -827,6 +869,7 @@ fn verdict_of(answer: anyhow::Result<serde_json::Value>) -> atlas_sim::fuzz::Ver
         Err(e) if e.is::<WorkerDied>() => {
             Verdict { broken: vec!["simulation".into()], why: "the worker process died on this case".into() }
         }
+        Err(e) if e.is::<WorkerHung>() => Verdict { broken: vec!["simulation".into()], why: format!("{e}") },
         Err(e) => panic!("fuzz: the worker processes failed, not a case: {e:#}"),
     }
 }
@@ -853,7 +896,8 @@ fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
     // More than one job: each a process of its own, kept for the session, so that every case
     // runs exactly as its replay will (runs in threads of one process share tokio's task
     // numbers; docs/simulation.md, Determinism).
-    let workers = (jobs > 1).then(|| Workers::new(&["case".into(), "--coordination".into(), mode.name().into()], jobs));
+    let args = ["case".into(), "--coordination".into(), mode.name().into()];
+    let workers = (jobs > 1).then(|| Workers::new(&args, jobs, Some(CASE_PATIENCE)));
     let judge_all = |cases: &[atlas_sim::fuzz::Case]| {
         let verdicts: Vec<Verdict> = match &workers {
             None => cases.iter().map(|case| judge(case, mode)).collect(),
