@@ -25,6 +25,13 @@ async fn at_payment_step(bot: &BotHarness) {
     bot.press_msg(USER, &Msg::BtnPeriod { days: 30, price: money("199") }).await;
 }
 
+/// The same with 500.00 on the user's balance.
+async fn funded_at_payment_step(bot: &BotHarness) {
+    bot.send_text(USER, "/start").await;
+    bot.fund(USER, "500").await;
+    at_payment_step(bot).await;
+}
+
 async fn the_purchase(bot: &BotHarness) -> (Payable, String) {
     let (id, status): (i64, String) =
         sqlx::query_as("SELECT id, status FROM pending_purchases").fetch_one(bot.db.pool()).await.unwrap();
@@ -151,9 +158,7 @@ async fn a_stale_button_leaves_the_conversation_in_progress() {
 async fn a_step_bought_from_the_balance_is_not_paid_again_another_way() {
     for other_way in [Msg::BtnPayCrypto, Msg::BtnPayStars { stars: 133 }] {
         let bot = BotHarness::new(&[ADMIN]).await;
-        bot.send_text(USER, "/start").await;
-        bot.fund(USER, "500").await;
-        at_payment_step(&bot).await;
+        funded_at_payment_step(&bot).await;
         bot.press_and_die(USER, &Msg::BtnPayBalance { balance: money("500") }).await;
         assert_eq!(bot.balance(USER).await, 30_100, "the purchase landed");
         let before = atlas_tests::snapshot(&bot.db).await;
@@ -202,9 +207,7 @@ async fn a_promo_code_entered_after_a_lost_purchase_does_not_buy_again() {
 #[tokio::test]
 async fn an_unconfirmed_step_opened_for_crypto_is_finished_in_crypto() {
     let bot = BotHarness::new(&[ADMIN]).await;
-    bot.send_text(USER, "/start").await;
-    bot.fund(USER, "500").await;
-    at_payment_step(&bot).await;
+    funded_at_payment_step(&bot).await;
     bot.press_and_die(USER, &Msg::BtnPayCrypto).await;
     let away = "ALTER FUNCTION atlas_purchase_from_balance RENAME TO atlas_purchase_from_balance_away";
     sqlx::query(away).execute(bot.db.pool()).await.unwrap();
@@ -224,9 +227,7 @@ async fn an_unconfirmed_step_opened_for_crypto_is_finished_in_crypto() {
 #[tokio::test]
 async fn a_step_opened_for_crypto_is_not_paid_from_the_balance() {
     let bot = BotHarness::new(&[ADMIN]).await;
-    bot.send_text(USER, "/start").await;
-    bot.fund(USER, "500").await;
-    at_payment_step(&bot).await;
+    funded_at_payment_step(&bot).await;
     bot.press_and_die(USER, &Msg::BtnPayCrypto).await;
     let before = atlas_tests::snapshot(&bot.db).await;
     let r = bot.press_msg(USER, &Msg::BtnPayBalance { balance: money("500") }).await;

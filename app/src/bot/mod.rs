@@ -108,7 +108,12 @@ impl<'a, A: Adapters> Turn<'a, A> {
     /// money moved — asks for the same operation and gets its first result. Anything else (an
     /// admin's decision button, which the store decides only once anyway) is keyed by the update.
     pub fn key(&self, operation: &str) -> IdempotencyKey {
-        let key = match self.answering {
+        self.key_at(self.answering, operation)
+    }
+
+    /// The key of `operation` at the step `nonce` (by the update when there is none).
+    fn key_at(&self, nonce: Option<u32>, operation: &str) -> IdempotencyKey {
+        let key = match nonce {
             Some(nonce) => format!("step:{}:{nonce}:{operation}", self.update.user),
             None => format!("upd:{}:{operation}", self.update.id),
         };
@@ -120,12 +125,7 @@ impl<'a, A: Adapters> Turn<'a, A> {
     /// the step `began` (a promo code entered at the payment step keeps its order), or else at
     /// the step this update answers.
     pub fn purchase_key(&self, began: Option<u32>) -> IdempotencyKey {
-        match began.or(self.answering) {
-            Some(nonce) => {
-                IdempotencyKey::parse(&format!("step:{}:{nonce}:buy", self.update.user)).expect("a key of fixed shape")
-            }
-            None => self.key("buy"),
-        }
+        self.key_at(self.order_began(began), "buy")
     }
 
     /// The step an order began at: `began`, or the step this update answers.

@@ -143,18 +143,12 @@ impl SimStore {
             stream.write_u64(id).await?;
             let back = stream.read_u64().await?;
             anyhow::ensure!(back == id, "reply {back} to call {id}");
-            anyhow::Ok(stream)
-        };
-        let answered = match tokio::time::timeout(STORE_CALL_TIMEOUT, exchange).await {
             // Answered: the connection serves the next call. (One that failed or timed out is
-            // dropped: a late reply must not answer another call.)
-            Ok(Ok(stream)) => {
-                lock(&self.idle).push(stream);
-                Ok(Ok(()))
-            }
-            Ok(Err(e)) => Ok(Err(e)),
-            Err(elapsed) => Err(elapsed),
+            // dropped with this future: a late reply must not answer another call.)
+            lock(&self.idle).push(stream);
+            anyhow::Ok(())
         };
+        let answered = tokio::time::timeout(STORE_CALL_TIMEOUT, exchange).await;
         let mut mailbox = lock(&self.link.mailbox);
         let pending = mailbox.calls.remove(&id);
         let reply = mailbox.replies.remove(&id);
