@@ -257,6 +257,9 @@ pub struct Found {
     /// Cases run while shrinking, and how many of them still failed.
     pub shrink_runs: u64,
     pub shrink_failures: u64,
+    /// Why shrinking stopped early, when the fuzzer's own machinery failed (a worker process
+    /// could not be started again, say): `least` is then the least case reached before it.
+    pub interrupted: Option<String>,
 }
 
 #[derive(Debug)]
@@ -274,16 +277,21 @@ pub struct Limits<'a> {
     pub max_shrink_runs: u64,
 }
 
+/// Judges a batch of cases, verdicts in order; an error is the fuzzer's own failure (its worker
+/// processes), not a case's.
+pub type JudgeAll<'a> = dyn Fn(&[Case]) -> anyhow::Result<Vec<Verdict>> + 'a;
+
 /// Generates cases from `seed` (the same seed, the same cases in the same order), judges them
 /// `batch` at a time with `judge_all` (which may run a batch in parallel; verdicts in order), and
-/// shrinks the first that fails.
+/// shrinks the first that fails. A failure of `judge_all` while searching ends the session with
+/// it; while shrinking, it ends the shrinking, and the case found is still returned.
 pub fn session(
     seed: u64,
     broken: Option<BrokenGuard>,
     batch: usize,
     limits: &Limits,
-    judge_all: &dyn Fn(&[Case]) -> Vec<Verdict>,
-) -> Session {
+    judge_all: &JudgeAll,
+) -> anyhow::Result<Session> {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &key));
@@ -294,15 +302,15 @@ pub fn session(
             .map(|_| strategy.new_tree(&mut runner).expect("the case strategy never rejects"))
             .collect();
         let batch_cases: Vec<Case> = trees.iter().map(|t| t.current()).collect();
-        let verdicts = judge_all(&batch_cases);
+        let verdicts = judge_all(&batch_cases)?;
         if let Some(i) = verdicts.iter().position(|v| !v.held()) {
             let first_verdict = verdicts[i].clone();
             let found = shrink(&mut trees[i], tried + i as u64, first_verdict, limits, judge_all);
-            return Session { cases: tried + i as u64 + 1, found: Some(found) };
+            return Ok(Session { cases: tried + i as u64 + 1, found: Some(found) });
         }
         tried += batch_cases.len() as u64;
     }
-    Session { cases: tried, found: None }
+    Ok(Session { cases: tried, found: None })
 }
 
 /// proptest's shrinking: simplify while the case still fails with one of the things the first
@@ -312,7 +320,7 @@ fn shrink(
     index: u64,
     first_verdict: Verdict,
     limits: &Limits,
-    judge_all: &dyn Fn(&[Case]) -> Vec<Verdict>,
+    judge_all: &JudgeAll,
 ) -> Found {
     let first = tree.current();
     let (mut least, mut verdict) = (first.clone(), first_verdict.clone());
@@ -324,11 +332,21 @@ fn shrink(
         true => v.broken.iter().any(|b| first_verdict.broken.contains(b)),
         false => v.broken.iter().any(|b| invariants.contains(&b)),
     };
-    let (mut runs, mut failures) = (0, 0);
+    let (mut runs, mut failures, mut interrupted) = (0, 0, None);
     let mut moved = tree.simplify();
     while moved && runs < limits.max_shrink_runs && !(limits.shrink_over)() {
         let candidate = tree.current();
-        let v = judge_all(std::slice::from_ref(&candidate)).remove(0);
+        let v = match judge_all(std::slice::from_ref(&candidate)) {
+            Ok(mut verdicts) if !verdicts.is_empty() => verdicts.remove(0),
+            Ok(_) => {
+                interrupted = Some("the judge gave no verdict".to_owned());
+                break;
+            }
+            Err(e) => {
+                interrupted = Some(format!("{e:#}"));
+                break;
+            }
+        };
         runs += 1;
         if same(&v) {
             failures += 1;
@@ -338,7 +356,7 @@ fn shrink(
             moved = tree.complicate();
         }
     }
-    Found { index, first, first_verdict, least, verdict, shrink_runs: runs, shrink_failures: failures }
+    Found { index, first, first_verdict, least, verdict, shrink_runs: runs, shrink_failures: failures, interrupted }
 }
 
 /// The file a found case is written as: the scenario, named after its file, with what it broke
@@ -383,6 +401,32 @@ mod tests {
             let back: Scenario = toml::from_str(&text).expect("reads back");
             assert_eq!(format!("{:?}", back), format!("{:?}", case.scenario));
         }
+    }
+
+    /// The fuzzer's own machinery failing while a case found is shrunk ends the shrinking, not
+    /// the session: the case comes back, with why shrinking stopped; failing while searching is
+    /// the session's error.
+    #[test]
+    fn a_failure_of_the_judge_while_shrinking_keeps_the_case_found() {
+        let limits = Limits { search_over: &|| false, max_cases: 5, shrink_over: &|| false, max_shrink_runs: 50 };
+        let calls = std::cell::Cell::new(0);
+        let judge_all = |cases: &[Case]| {
+            calls.set(calls.get() + 1);
+            match calls.get() {
+                1 => {
+                    Ok(cases.iter().map(|_| Verdict { broken: vec!["liveness".into()], why: "stuck".into() }).collect())
+                }
+                2 => Ok(vec![Verdict { broken: vec!["liveness".into()], why: "still stuck".into() }]),
+                _ => Err(anyhow::anyhow!("a worker could not be started")),
+            }
+        };
+        let found = session(7, None, 2, &limits, &judge_all).unwrap().found.expect("the first batch failed");
+        assert_eq!((found.index, found.shrink_runs, found.shrink_failures), (0, 1, 1));
+        assert_eq!(found.verdict.why, "still stuck");
+        assert!(found.interrupted.as_deref().is_some_and(|why| why.contains("could not be started")), "{found:?}");
+
+        let broken = |_: &[Case]| -> anyhow::Result<Vec<Verdict>> { Err(anyhow::anyhow!("no workers")) };
+        assert!(session(7, None, 2, &limits, &broken).is_err());
     }
 
     /// A guard the fuzzer can break is in the product's scripts: breaking it changes them.

@@ -855,8 +855,9 @@ fn case_of_line(line: &str) -> anyhow::Result<atlas_sim::fuzz::Case> {
 /// A worker's verdict on a case. A worker that died on it (a crash of the run itself: the
 /// thread version would have died with it) is a failure of the simulation, to shrink like any
 /// other; anything else that went wrong is the fuzzer's own (a worker that could not start or
-/// refused its arguments, a case it could not read), and ends the session.
-fn verdict_of(answer: anyhow::Result<serde_json::Value>) -> atlas_sim::fuzz::Verdict {
+/// refused its arguments, a case it could not read): an error, which ends the search, or the
+/// shrinking of a case found (the case is still written).
+fn verdict_of(answer: anyhow::Result<serde_json::Value>) -> anyhow::Result<atlas_sim::fuzz::Verdict> {
     use atlas_sim::fuzz::Verdict;
     let judged = answer.and_then(|v| {
         Ok(Verdict {
@@ -865,12 +866,12 @@ fn verdict_of(answer: anyhow::Result<serde_json::Value>) -> atlas_sim::fuzz::Ver
         })
     });
     match judged {
-        Ok(verdict) => verdict,
+        Ok(verdict) => Ok(verdict),
         Err(e) if e.is::<WorkerDied>() => {
-            Verdict { broken: vec!["simulation".into()], why: "the worker process died on this case".into() }
+            Ok(Verdict { broken: vec!["simulation".into()], why: "the worker process died on this case".into() })
         }
-        Err(e) if e.is::<WorkerHung>() => Verdict { broken: vec!["simulation".into()], why: format!("{e}") },
-        Err(e) => panic!("fuzz: the worker processes failed, not a case: {e:#}"),
+        Err(e) if e.is::<WorkerHung>() => Ok(Verdict { broken: vec!["simulation".into()], why: format!("{e}") }),
+        Err(e) => Err(e.context("fuzz: the worker processes failed, not a case")),
     }
 }
 
@@ -902,9 +903,8 @@ fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
         let verdicts: Vec<Verdict> = match &workers {
             None => cases.iter().map(|case| judge(case, mode)).collect(),
             Some(workers) => {
-                let items: Vec<String> =
-                    cases.iter().map(case_line).collect::<anyhow::Result<_>>().expect("a case is a scenario file");
-                workers.each(&items, "").into_iter().map(verdict_of).collect()
+                let items: Vec<String> = cases.iter().map(case_line).collect::<anyhow::Result<_>>()?;
+                workers.each(&items, "").into_iter().map(verdict_of).collect::<anyhow::Result<_>>()?
             }
         };
         let n = judged.fetch_add(cases.len() as u64, std::sync::atomic::Ordering::Relaxed) + cases.len() as u64;
@@ -912,9 +912,9 @@ fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
         if verdicts.iter().any(|v| !v.held()) {
             eprintln!();
         }
-        verdicts
+        Ok(verdicts)
     };
-    let session = session(seed, o.broken, jobs, &limits, &judge_all);
+    let session = session(seed, o.broken, jobs, &limits, &judge_all)?;
     eprintln!();
     let Some(found) = session.found else {
         println!(
@@ -951,6 +951,9 @@ fn cmd_fuzz(o: Options) -> anyhow::Result<bool> {
         found.verdict.broken.join(", ")
     );
     println!("{}", found.verdict.why);
+    if let Some(why) = &found.interrupted {
+        println!("shrinking stopped early, the fuzzer's own failure: {why}");
+    }
     println!("written to {}; replay with:", path.display());
     println!("  atlas-sim run {} --seed {} --coordination {}", path.display(), found.least.seed, mode.name());
     // The written scenario carries the broken guard.

@@ -7,8 +7,9 @@ use atlas_sim::scenario::{BrokenGuard, Mode, Scenario, Workload};
 #[test]
 fn the_fuzzer_finds_a_broken_lease_and_shrinks_it() {
     let limits = Limits { search_over: &|| false, max_cases: 10, shrink_over: &|| false, max_shrink_runs: 25 };
-    let judge_all = |cases: &[atlas_sim::fuzz::Case]| cases.iter().map(|c| judge(c, Mode::Redis)).collect();
-    let found = session(1, Some(BrokenGuard::Lease), 1, &limits, &judge_all).found.expect("found within 10 cases");
+    let judge_all = |cases: &[atlas_sim::fuzz::Case]| Ok(cases.iter().map(|c| judge(c, Mode::Redis)).collect());
+    let found =
+        session(1, Some(BrokenGuard::Lease), 1, &limits, &judge_all).unwrap().found.expect("found within 10 cases");
     let (first, least) = (&found.first.scenario, &found.least.scenario);
     assert!(found.verdict.broken.iter().any(|b| found.first_verdict.broken.contains(b)), "{found:?}");
     let users = |s: &Scenario| match &s.workload {
