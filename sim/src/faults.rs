@@ -53,6 +53,14 @@ fn instance_index(name: &str) -> Option<usize> {
     name.strip_prefix("atlas-")?.parse().ok()
 }
 
+/// The instance a fake host's caller is, from the connection's peer (`atlas::net::server::Peer`,
+/// which the server puts on every request): `None` outside a simulation, for another host,
+/// or for a server that does not say.
+pub fn calling_instance(peer: Option<std::net::SocketAddr>) -> Option<usize> {
+    let peer = peer.filter(|_| turmoil::in_simulation())?;
+    instance_index(&turmoil::reverse_lookup(peer.ip())?)
+}
+
 /// A fault as the stepping loop applies it.
 #[derive(Clone, Debug)]
 pub(crate) enum Action {

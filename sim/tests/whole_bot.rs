@@ -90,8 +90,9 @@ fn world<'a>(seed: u64, duration: Duration, names: &[&str]) -> World<'a> {
     let fakes = Fakes::new(redelivery);
     hosts::add_fakes(&mut sim, &fakes);
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    sim.host(hosts::BALANCER_HOST, move || hosts::balancer(names.clone(), Routing::RoundRobin));
     let Fakes { telegram, outline, crypto } = fakes;
+    let api = telegram.clone();
+    sim.host(hosts::BALANCER_HOST, move || hosts::balancer(names.clone(), Routing::RoundRobin, api.clone()));
     World { sim, shared, telegram, outline, crypto }
 }
 

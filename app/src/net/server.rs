@@ -11,8 +11,13 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt as _;
 
 use super::Listener;
+
+/// The address a request's connection came from, in the request's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
 
 /// Connections served at once; beyond it the server stops accepting until one closes (the
 /// listener's backlog then holds the rest, and clients see the delay, not an error).
@@ -60,7 +65,7 @@ pub async fn serve_until<L: Listener>(
             _ = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -68,7 +73,14 @@ pub async fn serve_until<L: Listener>(
                 continue;
             }
         };
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers may ask who is calling (`Extension<Peer>`): the fake hosts of the simulation
+        // record which instance made each call.
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(Peer(peer));
+                request
+            },
+        ));
         // No Date header: it would read the OS clock, which the simulation does not control.
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())

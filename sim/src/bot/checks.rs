@@ -13,8 +13,8 @@ use crate::scenario::{Invariant, Journey};
 pub struct BotRecords {
     /// Every Bot API call the bot made, in order.
     pub calls: Vec<Call>,
-    /// Every key the panel created, in order, with when.
-    pub created_keys: Vec<(String, Duration)>,
+    /// Every key the panel created, in order, with when and for which instance.
+    pub created_keys: Vec<crate::fakes::outline::Made>,
     /// Each subscription's owner (subscription id as written in key labels).
     pub owners: BTreeMap<String, i64>,
     /// The database's findings (`Model::money_findings`, `promo_findings`, `open_work`).
@@ -95,21 +95,39 @@ fn is(call: &Call, method: &str) -> bool {
     call.method.eq_ignore_ascii_case(method)
 }
 
+/// A moment an instance lost what it was doing (`losses`) or froze or woke (`breaks`); with no
+/// instance, Redis lost its data (every instance's updates at once).
+#[derive(Clone, Copy, Debug)]
+struct Break {
+    at: Duration,
+    instance: Option<usize>,
+}
+
+impl Break {
+    /// Whether it falls within `from..=to` and befell one of `who`: the instances that made the
+    /// two effects judged (one whose instance is unknown may be any). A crash of one instance
+    /// excuses nothing another does twice.
+    fn excuses(&self, from: Duration, to: Duration, who: &[Option<usize>]) -> bool {
+        from <= self.at
+            && self.at <= to
+            && (self.instance.is_none() || who.iter().any(|w| w.is_none() || *w == self.instance))
+    }
+}
+
 /// The times at which an instance lost what it was doing (a crash, a SIGTERM, Redis losing its
 /// data): an update in flight then may be handled again, which is the design (at least once).
-fn losses(history: &History) -> Vec<Duration> {
+fn losses(history: &History) -> Vec<Break> {
     history
         .records
         .iter()
-        .filter(|r| {
-            matches!(
-                r.event,
-                Event::Fault(
-                    FaultEvent::Crashed(_) | FaultEvent::Stopped(_) | FaultEvent::RedisRestarted { lose_data: true }
-                )
-            )
+        .filter_map(|r| {
+            let instance = match r.event {
+                Event::Fault(FaultEvent::Crashed(i) | FaultEvent::Stopped(i)) => Some(i),
+                Event::Fault(FaultEvent::RedisRestarted { lose_data: true }) => None,
+                _ => return None,
+            };
+            Some(Break { at: r.at, instance })
         })
-        .map(|r| r.at)
         .collect()
 }
 
@@ -117,14 +135,16 @@ fn losses(history: &History) -> Vec<Duration> {
 /// handler, another instance handles the update again, and what the paused one sent meanwhile
 /// arrives when it wakes, so a second answer or key on either side of a pause's start or end is
 /// at least once too. (Nothing is lost at a pause: a key made just before one is not excused.)
-fn breaks(history: &History, losses: &[Duration]) -> Vec<Duration> {
-    let mut at = losses.to_vec();
+fn breaks(history: &History, losses: &[Break]) -> Vec<Break> {
+    let mut breaks = losses.to_vec();
     for r in &history.records {
-        if let Event::Fault(FaultEvent::Frozen { for_ms, .. }) = r.event {
-            at.extend([r.at, r.at + Duration::from_millis(for_ms)]);
+        if let Event::Fault(FaultEvent::Frozen { instance, for_ms }) = r.event {
+            let instance = Some(instance);
+            breaks.push(Break { at: r.at, instance });
+            breaks.push(Break { at: r.at + Duration::from_millis(for_ms), instance });
         }
     }
-    at
+    breaks
 }
 
 /// Whether an instance lost Redis at some point of the run (a partition, held links, a pause, a
@@ -211,18 +231,18 @@ fn payments_once(history: &History, records: &BotRecords) -> Option<String> {
 fn no_update_twice(history: &History, records: &BotRecords) -> Option<String> {
     let breaks = breaks(history, &losses(history));
     let presses = presses(history);
-    let mut answered: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut answered: BTreeMap<String, (Duration, Option<usize>)> = BTreeMap::new();
     for call in &records.calls {
         if !is(call, "answerCallbackQuery") {
             continue;
         }
         let Some(id) = call.body["callback_query_id"].as_str() else { continue };
-        if let Some(before) = answered.insert(id.to_owned(), call.at) {
-            // Handed back (a 503, no answer in time) or its instance lost: at least once, by
-            // design; a second answer then is not a second application.
+        if let Some((before, by)) = answered.insert(id.to_owned(), (call.at, call.from)) {
+            // Handed back (a 503, no answer in time) or the instance of either answer lost or
+            // frozen: at least once, by design; a second answer then is not a second application.
             let between = |at: &Duration| before <= *at && *at <= call.at;
             let excused = records.handed_back.iter().any(|b| b.query.as_deref() == Some(id) && between(&b.at))
-                || breaks.iter().any(between);
+                || breaks.iter().any(|b| b.excuses(before, call.at, &[by, call.from]));
             if !excused {
                 let who = presses.get(id).map_or_else(String::new, |(u, l, _)| format!(" (user {u} pressed {l:?})"));
                 return Some(format!(
@@ -413,19 +433,20 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
     let losses = losses(history);
     let breaks = breaks(history, &losses);
     let mut made: BTreeMap<i64, usize> = BTreeMap::new();
-    let mut last_made: BTreeMap<&str, Duration> = BTreeMap::new();
-    for (key, at) in &records.created_keys {
-        if let Some(rest) = key.strip_prefix("reissue-")
+    let mut last_made: BTreeMap<&str, (Duration, Option<usize>)> = BTreeMap::new();
+    for key in &records.created_keys {
+        let (at, by) = (key.at, key.by);
+        if let Some(rest) = key.id.strip_prefix("reissue-")
             && let Some((subscription, _)) = rest.split_once('-')
         {
             // A key made just before its instance was lost (its reissue never told) is revoked by
-            // the reconciler: at least once, like a key made across a loss.
-            let dying = losses.iter().any(|lost| *at <= *lost && *lost <= *at + HANDLER_BOUND);
+            // the reconciler: at least once, like a key made across a loss of either maker.
+            let dying = losses.iter().any(|lost| lost.excuses(at, at + HANDLER_BOUND, &[by]));
             let excused = dying
-                || last_made
-                    .get(subscription)
-                    .is_some_and(|before| breaks.iter().any(|lost| *before <= *lost && *lost <= *at));
-            last_made.insert(subscription, *at);
+                || last_made.get(subscription).is_some_and(|(before, before_by)| {
+                    breaks.iter().any(|lost| lost.excuses(*before, at, &[*before_by, by]))
+                });
+            last_made.insert(subscription, (at, by));
             if excused {
                 continue;
             }
@@ -471,7 +492,7 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
         let asked = tries.get(user).copied().unwrap_or(0);
         return Some(format!("user {user} has withdrawal requests {ids:?} from {asked} withdrawals gone through"));
     }
-    if let Some((unknown, _)) = records.created_keys.iter().find(|(key, _)| {
+    if let Some(unknown) = records.created_keys.iter().map(|made| &made.id).find(|key| {
         key.strip_prefix("reissue-")
             .and_then(|rest| rest.split_once('-'))
             .is_some_and(|(subscription, _)| !records.owners.contains_key(subscription))
@@ -510,7 +531,7 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
         }
     }
     let mut received: BTreeMap<i64, usize> = BTreeMap::new();
-    let mut last_told: BTreeMap<i64, Duration> = BTreeMap::new();
+    let mut last_told: BTreeMap<i64, (Duration, Option<usize>)> = BTreeMap::new();
     for call in records.calls.iter().filter(|c| is(c, "sendMessage")) {
         let text = call.body["text"].as_str().unwrap_or_default();
         if text.contains("Payment received") || text.contains("went to your balance") {
@@ -520,12 +541,12 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
                 answers.remove(i);
                 continue;
             }
-            let repeat = last_told.insert(user, call.at).is_some_and(|before| {
+            let repeat = last_told.insert(user, (call.at, call.from)).is_some_and(|(before, by)| {
                 let between = |at: &Duration| before <= *at && *at <= call.at;
                 let again = |b: &HandedBack| b.user == user && b.payment.is_some() && between(&b.at);
                 records.handed_back.iter().any(again)
                     || (redis_away && records.duplicates.iter().any(again))
-                    || breaks.iter().any(between)
+                    || breaks.iter().any(|b| b.excuses(before, call.at, &[by, call.from]))
             });
             if !repeat {
                 *received.entry(user).or_default() += 1;
@@ -544,4 +565,119 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
         let (user, n) = received.iter().find(|(_, n)| **n > jobs)?;
         Some(format!("user {user} received the broadcast {text:?} {n} times ({jobs} queued)"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::outline::Made;
+    use crate::history::Record;
+
+    fn records(calls: Vec<Call>, created_keys: Vec<Made>) -> BotRecords {
+        BotRecords {
+            calls,
+            created_keys,
+            owners: BTreeMap::from([("7".to_owned(), 700)]),
+            money: vec![],
+            payments: vec![],
+            paid_invoices: vec![],
+            refunded: vec![],
+            promo_checks: vec![],
+            handed_back: vec![],
+            duplicates: vec![],
+            promo: vec![],
+            open_work: vec![],
+            cut_short: vec![],
+            withdrawals: vec![],
+            broadcasts: vec![],
+        }
+    }
+
+    fn answer(secs: u64, from: usize) -> Call {
+        Call {
+            method: "answerCallbackQuery".into(),
+            body: serde_json::json!({"callback_query_id": "q1"}),
+            at: Duration::from_secs(secs),
+            from: Some(from),
+        }
+    }
+
+    fn key(secs: u64, by: usize) -> Made {
+        Made { id: format!("reissue-7-{secs}"), at: Duration::from_secs(secs), by: Some(by) }
+    }
+
+    /// A run with `fault` at 5 s and, for the reissue, its journey (two admins' requests).
+    fn history(fault: FaultEvent) -> History {
+        let mut history = History::default();
+        let pressed = Event::Pressed { user: 700, query: "q1".into(), label: "Buy".into() };
+        history.records.push(Record { at: Duration::from_secs(1), event: pressed });
+        history.records.push(Record { at: Duration::from_secs(5), event: Event::Fault(fault) });
+        history
+    }
+
+    /// A press answered by instances 1 and 2 across a crash of instance 0 was handled twice:
+    /// the crash of another instance excuses nothing. Across a crash of either answering instance,
+    /// or a pause of one, or Redis losing its data, it is at least once, by design.
+    #[test]
+    fn a_repeat_is_excused_only_by_a_break_of_an_instance_that_made_it() {
+        let twice = records(vec![answer(2, 1), answer(8, 2)], vec![]);
+        let judged = |fault| no_update_twice(&history(fault), &twice);
+        assert!(judged(FaultEvent::Crashed(0)).is_some_and(|why| why.contains("handled twice")));
+        assert!(judged(FaultEvent::Stopped(0)).is_some());
+        assert!(judged(FaultEvent::Frozen { instance: 0, for_ms: 1_000 }).is_some());
+        assert_eq!(judged(FaultEvent::Crashed(1)), None);
+        assert_eq!(judged(FaultEvent::Stopped(2)), None);
+        assert_eq!(judged(FaultEvent::Frozen { instance: 2, for_ms: 1_000 }), None);
+        assert_eq!(judged(FaultEvent::RedisRestarted { lose_data: true }), None);
+        assert!(judged(FaultEvent::RedisRestarted { lose_data: false }).is_some());
+    }
+
+    /// One reissue finished (an admin was told) and two keys were made for its subscription by
+    /// instances 1 and 2: a double effect, unless one of their makers was lost or frozen in
+    /// between.
+    #[test]
+    fn a_second_key_is_excused_only_by_a_break_of_its_makers() {
+        let told = Call {
+            method: "sendMessage".into(),
+            body: serde_json::json!({"chat_id": 1, "text": "A new key was issued to user 700."}),
+            at: Duration::from_secs(9),
+            from: Some(2),
+        };
+        let keys = records(vec![told], vec![key(2, 1), key(8, 2)]);
+        let judged = |fault| {
+            let mut history = history(fault);
+            let end = JourneyEnd::Done;
+            let journey = Event::Journey { user: 700, journey: Journey::Reissue, attempt: 1, end };
+            history.records.push(Record { at: Duration::from_secs(10), event: journey });
+            no_double_effect(&history, &keys)
+        };
+        assert!(judged(FaultEvent::Crashed(0)).is_some_and(|why| why.contains("2 reissued keys")));
+        assert!(judged(FaultEvent::Frozen { instance: 3, for_ms: 1_000 }).is_some());
+        assert_eq!(judged(FaultEvent::Crashed(1)), None);
+        assert_eq!(judged(FaultEvent::Frozen { instance: 1, for_ms: 1_000 }), None);
+        assert_eq!(judged(FaultEvent::Frozen { instance: 2, for_ms: 1_000 }), None);
+    }
+
+    /// A user who paid once and was told "Payment received" by instances 1 and 2 was told of a
+    /// payment twice, unless one of the two instances was lost or frozen in between.
+    #[test]
+    fn a_second_payment_message_is_excused_only_by_a_break_of_its_senders() {
+        let received = |secs, from| Call {
+            method: "sendMessage".into(),
+            body: serde_json::json!({"chat_id": 700, "text": "Payment received: 30 days."}),
+            at: Duration::from_secs(secs),
+            from: Some(from),
+        };
+        let told = records(vec![received(2, 1), received(8, 2)], vec![]);
+        let judged = |fault| {
+            let mut history = history(fault);
+            let paid = Event::Paid { user: 700, provider: "stars", id: "charge-1".into() };
+            history.records.push(Record { at: Duration::from_secs(1), event: paid });
+            no_double_effect(&history, &told)
+        };
+        assert!(judged(FaultEvent::Crashed(0)).is_some_and(|why| why.contains("told of 2 payments")));
+        assert!(judged(FaultEvent::Frozen { instance: 3, for_ms: 1_000 }).is_some());
+        assert_eq!(judged(FaultEvent::Crashed(1)), None);
+        assert_eq!(judged(FaultEvent::Frozen { instance: 2, for_ms: 1_000 }), None);
+    }
 }

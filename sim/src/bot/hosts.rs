@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use atlas::coord::AnyCoordination;
 use atlas::coord::legacy::LegacyCoordination;
-use atlas::net::client::HttpClient;
+use atlas::net::client::{HttpClient, HttpError};
 use atlas::ports::{Clock, Ids};
 use atlas::providers::cryptopay::CryptoPayClient;
 use atlas::providers::outline::OutlineClient;
@@ -285,8 +285,15 @@ fn user_of(body: &[u8]) -> Option<i64> {
 }
 
 /// The balancer in front of the instances: each request to an instance picked by `routing`, and
-/// to the next one when that one does not answer (as a health-checking balancer would).
-pub fn balancer(instances: Vec<String>, routing: Routing) -> impl Future<Output = turmoil::Result> {
+/// to the next one when that one does not answer (as a health-checking balancer would). An update
+/// sent on after an instance took it and gave no answer in time is delivered again, like
+/// Telegram's redelivery: `telegram` records it as handed back (the slow instance may still
+/// handle it too: at least once).
+pub fn balancer(
+    instances: Vec<String>,
+    routing: Routing,
+    telegram: FakeBotApi,
+) -> impl Future<Output = turmoil::Result> {
     use axum::extract::{Request, State};
     use axum::response::IntoResponse;
     struct Lb {
@@ -294,6 +301,7 @@ pub fn balancer(instances: Vec<String>, routing: Routing) -> impl Future<Output 
         routing: Routing,
         next: std::sync::atomic::AtomicUsize,
         client: HttpClient<SimNetwork>,
+        telegram: FakeBotApi,
     }
     async fn forward(State(lb): State<Arc<Lb>>, request: Request) -> axum::response::Response {
         let (parts, body) = request.into_parts();
@@ -315,17 +323,19 @@ pub fn balancer(instances: Vec<String>, routing: Routing) -> impl Future<Output 
         for k in 0..n {
             let host = &lb.instances[(first + k) % n];
             let to = url(&format!("http://{host}:{BOT_PORT}{}", parts.uri.path()));
-            if let Ok(answer) =
-                lb.client.request(parts.method.clone(), &to, &headers, body.clone(), Duration::from_secs(20)).await
-            {
-                return (answer.status, answer.body).into_response();
+            match lb.client.request(parts.method.clone(), &to, &headers, body.clone(), Duration::from_secs(20)).await {
+                Ok(answer) => return (answer.status, answer.body).into_response(),
+                Err(HttpError::Timeout(_)) if parts.uri.path() == TELEGRAM_HOOK_PATH && k + 1 < n => {
+                    lb.telegram.sent_on(&body);
+                }
+                Err(_) => {}
             }
         }
         hyper::StatusCode::BAD_GATEWAY.into_response()
     }
     async move {
         let client = HttpClient::new(SimNetwork, None)?;
-        let lb = Arc::new(Lb { instances, routing, next: Default::default(), client });
+        let lb = Arc::new(Lb { instances, routing, next: Default::default(), client, telegram });
         let router = axum::Router::new().fallback(forward).with_state(lb);
         serving(BALANCER_HOST, BOT_PORT, router).await
     }

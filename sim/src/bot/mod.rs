@@ -125,7 +125,8 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     });
     let names: Vec<String> = (0..scenario.instances).map(instance_name).collect();
     let routing = bot.routing;
-    sim.host(BALANCER_HOST, move || hosts::balancer(names.clone(), routing));
+    let telegram = fakes.telegram.clone();
+    sim.host(BALANCER_HOST, move || hosts::balancer(names.clone(), routing, telegram.clone()));
     for index in 0..scenario.instances {
         let spec = InstanceSpec {
             index,
@@ -168,7 +169,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     unfinished(&mut history, bot, seed, simulated);
     let records = checks::BotRecords {
         calls: fakes.telegram.take_calls(),
-        created_keys: fakes.outline.created_at(),
+        created_keys: fakes.outline.made(),
         owners: shared.store.with_model(|m| m.subscription_owners()).into_iter().map(|(s, u)| (s, u.get())).collect(),
         money: shared.store.with_model(|m| m.money_findings()),
         payments: shared.store.with_model(|m| m.provider_payments()),
@@ -199,6 +200,14 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             .map(|(id, user)| (id, user.get()))
             .collect(),
     };
+    // The checkers excuse a repeat by the instance it came from (a crash of one instance excuses
+    // nothing another did twice): every effect must say whose it is.
+    if let Some(call) = records.calls.iter().find(|c| c.from.is_none()) {
+        anyhow::bail!("the fake Bot API could not tell which instance made {} at {:?}", call.method, call.at);
+    }
+    if let Some(key) = records.created_keys.iter().find(|k| k.by.is_none()) {
+        anyhow::bail!("the fake panel could not tell which instance made key {}", key.id);
+    }
     let violations: Vec<(Invariant, String)> = scenario
         .invariants
         .iter()

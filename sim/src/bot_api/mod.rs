@@ -67,6 +67,8 @@ pub struct Call {
     pub body: Value,
     /// When it came, in simulated time (zero outside a simulation).
     pub at: Duration,
+    /// The instance that made it (`None` outside a simulation).
+    pub from: Option<usize>,
 }
 
 /// A fault the next call of a method meets instead of its answer.
@@ -356,6 +358,14 @@ impl FakeBotApi {
     /// The updates Telegram delivered again after a 2xx (its answer lost on the way).
     pub fn duplicates(&self) -> Vec<HandedBack> {
         self.state().duplicated.values().cloned().collect()
+    }
+
+    /// A balancer in front of the bot sent `update` (a webhook body) on to another instance after
+    /// the one it gave it to did not answer in time: a delivery again, as handed back.
+    pub fn sent_on(&self, update: &[u8]) {
+        if let Ok(update) = serde_json::from_slice::<Value>(update) {
+            self.state().handed_back.push(HandedBack::of(&update));
+        }
     }
 
     /// The updates the bot handed back, in order.

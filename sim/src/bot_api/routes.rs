@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use atlas::net::server::Peer;
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -37,7 +39,12 @@ fn refuse(code: u16, description: &str) -> Response {
     (status, Json(json!({"ok": false, "error_code": code, "description": description}))).into_response()
 }
 
-async fn call(State(api): State<FakeBotApi>, Path((bot, method)): Path<(String, String)>, body: Bytes) -> Response {
+async fn call(
+    State(api): State<FakeBotApi>,
+    peer: Option<Extension<Peer>>,
+    Path((bot, method)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
     if bot.strip_prefix("bot") != Some(&*api.token) {
         return refuse(401, "Unauthorized");
     }
@@ -56,6 +63,7 @@ async fn call(State(api): State<FakeBotApi>, Path((bot, method)): Path<(String, 
             method: method.clone(),
             body: body.clone(),
             at: turmoil::sim_elapsed().unwrap_or_default(),
+            from: crate::faults::calling_instance(peer.map(|Extension(Peer(peer))| peer)),
         });
         state.faults.get_mut(&name).and_then(|faults| faults.pop_front())
     };

@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use atlas::net::server::Peer;
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -20,9 +22,18 @@ struct Panel {
     keys: BTreeMap<String, String>,
     /// Every call: method and key id ("" for the list).
     calls: Vec<(String, String)>,
-    /// Every key id created (201), in order, with when (simulated time; zero outside one).
-    created: Vec<(String, std::time::Duration)>,
+    /// Every key created (201), in order.
+    created: Vec<Made>,
     faults: VecDeque<Fault>,
+}
+
+/// A key the panel created: its id, when (simulated time; zero outside a simulation) and the
+/// instance that asked (`None` outside a simulation).
+#[derive(Clone, Debug)]
+pub struct Made {
+    pub id: String,
+    pub at: std::time::Duration,
+    pub by: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -59,17 +70,17 @@ impl FakeOutline {
         self.panel().keys.insert(id.to_owned(), access_url(id));
     }
 
-    /// Every call made, as (method, key id).
     /// Every key id the panel created, in order (a 409 for an existing id creates nothing).
     pub fn created(&self) -> Vec<String> {
-        self.panel().created.iter().map(|(id, _)| id.clone()).collect()
+        self.panel().created.iter().map(|made| made.id.clone()).collect()
     }
 
-    /// Every key id the panel created, with when.
-    pub fn created_at(&self) -> Vec<(String, std::time::Duration)> {
+    /// Every key the panel created, with when and for which instance.
+    pub fn made(&self) -> Vec<Made> {
         self.panel().created.clone()
     }
 
+    /// Every call made, as (method, key id).
     pub fn calls(&self) -> Vec<(String, String)> {
         self.panel().calls.clone()
     }
@@ -106,7 +117,7 @@ fn key_json(id: &str, url: &str) -> serde_json::Value {
         "accessUrl": url})
 }
 
-async fn create(State(fake): State<FakeOutline>, Path(id): Path<String>) -> Response {
+async fn create(State(fake): State<FakeOutline>, peer: Option<Extension<Peer>>, Path(id): Path<String>) -> Response {
     if let Some(fault) = fake.enter("PUT", &id).await {
         return fault;
     }
@@ -117,7 +128,8 @@ async fn create(State(fake): State<FakeOutline>, Path(id): Path<String>) -> Resp
     }
     let url = access_url(&id);
     panel.keys.insert(id.clone(), url.clone());
-    panel.created.push((id.clone(), turmoil::sim_elapsed().unwrap_or_default()));
+    let by = crate::faults::calling_instance(peer.map(|Extension(Peer(peer))| peer));
+    panel.created.push(Made { id: id.clone(), at: turmoil::sim_elapsed().unwrap_or_default(), by });
     (StatusCode::CREATED, axum::Json(key_json(&id, &url))).into_response()
 }
 
