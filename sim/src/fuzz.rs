@@ -381,6 +381,11 @@ pub fn scenario_file(found: &Found, session_seed: u64, mode: Mode, path: &std::p
     for line in found.verdict.why.lines() {
         header.push_str(&format!("#   {line}\n"));
     }
+    if let Some(why) = &found.interrupted {
+        header.push_str(&format!(
+            "# Shrinking stopped early (the fuzzer's own failure: {why}): smaller may still fail.\n"
+        ));
+    }
     scenario.validate()?;
     Ok(header + &scenario.to_toml()?)
 }
@@ -424,6 +429,8 @@ mod tests {
         assert_eq!((found.index, found.shrink_runs, found.shrink_failures), (0, 1, 1));
         assert_eq!(found.verdict.why, "still stuck");
         assert!(found.interrupted.as_deref().is_some_and(|why| why.contains("could not be started")), "{found:?}");
+        let file = scenario_file(&found, 7, Mode::Redis, std::path::Path::new("found.toml")).expect("a scenario file");
+        assert!(file.contains("# Shrinking stopped early (the fuzzer's own failure: a worker could not be started)"));
 
         let broken = |_: &[Case]| -> anyhow::Result<Vec<Verdict>> { Err(anyhow::anyhow!("no workers")) };
         assert!(session(7, None, 2, &limits, &broken).is_err());

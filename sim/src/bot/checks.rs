@@ -504,7 +504,7 @@ fn no_double_effect(history: &History, records: &BotRecords) -> Option<String> {
         if *n > finished {
             return Some(format!(
                 "the panel made {n} reissued keys for user {user}, of which {finished} were reissues that \
-                 finished: two reissues ran at once"
+                 finished and were told: two reissues ran at once, or one was never reported"
             ));
         }
     }
