@@ -560,7 +560,9 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         Op::Install { user, token } => {
             let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };
             let key = PanelKey { panel_key_id: format!("k{user}-{token}"), access_uri: format!("vless://{token}") };
-            match s.install_reissued_key(sub.id, token, key, now).await {
+            // Three requests, so that a request's key is replaced by another's, or installed again.
+            let request = format!("r{}", token % 3);
+            match s.install_reissued_key(sub.id, token, key, Some(&request), now).await {
                 Ok(k) => format!("installed, replaced {:?}", k.replaced_panel_key_id),
                 Err(e) => format!("{e:?}"),
             }
@@ -572,7 +574,11 @@ async fn apply(s: &impl Store, op: &Op, ids: &mut Created) -> String {
         Op::CurrentKey { user } => {
             let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };
             let key = s.current_key(sub.id).await.unwrap();
-            format!("{:?}", key.map(|k| (k.panel_key_id, k.access_uri)))
+            let mut answered = Vec::new();
+            for request in ["r0", "r1", "r2"] {
+                answered.push(s.reissued_for(sub.id, request).await.unwrap().map(|k| k.panel_key_id));
+            }
+            format!("{:?} answers {answered:?}", key.map(|k| (k.panel_key_id, k.access_uri)))
         }
         Op::Claim { user, threshold } => {
             let Some(sub) = s.subscription(uid(user)).await.unwrap() else { return "no subscription".into() };

@@ -2,8 +2,12 @@
 //! check of the admin list on every step (a non-admin's forged buttons are refused and write
 //! nothing).
 
+use std::time::Duration;
+
 use atlas::bot::text::{Msg, Word};
+use atlas::coord::policy::LockVerdict;
 use atlas::domain::{Language, Money, Percent};
+use atlas::ports::coordination::LockName;
 use atlas::ports::store::Subscriptions;
 use atlas_tests::bot::{BotHarness, texts};
 use atlas_tests::{assert_ledger_invariants, count, snapshot, uid};
@@ -212,6 +216,37 @@ async fn two_admins_deciding_one_withdrawal_one_wins(language: Language) {
     assert_eq!(bot.balance(USER).await, expected);
     assert_eq!(count(&bot.db, "SELECT count(*) FROM admin_audit_log WHERE action LIKE 'withdrawal_%'").await, 1);
     assert_ledger_invariants(&bot.db).await.unwrap();
+}
+
+/// An admin's reissue installs the new key, then its instance is cut off before it can say so or
+/// release the reissue lock: the update is handed back. Delivered again, the request reports the
+/// reissue it made (the first try's lock still held), makes no second key, and the admin is told.
+/// (Found by `atlas-sim fuzz --seed 5`, kept as `scenarios/found/admin_reissue_reply_lost.toml`.)
+#[tokio::test]
+async fn a_reissue_request_delivered_again_reports_the_key_it_made() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    bot.send_text(ADMIN, "/start").await;
+    bot.send_text(USER, "/start").await;
+    bot.fund(USER, "300").await;
+    bot.buy(USER).await;
+    bot.send_text(ADMIN, "/admin").await;
+    bot.press_msg(ADMIN, &Msg::BtnAdminReissue).await;
+    let sub = bot.db.store.subscription(uid(USER)).await.unwrap().unwrap();
+    let before = bot.db.store.current_key(sub.id).await.unwrap();
+    let json = bot.text_json(bot.next_id(), ADMIN, &USER.to_string());
+    bot.messenger.unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (handled, replies) = bot.deliver_to(&bot.app, ADMIN, &json).await;
+    bot.messenger.unreachable.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(replies.is_empty() && handled.wants_redelivery(), "{handled:?}");
+    let made = bot.db.store.current_key(sub.id).await.unwrap();
+    assert!(made.is_some() && made != before, "the first try installed a new key");
+    // Its release never reached Redis: the lock is still held when the request comes again.
+    let held = bot.app.coordination.acquire_lock(LockName::KeyReissue(uid(USER)), Duration::from_secs(30)).await;
+    assert!(matches!(held, LockVerdict::Held(_)));
+    let r = bot.deliver(ADMIN, &json).await;
+    assert!(texts(&r).starts_with(&bot.says(ADMIN, &Msg::AdminReissued { user: USER })), "{}", texts(&r));
+    assert_eq!(bot.db.store.current_key(sub.id).await.unwrap(), made, "no second key");
+    assert_eq!(bot.panel.alive().len(), 1, "one key alive at the panel: {:?}", bot.panel.alive());
 }
 
 /// A non-admin's forged admin buttons and commands: refused with a clear reply, nothing

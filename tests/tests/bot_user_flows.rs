@@ -215,6 +215,7 @@ async fn trial_subscription_key_and_auto_renewal(language: Language) {
         bot.app.clock.as_ref(),
         uid(user),
         std::time::Duration::from_secs(30),
+        None,
     )
     .await
     .unwrap();

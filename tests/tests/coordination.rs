@@ -254,9 +254,9 @@ async fn a_stale_lock_holder_cannot_write_the_key() {
     let stale = a.acquire_lock(lock, SHORT_LEASE).await.unwrap().unwrap();
     tokio::time::sleep(SHORT_LEASE + Duration::from_millis(100)).await;
     let fresh = b.acquire_lock(lock, SHORT_LEASE).await.unwrap().unwrap();
-    db.store.install_reissued_key(sub, fresh.fencing_token, key("from-b"), t0()).await.unwrap();
+    db.store.install_reissued_key(sub, fresh.fencing_token, key("from-b"), None, t0()).await.unwrap();
     // A wakes up and tries to write under its old token: PostgreSQL refuses.
-    let late = db.store.install_reissued_key(sub, stale.fencing_token, key("from-a"), t0()).await;
+    let late = db.store.install_reissued_key(sub, stale.fencing_token, key("from-a"), None, t0()).await;
     assert!(matches!(late, Err(KeyError::StaleFencingToken { .. })), "{late:?}");
     assert!(!a.release_lock(&stale).await.unwrap());
 
@@ -266,7 +266,7 @@ async fn a_stale_lock_holder_cannot_write_the_key() {
     assert!(b.release_lock(&fresh).await.unwrap());
     let after_loss = a.acquire_lock(lock, SHORT_LEASE).await.unwrap().unwrap();
     assert!(after_loss.fencing_token > fresh.fencing_token);
-    db.store.install_reissued_key(sub, after_loss.fencing_token, key("after-loss"), t0()).await.unwrap();
+    db.store.install_reissued_key(sub, after_loss.fencing_token, key("after-loss"), None, t0()).await.unwrap();
 }
 
 /// Fires `attempts` attempts of `action` for one user, alternating between the instances, all at

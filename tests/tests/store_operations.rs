@@ -677,6 +677,36 @@ async fn activation_attempts_are_bounded_and_finish_once() {
     assert_eq!(count(&db, "SELECT count(*) FROM vpn_keys WHERE status = 'active'").await, 1);
 }
 
+/// A request that installed a reissued key is answered with the subscription's key (that one, or
+/// the one that replaced it since): delivered again, it makes no other. Another request finds
+/// none.
+#[tokio::test]
+async fn a_reissued_key_answers_its_request_while_it_is_the_key() {
+    let db = TestDb::new().await;
+    let s = &db.store;
+    let user = user_with_balance(s, 1, "500").await;
+    s.purchase_from_balance(purchase(user, None, None), t0()).await.unwrap();
+    let sub = s.subscription(user).await.unwrap().unwrap().id;
+    let key = |n: u32| PanelKey { panel_key_id: format!("k{n}"), access_uri: format!("vless://{n}@host") };
+    assert_eq!(s.reissued_for(sub, "upd:1:reissue").await.unwrap(), None);
+    s.claim_key_fence(sub, 5, t0()).await.unwrap();
+    s.install_reissued_key(sub, 5, key(5), Some("upd:1:reissue"), t0()).await.unwrap();
+    assert_eq!(s.reissued_for(sub, "upd:1:reissue").await.unwrap(), Some(key(5)));
+    assert_eq!(s.reissued_for(sub, "upd:2:reissue").await.unwrap(), None);
+    s.claim_key_fence(sub, 7, t0()).await.unwrap();
+    s.install_reissued_key(sub, 7, key(7), Some("upd:2:reissue"), t0()).await.unwrap();
+    assert_eq!(s.reissued_for(sub, "upd:1:reissue").await.unwrap(), Some(key(7)), "replaced since");
+    assert_eq!(s.reissued_for(sub, "upd:2:reissue").await.unwrap(), Some(key(7)));
+    assert_eq!(s.reissued_for(sub, "upd:3:reissue").await.unwrap(), None);
+    // A key installed for no request (the last release's instances) answers none.
+    s.claim_key_fence(sub, 9, t0()).await.unwrap();
+    s.install_reissued_key(sub, 9, key(9), None, t0()).await.unwrap();
+    assert_eq!(s.reissued_for(sub, "upd:2:reissue").await.unwrap(), Some(key(9)));
+    assert_eq!(s.reissued_for(sub, "upd:9:reissue").await.unwrap(), None);
+    let five_args = "SELECT key_id FROM atlas_install_reissued_key($1, 11, 'k11', 'vless://11@host', now())";
+    sqlx::query(five_args).bind(sub.get()).execute(db.pool()).await.expect("the last release's call still resolves");
+}
+
 #[tokio::test]
 async fn reissued_keys_are_fenced_by_token() {
     let db = TestDb::new().await;
@@ -687,22 +717,22 @@ async fn reissued_keys_are_fenced_by_token() {
     let key = |n: u32| PanelKey { panel_key_id: format!("k{n}"), access_uri: format!("vless://{n}@host") };
     // A reissue claims its token as soon as it holds the lock, then installs under it.
     s.claim_key_fence(sub, 5, t0()).await.unwrap();
-    let first = s.install_reissued_key(sub, 5, key(5), t0()).await.unwrap();
+    let first = s.install_reissued_key(sub, 5, key(5), None, t0()).await.unwrap();
     assert_eq!(first.replaced_panel_key_id, None);
     // A newer holder claims 7 while the holder of 6 (whose lock expired) is still at the panel.
     s.claim_key_fence(sub, 7, t0()).await.unwrap();
     refused_without_writes!(
         &db,
-        s.install_reissued_key(sub, 6, key(6), t0()),
+        s.install_reissued_key(sub, 6, key(6), None, t0()),
         KeyError::StaleFencingToken { current: 7 }
     );
     refused_without_writes!(&db, s.claim_key_fence(sub, 6, t0()), KeyError::StaleFencingToken { current: 7 });
     refused_without_writes!(&db, s.claim_key_fence(sub, 7, t0()), KeyError::StaleFencingToken { current: 7 });
-    let second = s.install_reissued_key(sub, 7, key(7), t0()).await.unwrap();
+    let second = s.install_reissued_key(sub, 7, key(7), None, t0()).await.unwrap();
     assert_eq!(second.replaced_panel_key_id.as_deref(), Some("k5"));
     refused_without_writes!(
         &db,
-        s.install_reissued_key(SubscriptionId::new(404).unwrap(), 9, key(9), t0()),
+        s.install_reissued_key(SubscriptionId::new(404).unwrap(), 9, key(9), None, t0()),
         KeyError::UnknownSubscription
     );
     refused_without_writes!(

@@ -107,10 +107,12 @@ pub async fn reissue_for<A: Adapters>(
     none: Msg,
 ) -> Next {
     let app = turn.app;
-    let outcome =
-        reissue_key(&app.coordination, &app.store, &app.vpn, app.clock.as_ref(), user, REISSUE_LOCK_TTL).await;
+    // Keyed by the update (or the step it answered): delivered again, it reports its reissue.
+    let request = turn.key("reissue");
+    let (clock, ttl) = (app.clock.as_ref(), REISSUE_LOCK_TTL);
+    let outcome = reissue_key(&app.coordination, &app.store, &app.vpn, clock, user, ttl, Some(request.as_str())).await;
     let msg = match outcome {
-        Ok(ReissueOutcome::Reissued { key, .. }) => done(key),
+        Ok(ReissueOutcome::Reissued { key, .. } | ReissueOutcome::AlreadyReissued { key }) => done(key),
         Ok(ReissueOutcome::Busy) => Msg::ReissueBusy,
         Ok(ReissueOutcome::NoSubscription) => none,
         Ok(ReissueOutcome::Fenced) => Msg::ReissueFenced,

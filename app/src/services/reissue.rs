@@ -22,6 +22,9 @@ pub const REISSUE_LOCK_TTL: Duration = Duration::from_secs(30);
 pub enum ReissueOutcome {
     /// The new key is installed; the old one (if any) was revoked at the panel.
     Reissued { key: PanelKey, fencing_token: u64 },
+    /// This request's reissue was already made (the request came again: its replies were lost):
+    /// `key` is the subscription's key now (the one it installed, or a later one).
+    AlreadyReissued { key: PanelKey },
     /// Another reissue of this user's key is running.
     Busy,
     /// The user has no subscription running to reissue a key for.
@@ -47,6 +50,9 @@ pub fn panel_label(subscription: SubscriptionId, fencing_token: u64) -> String {
     KeyLabel::Reissue { subscription, token: fencing_token }.to_string()
 }
 
+/// Reissues `user`'s key. `request` names what asked for it (the bot's update or step key): a
+/// request that comes again after its reissue installed a key is answered with that key (the
+/// first try may have been cut off before it could say so or release its lock).
 pub async fn reissue_key<C, S, V>(
     coordination: &Guarded<C>,
     store: &S,
@@ -54,6 +60,7 @@ pub async fn reissue_key<C, S, V>(
     clock: &dyn Clock,
     user: UserId,
     lock_ttl: Duration,
+    request: Option<&str>,
 ) -> Result<ReissueOutcome, ReissueError>
 where
     C: Coordination,
@@ -66,12 +73,18 @@ where
     let Some(subscription) = subscription.filter(|s| s.expires_at > clock.now()) else {
         return Ok(ReissueOutcome::NoSubscription);
     };
+    if let Some(request) = request
+        && let Some(key) = store.reissued_for(subscription.id, request).await.map_err(|e| anyhow::anyhow!(e))?
+    {
+        tracing::info!(user_id = user.get(), "the reissue this request asked for was already made");
+        return Ok(ReissueOutcome::AlreadyReissued { key });
+    }
     let guard = match coordination.acquire_lock(LockName::KeyReissue(user), lock_ttl).await {
         LockVerdict::Held(guard) => guard,
         LockVerdict::Busy => return Ok(ReissueOutcome::Busy),
         LockVerdict::TryLater => return Ok(ReissueOutcome::TryLater),
     };
-    let outcome = reissue_under_lock(store, vpn, clock, user, subscription.id, guard.fencing_token).await;
+    let outcome = reissue_under_lock(store, vpn, clock, user, subscription.id, guard.fencing_token, request).await;
     coordination.release_lock(&guard).await;
     outcome
 }
@@ -84,6 +97,7 @@ async fn reissue_under_lock<S: Store, V: VpnProvider>(
     user: UserId,
     subscription: SubscriptionId,
     fencing_token: u64,
+    request: Option<&str>,
 ) -> Result<ReissueOutcome, ReissueError> {
     // Claim the token in the store before anything else: from now on, an older holder that is
     // still running (its lock expired under it) cannot install.
@@ -103,7 +117,7 @@ async fn reissue_under_lock<S: Store, V: VpnProvider>(
             return Ok(ReissueOutcome::TryLater);
         }
     };
-    match store.install_reissued_key(subscription, fencing_token, key.clone(), clock.now()).await {
+    match store.install_reissued_key(subscription, fencing_token, key.clone(), request, clock.now()).await {
         Ok(installed) => {
             if let Some(old) = installed.replaced_panel_key_id
                 && let Err(e) = vpn.revoke_key(&old).await

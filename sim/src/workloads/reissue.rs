@@ -42,7 +42,8 @@ pub async fn run(ctx: InstanceCtx, app: Rc<App<SimWorld>>, requests: Rc<Vec<Requ
         tokio::task::spawn_local(async move {
             let user_id = UserId::new(user).expect("positive");
             let outcome =
-                reissue_key(&app.coordination, &app.store, &app.vpn, app.clock.as_ref(), user_id, ctx.lease).await;
+                reissue_key(&app.coordination, &app.store, &app.vpn, app.clock.as_ref(), user_id, ctx.lease, None)
+                    .await;
             let outcome = outcome.map_err(|e| e.to_string());
             lock(&ctx.history).push(Event::Reissue { instance: ctx.index, user, outcome });
         });

@@ -199,13 +199,24 @@ pub trait Subscriptions: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), KeyError>> + Send;
 
     /// Writes a reissued key under a fencing token; refuses a token older than the stored one.
+    /// `request` names the request the reissue answers (`reissued_for`).
     fn install_reissued_key(
         &self,
         subscription: SubscriptionId,
         fencing_token: u64,
         key: PanelKey,
+        request: Option<&str>,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<KeyInstalled, KeyError>> + Send;
+
+    /// The subscription's active key, if a reissue for `request` installed a key (that one, or
+    /// the one that replaced it since): a request delivered again after its reissue was made
+    /// reports the key rather than reissuing.
+    fn reissued_for(
+        &self,
+        subscription: SubscriptionId,
+        request: &str,
+    ) -> impl Future<Output = Result<Option<PanelKey>, StoreError>> + Send;
 
     /// Takes the keys of subscriptions that ended more than `grace` ago (at most `limit`): each is
     /// revoked in the store, and the subscription's activation goes back to pending so that a

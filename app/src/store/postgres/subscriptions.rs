@@ -139,6 +139,15 @@ impl Subscriptions for PgStore {
         Ok(row.map(|r| PanelKey { panel_key_id: r.panel_key_id, access_uri: r.access_uri }))
     }
 
+    async fn reissued_for(&self, subscription: SubscriptionId, request: &str) -> Result<Option<PanelKey>, StoreError> {
+        let sql = "SELECT panel_key_id, access_uri FROM vpn_keys
+                   WHERE subscription_id = $1 AND status = 'active'
+                     AND EXISTS (SELECT 1 FROM vpn_keys WHERE subscription_id = $1 AND request = $2)";
+        let row: Option<KeyRow> =
+            timed(sqlx::query_as(sql).bind(subscription.get()).bind(request).fetch_optional(self.pool())).await?;
+        Ok(row.map(|r| PanelKey { panel_key_id: r.panel_key_id, access_uri: r.access_uri }))
+    }
+
     async fn set_auto_renew(&self, user: UserId, enabled: bool, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let sql = "UPDATE subscriptions SET auto_renew = $2, updated_at = $3 WHERE user_id = $1";
         let done = timed(sqlx::query(sql).bind(user.get()).bind(enabled).bind(now).execute(self.pool())).await?;
@@ -323,15 +332,17 @@ impl Subscriptions for PgStore {
         subscription: SubscriptionId,
         fencing_token: u64,
         key: PanelKey,
+        request: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<KeyInstalled, KeyError> {
         let row: InstalledRow = timed(
-            sqlx::query_as("SELECT * FROM atlas_install_reissued_key($1, $2, $3, $4, $5)")
+            sqlx::query_as("SELECT * FROM atlas_install_reissued_key($1, $2, $3, $4, $5, $6)")
                 .bind(subscription.get())
                 .bind(token(fencing_token)?)
                 .bind(&key.panel_key_id)
                 .bind(&key.access_uri)
                 .bind(now)
+                .bind(request)
                 .fetch_one(self.pool()),
         )
         .await

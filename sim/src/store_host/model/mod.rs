@@ -80,6 +80,8 @@ struct KeyRow {
     active: bool,
     /// Revoked at the panel too (only for a revoked key).
     panel_revoked: bool,
+    /// The request a reissued key answers.
+    request: Option<String>,
 }
 
 struct PromoRow {
@@ -331,8 +333,17 @@ impl Model {
 
     /// Records a new active key of a subscription.
     fn push_key(&mut self, subscription: SubscriptionId, key: atlas::ports::vpn::PanelKey) -> i64 {
+        self.push_reissued_key(subscription, key, None)
+    }
+
+    fn push_reissued_key(
+        &mut self,
+        subscription: SubscriptionId,
+        key: atlas::ports::vpn::PanelKey,
+        request: Option<String>,
+    ) -> i64 {
         let id = self.next(Some);
-        self.keys.push(KeyRow { id, subscription, key, active: true, panel_revoked: false });
+        self.keys.push(KeyRow { id, subscription, key, active: true, panel_revoked: false, request });
         id
     }
 

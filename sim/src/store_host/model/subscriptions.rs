@@ -9,7 +9,7 @@ use atlas::ports::store::*;
 use atlas::ports::vpn::PanelKey;
 use chrono::{DateTime, Utc};
 
-use super::{Model, UserRefusal, money};
+use super::{KeyRow, Model, UserRefusal, money};
 use crate::history::{Event, StoreAnswer};
 use crate::store_host::SimStore;
 
@@ -34,6 +34,19 @@ impl Subscriptions for SimStore {
         Ok(self
             .exec("current_key", move |m: &mut Model| {
                 m.keys.iter().find(|k| k.subscription == subscription && k.active).map(|k| k.key.clone())
+            })
+            .await?)
+    }
+
+    async fn reissued_for(&self, subscription: SubscriptionId, request: &str) -> Result<Option<PanelKey>, StoreError> {
+        let request = request.to_owned();
+        Ok(self
+            .exec("reissued_for", move |m: &mut Model| {
+                let mine = |k: &&KeyRow| k.subscription == subscription;
+                if !m.keys.iter().filter(mine).any(|k| k.request.as_deref() == Some(&*request)) {
+                    return None;
+                }
+                m.keys.iter().filter(mine).find(|k| k.active).map(|k| k.key.clone())
             })
             .await?)
     }
@@ -221,8 +234,10 @@ impl Subscriptions for SimStore {
         subscription: SubscriptionId,
         fencing_token: u64,
         key: PanelKey,
+        request: Option<&str>,
         _now: DateTime<Utc>,
     ) -> Result<KeyInstalled, KeyError> {
+        let request = request.map(str::to_owned);
         let result = self
             .exec("install_reissued_key", move |m: &mut Model| {
                 let token = token(fencing_token)?;
@@ -237,7 +252,7 @@ impl Subscriptions for SimStore {
                     k.active = false;
                     replaced = Some(k.key.panel_key_id.clone());
                 }
-                let key_id = m.push_key(subscription, key);
+                let key_id = m.push_reissued_key(subscription, key, request);
                 Ok(KeyInstalled { key_id, replaced_panel_key_id: replaced })
             })
             .await;
