@@ -677,17 +677,26 @@ async fn activation_attempts_are_bounded_and_finish_once() {
     assert_eq!(count(&db, "SELECT count(*) FROM vpn_keys WHERE status = 'active'").await, 1);
 }
 
+/// The subscription of a user who bought a period from the balance, to reissue keys for.
+async fn reissuable(db: &TestDb) -> SubscriptionId {
+    let user = user_with_balance(&db.store, 1, "500").await;
+    db.store.purchase_from_balance(purchase(user, None, None), t0()).await.unwrap();
+    db.store.subscription(user).await.unwrap().unwrap().id
+}
+
+/// The panel key `k<n>`.
+fn key(n: u32) -> PanelKey {
+    PanelKey { panel_key_id: format!("k{n}"), access_uri: format!("vless://{n}@host") }
+}
+
 /// A request that installed a reissued key is answered with the subscription's key (that one, or
 /// the one that replaced it since): delivered again, it makes no other. Another request finds
 /// none.
 #[tokio::test]
-async fn a_reissued_key_answers_its_request_while_it_is_the_key() {
+async fn a_request_that_installed_a_key_is_answered_with_the_subscriptions_key() {
     let db = TestDb::new().await;
     let s = &db.store;
-    let user = user_with_balance(s, 1, "500").await;
-    s.purchase_from_balance(purchase(user, None, None), t0()).await.unwrap();
-    let sub = s.subscription(user).await.unwrap().unwrap().id;
-    let key = |n: u32| PanelKey { panel_key_id: format!("k{n}"), access_uri: format!("vless://{n}@host") };
+    let sub = reissuable(&db).await;
     assert_eq!(s.reissued_for(sub, "upd:1:reissue").await.unwrap(), None);
     s.claim_key_fence(sub, 5, t0()).await.unwrap();
     s.install_reissued_key(sub, 5, key(5), Some("upd:1:reissue"), t0()).await.unwrap();
@@ -711,10 +720,7 @@ async fn a_reissued_key_answers_its_request_while_it_is_the_key() {
 async fn reissued_keys_are_fenced_by_token() {
     let db = TestDb::new().await;
     let s = &db.store;
-    let user = user_with_balance(s, 1, "500").await;
-    s.purchase_from_balance(purchase(user, None, None), t0()).await.unwrap();
-    let sub = s.subscription(user).await.unwrap().unwrap().id;
-    let key = |n: u32| PanelKey { panel_key_id: format!("k{n}"), access_uri: format!("vless://{n}@host") };
+    let sub = reissuable(&db).await;
     // A reissue claims its token as soon as it holds the lock, then installs under it.
     s.claim_key_fence(sub, 5, t0()).await.unwrap();
     let first = s.install_reissued_key(sub, 5, key(5), None, t0()).await.unwrap();
