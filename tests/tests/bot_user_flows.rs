@@ -1,9 +1,15 @@
 //! Every user conversation from start to finish, through the real intake function and router on
 //! real PostgreSQL and Redis, in both languages, with what each left in the store.
 
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
 use atlas::bot::text::{Msg, Word};
+use atlas::coord::policy::LockVerdict;
 use atlas::domain::{Language, Money, Payable, Percent, PurchaseId, TopUpId};
+use atlas::ports::coordination::LockName;
 use atlas::ports::store::{Accounts, Subscriptions};
+use atlas::services::reissue::reissue_key;
 use atlas_tests::bot::{BotHarness, texts};
 use atlas_tests::{assert_ledger_invariants, create_promo, uid};
 
@@ -189,6 +195,34 @@ async fn top_up_by_crypto_and_by_stars(language: Language) {
     assert_eq!(texts(&r), bot.says(user, &Msg::TopUpCredited { amount: money("15"), balance: money("315") }));
     assert_eq!(bot.balance(user).await, 31_500);
     assert_ledger_invariants(&bot.db).await.unwrap();
+}
+
+/// A user's "new key" press whose replies were lost (its instance cut off before it could reply
+/// or release the reissue lock) is answered, when Telegram delivers the press again, with the key
+/// it made: no second key, and the cooldown does not count the press twice.
+#[tokio::test]
+async fn a_new_key_press_delivered_again_gets_the_key_it_made() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    let user = 331;
+    bot.send_text(user, "/start").await;
+    bot.press_msg(user, &Msg::BtnTrial).await;
+    let sub = bot.db.store.subscription(uid(user)).await.unwrap().expect("a trial");
+    let (coordination, clock) = (&bot.app.coordination, bot.app.clock.as_ref());
+    let ttl = Duration::from_secs(30);
+    reissue_key(coordination, &bot.app.store, &bot.app.vpn, clock, uid(user), ttl, None).await.unwrap();
+    let first = bot.db.store.current_key(sub.id).await.unwrap();
+    let json = bot.callback_json(bot.next_id(), user, "rk");
+    bot.messenger.unreachable.store(true, Ordering::Relaxed);
+    let (handled, replies) = bot.deliver_to(&bot.app, user, &json).await;
+    bot.messenger.unreachable.store(false, Ordering::Relaxed);
+    assert!(replies.is_empty() && handled.wants_redelivery(), "{handled:?}");
+    let made = bot.db.store.current_key(sub.id).await.unwrap().expect("the first try made a key");
+    assert_ne!(Some(made.clone()), first);
+    let held = coordination.acquire_lock(LockName::KeyReissue(uid(user)), ttl).await;
+    assert!(matches!(held, LockVerdict::Held(_)), "the first try's lock, never released");
+    let r = bot.deliver(user, &json).await;
+    assert_eq!(texts(&r), bot.says(user, &Msg::Reissued { uri: made.access_uri.clone() }));
+    assert_eq!(bot.db.store.current_key(sub.id).await.unwrap(), Some(made), "no second key");
 }
 
 /// The one trial, the subscription screen, a new key on request with its cooldown, auto-renewal.
