@@ -593,20 +593,20 @@ mod tests {
         }
     }
 
+    /// A call of `method` with `body`, made by instance `from` at `secs`.
+    fn call(method: &str, body: serde_json::Value, secs: u64, from: usize) -> Call {
+        Call { method: method.into(), body, at: Duration::from_secs(secs), from: Some(from) }
+    }
+
     fn answer(secs: u64, from: usize) -> Call {
-        Call {
-            method: "answerCallbackQuery".into(),
-            body: serde_json::json!({"callback_query_id": "q1"}),
-            at: Duration::from_secs(secs),
-            from: Some(from),
-        }
+        call("answerCallbackQuery", serde_json::json!({"callback_query_id": "q1"}), secs, from)
     }
 
     fn key(secs: u64, by: usize) -> Made {
         Made { id: format!("reissue-7-{secs}"), at: Duration::from_secs(secs), by: Some(by) }
     }
 
-    /// A run with `fault` at 5 s and, for the reissue, its journey (two admins' requests).
+    /// A run in which user 700 pressed a button at 1 s, with `fault` at 5 s.
     fn history(fault: FaultEvent) -> History {
         let mut history = History::default();
         let pressed = Event::Pressed { user: 700, query: "q1".into(), label: "Buy".into() };
@@ -637,12 +637,8 @@ mod tests {
     /// between.
     #[test]
     fn a_second_key_is_excused_only_by_a_break_of_its_makers() {
-        let told = Call {
-            method: "sendMessage".into(),
-            body: serde_json::json!({"chat_id": 1, "text": "A new key was issued to user 700."}),
-            at: Duration::from_secs(9),
-            from: Some(2),
-        };
+        let told =
+            call("sendMessage", serde_json::json!({"chat_id": 1, "text": "A new key was issued to user 700."}), 9, 2);
         let keys = records(vec![told], vec![key(2, 1), key(8, 2)]);
         let judged = |fault| {
             let mut history = history(fault);
@@ -662,11 +658,8 @@ mod tests {
     /// payment twice, unless one of the two instances was lost or frozen in between.
     #[test]
     fn a_second_payment_message_is_excused_only_by_a_break_of_its_senders() {
-        let received = |secs, from| Call {
-            method: "sendMessage".into(),
-            body: serde_json::json!({"chat_id": 700, "text": "Payment received: 30 days."}),
-            at: Duration::from_secs(secs),
-            from: Some(from),
+        let received = |secs, from| {
+            call("sendMessage", serde_json::json!({"chat_id": 700, "text": "Payment received: 30 days."}), secs, from)
         };
         let told = records(vec![received(2, 1), received(8, 2)], vec![]);
         let judged = |fault| {

@@ -70,12 +70,8 @@ impl FakeOutline {
         self.panel().keys.insert(id.to_owned(), access_url(id));
     }
 
-    /// Every key id the panel created, in order (a 409 for an existing id creates nothing).
-    pub fn created(&self) -> Vec<String> {
-        self.panel().created.iter().map(|made| made.id.clone()).collect()
-    }
-
-    /// Every key the panel created, with when and for which instance.
+    /// Every key the panel created, in order (a 409 for an existing id creates nothing), with
+    /// when and for which instance.
     pub fn made(&self) -> Vec<Made> {
         self.panel().created.clone()
     }
