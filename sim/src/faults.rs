@@ -19,6 +19,25 @@ pub struct RunResult {
     pub hash: u64,
     pub simulated: Duration,
     pub progress: Progress,
+    pub traffic: Traffic,
+}
+
+/// The round trips a whole-bot run made between its hosts (zero for the coordination
+/// workloads, which do not count theirs): what `atlas-sim bench` replays with no logic at
+/// either end, to measure the floor the transport alone sets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Webhook deliveries (the fake Bot API to the balancer, the balancer to an instance),
+    /// answered or not.
+    pub deliveries: u64,
+    /// Commands the sim Redis served (a script is one).
+    pub redis: u64,
+    /// Store calls the instances made.
+    pub store: u64,
+    /// Calls to the Bot API, the VPN panel and Crypto Pay.
+    pub telegram: u64,
+    pub panel: u64,
+    pub crypto: u64,
 }
 
 /// How much of its workload a run got through: what the plan asked for, and what completed (a

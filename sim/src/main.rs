@@ -794,13 +794,30 @@ fn cmd_bench(o: Options) -> anyhow::Result<bool> {
     let started = Instant::now();
     let mut bot_simulated = 0.0;
     let mut bot_held = 0;
+    let mut runs = Vec::new();
     for seed in 0..bot_seeds {
         let result = run(&bot, seed, Mode::Redis)?;
         bot_simulated += result.simulated.as_secs_f64();
         bot_held += usize::from(result.violations.is_empty());
+        runs.push((result.traffic, result.simulated));
     }
     let bot_ours = bot_simulated / started.elapsed().as_secs_f64();
     let bot_raw_after = raw_turmoil(bot_hosts, bot.tick_ms);
+    // The same round trips between the same hosts with nothing at either end: the floor the
+    // transport sets, whatever the bot does.
+    let started = Instant::now();
+    let mut floor_simulated = 0.0;
+    for (traffic, simulated) in &runs {
+        let active = std::time::Duration::from_secs_f64(bot.duration_secs);
+        let tick = std::time::Duration::from_millis(bot.tick_ms);
+        let floor = atlas_sim::bot::floor::run(bot.instances, *traffic, active, *simulated, tick);
+        anyhow::ensure!(floor.answered == traffic.deliveries, "the floor answered {floor:?} of {traffic:?}");
+        floor_simulated += simulated.as_secs_f64();
+    }
+    let floor_speed = floor_simulated / started.elapsed().as_secs_f64();
+    let per_seed = |count: fn(&atlas_sim::faults::Traffic) -> u64| {
+        runs.iter().map(|(t, _)| count(t)).sum::<u64>() / runs.len().max(1) as u64
+    };
     println!("| measure | figure |");
     println!("|---|---|");
     println!(
@@ -830,6 +847,16 @@ fn cmd_bench(o: Options) -> anyhow::Result<bool> {
         },
         bot.duration_secs,
         bot_ours / ((bot_raw + bot_raw_after) / 2.0)
+    );
+    println!(
+        "| its transport floor: the same hosts and round trips, nothing at either end (a seed: {} deliveries, {} Redis commands, {} store calls, {} Bot API, {} panel, {} Crypto Pay calls) | {floor_speed:.0}x (the bot at {:.2} of it) |",
+        per_seed(|t| t.deliveries),
+        per_seed(|t| t.redis),
+        per_seed(|t| t.store),
+        per_seed(|t| t.telegram),
+        per_seed(|t| t.panel),
+        per_seed(|t| t.crypto),
+        bot_ours / floor_speed
     );
     Ok(true)
 }

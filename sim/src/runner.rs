@@ -248,5 +248,14 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
         .filter_map(|&inv| checkers::check(inv, &history, &scenario, &end).map(|why| (inv, why)))
         .collect();
     let progress = progress(&scenario, &plan, &history);
-    Ok(RunResult { seed, mode, hash: history.hash(), history, violations, simulated, progress })
+    Ok(RunResult {
+        seed,
+        mode,
+        hash: history.hash(),
+        history,
+        violations,
+        simulated,
+        progress,
+        traffic: Default::default(),
+    })
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use atlas_sim::runner::{PROGRESS_MIN_PERCENT, run};
-use atlas_sim::scenario::{Legacy, Mode, Scenario};
+use atlas_sim::scenario::{BotIntake, Legacy, Mode, Scenario, Workload};
 
 const SEEDS: u64 = 4;
 
@@ -29,6 +29,13 @@ fn every_scenario_holds_on_redis_and_gets_through_its_workload() {
                 p.done,
                 p.planned
             );
+            // The bench's floor replays what a whole-bot run counted: every kind of it is there
+            // (a poller's updates come in its getUpdates calls, not as deliveries).
+            if let Workload::Bot(bot) = &scenario.workload {
+                let t = result.traffic;
+                let delivered = bot.intake == BotIntake::Polling || t.deliveries > 0;
+                assert!(delivered && t.redis > 0 && t.store > 0 && t.telegram > 0, "{}: {t:?}", scenario.name);
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod actors;
 pub mod checks;
+pub mod floor;
 pub mod hosts;
 pub mod swarm;
 
@@ -19,7 +20,7 @@ use atlas::ports::store::{Accounts as _, NewPromo, Promos as _, ProviderPayment,
 
 use crate::bot_api::Redelivery;
 use crate::clock::{sim_now, wall_clock};
-use crate::faults::{Progress, RunResult, apply, instance_name, network_of, schedule, skew_of};
+use crate::faults::{Progress, RunResult, Traffic, apply, instance_name, network_of, schedule, skew_of};
 use crate::history::{self, Event, JourneyEnd, Record, SharedHistory};
 use crate::scenario::{BotWorkload, Invariant, Mode, Scenario};
 use crate::seed::now;
@@ -221,8 +222,16 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             .filter(|r| matches!(&r.event, Event::Journey { end: JourneyEnd::Done | JourneyEnd::Refused(_), .. }))
             .count(),
     };
+    let traffic = Traffic {
+        deliveries: fakes.telegram.deliveries(),
+        redis: shared.redis.borrow().calls.values().sum(),
+        store: shared.store.calls_made(),
+        telegram: records.calls.len() as u64,
+        panel: fakes.outline.calls().len() as u64,
+        crypto: fakes.crypto.calls().len() as u64,
+    };
     record_calls(&mut history, &records, &fakes);
-    Ok(RunResult { seed, mode, hash: history.hash(), history, violations, simulated, progress })
+    Ok(RunResult { seed, mode, hash: history.hash(), history, violations, simulated, progress, traffic })
 }
 
 /// Journeys the run ended in the middle of (or before), recorded as unfinished.

@@ -388,6 +388,12 @@ impl FakeBotApi {
         self.state().delivered.clone()
     }
 
+    /// Webhook deliveries made, answered with 2xx or not.
+    pub fn deliveries(&self) -> u64 {
+        let state = self.state();
+        state.delivered.len() as u64 + state.failed_deliveries
+    }
+
     /// Webhook deliveries that failed (non-2xx or no answer) and were retried.
     pub fn failed_deliveries(&self) -> u64 {
         self.state().failed_deliveries

@@ -53,6 +53,11 @@ impl StoreLink {
     pub fn with_model<T>(&self, f: impl FnOnce(&mut Model) -> T) -> T {
         f(&mut lock(&self.model))
     }
+
+    /// Calls the instances have made so far (each numbered by the mailbox).
+    pub fn calls_made(&self) -> u64 {
+        lock(&self.mailbox).next
+    }
 }
 
 async fn connection(link: StoreLink, mut stream: turmoil::net::TcpStream) -> std::io::Result<()> {
