@@ -112,6 +112,8 @@ auto-renew-set = { $state ->
     }
 reissued = Here is your new key (the old one no longer works):
     <code>{ $uri }</code>
+reissued-by-support = Support replaced your VPN key; the old one no longer works. Your new key:
+    <code>{ $uri }</code>
 reissue-busy = A new key is already being made. Please wait a moment.
 reissue-fenced = Another key change happened at the same time. Please open “My subscription” to see your key.
 

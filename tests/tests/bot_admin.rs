@@ -133,7 +133,10 @@ async fn an_admin_finds_a_user_adjusts_the_balance_and_reissues_the_key(language
     let r = bot.send_text(ADMIN, &USER.to_string()).await;
     assert!(texts(&r).starts_with(&bot.says(ADMIN, &Msg::AdminReissued { user: USER })));
     let sub = bot.db.store.subscription(uid(USER)).await.unwrap().unwrap();
-    assert!(bot.db.store.current_key(sub.id).await.unwrap().is_some());
+    let key = bot.db.store.current_key(sub.id).await.unwrap().expect("a key installed");
+    // The user's old key stopped working: they are sent the new one.
+    let told = bot.last(USER).expect("the user was told").text;
+    assert_eq!(told, bot.says(USER, &Msg::ReissuedBySupport { uri: key.access_uri }));
     let actions: Vec<(String, Option<i64>)> = audit_actions(&bot).await.into_iter().map(|a| (a.0, a.1)).collect();
     for expected in [
         ("find_user", Some(USER)),
@@ -247,6 +250,9 @@ async fn a_reissue_request_delivered_again_reports_the_key_it_made() {
     assert!(texts(&r).starts_with(&bot.says(ADMIN, &Msg::AdminReissued { user: USER })), "{}", texts(&r));
     assert_eq!(bot.db.store.current_key(sub.id).await.unwrap(), made, "no second key");
     assert_eq!(bot.panel.alive().len(), 1, "one key alive at the panel: {:?}", bot.panel.alive());
+    // The first try's words to the user were lost with the rest: the user hears of the key now.
+    let uri = made.expect("checked").access_uri;
+    assert_eq!(bot.last(USER).expect("the user was told").text, bot.says(USER, &Msg::ReissuedBySupport { uri }));
 }
 
 /// A non-admin's forged admin buttons and commands: refused with a clear reply, nothing

@@ -218,6 +218,7 @@ messages! {
     KeyFailed => "key-failed",
     AutoRenewSet { state: Word } => "auto-renew-set",
     Reissued { uri: String } => "reissued",
+    ReissuedBySupport { uri: String } => "reissued-by-support",
     ReissueBusy => "reissue-busy",
     ReissueFenced => "reissue-fenced",
 

@@ -634,13 +634,20 @@ impl Actor<'_> {
         }
         let target = self.chat.to_string();
         let sinces: Vec<usize> = admins.iter().map(|a| a.api().message_count(a.chat)).collect();
+        let mine = self.api().message_count(self.chat);
         for admin in &mut admins {
             let chat = admin.chat;
             admin.act(Act::Text(&target)).map_err(|e| self.theirs(chat, e))?;
         }
         let answers = ["new key was issued", "already being made", "Another key change"];
+        let mut issued = false;
         for (admin, since) in admins.iter().zip(sinces) {
-            admin.wait(since, &answers).await.map_err(|e| self.theirs(admin.chat, e))?;
+            let (answer, _) = admin.wait(since, &answers).await.map_err(|e| self.theirs(admin.chat, e))?;
+            issued |= answer == 0;
+        }
+        // A key the admins were told was made replaced the user's: the user is sent it.
+        if issued {
+            self.wait(mine, &["Support replaced your VPN key"]).await?;
         }
         Ok(())
     }

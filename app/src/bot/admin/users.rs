@@ -182,5 +182,21 @@ pub async fn reissue_text<A: Adapters>(turn: &mut Turn<'_, A>, text: &str) -> Ne
 async fn reissue<A: Adapters>(turn: &mut Turn<'_, A>, user: UserId) -> Next {
     audit(turn, "reissue_key", Some(user)).await;
     let (done, none) = (Msg::AdminReissued { user: user.get() }, Msg::AdminNoSubscription { user: user.get() });
-    reissue_for(turn, user, |_| done, none).await
+    let mut made = None;
+    let next = reissue_for(
+        turn,
+        user,
+        |key| {
+            made = Some(key);
+            done
+        },
+        none,
+    )
+    .await;
+    // The old key stopped working: the user gets the new one, not only the admin's word that
+    // there is one (again when the request comes again: replies are at least once).
+    if let Some(key) = made {
+        turn.tell(user, Msg::ReissuedBySupport { uri: key.access_uri }, Vec::new()).await;
+    }
+    next
 }
