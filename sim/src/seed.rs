@@ -47,6 +47,7 @@ pub fn rules() -> Rules {
         admins: Vec::new(),
         support_contact: "@atlas_support".into(),
         bot_username: Some("atlas_sim_bot".into()),
+        reissue_lock_ttl: atlas::services::reissue::REISSUE_LOCK_TTL,
     }
 }
 

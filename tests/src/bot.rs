@@ -290,6 +290,7 @@ pub fn rules(admins: &[i64]) -> Rules {
         admins: admins.iter().map(|a| UserId::new(*a).unwrap()).collect(),
         support_contact: "@atlas_support".into(),
         bot_username: Some("atlas_test_bot".into()),
+        reissue_lock_ttl: atlas::services::reissue::REISSUE_LOCK_TTL,
     }
 }
 

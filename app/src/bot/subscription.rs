@@ -11,7 +11,7 @@ use crate::ports::coordination::LimitedAction;
 use crate::ports::store::{Subscriptions, TrialError};
 use crate::ports::vpn::PanelKey;
 use crate::runtime::wiring::Adapters;
-use crate::services::reissue::{REISSUE_LOCK_TTL, ReissueOutcome, reissue_key};
+use crate::services::reissue::{ReissueOutcome, reissue_key};
 
 /// The tariff a trial runs on.
 pub const TRIAL_TARIFF: &str = "basic";
@@ -109,7 +109,7 @@ pub async fn reissue_for<A: Adapters>(
     let app = turn.app;
     // Keyed by the update (or the step it answered): delivered again, it reports its reissue.
     let request = turn.key("reissue");
-    let (clock, ttl) = (app.clock.as_ref(), REISSUE_LOCK_TTL);
+    let (clock, ttl) = (app.clock.as_ref(), app.rules.reissue_lock_ttl);
     let outcome = reissue_key(&app.coordination, &app.store, &app.vpn, clock, user, ttl, Some(request.as_str())).await;
     let msg = match outcome {
         Ok(ReissueOutcome::Reissued { key, .. } | ReissueOutcome::AlreadyReissued { key }) => done(key),

@@ -30,6 +30,7 @@ use crate::providers::cryptopay::CryptoPayClient;
 use crate::providers::outline::OutlineClient;
 use crate::providers::resilience::Resilience;
 use crate::providers::unavailable::{OrUnavailable, Unavailable};
+use crate::services::reissue::REISSUE_LOCK_TTL;
 use crate::store::PgStore;
 use crate::telegram::api::BotApi;
 use crate::telegram::messenger::TelegramMessenger;
@@ -66,6 +67,9 @@ pub struct Rules {
     /// The bot's @username (from `getMe`), for referral links; without it the link is the
     /// `/start` payload alone.
     pub bot_username: Option<String>,
+    /// How long a reissue may hold its user's lock ([`REISSUE_LOCK_TTL`] live; the simulation
+    /// shortens it, as it shortens every lease, to see a holder outlive it).
+    pub reissue_lock_ttl: std::time::Duration,
 }
 
 impl Rules {
@@ -75,6 +79,7 @@ impl Rules {
             admins: settings.telegram.admins.clone(),
             support_contact: settings.telegram.support_contact.clone(),
             bot_username: None,
+            reissue_lock_ttl: REISSUE_LOCK_TTL,
         }
     }
 
