@@ -105,6 +105,11 @@ pub(crate) enum Action {
     PauseLeader {
         length: Duration,
     },
+    /// The store host's tripwire set: the next instance to send `call` is frozen for `length`.
+    ArmStoreCall {
+        call: String,
+        length: Duration,
+    },
     RedisRestart {
         lose_data: bool,
     },
@@ -131,6 +136,9 @@ pub(crate) fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
             }
             Fault::PauseLeader { at_secs, for_secs } => {
                 actions.push((secs(at_secs), Action::PauseLeader { length: secs(for_secs) }))
+            }
+            Fault::PauseAtStoreCall { ref call, at_secs, for_secs } => {
+                actions.push((secs(at_secs), Action::ArmStoreCall { call: call.clone(), length: secs(for_secs) }))
             }
             Fault::Hold { instance, at_secs, for_secs } => {
                 actions.push((secs(at_secs), Action::Hold(instance)));
@@ -277,6 +285,7 @@ pub(crate) fn apply(
             return Some((length, Action::Thaw(instance)));
         }
         Action::Thaw(i) => shared.links.borrow_mut().freeze(sim, i, false),
+        Action::ArmStoreCall { call, length } => shared.store.arm(call, length),
         Action::PauseLeader { length } => match current_leader(history) {
             Some(instance) => return Some((Duration::ZERO, Action::Pause { instance, length })),
             None => note(FaultEvent::NoLeaderToFreeze),
@@ -325,6 +334,12 @@ pub(crate) fn apply(
         }
     }
     None
+}
+
+/// The pause a store call just tripped (`Fault::PauseAtStoreCall`), to apply before the next step.
+pub(crate) fn tripped(shared: &Shared) -> Option<Action> {
+    let (instance, length) = shared.store.take_tripped()?;
+    Some(Action::Pause { instance, length })
 }
 
 /// Whether `instance` was crashed or stopped at or after `since`.

@@ -42,7 +42,8 @@ const USAGE: &str = "usage:
       (60 by default) or N cases, whichever ends first, J at a time in worker processes (the machine's cores by default); the first that breaks an
       invariant is shrunk to a small scenario that still breaks it, written to DIR (target/fuzz
       by default) with the command that replays it; exit 1 when one was found. --break dedupe|
-      lease|fencing switches that guard off in the sim Redis (a mutation check of the fuzzer)
+      lease|fencing switches that guard off in the sim Redis, key_fence the store model's check of
+      a reissue's fencing token (a mutation check of the fuzzer)
   atlas-sim bench [--seeds N]
       time compression of the five-instance scenario and of the whole bot (five instances, 500
       users: scenarios/bench/) beside raw turmoil with as many idle hosts, and seeds per second

@@ -64,9 +64,10 @@ pub struct Scenario {
     pub broken_guard: Option<BrokenGuard>,
 }
 
-/// A guard in the project's Lua scripts that a run can switch off (`Scenario::broken_guard`). The
-/// sim Redis runs the script the product loads with the guard's lines changed; the product and
-/// real Redis are untouched.
+/// A guard that a run can switch off (`Scenario::broken_guard`): one of the project's Lua scripts
+/// (the sim Redis runs the script the product loads with the guard's lines changed) or the store's
+/// (the model's copy of a check of a PostgreSQL function). The product, real Redis and
+/// PostgreSQL are untouched.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum BrokenGuard {
@@ -76,24 +77,33 @@ pub enum BrokenGuard {
     Lease,
     /// `commit_update.lua` commits without checking the chat lease's token (the fencing check).
     Fencing,
+    /// The store installs a reissued key under any fencing token (`atlas_install_reissued_key`'s
+    /// check, in the store model): a reissue whose lock ran out installs over a newer one.
+    KeyFence,
 }
 
 impl BrokenGuard {
-    pub const ALL: [BrokenGuard; 3] = [BrokenGuard::Dedupe, BrokenGuard::Lease, BrokenGuard::Fencing];
+    pub const ALL: [BrokenGuard; 4] =
+        [BrokenGuard::Dedupe, BrokenGuard::Lease, BrokenGuard::Fencing, BrokenGuard::KeyFence];
+    /// The guards in the Lua scripts (the fuzzer's mutation checks).
+    pub const SCRIPTS: [BrokenGuard; 3] = [BrokenGuard::Dedupe, BrokenGuard::Lease, BrokenGuard::Fencing];
 
-    /// The guard's text in its script, and what it becomes when broken.
-    pub fn patch(self) -> (&'static str, &'static str) {
+    /// The guard's text in its script, and what it becomes when broken (none for the store's).
+    pub fn patch(self) -> Option<(&'static str, &'static str)> {
         match self {
-            BrokenGuard::Dedupe => ("  return {'dup'}\n", ""),
-            BrokenGuard::Lease => ("if held ~= -2 then", "if false then"),
-            BrokenGuard::Fencing => ("if holder ~= ARGV[1] then", "if false then"),
+            BrokenGuard::Dedupe => Some(("  return {'dup'}\n", "")),
+            BrokenGuard::Lease => Some(("if held ~= -2 then", "if false then")),
+            BrokenGuard::Fencing => Some(("if holder ~= ARGV[1] then", "if false then")),
+            BrokenGuard::KeyFence => None,
         }
     }
 
     /// `source` with the guard broken (unchanged when the guard is not in it).
     pub fn apply(self, source: &str) -> String {
-        let (guard, broken) = self.patch();
-        source.replace(guard, broken)
+        match self.patch() {
+            Some((guard, broken)) => source.replace(guard, broken),
+            None => source.to_owned(),
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -101,6 +111,7 @@ impl BrokenGuard {
             BrokenGuard::Dedupe => "dedupe",
             BrokenGuard::Lease => "lease",
             BrokenGuard::Fencing => "fencing",
+            BrokenGuard::KeyFence => "key_fence",
         }
     }
 }
@@ -214,6 +225,10 @@ pub struct BotWorkload {
     /// broadcast worker (leader-only) sends it to every user, once each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broadcast_at_secs: Option<f64>,
+    /// The reissue lock's time to live, shortened (the bot's 30 s otherwise) so that a reissue
+    /// holder frozen for less than the store call's timeout can outlive it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reissue_lock_ms: Option<u64>,
 }
 
 /// One thing a shopper does, through the bot's buttons.
@@ -359,6 +374,10 @@ pub enum Fault {
     Pause { instance: usize, at_secs: f64, for_secs: f64 },
     /// Freeze whichever instance leads at that moment.
     PauseLeader { at_secs: f64, for_secs: f64 },
+    /// From `at_secs` on, freeze the first instance that sends the store call named `call` (a
+    /// port operation, `install_reissued_key`), as it sends it: the call is on the wire while the
+    /// instance is frozen and arrives when it wakes (whole-bot scenarios).
+    PauseAtStoreCall { call: String, at_secs: f64, for_secs: f64 },
     /// Hold every message between an instance and Redis (delivered late, not lost), then release.
     Hold { instance: usize, at_secs: f64, for_secs: f64 },
     /// Restart Redis, losing its data or keeping it.
@@ -414,13 +433,7 @@ impl Invariant {
     pub fn shown_by(self, workload: &Workload) -> bool {
         if let Workload::Bot(_) = workload {
             // What users saw, the fake hosts recorded and the store holds at the end.
-            return !matches!(
-                self,
-                Invariant::HandlersNeverOverlap
-                    | Invariant::LeaderFailover
-                    | Invariant::NoDoubleReissue
-                    | Invariant::MoneyOnce
-            );
+            return !matches!(self, Invariant::HandlersNeverOverlap | Invariant::LeaderFailover | Invariant::MoneyOnce);
         }
         match self {
             Invariant::NoUpdateTwice | Invariant::HandlersNeverOverlap | Invariant::FsmSurvivesRestart => {
@@ -516,7 +529,8 @@ impl Scenario {
                 Fault::Partition { at_secs, for_secs, .. }
                 | Fault::Pause { at_secs, for_secs, .. }
                 | Fault::PauseLeader { at_secs, for_secs }
-                | Fault::Hold { at_secs, for_secs, .. } => vec![at_secs, for_secs],
+                | Fault::Hold { at_secs, for_secs, .. }
+                | Fault::PauseAtStoreCall { at_secs, for_secs, .. } => vec![at_secs, for_secs],
                 Fault::RedisRestart { at_secs, .. } => vec![at_secs],
                 Fault::Skew { .. } => vec![],
             };
@@ -536,6 +550,11 @@ impl Scenario {
                 );
             }
         }
+        anyhow::ensure!(
+            matches!(self.workload, Workload::Bot(_))
+                || !self.faults.iter().any(|f| matches!(f, Fault::PauseAtStoreCall { .. })),
+            "pause_at_store_call is for the whole-bot workload (kind = \"bot\")"
+        );
         if let Workload::Bot(bot) = &self.workload {
             anyhow::ensure!(!bot.journeys.is_empty(), "the bot workload needs at least one journey");
             anyhow::ensure!(

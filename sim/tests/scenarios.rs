@@ -111,9 +111,9 @@ fn a_misconfigured_scenario_is_refused_at_load() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The mutation check of the scenarios: with each guard of the Redis design's scripts switched
-/// off (`atlas-sim run <scenario> --break GUARD`), the scenario that proves it breaks the
-/// invariant it guards.
+/// The mutation check of the scenarios: with each guard of the Redis design's scripts, and the
+/// store's check of a reissue's token, switched off (`atlas-sim run <scenario> --break GUARD`),
+/// the scenario that proves it breaks the invariant it guards.
 #[test]
 fn each_guard_switched_off_breaks_the_scenario_that_proves_it() {
     use atlas_sim::scenario::BrokenGuard;
@@ -121,6 +121,7 @@ fn each_guard_switched_off_breaks_the_scenario_that_proves_it() {
         (BrokenGuard::Dedupe, "chat_two_instances", "no_update_twice"),
         (BrokenGuard::Lease, "reissue_paused_holder", "no_double_reissue"),
         (BrokenGuard::Fencing, "chat_restarts_and_pauses", "handlers_never_overlap"),
+        (BrokenGuard::KeyFence, "bot_reissue_paused_holder", "no_double_reissue"),
     ];
     for (guard, name, invariant) in cases {
         let mut scenario = scenarios().into_iter().find(|s| s.name == name).expect("the scenario is there");

@@ -35,6 +35,7 @@ fn bot(link: StoreLink, index: usize, legacy: bool) -> impl std::future::Future<
         intake: BotIntake::Webhook,
         updates_in_flight_max: 64,
         lease: Duration::from_secs(10),
+        reissue_lock: None,
         stopping: Default::default(),
     };
     hosts::instance(link, spec)

@@ -40,6 +40,9 @@ pub struct BotRecords {
     pub withdrawals: Vec<(i64, i64)>,
     /// The text of every broadcast job in the store.
     pub broadcasts: Vec<String>,
+    /// Each subscription's active keys in the store at the end (subscription id, panel key ids:
+    /// one).
+    pub active_keys: BTreeMap<String, Vec<String>>,
 }
 
 /// The promo limit of `LimitedAction::PromoAttempt`: 10 checks a minute per user.
@@ -79,10 +82,10 @@ pub fn check(invariant: Invariant, history: &History, records: &BotRecords) -> O
         Invariant::LedgerConserved => first(&records.money).or_else(|| payments_once(history, records)),
         Invariant::PromoWithinLimits => first(&records.promo),
         Invariant::NoDoubleEffect => no_double_effect(history, records),
-        Invariant::HandlersNeverOverlap
-        | Invariant::LeaderFailover
-        | Invariant::NoDoubleReissue
-        | Invariant::MoneyOnce => Some(format!("{} is not checked on the whole bot", invariant.name())),
+        Invariant::NoDoubleReissue => keys_never_go_back(records),
+        Invariant::HandlersNeverOverlap | Invariant::LeaderFailover | Invariant::MoneyOnce => {
+            Some(format!("{} is not checked on the whole bot", invariant.name()))
+        }
     }
 }
 
@@ -415,6 +418,48 @@ fn single_leader_effects(records: &BotRecords) -> Option<String> {
     None
 }
 
+/// A reissue whose lock ran out under it never installs its key, as users see it: the key a
+/// subscription holds at the end is never older than a key the bot sent its user or an admin
+/// (reissued keys are labelled `reissue-<subscription>-<fencing token>`; a newer token is a later
+/// lock). A stale holder's install arriving after a newer reissue's would leave the store on the
+/// older key, which nobody was told of, while the key the user was sent is revoked by the
+/// reconciler. (A newer key nobody was told of is a reissue whose reply was lost: not this.)
+fn keys_never_go_back(records: &BotRecords) -> Option<String> {
+    let token = |id: &str| -> Option<(String, u64)> {
+        let (subscription, token) = id.strip_prefix("reissue-")?.split_once('-')?;
+        Some((subscription.to_owned(), token.parse().ok()?))
+    };
+    let mut newest_told: BTreeMap<String, (u64, Duration)> = BTreeMap::new();
+    for call in records.calls.iter().filter(|c| is(c, "sendMessage")) {
+        let text = call.body["text"].as_str().unwrap_or_default();
+        for (subscription, t) in text.split("ss://").skip(1).filter_map(|uri| {
+            let id = uri.split_once('#')?.1;
+            let id: String = id.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            token(&id)
+        }) {
+            let told = newest_told.entry(subscription).or_insert((t, call.at));
+            if t > told.0 {
+                *told = (t, call.at);
+            }
+        }
+    }
+    if let Some((subscription, keys)) = records.active_keys.iter().find(|(_, keys)| keys.len() > 1) {
+        return Some(format!("subscription {subscription} has {} active keys in the store: {keys:?}", keys.len()));
+    }
+    for (subscription, (told, at)) in &newest_told {
+        let Some(active) = records.active_keys.get(subscription).and_then(|keys| keys.first()) else { continue };
+        let held = token(active).map_or(0, |(_, t)| t);
+        if held < *told {
+            return Some(format!(
+                "subscription {subscription} ended on key {active}, older than key reissue-{subscription}-{told} \
+                 the bot sent at {:.3}s: a reissue whose lock had run out installed its key after a newer one",
+                at.as_secs_f64()
+            ));
+        }
+    }
+    None
+}
+
 /// The fake hosts saw each effect once: one key created per reissue that finished (two admins
 /// pressing at once make one), one "payment received" per payment made, one broadcast message
 /// per recipient.
@@ -590,6 +635,7 @@ mod tests {
             cut_short: vec![],
             withdrawals: vec![],
             broadcasts: vec![],
+            active_keys: BTreeMap::new(),
         }
     }
 
@@ -672,5 +718,31 @@ mod tests {
         assert!(judged(FaultEvent::Frozen { instance: 3, for_ms: 1_000 }).is_some());
         assert_eq!(judged(FaultEvent::Crashed(1)), None);
         assert_eq!(judged(FaultEvent::Frozen { instance: 2, for_ms: 1_000 }), None);
+    }
+
+    #[test]
+    fn a_store_left_on_a_key_older_than_one_the_user_was_sent_is_caught() {
+        let sent = |key: &str, secs| {
+            let text = format!(
+                "Support replaced your VPN key. Your new key:\n<code>ss://abc@vpn.example:443/?outline=1#{key}</code>"
+            );
+            call("sendMessage", serde_json::json!({"chat_id": 700, "text": text}), secs, 0)
+        };
+        let judged = |told: Vec<Call>, active: &str| {
+            let mut r = records(told, vec![]);
+            r.active_keys = BTreeMap::from([("7".to_owned(), vec![active.to_owned()])]);
+            keys_never_go_back(&r)
+        };
+        // The newer key was sent; the store ended on the older one: a late stale install.
+        let why = judged(vec![sent("reissue-7-20", 5)], "reissue-7-10").expect("caught");
+        assert!(why.contains("older than key reissue-7-20"), "{why}");
+        // Sent in the other order (messages arrive late), the store on the newest: fine; so is a
+        // newer key whose message was lost.
+        assert_eq!(judged(vec![sent("reissue-7-20", 5), sent("reissue-7-10", 9)], "reissue-7-20"), None);
+        assert_eq!(judged(vec![sent("reissue-7-10", 5)], "reissue-7-20"), None);
+        // Two active keys for one subscription is caught whatever was sent.
+        let mut two = records(vec![], vec![]);
+        two.active_keys = BTreeMap::from([("7".to_owned(), vec!["reissue-7-1".to_owned(), "reissue-7-2".to_owned()])]);
+        assert!(keys_never_go_back(&two).is_some());
     }
 }

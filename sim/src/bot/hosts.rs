@@ -207,6 +207,8 @@ pub struct InstanceSpec {
     pub updates_in_flight_max: usize,
     /// The chat lease (and the legacy design's), shortened like the scenario's.
     pub lease: Duration,
+    /// The reissue lock's time to live, when the scenario shortens it.
+    pub reissue_lock: Option<Duration>,
     pub stopping: Stopping,
 }
 
@@ -271,7 +273,9 @@ pub async fn instance(link: StoreLink, spec: InstanceSpec) -> turmoil::Result {
     // SIGTERM, when the runner sends it.
     let stopping = spec.stopping.clone();
     let shutdown = async move { stopping.until_stopped(spec.index).await };
-    if let Err(e) = run(parts, rules(), telegram, None, config, listener, shutdown).await {
+    let mut rules = rules();
+    rules.reissue_lock_ttl = spec.reissue_lock.unwrap_or(rules.reissue_lock_ttl);
+    if let Err(e) = run(parts, rules, telegram, None, config, listener, shutdown).await {
         // The process exits (as `atlas-bot run` would, with status 1); the run goes on without
         // it, and the checkers see what its users missed.
         tracing::error!(instance = spec.index, error = %e, "the instance exited");

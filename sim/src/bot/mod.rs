@@ -20,7 +20,7 @@ use atlas::ports::store::{Accounts as _, NewPromo, Promos as _, ProviderPayment,
 
 use crate::bot_api::Redelivery;
 use crate::clock::{sim_now, wall_clock};
-use crate::faults::{Progress, RunResult, Traffic, apply, instance_name, network_of, schedule, skew_of};
+use crate::faults::{self, Progress, RunResult, Traffic, apply, instance_name, network_of, schedule, skew_of};
 use crate::history::{self, Event, JourneyEnd, Record, SharedHistory};
 use crate::scenario::{BotWorkload, Invariant, Mode, Scenario};
 use crate::seed::now;
@@ -97,6 +97,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     let history: SharedHistory = Default::default();
     let shared = Shared::default();
     shared.redis.borrow_mut().broken_guard = scenario.broken_guard;
+    shared.store.break_guard(scenario.broken_guard);
     // A paused instance: nothing it sends or is sent moves, on any of its links.
     shared.links.borrow_mut().frozen_peers = SHARED_HOSTS.to_vec();
     seed_store(&shared.store, bot)?;
@@ -137,6 +138,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             intake: bot.intake,
             updates_in_flight_max: bot.updates_in_flight_max,
             lease: Duration::from_millis(scenario.lease_ms),
+            reissue_lock: bot.reissue_lock_ms.map(Duration::from_millis),
             stopping: shared.stopping.clone(),
         };
         let link = shared.store.clone();
@@ -163,6 +165,13 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             break;
         }
         sim.step().map_err(|e| anyhow::anyhow!("the simulation failed: {e}"))?;
+        // A store call that trips a pause: frozen as it sent it, before the call can arrive.
+        if let Some(pause) = faults::tripped(&shared)
+            && let Some((after, thaw)) = apply(&mut sim, pause, &history, &shared, &Default::default())
+        {
+            pending.push((sim.elapsed() + after, thaw));
+            pending.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        }
     }
     let simulated = sim.elapsed();
     drop(sim);
@@ -194,6 +203,12 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
         open_work: shared.store.with_model(|m| m.open_work(wall_clock(simulated))),
         cut_short: shared.store.with_model(|m| m.orders_cut_short()),
         broadcasts: shared.store.with_model(|m| m.broadcast_texts()),
+        active_keys: shared
+            .store
+            .with_model(|m| m.active_keys())
+            .into_iter()
+            .map(|(subscription, keys)| (subscription.to_string(), keys))
+            .collect(),
         withdrawals: shared
             .store
             .with_model(|m| m.withdrawal_owners())

@@ -63,6 +63,7 @@ pub fn draw(template: &Scenario, seed: u64) -> Scenario {
         updates_in_flight_max: if d.chance(20) { 4 + d.below(4) as usize } else { 64 },
         expiring_at_secs: d.chance(50).then(|| d.between(3.0, 12.0).round()),
         broadcast_at_secs: d.chance(30).then(|| d.between(1.0, 10.0).round()),
+        reissue_lock_ms: None,
     };
     let mut faults: Vec<Fault> = Vec::new();
     let latest = duration - 5.0;
@@ -152,6 +153,7 @@ pub fn invariants_for(workload: &BotWorkload, faults: &[Fault]) -> Vec<Invariant
         Invariant::LedgerConserved,
         Invariant::PromoWithinLimits,
         Invariant::NoDoubleEffect,
+        Invariant::NoDoubleReissue,
     ]
     .into_iter()
     .filter(|i| !(loses_data && matches!(i, Invariant::FsmSurvivesRestart | Invariant::RateLimitsHold)))

@@ -8,19 +8,23 @@
 //! idle, as a driver's pool would, or a new one); the call itself (a closure over the model)
 //! waits in a mailbox both ends share, as the request's payload. The host runs it when the id
 //! arrives and sends the id back. A request lost on the way is never applied; a reply lost on the
-//! way leaves the call applied and the client in the dark (and its connection is dropped).
+//! way leaves the call applied and the client in the dark (and its connection is dropped). A
+//! request still on its way when the client gives up is applied when it arrives, as PostgreSQL
+//! runs a statement that reaches it after its client stopped waiting: a late write is possible.
 
 pub mod model;
 
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use atlas::store::postgres::STORE_CALL_TIMEOUT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::history::{Event, REPORT_TARGET, SharedHistory};
+use crate::scenario::BrokenGuard;
 use model::Model;
 
 pub const STORE_HOST: &str = "postgres";
@@ -34,6 +38,8 @@ type Call = (&'static str, Box<dyn FnOnce(&mut Model) -> (Box<dyn Any + Send>, O
 struct Mailbox {
     calls: BTreeMap<u64, Call>,
     replies: BTreeMap<u64, Box<dyn Any + Send>>,
+    /// Calls whose client gave up after sending them: applied if they arrive, their reply dropped.
+    abandoned: std::collections::BTreeSet<u64>,
     next: u64,
 }
 
@@ -42,6 +48,17 @@ struct Mailbox {
 pub struct StoreLink {
     pub model: Arc<Mutex<Model>>,
     mailbox: Arc<Mutex<Mailbox>>,
+    tripwire: Arc<Mutex<Tripwire>>,
+    /// A guard of the store switched off (`BrokenGuard::KeyFence`), for a mutation check.
+    broken_guard: Arc<Mutex<Option<BrokenGuard>>>,
+}
+
+/// A fault waiting for a store call (`Fault::PauseAtStoreCall`): the call's name and the pause,
+/// until an instance sends such a call; then that instance and the pause, until the run applies it.
+#[derive(Default)]
+struct Tripwire {
+    armed: Option<(String, Duration)>,
+    tripped: Option<(usize, Duration)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -52,6 +69,29 @@ impl StoreLink {
     /// Runs `f` on the model directly (to arrange a run's starting state, outside the network).
     pub fn with_model<T>(&self, f: impl FnOnce(&mut Model) -> T) -> T {
         f(&mut lock(&self.model))
+    }
+
+    /// Switches `guard` off, if it is one of the store's.
+    pub fn break_guard(&self, guard: Option<BrokenGuard>) {
+        *lock(&self.broken_guard) = guard.filter(|g| g.patch().is_none());
+    }
+
+    /// Sets the tripwire: the next instance to send `call` is to be frozen for `length`.
+    pub fn arm(&self, call: String, length: Duration) {
+        lock(&self.tripwire).armed = Some((call, length));
+    }
+
+    /// The instance that tripped the wire, and its pause (once).
+    pub fn take_tripped(&self) -> Option<(usize, Duration)> {
+        lock(&self.tripwire).tripped.take()
+    }
+
+    fn trip(&self, op: &str, instance: usize) {
+        let mut wire = lock(&self.tripwire);
+        if wire.armed.as_ref().is_some_and(|(call, _)| call == op) {
+            let (_, length) = wire.armed.take().expect("checked");
+            wire.tripped = Some((instance, length));
+        }
     }
 
     /// Calls the instances have made so far (each numbered by the mailbox).
@@ -72,7 +112,10 @@ async fn connection(link: StoreLink, mut stream: turmoil::net::TcpStream) -> std
             if let Some(words) = words {
                 tracing::debug!(target: REPORT_TARGET, "{op} -> {words}");
             }
-            lock(&link.mailbox).replies.insert(id, reply);
+            let mut mailbox = lock(&link.mailbox);
+            if !mailbox.abandoned.remove(&id) {
+                mailbox.replies.insert(id, reply);
+            }
         }
         stream.write_u64(id).await?;
     }
@@ -106,7 +149,7 @@ impl SimStore {
 
     /// The model alone, called in place: what the differential test compares with PostgreSQL.
     pub fn direct(model: Model) -> SimStore {
-        let link = StoreLink { model: Arc::new(Mutex::new(model)), mailbox: Arc::default() };
+        let link = StoreLink { model: Arc::new(Mutex::new(model)), ..StoreLink::default() };
         SimStore::direct_on(link)
     }
 
@@ -139,6 +182,7 @@ impl SimStore {
             mailbox.calls.insert(id, (op, Box::new(call)));
             id
         };
+        let sent = std::sync::atomic::AtomicBool::new(false);
         let exchange = async {
             let pooled = lock(&self.idle).pop();
             let mut stream = match pooled {
@@ -146,6 +190,8 @@ impl SimStore {
                 None => turmoil::net::TcpStream::connect((STORE_HOST, STORE_PORT)).await?,
             };
             stream.write_u64(id).await?;
+            sent.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.link.trip(op, self.instance);
             let back = stream.read_u64().await?;
             anyhow::ensure!(back == id, "reply {back} to call {id}");
             // Answered: the connection serves the next call. (One that failed or timed out is
@@ -155,8 +201,16 @@ impl SimStore {
         };
         let answered = tokio::time::timeout(STORE_CALL_TIMEOUT, exchange).await;
         let mut mailbox = lock(&self.link.mailbox);
-        let pending = mailbox.calls.remove(&id);
         let reply = mailbox.replies.remove(&id);
+        // A call that left never to be answered may still arrive: it stays, to be applied then.
+        let gave_up =
+            reply.is_none() && sent.load(std::sync::atomic::Ordering::Relaxed) && mailbox.calls.contains_key(&id);
+        let pending = if gave_up {
+            mailbox.abandoned.insert(id);
+            None
+        } else {
+            mailbox.calls.remove(&id)
+        };
         drop(mailbox);
         match (answered, reply) {
             (Ok(Ok(())), Some(reply)) => {
@@ -173,9 +227,80 @@ impl SimStore {
         }
     }
 
+    fn broken_guard(&self) -> Option<BrokenGuard> {
+        *lock(&self.link.broken_guard)
+    }
+
     fn note(&self, event: Event) {
         if let Some(history) = &self.history {
             crate::history::lock(history).push(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use atlas::domain::{Language, UserId};
+    use atlas::ports::store::Accounts as _;
+
+    use super::*;
+
+    /// Registers user 7 over a link held past the client's timeout (after one call that opened
+    /// the connection), then releases the link; `hold_before_connecting` holds it before the
+    /// first call instead. Returns the second call's error and whether user 7 exists at the end.
+    fn late_call(hold_before_connecting: bool) -> (String, bool) {
+        let link = StoreLink::default();
+        let mut sim =
+            crate::world::builder(1, Duration::from_secs(120), Duration::from_millis(10), Default::default()).build();
+        let served = link.clone();
+        sim.host(STORE_HOST, move || serve(served.clone()));
+        let outcome: Rc<RefCell<Option<String>>> = Rc::default();
+        let (client_link, told) = (link.clone(), outcome.clone());
+        sim.client("client", async move {
+            let store = SimStore::new(client_link, 0, SharedHistory::default());
+            let now = crate::clock::wall_clock(Duration::ZERO);
+            if !hold_before_connecting {
+                store.register_user(UserId::new(6).unwrap(), Language::En, None, None, now).await?;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let late = store.register_user(UserId::new(7).unwrap(), Language::En, None, None, now).await;
+            *told.borrow_mut() = Some(format!("{:#}", late.expect_err("the held call is not answered")));
+            Ok(())
+        });
+        sim.step().unwrap();
+        if hold_before_connecting {
+            sim.hold("client", STORE_HOST);
+        }
+        while sim.elapsed() < Duration::from_millis(500) {
+            sim.step().unwrap();
+        }
+        sim.hold("client", STORE_HOST);
+        while sim.elapsed() < STORE_CALL_TIMEOUT + Duration::from_secs(5) {
+            sim.step().unwrap();
+        }
+        sim.release("client", STORE_HOST);
+        while sim.elapsed() < STORE_CALL_TIMEOUT + Duration::from_secs(10) {
+            sim.step().unwrap();
+        }
+        let exists = crate::seed::now(SimStore::direct_on(link).user(UserId::new(7).unwrap())).unwrap().is_some();
+        (outcome.borrow().clone().expect("the client ran"), exists)
+    }
+
+    #[test]
+    fn a_call_that_left_before_its_client_gave_up_is_applied_when_it_arrives() {
+        let (error, exists) = late_call(false);
+        assert!(error.contains("outcome unknown"), "{error}");
+        assert!(exists, "the late call was not applied");
+    }
+
+    #[test]
+    fn a_call_that_never_left_is_never_applied() {
+        let (error, exists) = late_call(true);
+        assert!(error.contains("not applied"), "{error}");
+        assert!(!exists, "a call that never reached the store was applied");
     }
 }
