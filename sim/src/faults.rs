@@ -170,7 +170,7 @@ pub(crate) fn skew_of(scenario: &Scenario, instance: usize) -> i64 {
 }
 
 /// The links of a run, as the scenario sets them.
-pub(crate) fn network_of(scenario: &Scenario) -> Network {
+pub fn network_of(scenario: &Scenario) -> Network {
     Network {
         min_latency: Duration::from_millis(scenario.network.min_latency_ms),
         max_latency: Duration::from_millis(scenario.network.max_latency_ms.max(scenario.network.min_latency_ms)),
@@ -336,9 +336,12 @@ pub(crate) fn apply(
     None
 }
 
-/// The pause a store call just tripped (`Fault::PauseAtStoreCall`), to apply before the next step.
-pub(crate) fn tripped(shared: &Shared) -> Option<Action> {
-    let (instance, length) = shared.store.take_tripped()?;
+/// The pause a store call just tripped (`Fault::PauseAtStoreCall`), noted, to apply before the
+/// next step.
+pub(crate) fn tripped(shared: &Shared, history: &SharedHistory, at: Duration) -> Option<Action> {
+    let (instance, length, call) = shared.store.take_tripped()?;
+    let event = Event::Fault(FaultEvent::SentStoreCall { instance, call });
+    crate::history::lock(history).records.push(crate::history::Record { at, event });
     Some(Action::Pause { instance, length })
 }
 

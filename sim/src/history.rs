@@ -215,6 +215,12 @@ pub enum FaultEvent {
         for_ms: u64,
     },
     NoLeaderToFreeze,
+    /// Whole-bot runs: the instance sent the store call a `pause_at_store_call` waited for (and
+    /// is frozen now).
+    SentStoreCall {
+        instance: usize,
+        call: String,
+    },
     /// Messages between the instance and Redis are held (delivered late, not lost), then released.
     Held(usize),
     Released(usize),

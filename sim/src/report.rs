@@ -244,7 +244,10 @@ fn bands(result: &RunResult, end: u64) -> Vec<Band> {
                 to: at + 200,
                 label: if *lose_data { "restarted, data lost".into() } else { "restarted".into() },
             }),
-            FaultEvent::Leads { .. } | FaultEvent::NoLeaderToCrash | FaultEvent::NoLeaderToFreeze => {}
+            FaultEvent::Leads { .. }
+            | FaultEvent::SentStoreCall { .. }
+            | FaultEvent::NoLeaderToCrash
+            | FaultEvent::NoLeaderToFreeze => {}
         }
     }
     for (i, from, label) in open {

@@ -550,11 +550,26 @@ impl Scenario {
                 );
             }
         }
-        anyhow::ensure!(
-            matches!(self.workload, Workload::Bot(_))
-                || !self.faults.iter().any(|f| matches!(f, Fault::PauseAtStoreCall { .. })),
-            "pause_at_store_call is for the whole-bot workload (kind = \"bot\")"
-        );
+        let at_store_call = self.faults.iter().filter(|f| matches!(f, Fault::PauseAtStoreCall { .. })).count();
+        if at_store_call > 0 {
+            anyhow::ensure!(
+                matches!(self.workload, Workload::Bot(_)),
+                "pause_at_store_call is for the whole-bot workload (kind = \"bot\")"
+            );
+            anyhow::ensure!(at_store_call == 1, "one pause_at_store_call per scenario");
+            // Turmoil hands a message with no delay to its link at once, past any hold: the call
+            // would arrive before the freeze it is to be caught in.
+            anyhow::ensure!(
+                self.network.min_latency_ms >= 1,
+                "pause_at_store_call needs [network] min_latency_ms of 1 or more (a call sent with no delay \
+                 escapes the freeze)"
+            );
+            // Whom it freezes, and when, is known only in the run: a partition might drop the call.
+            anyhow::ensure!(
+                !self.faults.iter().any(|f| matches!(f, Fault::Partition { .. })),
+                "pause_at_store_call cannot be combined with a partition (it would lose the call on the wire)"
+            );
+        }
         if let Workload::Bot(bot) = &self.workload {
             anyhow::ensure!(!bot.journeys.is_empty(), "the bot workload needs at least one journey");
             anyhow::ensure!(

@@ -101,6 +101,22 @@ fn a_misconfigured_scenario_is_refused_at_load() {
                 .replace("\"promo\"", "\"promos\""),
             "promos",
         ),
+        (
+            "a store call caught with no delay on the links",
+            std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/bot_reissue_paused_holder.toml"),
+            )
+            .unwrap()
+            .replace("min_latency_ms = 1", "min_latency_ms = 0"),
+            "min_latency_ms",
+        ),
+        (
+            "a store call caught on a chat",
+            format!(
+                "{base}\n[[faults]]\nkind = \"pause_at_store_call\"\ncall = \"x\"\nat_secs = 1.0\nfor_secs = 2.0\n"
+            ),
+            "whole-bot",
+        ),
     ];
     for (what, text, named) in cases {
         let path = dir.join("bad.toml");
@@ -173,4 +189,18 @@ fn each_case_the_fuzzer_found_holds_at_its_seed() {
         let result = run(&scenario, seed, Mode::Redis).unwrap();
         assert!(result.violations.is_empty(), "{file} seed {seed}: {:?}", result.violations);
     }
+}
+
+/// A `pause_at_store_call` waiting for a call no instance sends fails the run, naming the call,
+/// rather than holding a run whose fault never happened.
+#[test]
+fn a_store_call_pause_that_never_trips_fails_the_run() {
+    let mut scenario = scenarios().into_iter().find(|s| s.name == "bot_reissue_paused_holder").unwrap();
+    for fault in &mut scenario.faults {
+        if let atlas_sim::scenario::Fault::PauseAtStoreCall { call, .. } = fault {
+            *call = "no_such_call".into();
+        }
+    }
+    let err = format!("{:#}", run(&scenario, 0, Mode::Redis).unwrap_err());
+    assert!(err.contains("no_such_call"), "{err}");
 }

@@ -255,6 +255,25 @@ async fn a_reissue_request_delivered_again_reports_the_key_it_made() {
     assert_eq!(bot.last(USER).expect("the user was told").text, bot.says(USER, &Msg::ReissuedBySupport { uri }));
 }
 
+/// A reissue that finds another one running tells the admin so, and the user nothing: no key
+/// changed.
+#[tokio::test]
+async fn a_reissue_that_finds_another_running_tells_the_user_nothing() {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    bot.send_text(ADMIN, "/start").await;
+    bot.send_text(USER, "/start").await;
+    bot.fund(USER, "300").await;
+    bot.buy(USER).await;
+    let told_before = bot.messages(USER).len();
+    let held = bot.app.coordination.acquire_lock(LockName::KeyReissue(uid(USER)), Duration::from_secs(30)).await;
+    assert!(matches!(held, LockVerdict::Held(_)));
+    bot.send_text(ADMIN, "/admin").await;
+    bot.press_msg(ADMIN, &Msg::BtnAdminReissue).await;
+    let r = bot.send_text(ADMIN, &USER.to_string()).await;
+    assert!(texts(&r).starts_with(&bot.says(ADMIN, &Msg::ReissueBusy)), "{}", texts(&r));
+    assert_eq!(bot.messages(USER).len(), told_before, "the user was told of a key that was not made");
+}
+
 /// A non-admin's forged admin buttons and commands: refused with a clear reply, nothing
 /// written (callback data is never trusted, whatever ids it carries).
 #[tokio::test]

@@ -43,6 +43,8 @@ pub struct BotRecords {
     /// Each subscription's active keys in the store at the end (subscription id, panel key ids:
     /// one).
     pub active_keys: BTreeMap<String, Vec<String>>,
+    /// The row id of every key the store recorded (by panel key id): the order they were written.
+    pub key_rows: BTreeMap<String, i64>,
 }
 
 /// The promo limit of `LimitedAction::PromoAttempt`: 10 checks a minute per user.
@@ -423,7 +425,9 @@ fn single_leader_effects(records: &BotRecords) -> Option<String> {
 /// (reissued keys are labelled `reissue-<subscription>-<fencing token>`; a newer token is a later
 /// lock). A stale holder's install arriving after a newer reissue's would leave the store on the
 /// older key, which nobody was told of, while the key the user was sent is revoked by the
-/// reconciler. (A newer key nobody was told of is a reissue whose reply was lost: not this.)
+/// reconciler. (A newer key nobody was told of is a reissue whose reply was lost: not this.) A
+/// key of another kind (a subscription bought again after its keys were retired gets a new
+/// activation key) is older when the store wrote it before the key the bot sent.
 fn keys_never_go_back(records: &BotRecords) -> Option<String> {
     let token = |id: &str| -> Option<(String, u64)> {
         let (subscription, token) = id.strip_prefix("reissue-")?.split_once('-')?;
@@ -448,8 +452,14 @@ fn keys_never_go_back(records: &BotRecords) -> Option<String> {
     }
     for (subscription, (told, at)) in &newest_told {
         let Some(active) = records.active_keys.get(subscription).and_then(|keys| keys.first()) else { continue };
-        let held = token(active).map_or(0, |(_, t)| t);
-        if held < *told {
+        let older = match token(active) {
+            Some((_, held)) => held < *told,
+            None => {
+                let row = |id: &str| records.key_rows.get(id).copied();
+                row(active) < row(&format!("reissue-{subscription}-{told}"))
+            }
+        };
+        if older {
             return Some(format!(
                 "subscription {subscription} ended on key {active}, older than key reissue-{subscription}-{told} \
                  the bot sent at {:.3}s: a reissue whose lock had run out installed its key after a newer one",
@@ -636,6 +646,7 @@ mod tests {
             withdrawals: vec![],
             broadcasts: vec![],
             active_keys: BTreeMap::new(),
+            key_rows: BTreeMap::new(),
         }
     }
 
@@ -740,6 +751,16 @@ mod tests {
         // newer key whose message was lost.
         assert_eq!(judged(vec![sent("reissue-7-20", 5), sent("reissue-7-10", 9)], "reissue-7-20"), None);
         assert_eq!(judged(vec![sent("reissue-7-10", 5)], "reissue-7-20"), None);
+        // A subscription bought again after its keys were retired is on a newer activation key:
+        // fine; on one written before the key the user was sent: caught.
+        let rows =
+            |activation| BTreeMap::from([("reissue-7-20".to_owned(), 5), ("activate-7-2".to_owned(), activation)]);
+        let mut again = records(vec![sent("reissue-7-20", 5)], vec![]);
+        again.active_keys = BTreeMap::from([("7".to_owned(), vec!["activate-7-2".to_owned()])]);
+        again.key_rows = rows(9);
+        assert_eq!(keys_never_go_back(&again), None);
+        again.key_rows = rows(3);
+        assert!(keys_never_go_back(&again).is_some());
         // Two active keys for one subscription is caught whatever was sent.
         let mut two = records(vec![], vec![]);
         two.active_keys = BTreeMap::from([("7".to_owned(), vec!["reissue-7-1".to_owned(), "reissue-7-2".to_owned()])]);

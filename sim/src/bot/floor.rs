@@ -67,12 +67,21 @@ pub struct Floor {
     pub answered: u64,
 }
 
-/// Runs `traffic` through the floor world of `instances` instances: the deliveries spread evenly
-/// over `active`, the world stepped at `tick` until `simulated` (the bot's run's length).
-pub fn run(instances: usize, traffic: Traffic, active: Duration, simulated: Duration, tick: Duration) -> Floor {
+/// The world a floor run replays a run in: its instances, its links, its step.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub instances: usize,
+    pub network: world::Network,
+    pub tick: Duration,
+}
+
+/// Runs `traffic` through the floor world of `shape`: the deliveries spread evenly over
+/// `active`, the world stepped until `simulated` (the bot's run's length).
+pub fn run(shape: Shape, traffic: Traffic, active: Duration, simulated: Duration) -> Floor {
     let started = std::time::Instant::now();
     let answered = Rc::new(Cell::new(0));
-    let mut sim = world::builder(0, simulated + Duration::from_secs(60), tick, Default::default()).build();
+    let Shape { instances, network, tick } = shape;
+    let mut sim = world::builder(0, simulated + Duration::from_secs(60), tick, network).build();
     sim.host(REDIS_HOST, || echo(REDIS_PORT, REDIS_REPLY));
     sim.host(STORE_HOST, || echo(STORE_PORT, STORE_FRAME));
     sim.host(BALANCER_HOST, move || balancer(instances));
@@ -252,6 +261,10 @@ async fn internet(traffic: Traffic, active: Duration, answered: Rc<Cell<u64>>) -
 mod tests {
     use super::*;
 
+    fn shape() -> Shape {
+        Shape { instances: 2, network: world::Network::default(), tick: Duration::from_millis(20) }
+    }
+
     #[test]
     fn the_shares_add_up_to_the_runs_counts() {
         let traffic = Traffic { deliveries: 7, redis: 23, store: 5, telegram: 14, panel: 1, crypto: 0 };
@@ -270,7 +283,7 @@ mod tests {
     #[test]
     fn the_floor_world_answers_every_delivery() {
         let traffic = Traffic { deliveries: 20, redis: 40, store: 50, telegram: 40, panel: 3, crypto: 2 };
-        let floor = run(2, traffic, Duration::from_secs(2), Duration::from_secs(5), Duration::from_millis(20));
+        let floor = run(shape(), traffic, Duration::from_secs(2), Duration::from_secs(5));
         assert_eq!(floor.answered, 20);
         assert!(floor.speed > 0.0);
     }
@@ -279,7 +292,7 @@ mod tests {
     fn a_floor_stopped_before_its_deliveries_are_due_answers_fewer() {
         // The count is of answers, not of deliveries planned: stopped at 1 s of 2, about half.
         let traffic = Traffic { deliveries: 20, ..Traffic::default() };
-        let floor = run(2, traffic, Duration::from_secs(2), Duration::from_secs(1), Duration::from_millis(20));
+        let floor = run(shape(), traffic, Duration::from_secs(2), Duration::from_secs(1));
         assert!((5..15).contains(&floor.answered), "{floor:?}");
     }
 }

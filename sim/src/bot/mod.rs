@@ -166,7 +166,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
         }
         sim.step().map_err(|e| anyhow::anyhow!("the simulation failed: {e}"))?;
         // A store call that trips a pause: frozen as it sent it, before the call can arrive.
-        if let Some(pause) = faults::tripped(&shared)
+        if let Some(pause) = faults::tripped(&shared, &history, sim.elapsed())
             && let Some((after, thaw)) = apply(&mut sim, pause, &history, &shared, &Default::default())
         {
             pending.push((sim.elapsed() + after, thaw));
@@ -175,6 +175,9 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     }
     let simulated = sim.elapsed();
     drop(sim);
+    if let Some(call) = shared.store.still_armed() {
+        anyhow::bail!("pause_at_store_call waited for a {call} store call, and no instance sent one");
+    }
     let mut history = std::mem::take(&mut *history::lock(&history));
     unfinished(&mut history, bot, seed, simulated);
     let records = checks::BotRecords {
@@ -209,6 +212,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             .into_iter()
             .map(|(subscription, keys)| (subscription.to_string(), keys))
             .collect(),
+        key_rows: shared.store.with_model(|m| m.key_rows()),
         withdrawals: shared
             .store
             .with_model(|m| m.withdrawal_owners())

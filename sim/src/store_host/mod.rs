@@ -58,7 +58,7 @@ pub struct StoreLink {
 #[derive(Default)]
 struct Tripwire {
     armed: Option<(String, Duration)>,
-    tripped: Option<(usize, Duration)>,
+    tripped: Option<(usize, Duration, String)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -81,16 +81,21 @@ impl StoreLink {
         lock(&self.tripwire).armed = Some((call, length));
     }
 
-    /// The instance that tripped the wire, and its pause (once).
-    pub fn take_tripped(&self) -> Option<(usize, Duration)> {
+    /// The instance that tripped the wire, its pause and the call (once).
+    pub fn take_tripped(&self) -> Option<(usize, Duration, String)> {
         lock(&self.tripwire).tripped.take()
+    }
+
+    /// The call the tripwire still waits for (none was sent since it was set).
+    pub fn still_armed(&self) -> Option<String> {
+        lock(&self.tripwire).armed.as_ref().map(|(call, _)| call.clone())
     }
 
     fn trip(&self, op: &str, instance: usize) {
         let mut wire = lock(&self.tripwire);
         if wire.armed.as_ref().is_some_and(|(call, _)| call == op) {
-            let (_, length) = wire.armed.take().expect("checked");
-            wire.tripped = Some((instance, length));
+            let (call, length) = wire.armed.take().expect("checked");
+            wire.tripped = Some((instance, length, call));
         }
     }
 
@@ -249,11 +254,16 @@ mod tests {
 
     use super::*;
 
-    /// Registers user 7 over a link held past the client's timeout (after one call that opened
-    /// the connection), then releases the link; `hold_before_connecting` holds it before the
-    /// first call instead. Returns the second call's error and whether user 7 exists at the end.
+    /// Sets user 7's language over a link held past the client's timeout (after one call that
+    /// opened the connection), then releases the link; `hold_before_connecting` holds it before
+    /// the first call instead. Returns the late call's error and whether it took effect. (One
+    /// statement, as PostgreSQL would run it on arrival; a transaction of several the client
+    /// abandoned would be rolled back there, and is applied whole here: stricter.)
     fn late_call(hold_before_connecting: bool) -> (String, bool) {
         let link = StoreLink::default();
+        let now = crate::clock::wall_clock(Duration::ZERO);
+        let direct = SimStore::direct_on(link.clone());
+        crate::seed::now(direct.register_user(UserId::new(7).unwrap(), Language::En, None, None, now)).unwrap();
         let mut sim =
             crate::world::builder(1, Duration::from_secs(120), Duration::from_millis(10), Default::default()).build();
         let served = link.clone();
@@ -262,12 +272,11 @@ mod tests {
         let (client_link, told) = (link.clone(), outcome.clone());
         sim.client("client", async move {
             let store = SimStore::new(client_link, 0, SharedHistory::default());
-            let now = crate::clock::wall_clock(Duration::ZERO);
             if !hold_before_connecting {
-                store.register_user(UserId::new(6).unwrap(), Language::En, None, None, now).await?;
+                store.user(UserId::new(7).unwrap()).await?;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let late = store.register_user(UserId::new(7).unwrap(), Language::En, None, None, now).await;
+            let late = store.set_language(UserId::new(7).unwrap(), Language::Ru).await;
             *told.borrow_mut() = Some(format!("{:#}", late.expect_err("the held call is not answered")));
             Ok(())
         });
@@ -286,21 +295,21 @@ mod tests {
         while sim.elapsed() < STORE_CALL_TIMEOUT + Duration::from_secs(10) {
             sim.step().unwrap();
         }
-        let exists = crate::seed::now(SimStore::direct_on(link).user(UserId::new(7).unwrap())).unwrap().is_some();
-        (outcome.borrow().clone().expect("the client ran"), exists)
+        let user = crate::seed::now(direct.user(UserId::new(7).unwrap())).unwrap().expect("registered");
+        (outcome.borrow().clone().expect("the client ran"), user.language == Language::Ru)
     }
 
     #[test]
     fn a_call_that_left_before_its_client_gave_up_is_applied_when_it_arrives() {
-        let (error, exists) = late_call(false);
+        let (error, applied) = late_call(false);
         assert!(error.contains("outcome unknown"), "{error}");
-        assert!(exists, "the late call was not applied");
+        assert!(applied, "the late call was not applied");
     }
 
     #[test]
     fn a_call_that_never_left_is_never_applied() {
-        let (error, exists) = late_call(true);
+        let (error, applied) = late_call(true);
         assert!(error.contains("not applied"), "{error}");
-        assert!(!exists, "a call that never reached the store was applied");
+        assert!(!applied, "a call that never reached the store was applied");
     }
 }

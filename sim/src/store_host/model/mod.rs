@@ -356,6 +356,11 @@ impl Model {
         out
     }
 
+    /// Every key the store recorded, by panel key id: its row's id, in the order rows were written.
+    pub fn key_rows(&self) -> BTreeMap<String, i64> {
+        self.keys.iter().map(|k| (k.key.panel_key_id.clone(), k.id)).collect()
+    }
+
     /// The price of a period on sale.
     pub fn price_of(&self, tariff: &TariffCode, days: i32) -> Option<Money> {
         self.price(tariff, days).ok().map(|(_, price)| money(price))
