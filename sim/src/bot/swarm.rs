@@ -4,7 +4,9 @@
 
 use atlas::ports::{Ids, SeededIds};
 
-use crate::scenario::{BotIntake, BotWorkload, Fault, Invariant, Journey, Routing, Scenario, Workload};
+use crate::scenario::{
+    BotIntake, BotWorkload, Fault, Invariant, Journey, Routing, Scenario, Workload, pause_meets_partition,
+};
 
 /// The journeys a shopper of a drawn run may make.
 pub const JOURNEYS: [Journey; 8] = [
@@ -92,6 +94,16 @@ pub fn draw(template: &Scenario, seed: u64) -> Scenario {
     if d.chance(30) {
         let instance = d.below(instances as u64) as usize;
         faults.push(Fault::Skew { instance, ms: d.below(7_200_000) as i64 - 3_600_000 });
+    }
+    // A freeze, from a moment to longer than the chat lease (15 s), drawn last so that the
+    // faults above stay what they were for every seed; never over a partition of its instance.
+    if d.chance(25) {
+        let instance = d.below(instances as u64) as usize;
+        let pause = Fault::Pause { instance, at_secs: d.between(1.0, latest).round(), for_secs: d.between(0.5, 20.0) };
+        let meets = |f: &Fault| pause_meets_partition(&pause, f);
+        if !faults.iter().any(meets) {
+            faults.push(pause);
+        }
     }
     let invariants = invariants_for(&workload, &faults);
     Scenario {
