@@ -221,17 +221,23 @@ async fn two_admins_deciding_one_withdrawal_one_wins(language: Language) {
     assert_ledger_invariants(&bot.db).await.unwrap();
 }
 
+/// An admin, and a user with a subscription (and its key) bought from their balance.
+async fn admin_and_subscriber() -> BotHarness {
+    let bot = BotHarness::new(&[ADMIN]).await;
+    bot.send_text(ADMIN, "/start").await;
+    bot.send_text(USER, "/start").await;
+    bot.fund(USER, "300").await;
+    bot.buy(USER).await;
+    bot
+}
+
 /// An admin's reissue installs the new key, then its instance is cut off before it can say so or
 /// release the reissue lock: the update is handed back. Delivered again, the request reports the
 /// reissue it made (the first try's lock still held), makes no second key, and the admin is told.
 /// (Found by `atlas-sim fuzz --seed 5`, kept as `scenarios/found/admin_reissue_reply_lost.toml`.)
 #[tokio::test]
 async fn a_reissue_request_delivered_again_reports_the_key_it_made() {
-    let bot = BotHarness::new(&[ADMIN]).await;
-    bot.send_text(ADMIN, "/start").await;
-    bot.send_text(USER, "/start").await;
-    bot.fund(USER, "300").await;
-    bot.buy(USER).await;
+    let bot = admin_and_subscriber().await;
     bot.send_text(ADMIN, "/admin").await;
     bot.press_msg(ADMIN, &Msg::BtnAdminReissue).await;
     let sub = bot.db.store.subscription(uid(USER)).await.unwrap().unwrap();
@@ -259,11 +265,7 @@ async fn a_reissue_request_delivered_again_reports_the_key_it_made() {
 /// changed.
 #[tokio::test]
 async fn a_reissue_that_finds_another_running_tells_the_user_nothing() {
-    let bot = BotHarness::new(&[ADMIN]).await;
-    bot.send_text(ADMIN, "/start").await;
-    bot.send_text(USER, "/start").await;
-    bot.fund(USER, "300").await;
-    bot.buy(USER).await;
+    let bot = admin_and_subscriber().await;
     let told_before = bot.messages(USER).len();
     let held = bot.app.coordination.acquire_lock(LockName::KeyReissue(uid(USER)), Duration::from_secs(30)).await;
     assert!(matches!(held, LockVerdict::Held(_)));
