@@ -52,9 +52,6 @@ struct Inner {
     windows: BTreeMap<(UserId, LimitedAction), VecDeque<u64>>,
     cells: BTreeMap<(UserId, LimitedAction), u64>,
     locks: BTreeMap<LockName, (String, Duration)>,
-    /// The fallback limiter's attempts let through, until their window ends: the same attempt
-    /// again (a redelivered update) is let through without counting twice, as Redis does.
-    attempts: BTreeMap<(UserId, LimitedAction, String), Duration>,
     fence: u64,
     calls: u64,
 }
@@ -66,7 +63,6 @@ impl Inner {
         self.fsm.retain(|_, (_, until)| *until > now);
         self.leases.retain(|_, (_, until)| *until > now);
         self.locks.retain(|_, (_, until)| *until > now);
-        self.attempts.retain(|_, until| *until > now);
         // Update marks expire roughly in the order they were made: drop from the front while the
         // oldest is gone or expired (amortized O(1); a live mark holds the ones behind it until
         // it expires, and SEEN_UPDATES_MAX bounds them all).
@@ -117,9 +113,6 @@ pub struct LegacyCoordination {
     ids: Arc<dyn Ids>,
     lease_ttl: Duration,
     flood: Flood,
-    /// Whether an attempt let through is remembered (the fallback limiter) or every call counts
-    /// (the old design).
-    remembers_attempts: bool,
     inner: Mutex<Inner>,
 }
 
@@ -130,16 +123,8 @@ impl LegacyCoordination {
             ids,
             lease_ttl: LEASE_TTL,
             flood: Flood::default(),
-            remembers_attempts: false,
             inner: Mutex::new(Inner::default()),
         }
-    }
-
-    /// The fallback limiter of the failure policy (`Guarded`): this instance's memory, which
-    /// lets an attempt it let through before (the same update delivered again while Redis is
-    /// away) through again without counting it twice, as the shared limiter does.
-    pub fn fallback(clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> LegacyCoordination {
-        LegacyCoordination { remembers_attempts: true, ..LegacyCoordination::new(clock, ids) }
     }
 
     /// Overrides how long a handler holds its chat's lease (tests and the simulation shorten it).
@@ -299,31 +284,18 @@ impl Coordination for LegacyCoordination {
         }))
     }
 
-    /// The old design's per-process buckets know nothing of attempts: each call counts. The
-    /// fallback limiter ([`LegacyCoordination::fallback`]) lets an attempt it let through before
-    /// through again, uncounted, within its window.
-    async fn check_rate(&self, user: UserId, action: LimitedAction, attempt: &str) -> CoordResult<Decision> {
+    /// The old design's per-process buckets know nothing of attempts: each call counts.
+    async fn check_rate(&self, user: UserId, action: LimitedAction, _attempt: &str) -> CoordResult<Decision> {
         let limit = limits::limit(action);
-        let remembers = self.remembers_attempts;
-        Ok(self.with(|inner, now| {
-            let seen = (user, action, attempt.to_owned());
-            if remembers && inner.attempts.get(&seen).is_some_and(|until| *until > now) {
-                return Decision::Allowed;
+        Ok(self.with(|inner, now| match limit.algorithm {
+            Algorithm::SlidingWindow => {
+                let log = inner.windows.entry((user, action)).or_default();
+                algorithms::sliding_window(log, micros(now), limit.max, micros(limit.window))
             }
-            let decision = match limit.algorithm {
-                Algorithm::SlidingWindow => {
-                    let log = inner.windows.entry((user, action)).or_default();
-                    algorithms::sliding_window(log, micros(now), limit.max, micros(limit.window))
-                }
-                Algorithm::Gcra => {
-                    let tat = inner.cells.entry((user, action)).or_default();
-                    algorithms::gcra(tat, micros(now), limit.max, micros(limit.window))
-                }
-            };
-            if remembers && decision == Decision::Allowed {
-                inner.attempts.insert(seen, now + limit.window);
+            Algorithm::Gcra => {
+                let tat = inner.cells.entry((user, action)).or_default();
+                algorithms::gcra(tat, micros(now), limit.max, micros(limit.window))
             }
-            decision
         }))
     }
 

@@ -104,7 +104,7 @@ pub struct App<A: Adapters> {
 /// The one assembly, whatever the world.
 pub fn assemble<A: Adapters>(parts: Parts<A>, rules: Rules) -> App<A> {
     // The fallback limiter of the failure policy: this instance's own memory.
-    let local = LegacyCoordination::fallback(parts.clock.clone(), parts.ids.clone());
+    let local = LegacyCoordination::new(parts.clock.clone(), parts.ids.clone());
     App {
         store: parts.store,
         coordination: Guarded::new(parts.coordination, local),
