@@ -48,7 +48,13 @@ async fn redis_outage_fails_money_closed_and_recovers_by_itself() {
     assert_eq!(guarded.check_rate(user, LimitedAction::PromoAttempt, "promo").await, RateVerdict::Allowed);
 
     proxy.cut();
-    for action in [LimitedAction::PromoAttempt, LimitedAction::WithdrawalRequest, LimitedAction::PaymentAttempt] {
+    let refused = [
+        LimitedAction::PromoAttempt,
+        LimitedAction::WithdrawalRequest,
+        LimitedAction::PaymentAttempt,
+        LimitedAction::KeyReissue,
+    ];
+    for action in refused {
         assert_eq!(guarded.check_rate(user, action, "cut").await, RateVerdict::TryLater, "{action:?} must fail closed");
     }
     assert_eq!(
