@@ -147,9 +147,12 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
 
     let mut pending = schedule(scenario);
     pending.reverse();
+    // When the last fault action ran (a thaw, a restart, a repair): the run settles after it.
+    let mut healed = Duration::ZERO;
     loop {
         while pending.last().is_some_and(|(at, _)| *at <= sim.elapsed()) {
             let (_, action) = pending.pop().expect("checked");
+            healed = sim.elapsed();
             // A leader's crash picked by role brings its restart with it.
             if let Some((after, follow_up)) = apply(&mut sim, action, &history, &shared, &Default::default()) {
                 pending.push((sim.elapsed() + after, follow_up));
@@ -157,9 +160,13 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             }
         }
         // The run lasts `duration_secs` at least (the workers' time), until the users are done
-        // and settled, and until the background work they left (a key to make, a broadcast to
-        // send) is done: all within the overtime, the liveness bound.
-        let done = finished.get().is_some_and(|at| sim.elapsed() >= (at + SETTLE).max(duration))
+        // and settled, until every fault has healed and settled (a frozen instance's late
+        // messages arrive and are judged), and until the background work they left (a key to
+        // make, a broadcast to send) is done: all within the overtime, the liveness bound.
+        let settled = |at: Duration| sim.elapsed() >= (at + SETTLE).max(duration);
+        let done = finished.get().is_some_and(settled)
+            && pending.is_empty()
+            && settled(healed)
             && shared.store.with_model(|m| m.open_work(wall_clock(sim.elapsed())).is_empty());
         if done || sim.elapsed() >= duration + OVERTIME {
             break;
