@@ -181,7 +181,7 @@ fn seeds_run_in_worker_processes_come_back_whole() {
 /// their fixes.
 #[test]
 fn each_case_the_fuzzer_found_holds_at_its_seed() {
-    let found = [("admin_reissue_reply_lost.toml", 278_189)];
+    let found = [("admin_reissue_reply_lost.toml", 278_189), ("sigterm_during_freeze.toml", 704_648)];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/found");
     assert_eq!(Scenario::files(&dir).unwrap().len(), found.len(), "every case found is listed here");
     for (file, seed) in found {

@@ -105,15 +105,24 @@ fn is(call: &Call, method: &str) -> bool {
 #[derive(Clone, Copy, Debug)]
 struct Break {
     at: Duration,
+    /// The latest the loss may show: `at` for a crash; for a SIGTERM, the end of the drain, when
+    /// the process exits with whatever it has not committed (a reply may go out in the drain,
+    /// its commit not), or, when it was frozen in the drain, the end of the freeze (and a tick's
+    /// slack), when what it sent before exiting arrives.
+    until: Duration,
     instance: Option<usize>,
 }
 
 impl Break {
-    /// Whether it falls within `from..=to` and befell one of `who`: the instances that made the
-    /// two effects judged (one whose instance is unknown may be any). A crash of one instance
-    /// excuses nothing another does twice.
+    fn at(at: Duration, instance: Option<usize>) -> Break {
+        Break { at, until: at, instance }
+    }
+
+    /// Whether it may fall within `from..=to` and befell one of `who`: the instances that made
+    /// the two effects judged (one whose instance is unknown may be any). A crash of one
+    /// instance excuses nothing another does twice.
     fn excuses(&self, from: Duration, to: Duration, who: &[Option<usize>]) -> bool {
-        from <= self.at
+        from <= self.until
             && self.at <= to
             && (self.instance.is_none() || who.iter().any(|w| w.is_none() || *w == self.instance))
     }
@@ -122,19 +131,35 @@ impl Break {
 /// The times at which an instance lost what it was doing (a crash, a SIGTERM, Redis losing its
 /// data): an update in flight then may be handled again, which is the design (at least once).
 fn losses(history: &History) -> Vec<Break> {
+    let freezes: Vec<(usize, Duration, Duration)> = history
+        .records
+        .iter()
+        .filter_map(|r| match r.event {
+            Event::Fault(FaultEvent::Frozen { instance, for_ms }) => {
+                Some((instance, r.at, r.at + Duration::from_millis(for_ms)))
+            }
+            _ => None,
+        })
+        .collect();
     history
         .records
         .iter()
-        .filter_map(|r| {
-            let instance = match r.event {
-                Event::Fault(FaultEvent::Crashed(i) | FaultEvent::Stopped(i)) => Some(i),
-                Event::Fault(FaultEvent::RedisRestarted { lose_data: true }) => None,
-                _ => return None,
-            };
-            Some(Break { at: r.at, instance })
+        .filter_map(|r| match r.event {
+            Event::Fault(FaultEvent::Crashed(i)) => Some(Break::at(r.at, Some(i))),
+            Event::Fault(FaultEvent::Stopped(i)) => {
+                let drained = r.at + super::hosts::SHUTDOWN_TIMEOUT;
+                let woke = freezes.iter().filter(|(f, from, to)| *f == i && *from <= drained && *to >= r.at);
+                let until = woke.map(|(_, _, to)| *to + THAW_SLACK).fold(drained, Duration::max);
+                Some(Break { at: r.at, until, instance: Some(i) })
+            }
+            Event::Fault(FaultEvent::RedisRestarted { lose_data: true }) => Some(Break::at(r.at, None)),
+            _ => None,
         })
         .collect()
 }
+
+/// How long after a freeze ends what the instance sent while frozen may still be arriving.
+const THAW_SLACK: Duration = Duration::from_secs(1);
 
 /// `losses`, and the start and end of every pause: a paused instance's lease runs out under its
 /// handler, another instance handles the update again, and what the paused one sent meanwhile
@@ -145,8 +170,8 @@ fn breaks(history: &History, losses: &[Break]) -> Vec<Break> {
     for r in &history.records {
         if let Event::Fault(FaultEvent::Frozen { instance, for_ms }) = r.event {
             let instance = Some(instance);
-            breaks.push(Break { at: r.at, instance });
-            breaks.push(Break { at: r.at + Duration::from_millis(for_ms), instance });
+            breaks.push(Break::at(r.at, instance));
+            breaks.push(Break::at(r.at + Duration::from_millis(for_ms), instance));
         }
     }
     breaks
@@ -729,6 +754,34 @@ mod tests {
         assert!(judged(FaultEvent::Frozen { instance: 3, for_ms: 1_000 }).is_some());
         assert_eq!(judged(FaultEvent::Crashed(1)), None);
         assert_eq!(judged(FaultEvent::Frozen { instance: 2, for_ms: 1_000 }), None);
+    }
+
+    /// A SIGTERM loses what its instance has not committed when the drain ends, up to
+    /// `SHUTDOWN_TIMEOUT` later: a reply sent in the drain and sent again after the exit is at
+    /// least once. One sent again after a drain that ended before the first is not.
+    #[test]
+    fn a_sigterm_excuses_a_repeat_across_its_drain() {
+        let received = |secs, from| {
+            call("sendMessage", serde_json::json!({"chat_id": 700, "text": "Payment received: 30 days."}), secs, from)
+        };
+        let judged = |first: u64, again: u64| {
+            let told = records(vec![received(first, 1), received(again, 1)], vec![]);
+            let mut history = history(FaultEvent::Stopped(1));
+            let paid = Event::Paid { user: 700, provider: "stars", id: "charge-1".into() };
+            history.records.push(Record { at: Duration::from_secs(1), event: paid });
+            no_double_effect(&history, &told)
+        };
+        // Stopped at 5 s, its drain over by 10 s.
+        assert_eq!(judged(9, 12), None);
+        assert!(judged(11, 13).is_some());
+        // Frozen in its drain until 11 s, what it sent before exiting arrives after it woke.
+        let told = records(vec![received(11, 1), received(13, 1)], vec![]);
+        let mut history = history(FaultEvent::Stopped(1));
+        let frozen = FaultEvent::Frozen { instance: 1, for_ms: 6_000 };
+        history.records.push(Record { at: Duration::from_secs(5), event: Event::Fault(frozen) });
+        let paid = Event::Paid { user: 700, provider: "stars", id: "charge-1".into() };
+        history.records.push(Record { at: Duration::from_secs(1), event: paid });
+        assert_eq!(no_double_effect(&history, &told), None);
     }
 
     #[test]

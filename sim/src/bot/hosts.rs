@@ -58,6 +58,8 @@ pub const TELEGRAM_HOOK_PATH: &str = "/telegram/hook";
 /// The admins of every whole-bot run; shoppers are numbered from `FIRST_SHOPPER`.
 pub const ADMINS: [i64; 2] = [1, 2];
 pub const FIRST_SHOPPER: i64 = 100;
+/// How long an instance drains after SIGTERM before it exits with what it has not finished.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The bot's adapters in this world: the live Telegram and provider clients over simulated TCP.
 pub struct WholeBot;
@@ -259,7 +261,7 @@ pub async fn instance(link: StoreLink, spec: InstanceSpec) -> turmoil::Result {
     let config = RunConfig {
         intake,
         updates_in_flight_max: spec.updates_in_flight_max,
-        shutdown_timeout: Duration::from_secs(5),
+        shutdown_timeout: SHUTDOWN_TIMEOUT,
         // Shortened like the chat lease, so that a leader's death is over within a run: every
         // leader-only worker's lease is twice the scenario's lease (60 s live).
         workers: WorkerConfig {
