@@ -39,9 +39,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// 10/minute (exact sliding windows: never more in any window); admin commands 100/minute and
 /// trial activation 5 per 10 minutes (GCRA: a burst of that many, then the average rate; the
 /// trial itself is once per user in PostgreSQL, this only stops hammering). A user's own key
-/// reissue: one per 10 minutes, exactly (each costs a panel call and cuts the old key off);
-/// refused while Redis is away, as its lock is (counted on a local limiter, a reissue that
-/// could not take its lock would use up the user's ten minutes for nothing).
+/// reissue: one per 10 minutes, exactly (each costs a panel call and cuts the old key off).
 pub fn limit(action: LimitedAction) -> Limit {
     use Algorithm::*;
     use WhenUnavailable::*;
@@ -51,7 +49,7 @@ pub fn limit(action: LimitedAction) -> Limit {
         LimitedAction::PromoAttempt => (10, MINUTE, SlidingWindow, Refuse),
         LimitedAction::AdminCommand => (100, MINUTE, Gcra, LocalLimiter),
         LimitedAction::TrialActivation => (5, 10 * MINUTE, Gcra, LocalLimiter),
-        LimitedAction::KeyReissue => (1, 10 * MINUTE, SlidingWindow, Refuse),
+        LimitedAction::KeyReissue => (1, 10 * MINUTE, SlidingWindow, LocalLimiter),
     };
     Limit { max, window, algorithm, when_unavailable }
 }
