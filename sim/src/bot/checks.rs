@@ -105,10 +105,10 @@ fn is(call: &Call, method: &str) -> bool {
 #[derive(Clone, Copy, Debug)]
 struct Break {
     at: Duration,
-    /// The latest the loss may show: `at` for a crash; for a SIGTERM, the end of the drain, when
-    /// the process exits with whatever it has not committed (a reply may go out in the drain,
-    /// its commit not), or, when it was frozen in the drain, the end of the freeze (and a tick's
-    /// slack), when what it sent before exiting arrives.
+    /// Until when what the lost process did before it went may still show (`at` when nothing
+    /// can): for a SIGTERM, the end of its drain (a reply may go out in the drain, its commit
+    /// not); for either loss, the end of a freeze it was lost in, and a moment's slack (what it
+    /// sent before going was held, and arrives then).
     until: Duration,
     instance: Option<usize>,
 }
@@ -118,13 +118,15 @@ impl Break {
         Break { at, until: at, instance }
     }
 
-    /// Whether it may fall within `from..=to` and befell one of `who`: the instances that made
-    /// the two effects judged (one whose instance is unknown may be any). A crash of one
-    /// instance excuses nothing another does twice.
+    /// Whether it excuses two effects at `from` and `to`, made by `who` (the earlier's maker
+    /// first; one whose instance is unknown may be any): it falls between them and befell one of
+    /// their makers (a crash of one instance excuses nothing another does twice), or the earlier
+    /// effect is the lost process's own, showing after it went (`until`).
     fn excuses(&self, from: Duration, to: Duration, who: &[Option<usize>]) -> bool {
-        from <= self.until
-            && self.at <= to
-            && (self.instance.is_none() || who.iter().any(|w| w.is_none() || *w == self.instance))
+        let befell = |w: &Option<usize>| self.instance.is_none() || w.is_none() || *w == self.instance;
+        let between = from <= self.at && self.at <= to && who.iter().any(befell);
+        let its_own_late = self.at <= from && from <= self.until && who.first().is_some_and(befell);
+        between || its_own_late
     }
 }
 
@@ -145,11 +147,11 @@ fn losses(history: &History) -> Vec<Break> {
         .records
         .iter()
         .filter_map(|r| match r.event {
-            Event::Fault(FaultEvent::Crashed(i)) => Some(Break::at(r.at, Some(i))),
-            Event::Fault(FaultEvent::Stopped(i)) => {
-                let drained = r.at + super::hosts::SHUTDOWN_TIMEOUT;
-                let woke = freezes.iter().filter(|(f, from, to)| *f == i && *from <= drained && *to >= r.at);
-                let until = woke.map(|(_, _, to)| *to + THAW_SLACK).fold(drained, Duration::max);
+            Event::Fault(FaultEvent::Crashed(i) | FaultEvent::Stopped(i)) => {
+                let stopped = matches!(r.event, Event::Fault(FaultEvent::Stopped(_)));
+                let gone = if stopped { r.at + super::hosts::SHUTDOWN_TIMEOUT } else { r.at };
+                let frozen = freezes.iter().filter(|(f, from, to)| *f == i && *from <= gone && *to >= r.at);
+                let until = frozen.map(|(_, _, to)| *to + THAW_SLACK).fold(gone, Duration::max);
                 Some(Break { at: r.at, until, instance: Some(i) })
             }
             Event::Fault(FaultEvent::RedisRestarted { lose_data: true }) => Some(Break::at(r.at, None)),
@@ -774,14 +776,27 @@ mod tests {
         // Stopped at 5 s, its drain over by 10 s.
         assert_eq!(judged(9, 12), None);
         assert!(judged(11, 13).is_some());
-        // Frozen in its drain until 11 s, what it sent before exiting arrives after it woke.
-        let told = records(vec![received(11, 1), received(13, 1)], vec![]);
+        // Frozen in its drain until 11 s, what it sent before exiting arrives after it woke (past
+        // the freeze's own end): its own first, excused; another instance's first, not.
+        let frozen_stop = |first_from| {
+            let mut first = received(11, first_from);
+            first.at += Duration::from_millis(20);
+            let told = records(vec![first, received(13, 1)], vec![]);
+            let mut history = history(FaultEvent::Stopped(1));
+            let frozen = FaultEvent::Frozen { instance: 1, for_ms: 6_000 };
+            history.records.push(Record { at: Duration::from_secs(5), event: Event::Fault(frozen) });
+            let paid = Event::Paid { user: 700, provider: "stars", id: "charge-1".into() };
+            history.records.push(Record { at: Duration::from_secs(1), event: paid });
+            no_double_effect(&history, &told)
+        };
+        assert_eq!(frozen_stop(1), None);
+        assert!(frozen_stop(0).is_some());
+        // Another instance's answer in the drain, the stopped one's after it: not excused.
+        let told = records(vec![received(8, 0), received(20, 1)], vec![]);
         let mut history = history(FaultEvent::Stopped(1));
-        let frozen = FaultEvent::Frozen { instance: 1, for_ms: 6_000 };
-        history.records.push(Record { at: Duration::from_secs(5), event: Event::Fault(frozen) });
         let paid = Event::Paid { user: 700, provider: "stars", id: "charge-1".into() };
         history.records.push(Record { at: Duration::from_secs(1), event: paid });
-        assert_eq!(no_double_effect(&history, &told), None);
+        assert!(no_double_effect(&history, &told).is_some());
     }
 
     #[test]
