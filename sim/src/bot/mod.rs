@@ -182,6 +182,9 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     }
     let simulated = sim.elapsed();
     drop(sim);
+    if let Some((at, action)) = pending.last() {
+        anyhow::bail!("the run ended at its overtime with {action:?} still due at {at:?}: a fault past the run's end");
+    }
     if let Some(call) = shared.store.still_armed() {
         anyhow::bail!("pause_at_store_call waited for a {call} store call, and no instance sent one");
     }
