@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use atlas::domain::KeyLabel;
+
 use crate::bot_api::{Call, HandedBack};
 use crate::history::{Event, FaultEvent, History, JourneyEnd};
 use crate::scenario::{Invariant, Journey};
@@ -146,16 +148,16 @@ fn losses(history: &History) -> Vec<Break> {
     history
         .records
         .iter()
-        .filter_map(|r| match r.event {
-            Event::Fault(FaultEvent::Crashed(i) | FaultEvent::Stopped(i)) => {
-                let stopped = matches!(r.event, Event::Fault(FaultEvent::Stopped(_)));
-                let gone = if stopped { r.at + super::hosts::SHUTDOWN_TIMEOUT } else { r.at };
-                let frozen = freezes.iter().filter(|(f, from, to)| *f == i && *from <= gone && *to >= r.at);
-                let until = frozen.map(|(_, _, to)| *to + THAW_SLACK).fold(gone, Duration::max);
-                Some(Break { at: r.at, until, instance: Some(i) })
-            }
-            Event::Fault(FaultEvent::RedisRestarted { lose_data: true }) => Some(Break::at(r.at, None)),
-            _ => None,
+        .filter_map(|r| {
+            let (i, gone) = match r.event {
+                Event::Fault(FaultEvent::Crashed(i)) => (i, r.at),
+                Event::Fault(FaultEvent::Stopped(i)) => (i, r.at + super::hosts::SHUTDOWN_TIMEOUT),
+                Event::Fault(FaultEvent::RedisRestarted { lose_data: true }) => return Some(Break::at(r.at, None)),
+                _ => return None,
+            };
+            let frozen = freezes.iter().filter(|(f, from, to)| *f == i && *from <= gone && *to >= r.at);
+            let until = frozen.map(|(_, _, to)| *to + THAW_SLACK).fold(gone, Duration::max);
+            Some(Break { at: r.at, until, instance: Some(i) })
         })
         .collect()
 }
@@ -456,9 +458,9 @@ fn single_leader_effects(records: &BotRecords) -> Option<String> {
 /// key of another kind (a subscription bought again after its keys were retired gets a new
 /// activation key) is older when the store wrote it before the key the bot sent.
 fn keys_never_go_back(records: &BotRecords) -> Option<String> {
-    let token = |id: &str| -> Option<(String, u64)> {
-        let (subscription, token) = id.strip_prefix("reissue-")?.split_once('-')?;
-        Some((subscription.to_owned(), token.parse().ok()?))
+    let token = |id: &str| match KeyLabel::parse(id)? {
+        KeyLabel::Reissue { subscription, token } => Some((subscription.to_string(), token)),
+        KeyLabel::Activation { .. } => None,
     };
     let mut newest_told: BTreeMap<String, (u64, Duration)> = BTreeMap::new();
     for call in records.calls.iter().filter(|c| is(c, "sendMessage")) {
@@ -766,37 +768,31 @@ mod tests {
         let received = |secs, from| {
             call("sendMessage", serde_json::json!({"chat_id": 700, "text": "Payment received: 30 days."}), secs, from)
         };
-        let judged = |first: u64, again: u64| {
-            let told = records(vec![received(first, 1), received(again, 1)], vec![]);
+        // User 700 paid once; instance 1 got SIGTERM at 5 s (its drain over by 10 s), frozen
+        // from 5 s to 11 s when `frozen`.
+        let judged = |told: Vec<Call>, frozen: bool| {
             let mut history = history(FaultEvent::Stopped(1));
+            if frozen {
+                let freeze = FaultEvent::Frozen { instance: 1, for_ms: 6_000 };
+                history.records.push(Record { at: Duration::from_secs(5), event: Event::Fault(freeze) });
+            }
             let paid = Event::Paid { user: 700, provider: "stars", id: "charge-1".into() };
             history.records.push(Record { at: Duration::from_secs(1), event: paid });
-            no_double_effect(&history, &told)
+            no_double_effect(&history, &records(told, vec![]))
         };
-        // Stopped at 5 s, its drain over by 10 s.
-        assert_eq!(judged(9, 12), None);
-        assert!(judged(11, 13).is_some());
+        assert_eq!(judged(vec![received(9, 1), received(12, 1)], false), None);
+        assert!(judged(vec![received(11, 1), received(13, 1)], false).is_some());
         // Frozen in its drain until 11 s, what it sent before exiting arrives after it woke (past
         // the freeze's own end): its own first, excused; another instance's first, not.
-        let frozen_stop = |first_from| {
-            let mut first = received(11, first_from);
+        let late = |from| {
+            let mut first = received(11, from);
             first.at += Duration::from_millis(20);
-            let told = records(vec![first, received(13, 1)], vec![]);
-            let mut history = history(FaultEvent::Stopped(1));
-            let frozen = FaultEvent::Frozen { instance: 1, for_ms: 6_000 };
-            history.records.push(Record { at: Duration::from_secs(5), event: Event::Fault(frozen) });
-            let paid = Event::Paid { user: 700, provider: "stars", id: "charge-1".into() };
-            history.records.push(Record { at: Duration::from_secs(1), event: paid });
-            no_double_effect(&history, &told)
+            first
         };
-        assert_eq!(frozen_stop(1), None);
-        assert!(frozen_stop(0).is_some());
+        assert_eq!(judged(vec![late(1), received(13, 1)], true), None);
+        assert!(judged(vec![late(0), received(13, 1)], true).is_some());
         // Another instance's answer in the drain, the stopped one's after it: not excused.
-        let told = records(vec![received(8, 0), received(20, 1)], vec![]);
-        let mut history = history(FaultEvent::Stopped(1));
-        let paid = Event::Paid { user: 700, provider: "stars", id: "charge-1".into() };
-        history.records.push(Record { at: Duration::from_secs(1), event: paid });
-        assert!(no_double_effect(&history, &told).is_some());
+        assert!(judged(vec![received(8, 0), received(20, 1)], false).is_some());
     }
 
     #[test]
