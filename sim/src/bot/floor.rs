@@ -17,9 +17,12 @@ use bytes::Bytes;
 use hyper::Method;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::hosts::{BALANCER_HOST, BOT_PORT, CRYPTO_PORT, INTERNET_HOST, OUTLINE_PORT, TELEGRAM_PORT, url};
+use super::hosts::{
+    BALANCER_HOST, BOT_PORT, CRYPTO, CRYPTO_PORT, INTERNET_HOST, OUTLINE, OUTLINE_PORT, TELEGRAM, TELEGRAM_PORT,
+    serving, url,
+};
 use crate::faults::{Traffic, instance_name};
-use crate::net::{SimListener, SimNetwork};
+use crate::net::SimNetwork;
 use crate::redis_host::REDIS_PORT;
 use crate::store_host::{STORE_HOST, STORE_PORT};
 use crate::world::{self, REDIS_HOST};
@@ -193,9 +196,7 @@ async fn instance(traffic: Traffic) -> turmoil::Result {
         http: HttpClient::new(SimNetwork, None)?,
     });
     let router = axum::Router::new().fallback(hook).with_state(me);
-    atlas::net::server::serve(SimListener::bind(BOT_PORT).await?, router, std::future::pending::<()>(), Duration::ZERO)
-        .await;
-    Ok(())
+    serving("instance", BOT_PORT, router).await
 }
 
 /// The balancer: each delivery on to the next instance, its answer back.
@@ -220,9 +221,7 @@ async fn balancer(instances: usize) -> turmoil::Result {
     }
     let lb = Arc::new(Lb { instances, next: Default::default(), http: HttpClient::new(SimNetwork, None)? });
     let router = axum::Router::new().fallback(forward).with_state(lb);
-    atlas::net::server::serve(SimListener::bind(BOT_PORT).await?, router, std::future::pending::<()>(), Duration::ZERO)
-        .await;
-    Ok(())
+    serving(BALANCER_HOST, BOT_PORT, router).await
 }
 
 /// The internet host: Telegram's, the panel's and Crypto Pay's fixed answers, and Telegram
@@ -231,12 +230,7 @@ async fn internet(traffic: Traffic, active: Duration, answered: Rc<Cell<u64>>) -
     async fn answer() -> Bytes {
         Bytes::from_static(ANSWER)
     }
-    let serve = |port| async move {
-        let router = axum::Router::new().fallback(answer);
-        atlas::net::server::serve(SimListener::bind(port).await?, router, std::future::pending::<()>(), Duration::ZERO)
-            .await;
-        Ok::<(), Box<dyn std::error::Error>>(())
-    };
+    let serve = |service, port| serving(service, port, axum::Router::new().fallback(answer));
     let http = Arc::new(HttpClient::new(SimNetwork, None)?);
     let n = traffic.deliveries;
     tokio::task::spawn_local(async move {
@@ -253,7 +247,7 @@ async fn internet(traffic: Traffic, active: Duration, answered: Rc<Cell<u64>>) -
             });
         }
     });
-    tokio::try_join!(serve(TELEGRAM_PORT), serve(OUTLINE_PORT), serve(CRYPTO_PORT))?;
+    tokio::try_join!(serve(TELEGRAM, TELEGRAM_PORT), serve(OUTLINE, OUTLINE_PORT), serve(CRYPTO, CRYPTO_PORT))?;
     Ok(())
 }
 
