@@ -192,8 +192,7 @@ pub fn run(scenario: &Scenario, seed: u64, mode: Mode) -> anyhow::Result<RunResu
     let pauses: Pauses = Default::default();
     let history: SharedHistory = Default::default();
     let shared = Shared::default();
-    shared.redis.borrow_mut().broken_guard = scenario.broken_guard;
-    shared.store.break_guard(scenario.broken_guard);
+    shared.break_guard(scenario.broken_guard);
     let plan = Rc::new(plan(&scenario, seed, &shared));
     let tick = Duration::from_millis(scenario.tick_ms);
     let mut sim = world::builder(seed, duration + SETTLE + Duration::from_secs(1), tick, network).build();

@@ -23,7 +23,7 @@ use crate::dialer::SimDialer;
 use crate::instance::InstanceCtx;
 use crate::messenger::SimMessenger;
 use crate::redis_host::{REDIS_PORT, RedisState, serve};
-use crate::scenario::{Mode, Workload};
+use crate::scenario::{BrokenGuard, Mode, Workload};
 use crate::store_host::{SimStore, StoreLink};
 use crate::vpn::{Panel, SimVpn};
 
@@ -96,6 +96,14 @@ pub struct Shared {
     pub stopping: Stopping,
     /// The faults on each instance's link to Redis at this moment.
     pub links: Rc<RefCell<crate::faults::Links>>,
+}
+
+impl Shared {
+    /// Switches `guard` off where it lives: in the sim Redis's scripts, or in the store model.
+    pub fn break_guard(&self, guard: Option<BrokenGuard>) {
+        self.redis.borrow_mut().broken_guard = guard;
+        self.store.break_guard(guard);
+    }
 }
 
 /// Instances told to stop, as their software watches for it (whole-bot runs): the runner tells

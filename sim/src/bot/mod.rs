@@ -96,8 +96,7 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
     let duration = Duration::from_secs_f64(scenario.duration_secs);
     let history: SharedHistory = Default::default();
     let shared = Shared::default();
-    shared.redis.borrow_mut().broken_guard = scenario.broken_guard;
-    shared.store.break_guard(scenario.broken_guard);
+    shared.break_guard(scenario.broken_guard);
     // A paused instance: nothing it sends or is sent moves, on any of its links.
     shared.links.borrow_mut().frozen_peers = SHARED_HOSTS.to_vec();
     seed_store(&shared.store, bot)?;
@@ -172,11 +171,9 @@ pub fn run(scenario: &Scenario, bot: &BotWorkload, seed: u64, mode: Mode) -> any
             break;
         }
         sim.step().map_err(|e| anyhow::anyhow!("the simulation failed: {e}"))?;
-        // A store call that trips a pause: frozen as it sent it, before the call can arrive.
-        if let Some(pause) = faults::tripped(&shared, &history, sim.elapsed())
-            && let Some((after, thaw)) = apply(&mut sim, pause, &history, &shared, &Default::default())
-        {
-            pending.push((sim.elapsed() + after, thaw));
+        // A store call that trips a pause: frozen now, as it sent it, before the call can arrive.
+        if let Some(pause) = faults::tripped(&shared, &history, sim.elapsed()) {
+            pending.push((sim.elapsed(), pause));
             pending.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
         }
     }

@@ -247,7 +247,6 @@ impl SimStore {
 mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
-    use std::time::Duration;
 
     use atlas::domain::{Language, UserId};
     use atlas::ports::store::Accounts as _;
