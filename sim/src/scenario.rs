@@ -85,8 +85,6 @@ pub enum BrokenGuard {
 impl BrokenGuard {
     pub const ALL: [BrokenGuard; 4] =
         [BrokenGuard::Dedupe, BrokenGuard::Lease, BrokenGuard::Fencing, BrokenGuard::KeyFence];
-    /// The guards in the Lua scripts (the fuzzer's mutation checks).
-    pub const SCRIPTS: [BrokenGuard; 3] = [BrokenGuard::Dedupe, BrokenGuard::Lease, BrokenGuard::Fencing];
 
     /// The guard's text in its script, and what it becomes when broken (none for the store's).
     pub fn patch(self) -> Option<(&'static str, &'static str)> {
