@@ -102,6 +102,12 @@ struct KeyRow {
     access_uri: String,
 }
 
+impl From<KeyRow> for PanelKey {
+    fn from(row: KeyRow) -> PanelKey {
+        PanelKey { panel_key_id: row.panel_key_id, access_uri: row.access_uri }
+    }
+}
+
 /// What `atlas_install_reissued_key` returns.
 #[derive(FromRow)]
 struct InstalledRow {
@@ -136,7 +142,7 @@ impl Subscriptions for PgStore {
         let sql = "SELECT panel_key_id, access_uri FROM vpn_keys WHERE subscription_id = $1 AND status = 'active'";
         let row: Option<KeyRow> =
             timed(sqlx::query_as(sql).bind(subscription.get()).fetch_optional(self.pool())).await?;
-        Ok(row.map(|r| PanelKey { panel_key_id: r.panel_key_id, access_uri: r.access_uri }))
+        Ok(row.map(PanelKey::from))
     }
 
     async fn reissued_for(&self, subscription: SubscriptionId, request: &str) -> Result<Option<PanelKey>, StoreError> {
@@ -145,7 +151,7 @@ impl Subscriptions for PgStore {
                      AND EXISTS (SELECT 1 FROM vpn_keys WHERE subscription_id = $1 AND request = $2)";
         let row: Option<KeyRow> =
             timed(sqlx::query_as(sql).bind(subscription.get()).bind(request).fetch_optional(self.pool())).await?;
-        Ok(row.map(|r| PanelKey { panel_key_id: r.panel_key_id, access_uri: r.access_uri }))
+        Ok(row.map(PanelKey::from))
     }
 
     async fn set_auto_renew(&self, user: UserId, enabled: bool, now: DateTime<Utc>) -> Result<bool, StoreError> {
